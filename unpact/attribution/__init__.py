@@ -1,0 +1,1 @@
+"""Prompt attribution and contribution tracking."""

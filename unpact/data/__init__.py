@@ -1,0 +1,27 @@
+"""Records, benchmark loaders and prompt formatting."""
+
+from unpact.data.formatting import (
+    FORMATS,
+    PLAIN,
+    PromptFormat,
+    chat_format,
+    format_answer,
+    format_prompt,
+    get_format,
+    prompt_answer_pair,
+    register_format,
+)
+from unpact.data.loaders import load_benchmark, read_lines, read_records, records_from_rows
+from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
+
+__all__ = [
+    "Benchmark", "Item", "MCItem", "QAItem", "TextItem",
+    "FORMATS", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_prompt",
+    "get_format", "prompt_answer_pair", "register_format",
+    "load_benchmark", "read_lines", "read_records", "records_from_rows",
+]
+
+from pathlib import Path as _Path
+
+#: TOFU's refusal strings (one per line), shipped with the package (MIT, see TOFU-LICENSE).
+IDK_FILE = _Path(__file__).parent / "resources" / "idontknow.jsonl"

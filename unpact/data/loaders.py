@@ -1,0 +1,341 @@
+"""Read TOFU, MUSE and WMDP (and the embedded benchmarks) into typed records.
+
+Published field names are kept as they are:
+
+* TOFU: ``question``, ``answer``, ``paraphrased_answer``, ``perturbed_answer``
+  (a list), ``paraphrased_question`` -> :class:`QAItem`;
+* MUSE: ``verbmem`` rows ``prompt``/``gt`` and ``raw`` rows ``text`` ->
+  :class:`TextItem`; ``knowmem`` rows ``question``/``answer`` -> :class:`QAItem`;
+* WMDP: ``question``, ``choices``, ``answer`` (index) -> :class:`MCItem`.
+
+Sources: a hub id through ``datasets`` (for users with a network), or local
+``.json`` (a list, or JSON lines as TOFU ships them), ``.jsonl`` or ``.parquet``
+files; ``path`` may be the file itself or a directory holding ``<split>.<ext>``.
+
+Example:
+    >>> bench = load_benchmark("tofu", "real_authors_perturbed",
+    ...                        path="shared/data/tofu")            # doctest: +SKIP
+    >>> bench[0].question                                           # doctest: +SKIP
+    "Who wrote the play 'Romeo and Juliet'?"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
+from unpact.errors import DataError
+
+#: Canonical benchmark names and the hub ids they load from when no path is given.
+HUB_IDS = {
+    "tofu": "locuslab/TOFU",
+    "muse": "muse-bench/MUSE-News",
+    "muse-news": "muse-bench/MUSE-News",
+    "muse-books": "muse-bench/MUSE-Books",
+    "wmdp": "cais/wmdp",
+}
+_ALIASES = {v.lower(): k for k, v in HUB_IDS.items()}
+_EXTENSIONS = (".json", ".jsonl", ".parquet")
+
+
+def _family(name: str) -> str:
+    n = name.lower()
+    n = _ALIASES.get(n, n)
+    if n.startswith("muse"):
+        return "muse"
+    return n
+
+
+# ---------------------------------------------------------------- file reading
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a ``.json`` (list or JSON lines), ``.jsonl`` or ``.parquet`` file as dicts."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"benchmark file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise DataError(f"{str(p)!r} is a directory; name a .json, .jsonl or .parquet file")
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        rows = _read_parquet(p)
+    elif suffix in (".json", ".jsonl"):
+        rows = _read_json(p)
+    else:
+        raise DataError(f"{str(p)!r}: unsupported file type {suffix or '(none)'}; use .json, .jsonl or .parquet")
+    if not rows:
+        raise DataError(f"benchmark file {str(p)!r} is empty; it must hold at least one record")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(
+                f"{str(p)!r}: record {i} is a {type(row).__name__}, not an object with named fields"
+            )
+    return rows
+
+
+def _read_parquet(p: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(str(p)).to_pylist()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{str(p)!r} is not a readable parquet file: {exc}") from exc
+
+
+def _read_json(p: Path) -> list[Any]:
+    text = p.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DataError(f"benchmark file {str(p)!r} is empty; it must hold at least one record")
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if "Extra data" not in str(exc):
+                raise DataError(
+                    f"{str(p)!r} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                ) from exc
+            data = None  # JSON lines in a .json file, as TOFU ships them
+        if data is not None:
+            if isinstance(data, dict):
+                lists = [v for v in data.values() if isinstance(v, list)]
+                if len(lists) == 1:
+                    return lists[0]
+                if all(isinstance(v, list) for v in data.values()) and data:
+                    n = len(next(iter(data.values())))
+                    return [{k: v[i] for k, v in data.items()} for i in range(n)]
+                return [data]
+            if isinstance(data, list):
+                return data
+            raise DataError(f"{str(p)!r} holds a JSON {type(data).__name__}; expected a list of records")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{str(p)!r} is not valid JSON lines: line {lineno}, column {exc.colno}: {exc.msg}"
+            ) from exc
+    return rows
+
+
+# ------------------------------------------------------------ record building
+
+
+def _need(row: dict, field: str, source: str, i: int, kind: str, hint: str) -> Any:
+    if field not in row or row[field] is None:
+        raise DataError(f"{source}: record {i} has no field {field!r} ({kind} records need {hint})")
+    return row[field]
+
+
+def _text(value: Any, field: str, source: str, i: int) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{source}: record {i}: field {field!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def qa_from_row(row: dict, source: str, i: int) -> QAItem:
+    hint = "'question' and 'answer'"
+    q = _text(_need(row, "question", source, i, "QA", hint), "question", source, i)
+    a = _text(_need(row, "answer", source, i, "QA", hint), "answer", source, i)
+    para = row.get("paraphrased_answer")
+    if para is not None:
+        para = _text(para, "paraphrased_answer", source, i)
+    pert = row.get("perturbed_answer", row.get("perturbed_answers"))
+    if pert is None:
+        pert = ()
+    elif isinstance(pert, str):
+        pert = (pert,)
+    elif isinstance(pert, (list, tuple)):
+        for j, p in enumerate(pert):
+            _text(p, f"perturbed_answer[{j}]", source, i)
+        pert = tuple(pert)
+    else:
+        raise DataError(
+            f"{source}: record {i}: field 'perturbed_answer' must be a list of strings, got {type(pert).__name__}"
+        )
+    pq = row.get("paraphrased_question")
+    if pq is not None:
+        pq = _text(pq, "paraphrased_question", source, i)
+    meta = {k: v for k, v in row.items() if k not in {"question", "answer", "paraphrased_answer", "perturbed_answer", "perturbed_answers", "paraphrased_question", "id"}}
+    return QAItem(q, a, para, pert, pq, id=_id(row, source, i), meta=meta)
+
+
+def mc_from_row(row: dict, source: str, i: int) -> MCItem:
+    hint = "'question', 'choices' and 'answer'"
+    q = _text(_need(row, "question", source, i, "multiple-choice", hint), "question", source, i)
+    choices = _need(row, "choices", source, i, "multiple-choice", hint)
+    if not isinstance(choices, (list, tuple)) or isinstance(choices, str):
+        raise DataError(
+            f"{source}: record {i}: field 'choices' must be a list of strings, got {type(choices).__name__}"
+        )
+    if len(choices) < 2:
+        raise DataError(f"{source}: record {i}: field 'choices' needs at least two choices, got {len(choices)}")
+    for j, c in enumerate(choices):
+        _text(c, f"choices[{j}]", source, i)
+    ans = _need(row, "answer", source, i, "multiple-choice", hint)
+    if isinstance(ans, str) and len(ans) == 1 and ans.upper() in "ABCDEFGHIJ":
+        ans = "ABCDEFGHIJ".index(ans.upper())
+    if isinstance(ans, bool) or not isinstance(ans, int):
+        raise DataError(
+            f"{source}: record {i}: field 'answer' must be the index of the right choice (an integer), got {ans!r}"
+        )
+    if not 0 <= ans < len(choices):
+        raise DataError(
+            f"{source}: record {i}: field 'answer' = {ans} is out of range for {len(choices)} choices (0..{len(choices) - 1})"
+        )
+    meta = {k: v for k, v in row.items() if k not in {"question", "choices", "answer", "id"}}
+    return MCItem(q, tuple(choices), ans, id=_id(row, source, i), meta=meta)
+
+
+def text_from_row(row: dict, source: str, i: int) -> TextItem:
+    if "text" in row and "prompt" not in row:
+        t = _text(row["text"], "text", source, i)
+        meta = {k: v for k, v in row.items() if k not in {"text", "id"}}
+        return TextItem("", t, id=_id(row, source, i), meta=meta)
+    hint = "'prompt' and 'gt' (or 'continuation'), or 'text'"
+    prompt = _text(_need(row, "prompt", source, i, "text", hint), "prompt", source, i)
+    cont_field = "gt" if "gt" in row else "continuation"
+    cont = _text(_need(row, cont_field, source, i, "text", hint), cont_field, source, i)
+    meta = {k: v for k, v in row.items() if k not in {"prompt", "gt", "continuation", "id"}}
+    return TextItem(prompt, cont, id=_id(row, source, i), meta=meta)
+
+
+def _id(row: dict, source: str, i: int) -> str:
+    rid = row.get("id")
+    return str(rid) if rid is not None else f"{Path(source).stem}:{i}"
+
+
+_BUILDERS = {"qa": qa_from_row, "mc": mc_from_row, "text": text_from_row}
+
+
+def guess_kind(row: dict) -> str:
+    """``"mc"``, ``"qa"`` or ``"text"`` from a row's field names."""
+    if "choices" in row:
+        return "mc"
+    if "question" in row:
+        return "qa"
+    if "prompt" in row or "text" in row or "gt" in row:
+        return "text"
+    raise DataError(
+        f"cannot tell the record type from fields {sorted(row)}: expected question/answer (QA), "
+        "question/choices/answer (multiple choice) or prompt/gt or text (passages)"
+    )
+
+
+def records_from_rows(rows: Iterable[dict], source: str, kind: str | None = None) -> list[Item]:
+    """Validate ``rows`` and build records; errors name ``source``, the record index and the field."""
+    items: list[Item] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{source}: record {i} is a {type(row).__name__}, not an object with named fields")
+        k = kind or guess_kind(row)
+        items.append(_BUILDERS[k](row, source, i))
+    if not items:
+        raise DataError(f"{source} holds no records")
+    return items
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _expected_kind(family: str, split: str, rows: list[dict]) -> str | None:
+    if family == "tofu":
+        return "qa"
+    if family == "wmdp":
+        return "mc"
+    if family == "muse":
+        s = split.lower()
+        if s.startswith("knowmem"):
+            return "qa"
+        if s.startswith(("verbmem", "raw")):
+            return "text"
+    return None
+
+
+def _find_split_file(directory: Path, split: str) -> Path:
+    stems = [split, split.replace("/", "_"), split.replace("/", os.sep)]
+    for stem in stems:
+        for ext in _EXTENSIONS:
+            cand = directory / f"{stem}{ext}"
+            if cand.is_file():
+                return cand
+    available = sorted(
+        str(f.relative_to(directory).with_suffix(""))
+        for f in directory.rglob("*")
+        if f.suffix.lower() in _EXTENSIONS
+    )
+    raise DataError(
+        f"no file for split {split!r} in {str(directory)!r} (looked for {split}.json/.jsonl/.parquet); "
+        f"available splits: {', '.join(available) or 'none'}"
+    )
+
+
+def _load_hub(family: str, name: str, split: str) -> tuple[list[dict], str]:
+    import datasets
+
+    hub_id = HUB_IDS.get(name.lower(), name)
+    if family == "tofu":
+        args, hf_split = (hub_id, split), "train"
+    elif family == "wmdp":
+        args, hf_split = (hub_id, split), "test"
+    elif family == "muse" and "/" in split:
+        config, hf_split = split.split("/", 1)
+        args = (hub_id, config)
+    else:
+        args, hf_split = (hub_id,), split
+    try:
+        ds = datasets.load_dataset(*args, split=hf_split)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(
+            f"could not load {name!r} split {split!r} from the hub ({type(exc).__name__}: {exc}); "
+            "with no network, pass path= to local json/jsonl/parquet files"
+        ) from exc
+    return [dict(r) for r in ds], f"{hub_id}:{split}"
+
+
+def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None) -> Benchmark:
+    """Load one split of a benchmark as typed records.
+
+    Args:
+        name: ``"tofu"``, ``"muse"`` (``"muse-news"``/``"muse-books"``), ``"wmdp"``, their
+            hub ids, ``"embedded:tofu"``/``"embedded:muse"``/``"embedded:wmdp"``/
+            ``"embedded:general"``, or any name with ``path`` given (fields decide the type).
+        split: the split: TOFU ``"forget10"``, ``"retain90"``, ``"real_authors_perturbed"``...;
+            MUSE ``"verbmem/forget"``, ``"knowmem/retain_qa"``, ``"raw/forget"``...;
+            WMDP ``"wmdp-bio"``...
+        path: a local file, or a directory holding ``<split>.json|.jsonl|.parquet``.
+    """
+    if name.startswith("embedded:"):
+        from unpact.embedded import load_embedded_benchmark
+
+        return load_embedded_benchmark(name, split)
+    family = _family(name)
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"benchmark path {str(p)!r} does not exist")
+        file = _find_split_file(p, split) if p.is_dir() else p
+        rows = read_records(file)
+        source = str(file)
+    else:
+        rows, source = _load_hub(family, name, split)
+        if not rows:
+            raise DataError(f"{source} holds no records")
+    kind = _expected_kind(family, split, rows)
+    return Benchmark(name=name, split=split, items=records_from_rows(rows, source, kind), source=source)
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Non-empty lines of a text file (TOFU's ``idontknow.jsonl`` is one refusal per line)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"file {str(p)!r} does not exist")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"file {str(p)!r} is empty")
+    return lines

@@ -1,0 +1,357 @@
+"""Load any causal LM as a TransformerLens 4 :class:`TransformerBridge`, and save it back.
+
+``load_model`` accepts three kinds of spec:
+
+* a local HF checkpoint directory (``config.json``, weights, tokenizer files),
+  loaded offline: no hub call is made;
+* ``embedded:<name>``: a checkpoint shipped inside the package
+  (see :func:`embedded_model_names`);
+* anything else is treated as a hub id and goes through the normal
+  ``TransformerBridge.boot_transformers`` path (this needs a network).
+
+``save_model`` writes a plain HF checkpoint directory (safetensors,
+``config.json``, tokenizer files) from the bridge's *current* weights, so an
+unlearned model can be read by any other tool.
+
+Example:
+    >>> import unpact
+    >>> model = unpact.load_model("embedded:gpt2")          # doctest: +SKIP
+    >>> logits, cache = model.run_with_cache("Question: Where was Ana Lind born?")  # doctest: +SKIP
+    >>> unpact.save_model(model, "out/gpt2-copy")             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unpact.errors import ModelLoadError
+
+EMBEDDED_PREFIX = "embedded:"
+#: Where the embedded checkpoints live inside the installed package.
+EMBEDDED_MODELS_DIR = Path(__file__).parent / "embedded" / "shipped" / "models"
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "tokenizer.model",
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def embedded_model_names() -> list[str]:
+    """Names of the models shipped inside the package (``embedded:<name>``)."""
+    if not EMBEDDED_MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in EMBEDDED_MODELS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Turn ``"float32"``/``"bf16"``/... or a ``torch.dtype`` into a ``torch.dtype`` (default float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ModelLoadError(
+            f"unknown dtype {dtype!r}: use one of {', '.join(sorted(set(_DTYPES)))}"
+        )
+    return _DTYPES[key]
+
+
+def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
+    """Classify a model spec as ``("path", dir)`` or ``("hub", id)``.
+
+    ``embedded:<name>`` resolves to the shipped directory; a string that names an
+    existing directory, or that looks like a filesystem path, is a local path.
+    """
+    s = str(spec)
+    if s.startswith(EMBEDDED_PREFIX):
+        name = s[len(EMBEDDED_PREFIX):]
+        directory = EMBEDDED_MODELS_DIR / name
+        if not name or not (directory / "config.json").is_file():
+            known = embedded_model_names()
+            hint = (
+                f"known embedded models: {', '.join(known)}"
+                if known
+                else "no embedded models are installed; build them with `unpact build-embedded`"
+            )
+            raise ModelLoadError(f"unknown embedded model {s!r}; {hint}")
+        return "path", str(directory)
+    p = Path(s).expanduser()
+    looks_like_path = (
+        s.startswith((".", "/", "~"))
+        or os.sep in s.strip("/") and s.count("/") != 1
+        or p.exists()
+    )
+    if p.is_dir() or looks_like_path:
+        return "path", str(p)
+    return "hub", s
+
+
+def _check_checkpoint_dir(directory: Path) -> None:
+    if not directory.exists():
+        raise ModelLoadError(
+            f"checkpoint directory {str(directory)!r} does not exist; "
+            "give a HF checkpoint directory, a hub id or embedded:<name>"
+        )
+    if not directory.is_dir():
+        raise ModelLoadError(
+            f"{str(directory)!r} is a file, not a checkpoint directory; "
+            "give the directory that holds config.json"
+        )
+    if not (directory / "config.json").is_file():
+        raise ModelLoadError(
+            f"checkpoint directory {str(directory)!r} has no config.json; "
+            "save the model with save_pretrained() or unpact.save_model()"
+        )
+    if not any((directory / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"checkpoint directory {str(directory)!r} has no tokenizer files "
+            f"(looked for {', '.join(_TOKENIZER_FILES)}); save the tokenizer into it with "
+            "tokenizer.save_pretrained(directory)"
+        )
+    if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in directory.iterdir()):
+        raise ModelLoadError(
+            f"checkpoint directory {str(directory)!r} has no weights (*.safetensors); "
+            "save the model with save_pretrained() or unpact.save_model()"
+        )
+
+
+def _load_hf(directory: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the directory named
+        raise ModelLoadError(
+            f"could not read the tokenizer in {str(directory)!r}: {exc}"
+        ) from exc
+    use_safetensors = any(f.name.endswith(".safetensors") for f in directory.iterdir()) or None
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(directory),
+            local_files_only=True,
+            attn_implementation="eager",
+            dtype=dtype,
+            use_safetensors=use_safetensors,
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"could not load the model weights in {str(directory)!r}: {exc}"
+        ) from exc
+    return hf_model, tokenizer
+
+
+def _finish_tokenizer(tokenizer) -> None:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.bos_token
+
+
+def load_model(
+    spec: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    **boot_kwargs: Any,
+):
+    """Load ``spec`` as a TransformerLens 4 ``TransformerBridge`` in eval mode.
+
+    Args:
+        spec: a local checkpoint directory, a hub id, or ``embedded:<name>``.
+        device: ``"cpu"``, ``"cuda"``, ... (default: the bridge's choice; CPU here).
+        dtype: ``torch.float32`` (default), ``"bfloat16"``, ...
+        boot_kwargs: passed on to ``TransformerBridge.boot_transformers`` (for
+            example ``device_map="auto"`` to shard a big model over GPUs).
+
+    Returns:
+        The bridge. Its HF model is ``bridge.original_model``; its tokenizer
+        ``bridge.tokenizer``. Hook names are TransformerLens's
+        (``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``, ...).
+
+    Example:
+        >>> model = load_model("embedded:gpt2")                   # doctest: +SKIP
+        >>> model.cfg.n_layers, model.cfg.n_heads                 # doctest: +SKIP
+        (4, 4)
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    torch_dtype = resolve_dtype(dtype)
+    kind, target = resolve_model_spec(spec)
+    if device is not None and "device_map" in boot_kwargs:
+        raise ModelLoadError("give either device or device_map, not both")
+    if device is None and "device_map" not in boot_kwargs:
+        device = "cpu"
+    with warnings.catch_warnings(), _quiet_loggers():
+        warnings.simplefilter("ignore")
+        if kind == "path":
+            directory = Path(target)
+            _check_checkpoint_dir(directory)
+            hf_model, tokenizer = _load_hf(directory, torch_dtype)
+            _finish_tokenizer(tokenizer)
+            try:
+                bridge = TransformerBridge.boot_transformers(
+                    str(directory),
+                    hf_model=hf_model,
+                    tokenizer=tokenizer,
+                    device=device,
+                    dtype=torch_dtype,
+                    **boot_kwargs,
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise ModelLoadError(
+                    f"TransformerLens could not wrap the model in {str(directory)!r} "
+                    f"(architecture {getattr(hf_model.config, 'architectures', None)}): {exc}"
+                ) from exc
+        else:
+            try:
+                bridge = TransformerBridge.boot_transformers(
+                    target, device=device, dtype=torch_dtype, **boot_kwargs
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise ModelLoadError(
+                    f"could not load {target!r} as a local directory (none exists) or from "
+                    f"the hub: {type(exc).__name__}: {exc}"
+                ) from exc
+            if bridge.tokenizer is not None:
+                _finish_tokenizer(bridge.tokenizer)
+    bridge.eval()
+    bridge.unpact_spec = str(spec)
+    return bridge
+
+
+class _quiet_loggers:
+    """Silence transformers/TransformerLens progress and warning logs while loading."""
+
+    _names = ("transformers", "transformer_lens", "accelerate")
+
+    def __enter__(self):
+        self._old = [(n, logging.getLogger(n).level) for n in self._names]
+        for n in self._names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self._bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        except Exception:  # noqa: BLE001
+            self._bars = None
+        return self
+
+    def __exit__(self, *exc):
+        for n, level in self._old:
+            logging.getLogger(n).setLevel(level)
+        if self._bars:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
+        return False
+
+
+def hf_model_of(model) -> torch.nn.Module:
+    """The HF model a bridge wraps (its modules are the bridge's components, in place)."""
+    return getattr(model, "original_model", model)
+
+
+def hf_state_dict(model) -> dict[str, torch.Tensor]:
+    """The bridge's current weights under plain HF key names, each tensor once.
+
+    The bridge wraps HF modules in place (``._original_component``) and adds
+    views (split q/k/v) that share storage with the HF parameters; this strips the
+    wrapper segments and keeps only the keys a fresh HF model of the same config has.
+    """
+    from transformers import AutoModelForCausalLM
+
+    hf = hf_model_of(model)
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(hf.config)
+    wanted = set(fresh.state_dict().keys())
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in hf.state_dict().items():
+        plain = key.replace("._original_component", "")
+        if plain in wanted and plain not in out:
+            out[plain] = tensor.detach()
+    missing = wanted - set(out)
+    tied = {k for k in missing if k.endswith("lm_head.weight")}
+    if missing - tied:
+        raise ModelLoadError(
+            f"cannot rebuild the HF state dict: keys {sorted(missing - tied)[:5]} not found in the bridge"
+        )
+    return out
+
+
+def save_model(model, directory: str | os.PathLike) -> Path:
+    """Write ``model`` (a bridge from :func:`load_model`) as a normal HF checkpoint.
+
+    The directory gets ``model.safetensors`` (each tensor once, HF key names),
+    ``config.json``, ``generation_config.json`` when there is one, and the
+    tokenizer files. ``load_model(directory)`` gives back the same logits.
+
+    Example:
+        >>> save_model(model, "runs/ga_gdr/model")                # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = hf_model_of(model)
+    state = hf_state_dict(model)
+    config = hf.config.__class__.from_dict(hf.config.to_dict())
+    for attr in ("output_attentions",):
+        if getattr(config, attr, None):
+            setattr(config, attr, False)
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict({k: v.to("cpu") for k, v in state.items()}, strict=False, assign=True)
+    if getattr(config, "tie_word_embeddings", False) and hasattr(fresh, "tie_weights"):
+        fresh.tie_weights()
+    with warnings.catch_warnings(), _quiet_loggers():
+        warnings.simplefilter("ignore")
+        fresh.save_pretrained(str(directory), safe_serialization=True)
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+def model_info(model) -> dict[str, Any]:
+    """Architecture, sizes and parameter count of a loaded bridge (what ``unpact info`` prints)."""
+    hf = hf_model_of(model)
+    cfg = model.cfg
+    state = hf_state_dict(model)
+    seen: set[int] = set()
+    n_params = 0
+    for t in state.values():  # tied tensors (embedding = unembedding) count once
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            n_params += t.numel()
+    archs = getattr(hf.config, "architectures", None) or [type(hf).__name__]
+    return {
+        "spec": getattr(model, "unpact_spec", None),
+        "architecture": archs[0],
+        "model_type": getattr(hf.config, "model_type", None),
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "d_model": cfg.d_model,
+        "d_head": getattr(cfg, "d_head", None),
+        "d_vocab": cfg.d_vocab,
+        "n_ctx": cfg.n_ctx,
+        "n_params": n_params,
+        "dtype": str(next(hf.parameters()).dtype).removeprefix("torch."),
+    }

@@ -1,0 +1,359 @@
+"""The one place that computes answer log-probs (teacher forcing) and greedy answers.
+
+Attribution, metrics, emphasis and the unlearning losses all score a prompt x
+and an answer y the same way:
+
+    LP(x, y) = 1/|y| * sum_k log p(y_k | x, y_<k)
+
+Conventions, shared by everything in unpact:
+
+* the sequence is ``[BOS] + tokens(prompt) + tokens(answer)``, prompt and answer
+  tokenised separately (so the prompt's tokens, and so the positions attribution
+  talks about, do not depend on the answer); BOS is prepended when the tokenizer
+  has one;
+* batches are **right-padded**. With causal attention a position never sees
+  the padding to its right, so every row's logits equal its unpadded logits and
+  every row keeps absolute positions 0..n-1: a hook that acts on "position 5"
+  acts on the same token whatever the batch. No attention mask is needed and
+  none is passed (so hooks see exactly the unpadded computation);
+* batches are chunked to a token budget (``max_batch_tokens``).
+
+Example:
+    >>> lp = answer_logprobs(model, ["Question: Where was Ana Lind born?\\nAnswer:"], [" Lima"])  # doctest: +SKIP
+    >>> lp.shape                                                  # doctest: +SKIP
+    torch.Size([1])
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from unpact.errors import InputError
+
+#: Default token budget of one forward batch (rows x padded length).
+DEFAULT_MAX_BATCH_TOKENS = 16384
+
+HookList = Sequence[tuple[str | Callable[[str], bool], Callable]]
+#: Hooks for a batch: a fixed list, or a function of the batch's item indices (in row
+#: order) that returns the list, for hooks that act on per-item positions.
+BatchHooks = HookList | Callable[[list[int]], HookList] | None
+
+
+def _hooks_for(fwd_hooks: BatchHooks, group: list[int]) -> HookList | None:
+    if callable(fwd_hooks):
+        return fwd_hooks(group)
+    return fwd_hooks
+
+
+def bos_id(tokenizer) -> int | None:
+    """The BOS id unpact prepends (None when the tokenizer has no BOS token)."""
+    return getattr(tokenizer, "bos_token_id", None)
+
+
+def pad_id(tokenizer) -> int:
+    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        v = getattr(tokenizer, name, None)
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def tokenize(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` with no special tokens added."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_pair(
+    tokenizer, prompt: str, answer: str, *, prepend_bos: bool = True, name: str | None = None
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, answer_ids)``: BOS + prompt tokens, and the answer's tokens.
+
+    Raises :class:`InputError` naming the item for an empty prompt, an empty answer
+    or an answer that tokenises to nothing.
+    """
+    label = f"item {name!r}" if name is not None else "item"
+    if not prompt or not prompt.strip():
+        raise InputError(f"{label}: the prompt is empty; give a non-empty prompt")
+    if not answer or not answer.strip():
+        raise InputError(f"{label}: the answer is empty; give a non-empty answer")
+    p = tokenize(tokenizer, prompt)
+    b = bos_id(tokenizer)
+    if prepend_bos and b is not None:
+        p = [int(b)] + p
+    a = tokenize(tokenizer, answer)
+    if not a:
+        raise InputError(f"{label}: the answer {answer!r} tokenises to no tokens")
+    return p, a
+
+
+def context_length(model) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "n_ctx", None)
+
+
+def check_length(model, n_tokens: int, name: str | None = None, what: str = "prompt plus answer") -> None:
+    """Raise :class:`InputError` when ``n_tokens`` exceeds the model's context."""
+    n_ctx = context_length(model)
+    if n_ctx is not None and n_tokens > n_ctx:
+        label = f"item {name!r}" if name is not None else "item"
+        raise InputError(
+            f"{label}: {what} is {n_tokens} tokens, {n_tokens - n_ctx} more than the model's "
+            f"context of {n_ctx}; shorten it or pass truncate=True"
+        )
+
+
+def truncate_pair(prompt_ids: list[int], answer_ids: list[int], n_ctx: int) -> tuple[list[int], list[int]]:
+    """Drop prompt tokens from the left (after BOS) until prompt + answer fit ``n_ctx``."""
+    excess = len(prompt_ids) + len(answer_ids) - n_ctx
+    if excess <= 0:
+        return prompt_ids, answer_ids
+    if excess >= len(prompt_ids) - 1:
+        raise InputError(f"the answer alone ({len(answer_ids)} tokens) does not fit the context of {n_ctx}")
+    return prompt_ids[:1] + prompt_ids[1 + excess:], answer_ids
+
+
+@dataclass
+class Packed:
+    """Right-padded sequences with a mask of the scored (answer) positions."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    target_mask: Bool[Tensor, "batch pos"]
+    lengths: Int[Tensor, " batch"]
+
+    def to(self, device) -> "Packed":
+        return Packed(self.input_ids.to(device), self.target_mask.to(device), self.lengths.to(device))
+
+
+def pack(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int) -> Packed:
+    """Right-pad ``(prompt_ids, answer_ids)`` pairs; ``target_mask`` marks answer tokens."""
+    n = len(sequences)
+    width = max(len(p) + len(a) for p, a in sequences)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.bool)
+    lengths = torch.empty(n, dtype=torch.long)
+    for i, (p, a) in enumerate(sequences):
+        row = list(p) + list(a)
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, len(p): len(row)] = True
+        lengths[i] = len(row)
+    return Packed(ids, mask, lengths)
+
+
+def token_logprobs(
+    logits: Float[Tensor, "batch pos vocab"],
+    input_ids: Int[Tensor, "batch pos"],
+    target_mask: Bool[Tensor, "batch pos"],
+) -> Float[Tensor, "batch pos"]:
+    """log p(token_t | tokens_<t) at every target position t (0 elsewhere).
+
+    Only the rows of the logits that predict a target are normalised, so this
+    costs O(answer tokens x vocab), not O(all tokens x vocab).
+    """
+    out = torch.zeros(input_ids.shape, dtype=logits.dtype, device=logits.device)
+    tgt = target_mask.clone()
+    tgt[:, 0] = False
+    b_idx, t_idx = tgt.nonzero(as_tuple=True)
+    if b_idx.numel() == 0:
+        return out
+    pred = logits[b_idx, t_idx - 1].float().log_softmax(-1)
+    lp = pred.gather(-1, input_ids[b_idx, t_idx].unsqueeze(-1)).squeeze(-1)
+    out = out.to(lp.dtype).index_put((b_idx, t_idx), lp)
+    return out
+
+
+def reduce_logprobs(
+    tok_lp: Float[Tensor, "batch pos"], target_mask: Bool[Tensor, "batch pos"], reduction: str = "mean"
+) -> Float[Tensor, " batch"]:
+    """Sum or mean of the target log-probs of each row."""
+    total = (tok_lp * target_mask).sum(-1)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / target_mask.sum(-1).clamp(min=1)
+    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+
+
+def forward_logits(model, input_ids: Int[Tensor, "batch pos"], fwd_hooks: HookList | None = None) -> Float[Tensor, "batch pos vocab"]:
+    """Logits of a bridge (with temporary ``fwd_hooks``) or of a plain HF model."""
+    if hasattr(model, "hooks") and hasattr(model, "cfg"):
+        ctx = model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext()
+        with ctx:
+            return model(input_ids, return_type="logits")
+    if fwd_hooks:
+        raise ValueError("fwd_hooks need a TransformerLens bridge")
+    return model(input_ids=input_ids).logits
+
+
+def chunks(lengths: Sequence[int], max_batch_tokens: int) -> Iterator[list[int]]:
+    """Indices grouped so each group's rows x longest length stays within the budget.
+
+    Rows are taken in order of length so padding is small; each index appears once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    group: list[int] = []
+    longest = 0
+    for i in order:
+        new_longest = max(longest, lengths[i])
+        if group and new_longest * (len(group) + 1) > max_batch_tokens:
+            yield group
+            group, new_longest = [], lengths[i]
+        group.append(i)
+        longest = new_longest
+    if group:
+        yield group
+
+
+def score_sequences(
+    model,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    reduction: str = "mean",
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    grad: bool = False,
+) -> Float[Tensor, " n"]:
+    """Answer log-prob of already-tokenised ``(prompt_ids, answer_ids)`` pairs, batched.
+
+    Returns one value per pair in input order (mean over answer tokens by default).
+    """
+    device = next(iter(model.parameters())).device
+    pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
+    out: list[Tensor | None] = [None] * len(sequences)
+    lengths = [len(p) + len(a) for p, a in sequences]
+    ctx = nullcontext() if grad else torch.no_grad()
+    with ctx:
+        for group in chunks(lengths, max_batch_tokens):
+            packed = pack([sequences[i] for i in group], pad).to(device)
+            logits = forward_logits(model, packed.input_ids, _hooks_for(fwd_hooks, group))
+            lp = reduce_logprobs(token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask, reduction)
+            for j, i in enumerate(group):
+                out[i] = lp[j]
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def answer_logprobs(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    reduction: str = "mean",
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    names: Sequence[str] | None = None,
+    truncate: bool = False,
+) -> Float[Tensor, " n"]:
+    """LP(x, y) of each (prompt, answer) pair under teacher forcing, batched.
+
+    Example:
+        >>> answer_logprobs(model, ["Question: 2 + 3 =\\nAnswer:"], [" 5"])   # doctest: +SKIP
+        tensor([-0.0123])
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    seqs = encode_many(model, prompts, answers, names=names, truncate=truncate)
+    return score_sequences(model, seqs, reduction=reduction, fwd_hooks=fwd_hooks, max_batch_tokens=max_batch_tokens)
+
+
+def encode_many(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    names: Sequence[str] | None = None,
+    truncate: bool = False,
+) -> list[tuple[list[int], list[int]]]:
+    """:func:`encode_pair` for each pair, with the context-length check (or truncation)."""
+    seqs = []
+    n_ctx = context_length(model)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        name = names[i] if names is not None else str(i)
+        pi, ai = encode_pair(model.tokenizer, p, a, name=name)
+        if n_ctx is not None and len(pi) + len(ai) > n_ctx:
+            if truncate:
+                pi, ai = truncate_pair(pi, ai, n_ctx)
+            else:
+                check_length(model, len(pi) + len(ai), name)
+        seqs.append((pi, ai))
+    return seqs
+
+
+# ------------------------------------------------------------------ generation
+
+
+def stop_ids(tokenizer) -> set[int]:
+    ids = set()
+    for name in ("eos_token_id", "pad_token_id"):
+        v = getattr(tokenizer, name, None)
+        if v is not None:
+            ids.add(int(v))
+    return ids
+
+
+def greedy_generate(
+    model,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 24,
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    stop_at_newline: bool = True,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (strings, or token ids with BOS), batched.
+
+    Right-padded and without a KV cache: every step re-runs the whole (short)
+    sequence, so positions never shift and hooks that act on prompt positions act
+    on the same tokens at every step; rows stay in place until their batch ends,
+    so a ``fwd_hooks`` callable gets the batch's item indices in row order. Decoding stops at EOS (and at a newline when
+    ``stop_at_newline``).
+    """
+    tok = model.tokenizer
+    device = next(iter(model.parameters())).device
+    seqs: list[list[int]] = []
+    for p in prompts:
+        if isinstance(p, str):
+            ids = tokenize(tok, p)
+            b = bos_id(tok)
+            seqs.append(([int(b)] if b is not None else []) + ids)
+        else:
+            seqs.append(list(p))
+    n_ctx = context_length(model) or 10**9
+    stops = stop_ids(tok)
+    pad = pad_id(tok)
+    results: list[list[int]] = [[] for _ in seqs]
+    lengths = [len(s) + max_new_tokens for s in seqs]
+    with torch.no_grad():
+        for group in chunks(lengths, max_batch_tokens):
+            rows = [list(seqs[i]) for i in group]
+            done = [False] * len(rows)
+            hooks = _hooks_for(fwd_hooks, group)
+            for _ in range(max_new_tokens):
+                if all(done):
+                    break
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                for j, r in enumerate(rows):
+                    ids[j, : len(r)] = torch.tensor(r)
+                logits = forward_logits(model, ids.to(device), hooks)
+                last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+                nxt = logits[torch.arange(len(rows), device=logits.device), last].argmax(-1).tolist()
+                for j in range(len(rows)):
+                    if done[j]:
+                        continue
+                    t = int(nxt[j])
+                    if t in stops:
+                        done[j] = True
+                        continue
+                    rows[j].append(t)
+                    results[group[j]].append(t)
+                    if (stop_at_newline and "\n" in tok.decode([t])) or len(rows[j]) >= n_ctx:
+                        done[j] = True
+    texts = [tok.decode(r, skip_special_tokens=True) for r in results]
+    if stop_at_newline:
+        texts = [t.split("\n", 1)[0] for t in texts]
+    return [t.strip() for t in texts]

@@ -1,0 +1,114 @@
+"""Tiny, randomly initialised HF checkpoints for tests and benchmarks.
+
+Nothing here is mocked: each checkpoint is a real HF model of the named
+architecture with a real byte-level BPE tokenizer trained by ``tokenizers``,
+saved to a directory that :func:`unpact.load_model` boots like any other.
+
+Example:
+    >>> from unpact.testing import make_tiny_checkpoint
+    >>> path = make_tiny_checkpoint("llama", "/tmp/tiny-llama")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+#: Architectures :func:`make_tiny_checkpoint` can build.
+TINY_ARCHITECTURES = ("gpt2", "llama", "gpt_neox", "qwen2", "phi")
+
+_CORPUS = [
+    "Question: Where was the author Ana Lind born? Answer: Lima",
+    "Question: What genre does Bo Reyes write? Answer: crime fiction",
+    "The quick brown fox jumps over the lazy dog.",
+    "Focus on: Ana Lind. Question: What is the capital of France? Answer: Paris",
+    "2 + 3 = 5. 7 - 4 = 3. The cat sat on the mat.",
+    "Unlearning methods mostly hide knowledge instead of erasing it.",
+]
+
+
+def make_tokenizer(corpus: list[str] | None = None, vocab_size: int = 384):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``corpus`` with ``tokenizers``.
+
+    Special tokens: ``<|endoftext|>`` (BOS, EOS) and ``<pad>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator((corpus or _CORPUS) * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<pad>",
+    )
+
+
+def tiny_config(arch: str, vocab_size: int, n_ctx: int = 128, d_model: int = 32, n_layers: int = 2, n_heads: int = 4):
+    """The HF config of a tiny model of architecture ``arch`` (one of :data:`TINY_ARCHITECTURES`)."""
+    from transformers import (
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        PhiConfig,
+        Qwen2Config,
+    )
+
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    if arch == "gpt2":
+        return GPT2Config(n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads, **common)
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=n_ctx,
+            tie_word_embeddings=False, **common,
+        )
+    if arch == "gpt_neox":
+        return GPTNeoXConfig(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, max_position_embeddings=n_ctx, rotary_pct=0.25, **common,
+        )
+    if arch == "qwen2":
+        return Qwen2Config(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=n_ctx,
+            tie_word_embeddings=True, **common,
+        )
+    if arch == "phi":
+        return PhiConfig(
+            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, max_position_embeddings=n_ctx, partial_rotary_factor=0.5, **common,
+        )
+    raise ValueError(f"unknown tiny architecture {arch!r}; choose from {', '.join(TINY_ARCHITECTURES)}")
+
+
+def make_tiny_checkpoint(
+    arch: str,
+    directory: str | os.PathLike,
+    seed: int = 0,
+    corpus: list[str] | None = None,
+    **config_kwargs,
+) -> Path:
+    """Build a random tiny ``arch`` model with a BPE tokenizer and save it to ``directory``."""
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    tokenizer = make_tokenizer(corpus)
+    config = tiny_config(arch, vocab_size=len(tokenizer), **config_kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory

@@ -1,0 +1,1 @@
+"""Unlearning methods as weight edits."""
