@@ -1,0 +1,1 @@
+"""Emphasis recovery: keyword prompt rewrites and activation scaling."""
