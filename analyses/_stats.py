@@ -1,0 +1,52 @@
+"""Small statistics shared by the analyses (numbers in, numbers out)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def mean(xs: Sequence[float]) -> float | None:
+    xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return float(np.mean(xs)) if xs else None
+
+
+def gini(values: Sequence[float]) -> float | None:
+    """Gini coefficient of non-negative values: 0 = spread evenly, 1 = all in one."""
+    v = np.sort(np.asarray([x for x in values if x is not None], dtype=float))
+    if v.size == 0 or v.sum() <= 0:
+        return None
+    n = v.size
+    idx = np.arange(1, n + 1)
+    return float((2 * (idx * v).sum()) / (n * v.sum()) - (n + 1) / n)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman rank correlation (None with fewer than 3 pairs or a constant side)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(pairs) < 3:
+        return None
+    x, y = zip(*pairs)
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    r = spearmanr(x, y).statistic
+    return None if r is None or not math.isfinite(r) else float(r)
+
+
+def sign_test_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided sign-test p-value that the median of ``diffs`` is 0 (scipy binomtest)."""
+    from scipy.stats import binomtest
+
+    d = [x for x in diffs if x is not None and x != 0]
+    if not d:
+        return None
+    k = sum(1 for x in d if x > 0)
+    return float(binomtest(k, len(d), 0.5).pvalue)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"

@@ -1,0 +1,105 @@
+"""Finding 3: does catastrophic forgetting come from penalising all tokens indiscriminately?
+
+For each method, on retain and general items, take each prompt token's
+contribution change (after minus before). The *spread* of the drop is measured
+by the share of tokens whose contribution fell (function words included) and by
+a concentration index (the Gini coefficient of the per-token drops: near 0 the
+drop is spread over all tokens, near 1 it sits on a few). Across methods these
+are related to the utility drop with a rank correlation: the finding holds when
+methods that lose more utility have a more spread-out drop.
+
+Example:
+    >>> r = collapse_analysis({"ga": {"utility_drop": 0.5, "items": [
+    ...     {"before": [1.0, 1.0], "after": [0.0, 0.0], "tokens": ["the", "Paris"]}]}})
+    >>> r["methods"]["ga"]["share_tokens_fell"]
+    1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unpact.analyses._stats import fmt, gini, mean, spearman
+
+#: English function words, matched case-insensitively on stripped token text.
+FUNCTION_WORDS = frozenset(
+    """a an the of in on at to for from by with and or but not is are was were be been am do does did
+    what who whom whose which where when why how that this these those it its his her their there
+    as into about than then so if""".split()
+)
+
+
+def is_function_word(token: str) -> bool:
+    t = token.strip().strip("Ġ▁").lower().strip("?.,!:;'\"")
+    return t in FUNCTION_WORDS
+
+
+def token_drop_stats(items: list[dict[str, Any]], eps: float = 1e-6) -> dict[str, Any]:
+    """Spread of the contribution drop over the (non-special) prompt tokens of ``items``."""
+    drops: list[float] = []
+    fell = 0
+    n = 0
+    fw_fell = fw_n = 0
+    for it in items:
+        special = it.get("special") or [False] * len(it["before"])
+        tokens = it.get("tokens") or [""] * len(it["before"])
+        for b, a, s, t in zip(it["before"], it["after"], special, tokens):
+            if s:
+                continue
+            d = a - b
+            n += 1
+            drops.append(max(0.0, -d))
+            if d < -eps:
+                fell += 1
+            if is_function_word(t):
+                fw_n += 1
+                fw_fell += d < -eps
+    return {
+        "n_tokens": n,
+        "share_tokens_fell": fell / n if n else None,
+        "share_function_words_fell": fw_fell / fw_n if fw_n else None,
+        "drop_concentration_gini": gini(drops),
+        "mean_drop": mean(drops),
+    }
+
+
+def collapse_analysis(per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Relate the spread of the contribution drop to the utility drop across methods.
+
+    ``per_method[m]`` holds ``utility_drop`` (original minus unlearned general/retain
+    ability, higher = worse) and ``items``: control items with ``before``, ``after``,
+    ``special``, ``tokens``.
+    """
+    methods: dict[str, Any] = {}
+    for m, r in per_method.items():
+        stats = token_drop_stats(r.get("items", []))
+        stats["utility_drop"] = r.get("utility_drop")
+        methods[m] = stats
+    names = list(methods)
+    util = [methods[m]["utility_drop"] for m in names]
+    rho_share = spearman([methods[m]["share_tokens_fell"] for m in names], util)
+    rho_gini = spearman([methods[m]["drop_concentration_gini"] for m in names], util)
+    if len(names) < 3:
+        verdict = (
+            f"{len(names)} method(s): too few to correlate spread with utility drop; "
+            + "; ".join(
+                f"{m}: {fmt(100 * (methods[m]['share_tokens_fell'] or 0), 0)}% of tokens fell, "
+                f"Gini {fmt(methods[m]['drop_concentration_gini'], 2)}, utility drop {fmt(methods[m]['utility_drop'])}"
+                for m in names
+            )
+        )
+        holds = None
+    else:
+        holds = rho_share is not None and rho_share > 0 and (rho_gini is None or rho_gini < 0)
+        verdict = (
+            f"{'supported' if holds else 'not supported'}: across {len(names)} methods the share of "
+            f"control tokens whose contribution fell correlates with the utility drop at Spearman "
+            f"{fmt(rho_share, 2)}, and the drop's concentration (Gini) at {fmt(rho_gini, 2)}"
+        )
+    return {
+        "methods": methods,
+        "spearman_share_vs_utility_drop": rho_share,
+        "spearman_gini_vs_utility_drop": rho_gini,
+        "holds": holds,
+        "verdict": verdict,
+    }

@@ -1,0 +1,79 @@
+"""The analyses: numbers in, numbers and a verdict computed from them out."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
+from unpact.analyses._stats import gini
+
+
+@pytest.mark.parametrize("name", ["keyword_focus", "recovery", "collapse", "layer_head"])
+def test_docstring_examples(name):
+    mod = importlib.import_module(f"unpact.analyses.{name}")
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _item(group, before, after, key):
+    return {"group": group, "before": before, "after": after, "key": key, "special": [False] * len(before)}
+
+
+def test_keyword_focus_verdict_follows_the_numbers():
+    hide = [_item("forget", [0.1, 2.0, 0.2], [0.1, 0.1, 0.2], [False, True, False]) for _ in range(8)]
+    ctrl = [_item("retain", [0.1, 2.0], [0.1, 1.9], [False, True]) for _ in range(4)]
+    r = keyword_focus(hide + ctrl)
+    assert r["holds"] is True and r["verdict"].startswith("supported")
+    assert r["groups"]["forget"]["mean_delta_key"] == pytest.approx(-1.9)
+    assert r["groups"]["forget"]["share_items_key_lost_more"] == 1.0
+    uniform = [_item("forget", [1.0, 1.0], [0.0, 0.0], [False, True]) for _ in range(8)]
+    r2 = keyword_focus(uniform + ctrl)
+    assert r2["holds"] is False and r2["verdict"].startswith("not supported")
+
+
+def test_recovery_collapsed_control_does_not_count():
+    r = recovery_analysis({
+        "a": {"prompt_best": 0.6, "activation_best": 0.9, "prompt_collapse": False, "activation_collapse": True},
+        "b": {"prompt_best": 0.0, "activation_best": 0.05, "prompt_collapse": False, "activation_collapse": False},
+    })
+    assert r["methods"]["a"]["best_valid"] == 0.6 and r["methods"]["a"]["winner"] == "prompt"
+    assert r["hidden_methods"] == ["a"]
+    assert "1 of 2 methods" in r["verdict"]
+
+
+def test_collapse_spread_relates_to_utility():
+    spread = {"before": [1.0] * 5, "after": [0.0] * 5, "tokens": ["the", "of", "Paris", "is", "a"]}
+    focused = {"before": [1.0] * 5, "after": [1.0, 1.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
+    half = {"before": [1.0] * 5, "after": [0.0, 0.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
+    r = collapse_analysis({
+        "ga": {"utility_drop": 0.6, "items": [spread]},
+        "npo": {"utility_drop": 0.3, "items": [half]},
+        "rmu": {"utility_drop": 0.0, "items": [focused]},
+    })
+    assert r["methods"]["ga"]["share_tokens_fell"] == 1.0
+    assert r["methods"]["ga"]["share_function_words_fell"] == 1.0
+    assert r["methods"]["rmu"]["share_tokens_fell"] == pytest.approx(0.2)
+    assert r["spearman_share_vs_utility_drop"] == pytest.approx(1.0)
+    assert r["holds"] is True
+    r2 = collapse_analysis({
+        "ga": {"utility_drop": 0.0, "items": [spread]},
+        "npo": {"utility_drop": 0.3, "items": [half]},
+        "rmu": {"utility_drop": 0.6, "items": [focused]},
+    })
+    assert r2["holds"] is False
+
+
+def test_gini_extremes():
+    assert gini([1, 1, 1, 1]) == pytest.approx(0.0)
+    assert gini([0, 0, 0, 4]) == pytest.approx(0.75)
+    assert gini([0, 0]) is None
+
+
+def test_layer_head_ranks_by_size():
+    r = layer_head_analysis({"m": {"layer_delta": [0.5, -0.1, -3.0], "head_delta": [[0, 0], [0, 0.2], [-2, 0]]}})
+    assert r["methods"]["m"]["layer_ranking"] == [2, 0, 1]
+    assert r["methods"]["m"]["top_head"] == [2, 0]
+    assert "L2H0" in r["verdict"]

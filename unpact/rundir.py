@@ -1,0 +1,120 @@
+"""A run directory whose every stage result is written atomically, so a killed run resumes.
+
+Each stage writes ``stages/<name>.json`` through a temporary file and
+``os.replace`` (atomic on POSIX): a stage file either holds the complete result
+or does not exist. A rerun reads the finished stages and computes only the rest.
+Directories (saved checkpoints) are built under a temporary name and renamed.
+
+Example:
+    >>> rd = RunDir("/tmp/demo-run")                      # doctest: +SKIP
+    >>> rd.stage("original/evaluate", lambda: {"rouge": 0.9})  # computed once, then read back  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, tuples lists, numpy/torch scalars floats."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _clean(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_clean(obj), f, indent=1, sort_keys=False, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    mode = "wb" if isinstance(text, bytes) else "w"
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class RunDir:
+    """The run directory: ``config.json``, ``stages/``, ``models/``, ``results.json``, report."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def stage_file(self, name: str) -> Path:
+        return self.root / "stages" / f"{name}.json"
+
+    def has(self, name: str) -> bool:
+        return self.stage_file(name).is_file()
+
+    def read(self, name: str) -> Any:
+        with open(self.stage_file(name), encoding="utf-8") as f:
+            return json.load(f)
+
+    def write(self, name: str, obj: Any) -> Any:
+        write_json_atomic(self.stage_file(name), obj)
+        return self.read(name)
+
+    def stage(self, name: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        """The stage's result: read back when done, else computed and written. Returns (result, computed)."""
+        if self.has(name):
+            return self.read(name), False
+        return self.write(name, compute()), True
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def has_model(self, name: str) -> bool:
+        return (self.model_dir(name) / "config.json").is_file()
+
+    def save_model_atomic(self, name: str, save: Callable[[Path], Any]) -> Path:
+        """Build a directory with ``save(tmp_dir)`` and rename it into place."""
+        final = self.model_dir(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=str(final.parent)))
+        try:
+            save(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
