@@ -1,0 +1,260 @@
+"""``results.json`` -> ``report.html`` (self-contained) and PNG figures.
+
+The report reads the results, never the pipeline: ``unpact report RUN_DIR``
+rebuilds it without recomputing anything. Every image is embedded as a base64
+``data:`` URI and there is no script or external link, so the page opens from
+disk with no network. The same figures are written as PNG files beside it.
+
+Sections: settings; results per method; the analyses' verdicts; token heatmaps
+(before / after unlearning / under emphasis) for selected forget items; layer x
+head heatmaps of the contribution change; the recovery and collapse plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from unpact.errors import DataError
+from unpact.rundir import write_text_atomic
+
+SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
+
+
+def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:
+    p = Path(run_dir) / "results.json"
+    if not p.is_file():
+        raise DataError(
+            f"{str(p)!r} does not exist; the run is not finished: rerun `unpact run` with the same --out to complete it"
+        )
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _mpl().close(fig)
+    return buf.getvalue()
+
+
+def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
+    """Layer x head heatmap of the change in contribution to the answer (after - before)."""
+    import numpy as np
+
+    plt = _mpl()
+    arr = np.asarray(head_delta, dtype=float)
+    lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * arr.shape[1], 1.0 + 0.45 * arr.shape[0]))
+    im = ax.imshow(arr, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(arr.shape[1]))
+    ax.set_yticks(range(arr.shape[0]))
+    ax.set_title(f"{method}: change in head contribution (forget items)")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Δ log-prob contribution")
+    return _png(fig)
+
+
+def recovery_png(rows: list[dict[str, Any]]) -> bytes:
+    import numpy as np
+
+    plt = _mpl()
+    names = [r["method"] for r in rows]
+    p = [r.get("recovery_prompt") or 0.0 for r in rows]
+    a = [r.get("recovery_activation") or 0.0 for r in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.2))
+    ax.bar(x - 0.2, p, 0.4, label="prompt rewrite (best)")
+    ax.bar(x + 0.2, a, 0.4, label="activation scaling (best)")
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of forgotten items recovered")
+    ax.set_title("Emphasis recovery on forget items")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def collapse_png(collapse: dict[str, Any]) -> bytes:
+    plt = _mpl()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for m, r in collapse.get("methods", {}).items():
+        x, y = r.get("share_tokens_fell"), r.get("utility_drop")
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], s=40)
+        ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("share of control-prompt tokens whose contribution fell")
+    ax.set_ylabel("utility drop")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_title("Collapse: spread of the contribution drop vs utility drop")
+    return _png(fig)
+
+
+# ------------------------------------------------------------------- html
+
+
+def _b64(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def token_heatmap_html(tokens: list[str], scores: list[float], key: list[bool] | None = None) -> str:
+    """One prompt as coloured token spans: red = raises the answer's log-prob, blue = lowers it."""
+    lim = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
+    spans = []
+    for i, (t, s) in enumerate(zip(tokens, scores)):
+        s = s or 0.0
+        alpha = min(1.0, abs(s) / lim)
+        rgb = "220,50,47" if s > 0 else "38,139,210"
+        border = " kw" if key and key[i] else ""
+        text = html.escape(t.replace("Ġ", " ").replace("Ċ", "⏎").replace("\n", "⏎"))
+        spans.append(
+            f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" title="{s:+.4f}">{text or "&nbsp;"}</span>'
+        )
+    return '<div class="toks">' + "".join(spans) + "</div>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;margin:.2em 0 .6em;line-height:1.9}
+.tok{padding:.1em .05em;border-radius:3px;white-space:pre} .tok.kw{outline:2px solid #b58900}
+.verdict{background:#f8f8f0;border-left:4px solid #b58900;padding:.4em .8em;margin:.4em 0}
+.item{margin-bottom:1.2em} .lbl{font-size:.8em;color:#666;display:inline-block;min-width:14em}
+figure{display:inline-block;margin:.4em} img{max-width:100%}
+"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``report.html`` and ``figures/*.png`` for the finished run in ``run_dir``."""
+    run_dir = Path(run_dir)
+    res = load_results(run_dir)
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figures: dict[str, bytes] = {}
+    parts: list[str] = []
+
+    cfg = res.get("config", {})
+    parts.append(f"<h1>unpact report</h1><p>Model <b>{html.escape(str(cfg.get('model')))}</b>, "
+                 f"benchmark <b>{html.escape(str(cfg.get('benchmark')))}</b> "
+                 f"(forget <code>{html.escape(str(cfg.get('forget_split')))}</code>, retain "
+                 f"<code>{html.escape(str(cfg.get('retain_split')))}</code>), "
+                 f"{len(res.get('methods', {}))} unlearning methods.</p>")
+
+    # settings
+    flat = []
+    for k, v in cfg.items():
+        flat.append([k, json.dumps(v) if isinstance(v, (dict, list)) else v])
+    info = res.get("model_info", {})
+    parts.append('<section id="settings"><h2>Settings</h2>' + _table(["setting", "value"], flat)
+                 + (_table(["model", "value"], [[k, v] for k, v in info.items()]) if info else "") + "</section>")
+
+    # results
+    summary = res.get("summary", [])
+    cols = ["method", "forget_rouge", "retain_rouge", "general_accuracy", "forget_quality",
+            "model_utility", "recovery_prompt", "recovery_activation"]
+    parts.append('<section id="results"><h2>Results per method</h2>'
+                 "<p>ROUGE-L recall of greedy answers on forget and retain items, general-ability accuracy, "
+                 "TOFU forget quality (KS-test p-value against the retain-only model), and the share of "
+                 "forgotten items that emphasis brought back (best prompt rewrite / best activation scaling whose "
+                 "control did not collapse).</p>"
+                 + _table(cols, [[r.get(c) for c in cols] for r in summary]) + "</section>")
+
+    # verdicts
+    an = res.get("analyses", {})
+    v_html = []
+    for name, title in (("keyword_focus", "Finding 1 — keyword focus"), ("recovery", "Finding 2 — emphasis recovery"),
+                        ("collapse", "Finding 3 — collapse"), ("layer_head", "Where it changed — layers and heads")):
+        a = an.get(name, {})
+        if name == "keyword_focus":
+            inner = "".join(f"<div class='verdict'><b>{html.escape(m)}</b>: {html.escape(r.get('verdict', ''))}</div>"
+                            for m, r in a.items())
+        else:
+            inner = f"<div class='verdict'>{html.escape(a.get('verdict', ''))}</div>"
+        v_html.append(f"<h3>{title}</h3>{inner}")
+    parts.append('<section id="verdicts"><h2>Analyses</h2>' + "".join(v_html) + "</section>")
+
+    # token heatmaps
+    tok_html = ["<p>Leave-one-out contribution of each prompt token to the answer's log-prob "
+                "(red raises it, blue lowers it; outlined: the original model's KeyTokens).</p>"]
+    for ex in res.get("examples", []):
+        rows = [f"<div class='item'><b>{html.escape(ex.get('question', ''))}</b> → {html.escape(ex.get('answer', ''))}"]
+        for view in ex.get("views", []):
+            rows.append(f"<div><span class='lbl'>{html.escape(view['label'])}</span>"
+                        + token_heatmap_html(view["tokens"], view["scores"], view.get("key")) + "</div>")
+        rows.append("</div>")
+        tok_html.append("".join(rows))
+    parts.append('<section id="tokens"><h2>Token heatmaps</h2>' + "".join(tok_html) + "</section>")
+
+    # heads
+    head_imgs = []
+    for m, r in res.get("methods", {}).items():
+        hd = (r.get("tracking") or {}).get("head_delta")
+        if hd:
+            png = head_heatmap_png(m, hd)
+            figures[f"heads_{m}.png"] = png
+            head_imgs.append(f"<figure><img alt='layer x head change for {html.escape(m)}' src='{_b64(png)}'></figure>")
+    parts.append('<section id="heads"><h2>Layer × head contribution change</h2>' + "".join(head_imgs) + "</section>")
+
+    # recovery
+    rec_rows = []
+    for m, r in res.get("methods", {}).items():
+        table = r.get("recovery") or {}
+        for kind in ("prompt", "activation"):
+            for setting, row in (table.get(kind) or {}).items():
+                rec_rows.append([m, kind, setting, row.get("forget_rate"), row.get("retain_rate"),
+                                 row.get("general_accuracy"), row.get("collapse")])
+    png = recovery_png(summary)
+    figures["recovery.png"] = png
+    parts.append('<section id="recovery"><h2>Emphasis recovery</h2>'
+                 f"<figure><img alt='recovery by method' src='{_b64(png)}'></figure>"
+                 + _table(["method", "emphasis", "setting", "forget recovered", "retain kept", "general accuracy", "control collapsed"], rec_rows)
+                 + "</section>")
+
+    # collapse
+    png = collapse_png(an.get("collapse", {}))
+    figures["collapse.png"] = png
+    crow = [[m, r.get("share_tokens_fell"), r.get("share_function_words_fell"), r.get("drop_concentration_gini"), r.get("utility_drop")]
+            for m, r in an.get("collapse", {}).get("methods", {}).items()]
+    parts.append('<section id="collapse"><h2>Collapse analysis</h2>'
+                 f"<figure><img alt='collapse plot' src='{_b64(png)}'></figure>"
+                 + _table(["method", "tokens fell", "function words fell", "drop Gini", "utility drop"], crow) + "</section>")
+
+    for name, png in figures.items():
+        (fig_dir / name).write_bytes(png)
+    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>unpact report</title>"
+            f"<style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    return write_text_atomic(run_dir / "report.html", page)
