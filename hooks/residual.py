@@ -1,0 +1,75 @@
+"""Scale the residual stream, or one component's output, at chosen positions.
+
+Hook names (all ``[batch pos d_model]``): ``blocks.{l}.hook_resid_pre``,
+``blocks.{l}.hook_resid_mid``, ``blocks.{l}.hook_resid_post``,
+``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_mlp_out``; also
+``blocks.{l}.attn.hook_z`` ``[batch pos head d_head]`` with ``heads``.
+
+Only the named positions (and heads) change, bit for bit; ``factor == 1`` returns
+the input tensor itself.
+
+Example:
+    >>> hooks = residual_scaling_hooks(layers=[2], positions=[3, 4], factor=2.0, site="resid_post")  # doctest: +SKIP
+    >>> with model.hooks(fwd_hooks=hooks):                                                          # doctest: +SKIP
+    ...     logits = model(tokens)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from unpact.hooks.positions import Positions, head_mask, position_mask
+
+#: Residual-stream sites and their hook-name templates.
+SITES = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "z": "blocks.{l}.attn.hook_z",
+}
+
+
+def site_name(site: str, layer: int) -> str:
+    """The hook name of ``site`` (a key of :data:`SITES`) at ``layer``."""
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; known: {', '.join(SITES)}")
+    return SITES[site].format(l=layer)
+
+
+def act_mask(act: Tensor, positions: Positions, heads: Sequence[int] | None = None) -> Tensor:
+    """Boolean mask broadcastable to ``act`` ([batch pos ...]) selecting positions (and heads)."""
+    m = position_mask(positions, act.shape[0], act.shape[1], act.device)
+    m = m.reshape(m.shape + (1,) * (act.ndim - 2))
+    if heads is not None:
+        if act.ndim != 4:
+            raise ValueError("heads need a per-head activation [batch pos head d_head] such as hook_z")
+        m = m & head_mask(heads, act.shape[2], act.device)[None, None, :, None]
+    return m
+
+
+def scale_positions(act: Tensor, hook=None, *, positions: Positions, factor: float,
+                    heads: Sequence[int] | None = None) -> Tensor:
+    """Hook function: ``act * factor`` at ``positions`` (and ``heads``), unchanged elsewhere."""
+    if factor == 1:
+        return act
+    return torch.where(act_mask(act, positions, heads), act * factor, act)
+
+
+def residual_scaling_hooks(
+    layers: Sequence[int],
+    positions: Positions,
+    factor: float,
+    site: str = "resid_post",
+    heads: Sequence[int] | None = None,
+) -> list[tuple[str, Callable]]:
+    """``[(site hook name at layer l, fn)]`` scaling the activation at ``positions`` by ``factor``."""
+    if factor == 1:
+        return []
+    fn = partial(scale_positions, positions=positions, factor=float(factor), heads=heads)
+    return [(site_name(site, l), fn) for l in layers]
