@@ -1,0 +1,385 @@
+"""The training loop every unlearning method runs through, and its result type.
+
+A method (one class per method, see :mod:`unpact.unlearning.registry`) only says
+what its loss is; this module does everything else the same way for all of them:
+
+* encodes forget/retain items with :func:`unpact.data.prompt_answer_pair` and
+  :func:`unpact.scoring.encode_many` (``[BOS] + prompt + answer``, right padded);
+* draws a seeded schedule of forget (and retain) batches up front, so a method
+  can precompute what it needs for exactly those items (reference log-probs,
+  frozen activations) once, with the initial weights, before the first update;
+* trains through HF Accelerate (``Accelerator.prepare`` + ``accelerator.backward``):
+  on one process nothing is wrapped; under ``torchrun --nproc_per_node N`` (or
+  ``accelerate launch``) the objective is wrapped in DDP, each rank takes its
+  share of every batch and gradients are averaged, so every rank ends with the
+  same weights;
+* stops at the first NaN/inf loss, restoring the last weights whose loss was finite.
+
+Example:
+    >>> from unpact.unlearning import unlearn
+    >>> result = unlearn(model, "npo_gdr", forget, retain)      # doctest: +SKIP
+    >>> result.losses[-1]["loss"], result.stopped_early          # doctest: +SKIP
+    (0.61, False)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from unpact.data import prompt_answer_pair
+from unpact.errors import ConfigError, InputError
+from unpact.models import hf_model_of
+from unpact.progress import ProgressFactory, null_progress
+from unpact.scoring import Packed, encode_many, forward_logits, pack, pad_id, token_logprobs
+
+Seq = tuple[list[int], list[int]]
+
+
+@dataclass
+class UnlearnConfig:
+    """Hyperparameters every method shares (each method's dataclass extends this).
+
+    Attributes:
+        lr: AdamW learning rate.
+        steps: optimizer steps.
+        batch_size: forget items per step (and retain items per step, for methods with a retain loss).
+        weight_decay: AdamW weight decay.
+        max_grad_norm: gradient clipping (None: off).
+        on_step: called as ``on_step(step, model)`` after each optimizer step (for
+            logging, or to inject faults in tests); not saved with the config.
+    """
+
+    lr: float = 1e-4
+    steps: int = 20
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    on_step: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
+
+    def validate(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hyperparameters as plain JSON-able values (hooks left out)."""
+        return {k: v for k, v in asdict(self).items() if not callable(v)}
+
+
+def make_config(config_class: type[UnlearnConfig], config: UnlearnConfig | dict | None) -> UnlearnConfig:
+    """``config`` as an instance of ``config_class``: None -> defaults, a dict -> overrides."""
+    if config is None:
+        cfg = config_class()
+    elif isinstance(config, dict):
+        known = {f.name for f in fields(config_class)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for {config_class.__name__}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        cfg = config_class(**config)
+    elif isinstance(config, config_class):
+        cfg = config
+    else:
+        raise ConfigError(f"config must be a {config_class.__name__} or a dict, got {type(config).__name__}")
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class UnlearnResult:
+    """What :func:`unpact.unlearning.unlearn` returns.
+
+    Attributes:
+        model: the edited bridge (a copy unless ``inplace=True``); save it with
+            :func:`unpact.save_model`.
+        losses: one dict per completed step: ``step``, ``loss`` and the method's parts.
+        config: the method's config dataclass as used.
+        method: the registry name.
+        stopped_early: True when a NaN/inf loss stopped the run.
+        message: why it stopped early ("" otherwise).
+    """
+
+    model: Any
+    losses: list[dict[str, float]]
+    config: UnlearnConfig
+    method: str
+    stopped_early: bool = False
+    message: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (no model)."""
+        return {
+            "method": self.method,
+            "config": self.config.to_dict(),
+            "losses": self.losses,
+            "stopped_early": self.stopped_early,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Batch:
+    """One step's data: the packed forget rows and (optionally) retain rows, with item indices."""
+
+    forget: Packed
+    forget_idx: list[int]
+    retain: Packed | None = None
+    retain_idx: list[int] | None = None
+
+
+@dataclass
+class Run:
+    """Everything a method may look at while setting up: model, encoded items, schedule."""
+
+    model: Any
+    forget_items: list
+    retain_items: list
+    forget_seqs: list[Seq]
+    retain_seqs: list[Seq]
+    forget_schedule: list[list[int]]
+    retain_schedule: list[list[int]] | None
+    seed: int
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    def retain_used(self) -> list[int]:
+        """Sorted indices of retain items any step will use."""
+        if not self.retain_schedule:
+            return []
+        return sorted({i for b in self.retain_schedule for i in b})
+
+
+def encode_items(model, items: Sequence, *, what: str) -> list[Seq]:
+    """``(prompt_ids, answer_ids)`` of each item through the one formatter and encoder."""
+    if len(items) == 0:
+        raise InputError(f"the {what} set is empty; give at least one item")
+    prompts, answers, names = [], [], []
+    for i, it in enumerate(items):
+        p, a = prompt_answer_pair(it)
+        prompts.append(p)
+        answers.append(a)
+        names.append(getattr(it, "id", None) or f"{what}[{i}]")
+    return encode_many(model, prompts, answers, names=names, truncate=True)
+
+
+def make_schedule(n: int, batch_size: int, steps: int, gen: torch.Generator) -> list[list[int]]:
+    """Item indices of each step: consecutive chunks of seeded permutations (epochs)."""
+    b = min(batch_size, n)
+    out: list[list[int]] = []
+    pool: list[int] = []
+    while len(out) < steps:
+        while len(pool) < b:
+            pool += torch.randperm(n, generator=gen).tolist()
+        out.append(pool[:b])
+        pool = pool[b:]
+    return out
+
+
+def logits_of(model, input_ids) -> Float[Tensor, "batch pos vocab"]:
+    """Training forward: the wrapped HF model's logits (same parameters as the bridge)."""
+    return forward_logits(hf_model_of(model), input_ids)
+
+
+def answer_logprobs_of(model, packed: Packed) -> tuple[Tensor, Tensor]:
+    """``(logits, token log-probs)`` of a packed batch (with grad), via :mod:`unpact.scoring`."""
+    logits = logits_of(model, packed.input_ids)
+    return logits, token_logprobs(logits, packed.input_ids, packed.target_mask)
+
+
+class UnlearningMethod:
+    """Base class of one unlearning method: a loss over a forget (and retain) batch.
+
+    Subclasses set ``name``, ``config_class`` and implement :meth:`loss`; they may
+    override :meth:`setup` (precompute references with the initial weights),
+    :meth:`trainable` (which parameters move) and :meth:`finish` (post-training
+    edit, e.g. task-vector negation).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
+    #: "none", "optional" or "required"
+    retain: ClassVar[str] = "none"
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: UnlearnConfig):
+        self.config = config
+
+    def trainable(self, model) -> list[nn.Parameter]:
+        return [p for p in hf_model_of(model).parameters()]
+
+    def setup(self, run: Run) -> None:  # noqa: B027 - optional hook
+        """Precompute whatever the loss needs from the initial weights (no grad)."""
+
+    def loss(self, model, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def finish(self, run: Run) -> None:  # noqa: B027 - optional hook
+        """Edit the weights after the last step (default: nothing)."""
+
+
+class _Objective(nn.Module):
+    """The bridge plus the method's loss, as one module so DDP can wrap it."""
+
+    def __init__(self, model, method: UnlearningMethod):
+        super().__init__()
+        self.model = model
+        self._method = method
+
+    def forward(self, batch: Batch):
+        return self._method.loss(self.model, batch)
+
+
+def _unique_storage(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    """One parameter per storage (the bridge's split q/k/v are views of a fused qkv)."""
+    best: dict[int, nn.Parameter] = {}
+    for p in params:
+        key = p.untyped_storage().data_ptr()
+        if key not in best or p.numel() > best[key].numel():
+            best[key] = p
+    return list(best.values())
+
+
+def _shard(idx: list[int], rank: int, world: int) -> list[int]:
+    return idx[rank::world]
+
+
+def train(
+    method: UnlearningMethod,
+    model,
+    forget: Sequence,
+    retain: Sequence | None,
+    *,
+    seed: int = 0,
+    progress: ProgressFactory = null_progress,
+) -> tuple[list[dict[str, float]], bool, str]:
+    """Run ``method`` on ``model`` in place; returns ``(losses, stopped_early, message)``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cfg = method.config
+    device = next(iter(hf_model_of(model).parameters())).device
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if min(cfg.batch_size, len(forget)) < world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} (or the forget set of {len(forget)}) is smaller than the "
+            f"{world} processes; every process needs at least one item per step"
+        )
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    forget_items = list(forget)
+    retain_items = list(retain) if retain is not None else []
+    use_retain = method.retain != "none" and len(retain_items) > 0
+    run = Run(
+        model=model,
+        forget_items=forget_items,
+        retain_items=retain_items,
+        forget_seqs=encode_items(model, forget_items, what="forget"),
+        retain_seqs=encode_items(model, retain_items, what="retain") if use_retain else [],
+        forget_schedule=make_schedule(len(forget_items), cfg.batch_size, cfg.steps, gen),
+        retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen) if use_retain else None,
+        seed=seed,
+        device=accelerator.device,
+        rank=rank,
+        world=world,
+    )
+    hf = hf_model_of(model)
+    was_training = hf.training
+    model.eval()  # no dropout: the loss is a deterministic function of the weights
+    method.setup(run)
+
+    trainable = method.trainable(model)
+    trainable_ids = {id(p) for p in trainable}
+    old_flags = [(p, p.requires_grad) for p in hf.parameters()]
+    for p in hf.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
+    objective = _Objective(model, method)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+
+    kept = _unique_storage(trainable)
+    snapshot = [p.detach().clone() for p in kept]
+    pad = pad_id(model.tokenizer)
+    losses: list[dict[str, float]] = []
+    stopped, message = False, ""
+
+    def restore() -> None:
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in kept], snapshot)
+
+    try:
+        with progress(total=cfg.steps, desc=f"unlearn {method.name}") as bar:
+            for step in range(cfg.steps):
+                f_idx = _shard(run.forget_schedule[step], rank, world)
+                batch = Batch(pack([run.forget_seqs[i] for i in f_idx], pad).to(accelerator.device), f_idx)
+                if run.retain_schedule is not None:
+                    r_idx = _shard(run.retain_schedule[step], rank, world)
+                    batch.retain = pack([run.retain_seqs[i] for i in r_idx], pad).to(accelerator.device)
+                    batch.retain_idx = r_idx
+                loss, parts = objective(batch)
+                names = ["loss", *parts]
+                values = torch.stack([loss.detach().float(), *[v.detach().float() for v in parts.values()]])
+                values = accelerator.reduce(values, "mean") if world > 1 else values
+                row = {"step": step, **{k: float(v) for k, v in zip(names, values.tolist())}}
+                if not math.isfinite(row["loss"]):
+                    last = losses[-1]["loss"] if losses else None
+                    if losses:
+                        restore()
+                        message = (
+                            f"{method.name}: the loss became {row['loss']} at step {step}; stopped, "
+                            f"the model holds the weights of step {step - 1} (last finite loss {last:.6g})"
+                        )
+                    else:
+                        message = (
+                            f"{method.name}: the loss is {row['loss']} at step 0, before any update; "
+                            "stopped, the weights are unchanged (check the model and the data)"
+                        )
+                    stopped = True
+                    break
+                losses.append(row)
+                with torch.no_grad():
+                    torch._foreach_copy_(snapshot, [p.data for p in kept])
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()
+                if cfg.on_step is not None:
+                    cfg.on_step(step, model)
+                bar.update()
+        if not stopped and not all(bool(torch.isfinite(p).all()) for p in kept):
+            restore()
+            stopped = True
+            message = (
+                f"{method.name}: the weights became non-finite in the last update (step {cfg.steps - 1}); "
+                f"the model holds the weights of step {cfg.steps - 1} (last finite loss {losses[-1]['loss']:.6g})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if not stopped:
+            with torch.no_grad():
+                method.finish(run)
+    finally:
+        for p, flag in old_flags:
+            p.requires_grad_(flag)
+        accelerator.free_memory()
+        hf.train(was_training)
+        if not was_training:
+            model.eval()
+    return losses, stopped, message

@@ -1,0 +1,139 @@
+"""Representation Misdirection for Unlearning (RMU; Li et al. 2024, the WMDP paper).
+
+At layer ``layer`` (hook ``blocks.{layer}.hook_resid_post``) the forget
+activations are pushed towards a fixed random direction scaled by
+``steering_coef``, and the retain activations are held at their values under
+the initial model:
+
+``L = MSE(h_l(forget), c · u) + alpha · MSE(h_l(retain), h_l^frozen(retain))``
+
+``u`` is a seeded random unit vector (uniform [0, 1) entries, normalised, as in
+the paper). Only the MLP weights of ``update_layers`` move (default: ``layer``
+and the two below it, as in the paper). The frozen retain activations are
+computed once, in a no-grad pass with the initial weights, for exactly the
+retain items the schedule uses (no second model in memory). When
+``steering_coef`` is None it is ``steering_scale`` times the mean per-token norm
+of the forget activations at ``layer`` (the paper's fixed c = 6.5 was for
+Zephyr-7B, whose activations have a different scale than a small model's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from unpact.errors import ConfigError
+from unpact.scoring import chunks, forward_logits, pack, pad_id
+from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod
+from unpact.unlearning.losses import masked_mse
+from unpact.unlearning.registry import register
+
+
+@dataclass
+class RMUConfig(UnlearnConfig):
+    """RMU's layer, steering coefficient, retain weight and the layers it updates.
+
+    ``layer`` None: the middle layer (``n_layers // 2``); negative counts from the end.
+    ``update_layers`` None: ``layer - 2 .. layer`` (clipped at 0).
+    """
+
+    lr: float = 1e-4
+    steps: int = 20
+    layer: int | None = None
+    steering_coef: float | None = None
+    steering_scale: float = 4.0
+    alpha: float = 1.0
+    update_layers: tuple[int, ...] | None = None
+
+
+def _real_mask(packed) -> Tensor:
+    n = packed.input_ids.shape[1]
+    return torch.arange(n, device=packed.input_ids.device)[None, :] < packed.lengths[:, None]
+
+
+@register
+class RMU(UnlearningMethod):
+    """Steer layer-l forget activations to a random direction, keep retain activations."""
+
+    name = "rmu"
+    config_class = RMUConfig
+    retain = "required"
+    description = "push forget activations at one layer to a random vector; hold retain activations"
+
+    def _layer(self, model) -> int:
+        n = model.cfg.n_layers
+        layer = self.config.layer if self.config.layer is not None else n // 2
+        layer = layer + n if layer < 0 else layer
+        if not 0 <= layer < n:
+            raise ConfigError(f"rmu layer {self.config.layer} is outside the model's {n} layers")
+        return layer
+
+    def hook_name(self, model) -> str:
+        return f"blocks.{self._layer(model)}.hook_resid_post"
+
+    def trainable(self, model) -> list[nn.Parameter]:
+        layer = self._layer(model)
+        layers = self.config.update_layers
+        if layers is None:
+            layers = tuple(range(max(0, layer - 2), layer + 1))
+        for i in layers:
+            if not 0 <= i < model.cfg.n_layers:
+                raise ConfigError(f"rmu update_layers has {i}, outside the model's {model.cfg.n_layers} layers")
+        return [p for i in layers for p in model.blocks[i].mlp.parameters()]
+
+    def _acts(self, model, ids: Tensor) -> Tensor:
+        store: dict[str, Tensor] = {}
+
+        def capture(t, hook):
+            store["h"] = t
+            return t
+
+        forward_logits(model, ids, [(self.hook_name(model), capture)])
+        return store["h"]
+
+    def setup(self, run: Run) -> None:
+        model = run.model
+        pad = pad_id(model.tokenizer)
+        d = model.cfg.d_model
+        gen = torch.Generator().manual_seed(run.seed + 2)
+        u = torch.rand(d, generator=gen)
+        self.direction = (u / u.norm()).to(run.device)
+        with torch.no_grad():
+            if self.config.steering_coef is None:
+                norms, count = 0.0, 0
+                lengths = [len(p) + len(a) for p, a in run.forget_seqs]
+                for group in chunks(lengths, 8192):
+                    packed = pack([run.forget_seqs[i] for i in group], pad).to(run.device)
+                    h = self._acts(model, packed.input_ids)
+                    m = _real_mask(packed)
+                    norms += float(h.norm(dim=-1)[m].sum())
+                    count += int(m.sum())
+                self.coef = self.config.steering_scale * norms / max(count, 1)
+            else:
+                self.coef = float(self.config.steering_coef)
+            self.frozen: dict[int, Tensor] = {}
+            used = run.retain_used()
+            lengths = [len(run.retain_seqs[i][0]) + len(run.retain_seqs[i][1]) for i in used]
+            for group in chunks(lengths, 8192):
+                items = [used[g] for g in group]
+                packed = pack([run.retain_seqs[i] for i in items], pad).to(run.device)
+                h = self._acts(model, packed.input_ids)
+                for j, i in enumerate(items):
+                    self.frozen[i] = h[j, : int(packed.lengths[j])].cpu()
+
+    def loss(self, model, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        h_f = self._acts(model, batch.forget.input_ids)
+        forget = masked_mse(h_f, self.coef * self.direction, _real_mask(batch.forget))
+        loss, parts = forget, {"forget_loss": forget}
+        if batch.retain is not None:
+            h_r = self._acts(model, batch.retain.input_ids)
+            target = torch.zeros_like(h_r)
+            for j, i in enumerate(batch.retain_idx):  # type: ignore[arg-type]
+                f = self.frozen[i]
+                target[j, : f.shape[0]] = f.to(target.device, target.dtype)
+            retain = masked_mse(h_r, target, _real_mask(batch.retain))
+            loss = loss + self.config.alpha * retain
+            parts["retain_loss"] = retain
+        return loss, parts

@@ -1,0 +1,51 @@
+"""Task-vector negation (Ilharco et al. 2023).
+
+Fine-tune the model on the forget answers (gradient descent, ``steps`` steps
+at ``lr``), giving θ_ft; the task vector is τ = θ_ft − θ; the result is
+``θ − alpha · τ``. Only one extra copy of the weights (θ) is kept: the model
+itself is fine-tuned in place and then overwritten with the negation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, _unique_storage, answer_logprobs_of
+from unpact.unlearning.losses import nll
+from unpact.unlearning.registry import register
+
+
+@dataclass
+class TaskVectorConfig(UnlearnConfig):
+    """Fine-tuning (``lr``, ``steps``) on forget, then negation scaled by ``alpha``."""
+
+    lr: float = 1e-3
+    steps: int = 20
+    alpha: float = 1.0
+
+
+@register
+class TaskVector(UnlearningMethod):
+    """Fine-tune on forget, then subtract ``alpha`` times the weight change."""
+
+    name = "task_vector"
+    config_class = TaskVectorConfig
+    description = "fine-tune on forget, then negate the task vector"
+
+    def setup(self, run: Run) -> None:
+        self.params = _unique_storage(self.trainable(run.model))
+        self.theta0 = [p.detach().clone() for p in self.params]
+
+    def loss(self, model, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        _, lp = answer_logprobs_of(model, batch.forget)
+        forget_nll = nll(lp, batch.forget.target_mask)
+        return forget_nll, {"forget_nll": forget_nll}
+
+    def finish(self, run: Run) -> None:
+        a = self.config.alpha
+        for p, p0 in zip(self.params, self.theta0):
+            # θ − a (θ_ft − θ) = (1 + a) θ − a θ_ft
+            p.data.mul_(-a).add_(p0, alpha=1.0 + a)
+        self.theta0 = []
