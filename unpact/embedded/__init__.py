@@ -16,13 +16,17 @@ def embedded_benchmark_names() -> list[str]:
     return sorted(p.name for p in DATA_DIR.iterdir() if p.is_dir())
 
 
-def load_embedded_benchmark(name: str, split: str):
-    """Load ``embedded:<benchmark>`` split ``split`` from the shipped files."""
+def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None = None):
+    """Load ``embedded:<benchmark>`` split ``split`` from the shipped files.
+
+    ``data_dir`` reads from another build's ``data/`` directory instead
+    (``unpact build-embedded --out DIR`` writes ``DIR/data``).
+    """
     from unpact.data.loaders import read_records, records_from_rows
     from unpact.data.records import Benchmark
 
-    bench = name.split(":", 1)[1]
-    directory = DATA_DIR / bench
+    bench = name.split(":", 1)[-1]
+    directory = Path(data_dir or DATA_DIR) / bench
     if not directory.is_dir():
         known = ", ".join(f"embedded:{n}" for n in embedded_benchmark_names()) or "none (run `unpact build-embedded`)"
         raise DataError(f"unknown embedded benchmark {name!r}; known: {known}")
