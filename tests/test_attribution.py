@@ -1,0 +1,292 @@
+"""Attribution: exactness against naive loops, the KeyTokens rule, IG completeness,
+the head decomposition, tracking, JSON round trips and bad input (tiny real checkpoints)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unpact import load_model, scoring
+from unpact.attribution import (
+    ATTRIBUTION_METHODS,
+    Attribution,
+    attribute,
+    compare,
+    key_tokens,
+    quadrature,
+)
+from unpact.attribution.loo import ablated_prompts
+from unpact.attribution.prepare import prepare_items
+from unpact.data import PromptFormat, QAItem, TextItem
+from unpact.errors import ConfigError, InputError
+
+ITEMS = [
+    QAItem("Where was the author Ana Lind born?", "Lima", id="ana", meta={"group": "forget"}),
+    QAItem("What genre does Bo Reyes write?", "crime fiction", id="bo", meta={"group": "retain"}),
+    ("The quick brown fox jumps over the", " lazy dog."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_dirs):
+    return load_model(tiny_dirs["llama"])
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def model(request, tiny_gpt2, tiny_llama):
+    return tiny_gpt2 if request.param == "gpt2" else tiny_llama
+
+
+def _naive_lp(model, prompt_ids, answer_ids) -> float:
+    """One forward for one sequence (the slow reference)."""
+    packed = scoring.pack([(prompt_ids, answer_ids)], scoring.pad_id(model.tokenizer))
+    with torch.no_grad():
+        logits = scoring.forward_logits(model, packed.input_ids)
+    tok = scoring.token_logprobs(logits, packed.input_ids, packed.target_mask)
+    return float(scoring.reduce_logprobs(tok, packed.target_mask)[0])
+
+
+# ---------------------------------------------------------------- loo
+
+
+@pytest.mark.parametrize("mode", ["delete", "baseline"])
+def test_loo_batched_equals_naive_loop(model, mode):
+    results = attribute(model, ITEMS, method="loo", mode=mode, max_batch_tokens=200)
+    preps, _ = prepare_items(model, ITEMS)
+    bid = scoring.pad_id(model.tokenizer)
+    worst = 0.0
+    for res, prep in zip(results, preps):
+        full = _naive_lp(model, prep.prompt_ids, prep.answer_ids)
+        assert abs(res.lp - full) <= 1e-5
+        naive = [0.0] + [full - _naive_lp(model, q, prep.answer_ids) for q in ablated_prompts(prep, mode, bid)]
+        worst = max(worst, float(np.max(np.abs(np.array(res.scores) - naive))))
+        assert len(res.scores) == len(res.tokens) == len(prep.prompt_ids)
+    assert worst <= 1e-5
+
+
+def test_loo_delete_and_baseline_differ(tiny_gpt2):
+    a = attribute(tiny_gpt2, ITEMS[0], mode="delete")
+    b = attribute(tiny_gpt2, ITEMS[0], mode="baseline")
+    assert a.scores[0] == b.scores[0] == 0.0  # BOS is never ablated
+    assert not np.allclose(a.scores, b.scores)
+    assert b.options["baseline_id"] == scoring.pad_id(tiny_gpt2.tokenizer)
+
+
+# ---------------------------------------------------------------- special tokens
+
+
+def test_special_mask_marks_bos_and_template_words(tiny_gpt2):
+    a = attribute(tiny_gpt2, ITEMS[0])
+    special = {t.strip() for t, s in zip(a.tokens, a.special) if s}
+    content = "".join(t for t, s in zip(a.tokens, a.special) if not s)
+    assert a.special[0] and a.tokens[0] == tiny_gpt2.tokenizer.bos_token
+    assert content.strip() == "Where was the author Ana Lind born?"
+    assert "Question" in special
+    # a custom format: its fixed words are special too
+    fmt = PromptFormat("qa", template="Q: {question} A:", answer_prefix=" ")
+    b = attribute(tiny_gpt2, ITEMS[0], fmt=fmt)
+    assert "".join(t for t, s in zip(b.tokens, b.special) if not s).strip() == ITEMS[0].question
+    assert b.prompt == "Q: Where was the author Ana Lind born? A:"
+    # a bare pair has no template: only BOS is special
+    c = attribute(tiny_gpt2, ITEMS[2])
+    assert c.special == [True] + [False] * (len(c.tokens) - 1)
+
+
+# ---------------------------------------------------------------- KeyTokens
+
+
+def test_key_tokens_positive_set_smaller_than_beta():
+    # P = {2}: |P| = 1 < beta = 3 -> all of P, however small
+    assert key_tokens([0.0, -1.0, 0.001, -0.5], special=[True, False, False, False]) == [2]
+    assert key_tokens([0.0, -1.0, -0.5], special=[True, False, False]) == []  # P empty
+
+
+def test_key_tokens_threshold_branch_share_and_max():
+    c = [0.0, 0.5, -0.2, 0.3, 0.01, 0.2]
+    sp = [True, False, False, False, False, False]
+    # P = {1, 3, 4, 5}, sum 1.01: shares 0.495, 0.297, 0.0099, 0.198
+    assert key_tokens(c, sp) == [1, 3, 5]
+    assert key_tokens(c, sp, alpha=0.25) == [1, 3]
+    assert key_tokens(c, sp, alpha=0.5) == []  # nothing above alpha: empty, as the rule says
+    # N = C / max: 1.0, 0.6, 0.02, 0.4
+    assert key_tokens(c, sp, normalize="max", alpha=0.5) == [1, 3]
+    # beta larger than |P| switches back to the first branch
+    assert key_tokens(c, sp, beta=5) == [1, 3, 4, 5]
+
+
+def test_key_tokens_never_special():
+    c = [5.0, 0.5, 4.0, 0.3]
+    assert key_tokens(c, [True, False, True, False], beta=1) == [1, 3]
+    a = Attribution("x", ["<b>", "a", "Q", "b"], [0, 1, 2, 3], c, -1.0, "loo", [True, False, True, False])
+    assert a.key_tokens(beta=1) == key_tokens(a, beta=1) == [1, 3]
+    with pytest.raises(ConfigError):
+        key_tokens(c, normalize="softmax")
+
+
+# ---------------------------------------------------------------- integrated gradients
+
+
+@pytest.mark.parametrize("baseline", ["pad", "zero"])
+def test_ig_completeness_at_64_steps(model, baseline):
+    results = attribute(model, ITEMS, method="integrated_gradients", steps=64, baseline=baseline)
+    for r in results:
+        diff = r.lp - r.extras["lp_baseline"]
+        assert abs(diff) > 1e-4  # the test means something
+        assert r.extras["completeness_gap"] <= 0.05 * abs(diff)
+        assert r.scores[0] == 0.0
+        assert abs(r.extras["completeness_gap"] - abs(sum(r.scores) - diff)) < 1e-9
+
+
+def test_ig_batching_does_not_change_scores(tiny_gpt2):
+    a = attribute(tiny_gpt2, ITEMS, method="ig", steps=16, max_batch_tokens=64)
+    b = attribute(tiny_gpt2, ITEMS, method="ig", steps=16, max_batch_tokens=100000)
+    for x, y in zip(a, b):
+        assert np.allclose(x.scores, y.scores, atol=1e-6)
+
+
+def test_quadratures():
+    for m in ("gausslegendre", "riemann_trapezoid", "riemann_middle"):
+        a, w = quadrature(32, m)
+        assert abs(sum(w) - 1) < 1e-12
+        assert abs(sum(wi * ai**2 for ai, wi in zip(a, w)) - 1 / 3) < 1e-3  # integral of a^2
+    with pytest.raises(ConfigError):
+        quadrature(8, "simpson")
+
+
+# ---------------------------------------------------------------- heads
+
+
+def _u_and_logit(model, prep):
+    """Reference: d(mean answer logit)/d(final resid) with frozen LN scale, from run_with_cache."""
+    ids = torch.tensor([prep.prompt_ids + prep.answer_ids])
+    logits, cache = model.run_with_cache(ids)
+    n, a = len(prep.prompt_ids), len(prep.answer_ids)
+    ln = model.ln_final.original_component
+    pos = list(range(n - 1, n + a - 1))
+    tgt = ids[0, n:]
+    vec = ln.weight.detach()[:, None] * model.W_U.detach()[:, tgt]  # [d, a]
+    if model.cfg.normalization_type == "LN":
+        vec = vec - vec.mean(0, keepdim=True)
+    scale = cache["ln_final.hook_scale"][0, pos, 0]
+    u = torch.zeros(ids.shape[1], model.cfg.d_model)
+    u[pos] = (vec / scale[None, :]).T / a
+    mean_logit = logits[0, pos].gather(-1, tgt[:, None]).mean()
+    return u, float(mean_logit.detach()), cache
+
+
+def test_heads_decomposition_adds_up(model):
+    results = attribute(model, ITEMS, method="heads")
+    preps, _ = prepare_items(model, ITEMS)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    for r, prep in zip(results, preps):
+        e = r.extras
+        u, mean_logit, cache = _u_and_logit(model, prep)
+        hd, ht = np.array(e["head_direct"]), np.array(e["head_total"])
+        assert hd.shape == (L, H, len(prep.prompt_ids) + len(prep.answer_ids))
+        # per-source direct contributions sum to the head's direct contribution (from hook_z)
+        for l in range(L):
+            z = cache[f"blocks.{l}.attn.hook_z"][0]  # [pos head d_head]
+            head_out = torch.einsum("phd,hdm->phm", z, model.W_O[l].detach())
+            ref = torch.einsum("phm,pm->h", head_out, u).detach().numpy()
+            assert np.abs(hd[l].sum(-1) - ref).max() <= 1e-4
+        # the per-layer terms are decompose_resid read through the frozen final norm
+        comps, labels = cache.decompose_resid(return_labels=True)
+        ref_layer = {lab: float((comps[i, 0] * u).sum()) for i, lab in enumerate(labels)}
+        for l in range(L):
+            assert abs(e["attn_direct"][l] - ref_layer[f"{l}_attn_out"]) <= 1e-4
+            assert abs(e["mlp_direct"][l] - ref_layer[f"{l}_mlp_out"]) <= 1e-4
+            assert abs(hd[l].sum() + e["attn_bias_direct"][l] - e["attn_direct"][l]) <= 1e-4
+            assert abs(ht[l].sum() + e["attn_bias_total"][l] - e["attn_total"][l]) <= 1e-4
+        assert abs(e["embed_direct"] - ref_layer["embed"]) <= 1e-4
+        # every component plus the constant gives the mean answer logit
+        total = (e["embed_direct"] + e["pos_embed_direct"] + sum(e["attn_direct"]) + sum(e["mlp_direct"])
+                 + e["constant"])
+        assert abs(total - mean_logit) <= 1e-4
+        assert abs(e["answer_logit"] - mean_logit) <= 1e-4
+        assert np.allclose(r.scores[prep.first:], ht[:, :, prep.first: len(prep.prompt_ids)].sum((0, 1)))
+
+
+def test_heads_total_is_the_derivative_of_lp(tiny_gpt2):
+    """attn_total[l] = d/d eps LP with layer l's attention output scaled by (1 + eps) at eps = 0."""
+    r = attribute(tiny_gpt2, ITEMS[0], method="heads")
+    prep = prepare_items(tiny_gpt2, ITEMS[0])[0][0]
+    eps = 1e-3
+    for l in range(tiny_gpt2.cfg.n_layers):
+        vals = []
+        for s in (eps, -eps):
+            hook = (f"blocks.{l}.hook_attn_out", lambda act, hook=None, s=s: act * (1 + s))
+            vals.append(float(scoring.score_sequences(tiny_gpt2, [prep.seq], fwd_hooks=[hook])[0]))
+        fd = (vals[0] - vals[1]) / (2 * eps)
+        assert abs(fd - r.extras["attn_total"][l]) <= 1e-3 * max(1.0, abs(fd))
+
+
+# ---------------------------------------------------------------- result, tracking
+
+
+def test_json_round_trip_every_method(tiny_gpt2):
+    for method in ("loo", "integrated_gradients", "heads"):
+        a = attribute(tiny_gpt2, ITEMS[0], method=method, **({"steps": 8} if method == "integrated_gradients" else {}))
+        d = json.loads(json.dumps(a.to_dict()))
+        b = Attribution.from_dict(d)
+        assert b == a
+        assert d["item_id"] == "ana" and d["method"] == method and d["group"] == "forget"
+        assert len(d["special"]) == len(d["tokens"]) == len(d["token_ids"]) == len(d["scores"])
+
+
+def test_compare_deltas_and_summaries(tiny_gpt2, tiny_dirs, tmp_path):
+    from unpact.testing import make_tiny_checkpoint
+
+    other = load_model(make_tiny_checkpoint("gpt2", tmp_path / "other", seed=1))
+    items = [ITEMS[0], ITEMS[1], TextItem("The cat sat on", " the mat.", id="cat", meta={"group": "general"})]
+    before = attribute(tiny_gpt2, items, method="heads")
+    after = attribute(other, items, method="heads")
+    cmp = compare(before, after, beta=1, alpha=0.0)
+    assert [d.item_id for d in cmp.items] == ["ana", "bo", "cat"]
+    keys_all, other_all = [], []
+    for d, b, a in zip(cmp.items, before, after):
+        assert np.allclose(d.delta, np.array(a.scores) - np.array(b.scores))
+        assert d.key_tokens == key_tokens(b, beta=1, alpha=0.0)
+        keys_all += [d.delta[i] for i in d.key_tokens]
+        other_all += [d.delta[i] for i in range(len(d.delta)) if i not in d.key_tokens and not d.special[i]]
+    assert cmp.summary["key_mean_delta"] == pytest.approx(np.mean(keys_all))
+    assert cmp.summary["other_mean_delta"] == pytest.approx(np.mean(other_all))
+    assert set(cmp.summary["by_group"]) == {"forget", "retain", "general"}
+    assert cmp.summary["by_group"]["forget"]["n_items"] == 1
+    L, H = tiny_gpt2.cfg.n_layers, tiny_gpt2.cfg.n_heads
+    assert np.array(cmp.summary["per_head_head_total_delta"]).shape == (L, H)
+    assert len(cmp.summary["per_layer_attn_total_delta"]) == L
+    json.dumps(cmp.to_dict())
+    same = compare(before, before)
+    assert all(d.spearman == pytest.approx(1.0) for d in same.items)
+    assert same.summary["all_mean_delta"] == 0.0
+    with pytest.raises(InputError, match="not in 'after'"):
+        compare(before, after[:2])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_the_item(tiny_gpt2):
+    with pytest.raises(InputError, match="'empty'.*prompt is empty"):
+        attribute(tiny_gpt2, [TextItem("", " x", id="empty")])
+    with pytest.raises(InputError, match="'noans'.*answer is empty"):
+        attribute(tiny_gpt2, [QAItem("Who?", "  ", id="noans")])
+    long = QAItem("word " * 200, "Lima", id="long")
+    with pytest.raises(InputError, match=r"'long'.*\d+ more than the model's context of 128"):
+        attribute(tiny_gpt2, [long])
+    a = attribute(tiny_gpt2, [long], truncate=True)[0]
+    assert len(a.token_ids) + len(a.answer_ids) == 128 and a.special[0] and a.special[-1]
+    with pytest.raises(ConfigError, match="unknown attribution method 'shap'"):
+        attribute(tiny_gpt2, ITEMS, method="shap")
+    with pytest.raises(ConfigError, match="unknown option.*'stepz'"):
+        attribute(tiny_gpt2, ITEMS, method="ig", stepz=3)
+    with pytest.raises(ConfigError, match="mode"):
+        attribute(tiny_gpt2, ITEMS, method="loo", mode="drop")
+    with pytest.raises(InputError, match="item 0"):
+        attribute(tiny_gpt2, [42])
+    with pytest.raises(InputError, match="no items"):
+        attribute(tiny_gpt2, [])
+    assert set(ATTRIBUTION_METHODS) >= {"loo", "integrated_gradients", "heads"}

@@ -1,0 +1,104 @@
+"""Leave-one-out (LOO) contributions, the paper's measure.
+
+    C(x_i, y) = LP(x, y) - LP(x without x_i, y)
+
+LP is the mean log-prob of the answer tokens under teacher forcing
+(:mod:`unpact.scoring`). ``mode="delete"`` (the paper) removes token i, so later
+tokens move one position left; ``mode="baseline"`` replaces it by a baseline
+token instead (captum's ``FeatureAblation`` convention; positions stay put).
+
+All ablated prompts of all items are scored in one batched call to
+:func:`unpact.scoring.score_sequences`, chunked to ``max_batch_tokens``: n + 1
+rows per item, never one forward per token. BOS is never ablated (score 0).
+
+Example:
+    >>> from unpact.attribution import attribute                       # doctest: +SKIP
+    >>> a = attribute(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"), method="loo")
+    >>> a.top(2)                                                         # doctest: +SKIP
+    [(' Lind', 0.41), (' born', 0.12)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from unpact import scoring
+from unpact.attribution.base import AttributionMethod, make_result, register
+from unpact.attribution.prepare import Prepared, baseline_token_id
+from unpact.attribution.result import Attribution
+from unpact.errors import ConfigError, InputError
+from unpact.progress import ProgressFactory, null_progress
+
+
+@dataclass
+class LooConfig:
+    """Options of :class:`LeaveOneOut`.
+
+    Attributes:
+        mode: ``"delete"`` (the paper: drop token i) or ``"baseline"`` (replace it by ``baseline``).
+        baseline: token for ``mode="baseline"``: an id or ``"pad"``/``"eos"``/``"bos"``/``"unk"``.
+        max_batch_tokens: token budget of one forward batch (rows x padded length).
+    """
+
+    mode: str = "delete"
+    baseline: int | str = "pad"
+    max_batch_tokens: int = scoring.DEFAULT_MAX_BATCH_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("delete", "baseline"):
+            raise ConfigError(f"loo mode must be 'delete' or 'baseline', got {self.mode!r}")
+
+
+def ablated_prompts(prep: Prepared, mode: str, baseline_id: int | None = None) -> list[list[int]]:
+    """The n ablated prompts of one item (positions ``prep.first`` .. n-1), in order."""
+    p = prep.prompt_ids
+    out = []
+    for i in range(prep.first, len(p)):
+        if mode == "delete":
+            q = p[:i] + p[i + 1:]
+            if not q:
+                raise InputError(
+                    f"item {prep.item_id!r}: deleting the only prompt token leaves no prompt; "
+                    "use a tokenizer with BOS or mode='baseline'"
+                )
+        else:
+            q = list(p)
+            q[i] = int(baseline_id)  # type: ignore[arg-type]
+        out.append(q)
+    return out
+
+
+@register
+class LeaveOneOut(AttributionMethod):
+    """C_i = LP(x, y) - LP(x with token i deleted or replaced, y), all ablations batched."""
+
+    name = "loo"
+    aliases = ("leave_one_out",)
+    Config = LooConfig
+
+    def run(self, model, items: list[Prepared], progress: ProgressFactory = null_progress) -> list[Attribution]:
+        cfg = self.config
+        bid = baseline_token_id(model.tokenizer, cfg.baseline) if cfg.mode == "baseline" else None
+        seqs: list[tuple[list[int], list[int]]] = []
+        spans = []
+        for prep in items:
+            start = len(seqs)
+            seqs.append(prep.seq)
+            seqs.extend((q, prep.answer_ids) for q in ablated_prompts(prep, cfg.mode, bid))
+            spans.append((start, len(seqs)))
+        with progress(total=1, desc="loo") as bar:
+            lp = scoring.score_sequences(model, seqs, reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
+            bar.update()
+        lp = lp.double().cpu()
+        options = self.options
+        if bid is not None:
+            options["baseline_id"] = bid
+        out = []
+        for prep, (a, b) in zip(items, spans):
+            full = lp[a]
+            scores = torch.zeros(len(prep.prompt_ids), dtype=torch.float64)
+            scores[prep.first:] = full - lp[a + 1: b]
+            out.append(make_result(model, prep, scores.tolist(), float(full), self.name, options))
+        return out
