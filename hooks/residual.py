@@ -3,7 +3,14 @@
 Hook names (all ``[batch pos d_model]``): ``blocks.{l}.hook_resid_pre``,
 ``blocks.{l}.hook_resid_mid``, ``blocks.{l}.hook_resid_post``,
 ``blocks.{l}.hook_attn_out``, ``blocks.{l}.hook_mlp_out``; also
-``blocks.{l}.attn.hook_z`` ``[batch pos head d_head]`` with ``heads``.
+``blocks.{l}.attn.hook_z`` and ``blocks.{l}.attn.hook_v`` ``[batch pos head d_head]``
+(``heads`` selects heads there; hook_v has the key/value heads).
+
+Mind that in a pre-LayerNorm model scaling the *whole* residual stream at a
+position is invisible to the next layer's attention and MLP at that position
+(LN(c x) = LN(x)); it only changes how much later layers' updates weigh against
+it. Scaling ``hook_v`` (what heads read from those positions) or a component's
+output changes the computation directly.
 
 Only the named positions (and heads) change, bit for bit; ``factor == 1`` returns
 the input tensor itself.
@@ -32,6 +39,7 @@ SITES = {
     "attn_out": "blocks.{l}.hook_attn_out",
     "mlp_out": "blocks.{l}.hook_mlp_out",
     "z": "blocks.{l}.attn.hook_z",
+    "v": "blocks.{l}.attn.hook_v",
 }
 
 

@@ -1,1 +1,51 @@
-"""Emphasis recovery: keyword prompt rewrites and activation scaling."""
+"""Emphasis recovery: keyword prompt rewrites and activation scaling, compared.
+
+* :mod:`~unpact.emphasis.rewrites` — named prompt-rewrite templates (repeat, quote,
+  upper, focus, keywords_first and ``"a+b"`` combinations) with keyword token
+  positions tracked through tokenisation;
+* :mod:`~unpact.emphasis.activation` — attention / residual scaling at the keyword
+  positions (``unpact.hooks``), and the factor x layer-set sweep;
+* :mod:`~unpact.emphasis.recovery` — recovery per item, controls, collapse flags,
+  the comparison table and its text rendering.
+"""
+
+from unpact.emphasis.activation import (
+    DEFAULT_FACTORS,
+    KINDS,
+    LAYER_SETS,
+    ActivationEmphasis,
+    emphasis_hooks,
+    layer_set,
+    sweep,
+)
+from unpact.emphasis.recovery import (
+    EmphasisItem,
+    RecoveryConfig,
+    best_setting,
+    compare,
+    evaluate,
+    keytoken_positions,
+    prepare_items,
+    recover,
+    render_table,
+)
+from unpact.emphasis.rewrites import (
+    DEFAULT_TEMPLATES,
+    TEMPLATES,
+    RewriteTemplate,
+    RewrittenPrompt,
+    get_template,
+    keyword_positions,
+    keywords_from_positions,
+    register_template,
+    rewrite,
+    segment_question,
+)
+
+__all__ = [
+    "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "emphasis_hooks", "layer_set", "sweep",
+    "EmphasisItem", "RecoveryConfig", "best_setting", "compare", "evaluate", "keytoken_positions",
+    "prepare_items", "recover", "render_table",
+    "DEFAULT_TEMPLATES", "TEMPLATES", "RewriteTemplate", "RewrittenPrompt", "get_template", "keyword_positions",
+    "keywords_from_positions", "register_template", "rewrite", "segment_question",
+]

@@ -1,0 +1,138 @@
+"""Activation emphasis: scale attention to (or the residual stream at) the keywords' positions.
+
+An :class:`ActivationEmphasis` names one intervention: its kind (``"attention"``:
+multiply the attention every query pays to the keyword positions by ``factor``
+and renormalise, on ``blocks.{l}.attn.hook_pattern``; ``"value"``: multiply the
+value vectors of the keyword positions, i.e. what every head reads from them, on
+``blocks.{l}.attn.hook_v``; ``"residual"``: multiply the residual stream (or a
+component's output) at the keyword positions by ``factor``, on
+``blocks.{l}.hook_{site}``; in pre-LN models the whole residual at a position is
+scale-invariant to the next layer's norm, so this one is weak), the factor, and the layers (a named layer set or
+explicit indices) and heads. :func:`emphasis_hooks` turns it, with per-item
+keyword positions in the *original* prompt, into the ``fwd_hooks`` callable that
+``unpact.scoring`` passes each batch's item indices to. :func:`sweep` lists the
+default grid: factors 1, 2, 4, 8 x layer sets all/early/middle/late.
+
+Generation (``greedy_generate``) re-runs the whole sequence every step without
+a KV cache, so the prompt positions are the same tokens at every step and the
+attention scaling also applies to the queries of the generated tokens.
+
+Example:
+    >>> e = ActivationEmphasis("attention", factor=4.0, layers="middle")
+    >>> e.name
+    'attention x4 @ middle'
+    >>> layer_set(6, "middle")
+    [2, 3]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+from unpact.errors import ConfigError
+from unpact.hooks import attention_scaling_hooks, residual_scaling_hooks
+
+#: Named layer sets: thirds of the stack (early/middle/late) or all of it.
+LAYER_SETS: tuple[str, ...] = ("all", "early", "middle", "late")
+KINDS: tuple[str, ...] = ("attention", "value", "residual")
+DEFAULT_FACTORS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+
+def layer_set(n_layers: int, name: str | Sequence[int]) -> list[int]:
+    """The layer indices of a named set (``all``, ``early``, ``middle``, ``late``) or explicit indices.
+
+    The stack is cut into thirds, the middle third getting the remainder, so every
+    set is non-empty for ``n_layers >= 3`` (with fewer layers early/late overlap middle).
+
+    Example:
+        >>> [layer_set(4, s) for s in ("early", "middle", "late")]
+        [[0], [1, 2], [3]]
+        >>> layer_set(4, "1,3")
+        [1, 3]
+    """
+    if not isinstance(name, str):
+        layers = [int(x) for x in name]
+    elif name == "all":
+        return list(range(n_layers))
+    elif name in ("early", "middle", "late"):
+        third = max(1, n_layers // 3)
+        if n_layers < 3:
+            return {"early": [0], "middle": list(range(n_layers)), "late": [n_layers - 1]}[name]
+        return {"early": list(range(third)), "middle": list(range(third, n_layers - third)),
+                "late": list(range(n_layers - third, n_layers))}[name]
+    else:
+        try:
+            layers = [int(x) for x in name.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'") from None
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad or not layers:
+        raise ConfigError(f"layers {bad or layers} out of range: the model has {n_layers} layers")
+    return layers
+
+
+@dataclass(frozen=True)
+class ActivationEmphasis:
+    """One activation intervention at the keyword positions (see the module docstring)."""
+
+    kind: str = "attention"
+    factor: float = 2.0
+    layers: str | tuple[int, ...] = "all"
+    heads: tuple[int, ...] | None = None
+    site: str = "resid_post"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown activation emphasis kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.factor < 0:
+            raise ConfigError(f"the emphasis factor must be >= 0, got {self.factor}")
+
+    @property
+    def name(self) -> str:
+        layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
+        heads = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
+        kind = f"residual[{self.site}]" if self.kind == "residual" else self.kind
+        return f"{kind} x{self.factor:g} @ {layers}{heads}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        d["name"] = self.name
+        return d
+
+    def hooks(self, n_layers: int, positions) -> list[tuple[str, Callable]]:
+        """``[(hook_name, fn)]`` for these ``positions`` (a list, per-row lists or a mask)."""
+        layers = layer_set(n_layers, self.layers)
+        if self.kind == "attention":
+            return attention_scaling_hooks(layers, positions, self.factor, heads=self.heads)
+        if self.kind == "value":
+            return residual_scaling_hooks(layers, positions, self.factor, site="v", heads=self.heads)
+        return residual_scaling_hooks(layers, positions, self.factor, site=self.site, heads=self.heads)
+
+
+def emphasis_hooks(model, emphasis: ActivationEmphasis, positions: Sequence[Sequence[int]]) -> Callable[[list[int]], list]:
+    """The ``fwd_hooks`` callable for ``unpact.scoring``: batch item indices -> hooks at their positions.
+
+    ``positions[i]`` are item i's keyword positions in its (original) prompt, BOS at 0.
+
+    Example:
+        >>> fh = emphasis_hooks(model, ActivationEmphasis(factor=4), [[3, 4], [5]])      # doctest: +SKIP
+        >>> greedy_generate(model, prompts, fwd_hooks=fh)                                # doctest: +SKIP
+    """
+    n_layers = model.cfg.n_layers
+
+    def for_batch(idx: list[int]) -> list:
+        return emphasis.hooks(n_layers, [list(positions[i]) for i in idx])
+
+    return for_batch
+
+
+def sweep(
+    factors: Sequence[float] = DEFAULT_FACTORS,
+    layer_sets: Sequence[str] = LAYER_SETS,
+    kinds: Sequence[str] = ("attention",),
+    site: str = "resid_post",
+) -> list[ActivationEmphasis]:
+    """The grid of interventions: every kind x factor x layer set (in that order)."""
+    return [ActivationEmphasis(k, float(f), ls, None, site) for k in kinds for f in factors for ls in layer_sets]

@@ -1,0 +1,466 @@
+"""Emphasis recovery: does "forgotten" knowledge come back when the keywords are emphasised?
+
+For each forget item the unlearned model answers greedily (no weight change)
+once plainly and once under each emphasis: every prompt rewrite template and
+every activation setting (factor x layer set x kind). An item is **recovered**
+by an emphasis when its ROUGE-L recall reaches ``threshold`` (default 0.5) under
+the emphasis where plainly it did not. The recovery rate is recovered /
+forgotten (items below the threshold plainly). The mean change in the answer's
+log-prob (teacher forcing) comes with it.
+
+The same emphasis is applied to control items (retain, general, or holdout
+items the model never knew). If a control's accuracy (share of items at or
+above the threshold) falls by more than ``control_margin`` the setting is
+flagged ``collapse``: what it "recovers" is not counted as recovery, and the
+best setting of each kind is chosen among settings whose controls held.
+
+Keywords are the KeyTokens of the *original* model (``unpact.attribution``,
+leave-one-out by default), or what the caller gives: per item a list of keyword
+strings or of token positions (BOS at 0) in the original prompt.
+
+Example:
+    >>> table = recover(unlearned, forget, original=original,
+    ...                 controls={"retain": retain, "general": general})      # doctest: +SKIP
+    >>> print(render_table(table))                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from unpact.data.formatting import PromptFormat, format_answer, get_format
+from unpact.data.records import MCItem, QAItem
+from unpact.emphasis.activation import DEFAULT_FACTORS, LAYER_SETS, ActivationEmphasis, emphasis_hooks, sweep
+from unpact.emphasis.rewrites import (
+    DEFAULT_TEMPLATES,
+    get_template,
+    keyword_positions,
+    keywords_from_positions,
+    rewrite,
+    validate_keywords,
+)
+from unpact.errors import ConfigError, InputError
+from unpact.metrics import rouge_l_recall
+from unpact.progress import ProgressFactory, null_progress
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, answer_logprobs, greedy_generate
+
+
+@dataclass
+class RecoveryConfig:
+    """What to try and how to judge it (all defaults visible here).
+
+    Attributes:
+        threshold: ROUGE-L recall at or above which an answer counts as right.
+        control_margin: a control accuracy drop above this flags the setting as collapse.
+        templates: prompt rewrite templates to try (``"a+b"`` combines).
+        factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline).
+        site: residual site for ``kind="residual"`` (``resid_pre``, ``resid_post``, ...).
+        max_new_tokens: greedy answer length.
+        max_control_items: at most this many items per control set (evenly spaced; None: all).
+        keytokens: options of :func:`unpact.attribution.key_tokens` (alpha, beta, normalize).
+        attribution_method: the attribution behind the KeyTokens.
+    """
+
+    threshold: float = 0.5
+    control_margin: float = 0.1
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    factors: tuple[float, ...] = DEFAULT_FACTORS
+    layer_sets: tuple[str, ...] = LAYER_SETS
+    kinds: tuple[str, ...] = ("attention", "value")
+    site: str = "resid_post"
+    max_new_tokens: int = 24
+    max_control_items: int | None = 60
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    keytokens: dict[str, Any] = field(default_factory=dict)
+    attribution_method: str = "loo"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"recovery threshold must be in (0, 1], got {self.threshold}")
+        if self.control_margin < 0:
+            raise ConfigError(f"control margin must be >= 0, got {self.control_margin}")
+        for t in self.templates:
+            get_template(t)
+        self.templates = tuple(self.templates)
+        self.factors = tuple(float(f) for f in self.factors)
+        self.layer_sets = tuple(self.layer_sets)
+        self.kinds = tuple(self.kinds)
+
+    def settings(self) -> list[ActivationEmphasis]:
+        return sweep(self.factors, self.layer_sets, self.kinds, self.site)
+
+
+@dataclass
+class EmphasisItem:
+    """An item ready for emphasis: its keywords and their positions in the original prompt."""
+
+    id: str
+    question: str
+    answer: str
+    keywords: list[str]
+    positions: list[int]
+    prompt: str
+    target: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+KeywordSpec = Any  # per item: list[str] | list[int]; a list aligned with items, a dict by id, or a callable
+
+
+def _question_answer(item, i: int) -> tuple[str, str, str]:
+    iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
+    if isinstance(item, QAItem):
+        return iid, item.question, item.answer
+    if isinstance(item, MCItem):
+        return iid, item.question, item.answer_text
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        return iid, item[0], item[1]
+    raise InputError(f"item {iid!r}: emphasis needs question/answer items (QAItem, MCItem or (question, answer)), "
+                     f"got {type(item).__name__}")
+
+
+def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
+    if callable(keywords):
+        return keywords(item)
+    if isinstance(keywords, Mapping):
+        if iid not in keywords:
+            raise InputError(f"item {iid!r}: no keywords given for it; the keyword dict must hold every item's id")
+        return keywords[iid]
+    return keywords[i]
+
+
+def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None = None, fmt=None,
+                       progress: ProgressFactory = null_progress) -> list[list[int]]:
+    """KeyTokens positions of each item under the ``original`` model (BOS at 0)."""
+    cfg = config or RecoveryConfig()
+    try:
+        from unpact.attribution import attribute
+    except ImportError as exc:  # pragma: no cover - until unpact.attribution exports attribute
+        raise ConfigError("KeyTokens need unpact.attribution.attribute; give keywords explicitly instead") from exc
+    kwargs = {"progress": progress}
+    if fmt is not None:
+        kwargs["fmt"] = fmt
+    attrs = attribute(original, list(items), method=cfg.attribution_method, **kwargs)
+    return [list(a.key_tokens(**cfg.keytokens)) for a in attrs]
+
+
+def prepare_items(
+    model,
+    items: Sequence,
+    keywords: KeywordSpec = None,
+    *,
+    original=None,
+    config: RecoveryConfig | None = None,
+    fmt: str | PromptFormat | None = None,
+    progress: ProgressFactory = null_progress,
+) -> list[EmphasisItem]:
+    """Items with their keywords (strings) and keyword positions in the original prompt.
+
+    ``keywords`` per item is a list of strings or a list of token positions; None
+    means the original model's KeyTokens (needs ``original``).
+    """
+    tok = model.tokenizer
+    f = get_format(fmt)
+    qas = [_question_answer(it, i) for i, it in enumerate(items)]
+    if keywords is None:
+        if original is None:
+            raise InputError("emphasis needs keywords: pass keywords=..., or original=<the model before unlearning> "
+                             "so its KeyTokens can be computed")
+        specs: list = keytoken_positions(original, [QAItem(q, a, id=iid) for iid, q, a in qas], config, f, progress)
+    else:
+        if not callable(keywords) and not isinstance(keywords, Mapping) and len(keywords) != len(items):
+            raise InputError(f"{len(keywords)} keyword lists for {len(items)} items; give one per item")
+        specs = [_spec_for(keywords, it, qas[i][0], i) for i, it in enumerate(items)]
+    out = []
+    for (iid, q, a), spec in zip(qas, specs):
+        spec = list(spec or [])
+        prompt = f.prompt(q)
+        if spec and all(isinstance(s, int) for s in spec):
+            positions = sorted(set(int(s) for s in spec))
+            kws = keywords_from_positions(tok, q, positions, f)
+        else:
+            kws = validate_keywords(spec, f"item {iid!r}")
+            positions = keyword_positions(tok, q, kws, f)
+        out.append(EmphasisItem(iid, q, a, kws, positions, prompt, format_answer(a, f)))
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def evaluate(model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
+             fwd_hooks=None, config: RecoveryConfig | None = None) -> dict[str, list]:
+    """Greedy answers, their ROUGE-L recall against ``answers``, and teacher-forced answer log-probs."""
+    cfg = config or RecoveryConfig()
+    if not prompts:
+        return {"answers": [], "rouge": [], "logprob": []}
+    gens = greedy_generate(model, list(prompts), max_new_tokens=cfg.max_new_tokens, fwd_hooks=fwd_hooks,
+                           max_batch_tokens=cfg.max_batch_tokens)
+    lps = answer_logprobs(model, list(prompts), list(targets), fwd_hooks=fwd_hooks, max_batch_tokens=cfg.max_batch_tokens)
+    return {"answers": gens, "rouge": [rouge_l_recall(g, a) for g, a in zip(gens, answers)],
+            "logprob": [float(x) for x in lps]}
+
+
+def _prompt_run(model, items: list[EmphasisItem], template: str, fmt, cfg: RecoveryConfig) -> dict[str, list]:
+    tok = model.tokenizer
+    prompts = [rewrite(it.question, it.keywords, template, tok, fmt).prompt for it in items]
+    return evaluate(model, prompts, [it.target for it in items], [it.answer for it in items], config=cfg)
+
+
+def _activation_run(model, items: list[EmphasisItem], emph: ActivationEmphasis, cfg: RecoveryConfig) -> dict[str, list]:
+    hooks = emphasis_hooks(model, emph, [it.positions for it in items])
+    return evaluate(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
+                    fwd_hooks=hooks, config=cfg)
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _accuracy(rouge: Sequence[float], thr: float) -> float | None:
+    return sum(r >= thr for r in rouge) / len(rouge) if rouge else None
+
+
+def compare(base: dict[str, list], emph: dict[str, list], threshold: float, ids: Sequence[str]) -> dict[str, Any]:
+    """Recovery of one group under one emphasis against its plain run."""
+    forgotten = [b < threshold for b in base["rouge"]]
+    rec = [b < threshold <= e for b, e in zip(base["rouge"], emph["rouge"])]
+    lost = [e < threshold <= b for b, e in zip(base["rouge"], emph["rouge"])]
+    n_forgotten = sum(forgotten)
+    return {
+        "rate": (sum(rec) / n_forgotten) if n_forgotten else None,
+        "n_recovered": sum(rec),
+        "n_forgotten": n_forgotten,
+        "n_lost": sum(lost),
+        "accuracy": _accuracy(emph["rouge"], threshold),
+        "baseline_accuracy": _accuracy(base["rouge"], threshold),
+        "rouge": _mean(emph["rouge"]),
+        "delta_logprob": _mean([e - b for e, b in zip(emph["logprob"], base["logprob"])]),
+        "recovered_ids": [i for i, r in zip(ids, rec) if r],
+    }
+
+
+def _row(setting: dict, groups: dict[str, dict], cfg: RecoveryConfig) -> dict[str, Any]:
+    f = groups["forget"]
+    row = dict(setting)
+    row.update({
+        "forget_rate": f["rate"], "n_recovered": f["n_recovered"], "n_forgotten": f["n_forgotten"],
+        "forget_accuracy": f["accuracy"], "forget_rouge": f["rouge"], "delta_logprob": f["delta_logprob"],
+        "recovered_ids": f["recovered_ids"],
+    })
+    controls = {}
+    collapse = False
+    for name, g in groups.items():
+        if name == "forget":
+            continue
+        drop = None if g["accuracy"] is None else g["baseline_accuracy"] - g["accuracy"]
+        collapse = collapse or (drop is not None and drop > cfg.control_margin)
+        controls[name] = {"accuracy": g["accuracy"], "baseline_accuracy": g["baseline_accuracy"], "drop": drop,
+                          "recovered": g["n_recovered"], "delta_logprob": g["delta_logprob"]}
+        row[f"{name}_accuracy"] = g["accuracy"]
+        row[f"{name}_recovered"] = g["n_recovered"]
+    if "retain" in controls:
+        row["retain_rate"] = controls["retain"]["accuracy"]
+    row["controls"] = controls
+    row["collapse"] = collapse
+    return row
+
+
+def best_setting(rows: Mapping[str, dict]) -> tuple[str | None, float | None, bool]:
+    """``(name, rate, collapse)`` of the best setting: highest forget rate among settings whose
+    controls held (ties: larger log-prob gain); if every setting collapsed, the best of those."""
+    def key(item):
+        _n, r = item
+        return (r["forget_rate"] if r["forget_rate"] is not None else -1.0,
+                r["delta_logprob"] if r["delta_logprob"] is not None else -math.inf)
+
+    valid = [(n, r) for n, r in rows.items() if not r["collapse"] and r["forget_rate"] is not None]
+    pool = valid or [(n, r) for n, r in rows.items() if r["forget_rate"] is not None]
+    if not pool:
+        return None, None, False
+    n, r = max(pool, key=key)
+    return n, r["forget_rate"], bool(r["collapse"])
+
+
+def _subsample(items: Sequence, k: int | None) -> list:
+    items = list(items)
+    if k is None or len(items) <= k:
+        return items
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]
+
+
+def recover(
+    unlearned,
+    forget: Sequence,
+    *,
+    original=None,
+    controls: Mapping[str, Sequence] | None = None,
+    keywords: KeywordSpec = None,
+    control_keywords: Mapping[str, KeywordSpec] | None = None,
+    config: RecoveryConfig | None = None,
+    method: str | None = None,
+    fmt: str | PromptFormat | None = None,
+    progress: ProgressFactory = null_progress,
+) -> dict[str, Any]:
+    """The comparison table of emphasis recovery for one unlearned model (JSON-serialisable).
+
+    Args:
+        unlearned: the model after unlearning (a bridge).
+        forget: the forget items (QA or MC items).
+        original: the model before unlearning: its KeyTokens give the keywords
+            (unless ``keywords`` is given) and its answers the reference level.
+        controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
+        keywords / control_keywords: explicit keywords (see :func:`prepare_items`).
+        config: :class:`RecoveryConfig`.
+        method: the unlearning method's name (recorded in the table).
+
+    Returns:
+        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
+        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
+        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
+        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
+        recovered), and ``collapse``.
+    """
+    cfg = config or RecoveryConfig()
+    f = get_format(fmt)
+    controls = {k: _subsample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
+    groups: dict[str, list[EmphasisItem]] = {
+        "forget": prepare_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
+    for name, its in controls.items():
+        kw = (control_keywords or {}).get(name)
+        groups[name] = prepare_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
+    ids = {g: [it.id for it in its] for g, its in groups.items()}
+    settings = cfg.settings()
+    n_runs = 1 + len(cfg.templates) + sum(s.factor != 1 for s in settings)
+    with progress(total=n_runs * len(groups) + (1 if original is not None else 0), desc="emphasis recovery") as bar:
+        def each_group(run: Callable[[list[EmphasisItem]], dict]) -> dict[str, dict]:
+            out = {}
+            for g, its in groups.items():
+                out[g] = run(its)
+                bar.update()
+            return out
+
+        plain = each_group(lambda its: evaluate(unlearned, [i.prompt for i in its], [i.target for i in its],
+                                                [i.answer for i in its], config=cfg))
+        orig = None
+        if original is not None:
+            fi = groups["forget"]
+            orig = evaluate(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
+            bar.update()
+
+        def rows_of(runs: dict[str, dict], setting: dict) -> dict:
+            return _row(setting, {g: compare(plain[g], runs[g], cfg.threshold, ids[g]) for g in groups}, cfg)
+
+        prompt_rows: dict[str, dict] = {}
+        best_answers: dict[str, dict[str, list]] = {}
+        for t in cfg.templates:
+            runs = each_group(lambda its, t=t: _prompt_run(unlearned, its, t, f, cfg))
+            prompt_rows[t] = rows_of(runs, {"kind": "prompt", "template": t})
+            best_answers[("prompt", t)] = runs["forget"]["answers"]  # type: ignore[index]
+        act_rows: dict[str, dict] = {}
+        for s in settings:
+            runs = plain if s.factor == 1 else each_group(lambda its, s=s: _activation_run(unlearned, its, s, cfg))
+            act_rows[s.name] = rows_of(runs, {**s.to_dict(), "noop": s.factor == 1})
+            best_answers[("activation", s.name)] = runs["forget"]["answers"]  # type: ignore[index]
+
+    pb, pr, pc = best_setting(prompt_rows)
+    ab, ar, ac = best_setting(act_rows)
+    thr = cfg.threshold
+    fi = groups["forget"]
+    items = []
+    for j, it in enumerate(fi):
+        d = it.to_dict()
+        d.update({"baseline_answer": plain["forget"]["answers"][j], "baseline_rouge": plain["forget"]["rouge"][j],
+                  "baseline_logprob": plain["forget"]["logprob"][j]})
+        if orig is not None:
+            d.update({"original_answer": orig["answers"][j], "original_rouge": orig["rouge"][j],
+                      "original_logprob": orig["logprob"][j]})
+        if pb is not None:
+            d["prompt_best_answer"] = best_answers[("prompt", pb)][j]  # type: ignore[index]
+        if ab is not None:
+            d["activation_best_answer"] = best_answers[("activation", ab)][j]  # type: ignore[index]
+        items.append(d)
+    known = [d["original_rouge"] >= thr for d in items] if orig is not None else None
+    return {
+        "method": method,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "keywords_source": "keytokens" if keywords is None else "given",
+        "n_forget": len(fi),
+        "n_forgotten": sum(r < thr for r in plain["forget"]["rouge"]),
+        "n_original_known": sum(known) if known is not None else None,
+        "n_forgotten_known": sum(k and r < thr for k, r in zip(known, plain["forget"]["rouge"])) if known else None,
+        "baseline": {
+            "forget_accuracy": _accuracy(plain["forget"]["rouge"], thr),
+            "forget_rouge": _mean(plain["forget"]["rouge"]),
+            "forget_logprob": _mean(plain["forget"]["logprob"]),
+            "original_forget_accuracy": _accuracy(orig["rouge"], thr) if orig else None,
+            "original_forget_rouge": _mean(orig["rouge"]) if orig else None,
+            "original_forget_logprob": _mean(orig["logprob"]) if orig else None,
+            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": _mean(plain[g]["rouge"]),
+                             "n": len(groups[g])} for g in groups if g != "forget"},
+        },
+        "prompt": prompt_rows,
+        "activation": act_rows,
+        "prompt_best": pr, "prompt_best_setting": pb, "prompt_collapse": pc,
+        "activation_best": ar, "activation_best_setting": ab, "activation_collapse": ac,
+        "items": items,
+    }
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _pct(x) -> str:
+    return "  -  " if x is None else f"{100 * x:5.1f}%"
+
+
+def _num(x, d: int = 3) -> str:
+    return "-" if x is None else f"{x:+.{d}f}"
+
+
+def render_table(table: Mapping[str, Any]) -> str:
+    """A plain-text rendering of :func:`recover`'s table (for the command line)."""
+    cfg = table.get("config", {})
+    base = table.get("baseline", {})
+    ctl_names = list(base.get("controls", {}))
+    lines = []
+    title = f"Emphasis recovery{' — ' + table['method'] if table.get('method') else ''}"
+    lines += [title, "=" * len(title)]
+    lines.append(f"forget items: {table['n_forget']}, forgotten (ROUGE-L recall < {cfg.get('threshold')}): "
+                 f"{table['n_forgotten']}" + (f", known by the original model: {table['n_original_known']}"
+                                              if table.get("n_original_known") is not None else ""))
+    b = [f"forget accuracy {_pct(base.get('forget_accuracy')).strip()}"]
+    if base.get("original_forget_accuracy") is not None:
+        b.append(f"original model {_pct(base['original_forget_accuracy']).strip()}")
+    for c in ctl_names:
+        b.append(f"{c} accuracy {_pct(base['controls'][c]['accuracy']).strip()} (n={base['controls'][c]['n']})")
+    lines.append("without emphasis: " + ", ".join(b))
+    lines.append(f"keywords: {table.get('keywords_source')}; collapse = a control's accuracy falls by more than "
+                 f"{100 * cfg.get('control_margin', 0):.0f} points")
+    head = ["setting", "recovered", "rate", "Δ logprob"] + [f"{c} acc" for c in ctl_names] + ["collapse"]
+    for kind in ("prompt", "activation"):
+        rows = table.get(kind) or {}
+        if not rows:
+            continue
+        best = table.get(f"{kind}_best_setting")
+        body = []
+        for name, r in rows.items():
+            body.append([("* " if name == best else "  ") + name, f"{r['n_recovered']}/{r['n_forgotten']}",
+                         _pct(r["forget_rate"]), _num(r["delta_logprob"])]
+                        + [_pct(r["controls"][c]["accuracy"]) for c in ctl_names]
+                        + ["COLLAPSE" if r["collapse"] else ""])
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        lines.append("")
+        lines.append(f"{'prompt rewrites' if kind == 'prompt' else 'activation scaling'} (best: {best or '-'}, "
+                     f"rate {_pct(table.get(kind + '_best')).strip()}{', collapsed' if table.get(kind + '_collapse') else ''})")
+        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+        lines.append("  ".join("-" * w for w in widths))
+        for row in body:
+            lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    return "\n".join(lines)
