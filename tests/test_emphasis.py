@@ -1,0 +1,251 @@
+"""unpact.emphasis: rewrite templates and keyword positions, activation emphasis, recovery table, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from unpact import load_model
+from unpact.data import QAItem
+from unpact.emphasis import (
+    DEFAULT_TEMPLATES,
+    TEMPLATES,
+    ActivationEmphasis,
+    RecoveryConfig,
+    best_setting,
+    compare,
+    emphasis_hooks,
+    evaluate,
+    get_template,
+    keyword_positions,
+    keywords_from_positions,
+    layer_set,
+    prepare_items,
+    recover,
+    register_template,
+    render_table,
+    rewrite,
+    segment_question,
+)
+from unpact.emphasis.recovery import _row
+from unpact.errors import ConfigError, InputError
+from unpact.scoring import tokenize
+
+ONE = ("Where was the author Ana Lind born?", ["Ana Lind"])
+SEVERAL = ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "genre", "Peru"])
+# "Zyxquorbel" is not in the tiny tokenizer's corpus: several tokens for one word
+MULTI = ("Is Zyxquorbel the cat of Ana Lind?", ["Zyxquorbel", "Ana Lind"])
+CASES = [ONE, SEVERAL, MULTI]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_gpt2):
+    return tiny_gpt2.tokenizer
+
+
+def _runs(positions):
+    runs, cur = [], []
+    for p in positions:
+        if cur and p != cur[-1] + 1:
+            runs.append(cur)
+            cur = []
+        cur.append(p)
+    if cur:
+        runs.append(cur)
+    return runs
+
+
+def _expected_texts(template: str, kw: str) -> set[str]:
+    # with "upper" combined with a prefix template, the prefix keeps the keyword as given
+    return {kw.upper(), kw} if "upper" in template.split("+") else {kw}
+
+
+@pytest.mark.parametrize("template", list(DEFAULT_TEMPLATES) + ["none"])
+@pytest.mark.parametrize("case", CASES, ids=["one", "several", "multitoken"])
+def test_rewrite_tracks_keyword_tokens(tok, template, case):
+    question, keywords = case
+    r = rewrite(question, keywords, template, tok)
+    ids = [tok.bos_token_id] + tokenize(tok, r.prompt)
+    assert list(r.token_ids) == ids[1:]
+    assert r.prompt == f"Question: {r.question}\nAnswer:"
+    # every contiguous run of positions decodes to one keyword, as the template writes it
+    seen: dict[int, int] = {}
+    for run in _runs(list(r.positions)):
+        text = tok.decode([ids[p] for p in run]).strip(' "')
+        by_kw = {r.position_keyword[list(r.positions).index(p)] for p in run}
+        parts = [k for k in by_kw]
+        assert len(parts) >= 1
+        # a run may hold the same keyword repeated ("repeat") or several keywords separated by spaces only
+        for k in parts:
+            assert any(t in text for t in _expected_texts(template, keywords[k])), (text, keywords[k])
+            seen[k] = seen.get(k, 0) + sum(text.count(t) for t in _expected_texts(template, keywords[k]))
+    # each keyword found in the question appears as many times as the template writes it
+    for k, kw in enumerate(keywords):
+        n_written = sum(1 for s, e, kk in r.spans if kk == k)
+        assert n_written >= 1
+        assert seen.get(k, 0) == n_written, (template, kw, seen, r.question)
+    # and no token outside the positions holds keyword characters
+    outside = tok.decode([ids[p] for p in range(1, len(ids)) if p not in set(r.positions)])
+    for kw in keywords:
+        for t in _expected_texts(template, kw):
+            assert t not in outside
+
+
+def test_templates_write_what_they_say(tok):
+    q, kws = SEVERAL
+    assert rewrite(q, kws, "quote").question == 'What "genre" does "Bo Reyes" write in "Peru"?'
+    assert rewrite(q, kws, "upper").question == "What GENRE does BO REYES write in PERU?"
+    assert rewrite(q, kws, "repeat").question == "What genre genre does Bo Reyes Bo Reyes write in Peru Peru?"
+    assert rewrite(q, kws, "focus").question == f"Focus on: Bo Reyes, genre, Peru. {q}"
+    assert rewrite(q, kws, "keywords_first").question == f"Bo Reyes, genre, Peru: {q}"
+    assert rewrite(q, kws, "quote+focus").question == f'Focus on: Bo Reyes, genre, Peru. What "genre" does "Bo Reyes" write in "Peru"?'
+    assert rewrite(q, kws, "none").question == q
+    assert len(rewrite(q, kws, "focus", tok).positions) > len(rewrite(q, kws, "none", tok).positions)
+
+
+def test_multitoken_word_gets_all_its_tokens(tok):
+    q, kws = MULTI
+    pos = keyword_positions(tok, q, ["Zyxquorbel"])
+    assert len(pos) > 2 and pos == list(range(pos[0], pos[-1] + 1))
+    ids = [tok.bos_token_id] + tokenize(tok, f"Question: {q}\nAnswer:")
+    assert tok.decode([ids[p] for p in pos]).strip() == "Zyxquorbel"
+
+
+def test_segmentation_and_registry():
+    assert segment_question("Ana met Anabel and ana", ["Ana"]) == [("Ana", 0), (" met Anabel and ana", None)]
+    assert segment_question("the anabel", ["Anabel"]) == [("the ", None), ("anabel", 0)]  # case-insensitive fallback
+    assert segment_question("x y", ["zz"]) == [("x y", None)]
+
+    @register_template("angle", "keywords in angle brackets")
+    def _angle(segments, keywords):
+        return [s for t, k in segments for s in ([("<", None), (t, k), (">", None)] if k is not None else [(t, k)])]
+
+    try:
+        assert rewrite("Where is Lima?", ["Lima"], "angle+upper").question == "Where is <LIMA>?"
+    finally:
+        TEMPLATES.pop("angle")
+    with pytest.raises(ConfigError, match="unknown rewrite template 'nope'"):
+        get_template("quote+nope")
+
+
+def test_keywords_from_positions_round_trip(tok):
+    for q, kws in CASES:
+        pos = keyword_positions(tok, q, kws)
+        got = keywords_from_positions(tok, q, pos)
+        assert sorted(got) == sorted(kws)
+    q, kws = ONE
+    first = keyword_positions(tok, q, ["Ana Lind"])[:1]  # part of the phrase: widened to the word
+    assert keywords_from_positions(tok, q, first) == ["Ana"]
+    assert keywords_from_positions(tok, q, [1]) == []  # "Question" is the format's word, not the question's
+
+
+def test_layer_sets():
+    assert layer_set(4, "all") == [0, 1, 2, 3]
+    assert [layer_set(6, s) for s in ("early", "middle", "late")] == [[0, 1], [2, 3], [4, 5]]
+    assert layer_set(4, "1,3") == [1, 3]
+    with pytest.raises(ConfigError, match="out of range"):
+        layer_set(4, "7")
+    with pytest.raises(ConfigError, match="unknown layer set"):
+        layer_set(4, "deep")
+
+
+def test_activation_emphasis_factor_one_and_per_item(tiny_gpt2):
+    m = tiny_gpt2
+    prompts = ["Question: Where was the author Ana Lind born?\nAnswer:", "Question: What is the capital of France?\nAnswer:"]
+    targets, answers = [" Lima", " Paris"], ["Lima", "Paris"]
+    pos = [keyword_positions(m.tokenizer, "Where was the author Ana Lind born?", ["Ana Lind"]),
+           keyword_positions(m.tokenizer, "What is the capital of France?", ["France"])]
+    cfg = RecoveryConfig(max_new_tokens=3)
+    base = evaluate(m, prompts, targets, answers, config=cfg)
+    for kind in ("attention", "value", "residual"):
+        one = evaluate(m, prompts, targets, answers, config=cfg,
+                       fwd_hooks=emphasis_hooks(m, ActivationEmphasis(kind, 1.0, "all"), pos))
+        assert one == base
+    eight = evaluate(m, prompts, targets, answers, config=cfg,
+                     fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), pos))
+    assert eight["logprob"] != base["logprob"]
+    # per-item positions: emphasising only item 0's keywords leaves item 1 (no positions) unchanged
+    only0 = evaluate(m, prompts, targets, answers, config=cfg,
+                     fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), [pos[0], []]))
+    assert only0["logprob"][1] == base["logprob"][1] and only0["logprob"][0] != base["logprob"][0]
+
+
+def test_compare_row_and_collapse_logic():
+    cfg = RecoveryConfig(threshold=0.5, control_margin=0.1)
+    base = {"rouge": [0.0, 0.2, 1.0, 0.0], "logprob": [-3.0, -2.0, -0.5, -4.0]}
+    emph = {"rouge": [0.6, 0.1, 1.0, 1.0], "logprob": [-1.0, -2.0, -0.5, -2.0]}
+    c = compare(base, emph, 0.5, ["a", "b", "c", "d"])
+    assert (c["n_recovered"], c["n_forgotten"], c["rate"]) == (2, 3, 2 / 3)
+    assert c["recovered_ids"] == ["a", "d"] and c["delta_logprob"] == pytest.approx(1.0)
+    ok_ctl = compare({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
+    bad_ctl = compare({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
+    good = _row({"kind": "prompt"}, {"forget": c, "general": ok_ctl}, cfg)
+    broken = _row({"kind": "prompt"}, {"forget": {**c, "rate": 1.0}, "general": bad_ctl}, cfg)
+    assert not good["collapse"] and broken["collapse"]
+    assert broken["controls"]["general"]["drop"] == pytest.approx(0.2)
+    assert best_setting({"good": good, "broken": broken}) == ("good", 2 / 3, False)
+    assert best_setting({"broken": broken}) == ("broken", 1.0, True)
+
+
+def test_prepare_items_keywords_given_or_from_keytokens(tiny_dirs):
+    m = load_model(tiny_dirs["gpt2"])
+    items = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
+    given = prepare_items(m, items, [["Ana Lind"], ["Bo Reyes"]])
+    assert given[0].keywords == ["Ana Lind"] and given[0].positions == keyword_positions(m.tokenizer, items[0].question, ["Ana Lind"])
+    by_pos = prepare_items(m, items, {"a": given[0].positions, "b": [3]})
+    assert by_pos[0].keywords == ["Ana Lind"] and by_pos[1].positions == [3]
+    with pytest.raises(InputError, match="pass keywords"):
+        prepare_items(m, items)
+    with pytest.raises(InputError, match="one per item"):
+        prepare_items(m, items, [["Ana"]])
+    key = prepare_items(m, items, original=m)  # KeyTokens of the (here: same) original model
+    from unpact.attribution import attribute
+
+    attrs = attribute(m, items)
+    for it, a in zip(key, attrs):
+        assert it.positions == sorted(a.key_tokens())
+        assert all(not a.special[p] for p in it.positions)
+        assert all(kw in it.question for kw in it.keywords)
+
+
+def test_recover_table_on_tiny_model(tiny_dirs):
+    m = load_model(tiny_dirs["gpt2"])
+    forget = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
+    general = [QAItem("What is the capital of France?", "Paris", id="g")]
+    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), max_new_tokens=3)
+    table = recover(m, forget, original=m, controls={"general": general}, config=cfg, method="none")
+    json.loads(json.dumps(table))
+    assert set(table["prompt"]) == {"quote", "focus"}
+    assert set(table["activation"]) == {f"{k} x{f} @ {l}" for k in ("attention", "value") for f in (1, 4) for l in ("all", "late")}
+    # the original model is the unlearned one here: nothing was forgotten that it knew, and factor 1 is the plain run
+    noop = table["activation"]["attention x1 @ all"]
+    assert noop["n_recovered"] == 0 and noop["delta_logprob"] == 0.0 and noop["controls"]["general"]["drop"] == 0.0
+    assert table["n_forget"] == 2 and len(table["items"]) == 2
+    assert table["keywords_source"] == "keytokens"
+    text = render_table(table)
+    assert "prompt rewrites" in text and "activation scaling" in text and "general acc" in text
+
+
+def test_recover_command(tiny_dirs, tmp_path, capsys):
+    from unpact.cli import main
+
+    rows = [{"question": "Where was the author Ana Lind born?", "answer": "Lima"},
+            {"question": "What genre does Bo Reyes write?", "answer": "crime fiction"}]
+    for split in ("forget", "retain"):
+        with open(tmp_path / f"{split}.json", "w") as f:
+            json.dump(rows, f)
+    out = tmp_path / "t" / "table.json"
+    rc = main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
+               "--benchmark-path", str(tmp_path), "--retain", "retain", "--general", "none", "--templates", "quote",
+               "--factors", "1,2", "--layers", "all", "--kinds", "attention", "--max-new-tokens", "2", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "prompt rewrites" in printed and "retain acc" in printed
+    table = json.loads(out.read_text())
+    assert set(table["activation"]) == {"attention x1 @ all", "attention x2 @ all"}
+    assert main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
+                 "--benchmark-path", str(tmp_path), "--retain", "none", "--templates", "shout"]) == 2
+    assert "unknown rewrite template 'shout'" in capsys.readouterr().err
