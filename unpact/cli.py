@@ -58,11 +58,108 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- recover
+
+
+def add_recover(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--original", required=True, help="the model before unlearning (its KeyTokens give the keywords)")
+    p.add_argument("--unlearned", required=True, help="the model after unlearning")
+    p.add_argument("--benchmark", default="embedded:tofu/forget10",
+                   help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)")
+    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
+    p.add_argument("--retain", default="retain90",
+                   help="control split of the same benchmark, or BENCHMARK/SPLIT ('none' to skip; default retain90)")
+    p.add_argument("--general", default="embedded:general/qa",
+                   help="general-ability control as BENCHMARK/SPLIT ('none' to skip; default embedded:general/qa)")
+    p.add_argument("--control", action="append", default=[], metavar="NAME=BENCHMARK/SPLIT",
+                   help="another control set (repeatable), e.g. holdout=embedded:tofu/holdout10")
+    p.add_argument("--method", default=None, help="name of the unlearning method (recorded in the table)")
+    p.add_argument("--max-items", type=int, default=None, help="at most this many forget items (evenly spaced)")
+    p.add_argument("--max-control-items", type=int, default=60, help="at most this many items per control (default 60)")
+    p.add_argument("--threshold", type=float, default=0.5, help="ROUGE-L recall counted as right (default 0.5)")
+    p.add_argument("--margin", type=float, default=0.1, help="control accuracy drop that flags collapse (default 0.1)")
+    p.add_argument("--templates", default=None, help="comma-separated rewrite templates (default: all defaults)")
+    p.add_argument("--factors", default="1,2,4,8", help="comma-separated activation factors (default 1,2,4,8)")
+    p.add_argument("--layers", default="all,early,middle,late",
+                   help="comma-separated layer sets, or index lists like 0-1-2 (default all,early,middle,late)")
+    p.add_argument("--kinds", default="attention,value", help="activation kinds: attention, value, residual")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.add_argument("--device", default=None)
+
+
+def _split_spec(spec: str, default_bench: str | None = None) -> tuple[str, str]:
+    if "/" in spec:
+        bench, split = spec.rsplit("/", 1)
+        return bench, split
+    if default_bench is None:
+        raise CommandError(f"give a split as BENCHMARK/SPLIT (e.g. embedded:tofu/forget10), got {spec!r}")
+    return default_bench, spec
+
+
+def _csv(text: str | None, what: str, conv=str) -> tuple:
+    if text is None:
+        return ()
+    try:
+        return tuple(conv(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CommandError(f"{what} must be a comma-separated list, got {text!r}") from None
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from unpact.data import load_benchmark
+    from unpact.emphasis import RecoveryConfig, recover, render_table
+    from unpact.emphasis.recovery import _subsample
+    from unpact.models import load_model
+    from unpact.progress import tqdm_progress
+
+    cfg_kw = dict(threshold=args.threshold, control_margin=args.margin, factors=_csv(args.factors, "--factors", float),
+                  layer_sets=tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")),
+                  kinds=_csv(args.kinds, "--kinds"), max_new_tokens=args.max_new_tokens,
+                  max_control_items=args.max_control_items)
+    if args.templates:
+        cfg_kw["templates"] = _csv(args.templates, "--templates")
+    cfg = RecoveryConfig(**cfg_kw)
+    bench, split = _split_spec(args.benchmark)
+    forget = load_benchmark(bench, split, path=args.benchmark_path)
+    controls = {}
+    if args.retain and args.retain.lower() != "none":
+        b, s = _split_spec(args.retain, bench)
+        controls["retain"] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
+    if args.general and args.general.lower() != "none":
+        b, s = _split_spec(args.general)
+        controls["general"] = load_benchmark(b, s)
+    for c in args.control:
+        if "=" not in c:
+            raise CommandError(f"--control takes NAME=BENCHMARK/SPLIT, got {c!r}")
+        name, spec = c.split("=", 1)
+        b, s = _split_spec(spec, bench)
+        controls[name.strip()] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
+    original = load_model(args.original, device=args.device)
+    unlearned = load_model(args.unlearned, device=args.device)
+    items = _subsample(list(forget), args.max_items)
+    table = recover(unlearned, items, original=original, controls=controls, config=cfg,
+                    method=args.method or args.unlearned, progress=tqdm_progress)
+    table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
+    print(render_table(table))
+    if args.out:
+        directory = os.path.dirname(os.path.abspath(args.out))
+        os.makedirs(directory, exist_ok=True)
+        tmp = args.out + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(table, f, indent=2)
+        os.replace(tmp, args.out)
+        print(f"\ntable: {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
+    "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
+                add_recover, cmd_recover),
 }
 
 
