@@ -249,3 +249,55 @@ def test_recover_command(tiny_dirs, tmp_path, capsys):
     assert main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
                  "--benchmark-path", str(tmp_path), "--retain", "none", "--templates", "shout"]) == 2
     assert "unknown rewrite template 'shout'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ embedded models (when shipped)
+
+
+def _need_embedded(name: str) -> None:
+    from unpact.models import embedded_model_names
+
+    if name not in embedded_model_names():
+        pytest.skip(f"embedded:{name} is not built yet (unpact build-embedded)")
+
+
+#: A mild gradient ascent: enough to push answers below the threshold, too little to erase them.
+MILD_GA = {"steps": 8, "lr": 1e-4}
+
+
+@pytest.mark.slow
+def test_mild_unlearning_is_recovered_and_holdout_is_not():
+    _need_embedded("gpt2")
+    from unpact.data import load_benchmark
+    from unpact.emphasis.recovery import _subsample
+    from unpact.unlearning import unlearn
+
+    torch.manual_seed(0)
+    original = load_model("embedded:gpt2")
+    forget_all = list(load_benchmark("embedded:tofu", "forget10"))
+    forget = _subsample(forget_all, 24)
+    holdout = _subsample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
+    unlearned = unlearn(original, "ga", forget_all, None, MILD_GA, seed=0).model
+    cfg = RecoveryConfig(templates=("quote", "focus", "keywords_first"), factors=(1, 4, 8), layer_sets=("all", "middle"),
+                         kinds=("attention", "value"), max_control_items=24)
+    table = recover(unlearned, forget, original=original, controls={"holdout": holdout}, config=cfg, method="ga")
+    assert table["n_original_known"] > 0, "the original model must know some forget items"
+    assert table["n_forgotten"] > 0, "mild GA must push some answers below the threshold"
+    rows = list(table["prompt"].values()) + list(table["activation"].values())
+    assert max(r["n_recovered"] for r in rows) >= 1, render_table(table)
+    # a model that never knew the holdout authors gets nothing back by emphasis
+    assert all(r["controls"]["holdout"]["recovered"] == 0 for r in rows), render_table(table)
+
+
+@pytest.mark.slow
+def test_emphasis_recovers_nothing_the_model_never_knew():
+    _need_embedded("gpt2")
+    from unpact.data import load_benchmark
+    from unpact.emphasis.recovery import _subsample
+
+    model = load_model("embedded:gpt2")
+    holdout = _subsample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
+    cfg = RecoveryConfig(factors=(1, 2, 4, 8), layer_sets=("all", "early", "middle", "late"))
+    table = recover(model, holdout, original=model, config=cfg)
+    assert table["n_forgotten"] == table["n_forget"]
+    assert table["prompt_best"] == 0 and table["activation_best"] == 0, render_table(table)
