@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default="attention,value")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="ROUGE-L recall counted as right (default 0.95: on embedded TOFU a wrong attribute in the "
+                        "answer sentence still scores 0.71-0.88, so 0.5 cannot tell right from wrong)")
     args = p.parse_args(argv)
 
     import torch
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
         "general": list(load_benchmark("embedded:general", "qa")),
         "holdout": list(load_benchmark("embedded:tofu", "holdout10")),
     }
-    cfg = RecoveryConfig(kinds=tuple(args.kinds.split(",")), max_control_items=args.max_control_items)
+    cfg = RecoveryConfig(kinds=tuple(args.kinds.split(",")), max_control_items=args.max_control_items,
+                         threshold=args.threshold)
     os.makedirs(args.out, exist_ok=True)
     summary = []
     for name in models:

@@ -14,13 +14,13 @@ Templates live in a registry (:data:`TEMPLATES`); add your own with
 :func:`register_template`. A name ``"a+b"`` applies ``a`` then ``b``.
 
 Example:
-    >>> r = rewrite("Where was Orla Venning born?", ["Orla Venning"], "quote")      # doctest: +SKIP
+    >>> r = rewrite("Where was Orla Venning born?", ["Orla Venning"], "quote")
     >>> r.question
     'Where was "Orla Venning" born?'
     >>> r.prompt
     'Question: Where was "Orla Venning" born?\\nAnswer:'
-    >>> tokens_at(r)                                                                # doctest: +SKIP
-    [' "', 'Or', 'la', ' Venning', '"']   # only the keyword's tokens: ['Or', 'la', ' Venning']
+    >>> r.positions                       # the tokens of Orla Venning, BOS at 0   # doctest: +SKIP
+    (5, 6, 7)
 """
 
 from __future__ import annotations
