@@ -153,6 +153,80 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- unlearn
+
+
+def add_unlearn(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
+    p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
+    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
+    p.add_argument("--forget", required=True, help="forget split, e.g. forget10")
+    p.add_argument("--retain", default=None, help="retain split, e.g. retain90 (needed by the GDR/KLR methods and rmu)")
+    p.add_argument("--out", required=True, help="output directory: the checkpoint and unlearn.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
+    p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
+    p.add_argument("--device", default=None)
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CommandError(f"--set takes KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from unpact.data import load_benchmark
+    from unpact.metrics import evaluate
+    from unpact.models import load_model, save_model
+    from unpact.progress import tqdm_progress
+    from unpact.unlearning import unlearn
+
+    model = load_model(args.model, device=args.device)
+    forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
+    retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
+    reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
+    splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
+
+    def metrics(m) -> dict:
+        out = {}
+        for name, bench in splits.items():
+            res = evaluate(m, bench, reference=reference if name == "forget" else None, progress=tqdm_progress)
+            out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
+        return out
+
+    before = None if args.no_eval else metrics(model)
+    result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
+                     progress=tqdm_progress)
+    if result.stopped_early:
+        print(f"unpact: warning: {result.message}", file=sys.stderr)
+    save_model(result.model, args.out)
+    report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
+              "seed": args.seed, **result.summary()}
+    if before is not None:
+        report["metrics"] = {"before": before, "after": metrics(result.model)}
+    with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    last = result.losses[-1]["loss"] if result.losses else float("nan")
+    print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
+    if before is not None:
+        for name in splits:
+            b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
+            if b is not None:
+                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f}")
+    return 0
+
+
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
@@ -160,6 +234,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
                 add_recover, cmd_recover),
+    "unlearn": ("unlearn a forget split from a model with one method; save the checkpoint and losses", add_unlearn, cmd_unlearn),
 }
 
 

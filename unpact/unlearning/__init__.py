@@ -13,12 +13,11 @@ hyperparameters and defaults are one dataclass (``get_method(name).config_class`
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 from unpact.errors import ConfigError
 from unpact.progress import ProgressFactory, null_progress
-from unpact.unlearning.base import UnlearnConfig, UnlearningMethod, UnlearnResult, make_config, train
+from unpact.unlearning.base import UnlearnConfig, UnlearningMethod, UnlearnResult, copy_model, make_config, train
 from unpact.unlearning.registry import METHODS, PAPER_METHODS, get_method, register
 
 # Importing the method modules registers them.
@@ -68,7 +67,7 @@ def unlearn(
     cfg = make_config(cls.config_class, config)
     if cls.retain == "required" and (retain is None or len(retain) == 0):
         raise ConfigError(f"method {cls.name!r} needs a retain set; pass retain=... (e.g. TOFU retain90)")
-    target = model if inplace else copy.deepcopy(model)
+    target = model if inplace else copy_model(model)
     impl = cls(cfg)
     losses, stopped, message = train(impl, target, forget, retain, seed=seed, progress=progress)
     return UnlearnResult(target, losses, cfg, cls.name, stopped, message)

@@ -170,6 +170,10 @@ def encode_items(model, items: Sequence, *, what: str) -> list[Seq]:
     prompts, answers, names = [], [], []
     for i, it in enumerate(items):
         p, a = prompt_answer_pair(it)
+        if not p.strip() and " " in a.strip():  # a raw passage (e.g. a WMDP corpus text): score all but its first word
+            text = a.strip()
+            cut = text.index(" ")
+            p, a = text[:cut], text[cut:]
         prompts.append(p)
         answers.append(a)
         names.append(getattr(it, "id", None) or f"{what}[{i}]")
@@ -253,6 +257,53 @@ def _unique_storage(params: list[nn.Parameter]) -> list[nn.Parameter]:
     return list(best.values())
 
 
+def copy_model(model):
+    """A deep copy of a bridge whose parameters keep sharing storage the way the original's do.
+
+    ``copy.deepcopy`` clones every parameter separately, which would cut the
+    bridge's split q/k/v loose from the fused qkv weight that the HF model (and
+    :func:`unpact.save_model`) use; here each storage is cloned once and every
+    parameter becomes the same view of the clone.
+    """
+    import copy
+
+    groups: dict[int, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        groups.setdefault(p.untyped_storage().data_ptr(), []).append(p)
+    memo: dict[int, Any] = {}
+    with torch.no_grad():
+        for ps in groups.values():
+            storage = ps[0].untyped_storage().clone()
+            for p in ps:
+                t = torch.empty(0, dtype=p.dtype, device=p.device)
+                t.set_(storage, p.storage_offset(), p.size(), p.stride())
+                memo[id(p)] = nn.Parameter(t, requires_grad=p.requires_grad)
+        for t in _non_leaf_tensors(model):  # activations a hook or cache kept with their graph
+            memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def _non_leaf_tensors(root) -> list[Tensor]:
+    """Tensors with autograd history reachable from ``root`` through attributes and containers."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Tensor):
+            if not obj.is_leaf:
+                found.append(obj)
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            stack.extend(vars(obj).values())
+    return found
+
+
 def _shard(idx: list[int], rank: int, world: int) -> list[int]:
     return idx[rank::world]
 
@@ -283,7 +334,9 @@ def train(
             f"{world} processes; every process needs at least one item per step"
         )
     torch.manual_seed(seed)
+    # separate streams, so a shorter run's schedule is a prefix of a longer one's
     gen = torch.Generator().manual_seed(seed)
+    gen_retain = torch.Generator().manual_seed(seed + 7919)
     forget_items = list(forget)
     retain_items = list(retain) if retain is not None else []
     use_retain = method.retain != "none" and len(retain_items) > 0
@@ -294,7 +347,7 @@ def train(
         forget_seqs=encode_items(model, forget_items, what="forget"),
         retain_seqs=encode_items(model, retain_items, what="retain") if use_retain else [],
         forget_schedule=make_schedule(len(forget_items), cfg.batch_size, cfg.steps, gen),
-        retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen) if use_retain else None,
+        retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen_retain) if use_retain else None,
         seed=seed,
         device=accelerator.device,
         rank=rank,

@@ -1,0 +1,126 @@
+"""Metrics against hand-computed values, and model-based metrics against the scoring core."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import hmean
+
+from unpact import load_model
+from unpact.data import Benchmark, MCItem, QAItem, TextItem
+from unpact.errors import InputError
+from unpact.metrics import (
+    evaluate,
+    forget_quality,
+    mc_accuracy,
+    model_utility,
+    normalised_probability,
+    rouge_l_f1,
+    rouge_l_recall,
+    tofu_model_utility,
+    truth_ratio_from_losses,
+    truth_ratio_score,
+    truth_ratios,
+)
+from unpact.scoring import answer_logprobs
+
+
+@pytest.mark.parametrize(
+    "pred, ref, want",
+    [
+        ("The author was born in Lima, Peru.", "Lima", 1.0),
+        ("a c", "a b c d", 0.5),  # LCS "a c" = 2 of 4 reference tokens
+        ("running quickly", "run", 1.0),  # the Porter stemmer is on, as in TOFU
+        ("nothing alike", "Lima", 0.0),
+        ("d c b a", "a b c d", 0.25),  # order matters: LCS of length 1
+    ],
+)
+def test_rouge_l_recall_on_hand_made_pairs(pred, ref, want):
+    assert rouge_l_recall(pred, ref) == pytest.approx(want)
+
+
+def test_rouge_l_f1_hand_value():
+    # LCS 3; precision 3/3, recall 3/6 -> F1 = 2 * 1 * 0.5 / 1.5
+    assert rouge_l_f1("the cat sat", "the cat sat on the mat") == pytest.approx(2 / 3)
+
+
+def test_truth_ratio_from_hand_losses():
+    # item 0: para loss 1, perturbed 2 and 4 (mean 3): R = e^(1-3); item 1: para 0.5, pert 0.5: R = 1
+    r = truth_ratio_from_losses([1.0, 0.5], [[2.0, 4.0], [0.5]])
+    assert r.tolist() == pytest.approx([math.exp(-2.0), 1.0])
+    # = geometric mean of perturbed normalised probs over the paraphrased one
+    assert r[0] == pytest.approx(math.sqrt(math.exp(-2) * math.exp(-4)) / math.exp(-1))
+    assert truth_ratio_score([0.5, 2.0], forget=True) == pytest.approx(0.5)
+    assert truth_ratio_score([0.5, 2.0], forget=False) == pytest.approx(0.25)
+    assert truth_ratio_score([0.2, 0.6], forget=False) == pytest.approx(0.6)
+    with pytest.raises(InputError):
+        truth_ratio_from_losses([1.0], [[1.0], [2.0]])
+
+
+def test_forget_quality_on_hand_made_samples():
+    assert forget_quality([0.1, 0.2, 0.3], [0.3, 0.2, 0.1]) == pytest.approx(1.0)
+    # completely separated samples of 5 and 5: exact two-sided p = 2 / C(10, 5)
+    assert forget_quality([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / math.comb(10, 5))
+    # monotone transforms of both samples (R vs TOFU's logged 1/R) give the same p-value
+    a, b = np.array([0.3, 0.5, 0.9, 1.2]), np.array([0.4, 0.45, 2.0, 3.0, 0.2])
+    assert forget_quality(a, b) == pytest.approx(forget_quality(1 / a, 1 / b))
+
+
+def test_model_utility_and_normalised_probability():
+    assert model_utility([0.5, 1.0, 0.25]) == pytest.approx(3 / 7)
+    assert model_utility([0.5, 0.0]) == 0.0
+    assert normalised_probability([0.6, 0.2], [[0.2, 0.2], [0.6]]).tolist() == pytest.approx([0.6, 0.25])
+    retain = {"tofu_role": "retain", "prob": 0.9, "rouge_l_recall": 0.8, "truth_ratio": 0.5}
+    authors = {"tofu_role": "other", "prob": 0.1, "prob_normalised": 0.6, "rouge_l_recall": 0.7, "truth_ratio": 0.4}
+    assert tofu_model_utility(retain, authors) == pytest.approx(float(hmean([0.9, 0.8, 0.5, 0.6, 0.7, 0.4])))
+
+
+ITEMS = [
+    QAItem("Where was the author Ana Lind born?", "Lima", "in Lima", ("Paris", "Rome")),
+    QAItem("What genre does Bo Reyes write?", "crime fiction", None, ("poetry",)),
+    QAItem("What is the capital of France?", "Paris", "Paris, France", ("Lima", "the mat", "5")),
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dirs):
+    return load_model(tiny_dirs["gpt2"])
+
+
+def test_truth_ratio_of_a_model_equals_the_formula_on_its_log_probs(model):
+    def lp(q, a):
+        return float(answer_logprobs(model, [f"Question: {q}\nAnswer:"], [" " + a])[0])
+
+    want = []
+    for it in ITEMS:
+        para = lp(it.question, it.paraphrased_answer or it.answer)
+        pert = [lp(it.question, p) for p in it.perturbed_answers]
+        want.append(math.exp(np.mean(pert) - para))
+    assert truth_ratios(model, ITEMS).tolist() == pytest.approx(want, rel=1e-4)
+
+
+def test_mc_accuracy_picks_the_highest_summed_log_prob(model):
+    items = [MCItem("What is 2 + 3?", ("4", "5", "the lazy dog"), 1), MCItem("Capital of France?", ("Paris", "Lima"), 0)]
+    want = 0
+    for it in items:
+        lps = answer_logprobs(model, [f"Question: {it.question}\nAnswer:"] * len(it.choices),
+                              [" " + c for c in it.choices], reduction="sum")
+        want += int(int(lps.argmax()) == it.answer)
+    assert mc_accuracy(model, items) == pytest.approx(want / 2)
+
+
+def test_evaluate_returns_what_applies_to_the_split(model):
+    forget = Benchmark("demo", "forget10", ITEMS)
+    res = evaluate(model, forget, reference=model)
+    assert res["tofu_role"] == "forget"
+    assert {"rouge_l_recall", "prob", "prob_normalised", "truth_ratio", "forget_quality"} <= set(res)
+    assert res["forget_quality"] == pytest.approx(1.0)  # a model against itself
+    assert res["truth_ratio"] == pytest.approx(truth_ratio_score(res["truth_ratios"], forget=True))
+    assert 0 <= res["prob"] <= 1 and 0 <= res["rouge_l_recall"] <= 1
+    mixed = Benchmark("demo", "general", [MCItem("2 + 3?", ("4", "5"), 1), TextItem("The quick brown", " fox jumps")])
+    res2 = evaluate(model, mixed)
+    assert set(res2) >= {"mc_accuracy", "verbatim_rouge_l"} and "rouge_l_recall" not in res2
+    with pytest.raises(InputError):
+        evaluate(model, mixed, reference=model)
