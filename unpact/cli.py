@@ -58,6 +58,200 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ run
+
+
+def add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML or JSON file with the same options (command-line flags win)")
+    p.add_argument("--model", help="embedded:<name>, a checkpoint directory or a hub id (default embedded:gpt2)")
+    p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
+    p.add_argument("--benchmark", help="embedded:tofu (default), tofu, muse, wmdp, or a hub id")
+    p.add_argument("--benchmark-path", help="local directory or file with the benchmark's splits")
+    p.add_argument("--forget-split", help="forget split (default forget10)")
+    p.add_argument("--retain-split", help="retain split (default retain90)")
+    p.add_argument("--general", help="general-ability benchmark (default embedded:general; 'none' to skip)")
+    p.add_argument("--general-split", help="its split (default qa)")
+    p.add_argument("--general-path", help="local directory or file with the general benchmark")
+    p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
+    p.add_argument("--max-items", type=int, help="items per group to evaluate and attribute (default 40)")
+    p.add_argument("--attribution", help="comma-separated attribution methods (loo is always computed)")
+    p.add_argument("--factors", help="comma-separated activation-emphasis factors (default 1,2,4,8)")
+    p.add_argument("--out", help="run directory (default ./unpact-run); an existing one is resumed")
+    p.add_argument("--device", help="cpu (default), cuda, ...")
+    p.add_argument("--seed", type=int)
+
+
+def _run_config(args: argparse.Namespace):
+    from unpact.config import config_from_dict, read_config_file
+
+    data = read_config_file(args.config) if args.config else {}
+    flags = {
+        "model": args.model, "reference_model": args.reference_model, "benchmark": args.benchmark,
+        "benchmark_path": args.benchmark_path, "forget_split": args.forget_split,
+        "retain_split": args.retain_split, "general": args.general, "general_split": args.general_split,
+        "general_path": args.general_path,
+        "methods": args.methods, "max_items": args.max_items, "out": args.out, "device": args.device,
+        "seed": args.seed,
+    }
+    for k, v in flags.items():
+        if v is not None:
+            data[k] = None if (k in ("reference_model", "general") and str(v).lower() == "none") else v
+    if args.attribution:
+        data.setdefault("attribution", {})["methods"] = [m.strip() for m in args.attribution.split(",") if m.strip()]
+    if args.factors:
+        try:
+            data.setdefault("emphasis", {})["factors"] = [float(f) for f in args.factors.split(",")]
+        except ValueError:
+            raise CommandError(f"--factors must be comma-separated numbers, got {args.factors!r}") from None
+    return config_from_dict(data)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from unpact.pipeline import run_study, summary_table
+    from unpact.progress import tqdm_progress
+
+    cfg = _run_config(args)
+    start = time.time()
+    stages: list[str] = []
+
+    def on_stage(name: str, computed: bool) -> None:
+        stages.append(name)
+        print(f"  {'done ' if computed else 'kept '} {name}", file=sys.stderr)
+
+    print(f"unpact run -> {cfg.out}", file=sys.stderr)
+    results = run_study(cfg, progress=tqdm_progress, on_stage=on_stage)
+    print(summary_table(results))
+    print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
+          f"\n({time.time() - start:.0f} s)")
+    return 0
+
+
+# --------------------------------------------------------------------- report
+
+
+def add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a finished run directory (holds results.json)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from unpact.report import build_report
+
+    print(build_report(args.run_dir))
+    return 0
+
+
+# ------------------------------------------------------------ build-embedded
+
+
+def add_build_embedded(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None,
+                   help="output directory (default: the installed package's shipped files)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long toy build (for tests)")
+    p.add_argument("--arch", action="append", default=None,
+                   help="architecture to train (repeatable; default: gpt2, llama, qwen2)")
+    p.add_argument("--no-retain", action="store_true", help="skip the retain-only (-retain) twins")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for training")
+
+
+def cmd_build_embedded(args: argparse.Namespace) -> int:
+    from unpact.embedded import SHIPPED_DIR
+    from unpact.embedded.build import build_embedded
+    from unpact.embedded.train import ARCHITECTURES, TrainConfig
+    from unpact.progress import tqdm_progress
+
+    archs = args.arch or list(ARCHITECTURES)
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        raise CommandError(f"unknown architecture {unknown[0]!r}; choose from {', '.join(ARCHITECTURES)}")
+    tcfg = TrainConfig.tiny() if args.tiny else TrainConfig()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be at least 1, got {args.threads}")
+        tcfg.threads = args.threads
+    out = args.out or str(SHIPPED_DIR)
+    build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
+                   train_config=tcfg, progress=tqdm_progress)
+    print(f"built the embedded world in {out}")
+    return 0
+
+
+# -------------------------------------------------------------------- unlearn
+
+
+def add_unlearn(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
+    p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
+    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
+    p.add_argument("--forget", required=True, help="forget split, e.g. forget10")
+    p.add_argument("--retain", default=None, help="retain split, e.g. retain90 (needed by the GDR/KLR methods and rmu)")
+    p.add_argument("--out", required=True, help="output directory: the checkpoint and unlearn.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
+    p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
+    p.add_argument("--device", default=None)
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CommandError(f"--set takes KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from unpact.data import load_benchmark
+    from unpact.metrics import evaluate
+    from unpact.models import load_model, save_model
+    from unpact.progress import tqdm_progress
+    from unpact.unlearning import unlearn
+
+    model = load_model(args.model, device=args.device)
+    forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
+    retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
+    reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
+    splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
+
+    def metrics(m) -> dict:
+        out = {}
+        for name, bench in splits.items():
+            res = evaluate(m, bench, reference=reference if name == "forget" else None, progress=tqdm_progress)
+            out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
+        return out
+
+    before = None if args.no_eval else metrics(model)
+    result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
+                     progress=tqdm_progress)
+    if result.stopped_early:
+        print(f"unpact: warning: {result.message}", file=sys.stderr)
+    save_model(result.model, args.out)
+    report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
+              "seed": args.seed, **result.summary()}
+    if before is not None:
+        report["metrics"] = {"before": before, "after": metrics(result.model)}
+    with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    last = result.losses[-1]["loss"] if result.losses else float("nan")
+    print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
+    if before is not None:
+        for name in splits:
+            b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
+            if b is not None:
+                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f}")
+    return 0
+
+
 # ------------------------------------------------------------------- recover
 
 
@@ -153,87 +347,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-# -------------------------------------------------------------------- unlearn
-
-
-def add_unlearn(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
-    p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
-    p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
-    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
-    p.add_argument("--forget", required=True, help="forget split, e.g. forget10")
-    p.add_argument("--retain", default=None, help="retain split, e.g. retain90 (needed by the GDR/KLR methods and rmu)")
-    p.add_argument("--out", required=True, help="output directory: the checkpoint and unlearn.json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
-    p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
-    p.add_argument("--device", default=None)
-
-
-def _parse_overrides(pairs: Sequence[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise CommandError(f"--set takes KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
-def cmd_unlearn(args: argparse.Namespace) -> int:
-    from unpact.data import load_benchmark
-    from unpact.metrics import evaluate
-    from unpact.models import load_model, save_model
-    from unpact.progress import tqdm_progress
-    from unpact.unlearning import unlearn
-
-    model = load_model(args.model, device=args.device)
-    forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
-    retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
-    reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
-    splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
-
-    def metrics(m) -> dict:
-        out = {}
-        for name, bench in splits.items():
-            res = evaluate(m, bench, reference=reference if name == "forget" else None, progress=tqdm_progress)
-            out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
-        return out
-
-    before = None if args.no_eval else metrics(model)
-    result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
-                     progress=tqdm_progress)
-    if result.stopped_early:
-        print(f"unpact: warning: {result.message}", file=sys.stderr)
-    save_model(result.model, args.out)
-    report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "seed": args.seed, **result.summary()}
-    if before is not None:
-        report["metrics"] = {"before": before, "after": metrics(result.model)}
-    with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    last = result.losses[-1]["loss"] if result.losses else float("nan")
-    print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
-    if before is not None:
-        for name in splits:
-            b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
-            if b is not None:
-                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f}")
-    return 0
-
-
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
+                       cmd_build_embedded),
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
                 add_recover, cmd_recover),
+    "run": ("run the whole study: unlearn, attribute, emphasise, analyse, report", add_run, cmd_run),
+    "report": ("rebuild report.html from a run's results.json", add_report, cmd_report),
     "unlearn": ("unlearn a forget split from a model with one method; save the checkpoint and losses", add_unlearn, cmd_unlearn),
 }
 

@@ -51,9 +51,14 @@ class EmphasisSettings:
     templates: list[str] | None = None  # None: every registered template
     factors: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     layer_sets: list[str] = field(default_factory=lambda: ["all", "early", "middle", "late"])
-    #: "attention" (scale attention paid to keyword positions) or "residual"
-    mode: str = "attention"
-    threshold: float = 0.5
+    #: activation emphasis kinds (see unpact.emphasis.KINDS): "attention" scales the attention
+    #: queries pay to keyword positions, "value" their value vectors, "residual" the residual stream
+    kinds: list[str] = field(default_factory=lambda: ["attention"])
+    #: ROUGE-L recall at or above which an answer counts as right. The embedded TOFU answers
+    #: are sentences that repeat the question's subject ("X was born in Lima."), so a wrong
+    #: value still scores ~0.8: 0.9 separates right from wrong there. The library's own
+    #: default (unpact.emphasis.RecoveryConfig) is 0.5, as the paper's TOFU setting.
+    threshold: float = 0.9
     collapse_margin: float = 0.1
 
 
@@ -119,8 +124,9 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
     if cfg.max_items < 1:
         raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
-    if cfg.emphasis.mode not in ("attention", "residual"):
-        raise ConfigError(f"emphasis.mode must be 'attention' or 'residual', got {cfg.emphasis.mode!r}")
+    for k in cfg.emphasis.kinds:
+        if k not in ("attention", "value", "residual"):
+            raise ConfigError(f"unknown emphasis kind {k!r}; use attention, value or residual")
     return cfg
 
 
