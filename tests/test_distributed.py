@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     before = float(answer_logprobs(model, prompts, [" Lima"] * 4).mean())
     res = unlearn(model, "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3}, seed=0)
     after = float(answer_logprobs(res.model, prompts, [" Lima"] * 4).mean())
-    save_file({k: v.contiguous() for k, v in hf_state_dict(res.model).items()}, os.path.join(out, f"rank{rank}.safetensors"))
+    save_file({k: v.detach().clone().contiguous() for k, v in hf_state_dict(res.model).items()}, os.path.join(out, f"rank{rank}.safetensors"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"before": before, "after": after, "world": int(os.environ["WORLD_SIZE"]),
                    "losses": res.losses, "stopped": res.stopped_early}, f)
