@@ -226,7 +226,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     def metrics(m) -> dict:
         out = {}
         for name, bench in splits.items():
-            res = evaluate(m, bench, reference=reference if name == "forget" else None, progress=tqdm_progress)
+            res = evaluate(m, bench, reference=reference if name == "forget" else None,
+                           forget=(name == "forget"), progress=tqdm_progress)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
