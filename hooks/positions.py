@@ -24,10 +24,27 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 Positions = Union[Sequence[int], Sequence[Sequence[int]], Bool[Tensor, "batch pos"]]
+#: A scaling factor: one number for every row, or a tensor ``[batch]`` of per-row factors.
+Factor = Union[float, Float[Tensor, " batch"]]
+
+
+def row_factors(factor: Tensor, batch: int, dtype, device) -> Float[Tensor, " batch"]:
+    """A per-row factor tensor checked against the batch and cast to the activation's dtype/device."""
+    f = factor.to(device=device, dtype=dtype).reshape(-1)
+    if f.shape[0] != batch:
+        raise ValueError(f"{f.shape[0]} per-row factors but the batch has {batch} rows")
+    return f
+
+
+def check_factor(factor, what: str = "scaling") -> None:
+    """Raise ValueError for a negative factor (a number or any entry of a tensor)."""
+    bad = bool((factor < 0).any()) if isinstance(factor, Tensor) else factor < 0
+    if bad:
+        raise ValueError(f"the {what} factor must be >= 0, got {factor}")
 
 
 def position_mask(positions: Positions, batch: int, width: int, device=None) -> Bool[Tensor, "batch pos"]:

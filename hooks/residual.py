@@ -13,7 +13,9 @@ it. Scaling ``hook_v`` (what heads read from those positions) or a component's
 output changes the computation directly.
 
 Only the named positions (and heads) change, bit for bit; ``factor == 1`` returns
-the input tensor itself.
+the input tensor itself. ``factor`` may be a tensor ``[batch]`` of per-row
+factors (rows with factor 1 unchanged bit for bit), so several settings share one
+batched forward.
 
 Example:
     >>> hooks = residual_scaling_hooks(layers=[2], positions=[3, 4], factor=2.0, site="resid_post")  # doctest: +SKIP
@@ -29,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from unpact.hooks.positions import Positions, head_mask, position_mask
+from unpact.hooks.positions import Factor, Positions, check_factor, head_mask, position_mask, row_factors
 
 #: Residual-stream sites and their hook-name templates.
 SITES = {
@@ -61,9 +63,24 @@ def act_mask(act: Tensor, positions: Positions, heads: Sequence[int] | None = No
     return m
 
 
-def scale_positions(act: Tensor, hook=None, *, positions: Positions, factor: float,
+def scale_positions(act: Tensor, hook=None, *, positions: Positions, factor: Factor,
                     heads: Sequence[int] | None = None) -> Tensor:
-    """Hook function: ``act * factor`` at ``positions`` (and ``heads``), unchanged elsewhere."""
+    """Hook function: ``act * factor`` at ``positions`` (and ``heads``), unchanged elsewhere.
+
+    ``factor``: a number, or a tensor ``[batch]`` of per-row factors.
+    """
+    if isinstance(factor, Tensor):
+        f = row_factors(factor, act.shape[0], act.dtype, act.device)
+        rows = (f != 1).nonzero().squeeze(-1)  # only these rows change; the others pass bit for bit
+        if rows.numel() == 0:
+            return act
+        f = f.reshape(f.shape + (1,) * (act.ndim - 1))
+        mask = act_mask(act, positions, heads)
+        if rows.numel() == act.shape[0]:
+            return torch.where(mask, act * f, act)
+        sub = act[rows]
+        mask = mask.expand(act.shape[0], *mask.shape[1:])[rows]
+        return act.index_copy(0, rows, torch.where(mask, sub * f[rows], sub))
     if factor == 1:
         return act
     return torch.where(act_mask(act, positions, heads), act * factor, act)
@@ -72,12 +89,21 @@ def scale_positions(act: Tensor, hook=None, *, positions: Positions, factor: flo
 def residual_scaling_hooks(
     layers: Sequence[int],
     positions: Positions,
-    factor: float,
+    factor: Factor,
     site: str = "resid_post",
     heads: Sequence[int] | None = None,
 ) -> list[tuple[str, Callable]]:
-    """``[(site hook name at layer l, fn)]`` scaling the activation at ``positions`` by ``factor``."""
-    if factor == 1:
+    """``[(site hook name at layer l, fn)]`` scaling the activation at ``positions`` by ``factor``.
+
+    ``factor`` is a number or a tensor ``[batch]`` of per-row factors; empty when every factor is 1.
+    """
+    if isinstance(factor, Tensor):
+        if bool((factor == 1).all()):
+            return []
+        check_factor(factor, "scaling")
+    elif factor == 1:
         return []
-    fn = partial(scale_positions, positions=positions, factor=float(factor), heads=heads)
+    else:
+        factor = float(factor)
+    fn = partial(scale_positions, positions=positions, factor=factor, heads=heads)
     return [(site_name(site, l), fn) for l in layers]

@@ -308,9 +308,11 @@ def greedy_generate(
 
     Right-padded and without a KV cache: every step re-runs the whole (short)
     sequence, so positions never shift and hooks that act on prompt positions act
-    on the same tokens at every step; rows stay in place until their batch ends,
-    so a ``fwd_hooks`` callable gets the batch's item indices in row order. Decoding stops at EOS (and at a newline when
-    ``stop_at_newline``).
+    on the same tokens at every step. Rows whose answer is finished leave the
+    batch: a ``fwd_hooks`` callable is called with the item indices of the rows
+    still running, in row order, whenever that set changes (so it may be called
+    several times per batch, each time with a subset of the previous call). Decoding
+    stops at EOS (and at a newline when ``stop_at_newline``).
     """
     tok = model.tokenizer
     device = next(iter(model.parameters())).device
@@ -325,34 +327,46 @@ def greedy_generate(
     n_ctx = context_length(model) or 10**9
     stops = stop_ids(tok)
     pad = pad_id(tok)
+    newline: dict[int, bool] = {}
+
+    def ends_line(t: int) -> bool:
+        if t not in newline:
+            newline[t] = "\n" in tok.decode([t])
+        return newline[t]
+
     results: list[list[int]] = [[] for _ in seqs]
     lengths = [len(s) + max_new_tokens for s in seqs]
     with torch.no_grad():
         for group in chunks(lengths, max_batch_tokens):
-            rows = [list(seqs[i]) for i in group]
-            done = [False] * len(rows)
+            width = max(lengths[i] for i in group)
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            cur = [len(seqs[i]) for i in group]  # current length of each row
+            for j, i in enumerate(group):
+                ids[j, : cur[j]] = torch.tensor(seqs[i], dtype=torch.long)
+            active = list(range(len(group)))  # rows still generating, in row order
             hooks = _hooks_for(fwd_hooks, group)
             for _ in range(max_new_tokens):
-                if all(done):
+                if not active:
                     break
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                for j, r in enumerate(rows):
-                    ids[j, : len(r)] = torch.tensor(r)
-                logits = forward_logits(model, ids.to(device), hooks)
-                last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-                nxt = logits[torch.arange(len(rows), device=logits.device), last].argmax(-1).tolist()
-                for j in range(len(rows)):
-                    if done[j]:
-                        continue
-                    t = int(nxt[j])
+                w = max(cur[j] for j in active)
+                batch = ids[:, :w] if len(active) == len(group) else ids[active, :w]
+                logits = forward_logits(model, batch.to(device), hooks)
+                last = torch.tensor([cur[j] - 1 for j in active], device=logits.device)
+                nxt = logits[torch.arange(len(active), device=logits.device), last].argmax(-1).tolist()
+                still = []
+                for j, t in zip(active, nxt):
+                    t = int(t)
                     if t in stops:
-                        done[j] = True
                         continue
-                    rows[j].append(t)
+                    ids[j, cur[j]] = t
+                    cur[j] += 1
                     results[group[j]].append(t)
-                    if (stop_at_newline and "\n" in tok.decode([t])) or len(rows[j]) >= n_ctx:
-                        done[j] = True
+                    if (stop_at_newline and ends_line(t)) or cur[j] >= n_ctx:
+                        continue
+                    still.append(j)
+                if len(still) != len(active) and still:
+                    hooks = _hooks_for(fwd_hooks, [group[j] for j in still])
+                active = still
     texts = [tok.decode(r, skip_special_tokens=True) for r in results]
     if stop_at_newline:
         texts = [t.split("\n", 1)[0] for t in texts]

@@ -14,6 +14,7 @@ from unpact.emphasis.activation import (
     KINDS,
     LAYER_SETS,
     ActivationEmphasis,
+    batched_emphasis_hooks,
     emphasis_hooks,
     layer_set,
     sweep,
@@ -43,7 +44,7 @@ from unpact.emphasis.rewrites import (
 )
 
 __all__ = [
-    "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "emphasis_hooks", "layer_set", "sweep",
+    "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "batched_emphasis_hooks", "emphasis_hooks", "layer_set", "sweep",
     "EmphasisItem", "RecoveryConfig", "best_setting", "compare", "evaluate", "keytoken_positions",
     "prepare_items", "recover", "render_table",
     "DEFAULT_TEMPLATES", "TEMPLATES", "RewriteTemplate", "RewrittenPrompt", "get_template", "keyword_positions",

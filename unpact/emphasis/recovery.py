@@ -32,7 +32,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from unpact.data.formatting import PromptFormat, format_answer, get_format
 from unpact.data.records import MCItem, QAItem
-from unpact.emphasis.activation import DEFAULT_FACTORS, LAYER_SETS, ActivationEmphasis, emphasis_hooks, sweep
+from unpact.emphasis.activation import (
+    DEFAULT_FACTORS,
+    LAYER_SETS,
+    ActivationEmphasis,
+    batched_emphasis_hooks,
+    emphasis_hooks,
+    sweep,
+)
 from unpact.emphasis.rewrites import (
     DEFAULT_TEMPLATES,
     get_template,
@@ -217,6 +224,62 @@ def _activation_run(model, items: list[EmphasisItem], emph: ActivationEmphasis, 
                     fwd_hooks=hooks, config=cfg)
 
 
+Run = tuple[str, Any]  # ("plain", None) | ("prompt", template) | ("activation", ActivationEmphasis)
+
+
+def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequence[Run], fmt, cfg: RecoveryConfig, *,
+                   batched: bool = True, bar=None) -> dict[Run, dict[str, dict[str, list]]]:
+    """:func:`evaluate` of every run on every group: ``{run: {group: result}}``.
+
+    Batched: all runs x groups x items are rows of one :func:`evaluate` call (one
+    ``greedy_generate``, one ``answer_logprobs``), activation rows carrying their own
+    setting through :func:`batched_emphasis_hooks`. Unbatched (the reference): one
+    call per run and group, as the settings are defined.
+    """
+    if not batched:
+        out: dict[Run, dict[str, dict[str, list]]] = {}
+        for run in runs:
+            kind, spec = run
+            out[run] = {}
+            for g, its in groups.items():
+                if kind == "prompt":
+                    out[run][g] = _prompt_run(model, its, spec, fmt, cfg)
+                elif kind == "activation":
+                    out[run][g] = _activation_run(model, its, spec, cfg)
+                else:
+                    out[run][g] = evaluate(model, [i.prompt for i in its], [i.target for i in its],
+                                           [i.answer for i in its], config=cfg)
+                if bar is not None:
+                    bar.update()
+        return out
+    tok = model.tokenizer
+    prompts: list[str] = []
+    targets: list[str] = []
+    answers: list[str] = []
+    settings: list[ActivationEmphasis | None] = []
+    positions: list[list[int]] = []
+    spans: list[tuple[Run, str, int, int]] = []
+    for run in runs:
+        kind, spec = run
+        for g, its in groups.items():
+            start = len(prompts)
+            for it in its:
+                prompts.append(rewrite(it.question, it.keywords, spec, tok, fmt).prompt if kind == "prompt" else it.prompt)
+                targets.append(it.target)
+                answers.append(it.answer)
+                settings.append(spec if kind == "activation" else None)
+                positions.append(it.positions)
+            spans.append((run, g, start, len(prompts)))
+    hooks = batched_emphasis_hooks(model, settings, positions) if any(s is not None for s in settings) else None
+    res = evaluate(model, prompts, targets, answers, fwd_hooks=hooks, config=cfg)
+    if bar is not None:
+        bar.update()
+    out = {run: {} for run in runs}
+    for run, g, a, b in spans:
+        out[run][g] = {k: v[a:b] for k, v in res.items()}
+    return out
+
+
 def _mean(xs: Sequence[float]) -> float | None:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else None
@@ -326,7 +389,21 @@ def recover(
         ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
         ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
         recovered), and ``collapse``.
+
+    All runs on the unlearned model (the plain answers, every template and every
+    activation setting, over forget and control items) go through one batched
+    ``greedy_generate`` and one ``answer_logprobs`` call: rows of different
+    settings share each forward, each with its own hooks (see
+    :func:`unpact.emphasis.batched_emphasis_hooks`).
     """
+    return _recover(unlearned, forget, original=original, controls=controls, keywords=keywords,
+                    control_keywords=control_keywords, config=config, method=method, fmt=fmt, progress=progress,
+                    batched=True)
+
+
+def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, control_keywords=None, config=None,
+             method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> dict[str, Any]:
+    """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
     cfg = config or RecoveryConfig()
     f = get_format(fmt)
     controls = {k: _subsample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
@@ -337,37 +414,32 @@ def recover(
         groups[name] = prepare_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
     ids = {g: [it.id for it in its] for g, its in groups.items()}
     settings = cfg.settings()
-    n_runs = 1 + len(cfg.templates) + sum(s.factor != 1 for s in settings)
-    with progress(total=n_runs * len(groups) + (1 if original is not None else 0), desc="emphasis recovery") as bar:
-        def each_group(run: Callable[[list[EmphasisItem]], dict]) -> dict[str, dict]:
-            out = {}
-            for g, its in groups.items():
-                out[g] = run(its)
-                bar.update()
-            return out
-
-        plain = each_group(lambda its: evaluate(unlearned, [i.prompt for i in its], [i.target for i in its],
-                                                [i.answer for i in its], config=cfg))
+    runs: list[tuple[str, Any]] = [("plain", None)] + [("prompt", t) for t in cfg.templates] \
+        + [("activation", s) for s in settings if s.factor != 1]
+    n_passes = (len(runs) * len(groups) if not batched else 1) + (1 if original is not None else 0)
+    with progress(total=n_passes, desc="emphasis recovery") as bar:
+        results = _evaluate_runs(unlearned, groups, runs, f, cfg, batched=batched, bar=bar)
+        plain = results[("plain", None)]
         orig = None
         if original is not None:
             fi = groups["forget"]
             orig = evaluate(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
             bar.update()
 
-        def rows_of(runs: dict[str, dict], setting: dict) -> dict:
-            return _row(setting, {g: compare(plain[g], runs[g], cfg.threshold, ids[g]) for g in groups}, cfg)
+    def rows_of(run: dict[str, dict], setting: dict) -> dict:
+        return _row(setting, {g: compare(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
 
-        prompt_rows: dict[str, dict] = {}
-        best_answers: dict[str, dict[str, list]] = {}
-        for t in cfg.templates:
-            runs = each_group(lambda its, t=t: _prompt_run(unlearned, its, t, f, cfg))
-            prompt_rows[t] = rows_of(runs, {"kind": "prompt", "template": t})
-            best_answers[("prompt", t)] = runs["forget"]["answers"]  # type: ignore[index]
-        act_rows: dict[str, dict] = {}
-        for s in settings:
-            runs = plain if s.factor == 1 else each_group(lambda its, s=s: _activation_run(unlearned, its, s, cfg))
-            act_rows[s.name] = rows_of(runs, {**s.to_dict(), "noop": s.factor == 1})
-            best_answers[("activation", s.name)] = runs["forget"]["answers"]  # type: ignore[index]
+    prompt_rows: dict[str, dict] = {}
+    best_answers: dict[tuple[str, str], list] = {}
+    for t in cfg.templates:
+        run = results[("prompt", t)]
+        prompt_rows[t] = rows_of(run, {"kind": "prompt", "template": t})
+        best_answers[("prompt", t)] = run["forget"]["answers"]
+    act_rows: dict[str, dict] = {}
+    for s in settings:
+        run = plain if s.factor == 1 else results[("activation", s)]
+        act_rows[s.name] = rows_of(run, {**s.to_dict(), "noop": s.factor == 1})
+        best_answers[("activation", s.name)] = run["forget"]["answers"]
 
     pb, pr, pc = best_setting(prompt_rows)
     ab, ar, ac = best_setting(act_rows)
@@ -382,9 +454,9 @@ def recover(
             d.update({"original_answer": orig["answers"][j], "original_rouge": orig["rouge"][j],
                       "original_logprob": orig["logprob"][j]})
         if pb is not None:
-            d["prompt_best_answer"] = best_answers[("prompt", pb)][j]  # type: ignore[index]
+            d["prompt_best_answer"] = best_answers[("prompt", pb)][j]
         if ab is not None:
-            d["activation_best_answer"] = best_answers[("activation", ab)][j]  # type: ignore[index]
+            d["activation_best_answer"] = best_answers[("activation", ab)][j]
         items.append(d)
     known = [d["original_rouge"] >= thr for d in items] if orig is not None else None
     return {
