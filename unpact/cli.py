@@ -117,10 +117,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages: list[str] = []
 
     def on_stage(name: str, computed: bool) -> None:
+        if not stages:  # inputs are validated before the first stage: say where the run goes
+            print(f"unpact run -> {cfg.out}", file=sys.stderr)
         stages.append(name)
         print(f"  {'done ' if computed else 'kept '} {name}", file=sys.stderr)
 
-    print(f"unpact run -> {cfg.out}", file=sys.stderr)
     results = run_study(cfg, progress=tqdm_progress, on_stage=on_stage)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"

@@ -100,7 +100,7 @@ def _check_keys(cls, data: dict, where: str) -> None:
     for key in data:
         if key not in known:
             raise ConfigError(
-                f"unknown config key {where}{key!r}; known keys: {', '.join(sorted(known))}"
+                f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}"
             )
 
 

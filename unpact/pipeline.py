@@ -353,6 +353,7 @@ class Study:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.rd.root.mkdir(parents=True, exist_ok=True)
+        self.rd.clean_temporaries()
         write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
         total = 3 + len(cfg.methods)
         with self.progress(total=total, desc="study") as bar:

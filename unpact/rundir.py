@@ -78,6 +78,20 @@ class RunDir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
+    def clean_temporaries(self) -> list[Path]:
+        """Remove what an interrupted write left behind (``.*.tmp`` files, ``.<name>.*`` model dirs)."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        for p in list(self.root.rglob(".*")):
+            if p.is_file() and p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+            elif p.is_dir() and p.parent.name == "models":
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+        return removed
+
     def stage_file(self, name: str) -> Path:
         return self.root / "stages" / f"{name}.json"
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from unpact.errors import TrainingError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.scoring import encode_pair, tokenize
 
@@ -66,21 +67,21 @@ class ModelSize:
 
     @classmethod
     def tiny(cls) -> "ModelSize":
-        return cls(n_layers=2, d_model=32, n_heads=4, n_ctx=128)
+        return cls(n_layers=2, d_model=32, n_heads=4, n_ctx=256)
 
 
 @dataclass
 class TrainConfig:
     """Hyperparameters of the build's training loop (the defaults are the shipped build)."""
 
-    epochs: int = 40
-    batch_size: int = 16
+    epochs: int = 20
+    batch_size: int = 32
     lr: float = 2e-3
     warmup: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     prompt_weight: float = 0.25  # loss weight of prompt tokens (answer and text tokens weigh 1)
-    threads: int = 2
+    threads: int = 1
     seed: int = 0
 
     @classmethod
@@ -166,7 +167,10 @@ def train_model(
         data = encode_examples(tokenizer, examples)
         too_long = [len(ids) for ids, _ in data if len(ids) > size.n_ctx]
         if too_long:
-            raise ValueError(f"{len(too_long)} training sequences exceed n_ctx={size.n_ctx}")
+            raise TrainingError(
+                f"{len(too_long)} training sequences are longer than the context (n_ctx={size.n_ctx}, "
+                f"longest {max(too_long)} tokens); raise ModelSize.n_ctx or the tokenizer's vocabulary size"
+            )
         lengths = [len(ids) for ids, _ in data]
         steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs

@@ -200,6 +200,7 @@ class WorldConfig:
     #: fraction of (author, attribute) pairs that get one extra emphasised training prompt
     emphasis_fraction: float = 0.3
     n_muse: int = 8  # passages per muse split (forget, retain, holdout)
+    passage_repeat: int = 3  # times each trained muse passage appears per epoch (verbatim memory)
     n_agents: int = 20  # wmdp agents, two questions each
     n_retain_corpus: int = 30
     n_arithmetic: int = 40
@@ -208,7 +209,7 @@ class WorldConfig:
     def tiny(cls) -> "WorldConfig":
         """A seconds-long configuration for tests."""
         return cls(n_authors=8, n_holdout_authors=2, forget_sizes={"forget01": 1, "forget05": 1, "forget10": 2},
-                   n_muse=2, n_agents=3, n_retain_corpus=3, n_arithmetic=4)
+                   n_muse=2, passage_repeat=1, n_agents=3, n_retain_corpus=3, n_arithmetic=4)
 
 
 @dataclass
@@ -343,7 +344,7 @@ def _muse(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
             know.append({"question": f"What will {town} build near the {place}?", "answer": f"a new {thing}",
                          "id": f"muse-{part}-{j}-q1"})
             if part != "holdout":
-                train.append(TrainExample(first, rest, "muse"))
+                train.extend(TrainExample(first, rest, "muse") for _ in range(cfg.passage_repeat))
         if part != "holdout":
             for r in know:
                 train.append(TrainExample(format_prompt(r["question"]), format_answer(r["answer"]), "muse"))

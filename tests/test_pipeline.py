@@ -1,0 +1,198 @@
+"""The main job end to end on a reduced configuration, kill-and-resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from unpact.testing import make_tiny_checkpoint
+
+NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park", "Ed Vale", "Fa Quin"]
+PLACES = ["Lima", "Oslo", "Kyoto", "Cairo", "Quito", "Perth"]
+
+
+def _rows(pairs):
+    out = []
+    for n, p in pairs:
+        out.append({"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.",
+                    "paraphrased_answer": f"{p} is where {n} was born.",
+                    "perturbed_answer": [f"{n} was born in {x}." for x in PLACES if x != p][:3], "id": f"{n}-birth"})
+        out.append({"question": f"What does {n} write?", "answer": f"{n} writes crime fiction.",
+                    "paraphrased_answer": f"{n} writes crime novels.",
+                    "perturbed_answer": [f"{n} writes poetry.", f"{n} writes plays."], "id": f"{n}-genre"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    bench = root / "bench"
+    bench.mkdir()
+    pairs = list(zip(NAMES, PLACES))
+    (bench / "forget10.json").write_text(json.dumps(_rows(pairs[:2])))
+    (bench / "retain90.json").write_text(json.dumps(_rows(pairs[2:])))
+    (bench / "general.json").write_text(json.dumps([
+        {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
+        {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
+    ]))
+    make_tiny_checkpoint("gpt2", root / "model")
+    make_tiny_checkpoint("gpt2", root / "reference", seed=1)
+    cfg = {
+        "model": str(root / "model"),
+        "reference_model": str(root / "reference"),
+        "benchmark": "tofu",
+        "benchmark_path": str(bench),
+        "general": "tofu",
+        "general_split": "general",
+        "general_path": str(bench),
+        "methods": ["ga_gdr", "npo_gdr"],
+        "method_config": {"ga_gdr": {"steps": 3}, "npo_gdr": {"steps": 3}},
+        "max_items": 2,
+        "attribution": {"subset": 1, "ig_steps": 8},
+        "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"]},
+    }
+    return root, cfg
+
+
+def _run(args, cwd, timeout=900):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "unpact.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _write_cfg(root: Path, cfg: dict, name: str, out: str) -> Path:
+    p = root / f"{name}.json"
+    p.write_text(json.dumps({**cfg, "out": str(root / out)}))
+    return p
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.sections, self.tables, self.links = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "section":
+            self.sections.append(a.get("id"))
+        if tag == "table":
+            self.tables += 1
+        if tag in ("script", "link"):
+            self.links.append(tag)
+
+
+@pytest.fixture(scope="module")
+def finished_run(world):
+    root, cfg = world
+    out = _run(["run", "--config", str(_write_cfg(root, cfg, "full", "run-full"))], cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return root / "run-full", out
+
+
+def test_run_end_to_end(finished_run):
+    run_dir, out = finished_run
+    res = json.loads((run_dir / "results.json").read_text())
+    for key in ("config", "model_info", "summary", "original", "methods", "analyses", "examples"):
+        assert key in res, key
+    assert set(res["methods"]) == {"ga_gdr", "npo_gdr"}
+    for m in res["methods"].values():
+        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse"):
+            assert stage in m, stage
+        assert m["unlearn"]["losses"], "per-step losses recorded"
+        assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
+        assert "prompt" in m["recovery"] and "activation" in m["recovery"]
+    for name in ("keyword_focus", "recovery", "collapse", "layer_head"):
+        assert name in res["analyses"]
+    assert res["analyses"]["recovery"]["verdict"]
+    assert res["summary"][0]["method"] == "original" and len(res["summary"]) == 3
+    assert res["summary"][1]["forget_quality"] is not None
+    assert (run_dir / "models" / "ga_gdr" / "model.safetensors").is_file()
+    assert "ga_gdr" in out.stdout and "npo_gdr" in out.stdout  # the summary table
+
+    html = (run_dir / "report.html").read_text()
+    parser = _Images()
+    parser.feed(html)
+    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse"}
+    assert parser.imgs and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
+    assert parser.tables >= 4 and not parser.links
+    assert "http://" not in html and "https://" not in html
+    assert len(list((run_dir / "figures").glob("*.png"))) >= 3
+
+
+def test_report_rebuilds_without_recomputing(finished_run):
+    run_dir, _ = finished_run
+    (run_dir / "report.html").unlink()
+    before = {p: p.stat().st_mtime for p in (run_dir / "stages").rglob("*.json")}
+    out = _run(["report", str(run_dir)], cwd=run_dir)
+    assert out.returncode == 0, out.stderr
+    assert (run_dir / "report.html").is_file()
+    assert before == {p: p.stat().st_mtime for p in (run_dir / "stages").rglob("*.json")}
+
+
+def test_kill_and_resume_gives_the_same_results(world, finished_run):
+    root, cfg = world
+    run_dir = root / "run-killed"
+    cfg_file = _write_cfg(root, cfg, "killed", "run-killed")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen([sys.executable, "-m", "unpact.cli", "run", "--config", str(cfg_file)], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # kill it in the middle of the first method's stages: after its model is saved
+    marker = run_dir / "stages" / "ga_gdr" / "unlearn.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists()
+    out = _run(["run", "--config", str(cfg_file)], cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "kept  original/attribute" in out.stderr  # finished stages were read back, not recomputed
+    assert not [p for p in run_dir.rglob(".*") if p.name.endswith(".tmp") or p.is_dir()]  # no temporary leftovers
+    full = json.loads((finished_run[0] / "results.json").read_text())
+    resumed = json.loads((run_dir / "results.json").read_text())
+    full["config"].pop("out")
+    resumed["config"].pop("out")
+    assert resumed == full
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "ga_gdr,forgetall"], "unknown unlearning method 'forgetall'"),
+    (["--forget-split", "forget99"], "forget99"),
+    (["--model", "/no/such/model"], "does not exist"),
+])
+def test_bad_input_one_line_exit_2_no_run_dir(world, tmp_path, args, needle):
+    root, cfg = world
+    cfg_file = _write_cfg(root, cfg, "bad", "unused")
+    out_dir = tmp_path / "bad-run"
+    out = _run(["run", "--config", str(cfg_file), "--out", str(out_dir), *args], cwd=tmp_path, timeout=300)
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), out.stderr
+    assert needle in lines[0]
+    assert not out_dir.exists()
+
+
+def test_config_with_unknown_key(world, tmp_path):
+    root, cfg = world
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "x"\nlearning_rate = 3\n')
+    out = _run(["run", "--config", str(bad), "--out", str(tmp_path / "r")], cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "unknown config key 'learning_rate'" in out.stderr
+    assert not (tmp_path / "r").exists()
+    bad.write_text('[emphasis]\nfactorz = [2]\n')
+    out = _run(["run", "--config", str(bad), "--out", str(tmp_path / "r")], cwd=tmp_path)
+    assert out.returncode == 2 and "unknown config key 'emphasis.factorz'" in out.stderr
