@@ -77,6 +77,7 @@ def recovery_png(rows: list[dict[str, Any]]) -> bytes:
     import numpy as np
 
     plt = _mpl()
+    rows = [r for r in rows if r["method"] != "original"]
     names = [r["method"] for r in rows]
     p = [r.get("recovery_prompt") or 0.0 for r in rows]
     a = [r.get("recovery_activation") or 0.0 for r in rows]
