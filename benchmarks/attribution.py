@@ -20,7 +20,8 @@ are what is held in memory at once, later chunks reuse it, so the peak is the sa
 at 64 steps (``--full`` runs 64).
 
 Usage:
-    python benchmarks/attribution.py            # ~10 minutes on 2 shared CPU cores
+    python benchmarks/attribution.py            # small model ~5 min; the 124M part took >15 min
+                                                # for ONE prompt on a loaded 2-core CPU
     python benchmarks/attribution.py --quick    # ~4 minutes: smaller subsets
     python benchmarks/attribution.py --full     # everything at the issue's sizes (long on CPU)
 """
