@@ -15,6 +15,7 @@ from unpact.emphasis import (
     TEMPLATES,
     ActivationEmphasis,
     RecoveryConfig,
+    batched_emphasis_hooks,
     best_setting,
     compare,
     emphasis_hooks,
@@ -30,7 +31,7 @@ from unpact.emphasis import (
     rewrite,
     segment_question,
 )
-from unpact.emphasis.recovery import _row
+from unpact.emphasis.recovery import _recover, _row
 from unpact.errors import ConfigError, InputError
 from unpact.scoring import tokenize
 
@@ -249,6 +250,77 @@ def test_recover_command(tiny_dirs, tmp_path, capsys):
     assert main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
                  "--benchmark-path", str(tmp_path), "--retain", "none", "--templates", "shout"]) == 2
     assert "unknown rewrite template 'shout'" in capsys.readouterr().err
+
+
+def test_batched_emphasis_hooks_equal_each_setting_alone(tiny_dirs):
+    """Items carrying different settings (and none) in one batch get what each setting gives alone."""
+    m = load_model(tiny_dirs["llama"])  # grouped-query attention: value heads differ from query heads
+    qs = [("Where was the author Ana Lind born?", ["Ana Lind"], " Lima"), ("What is the capital of France?", ["France"], " Paris"),
+          ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"], " crime fiction")]
+    prompts = [f"Question: {q}\nAnswer:" for q, _, _ in qs]
+    targets = [t for _, _, t in qs]
+    answers = [t.strip() for t in targets]
+    pos = [keyword_positions(m.tokenizer, q, kw) for q, kw, _ in qs]
+    settings = [ActivationEmphasis("attention", 8.0, "all"), ActivationEmphasis("value", 4.0, "late"),
+                ActivationEmphasis("attention", 2.0, "early", heads=(1,)), ActivationEmphasis("residual", 2.0, "all", site="resid_pre"),
+                ActivationEmphasis("value", 1.0, "all"), None]
+    cfg = RecoveryConfig(max_new_tokens=4)
+    rows = [(s, i) for s in settings for i in range(len(qs))]
+    together = evaluate(m, [prompts[i] for _, i in rows], [targets[i] for _, i in rows], [answers[i] for _, i in rows],
+                        config=cfg, fwd_hooks=batched_emphasis_hooks(m, [s for s, _ in rows], [pos[i] for _, i in rows]))
+    for k, s in enumerate(settings):
+        hooks = None if s is None else emphasis_hooks(m, s, pos)
+        alone = evaluate(m, prompts, targets, answers, config=cfg, fwd_hooks=hooks)
+        sl = slice(k * len(qs), (k + 1) * len(qs))
+        assert together["answers"][sl] == alone["answers"], s
+        assert together["logprob"][sl] == pytest.approx(alone["logprob"], abs=1e-5), s
+    plain = together["logprob"][-len(qs):]
+    assert together["logprob"][:len(qs)] != pytest.approx(plain, abs=1e-4)  # the x8 rows did change
+    with pytest.raises(ValueError, match="settings but"):
+        batched_emphasis_hooks(m, settings, pos)
+
+
+def _differences(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{path}: keys differ"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: lengths differ"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and "logprob" in path:
+        return [] if abs(a - b) <= 1e-5 else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_batched_recover_equals_reference(tiny_dirs):
+    """recover (every run x group in one batch) gives the table of one evaluation per setting and group."""
+    m = load_model(tiny_dirs["llama"])  # the tiny gpt2 answers ':::::' to everything; llama's answers vary
+    qs = {"forget": ["Where was the author Ana Lind born?", "What genre does Bo Reyes write?", "Is Zyxquorbel the cat of Ana Lind?"],
+          "retain": ["Where does Cara Moll live?"], "general": ["What is the capital of France?", "What colour is the sky?"]}
+    kws = {"forget": [["Ana Lind"], ["Bo Reyes", "genre"], ["Zyxquorbel"]], "retain": [["Cara Moll"]], "general": [["France"], ["sky"]]}
+    cfg = RecoveryConfig(templates=("quote", "repeat+focus"), factors=(1, 8), layer_sets=("all", "late"),
+                         kinds=("attention", "value", "residual"), max_new_tokens=5, control_margin=0.0)
+    # gold answers built so that things happen: forget items are "known" under value x8 (recovered there),
+    # controls are known plainly (any setting that changes their answers collapses)
+    value8 = ActivationEmphasis("value", 8.0, "all")
+    groups = {}
+    for g, q in qs.items():
+        prepared = prepare_items(m, [(x, "x") for x in q], kws[g])
+        hooks = emphasis_hooks(m, value8, [it.positions for it in prepared]) if g == "forget" else None
+        gold = evaluate(m, [it.prompt for it in prepared], [" x"] * len(q), ["x"] * len(q), config=cfg, fwd_hooks=hooks)["answers"]
+        groups[g] = [QAItem(x, a, id=f"{g}{i}") for i, (x, a) in enumerate(zip(q, gold))]
+    args = dict(original=m, controls={"retain": groups["retain"], "general": groups["general"]},
+                keywords=kws["forget"], control_keywords={g: kws[g] for g in ("retain", "general")}, config=cfg, method="x")
+    batched = recover(m, groups["forget"], **args)
+    reference = _recover(m, groups["forget"], batched=False, **args)
+    assert _differences(batched, reference) == []
+    assert len(batched["activation"]) == 12 and len(batched["prompt"]) == 2
+    # the comparison is not empty: value x8 recovers items, some settings collapse, some hold
+    assert batched["activation"][value8.name]["n_recovered"] >= 1
+    rows = list(batched["activation"].values()) + list(batched["prompt"].values())
+    assert any(r["collapse"] for r in rows) and not all(r["collapse"] for r in rows)
 
 
 # ------------------------------------------------------------------ embedded models (when shipped)

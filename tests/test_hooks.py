@@ -180,3 +180,37 @@ def test_capture_gradient_matches_autograd(model):
     assert torch.allclose(cap.grads[name], expected, atol=1e-6)
     assert cap.grads[name][0, :-1].abs().sum() > 0 and torch.equal(cap.grads[name][1], torch.zeros_like(cap.grads[name][1]))
     assert _no_hooks_left(model)
+
+
+@pytest.mark.parametrize("kind", ["attention", "residual", "value"])
+def test_per_row_factors_equal_separate_runs(model, kind):
+    """One batch with a factor per row gives each row what a run with that factor alone gives it."""
+    def make(factor):
+        if kind == "attention":
+            return attention_scaling_hooks([0, 1], [[2, 3], [4]], factor)
+        return residual_scaling_hooks([0, 1], [[2, 3], [4]], factor, site="v" if kind == "value" else "resid_pre")
+
+    base = _logits(model)
+    two, eight = _logits(model, make(2.0)), _logits(model, make(8.0))
+    mixed = _logits(model, make(torch.tensor([2.0, 8.0])))
+    assert torch.allclose(mixed[0], two[0], atol=1e-6) and torch.allclose(mixed[1], eight[1], atol=1e-6)
+    assert not torch.allclose(mixed[0], base[0])
+    # a row with factor 1 is the unhooked row bit for bit, whatever the other rows get
+    half = _logits(model, make(torch.tensor([1.0, 8.0])))
+    assert torch.equal(half[0], base[0]) and torch.allclose(half[1], eight[1], atol=1e-6)
+    assert make(torch.tensor([1.0, 1.0])) == []
+    with pytest.raises(ValueError, match=">= 0"):
+        make(torch.tensor([2.0, -1.0]))
+
+
+def test_per_row_factors_in_scale_attention_directly():
+    torch.manual_seed(0)
+    pattern = torch.rand(3, 2, 5, 5).tril()
+    pattern = pattern / pattern.sum(-1, keepdim=True)
+    rows = scale_attention(pattern, positions=[[1], [1, 2], [3]], factor=torch.tensor([4.0, 1.0, 0.5]), heads=[1])
+    for r, f in enumerate([4.0, 1.0, 0.5]):
+        alone = scale_attention(pattern[r:r + 1], positions=[[[1], [1, 2], [3]][r]], factor=f, heads=[1])
+        assert torch.equal(rows[r:r + 1], alone)
+    assert torch.equal(rows[1], pattern[1]) and torch.equal(rows[:, 0], pattern[:, 0])
+    with pytest.raises(ValueError, match="3 rows"):
+        scale_attention(pattern, positions=[1], factor=torch.tensor([2.0, 2.0]))
