@@ -48,7 +48,12 @@ class AttributionSettings:
 class EmphasisSettings:
     """Emphasis recovery: prompt templates and the activation-scaling sweep."""
 
-    templates: list[str] | None = None  # None: every registered template
+    #: prompt-rewrite templates (None: unpact.emphasis.DEFAULT_TEMPLATES); the default is the five
+    #: single rewrites of the paper's kind plus one combination, to fit the 10-minute budget
+    templates: list[str] | None = field(
+        default_factory=lambda: ["repeat", "quote", "upper", "focus", "keywords_first", "repeat+focus"])
+    #: at most this many retain and general items are the emphasis controls
+    max_control_items: int = 16
     factors: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
     layer_sets: list[str] = field(default_factory=lambda: ["all", "early", "middle", "late"])
     #: activation emphasis kinds (see unpact.emphasis.KINDS): "attention" scales the attention
@@ -81,7 +86,9 @@ class RunConfig:
     #: per-method hyperparameter overrides, e.g. {"ga_gdr": {"steps": 20}}
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: at most this many items per group (forget, retain, general) are evaluated and attributed
-    max_items: int = 40
+    max_items: int = 24
+    #: length of greedy answers (evaluation and emphasis); the embedded answers are <= 12 tokens
+    max_new_tokens: int = 20
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     emphasis: EmphasisSettings = field(default_factory=EmphasisSettings)
     out: str = "unpact-run"

@@ -183,19 +183,19 @@ class Study:
         return out
 
     def _evaluate_groups(self, model, reference_ratios: list[float] | None) -> dict[str, Any]:
-        from unpact.metrics import evaluate
+        """Every metric on each group, all groups' answers generated in one batched pass."""
+        from unpact.metrics import evaluate_groups
 
-        out: dict[str, Any] = {}
-        for g in GROUPS:
-            items = self.data.groups[g]
-            if not items:
-                continue
-            ref = reference_ratios if (g == "forget" and reference_ratios) else None
-            r = evaluate(model, items, reference=ref, forget=(g == "forget"), progress=self.progress)
+        groups = {g: self.data.groups[g] for g in GROUPS if self.data.groups[g]}
+        out = evaluate_groups(
+            model, groups, {"forget": reference_ratios} if reference_ratios else None,
+            max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+            progress=self.progress,
+        )
+        for r in out.values():
             per = r.get("rouge_l_recall_per_item")
-            if per is not None:
+            if per:
                 r["accuracy"] = sum(x >= self.cfg.emphasis.threshold for x in per) / len(per)
-            out[g] = r
         return out
 
     def _keyword_positions(self) -> dict[str, list[list[int]]]:
@@ -315,14 +315,17 @@ class Study:
         rc_kwargs: dict[str, Any] = dict(
             threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
             layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
-            max_control_items=self.cfg.max_items,
+            max_control_items=e.max_control_items, max_new_tokens=self.cfg.max_new_tokens,
         )
         if e.templates is not None:
             rc_kwargs["templates"] = tuple(e.templates)
         controls = {g: self.data.groups[g] for g in ("retain", "general") if self.data.groups[g]}
+        if self.data.holdout is not None:
+            # authors the model never saw: emphasis must not "recover" what was never known
+            controls["holdout"] = spread_sample([it for it in self.data.holdout if it.kind == "qa"], e.max_control_items)
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
-            keywords=kw["forget"], control_keywords={g: kw[g] for g in controls},
+            keywords=kw["forget"], control_keywords={g: kw[g] for g in controls if g in kw},
             config=RecoveryConfig(**rc_kwargs), method=method, progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps

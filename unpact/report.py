@@ -236,13 +236,19 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         table = r.get("recovery") or {}
         for kind in ("prompt", "activation"):
             for setting, row in (table.get(kind) or {}).items():
-                rec_rows.append([m, kind, setting, row.get("forget_rate"), row.get("retain_rate"),
-                                 row.get("general_accuracy"), row.get("collapse")])
+                rec_rows.append([m, kind, setting, row.get("forget_rate"), row.get("n_recovered"),
+                                 row.get("retain_accuracy"), row.get("general_accuracy"),
+                                 row.get("holdout_recovered"), row.get("collapse")])
     png = recovery_png(summary)
     figures["recovery.png"] = png
     parts.append('<section id="recovery"><h2>Emphasis recovery</h2>'
                  f"<figure><img alt='recovery by method' src='{_b64(png)}'></figure>"
-                 + _table(["method", "emphasis", "setting", "forget recovered", "retain kept", "general accuracy", "control collapsed"], rec_rows)
+                 + "<p>Per setting: the share of forgotten forget items brought back (and how many), the "
+                 "accuracy of the retain and general controls under the same emphasis, how many holdout items "
+                 "(authors the model never saw) it \"recovered\" (should be 0), and whether a control collapsed "
+                 "(accuracy fell by more than the margin: such a setting's recovery does not count).</p>"
+                 + _table(["method", "emphasis", "setting", "forget recovered", "items", "retain accuracy",
+                           "general accuracy", "holdout recovered", "control collapsed"], rec_rows)
                  + "</section>")
 
     # collapse
