@@ -24,9 +24,10 @@ from unpact.unlearning.retain import RetainTerm
 
 @dataclass
 class GAConfig(UnlearnConfig):
-    """Plain gradient ascent on the forget answers."""
+    """Plain gradient ascent on the forget answers (no retain term: it costs utility)."""
 
-    lr: float = 1e-4
+    # tuned on the embedded models (docs/unlearning.md): halves forget ROUGE-L on all three
+    lr: float = 3e-4
     steps: int = 20
 
 
@@ -34,18 +35,22 @@ class GAConfig(UnlearnConfig):
 class GAGDRConfig(UnlearnConfig):
     """Gradient ascent on forget + gradient descent on retain (``retain_weight`` scales it)."""
 
-    lr: float = 1e-4
-    steps: int = 20
-    retain_weight: float = 1.0
+    # tuned on the embedded models (docs/unlearning.md): a retain weight of 3 keeps
+    # retain ROUGE-L far higher than 1 for the same drop of forget ROUGE-L
+    lr: float = 5e-4
+    steps: int = 25
+    retain_weight: float = 3.0
 
 
 @dataclass
 class GAKLRConfig(UnlearnConfig):
     """Gradient ascent on forget + KL to the initial model on retain."""
 
-    lr: float = 1e-4
-    steps: int = 20
-    retain_weight: float = 1.0
+    # tuned on the embedded models (docs/unlearning.md): a retain weight of 3 keeps
+    # retain ROUGE-L far higher than 1 for the same drop of forget ROUGE-L
+    lr: float = 5e-4
+    steps: int = 25
+    retain_weight: float = 3.0
 
 
 class _GradientAscent(UnlearningMethod):

@@ -24,8 +24,9 @@ from unpact.unlearning.retain import RetainTerm
 class IDKConfig(UnlearnConfig):
     """Fine-tuning towards refusals; ``refusals_file`` (one per line) defaults to TOFU's."""
 
-    lr: float = 1e-4
-    steps: int = 20
+    # tuned on the embedded models (docs/unlearning.md)
+    lr: float = 1e-3
+    steps: int = 30
     retain_weight: float = 1.0
     refusals_file: str | None = None
 

@@ -39,12 +39,14 @@ class RMUConfig(UnlearnConfig):
     ``update_layers`` None: ``layer - 2 .. layer`` (clipped at 0).
     """
 
-    lr: float = 1e-4
-    steps: int = 20
+    # tuned on the embedded models (docs/unlearning.md); a larger steering_scale
+    # unlearns faster but costs retain ROUGE-L
+    lr: float = 2e-3
+    steps: int = 30
     layer: int | None = None
     steering_coef: float | None = None
     steering_scale: float = 4.0
-    alpha: float = 1.0
+    alpha: float = 4.0
     update_layers: tuple[int, ...] | None = None
 
 
