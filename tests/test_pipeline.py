@@ -57,7 +57,8 @@ def world(tmp_path_factory):
         "method_config": {"ga_gdr": {"steps": 3}, "npo_gdr": {"steps": 3}},
         "max_items": 2,
         "attribution": {"subset": 1, "ig_steps": 8},
-        "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"]},
+        "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"],
+                     "max_control_items": 1},  # fewer controls than items: the keyword lists follow the subsample
     }
     return root, cfg
 

@@ -319,13 +319,19 @@ class Study:
         )
         if e.templates is not None:
             rc_kwargs["templates"] = tuple(e.templates)
-        controls = {g: self.data.groups[g] for g in ("retain", "general") if self.data.groups[g]}
+        controls: dict[str, list] = {}
+        control_kw: dict[str, list] = {}
+        for g in ("retain", "general"):
+            idx = spread_sample(list(range(len(self.data.groups[g]))), e.max_control_items)
+            if idx:
+                controls[g] = [self.data.groups[g][i] for i in idx]
+                control_kw[g] = [kw[g][i] for i in idx]
         if self.data.holdout is not None:
             # authors the model never saw: emphasis must not "recover" what was never known
             controls["holdout"] = spread_sample([it for it in self.data.holdout if it.kind == "qa"], e.max_control_items)
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
-            keywords=kw["forget"], control_keywords={g: kw[g] for g in controls if g in kw},
+            keywords=kw["forget"], control_keywords=control_kw,
             config=RecoveryConfig(**rc_kwargs), method=method, progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps

@@ -1,0 +1,66 @@
+"""Markdown tables of finished `unpact run` directories (for docs/recovery.md and docs/unlearning.md).
+
+Usage:
+    python scripts/study_tables.py runs/gpt2 runs/llama runs/qwen2
+
+Reads each run's results.json (never recomputes) and prints, per run: the
+metrics per method (forget/retain ROUGE-L, general accuracy, forget quality) and
+the emphasis recovery comparison (best prompt rewrite and best activation
+setting with their rates, the controls under them, holdout "recoveries"), then
+the analyses' verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def f(x, d=3):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{d}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{d}f}"
+    return str(x)
+
+
+def pct(x):
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def tables(run: Path) -> str:
+    res = json.loads((run / "results.json").read_text())
+    cfg = res["config"]
+    out = [f"### {cfg['model']} ({res['model_info']['architecture']}, {res['model_info']['n_params']:,} parameters)", ""]
+    out += ["| method | forget ROUGE-L | retain ROUGE-L | general acc. | forget quality | utility drop |",
+            "|---|---|---|---|---|---|"]
+    col = res["analyses"]["collapse"]["methods"]
+    for r in res["summary"]:
+        ud = col.get(r["method"], {}).get("utility_drop")
+        out.append(f"| {r['method']} | {f(r['forget_rouge'])} | {f(r['retain_rouge'])} | {f(r['general_accuracy'])} "
+                   f"| {f(r['forget_quality'])} | {f(ud)} |")
+    out += ["", "| method | forgotten / forget items | best prompt rewrite | best activation | controls under best (retain / general acc.) | holdout recovered (best prompt / act.) |",
+            "|---|---|---|---|---|---|"]
+    for m, r in res["methods"].items():
+        rec = r["recovery"]
+        pb, ab = rec.get("prompt_best_setting"), rec.get("activation_best_setting")
+        prow = rec["prompt"].get(pb, {}) if pb else {}
+        arow = rec["activation"].get(ab, {}) if ab else {}
+        flag = lambda c: " (collapse)" if c else ""
+        out.append(
+            f"| {m} | {rec['n_forgotten']} / {rec['n_forget']} | {pb}: {pct(rec.get('prompt_best'))}{flag(rec.get('prompt_collapse'))} "
+            f"| {ab}: {pct(rec.get('activation_best'))}{flag(rec.get('activation_collapse'))} "
+            f"| {f(prow.get('retain_accuracy'), 2)} / {f(prow.get('general_accuracy'), 2)}; {f(arow.get('retain_accuracy'), 2)} / {f(arow.get('general_accuracy'), 2)} "
+            f"| {prow.get('holdout_recovered', '–')} / {arow.get('holdout_recovered', '–')} |")
+    an = res["analyses"]
+    out += ["", f"- recovery: {an['recovery']['verdict']}", f"- collapse: {an['collapse']['verdict']}",
+            f"- layers/heads: {an['layer_head']['verdict']}"]
+    for m, r in an["keyword_focus"].items():
+        out.append(f"- keyword focus, {m}: {r['verdict']}")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    for d in sys.argv[1:]:
+        print(tables(Path(d)))
