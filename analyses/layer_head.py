@@ -44,9 +44,10 @@ def layer_head_analysis(per_method: dict[str, dict[str, Any]], top_k: int = 3) -
             out["head_share_of_change"] = float(np.abs(arr[tuple(heads[0])]) / max(np.abs(arr).sum(), 1e-12))
         methods[m] = out
         if "top_layer" in out or "top_head" in out:
-            desc = f"{m}: layer {out.get('top_layer', 'n/a')}"
+            desc = f"{m}: layer {out.get('top_layer', 'n/a')} (attention + MLP)"
             if "top_head" in out:
-                desc += f", head L{out['top_head'][0]}H{out['top_head'][1]} ({fmt(out['top_head_delta'])}, {fmt(100 * out['head_share_of_change'], 0)}% of |change|)"
+                desc += (f", head L{out['top_head'][0]}H{out['top_head'][1]} ({fmt(out['top_head_delta'])}, "
+                         f"{fmt(100 * out['head_share_of_change'], 0)}% of the heads' |change|)")
             parts.append(desc)
     verdict = "largest change in contribution to the answer — " + "; ".join(parts) if parts else "no per-layer/per-head data"
     return {"methods": methods, "verdict": verdict}
