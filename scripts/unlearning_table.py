@@ -90,12 +90,14 @@ def main() -> None:
         return "–" if x is None else (f"{x:.2e}" if x < 0.01 else f"{x:.3f}")
 
     lines = [
-        "| model | method | forget ROUGE-L | retain ROUGE-L | general acc. | forget quality | time (s) | WMDP-shaped acc. (rmu) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | method | forget ROUGE-L | halved? | retain ROUGE-L | general acc. | forget quality | time (s) | WMDP-shaped acc. (rmu) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arch, name, m, secs, wmdp in rows:
         w = f"{wmdp['before']:.3f} → {wmdp['after']:.3f} (general {wmdp['general_after']:.3f})" if wmdp else ""
-        lines.append(f"| {arch} | {name} | {fmt(m['forget_rouge'])} | {fmt(m['retain_rouge'])} | "
+        before = record[arch]["before"]["forget_rouge"]
+        halved = "" if secs is None else ("yes" if m["forget_rouge"] <= 0.5 * before else "**no**")
+        lines.append(f"| {arch} | {name} | {fmt(m['forget_rouge'])} | {halved} | {fmt(m['retain_rouge'])} | "
                      f"{fmt(m['general_acc'])} | {fmt(m['forget_quality'])} | {'' if secs is None else f'{secs:.1f}'} | {w} |")
     table = "\n".join(lines)
     print(table)
