@@ -138,3 +138,22 @@ def test_namespaced_subpackages_import():
     assert out.stdout.strip() == "unpact.hooks"
     with pytest.raises(ModuleNotFoundError):
         __import__("hooks.nonexistent")
+
+
+def test_generic_tokenizer_is_loaded_as_saved(tiny_dirs, tmp_path):
+    """A tokenizers-built tokenizer on a qwen2 checkpoint is not replaced by Qwen2Tokenizer."""
+    import json
+    import shutil
+
+    from unpact.testing import make_tiny_checkpoint
+
+    d = make_tiny_checkpoint("qwen2", tmp_path / "q", corpus=["born in 1947 and 1961", "Question: 1947?"] * 5)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    assert cfg.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast")
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(d / "tokenizer.json")).encode(" 1947", add_special_tokens=False).ids
+    model = load_model(d)
+    assert model.tokenizer(" 1947", add_special_tokens=False)["input_ids"] == raw
+    assert model.to_tokens(" 1947", prepend_bos=False)[0].tolist() == raw
+    shutil.rmtree(d)

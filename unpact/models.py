@@ -135,11 +135,36 @@ def _check_checkpoint_dir(directory: Path) -> None:
         )
 
 
+#: tokenizer classes that mean "exactly the tokenizer.json in this directory"
+_GENERIC_TOKENIZER_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
+
+
+def _load_tokenizer(directory: Path):
+    """The checkpoint's tokenizer. A directory whose ``tokenizer_config.json`` names a
+    generic class (a plain ``tokenizers`` tokenizer, as unpact and ``tokenizers``-built
+    checkpoints save) is loaded as exactly its ``tokenizer.json``: ``AutoTokenizer``
+    would pick the model type's own class instead (e.g. ``Qwen2Tokenizer``, whose
+    pre-tokenizer splits digits) and tokenise differently from training."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg_file = directory / "tokenizer_config.json"
+    if cfg_file.is_file() and (directory / "tokenizer.json").is_file():
+        try:
+            cls = json.loads(cfg_file.read_text()).get("tokenizer_class")
+        except (OSError, ValueError):
+            cls = None
+        if cls in _GENERIC_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
 def _load_hf(directory: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = _load_tokenizer(directory)
     except Exception as exc:  # noqa: BLE001 - re-raised with the directory named
         raise ModelLoadError(
             f"could not read the tokenizer in {str(directory)!r}: {exc}"
@@ -214,6 +239,21 @@ def load_model(
                     dtype=torch_dtype,
                     **boot_kwargs,
                 )
+                if type(bridge.tokenizer) is not type(tokenizer):
+                    # the bridge re-reads the tokenizer by model type to add BOS handling;
+                    # keep the checkpoint's own (see _load_tokenizer), with the bridge's settings
+                    # (the property setter would re-read it by model type again, hence _tokenizer)
+                    tokenizer.padding_side = bridge.tokenizer.padding_side
+                    bridge._tokenizer = tokenizer
+                    try:
+                        from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+                        bridge.cfg.tokenizer_prepends_bos, bridge.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
+                    except ImportError:  # pragma: no cover - older TransformerLens
+                        pass
+                    driver = getattr(bridge, "_driver", None)
+                    if driver is not None and hasattr(driver, "tokenizer"):
+                        driver.tokenizer = tokenizer
             except Exception as exc:  # noqa: BLE001
                 raise ModelLoadError(
                     f"TransformerLens could not wrap the model in {str(directory)!r} "
