@@ -405,6 +405,19 @@ def general_score(ev: dict[str, Any]) -> float | None:
     return g.get("accuracy", g.get("mc_accuracy"))
 
 
+def model_utility_of(ev: dict[str, Any]) -> float | None:
+    """TOFU's model utility (harmonic mean) from the retain and general evaluations."""
+    from unpact.metrics import tofu_model_utility
+
+    splits = [ev[g] for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
+    if not splits:
+        return None
+    try:
+        return float(tofu_model_utility(*splits))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+
+
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
@@ -452,7 +465,7 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "retain_rouge": _get(ev, "retain", "rouge_l_recall"),
             "general_accuracy": general_score(ev),
             "forget_quality": _get(ev, "forget", "forget_quality"),
-            "model_utility": _get(ev, "retain", "model_utility"),
+            "model_utility": model_utility_of(ev),
             "recovery_prompt": None if rec is None else rec.get("prompt_best"),
             "recovery_activation": None if rec is None else rec.get("activation_best"),
         }

@@ -247,8 +247,10 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                  "accuracy of the retain and general controls under the same emphasis, how many holdout items "
                  "(authors the model never saw) it \"recovered\" (should be 0), and whether a control collapsed "
                  "(accuracy fell by more than the margin: such a setting's recovery does not count).</p>"
+                 + f"<details><summary>every setting ({len(rec_rows)} rows)</summary>"
                  + _table(["method", "emphasis", "setting", "forget recovered", "items", "retain accuracy",
                            "general accuracy", "holdout recovered", "control collapsed"], rec_rows)
+                 + "</details>"
                  + "</section>")
 
     # collapse
