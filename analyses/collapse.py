@@ -63,12 +63,13 @@ def token_drop_stats(items: list[dict[str, Any]], eps: float = 1e-6) -> dict[str
     }
 
 
-def collapse_analysis(per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.3) -> dict[str, Any]:
     """Relate the spread of the contribution drop to the utility drop across methods.
 
     ``per_method[m]`` holds ``utility_drop`` (original minus unlearned general/retain
     ability, higher = worse) and ``items``: control items with ``before``, ``after``,
-    ``special``, ``tokens``.
+    ``special``, ``tokens``. ``min_rho``: the rank correlation between the share of
+    tokens that fell and the utility drop must reach this for the finding to hold.
     """
     methods: dict[str, Any] = {}
     for m, r in per_method.items():
@@ -90,7 +91,8 @@ def collapse_analysis(per_method: dict[str, dict[str, Any]]) -> dict[str, Any]:
         )
         holds = None
     else:
-        holds = rho_share is not None and rho_share > 0 and (rho_gini is None or rho_gini < 0)
+        # a weak rank correlation (|rho| < min_rho over a handful of methods) is no support
+        holds = rho_share is not None and rho_share >= min_rho and (rho_gini is None or rho_gini < 0)
         verdict = (
             f"{'supported' if holds else 'not supported'}: across {len(names)} methods the share of "
             f"control tokens whose contribution fell correlates with the utility drop at Spearman "
