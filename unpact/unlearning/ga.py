@@ -70,10 +70,7 @@ class _GradientAscent(UnlearningMethod):
         loss = -forget_nll
         parts = {"forget_nll": forget_nll}
         if self.retain_term is not None:
-            r = self.retain_term(model, batch)
-            if r is not None:
-                loss = loss + self.retain_term.weight * r
-                parts["retain_loss"] = r
+            loss = self.retain_term.add(loss, parts, model, batch)
         return loss, parts
 
 

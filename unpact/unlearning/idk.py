@@ -64,8 +64,6 @@ class IDK(UnlearningMethod):
         idk_nll = nll(lp, batch.forget.target_mask)
         loss = idk_nll
         parts = {"idk_nll": idk_nll}
-        r = self.retain_term(model, batch)
-        if r is not None and self.retain_term.weight:
-            loss = loss + self.retain_term.weight * r
-            parts["retain_loss"] = r
+        if self.retain_term.weight:
+            loss = self.retain_term.add(loss, parts, model, batch)
         return loss, parts

@@ -78,10 +78,7 @@ class _NPO(UnlearningMethod):
         loss = forget
         parts = {"forget_loss": forget, "forget_nll": nll(lp.detach(), batch.forget.target_mask)}
         if self.retain_term is not None:
-            r = self.retain_term(model, batch)
-            if r is not None:
-                loss = loss + self.retain_term.weight * r
-                parts["retain_loss"] = r
+            loss = self.retain_term.add(loss, parts, model, batch)
         return loss, parts
 
 

@@ -54,3 +54,11 @@ class RetainTerm:
         logits = logits_of(model, batch.retain.input_ids)
         ref = torch.cat([self.ref[i] for i in batch.retain_idx])  # type: ignore[union-attr]
         return kl_to_reference(logits, batch.retain.target_mask, ref)
+
+    def add(self, loss: Tensor, parts: dict[str, Tensor], model, batch: Batch) -> Tensor:
+        """``loss + weight * retain_loss`` (logged as ``parts["retain_loss"]``); ``loss`` when the batch has no retain part."""
+        r = self(model, batch)
+        if r is None:
+            return loss
+        parts["retain_loss"] = r
+        return loss + self.weight * r

@@ -50,8 +50,6 @@ class SimNPO(UnlearningMethod):
         forget = simnpo_loss(mean_lp, self.config.beta, self.config.gamma)
         loss = forget
         parts = {"forget_loss": forget, "forget_nll": -mean_lp.detach().mean()}
-        r = self.retain_term(model, batch)
-        if r is not None and self.retain_term.weight:
-            loss = loss + self.retain_term.weight * r
-            parts["retain_loss"] = r
+        if self.retain_term.weight:
+            loss = self.retain_term.add(loss, parts, model, batch)
         return loss, parts
