@@ -22,6 +22,7 @@ from unpact.attribution.loo import ablated_prompts
 from unpact.attribution.prepare import prepare_items
 from unpact.data import PromptFormat, QAItem, TextItem
 from unpact.errors import ConfigError, InputError
+from unpact.testing import TINY_ARCHITECTURES
 
 ITEMS = [
     QAItem("Where was the author Ana Lind born?", "Lima", id="ana", meta={"group": "forget"}),
@@ -65,6 +66,54 @@ def test_loo_batched_equals_naive_loop(model, mode):
         worst = max(worst, float(np.max(np.abs(np.array(res.scores) - naive))))
         assert len(res.scores) == len(res.tokens) == len(prep.prompt_ids)
     assert worst <= 1e-5
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_loo_prefix_cache_equals_whole_rows(tiny_dirs, arch):
+    """The shared-prefix KV cache (plain HF twin, left-padded rows, logits only at the
+    answer) gives the scores of scoring every ablated row whole through the bridge."""
+    model = load_model(tiny_dirs[arch])
+    for mode in ("delete", "baseline"):
+        for budget in (150, 100_000):  # many small chunks (mixed items) and one chunk
+            a = attribute(model, ITEMS, method="loo", mode=mode, max_batch_tokens=budget)
+            b = attribute(model, ITEMS, method="loo", mode=mode, prefix_cache=False)
+            for x, y in zip(a, b):
+                assert abs(x.lp - y.lp) <= 1e-5
+                assert np.max(np.abs(np.array(x.scores) - np.array(y.scores))) <= 1e-5, (arch, mode, budget)
+
+
+def test_loo_prefix_cache_without_bos(tiny_dirs):
+    """Without BOS the first ablation shares no prefix (a row with an empty cache)."""
+    model = load_model(tiny_dirs["gpt2"])
+    model.tokenizer.bos_token = None
+    assert scoring.bos_id(model.tokenizer) is None
+    a = attribute(model, ITEMS, method="loo", max_batch_tokens=150)
+    b = attribute(model, ITEMS, method="loo", prefix_cache=False)
+    assert a[0].scores[0] != 0.0  # the first token is ablated too
+    for x, y in zip(a, b):
+        assert np.max(np.abs(np.array(x.scores) - np.array(y.scores))) <= 1e-5
+
+
+def test_score_variants_checks_the_shared_prefix(tiny_gpt2):
+    base = [0, 11, 12, 13]
+    with pytest.raises(ValueError, match="does not start with"):
+        scoring.score_variants(tiny_gpt2, [base], [([0, 12, 13], [20])], [0], [2])
+
+
+def test_logits_window_equals_full_logits(tiny_gpt2):
+    """score_sequences unembeds only the answer window; the log-probs are the full-logit ones."""
+    seqs = [([0, 11, 12, 13, 14, 15], [20, 21]), ([0, 11], [22, 23, 24]), ([0, 5, 6, 7], [8])]
+    packed = scoring.pack(seqs, scoring.pad_id(tiny_gpt2.tokenizer))
+    keep = scoring.answer_window(packed.target_mask)
+    assert keep == packed.input_ids.shape[1] - 1  # the second row's answer starts at position 2
+    with torch.no_grad():
+        full = scoring.token_logprobs(scoring.forward_logits(tiny_gpt2, packed.input_ids), packed.input_ids,
+                                      packed.target_mask)
+        part = scoring.token_logprobs(scoring.forward_logits(tiny_gpt2, packed.input_ids, keep=keep),
+                                      packed.input_ids, packed.target_mask)
+    assert torch.allclose(full, part, atol=1e-6)
+    with pytest.raises(ValueError, match="logits cover"):
+        scoring.token_logprobs(full[:, -2:], packed.input_ids, packed.target_mask)
 
 
 def test_loo_delete_and_baseline_differ(tiny_gpt2):

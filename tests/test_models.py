@@ -35,7 +35,7 @@ def test_boot_hooks_and_round_trip(arch, tiny_dirs, tmp_path):
     assert diff <= 1e-5
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_saved_weights_are_the_edited_ones(arch, tiny_dirs, tmp_path):
     """A gradient step on the bridge's parameters (split q/k/v views included) is what gets saved."""
     model = load_model(tiny_dirs[arch])
@@ -54,6 +54,32 @@ def test_saved_weights_are_the_edited_ones(arch, tiny_dirs, tmp_path):
     again = load_model(save_model(model, tmp_path / "edited"))
     with torch.no_grad():
         assert (again(toks) - after).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_plain_hf_twin_shares_the_bridges_weights(arch, tiny_dirs):
+    """plain_hf_model: same logits as the bridge, no weight copies, and an in-place edit
+    of the bridge (split q/k/v views included) is seen by a twin built afterwards. GPT-NeoX's
+    bridge computes with split q/k/v *copies*: a twin built before the edit does not see it
+    (the sync happens when a twin is built or the model saved)."""
+    from unpact.models import hf_state_dict, plain_hf_model
+
+    model = load_model(tiny_dirs[arch])
+    toks = model.to_tokens("The quick brown fox jumps over the lazy dog.")
+    twin = plain_hf_model(model)
+    ptrs = {t.data_ptr() for t in hf_state_dict(model).values()}
+    assert all(p.data_ptr() in ptrs for p in twin.parameters())
+    with torch.no_grad():
+        assert (twin(input_ids=toks).logits - model(toks)).abs().max().item() <= 1e-5
+    loss = model(toks, return_type="loss")
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-1.0)
+        after = model(toks)
+        assert (after - twin(input_ids=toks).logits).abs().max().item() > 1e-4 or arch != "gpt_neox"
+        assert (plain_hf_model(model)(input_ids=toks).logits - after).abs().max().item() <= 1e-5
 
 
 def test_save_writes_each_tensor_once(tiny_dirs, tmp_path):

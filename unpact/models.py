@@ -309,16 +309,85 @@ def hf_model_of(model) -> torch.nn.Module:
     return getattr(model, "original_model", model)
 
 
+def _split_qkv_map(att) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
+    """Where each entry of a bridge's split q/k/v copies lives in the fused HF parameter.
+
+    Some bridges (GPT-NeoX's interleaved ``query_key_value``) give q/k/v their own
+    *copies* of the fused weight, and the bridge computes with the copies. To find
+    the layout for any architecture without knowing it, the fused parameters are
+    temporarily filled with their own flat indices (float64, exact) and the bridge's
+    ``split_qkv_matrix`` is run on them: each split entry then names its source.
+    Returns ``[(split tensor, fused parameter, flat indices)]``, or None when the
+    split tensors are views of the fused ones (GPT-2) and nothing needs syncing.
+    """
+    orig = getattr(att, "_original_component", None)
+    split = [getattr(getattr(att, n, None), "_original_component", None) for n in ("q", "k", "v")]
+    if orig is None or any(m is None for m in split):
+        return None
+    fused = [p for p in orig.parameters()]
+    fused_storages = {p.untyped_storage().data_ptr() for p in fused}
+    tensors = [t for m in split for t in (m.weight, getattr(m, "bias", None)) if t is not None]
+    if all(t.untyped_storage().data_ptr() in fused_storages for t in tensors):
+        return None
+    saved = [p.data for p in fused]
+    offsets, total = [], 0
+    try:
+        with torch.no_grad():
+            for p in fused:
+                offsets.append(total)
+                p.data = torch.arange(total, total + p.numel(), dtype=torch.float64).view(p.shape)
+                total += p.numel()
+            probe = att.split_qkv_matrix(orig)
+    finally:
+        for p, d in zip(fused, saved):
+            p.data = d
+    probed = [t for m in probe for t in (m.weight, getattr(m, "bias", None)) if t is not None]
+    if len(probed) != len(tensors):
+        raise ModelLoadError("cannot map the bridge's split q/k/v weights back to the fused HF weight")
+    out = []
+    for t, idx in zip(tensors, probed):
+        idx = idx.detach().reshape(-1)
+        if not torch.equal(idx, idx.round()):
+            raise ModelLoadError("cannot map the bridge's split q/k/v weights back to the fused HF weight")
+        idx = idx.long()
+        k = max(i for i, o in enumerate(offsets) if o <= int(idx[0]))
+        if int(idx.min()) < offsets[k] or int(idx.max()) >= offsets[k] + fused[k].numel():
+            raise ModelLoadError("a split q/k/v tensor draws from several fused HF parameters; cannot sync")
+        out.append((t, fused[k], idx - offsets[k]))
+    return out
+
+
+def sync_fused_weights(model) -> None:
+    """Copy split q/k/v weights the bridge computes with back into the fused HF weight.
+
+    A no-op for bridges whose split weights are views (GPT-2, and every architecture
+    with separate q/k/v projections); for GPT-NeoX-style fused, interleaved
+    ``query_key_value`` it makes the HF weights (what :func:`save_model` writes and
+    :func:`plain_hf_model` runs) equal to what the bridge computes after an edit.
+    """
+    for att in hf_model_of(model).modules():
+        if not callable(getattr(att, "split_qkv_matrix", None)):
+            continue
+        if not hasattr(att, "_unpact_qkv_map"):
+            att._unpact_qkv_map = _split_qkv_map(att)
+        for t, fused, idx in att._unpact_qkv_map or ():
+            with torch.no_grad():
+                fused.view(-1)[idx] = t.detach().reshape(-1).to(fused.dtype)
+
+
 def hf_state_dict(model) -> dict[str, torch.Tensor]:
     """The bridge's current weights under plain HF key names, each tensor once.
 
     The bridge wraps HF modules in place (``._original_component``) and adds
     views (split q/k/v) that share storage with the HF parameters; this strips the
     wrapper segments and keeps only the keys a fresh HF model of the same config has.
+    Split q/k/v *copies* (GPT-NeoX) are first written back into the fused weight
+    (:func:`sync_fused_weights`), so the result is what the bridge computes with.
     """
     from transformers import AutoModelForCausalLM
 
     hf = hf_model_of(model)
+    sync_fused_weights(model)
     with torch.device("meta"):
         fresh = AutoModelForCausalLM.from_config(hf.config)
     wanted = set(fresh.state_dict().keys())
@@ -334,6 +403,46 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             f"cannot rebuild the HF state dict: keys {sorted(missing - tied)[:5]} not found in the bridge"
         )
     return out
+
+
+def plain_hf_model(model, attn_implementation: str | None = None) -> torch.nn.Module:
+    """A plain HF model (no hook wrappers) whose weights are the bridge's own tensors.
+
+    Built on the meta device and given the bridge's parameters and buffers by
+    reference (``load_state_dict(assign=True)``), so it costs no weight memory and
+    sees every edit made to the bridge up to the moment it is built. It runs HF's
+    own attention, so it takes a KV cache, ``attention_mask``/``position_ids`` with
+    gaps and ``logits_to_keep``; hooks on the bridge are *not* applied. Used where
+    only output log-probs are needed (leave-one-out with a shared-prefix cache).
+    A plain HF model is returned as it is.
+
+    Example:
+        >>> hf = plain_hf_model(load_model("embedded:gpt2"))      # doctest: +SKIP
+        >>> hf(torch.tensor([[0, 5, 6]])).logits.shape           # doctest: +SKIP
+        torch.Size([1, 3, 2048])
+    """
+    from transformers import AutoModelForCausalLM
+
+    if not hasattr(model, "original_model"):
+        return model
+    hf = hf_model_of(model)
+    config = hf.config.__class__.from_dict(hf.config.to_dict())
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    with torch.device("meta"):
+        twin = AutoModelForCausalLM.from_config(config, **kwargs)
+    twin.load_state_dict(hf_state_dict(model), assign=True, strict=False)
+    twin.tie_weights()
+    buffers = {k.replace("._original_component", ""): v for k, v in hf.named_buffers()}
+    for name, buf in list(twin.named_buffers()):
+        if buf.is_meta:
+            if name not in buffers:
+                raise ModelLoadError(f"cannot build a plain HF twin of the bridge: buffer {name!r} not found")
+            owner, _, attr = name.rpartition(".")
+            twin.get_submodule(owner)._buffers[attr] = buffers[name]
+    still_meta = [n for n, p in twin.named_parameters() if p.is_meta]
+    if still_meta:
+        raise ModelLoadError(f"cannot build a plain HF twin of the bridge: parameters {still_meta[:3]} missing")
+    return twin.eval()
 
 
 def save_model(model, directory: str | os.PathLike) -> Path:

@@ -140,7 +140,8 @@ class IntegratedGradients(AttributionMethod):
                 store: list = []
                 hook = _interp_hook(base, alpha, mask, store)
                 with torch.enable_grad():
-                    logits = scoring.forward_logits(model, packed.input_ids, [("hook_embed", hook)])
+                    logits = scoring.forward_logits(model, packed.input_ids, [("hook_embed", hook)],
+                                                    keep=scoring.answer_window(packed.target_mask))
                     lp = scoring.reduce_logprobs(
                         scoring.token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask
                     )

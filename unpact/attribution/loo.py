@@ -7,9 +7,16 @@ LP is the mean log-prob of the answer tokens under teacher forcing
 tokens move one position left; ``mode="baseline"`` replaces it by a baseline
 token instead (captum's ``FeatureAblation`` convention; positions stay put).
 
-All ablated prompts of all items are scored in one batched call to
-:func:`unpact.scoring.score_sequences`, chunked to ``max_batch_tokens``: n + 1
-rows per item, never one forward per token. BOS is never ablated (score 0).
+All ablated prompts of all items are scored in one batched call, chunked to
+``max_batch_tokens``: n + 1 rows per item, never one forward per token. BOS is
+never ablated (score 0). By default (``prefix_cache=True``) the call is
+:func:`unpact.scoring.score_variants`: ablation i shares its first i tokens with
+the original prompt, so those keys and values are computed once per item and
+each ablated row runs only the tokens from position i on, with logits only at
+the answer positions (about 2-3x less work than scoring every row whole; equal
+within 1e-5). It runs the bridge's weights through HF's own attention, so
+hooks on the bridge are not applied; ``prefix_cache=False`` scores every row
+whole through the bridge with :func:`unpact.scoring.score_sequences`.
 
 Example:
     >>> from unpact.attribution import attribute                       # doctest: +SKIP
@@ -40,11 +47,15 @@ class LooConfig:
         mode: ``"delete"`` (the paper: drop token i) or ``"baseline"`` (replace it by ``baseline``).
         baseline: token for ``mode="baseline"``: an id or ``"pad"``/``"eos"``/``"bos"``/``"unk"``.
         max_batch_tokens: token budget of one forward batch (rows x padded length).
+        prefix_cache: reuse each prompt's keys/values for the tokens an ablation leaves
+            unchanged (:func:`unpact.scoring.score_variants`); ``False`` scores every
+            ablated sequence whole through the bridge (hooks on the bridge apply).
     """
 
     mode: str = "delete"
     baseline: int | str = "pad"
     max_batch_tokens: int = scoring.DEFAULT_MAX_BATCH_TOKENS
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("delete", "baseline"):
@@ -82,14 +93,23 @@ class LeaveOneOut(AttributionMethod):
         cfg = self.config
         bid = baseline_token_id(model.tokenizer, cfg.baseline) if cfg.mode == "baseline" else None
         seqs: list[tuple[list[int], list[int]]] = []
+        base_of: list[int] = []
+        shared: list[int] = []
         spans = []
-        for prep in items:
+        for k, prep in enumerate(items):
             start = len(seqs)
             seqs.append(prep.seq)
+            shared.append(len(prep.prompt_ids))
             seqs.extend((q, prep.answer_ids) for q in ablated_prompts(prep, cfg.mode, bid))
+            shared.extend(range(prep.first, len(prep.prompt_ids)))  # ablation i keeps tokens < i
+            base_of.extend([k] * (len(seqs) - start))
             spans.append((start, len(seqs)))
         with progress(total=1, desc="loo") as bar:
-            lp = scoring.score_sequences(model, seqs, reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
+            if cfg.prefix_cache:
+                lp = scoring.score_variants(model, [prep.prompt_ids for prep in items], seqs, base_of, shared,
+                                            reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
+            else:
+                lp = scoring.score_sequences(model, seqs, reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
             bar.update()
         lp = lp.double().cpu()
         options = self.options
