@@ -7,22 +7,24 @@ vocab) made on the fly. Items: prompts of 32-128 tokens with 8-token answers.
 
 Printed ratios (targets from issue 4):
   loo            captum LLMAttribution(FeatureAblation) default / unpact loo          >= 5
+                 (captum's default forward mode is token by token, ``forward_in_tokens=True``;
+                 its default ``use_cached_outputs=True`` raises IndexError on transformers 5,
+                 so it runs with the cache off)
+  loo per-seq    captum FeatureAblation, one forward per perturbation
+                 (``forward_in_tokens=False``, captum's fastest per-perturbation mode) / unpact   info
   loo batched    captum FeatureAblation, all perturbations in one batch / unpact      >= 1
   IG             captum LLMGradientAttribution(LayerIntegratedGradients) / unpact IG  >= 3   (equal steps)
   heads          unpact heads / one forward pass of the same items                    <= 3
-  IG memory      peak RSS growth of IG on a 512-token prompt of the 124M model        < 4 GB
+  IG memory      peak RSS of IG on a 512-token prompt of the 124M model at 64 steps,  < 4 GB
+                 sampled every 5 ms in a fresh process that loads only that model
 
-On a 2-core CPU the 124M model is slow (one LOO of a 100-token prompt is ~10^4
-token-forwards), so by default (b) runs a subset of the prompts and fewer IG steps;
-``--full`` runs everything as the issue states (20 prompts, 64 steps). The IG
-memory run uses one full chunk (``steps`` = rows per chunk): the steps of a chunk
-are what is held in memory at once, later chunks reuse it, so the peak is the same
-at 64 steps (``--full`` runs 64).
+On a 2-core CPU the 124M model is slow, so by default (b) runs a subset of the
+prompts and fewer IG steps (the memory row always runs 64 steps); ``--full`` runs
+everything at the issue's sizes (20 prompts, 64 steps; hours on 2 cores).
 
 Usage:
-    python benchmarks/attribution.py            # small model ~5 min; the 124M part took >15 min
-                                                # for ONE prompt on a loaded 2-core CPU
-    python benchmarks/attribution.py --quick    # ~4 minutes: smaller subsets
+    python benchmarks/attribution.py            # ~15 min on an idle 2-core CPU
+    python benchmarks/attribution.py --quick    # a few minutes: smaller subsets, no memory row
     python benchmarks/attribution.py --full     # everything at the issue's sizes (long on CPU)
 """
 
@@ -119,11 +121,20 @@ def captum_input(tok, prompt, baseline_id):
 
 
 def run_captum_fa_default(hf, tok, items, bid):
-    """captum LLMAttribution(FeatureAblation) at its defaults (one perturbation per forward),
-    except ``forward_in_tokens=False`` (one forward per perturbation instead of one per answer
-    token): its default KV-cache path fails on transformers 5 (position index out of range on
-    long prompts, ~1e-3 drift on short ones), and the sequence forward is the faster of its
-    two correct paths, so the ratio is conservative."""
+    """captum LLMAttribution(FeatureAblation) at its defaults: one perturbation per call and
+    the answer scored token by token (``forward_in_tokens=True``). Its default KV cache for
+    that loop (``use_cached_outputs=True``) raises IndexError on transformers 5 (it passes a
+    ``cache_position`` the models no longer read), so the cache is off."""
+    from captum.attr import FeatureAblation, LLMAttribution
+
+    llm = LLMAttribution(FeatureAblation(hf), tok)
+    for p, a in items:
+        llm.attribute(captum_input(tok, p, bid), target=a, use_cached_outputs=False)
+
+
+def run_captum_fa_by_seq(hf, tok, items, bid):
+    """captum LLMAttribution(FeatureAblation) with ``forward_in_tokens=False``: one forward of
+    prompt + answer per perturbation (captum's fastest per-perturbation mode)."""
     from captum.attr import FeatureAblation, LLMAttribution
 
     llm = LLMAttribution(FeatureAblation(hf), tok)
@@ -159,26 +170,33 @@ def run_captum_ig(hf, tok, items, bid, steps):
 
 
 def ig_memory(model_dir: Path, n_tokens: int, steps: int) -> tuple[float, float]:
-    """(peak RSS growth, peak RSS) in GB of IG on one n_tokens prompt, in a fresh process."""
+    """(peak RSS during IG minus RSS before it, peak RSS during IG) in GB, for IG on one
+    n_tokens prompt in a fresh process that loads only this model (RSS sampled every 5 ms)."""
     code = f"""
-import resource, torch, sys
+import threading, time, torch, sys
 torch.set_num_threads({torch.get_num_threads()})
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from attribution import make_items
 from unpact import load_model
 from unpact.attribution import attribute
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
 m = load_model({str(model_dir)!r})
 items = make_items(m.tokenizer, 1, seed=7, lo={n_tokens}, hi={n_tokens})
-from unpact.scoring import score_sequences, encode_many
-score_sequences(m, encode_many(m, [items[0][0][:200]], [items[0][1]]))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+attribute(m, (items[0][0][:200], items[0][1]), method="integrated_gradients", steps=2)  # warm-up
+before = rss(); peak = [before]; done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss()); time.sleep(0.005)
+t = threading.Thread(target=sample); t.start()
 attribute(m, items, method="integrated_gradients", steps={steps})
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(before, after)
+done.set(); t.join()
+print(before, max(peak[0], rss()))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, after = map(int, out.stdout.split()[-2:])
-    return (after - before) / 2**20, after / 2**20
+    before, peak = map(int, out.stdout.split()[-2:])
+    return (peak - before) / 2**30, peak / 2**30
 
 
 def main() -> None:
@@ -191,13 +209,13 @@ def main() -> None:
     from unpact import scoring
     from unpact.attribution import attribute
 
-    # (n prompts, IG steps, n prompts for captum default FA/IG) per model
+    # per model: (n prompts, IG steps, n prompts for the per-perturbation captum runs and IG)
     if args.full:
         plans = [(20, 64, 20), (20, 64, 20)]
     elif args.quick:
-        plans = [(3, 8, 2), (1, 4, 1)]
+        plans = [(4, 16, 2), (1, 4, 1)]
     else:
-        plans = [(6, 16, 3), (1, 4, 1)]
+        plans = [(20, 64, 5), (3, 8, 1)]
     rows = []
     done = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +233,11 @@ def main() -> None:
                 attribute(model, items[:1], method="loo")  # warm-up
             t_loo_sub = timed(lambda: attribute(model, sub, method="loo", mode="baseline"))
             t_fa = timed(lambda: run_captum_fa_default(hf, tok, sub, bid))
-            rows.append((name, f"loo vs captum FeatureAblation default ({n_cap} prompts)", t_loo_sub, t_fa, t_fa / t_loo_sub, ">= 5"))
+            rows.append((name, f"loo vs captum FeatureAblation default (token by token, cache off) ({n_cap} prompts)",
+                         t_loo_sub, t_fa, t_fa / t_loo_sub, ">= 5"))
+            t_fas = timed(lambda: run_captum_fa_by_seq(hf, tok, sub, bid))
+            rows.append((name, f"loo vs captum FeatureAblation forward_in_tokens=False ({n_cap} prompts)",
+                         t_loo_sub, t_fas, t_fas / t_loo_sub, "info"))
             t_loo = timed(lambda: attribute(model, items, method="loo", mode="baseline"))
             t_fab = timed(lambda: run_captum_fa_batched(hf, tok, items, bid))
             rows.append((name, f"loo vs captum FeatureAblation one batch ({n} prompts)", t_loo, t_fab, t_fab / t_loo, ">= 1"))
@@ -228,10 +250,9 @@ def main() -> None:
             t_fwd = min(timed(lambda: scoring.score_sequences(model, seqs, max_batch_tokens=4096)) for _ in range(2))
             t_heads = timed(lambda: attribute(model, items, method="heads"))
             rows.append((name, f"heads (all layers/heads) vs one forward ({n} prompts)", t_heads, t_fwd, t_heads / t_fwd, "<= 3 (unpact/forward)"))
-            if "124M" in name:
-                mem_steps = 64 if args.full else 4
-                grow, peak = ig_memory(mdir, 512, mem_steps)
-                rows.append((name, f"IG peak RSS growth, 512-token prompt, steps={mem_steps} (GB)", grow, peak, grow, "< 4 GB"))
+            if "124M" in name and not args.quick:
+                grow, peak = ig_memory(mdir, 512, 64)
+                rows.append((name, "IG memory, 512-token prompt, 64 steps (GB)", grow, peak, peak, "< 4 GB"))
             del hf
             for r in rows[done:]:
                 print("  ", r, flush=True)
@@ -240,7 +261,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, what, a, b, r, target in rows:
         if "GB" in what:
-            print(f"| {name} | {what} | growth {a:.2f} GB | peak RSS {b:.2f} GB | {r:.2f} GB | {target} |")
+            print(f"| {name} | {what} | IG's own peak {a:.2f} GB | process peak RSS {b:.2f} GB | {r:.2f} GB | {target} |")
         else:
             print(f"| {name} | {what} | {a:.2f} | {b:.2f} | {r:.2f}x | {target} |")
 
