@@ -81,7 +81,7 @@ class IGConfig:
     steps: int = 64
     baseline: int | str = "pad"
     method: str = "gausslegendre"
-    max_batch_tokens: int = 2048
+    max_batch_tokens: int = 1024
 
     def __post_init__(self) -> None:
         quadrature(self.steps, self.method)

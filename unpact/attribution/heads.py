@@ -131,7 +131,8 @@ class HeadFlow(AttributionMethod):
         fwd += [(n, keep(n, False)) for n in grad_names]
         ids, tmask = packed.input_ids, packed.target_mask
         with torch.enable_grad():
-            logits = scoring.forward_logits(model, ids, fwd)
+            window = scoring.answer_window(tmask)  # unembed only where an answer token is predicted
+            logits = scoring.forward_logits(model, ids, fwd, keep=window)
             tok_lp = scoring.token_logprobs(logits, ids, tmask)
             lp = scoring.reduce_logprobs(tok_lp, tmask)
             grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
@@ -154,7 +155,8 @@ class HeadFlow(AttributionMethod):
         u = a / scale[..., None] * (pred / n_ans[:, None])[..., None]
         const_t = (b_ln @ W_U)[nxt] + b_U[nxt]
         constant = (const_t * pred).sum(-1) / n_ans
-        logit_mean = (logits.detach().gather(-1, nxt[..., None])[..., 0] * pred).sum(-1) / n_ans
+        w0 = T - logits.shape[1]
+        logit_mean = (logits.detach().gather(-1, nxt[:, w0:, None])[..., 0] * pred[:, w0:]).sum(-1) / n_ans
 
         def direct(x):  # [B T d] -> [B]
             return (x * u).sum((-1, -2))
@@ -173,11 +175,11 @@ class HeadFlow(AttributionMethod):
             if v.shape[2] != H:  # grouped-query attention: repeat the kv heads
                 v = v.repeat_interleave(H // v.shape[2], dim=2)
             ga = g[f"blocks.{l}.hook_attn_out"]
-            ou = torch.einsum("hdm,btm->bthd", W_O[l], u)
+            ou = torch.einsum("hdm,btm->bthd", W_O[l], u[:, w0:])  # u is 0 before the answer window
             og = torch.einsum("hdm,btm->bthd", W_O[l], ga)
             vd = torch.einsum("bshd,bthd->bhts", v, ou)
             vt = torch.einsum("bshd,bthd->bhts", v, og)
-            head_direct[:, l] = (pat * vd).sum(2).double()
+            head_direct[:, l] = (pat[:, :, w0:] * vd).sum(2).double()
             head_total[:, l] = (pat * vt).sum(2).double()
             ao, mo = acts[f"blocks.{l}.hook_attn_out"], acts[f"blocks.{l}.hook_mlp_out"]
             attn_direct[:, l], mlp_direct[:, l] = direct(ao), direct(mo)
