@@ -123,8 +123,8 @@ def captum_input(tok, prompt, baseline_id):
 def run_captum_fa_default(hf, tok, items, bid):
     """captum LLMAttribution(FeatureAblation) at its defaults: one perturbation per call and
     the answer scored token by token (``forward_in_tokens=True``). Its default KV cache for
-    that loop (``use_cached_outputs=True``) raises IndexError on transformers 5 (it passes a
-    ``cache_position`` the models no longer read), so the cache is off."""
+    that loop (``use_cached_outputs=True``) raises IndexError on transformers 5 (in GPT-2's
+    position embedding ``wpe``, index out of range), so the cache is off."""
     from captum.attr import FeatureAblation, LLMAttribution
 
     llm = LLMAttribution(FeatureAblation(hf), tok)
