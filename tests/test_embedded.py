@@ -14,12 +14,11 @@ from unpact.embedded.world import HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, WorldConfig
 
 SHIPPED_MODELS = ["gpt2", "gpt2-retain", "llama", "llama-retain", "qwen2", "qwen2-retain"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
-#: they must still keep on the test subset: the qwen2 pair never learned the 40 arithmetic items.
+#: they must still keep on the test subset (the misses are arithmetic general-QA items).
 KNOWN_MISSES = {
     "gpt2-retain": {"general_qa": 0.8},
     "llama": {"general_qa": 0.8},  # 0.902 on the full set; 8/10 on the test subset (arithmetic)
-    "qwen2": {"general_mc": 0.6, "general_qa": 0.5},
-    "qwen2-retain": {"general_mc": 0.6, "general_qa": 0.5},
+    "qwen2": {"general_qa": 0.8},  # 0.875 on the full set (arithmetic)
 }
 
 
