@@ -374,8 +374,9 @@ def score_variants(
 
     Runs :func:`unpact.models.plain_hf_model` (the bridge's weights, HF's own
     attention): hooks on the bridge are not applied. Falls back to
-    :func:`score_sequences` for a model whose cache cannot be shared (sliding-window
-    or recurrent layers).
+    :func:`score_sequences` (same numbers, whole rows) for a model whose cache cannot
+    be shared (sliding-window or recurrent layers), whose forward has no
+    ``logits_to_keep``, or whose bridge weights do not map onto a plain HF model.
 
     Example:
         >>> base = [0, 11, 12, 13]; ans = [20, 21]
@@ -397,9 +398,17 @@ def score_variants(
         starts.append(max(0, min(s, len(p) - 1)))  # the token predicting a[0] is always run
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
-    hf = plain_hf_model(model)
+    from unpact.errors import ModelLoadError
+
+    try:
+        hf = plain_hf_model(model)
+    except ModelLoadError:  # a bridge whose weights do not map back onto a plain HF model
+        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+    params = inspect.signature(hf.forward).parameters
+    if "logits_to_keep" not in params and not any(v.kind is v.VAR_KEYWORD for v in params.values()):
+        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
     # transformers >= 5.2x names the cache argument ``cache`` (``past_key_values`` is deprecated)
-    cache_arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+    cache_arg = "cache" if "cache" in params else "past_key_values"
     need = [0] * len(bases)
     for b, s in zip(base_of, starts):
         need[b] = max(need[b], s)
