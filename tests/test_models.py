@@ -35,6 +35,17 @@ def test_boot_hooks_and_round_trip(arch, tiny_dirs, tmp_path):
     assert diff <= 1e-5
 
 
+def _gradient_step(model, toks) -> torch.Tensor:
+    """One in-place gradient step on every parameter of the bridge; returns the new logits."""
+    model(toks, return_type="loss").backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-1.0)
+                p.grad = None
+        return model(toks)
+
+
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_saved_weights_are_the_edited_ones(arch, tiny_dirs, tmp_path):
     """A gradient step on the bridge's parameters (split q/k/v views included) is what gets saved."""
@@ -42,14 +53,7 @@ def test_saved_weights_are_the_edited_ones(arch, tiny_dirs, tmp_path):
     toks = model.to_tokens("The quick brown fox jumps over the lazy dog.")
     with torch.no_grad():
         before = model(toks)
-    loss = model(toks, return_type="loss")
-    loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p.add_(p.grad, alpha=-1.0)
-                p.grad = None
-        after = model(toks)
+    after = _gradient_step(model, toks)
     assert (after - before).abs().max() > 1e-3
     again = load_model(save_model(model, tmp_path / "edited"))
     with torch.no_grad():
@@ -71,13 +75,8 @@ def test_plain_hf_twin_shares_the_bridges_weights(arch, tiny_dirs):
     assert all(p.data_ptr() in ptrs for p in twin.parameters())
     with torch.no_grad():
         assert (twin(input_ids=toks).logits - model(toks)).abs().max().item() <= 1e-5
-    loss = model(toks, return_type="loss")
-    loss.backward()
+    after = _gradient_step(model, toks)
     with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p.add_(p.grad, alpha=-1.0)
-        after = model(toks)
         assert (after - twin(input_ids=toks).logits).abs().max().item() > 1e-4 or arch != "gpt_neox"
         assert (plain_hf_model(model)(input_ids=toks).logits - after).abs().max().item() <= 1e-5
 
