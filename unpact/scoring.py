@@ -384,6 +384,7 @@ def score_variants(
         >>> score_variants(model, [base], seqs, [0, 0, 0], [4, 1, 2])         # doctest: +SKIP
         tensor([-3.1, -3.4, -3.2])
     """
+    from unpact.errors import ModelLoadError
     from unpact.models import plain_hf_model
 
     n = len(sequences)
@@ -398,8 +399,6 @@ def score_variants(
         starts.append(max(0, min(s, len(p) - 1)))  # the token predicting a[0] is always run
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
-    from unpact.errors import ModelLoadError
-
     try:
         hf = plain_hf_model(model)
     except ModelLoadError:  # a bridge whose weights do not map back onto a plain HF model
@@ -452,7 +451,8 @@ def score_variants(
             kwargs = {}
             if c > 0:
                 rows_base = torch.tensor([base_of[j] for j in group], device=device)
-                layers = [(k.index_select(0, rows_base)[:, :, :c], v.index_select(0, rows_base)[:, :, :c]) for k, v in kv]
+                layers = [(k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base))
+                          for k, v in kv]
                 kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
             logits = hf(
                 input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
