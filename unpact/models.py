@@ -161,7 +161,7 @@ def _load_tokenizer(directory: Path):
 
 
 def _load_hf(directory: Path, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     try:
         tokenizer = _load_tokenizer(directory)
@@ -375,6 +375,24 @@ def sync_fused_weights(model) -> None:
                 fused.view(-1)[idx] = t.detach().reshape(-1).to(fused.dtype)
 
 
+def _bridge_tensors(model, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The bridge's current tensors under the plain HF key names in ``wanted``, each once
+    (split q/k/v copies synced back first); raises naming the keys the bridge lacks."""
+    sync_fused_weights(model)
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in hf_model_of(model).state_dict().items():
+        plain = key.replace("._original_component", "")
+        if plain in wanted and plain not in out:
+            out[plain] = tensor.detach()
+    missing = wanted - set(out)
+    tied = {k for k in missing if k.endswith("lm_head.weight")}
+    if missing - tied:
+        raise ModelLoadError(
+            f"cannot rebuild the HF state dict: keys {sorted(missing - tied)[:5]} not found in the bridge"
+        )
+    return out
+
+
 def hf_state_dict(model) -> dict[str, torch.Tensor]:
     """The bridge's current weights under plain HF key names, each tensor once.
 
@@ -386,23 +404,29 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     """
     from transformers import AutoModelForCausalLM
 
-    hf = hf_model_of(model)
-    sync_fused_weights(model)
     with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(hf.config)
-    wanted = set(fresh.state_dict().keys())
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in hf.state_dict().items():
-        plain = key.replace("._original_component", "")
-        if plain in wanted and plain not in out:
-            out[plain] = tensor.detach()
-    missing = wanted - set(out)
-    tied = {k for k in missing if k.endswith("lm_head.weight")}
-    if missing - tied:
-        raise ModelLoadError(
-            f"cannot rebuild the HF state dict: keys {sorted(missing - tied)[:5]} not found in the bridge"
-        )
-    return out
+        fresh = AutoModelForCausalLM.from_config(hf_model_of(model).config)
+    return _bridge_tensors(model, set(fresh.state_dict().keys()))
+
+
+def _rebuilt_hf_model(model, config, device=None, **from_config_kwargs) -> torch.nn.Module:
+    """A fresh HF model of ``config``, built on the meta device and given the bridge's
+    current tensors by reference (moved to ``device`` when given), weights tied."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config, **from_config_kwargs)
+    state = _bridge_tensors(model, set(fresh.state_dict().keys()))
+    if device is not None:
+        state = {k: v.to(device) for k, v in state.items()}
+    fresh.load_state_dict(state, assign=True, strict=False)
+    fresh.tie_weights()
+    return fresh
+
+
+def _config_copy(model):
+    config = hf_model_of(model).config
+    return config.__class__.from_dict(config.to_dict())
 
 
 def plain_hf_model(model, attn_implementation: str | None = None) -> torch.nn.Module:
@@ -421,18 +445,11 @@ def plain_hf_model(model, attn_implementation: str | None = None) -> torch.nn.Mo
         >>> hf(torch.tensor([[0, 5, 6]])).logits.shape           # doctest: +SKIP
         torch.Size([1, 3, 2048])
     """
-    from transformers import AutoModelForCausalLM
-
     if not hasattr(model, "original_model"):
         return model
-    hf = hf_model_of(model)
-    config = hf.config.__class__.from_dict(hf.config.to_dict())
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    with torch.device("meta"):
-        twin = AutoModelForCausalLM.from_config(config, **kwargs)
-    twin.load_state_dict(hf_state_dict(model), assign=True, strict=False)
-    twin.tie_weights()
-    buffers = {k.replace("._original_component", ""): v for k, v in hf.named_buffers()}
+    twin = _rebuilt_hf_model(model, _config_copy(model), **kwargs)
+    buffers = {k.replace("._original_component", ""): v for k, v in hf_model_of(model).named_buffers()}
     for name, buf in list(twin.named_buffers()):
         if buf.is_meta:
             if name not in buffers:
@@ -455,21 +472,13 @@ def save_model(model, directory: str | os.PathLike) -> Path:
     Example:
         >>> save_model(model, "runs/ga_gdr/model")                # doctest: +SKIP
     """
-    from transformers import AutoModelForCausalLM
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    hf = hf_model_of(model)
-    state = hf_state_dict(model)
-    config = hf.config.__class__.from_dict(hf.config.to_dict())
+    config = _config_copy(model)
     for attr in ("output_attentions",):
         if getattr(config, attr, None):
             setattr(config, attr, False)
-    with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(config)
-    fresh.load_state_dict({k: v.to("cpu") for k, v in state.items()}, strict=False, assign=True)
-    if getattr(config, "tie_word_embeddings", False) and hasattr(fresh, "tie_weights"):
-        fresh.tie_weights()
+    fresh = _rebuilt_hf_model(model, config, device="cpu")
     with warnings.catch_warnings(), _quiet_loggers():
         warnings.simplefilter("ignore")
         fresh.save_pretrained(str(directory), safe_serialization=True)

@@ -399,13 +399,17 @@ def score_variants(
         starts.append(max(0, min(s, len(p) - 1)))  # the token predicting a[0] is always run
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
+
+    def whole_rows() -> Tensor:
+        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+
     try:
         hf = plain_hf_model(model)
     except ModelLoadError:  # a bridge whose weights do not map back onto a plain HF model
-        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+        return whole_rows()
     params = inspect.signature(hf.forward).parameters
     if "logits_to_keep" not in params and not any(v.kind is v.VAR_KEYWORD for v in params.values()):
-        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+        return whole_rows()
     # transformers >= 5.2x names the cache argument ``cache`` (``past_key_values`` is deprecated)
     cache_arg = "cache" if "cache" in params else "past_key_values"
     need = [0] * len(bases)
@@ -421,7 +425,7 @@ def score_variants(
             out = hf(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
             kv = _kv_layers(getattr(out, "past_key_values", None) or getattr(out, "cache", None))
             if kv is None:
-                return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+                return whole_rows()
         from transformers.cache_utils import DynamicCache
 
         rest = [len(p) + len(a) - 1 - s for (p, a), s in zip(sequences, starts)]
