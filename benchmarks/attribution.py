@@ -1,7 +1,6 @@
 """Benchmark: unpact attribution vs captum, side by side in one process (NOT a test).
 
-Models: (a) an embedded-size model (``embedded:gpt2`` when it is installed, else a
-~2M-parameter random GPT-2 from ``unpact.testing``) and (b) a randomly initialised
+Models: (a) the embedded model ``embedded:gpt2`` (1.9M parameters) and (b) a randomly initialised
 GPT-2-small-size checkpoint (124M parameters, ``GPT2Config()`` defaults, 50257
 vocab) made on the fly. Items: prompts of 32-128 tokens with 8-token answers.
 
@@ -50,19 +49,11 @@ WORDS = ("the author Ana Lind was born in Lima and writes crime fiction about a 
          "of France Paris unlearning methods mostly hide knowledge instead of erasing it").split()
 
 
-def make_models(root: Path, quick: bool):
+def make_models(root: Path):
+    """(name, bridge, checkpoint directory or None) for the embedded model and the 124M model."""
     from unpact import load_model
-    from unpact.testing import make_tiny_checkpoint
 
-    try:
-        small = load_model("embedded:gpt2")
-        small_name = "embedded:gpt2"
-    except Exception:  # noqa: BLE001 - the embedded models may not be shipped yet
-        d = make_tiny_checkpoint("gpt2", root / "small", d_model=192, n_layers=4, n_heads=4, n_ctx=256)
-        small = load_model(d)
-        small_name = "tiny gpt2 (d192, 4 layers)"
-        return [(small_name, small, d)] + _big(root)
-    return [(small_name, small, None)] + _big(root)
+    return [("embedded:gpt2", load_model("embedded:gpt2"), None)] + _big(root)
 
 
 def _big(root: Path):
@@ -219,7 +210,7 @@ def main() -> None:
     rows = []
     done = 0
     with tempfile.TemporaryDirectory() as tmp:
-        models = make_models(Path(tmp), args.quick)
+        models = make_models(Path(tmp))
         for (name, model, mdir), (n, steps, n_cap) in zip(models, plans):
             tok = model.tokenizer
             hf = hf_of(mdir, model)

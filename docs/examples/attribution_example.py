@@ -11,8 +11,7 @@ facts = [QAItem("Where was the author Ana Lind born?", "Lima", id="ana", meta={"
          QAItem("What genre does Bo Reyes write?", "poetry", id="bo-genre", meta={"group": "retain"})]
 corpus = [f"Question: {f.question}\nAnswer: {f.answer}" for f in facts]
 model = load_model(make_tiny_checkpoint("gpt2", "/tmp/unpact-attribution-example", corpus=corpus, d_model=64))
-seqs = scoring.encode_many(model, *zip(*[scoring_pair for scoring_pair in
-        [("Question: " + f.question + "\nAnswer:", " " + f.answer) for f in facts]]))
+seqs = scoring.encode_many(model, *zip(*[("Question: " + f.question + "\nAnswer:", " " + f.answer) for f in facts]))
 opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
 torch.manual_seed(0)
 for step in range(60):   # teach the four facts (a few seconds)
