@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from unpact.data import load_benchmark
     from unpact.emphasis import RecoveryConfig, recover, render_table
-    from unpact.emphasis.recovery import _subsample
+    from unpact.data import spread_sample
     from unpact.models import embedded_model_names, load_model
     from unpact.unlearning import PAPER_METHODS, unlearn
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     methods = args.methods.split(",") if args.methods else list(PAPER_METHODS)
     forget_all = load_benchmark("embedded:tofu", "forget10")
     retain_all = load_benchmark("embedded:tofu", "retain90")
-    forget = _subsample(list(forget_all), args.max_items)
+    forget = spread_sample(list(forget_all), args.max_items)
     controls = {
         "retain": list(retain_all),
         "general": list(load_benchmark("embedded:general", "qa")),

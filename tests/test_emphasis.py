@@ -345,14 +345,14 @@ MILD_GA = {"steps": 8, "lr": 1e-4}
 def test_mild_unlearning_is_recovered_and_holdout_is_not():
     _need_embedded("gpt2")
     from unpact.data import load_benchmark
-    from unpact.emphasis.recovery import _subsample
+    from unpact.data import spread_sample
     from unpact.unlearning import unlearn
 
     torch.manual_seed(0)
     original = load_model("embedded:gpt2")
     forget_all = list(load_benchmark("embedded:tofu", "forget10"))
-    forget = _subsample(forget_all, 24)
-    holdout = _subsample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
+    forget = spread_sample(forget_all, 24)
+    holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
     unlearned = unlearn(original, "ga", forget_all, None, MILD_GA, seed=0).model
     cfg = RecoveryConfig(templates=("quote", "focus", "keywords_first"), factors=(1, 4, 8), layer_sets=("all", "middle"),
                          kinds=("attention", "value"), max_control_items=24,
@@ -370,10 +370,10 @@ def test_mild_unlearning_is_recovered_and_holdout_is_not():
 def test_emphasis_recovers_nothing_the_model_never_knew():
     _need_embedded("gpt2")
     from unpact.data import load_benchmark
-    from unpact.emphasis.recovery import _subsample
+    from unpact.data import spread_sample
 
     model = load_model("embedded:gpt2")
-    holdout = _subsample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
+    holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
     cfg = RecoveryConfig(factors=(1, 2, 4, 8), layer_sets=("all", "early", "middle", "late"), threshold=EMBEDDED_THRESHOLD)
     table = recover(model, holdout, original=model, config=cfg)
     assert table["n_forgotten"] >= table["n_forget"] - 1  # it never saw these authors

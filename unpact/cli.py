@@ -73,7 +73,7 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--general-split", help="its split (default qa)")
     p.add_argument("--general-path", help="local directory or file with the general benchmark")
     p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
-    p.add_argument("--max-items", type=int, help="items per group to evaluate and attribute (default 40)")
+    p.add_argument("--max-items", type=int, help="items per group to evaluate and attribute (default 24)")
     p.add_argument("--attribution", help="comma-separated attribution methods (loo is always computed)")
     p.add_argument("--factors", help="comma-separated activation-emphasis factors (default 1,2,4,8)")
     p.add_argument("--out", help="run directory (default ./unpact-run); an existing one is resumed")
@@ -305,7 +305,7 @@ def _csv(text: str | None, what: str, conv=str) -> tuple:
 def cmd_recover(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
     from unpact.emphasis import RecoveryConfig, recover, render_table
-    from unpact.emphasis.recovery import _subsample
+    from unpact.data import spread_sample
     from unpact.models import load_model
     from unpact.progress import tqdm_progress
 
@@ -333,7 +333,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         controls[name.strip()] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
     original = load_model(args.original, device=args.device)
     unlearned = load_model(args.unlearned, device=args.device)
-    items = _subsample(list(forget), args.max_items)
+    items = spread_sample(list(forget), args.max_items)
     table = recover(unlearned, items, original=original, controls=controls, config=cfg,
                     method=args.method or args.unlearned, progress=tqdm_progress)
     table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark

@@ -241,9 +241,12 @@ def truth_ratios(model, items: Sequence[QAItem]) -> np.ndarray:
     if not items:
         raise InputError("the truth ratio needs items with perturbed answers; the split has none")
     pr = qa_probabilities(model, items)
-    para_loss = -np.log(pr["paraphrased"])
-    pert_loss = [[-math.log(x) for x in row] for row in pr["perturbed"]]
-    return truth_ratio_from_losses(para_loss, pert_loss)
+    return _truth_ratios_of(pr["paraphrased"], pr["perturbed"])
+
+
+def _truth_ratios_of(para: np.ndarray, pert: Sequence[Sequence[float]]) -> np.ndarray:
+    """Truth ratios from the paraphrased and perturbed answers' normalised probabilities."""
+    return truth_ratio_from_losses(-np.log(para), [[-math.log(x) for x in row] for row in pert])
 
 
 def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum") -> float:
@@ -334,9 +337,8 @@ def evaluate(
     with progress(total=total, desc="evaluate") as bar:
         if qa:
             if answers is None:
-                recalls = rouge_recalls(model, qa, max_new_tokens=max_new_tokens)
-            else:
-                recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, qa)]
+                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens)
+            recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, qa)]
             out["rouge_l_recall"] = float(np.mean(recalls))
             out["rouge_l_recall_per_item"] = recalls
             bar.update()
@@ -347,9 +349,7 @@ def evaluate(
                 true = pr["true"][has_pert]
                 pert = [pr["perturbed"][i] for i in has_pert]
                 out["prob_normalised"] = float(np.mean(normalised_probability(true, pert)))
-                tr = truth_ratio_from_losses(
-                    -np.log(pr["paraphrased"][has_pert]), [[-math.log(x) for x in row] for row in pert]
-                )
+                tr = _truth_ratios_of(pr["paraphrased"][has_pert], pert)
                 out["truth_ratios"] = tr.tolist()
                 out["truth_ratio"] = truth_ratio_score(tr, forget=is_forget)
             bar.update()

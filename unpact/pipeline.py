@@ -31,8 +31,8 @@ from typing import Any, Callable
 import torch
 
 from unpact.config import RunConfig
-from unpact.data import Benchmark, load_benchmark
-from unpact.errors import ConfigError, DataError, UnpactError
+from unpact.data import Benchmark, load_benchmark, spread_sample
+from unpact.errors import ConfigError, DataError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.rundir import RunDir, write_json_atomic
 
@@ -53,14 +53,6 @@ def seed_everything(seed: int) -> None:
         np.random.seed(seed % (2**32))
     except ImportError:  # pragma: no cover
         pass
-
-
-def spread_sample(items: list, k: int) -> list:
-    """``k`` items evenly spaced over ``items`` (deterministic), all of them if fewer."""
-    if len(items) <= k:
-        return list(items)
-    step = len(items) / k
-    return [items[int(i * step)] for i in range(k)]
 
 
 @dataclass
@@ -161,7 +153,7 @@ class Study:
         return load_model(self.rd.model_dir(method), device=self.cfg.device)
 
     # -------------------------------------------------------- helpers
-    def _attribute_groups(self, model, tag: str) -> dict[str, Any]:
+    def _attribute_groups(self, model) -> dict[str, Any]:
         """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
         from unpact.attribution import attribute
 
@@ -235,7 +227,7 @@ class Study:
         return self.stage("original/evaluate", lambda: self._evaluate_groups(self.original(), self.reference_ratios()))
 
     def original_attribution(self) -> dict[str, Any]:
-        return self.stage("original/attribute", lambda: self._attribute_groups(self.original(), "original"))
+        return self.stage("original/attribute", lambda: self._attribute_groups(self.original()))
 
     def unlearn(self, method: str) -> dict[str, Any]:
         name = f"{method}/unlearn"
@@ -277,7 +269,7 @@ class Study:
             return model_cache[0]
 
         result["evaluate"] = self.stage(f"{method}/evaluate", lambda: self._evaluate_groups(model(), self.reference_ratios()))
-        result["attribution"] = self.stage(f"{method}/attribute", lambda: self._attribute_groups(model(), method))
+        result["attribution"] = self.stage(f"{method}/attribute", lambda: self._attribute_groups(model()))
         orig_attr = self.original_attribution()
 
         def track():
@@ -373,7 +365,7 @@ class Study:
             for m in cfg.methods:
                 methods[m] = self.method_stages(m)
                 bar.update()
-            analyses = self.stage("analyses", lambda: run_analyses(orig_attr, orig_eval, methods, self._keytoken_options()))
+            analyses = self.stage("analyses", lambda: run_analyses(methods))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses)
             write_json_atomic(self.rd.root / "results.json", results)
@@ -428,15 +420,16 @@ def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     return sum(drops) / len(drops) if drops else None
 
 
-def run_analyses(orig_attr: dict, orig_eval: dict, methods: dict[str, dict], kt: dict) -> dict[str, Any]:
+def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
     from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
 
     kf = {}
     for m, r in methods.items():
         items = [
             {"group": d["group"], "before": d["before"], "after": d["after"], "special": d["special"],
-             "key": [i in set(d["key_tokens"]) for i in range(len(d["before"]))]}
+             "key": [i in key for i in range(len(d["before"]))]}
             for d in r["tracking"]["loo"]["items"]
+            for key in [set(d["key_tokens"])]
         ]
         kf[m] = keyword_focus(items)
     rec = recovery_analysis({

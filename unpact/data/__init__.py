@@ -12,13 +12,13 @@ from unpact.data.formatting import (
     register_format,
 )
 from unpact.data.loaders import load_benchmark, read_lines, read_records, records_from_rows
-from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
+from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem, spread_sample
 
 __all__ = [
     "Benchmark", "Item", "MCItem", "QAItem", "TextItem",
     "FORMATS", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_prompt",
     "get_format", "prompt_answer_pair", "register_format",
-    "load_benchmark", "read_lines", "read_records", "records_from_rows",
+    "load_benchmark", "read_lines", "read_records", "records_from_rows", "spread_sample",
 ]
 
 from pathlib import Path as _Path

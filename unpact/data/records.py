@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,18 @@ class Benchmark(Sequence):
 
     def of_kind(self, kind: str) -> list[Item]:
         return [it for it in self.items if it.kind == kind]
+
+
+def spread_sample(items: Iterable, k: int | None) -> list:
+    """``k`` items evenly spaced over ``items`` (deterministic); all of them when ``k`` is
+    None or there are at most ``k``.
+
+    Example:
+        >>> spread_sample(range(10), 3)
+        [0, 3, 6]
+    """
+    items = list(items)
+    if k is None or len(items) <= k:
+        return items
+    step = len(items) / k
+    return [items[int(i * step)] for i in range(k)]

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from unpact.data.formatting import PromptFormat, format_answer, get_format
-from unpact.data.records import MCItem, QAItem
+from unpact.data.records import MCItem, QAItem, spread_sample
 from unpact.emphasis.activation import (
     DEFAULT_FACTORS,
     LAYER_SETS,
@@ -350,14 +350,6 @@ def best_setting(rows: Mapping[str, dict]) -> tuple[str | None, float | None, bo
     return n, r["forget_rate"], bool(r["collapse"])
 
 
-def _subsample(items: Sequence, k: int | None) -> list:
-    items = list(items)
-    if k is None or len(items) <= k:
-        return items
-    step = len(items) / k
-    return [items[int(i * step)] for i in range(k)]
-
-
 def recover(
     unlearned,
     forget: Sequence,
@@ -406,7 +398,7 @@ def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, 
     """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
     cfg = config or RecoveryConfig()
     f = get_format(fmt)
-    controls = {k: _subsample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
+    controls = {k: spread_sample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
     groups: dict[str, list[EmphasisItem]] = {
         "forget": prepare_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
     for name, its in controls.items():
