@@ -77,7 +77,11 @@ def test_plain_hf_twin_shares_the_bridges_weights(arch, tiny_dirs):
         assert (twin(input_ids=toks).logits - model(toks)).abs().max().item() <= 1e-5
     after = _gradient_step(model, toks)
     with torch.no_grad():
-        assert (after - twin(input_ids=toks).logits).abs().max().item() > 1e-4 or arch != "gpt_neox"
+        stale = (after - twin(input_ids=toks).logits).abs().max().item()
+        if arch == "gpt_neox":
+            assert stale > 1e-4  # the twin built before the edit holds the unsynced fused weight
+        else:
+            assert stale <= 1e-5  # shared tensors: the earlier twin sees the edit too
         assert (plain_hf_model(model)(input_ids=toks).logits - after).abs().max().item() <= 1e-5
 
 

@@ -131,9 +131,11 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
     if cfg.max_items < 1:
         raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
+    from unpact.emphasis.activation import KINDS
+
     for k in cfg.emphasis.kinds:
-        if k not in ("attention", "value", "residual"):
-            raise ConfigError(f"unknown emphasis kind {k!r}; use attention, value or residual")
+        if k not in KINDS:
+            raise ConfigError(f"unknown emphasis kind {k!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
     return cfg
 
 
