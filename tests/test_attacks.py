@@ -232,3 +232,17 @@ def test_attack_command(tiny_dirs, tmp_path, capsys):
     assert main(["attack", "--unlearned", tiny_dirs["gpt2"], "--attacks", "jailbreak"]) == 2
     assert "unknown attack 'jailbreak'" in capsys.readouterr().err
     assert main(["attack", "--unlearned", tiny_dirs["gpt2"], "--attacks", "quantization", "--set", "bits=[4]"]) == 2
+
+
+def test_precomputed_controls_give_the_same_table(tiny_dirs):
+    from unpact.attacks import role_runs
+
+    unlearned, original, negative = (load_model(tiny_dirs[a]) for a in ("gpt2", "gpt2", "llama"))
+    cfg = {"bits": (8, 4)}
+    direct = run_attack("quantization", unlearned, QS, original=original, negative=negative, config=cfg, recovery=FAST)
+    controls = {"original": role_runs("quantization", original, QS, config=cfg, recovery=FAST),
+                "negative": json.loads(json.dumps(role_runs("quantization", negative, QS, config=cfg, recovery=FAST)))}
+    cached = run_attack("quantization", unlearned, QS, controls=controls, config=cfg, recovery=FAST)
+    assert json.dumps(cached, sort_keys=True) == json.dumps(direct, sort_keys=True)
+    with pytest.raises(InputError, match="do not match"):
+        run_attack("quantization", unlearned, QS, controls=controls, config={"bits": (2,)}, recovery=FAST)

@@ -27,6 +27,7 @@ from unpact.attacks.base import (
     make_attack,
     register_attack,
     render_attack_table,
+    role_runs,
     run_attack,
 )
 from unpact.attacks.in_context import InContextConfig
@@ -39,7 +40,7 @@ DEFAULT_ATTACKS: tuple[str, ...] = ("quantization", "in_context", "paraphrase", 
 
 __all__ = [
     "ATTACKS", "Attack", "Attacked", "DEFAULT_ATTACKS", "controlled_row", "get_attack", "make_attack",
-    "register_attack", "render_attack_table", "run_attack",
+    "register_attack", "render_attack_table", "role_runs", "run_attack",
     "InContextConfig", "ParaphraseConfig", "QuantizationConfig", "RelearningConfig",
     "dequantize", "quantize_model_", "quantize_rtn", "split_forget",
 ]

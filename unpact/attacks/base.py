@@ -203,6 +203,51 @@ def controlled_row(runs: Mapping[str, RoleRun], ids: Sequence[str], threshold: f
     return row
 
 
+def role_runs(
+    attack: "Attack | str",
+    model,
+    forget: Sequence,
+    *,
+    config: Any = None,
+    pool: Mapping[str, Sequence] | None = None,
+    recovery=None,
+    fmt: str | PromptFormat | None = None,
+    seed: int = 0,
+    bar=None,
+) -> dict[str, Any]:
+    """One model's plain answers and its answers under every setting of ``attack`` (JSON-able).
+
+    Returns ``{"plain": {"rouge", "logprob"}, "settings": {name: {"asked", "info", "run"}}}``,
+    ``run`` a :class:`RoleRun` as a dict. The controls' runs do not depend on the unlearning
+    method, so a study computes them once and passes them to :func:`run_attack` for every method.
+    """
+    from unpact.emphasis.recovery import RecoveryConfig, evaluate
+
+    atk = make_attack(attack, config) if isinstance(attack, str) else attack
+    rcfg = recovery or RecoveryConfig()
+    f = get_format(fmt)
+    items = list(forget)
+    if not items:
+        raise InputError("the forget set is empty; give at least one item to attack")
+    qas = [question_answer(it, i) for i, it in enumerate(items)]
+    targets = [f.answer(a) for _, _, a in qas]
+    plain = evaluate(model, [f.prompt(q) for _, q, _ in qas], targets, [a for _, _, a in qas], config=rcfg)
+    if bar is not None:
+        bar.update()
+    out: dict[str, Any] = {"plain": {"rouge": plain["rouge"], "logprob": plain["logprob"]}, "settings": {}}
+    for s in atk.settings():
+        att = atk.apply(model, items, s, fmt=f, pool=pool or {}, seed=seed)
+        res = evaluate(att.model, att.prompts, [targets[i] for i in att.asked], [qas[i][2] for i in att.asked],
+                       config=rcfg)
+        run = RoleRun([plain["rouge"][i] for i in att.asked], res["rouge"], [plain["logprob"][i] for i in att.asked],
+                      res["logprob"], res["answers"])
+        out["settings"][s["name"]] = {"setting": s, "asked": list(att.asked), "info": att.info, "run": asdict(run)}
+        del att
+        if bar is not None:
+            bar.update()
+    return out
+
+
 def run_attack(
     attack: "Attack | str",
     unlearned,
@@ -210,6 +255,7 @@ def run_attack(
     *,
     original=None,
     negative=None,
+    controls: Mapping[str, Mapping[str, Any]] | None = None,
     pool: Mapping[str, Sequence] | None = None,
     config: Any = None,
     recovery=None,
@@ -225,6 +271,8 @@ def run_attack(
         forget: the forget items (QA or MC items).
         original: the model before unlearning (its answers under the attack give the denominator).
         negative: a model that never saw the forget set (e.g. ``embedded:gpt2-retain``).
+        controls: precomputed :func:`role_runs` of ``"original"`` / ``"negative"`` (same attack,
+            items, pool, seed and judgement) instead of the models.
         pool: other data an attack may use: ``{"retain": items, ...}`` (in-context examples,
             relearning on retain).
         recovery: a :class:`unpact.emphasis.RecoveryConfig` (threshold, answer length, batching):
@@ -234,61 +282,46 @@ def run_attack(
         ``{"attack", "config", "settings": {name: row}, "best_setting", "best_controlled_rate", "items"}``;
         a row (see :func:`controlled_row`) holds the raw ``forget_rate`` and the ``controlled_rate``.
     """
-    from unpact.emphasis.recovery import RecoveryConfig, evaluate
+    from unpact.emphasis.recovery import RecoveryConfig
 
     atk = make_attack(attack, config) if isinstance(attack, str) else attack
     rcfg = recovery or RecoveryConfig()
-    f = get_format(fmt)
     items = list(forget)
-    if not items:
-        raise InputError("the forget set is empty; give at least one item to attack")
     qas = [question_answer(it, i) for i, it in enumerate(items)]
-    targets = [f.answer(a) for _, _, a in qas]
-    plain_prompts = [f.prompt(q) for _, q, _ in qas]
-    roles = {"unlearned": unlearned, "original": original, "negative": negative}
-    roles = {k: v for k, v in roles.items() if v is not None}
-    settings = atk.settings()
+    given = dict(controls or {})
+    models = {k: v for k, v in (("original", original), ("negative", negative)) if v is not None and k not in given}
+    n_settings = len(atk.settings())
+    kw = dict(config=None, pool=pool, recovery=rcfg, fmt=fmt, seed=seed)
+    with progress(total=(1 + len(models)) * (1 + n_settings), desc=f"attack {atk.name}") as bar:
+        runs_by_role = {"unlearned": role_runs(atk, unlearned, items, bar=bar, **kw)}
+        for role, m in models.items():
+            runs_by_role[role] = role_runs(atk, m, items, bar=bar, **kw)
+    runs_by_role.update(given)
     rows: dict[str, dict] = {}
     per_item: dict[str, dict[str, Any]] = {q[0]: {"question": q[1], "answer": q[2]} for q in qas}
-    with progress(total=len(roles) * (len(settings) + 1), desc=f"attack {atk.name}") as bar:
-        plain = {}
-        for role, m in roles.items():
-            plain[role] = evaluate(m, plain_prompts, targets, [a for _, _, a in qas], config=rcfg)
-            bar.update()
-        for s in settings:
-            runs: dict[str, RoleRun] = {}
-            asked: list[int] | None = None
-            info: dict[str, Any] = {}
-            for role, m in roles.items():
-                att = atk.apply(m, items, s, fmt=f, pool=pool or {}, seed=seed)
-                if asked is not None and att.asked != asked:
-                    raise RuntimeError(f"attack {atk.name}: setting {s['name']} asked different items per model")
-                asked, info = att.asked, att.info
-                res = evaluate(att.model, att.prompts, [targets[i] for i in att.asked],
-                               [qas[i][2] for i in att.asked], config=rcfg)
-                p = plain[role]
-                runs[role] = RoleRun([p["rouge"][i] for i in att.asked], res["rouge"],
-                                     [p["logprob"][i] for i in att.asked], res["logprob"], res["answers"])
-                del att
-                bar.update()
-            ids = [qas[i][0] for i in asked or []]
-            row = {"setting": s, **controlled_row(runs, ids, rcfg.threshold), "info": info}
-            rows[s["name"]] = row
-            for j, iid in enumerate(ids):
-                per_item[iid].setdefault("attacked_answers", {})[s["name"]] = runs["unlearned"].attacked_answers[j]
-        for role in roles:
-            for (iid, _, _), r in zip(qas, plain[role]["rouge"]):
-                per_item[iid][f"{role}_plain_rouge"] = r
-    pool_rows = [(n, r) for n, r in rows.items() if r["controlled_rate"] is not None]
-    best = max(pool_rows, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0] \
-        if pool_rows else None
-    cfg = atk.config
+    for name, u in runs_by_role["unlearned"]["settings"].items():
+        runs: dict[str, RoleRun] = {}
+        for role, rr in runs_by_role.items():
+            if name not in rr["settings"] or rr["settings"][name]["asked"] != u["asked"]:
+                raise InputError(f"attack {atk.name}: the {role} control's runs do not match setting {name!r} "
+                                 "(compute them with the same attack settings, items and seed)")
+            runs[role] = RoleRun(**rr["settings"][name]["run"])
+        ids = [qas[i][0] for i in u["asked"]]
+        rows[name] = {"setting": u["setting"], **controlled_row(runs, ids, rcfg.threshold), "info": u["info"]}
+        for j, iid in enumerate(ids):
+            per_item[iid].setdefault("attacked_answers", {})[name] = runs["unlearned"].attacked_answers[j]
+    for role, rr in runs_by_role.items():
+        for (iid, _, _), r in zip(qas, rr["plain"]["rouge"]):
+            per_item[iid][f"{role}_plain_rouge"] = r
+    scored = [(n, r) for n, r in rows.items() if r["controlled_rate"] is not None]
+    best = max(scored, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0] \
+        if scored else None
     return {
         "attack": atk.name,
         "description": atk.description,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(atk.config).items()},
         "threshold": rcfg.threshold,
-        "roles": sorted(roles),
+        "roles": sorted(runs_by_role),
         "n_forget": len(items),
         "settings": rows,
         "best_setting": best,
