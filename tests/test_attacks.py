@@ -159,6 +159,10 @@ def test_paraphrase_asks_only_items_with_another_question(tiny_gpt2):
     a = att.apply(tiny_gpt2, QS, att.settings()[0], fmt=PLAIN, pool={})
     assert a.asked == [0, 1, 3] and a.info["n_without_paraphrase"] == 1
     assert a.prompts[0] == PLAIN.prompt("In which city was Ana Lind born?")
+    a = att.apply(tiny_gpt2, QS[2:3], att.settings()[0], fmt=PLAIN, pool={})
+    assert a.asked == [] and a.prompts == []
+    row = run_attack(att, tiny_gpt2, QS[2:3], recovery=FAST)["settings"]["paraphrased_question"]
+    assert row["n_asked"] == 0 and row["controlled_rate"] is None
 
 
 def test_unknown_attack_and_option():
@@ -246,3 +250,15 @@ def test_precomputed_controls_give_the_same_table(tiny_dirs):
     assert json.dumps(cached, sort_keys=True) == json.dumps(direct, sort_keys=True)
     with pytest.raises(InputError, match="do not match"):
         run_attack("quantization", unlearned, QS, controls=controls, config={"bits": (2,)}, recovery=FAST)
+
+
+def test_in_context_drops_examples_that_do_not_fit_the_context(tiny_gpt2):
+    from unpact.scoring import context_length, tokenize
+
+    long = [QAItem(" ".join(["Where was the author Ana Lind born again and again?"] * 2), "Lima", id=f"l{i}")
+            for i in range(4)]
+    att = make_attack("in_context", {"shots": (4,), "match_key": None})
+    a = att.apply(tiny_gpt2, QS[:1], att.settings()[0], fmt=PLAIN, pool={"retain": long}, seed=0)
+    n_ctx = context_length(tiny_gpt2)
+    assert 0 < a.info["shots_used"]["f0"] < 4
+    assert 1 + len(tokenize(tiny_gpt2.tokenizer, a.prompts[0] + " Lima")) <= n_ctx

@@ -7,7 +7,9 @@ use few-shot prompts as a probe). The examples come from another set (the retain
 set by default, ``pool[source]``), formatted like the asked question, and never
 contain the asked item (neither its id nor its question). With ``match_key``
 (e.g. ``"attribute"``) examples asking about the same attribute
-(``item.meta[match_key]``) are preferred.
+(``item.meta[match_key]``) are preferred. When the examples, the question and
+its answer do not fit the model's context, the examples farthest from the
+question are dropped (``info["shots_used"]`` says how many each item got).
 
 Example:
     >>> from unpact.attacks import make_attack
@@ -78,15 +80,22 @@ class InContext(Attack):
         source = list(pool.get(cfg.source) or [])
         if not source:
             raise InputError(f"in-context examples come from pool[{cfg.source!r}]; pass pool={{'{cfg.source}': items}}")
+        from unpact.scoring import context_length, tokenize
+
+        n_ctx = context_length(model)
         rng = random.Random(seed)
         prompts, shown = [], {}
         for i, it in enumerate(items):
-            iid, q, _ = question_answer(it, i)
+            iid, q, a = question_answer(it, i)
             examples = choose_examples(it, i, source, setting["shots"], rng, cfg.match_key)
-            parts = []
-            for j, ex in enumerate(examples):
-                _, eq, ea = question_answer(ex, j)
-                parts.append(fmt.prompt(eq) + fmt.answer(ea))
+            parts = [fmt.prompt(eq) + fmt.answer(ea) for eq, ea in
+                     (question_answer(ex, j)[1:] for j, ex in enumerate(examples))]
+            room = None if n_ctx is None else n_ctx - 1 - len(tokenize(model.tokenizer, fmt.answer(a)))
+            while parts and room is not None and \
+                    len(tokenize(model.tokenizer, cfg.separator.join(parts + [fmt.prompt(q)]))) > room:
+                parts.pop(0)
+                examples = examples[1:]
             prompts.append(cfg.separator.join(parts + [fmt.prompt(q)]))
             shown[iid] = [question_answer(ex, j)[0] for j, ex in enumerate(examples)]
-        return Attacked(model, prompts, list(range(len(items))), {"examples": shown})
+        return Attacked(model, prompts, list(range(len(items))),
+                        {"examples": shown, "shots_used": {k: len(v) for k, v in shown.items()}})

@@ -2,7 +2,8 @@
 
 Unlearning trained on the forget set's exact questions may not generalise to
 the same fact asked differently (TOFU ships a ``paraphrased_question`` per
-item for this). Items without a paraphrased question are not asked.
+item for this). Items without a paraphrased question are not asked (a set
+without any gives an empty row, not an error, so a study on such data goes on).
 
 Example:
     >>> from unpact.attacks import make_attack
@@ -17,7 +18,6 @@ from typing import Any, Sequence
 
 from unpact.attacks.base import Attack, Attacked, register_attack
 from unpact.data.records import QAItem
-from unpact.errors import InputError
 
 
 @dataclass
@@ -39,7 +39,5 @@ class Paraphrase(Attack):
     def apply(self, model, items: Sequence, setting, *, fmt, pool, seed: int = 0) -> Attacked:
         asked = [i for i, it in enumerate(items)
                  if isinstance(it, QAItem) and it.paraphrased_question and it.paraphrased_question != it.question]
-        if not asked:
-            raise InputError("paraphrase: no forget item has a paraphrased_question different from its question")
         return Attacked(model, [fmt.prompt(items[i].paraphrased_question) for i in asked], asked,
                         {"n_without_paraphrase": len(items) - len(asked)})
