@@ -74,7 +74,8 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 of ``prediction`` against ``reference`` (MUSE's verbatim-memorisation score).
+    """ROUGE-L F1 of ``prediction`` against ``reference``, stemmer on (unpact's verbatim ROUGE;
+    MUSE's KnowMem/VerbMem score is :func:`muse_rouge_l_f1`, without the stemmer).
 
     Example:
         >>> round(rouge_l_f1("the cat sat", "the cat sat on the mat"), 3)
@@ -751,6 +752,8 @@ def evaluate_groups(
     max_new_tokens: int | None = None,
     forget: Mapping[str, bool] | None = None,
     roles: Mapping[str, str] | None = None,
+    style: str | None = None,
+    stop_at_newline: bool | None = None,
     progress: ProgressFactory = null_progress,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate` of several splits, their QA items' greedy answers and answer
@@ -759,7 +762,9 @@ def evaluate_groups(
 
     Each group's TOFU role comes from ``roles``, else from its split name, else from
     the group's name (a plain list under ``"retain"`` is the retain split: model
-    utility takes its raw probability, as TOFU).
+    utility takes its raw probability, as TOFU). ``style`` (see :func:`evaluate`) applies
+    to every group; plain lists carry no benchmark name to take it from. Greedy answers
+    stop at a newline on the embedded world only (``stop_at_newline`` overrides).
 
     Example:
         >>> evaluate_groups(model, {"forget": forget, "retain": retain}, {"forget": ref_ratios},
@@ -770,7 +775,8 @@ def evaluate_groups(
     all_qa = [it for g in benchmarks for it in qa_of[g]]
     embedded = all(is_embedded(b) or not hasattr(b, "name") for b in benchmarks.values())
     n_tokens = max_new_tokens if max_new_tokens is not None else GENERATION_DEFAULTS["embedded" if embedded else "tofu"]
-    answers: list[str] = (greedy_answers(model, all_qa, max_new_tokens=n_tokens, stop_at_newline=embedded)
+    newline = embedded if stop_at_newline is None else stop_at_newline
+    answers: list[str] = (greedy_answers(model, all_qa, max_new_tokens=n_tokens, stop_at_newline=newline)
                           if all_qa else [])
     probs = qa_probabilities(model, all_qa) if all_qa else None
     out: dict[str, dict[str, Any]] = {}
@@ -779,7 +785,7 @@ def evaluate_groups(
         n = len(qa_of[g])
         pr = None if probs is None else {key: v[k: k + n] for key, v in probs.items()}
         role = (roles or {}).get(g) or _tofu_role(bench, g)
-        out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role,
+        out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role, style=style,
                           forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr)
         k += n
     return out

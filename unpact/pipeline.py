@@ -176,12 +176,14 @@ class Study:
 
     def _evaluate_groups(self, model, reference_ratios: list[float] | None) -> dict[str, Any]:
         """Every metric on each group, all groups' answers generated in one batched pass."""
-        from unpact.metrics import evaluate_groups
+        from unpact.metrics import benchmark_style, evaluate_groups, is_embedded
 
         groups = {g: self.data.groups[g] for g in GROUPS if self.data.groups[g]}
         out = evaluate_groups(
             model, groups, max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
-            roles={"forget": "forget", "retain": "retain", "general": "other"}, progress=self.progress,
+            roles={"forget": "forget", "retain": "retain", "general": "other"},
+            style=benchmark_style(self.data.forget), stop_at_newline=is_embedded(self.data.forget),
+            progress=self.progress,
         )
         if reference_ratios and "forget" in out:
             # TOFU's KS test runs on the whole forget split, not on the evaluated subset
@@ -426,6 +428,18 @@ def model_utility_of(ev: dict[str, Any]) -> float | None:
         return None
 
 
+def model_utility_components_of(ev: dict[str, Any]) -> list[str]:
+    """The names of the numbers :func:`model_utility_of` averages (``"retain.prob"``, ...): 9 with
+    TOFU's retain, real-authors and world-facts splits; on the embedded world the analogue."""
+    from unpact.metrics import utility_components
+
+    names = [g for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
+    try:
+        return list(utility_components(*[ev[g] for g in names], names=names))
+    except KeyError:
+        return []
+
+
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
@@ -475,6 +489,7 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "general_accuracy": general_score(ev),
             "forget_quality": _get(ev, "forget", "forget_quality"),
             "model_utility": model_utility_of(ev),
+            "model_utility_components": model_utility_components_of(ev),
             "recovery_prompt": None if rec is None else rec.get("prompt_best"),
             "recovery_activation": None if rec is None else rec.get("activation_best"),
         }

@@ -18,7 +18,7 @@ with ``extras["lp_baseline"]`` and ``extras["steps"]``. A fixed step count does 
 add up everywhere: where the baseline is the zero vector (``"zero"``, or a pad
 token whose embedding row is zero, as on embedded:llama) a norm layer (RMSNorm,
 LayerNorm without positional embeddings) puts the whole integral into a narrow
-spike near alpha = 0, and 64 Gauss-Legendre points missed it by 16-36% on
+spike near alpha = 0, and 64 Gauss-Legendre points missed it by 14-36% on
 embedded:llama. So the steps are **refined per item**: an item whose relative gap
 exceeds ``tolerance`` (5%) is recomputed with twice the steps, up to ``max_steps``
 (1024); the steps used and the gap that remains are reported either way. The
