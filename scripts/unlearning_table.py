@@ -4,7 +4,7 @@ For each embedded model (``embedded:<arch>``, with ``embedded:<arch>-retain`` as
 forget-quality reference when it exists) and each method, with the default
 hyperparameters: unlearn TOFU-shaped forget10 (retain90 as retain set), then
 measure forget ROUGE-L recall, retain ROUGE-L recall (first ``--retain-items``
-retain90 items), general MC accuracy (embedded:general ``mc``) and forget quality;
+retain90 items), general accuracy (``metrics.answer_accuracy`` on embedded:general ``qa``) and forget quality;
 rmu is also run on the WMDP-shaped corpora (forget_corpus / retain_corpus),
 measured by WMDP-shaped test accuracy.
 
@@ -33,7 +33,7 @@ def main() -> None:
 
     from unpact import load_model
     from unpact.data import load_benchmark
-    from unpact.metrics import evaluate, mc_accuracy
+    from unpact.metrics import answer_accuracy, evaluate, mc_accuracy
     from unpact.models import embedded_model_names
     from unpact.unlearning import METHODS, unlearn
 
@@ -43,7 +43,11 @@ def main() -> None:
     forget = load_benchmark("embedded:tofu", "forget10")
     retain = load_benchmark("embedded:tofu", "retain90")
     retain_eval = retain[: args.retain_items]
-    general = load_benchmark("embedded:general", "mc")
+    general = load_benchmark("embedded:general", "qa")  # general accuracy: metrics.answer_accuracy
+
+    def general_acc(m) -> float:
+        return answer_accuracy(evaluate(m, general)["rouge_l_recall_per_item"])
+
     wmdp_forget = load_benchmark("embedded:wmdp", "forget_corpus")
     wmdp_retain = load_benchmark("embedded:wmdp", "retain_corpus")
     wmdp_test = load_benchmark("embedded:wmdp", "test")
@@ -61,7 +65,7 @@ def main() -> None:
             return {
                 "forget_rouge": f["rouge_l_recall"],
                 "retain_rouge": r["rouge_l_recall"],
-                "general_acc": mc_accuracy(m, list(general)),
+                "general_acc": general_acc(m),
                 "forget_quality": f.get("forget_quality"),
             }
 
@@ -79,7 +83,7 @@ def main() -> None:
                 acc0 = mc_accuracy(model, list(wmdp_test))
                 w = unlearn(model, "rmu", wmdp_forget, wmdp_retain, seed=0)
                 entry["wmdp"] = {"before": acc0, "after": mc_accuracy(w.model, list(wmdp_test)),
-                                 "general_after": mc_accuracy(w.model, list(general))}
+                                 "general_after": general_acc(w.model)}
             record[arch]["methods"][name] = entry
             rows.append((arch, name, after, secs, entry.get("wmdp")))
             print(f"{arch:8s} {name:12s} forget {base['forget_rouge']:.3f}->{after['forget_rouge']:.3f} "

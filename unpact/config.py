@@ -38,8 +38,9 @@ class AttributionSettings:
 
     methods: list[str] = field(default_factory=lambda: ["loo", "integrated_gradients", "heads"])
     #: how many forget/retain/general items get the costlier integrated gradients and heads
+    #: (ig_steps: the first pass; items are refined until completeness holds within 5%)
     subset: int = 4
-    ig_steps: int = 32
+    ig_steps: int = 64
     keytokens_alpha: float | None = None  # None: the library default
     keytokens_beta: int | None = None
 

@@ -485,7 +485,26 @@ def save_model(model, directory: str | os.PathLike) -> Path:
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
+    follow_umask(directory)
     return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(directory: str | os.PathLike) -> None:
+    """Give ``directory`` and the files in it the modes a plain ``open``/``mkdir`` would
+    (``0o777``/``0o666`` less the umask): temporary-file writers (``tempfile.mkdtemp``,
+    the safetensors writer) leave them owner-only (0700/0600)."""
+    mask = _umask()
+    directory = Path(directory)
+    os.chmod(directory, 0o777 & ~mask)
+    for f in directory.iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, 0o666 & ~mask)
 
 
 def model_info(model) -> dict[str, Any]:

@@ -176,18 +176,28 @@ class Study:
 
     def _evaluate_groups(self, model, reference_ratios: list[float] | None) -> dict[str, Any]:
         """Every metric on each group, all groups' answers generated in one batched pass."""
-        from unpact.metrics import evaluate_groups
+        from unpact.metrics import benchmark_style, evaluate_groups, is_embedded
 
         groups = {g: self.data.groups[g] for g in GROUPS if self.data.groups[g]}
         out = evaluate_groups(
-            model, groups, {"forget": reference_ratios} if reference_ratios else None,
-            max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+            model, groups, max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+            roles={"forget": "forget", "retain": "retain", "general": "other"},
+            style=benchmark_style(self.data.forget), stop_at_newline=is_embedded(self.data.forget),
             progress=self.progress,
         )
+        if reference_ratios and "forget" in out:
+            # TOFU's KS test runs on the whole forget split, not on the evaluated subset
+            from unpact.metrics import forget_quality, truth_ratios
+
+            ratios = truth_ratios(model, self._forget_with_perturbed())
+            out["forget"]["forget_quality"] = forget_quality(ratios, reference_ratios)
+            out["forget"]["forget_quality_n"] = len(ratios)
+        from unpact.metrics import answer_accuracy
+
         for r in out.values():
             per = r.get("rouge_l_recall_per_item")
             if per:
-                r["accuracy"] = sum(x >= self.cfg.emphasis.threshold for x in per) / len(per)
+                r["accuracy"] = answer_accuracy(per, self.cfg.emphasis.threshold)
         return out
 
     def _keyword_positions(self) -> dict[str, list[list[int]]]:
@@ -216,12 +226,16 @@ class Study:
             from unpact.models import load_model
 
             ref = load_model(self.cfg.reference_model, device=self.cfg.device)
-            items = [it for it in self.data.groups["forget"] if getattr(it, "perturbed_answers", None)]
+            items = self._forget_with_perturbed()
             if not items:
                 return {"truth_ratios": None}
             return {"truth_ratios": [float(x) for x in truth_ratios(ref, items)]}
 
-        return self.stage("reference/truth_ratios", compute)["truth_ratios"]
+        # on the whole forget split (TOFU's forget quality), hence a new stage name
+        return self.stage("reference/truth_ratios_forget_split", compute)["truth_ratios"]
+
+    def _forget_with_perturbed(self) -> list:
+        return [it for it in self.data.forget if getattr(it, "perturbed_answers", None)]
 
     def original_evaluation(self) -> dict[str, Any]:
         return self.stage("original/evaluate", lambda: self._evaluate_groups(self.original(), self.reference_ratios()))
@@ -432,12 +446,16 @@ def _get(d: dict, *path, default=None):
 
 
 def general_score(ev: dict[str, Any]) -> float | None:
+    """General accuracy: :func:`unpact.metrics.answer_accuracy` of the general QA items (MC
+    accuracy only when the general split has no QA items)."""
     g = ev.get("general") or {}
     return g.get("accuracy", g.get("mc_accuracy"))
 
 
 def model_utility_of(ev: dict[str, Any]) -> float | None:
-    """TOFU's model utility (harmonic mean) from the retain and general evaluations."""
+    """Model utility (TOFU's harmonic mean) from the retain and general evaluations: on the
+    embedded world the analogue of TOFU's 9 numbers (retain probability, ROUGE-L recall and
+    truth-ratio score, general probability and ROUGE-L recall: 5 numbers)."""
     from unpact.metrics import tofu_model_utility
 
     splits = [ev[g] for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
@@ -447,6 +465,18 @@ def model_utility_of(ev: dict[str, Any]) -> float | None:
         return float(tofu_model_utility(*splits))
     except (KeyError, ValueError, ZeroDivisionError):
         return None
+
+
+def model_utility_components_of(ev: dict[str, Any]) -> list[str]:
+    """The names of the numbers :func:`model_utility_of` averages (``"retain.prob"``, ...): 9 with
+    TOFU's retain, real-authors and world-facts splits; on the embedded world the analogue."""
+    from unpact.metrics import utility_components
+
+    names = [g for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
+    try:
+        return list(utility_components(*[ev[g] for g in names], names=names))
+    except KeyError:
+        return []
 
 
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
@@ -498,6 +528,7 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "general_accuracy": general_score(ev),
             "forget_quality": _get(ev, "forget", "forget_quality"),
             "model_utility": model_utility_of(ev),
+            "model_utility_components": model_utility_components_of(ev),
             "recovery_prompt": None if rec is None else rec.get("prompt_best"),
             "recovery_activation": None if rec is None else rec.get("activation_best"),
         }

@@ -17,7 +17,9 @@ from typing import Sequence
 
 from unpact.errors import ConfigError
 from unpact.progress import ProgressFactory, null_progress
-from unpact.unlearning.base import UnlearnConfig, UnlearningMethod, UnlearnResult, copy_model, make_config, train
+from unpact.unlearning.base import (
+    PRESETS, UnlearnConfig, UnlearningMethod, UnlearnResult, copy_model, make_config, resolve_preset, train,
+)
 from unpact.unlearning.registry import METHODS, PAPER_METHODS, get_method, register
 
 # Importing the method modules registers them.
@@ -50,7 +52,9 @@ def unlearn(
             :class:`~unpact.data.MCItem` or :class:`~unpact.data.TextItem` (a
             :class:`~unpact.data.Benchmark` works); formatted with
             :func:`unpact.data.prompt_answer_pair`.
-        config: the method's config dataclass, or a dict of overrides of its defaults.
+        config: the method's config dataclass, or a dict of overrides of its defaults;
+            its ``preset`` ("auto" by default) picks the embedded-tuned or the reference
+            repository's defaults for this model (:func:`~unpact.unlearning.base.resolve_preset`).
         seed: seeds the batch schedule and any random draw; equal seeds give equal weights on CPU.
         progress: a progress factory (the CLI passes ``tqdm_progress``).
 
@@ -64,7 +68,7 @@ def unlearn(
         >>> [round(r["loss"], 2) for r in result.losses]                     # doctest: +SKIP
     """
     cls = get_method(method)
-    cfg = make_config(cls.config_class, config)
+    cfg = resolve_preset(make_config(cls.config_class, config), model)
     if cls.retain == "required" and (retain is None or len(retain) == 0):
         raise ConfigError(f"method {cls.name!r} needs a retain set; pass retain=... (e.g. TOFU retain90)")
     target = model if inplace else copy_model(model)
@@ -74,7 +78,7 @@ def unlearn(
 
 
 __all__ = [
-    "METHODS", "PAPER_METHODS", "UnlearnConfig", "UnlearnResult", "UnlearningMethod",
+    "METHODS", "PAPER_METHODS", "PRESETS", "UnlearnConfig", "UnlearnResult", "UnlearningMethod",
     "get_method", "register", "unlearn",
     "GAConfig", "GAGDRConfig", "GAKLRConfig", "NPOConfig", "NPOGDRConfig", "NPOKLRConfig",
     "SimNPOConfig", "TaskVectorConfig", "RMUConfig", "IDKConfig",

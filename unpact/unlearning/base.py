@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -53,7 +53,18 @@ class UnlearnConfig:
         max_grad_norm: gradient clipping (None: off).
         on_step: called as ``on_step(step, model)`` after each optimizer step (for
             logging, or to inject faults in tests); not saved with the config.
+        preset: ``"embedded"`` (the dataclass defaults, tuned on the small embedded
+            models), ``"reference"`` (each method's :attr:`REFERENCE` values, its reference
+            repository's defaults, over the dataclass defaults) or ``"auto"`` (default:
+            ``"embedded"`` for an ``embedded:`` model, ``"reference"`` for any other).
+            Options set explicitly (differing from the dataclass default) always win.
+
+    ``REFERENCE`` (a class attribute of each method's config) holds the reference
+    repository's values for the options where the embedded defaults differ; the
+    table in docs/unlearning.md ("Compared with the references") names the source.
     """
+
+    REFERENCE: ClassVar[dict[str, Any]] = {}
 
     lr: float = 1e-4
     steps: int = 20
@@ -61,8 +72,11 @@ class UnlearnConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     on_step: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
+    preset: str = "auto"
 
     def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
         if self.steps < 1:
@@ -75,6 +89,40 @@ class UnlearnConfig:
     def to_dict(self) -> dict[str, Any]:
         """The hyperparameters as plain JSON-able values (hooks left out)."""
         return {k: v for k, v in asdict(self).items() if not callable(v)}
+
+
+#: where a method's defaults come from (see :class:`UnlearnConfig`)
+PRESETS = ("auto", "embedded", "reference")
+
+
+def is_embedded_model(model) -> bool:
+    """True for a model loaded from an ``embedded:`` spec (the shipped small models)."""
+    return str(getattr(model, "unpact_spec", "") or "").startswith("embedded:")
+
+
+def resolve_preset(cfg: UnlearnConfig, model) -> UnlearnConfig:
+    """``cfg`` with its preset applied: for ``"reference"`` (or ``"auto"`` on a model that is not
+    embedded) each ``REFERENCE`` value replaces a field still at its dataclass default.
+    The returned config's ``preset`` says which was used.
+
+    Example:
+        >>> resolve_preset(RMUConfig(), real_model).param_set                   # doctest: +SKIP
+        'down_proj'
+    """
+    from dataclasses import replace
+
+    preset = cfg.preset
+    if preset == "auto":
+        preset = "embedded" if is_embedded_model(model) else "reference"
+    changes: dict[str, Any] = {"preset": preset}
+    if preset == "reference":
+        defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+        for k, v in type(cfg).REFERENCE.items():
+            if getattr(cfg, k) == defaults.get(k):
+                changes[k] = v
+    out = replace(cfg, **changes)
+    out.validate()
+    return out
 
 
 def make_config(config_class: type[UnlearnConfig], config: UnlearnConfig | dict | None) -> UnlearnConfig:

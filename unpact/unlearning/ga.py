@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -26,6 +27,9 @@ from unpact.unlearning.retain import RetainTerm
 class GAConfig(UnlearnConfig):
     """Plain gradient ascent on the forget answers (no retain term: it costs utility)."""
 
+    #: TOFU ``forget.yaml`` / open-unlearning ``GradAscent``: lr 1e-5
+    REFERENCE: ClassVar[dict[str, Any]] = {"lr": 1e-5}
+
     # tuned on the embedded models (docs/unlearning.md): halves forget ROUGE-L on all three
     lr: float = 3e-4
     steps: int = 20
@@ -34,6 +38,9 @@ class GAConfig(UnlearnConfig):
 @dataclass
 class GAGDRConfig(UnlearnConfig):
     """Gradient ascent on forget + gradient descent on retain (``retain_weight`` scales it)."""
+
+    #: TOFU ``grad_diff`` (loss = -forget + retain) / open-unlearning ``GradDiff`` (gamma = alpha = 1): lr 1e-5
+    REFERENCE: ClassVar[dict[str, Any]] = {"lr": 1e-5, "retain_weight": 1.0}
 
     # tuned on the embedded models (docs/unlearning.md): a retain weight of 3 keeps
     # retain ROUGE-L far higher than 1 for the same drop of forget ROUGE-L
@@ -45,6 +52,9 @@ class GAGDRConfig(UnlearnConfig):
 @dataclass
 class GAKLRConfig(UnlearnConfig):
     """Gradient ascent on forget + KL to the initial model on retain."""
+
+    #: TOFU ``KL`` (loss = -forget + KL) / open-unlearning ``GradDiff`` with KL: lr 1e-5
+    REFERENCE: ClassVar[dict[str, Any]] = {"lr": 1e-5, "retain_weight": 1.0}
 
     # tuned on the embedded models (docs/unlearning.md): a retain weight of 3 keeps
     # retain ROUGE-L far higher than 1 for the same drop of forget ROUGE-L

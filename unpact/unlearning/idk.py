@@ -8,6 +8,7 @@ NLL, plus ``retain_weight`` · NLL on retain when a retain set is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,6 +24,9 @@ from unpact.unlearning.retain import RetainTerm
 @dataclass
 class IDKConfig(UnlearnConfig):
     """Fine-tuning towards refusals; ``refusals_file`` (one per line) defaults to TOFU's."""
+
+    #: TOFU ``idk`` (loss = NLL(refusal) + NLL(retain)): lr 1e-5
+    REFERENCE: ClassVar[dict[str, Any]] = {"lr": 1e-5}
 
     # tuned on the embedded models (docs/unlearning.md)
     lr: float = 1e-3

@@ -7,8 +7,9 @@ log-prob routine); these functions only reduce them.
   gradient ascent minimises ``-nll`` on the forget set.
 * ``npo``: Zhang et al. 2024, ``-(2/β) E[log σ(-β (log π(y|x) - log π_ref(y|x)))]``
   with sequence (summed) log-probs.
-* ``simnpo``: Fan et al. 2024, reference-free, length-normalised:
-  ``-(2/β) E[log σ(-(β/|y|) log π(y|x) - γ)]``.
+* ``simnpo``: Fan et al. 2024, reference-free, length-normalised, with the margin γ
+  inside as in the SimNPO repository (OPTML-Group/Unlearn-Simple, ``simnpo`` loss):
+  ``-(2/β) E[log σ(β (NLL(y|x)/|y| - γ))]`` with ``NLL/|y| = -mean log p``.
 * ``kl_to_reference``: ``KL(π_ref ‖ π)`` of the next-token distributions at the
   answer positions, averaged over positions (reference log-probs precomputed).
 * ``masked_mse``: RMU's mean squared distance over real (non-padding) positions.
@@ -47,8 +48,14 @@ def npo_loss(logp: Float[Tensor, " batch"], ref_logp: Float[Tensor, " batch"], b
 
 
 def simnpo_loss(mean_logp: Float[Tensor, " batch"], beta: float, gamma: float = 0.0) -> Float[Tensor, ""]:
-    """SimNPO: ``-(2/β) mean log σ(-β · mean_logp - γ)`` (length-normalised log-probs)."""
-    return -(2.0 / beta) * F.logsigmoid(-beta * mean_logp - gamma).mean()
+    """SimNPO: ``-(2/β) mean log σ(β (-mean_logp - γ))`` (length-normalised log-probs, γ inside β
+    as in the SimNPO repository).
+
+    Example:
+        >>> round(float(simnpo_loss(torch.tensor([-1.0]), beta=2.0, gamma=1.0)), 4)   # -(2/2) log σ(0)
+        0.6931
+    """
+    return -(2.0 / beta) * F.logsigmoid(beta * (-mean_logp - gamma)).mean()
 
 
 def answer_logits(

@@ -14,6 +14,7 @@ log-probs of every forget item computed once up front (no second model).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +29,9 @@ from unpact.unlearning.retain import RetainTerm
 @dataclass
 class NPOConfig(UnlearnConfig):
     """NPO on the forget answers; ``beta`` is the paper's β."""
+
+    #: NPO's TOFU runs / open-unlearning ``NPO``: beta 0.1 (as here), lr 1e-5
+    REFERENCE: ClassVar[dict[str, Any]] = {"lr": 1e-5}
 
     # tuned on the embedded models (docs/unlearning.md); without a retain term
     # lr 5e-4 already collapses the model (retain ROUGE-L 0)

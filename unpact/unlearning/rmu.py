@@ -8,18 +8,27 @@ the initial model:
 ``L = MSE(h_l(forget), c · u) + alpha · MSE(h_l(retain), h_l^frozen(retain))``
 
 ``u`` is a seeded random unit vector (uniform [0, 1) entries, normalised, as in
-the paper). Only the MLP weights of ``update_layers`` move (default: ``layer``
-and the two below it, as in the paper). The frozen retain activations are
-computed once, in a no-grad pass with the initial weights, for exactly the
-retain items the schedule uses (no second model in memory). When
+the paper). Only MLP weights of ``update_layers`` move (default: ``layer``
+and the two below it, as in the paper): with ``param_set="down_proj"`` only the
+MLP's output projection weight (``down_proj``/``c_proj``: the WMDP repository's
+``--param_ids 6``), with ``"mlp"`` every MLP parameter. The frozen retain
+activations are computed once, in a no-grad pass with the initial weights, for
+exactly the retain items the schedule uses (no second model in memory). When
 ``steering_coef`` is None it is ``steering_scale`` times the mean per-token norm
-of the forget activations at ``layer`` (the paper's fixed c = 6.5 was for
-Zephyr-7B, whose activations have a different scale than a small model's).
+of the forget activations at ``layer``.
+
+Presets (:class:`~unpact.unlearning.base.UnlearnConfig`): ``"reference"`` (the default
+for any model that is not embedded) is the WMDP repository's ``rmu/unlearn.py``:
+``down_proj`` only, a fixed steering coefficient 20, alpha 100, lr 5e-5, batch 4, 80
+steps (its Zephyr-7B run used c = 6.5, alpha = 1200). The embedded defaults (every MLP
+parameter, c = 4 x the mean activation norm, alpha 4) were tuned on the small models,
+whose activation norms are far from a 7B model's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +46,14 @@ class RMUConfig(UnlearnConfig):
 
     ``layer`` None: the middle layer (``n_layers // 2``); negative counts from the end.
     ``update_layers`` None: ``layer - 2 .. layer`` (clipped at 0).
+    ``param_set``: ``"mlp"`` (every MLP parameter of those layers) or ``"down_proj"``
+    (only the MLP output projection weight, as the WMDP repository).
     """
+
+    #: the WMDP repository's rmu/unlearn.py defaults (--param_ids 6 = mlp.down_proj.weight,
+    #: --steering_coeffs 20, --alpha 100, --lr 5e-5, --batch_size 4, --max_num_batches 80)
+    REFERENCE: ClassVar[dict[str, Any]] = {"param_set": "down_proj", "steering_coef": 20.0, "alpha": 100.0,
+                                           "lr": 5e-5, "batch_size": 4, "steps": 80}
 
     # tuned on the embedded models (docs/unlearning.md); a larger steering_scale
     # unlearns faster but costs retain ROUGE-L
@@ -48,6 +64,29 @@ class RMUConfig(UnlearnConfig):
     steering_scale: float = 4.0
     alpha: float = 4.0
     update_layers: tuple[int, ...] | None = None
+    param_set: str = "mlp"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.param_set not in PARAM_SETS:
+            raise ConfigError(f"rmu param_set must be one of {', '.join(PARAM_SETS)}, got {self.param_set!r}")
+
+
+#: which MLP parameters RMU trains
+PARAM_SETS = ("mlp", "down_proj")
+#: the name of an MLP's output projection (d_mlp -> d_model) across HF architectures
+OUT_PROJ_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc_out", "fc2", "w2")
+
+
+def mlp_out_weights(mlp: nn.Module) -> list[nn.Parameter]:
+    """The output-projection weight of one MLP block (``down_proj``, GPT-2's ``c_proj``, ...)."""
+    found = [p for n, p in mlp.named_parameters()
+             if n.endswith("weight") and any(f"{o}." in n or n.startswith(o) for o in OUT_PROJ_NAMES)]
+    if not found:
+        names = [n for n, _ in mlp.named_parameters()]
+        raise ConfigError(f"rmu param_set='down_proj' found no output projection among the MLP's parameters {names}; "
+                          "use param_set='mlp'")
+    return found[:1]
 
 
 def _real_mask(packed) -> Tensor:
@@ -83,6 +122,8 @@ class RMU(UnlearningMethod):
         for i in layers:
             if not 0 <= i < model.cfg.n_layers:
                 raise ConfigError(f"rmu update_layers has {i}, outside the model's {model.cfg.n_layers} layers")
+        if self.config.param_set == "down_proj":
+            return [p for i in layers for p in mlp_out_weights(model.blocks[i].mlp)]
         return [p for i in layers for p in model.blocks[i].mlp.parameters()]
 
     def _acts(self, model, ids: Tensor) -> Tensor:
