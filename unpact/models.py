@@ -209,6 +209,10 @@ def load_model(
         The bridge. Its HF model is ``bridge.original_model``; its tokenizer
         ``bridge.tokenizer``. Hook names are TransformerLens's
         (``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``, ...).
+        Its KV cache is made to work and checked on one short prompt
+        (:func:`unpact.generation.prepare_generation`, result in
+        ``bridge.unpact_kv_cache``); if the check fails, ``bridge.generate`` runs
+        without the cache, so it is right either way.
 
     Example:
         >>> model = load_model("embedded:gpt2")                   # doctest: +SKIP
@@ -273,6 +277,9 @@ def load_model(
                 _finish_tokenizer(bridge.tokenizer)
     bridge.eval()
     bridge.unpact_spec = str(spec)
+    from unpact.generation import prepare_generation
+
+    prepare_generation(bridge)  # the bridge's KV cache fixed and checked; else generate() runs uncached
     return bridge
 
 
