@@ -46,6 +46,9 @@ _DTYPES = {
     "bf16": torch.bfloat16,
 }
 
+#: the precisions offered on the command line and in the run config
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
