@@ -185,11 +185,11 @@ def _hooks_for(fwd_hooks, group: list[int]):
 class _Decoder:
     """Shared bookkeeping of a greedy loop: stops, newline detection, results."""
 
-    def __init__(self, model, n: int, stop_at_newline: bool, keep_logits: bool):
+    def __init__(self, model, n: int, stop_at_newline: bool, keep_logits: bool, stop_at_eos: bool = True):
         from unpact.scoring import context_length, stop_ids
 
         self.tok = model.tokenizer
-        self.stops = stop_ids(self.tok)
+        self.stops = stop_ids(self.tok) if stop_at_eos else set()
         self.n_ctx = context_length(model) or 10**9
         self.stop_at_newline = stop_at_newline
         self.newline: dict[int, bool] = {}
@@ -297,18 +297,15 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
                 layer.batch_select_indices(keep_rows)
             hooks = _hooks_for(fwd_hooks, [group[j] for j in still])
         rows = still
-        n = len(rows)
         cols = W + steps + 1  # cache columns after this step's token
-        new = torch.tensor([[last[j]] for j in rows], dtype=torch.long)
-        pos = torch.tensor([[cur[j] - 1] for j in rows], dtype=torch.long)
-        key = torch.full((n, cols), -1, dtype=torch.long)
-        for r, j in enumerate(rows):
-            key[r, : lens[j]] = torch.arange(lens[j])
-            key[r, W:] = torch.arange(lens[j], cur[j])
-        mask = (key >= 0).long()
-        with position_layout(Layout(query=pos.to(device), key=key.to(device))):
-            logits = runner(new.to(device), hooks, cache=cache, keep=1, attention_mask=mask.to(device),
-                            position_ids=pos.to(device))
+        new = torch.tensor([[last[j]] for j in rows], dtype=torch.long, device=device)
+        pos = torch.tensor([[cur[j] - 1] for j in rows], dtype=torch.long, device=device)
+        # absolute position of every cache column: the prompt, its padding (-1), the generated tokens
+        c = torch.arange(cols, device=device)[None, :]
+        length = torch.tensor([[lens[j]] for j in rows], dtype=torch.long, device=device)
+        key = torch.where(c < length, c, torch.where(c >= W, length + c - W, -1))
+        with position_layout(Layout(query=pos, key=key)):
+            logits = runner(new, hooks, cache=cache, keep=1, attention_mask=(key >= 0).long(), position_ids=pos)
         steps += 1
         still = []
         for r, j in enumerate(rows):
@@ -365,6 +362,7 @@ def greedy_tokens(
     stop_at_newline: bool = True,
     cache: bool = True,
     keep_logits: bool = False,
+    stop_at_eos: bool = True,
 ) -> tuple[list[list[int]], list[Float[Tensor, "steps vocab"]] | None]:
     """Greedy continuation tokens of token sequences (BOS included), batched, with or without a KV cache.
 
@@ -375,7 +373,8 @@ def greedy_tokens(
     :func:`unpact.scoring.greedy_generate`). ``cache=False`` is the uncached
     reference path; ``cache=True`` falls back to it for a bridge whose cache failed
     :func:`prepare_generation`'s check and for caches that are not plain
-    (sliding-window) per-layer key/value tensors.
+    (sliding-window) per-layer key/value tensors. ``stop_at_eos=False`` generates
+    exactly ``max_new_tokens`` per row unless a newline or the context ends it.
 
     Example:
         >>> toks, _ = greedy_tokens(model, [[0, 11, 12, 13]], max_new_tokens=4)   # doctest: +SKIP
@@ -384,7 +383,7 @@ def greedy_tokens(
 
     budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
     seqs = [list(s) for s in seqs]
-    dec = _Decoder(model, len(seqs), stop_at_newline, keep_logits)
+    dec = _Decoder(model, len(seqs), stop_at_newline, keep_logits, stop_at_eos)
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer)
     runner = _runner(model, fwd_hooks) if cache and max_new_tokens > 0 else None
