@@ -46,7 +46,7 @@ import functools
 import inspect
 import types
 from contextlib import nullcontext
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -123,11 +123,11 @@ def kv_cache_gap(model) -> float:
     device = next(iter(model.parameters())).device
     ids = _check_ids(model).to(device)
     k = 3
+    arg = {_cache_arg(model.original_model): DynamicCache()}
     with torch.no_grad():
         whole = model(ids, return_type="logits")[:, -k:].float()
-        cache = DynamicCache()
-        model(ids[:, :-k], return_type="logits", past_key_values=cache, use_cache=True)
-        cached = model(ids[:, -k:], return_type="logits", past_key_values=cache, use_cache=True).float()
+        model(ids[:, :-k], return_type="logits", use_cache=True, **arg)
+        cached = model(ids[:, -k:], return_type="logits", use_cache=True, **arg).float()
     return float((cached - whole).abs().max()) / max(1.0, float(whole.abs().max()))
 
 
@@ -171,9 +171,6 @@ def kv_cache_ok(model) -> bool:
 
 
 # ----------------------------------------------------------------- greedy loops
-
-
-HookFn = Callable[[list[int]], list] | Sequence | None
 
 
 def _hooks_for(fwd_hooks, group: list[int]):
@@ -319,16 +316,23 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
     return True
 
 
+def _cache_arg(hf) -> str:
+    """What the HF model's forward calls its cache (transformers >= 5.2x: ``cache``)."""
+    params = inspect.signature(hf.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _bridge_runner(model):
+    arg = _cache_arg(model.original_model)  # handed through the bridge's **kwargs to HF under HF's own name
+
     def run(ids, hooks, *, cache, keep, **kwargs):
-        return _bridge_forward(model, ids, hooks, past_key_values=cache, use_cache=True, logits_to_keep=keep,
+        return _bridge_forward(model, ids, hooks, use_cache=True, logits_to_keep=keep, **{arg: cache},
                                **kwargs)[:, -keep:]
     return run
 
 
 def _hf_runner(hf):
-    params = inspect.signature(hf.forward).parameters
-    cache_arg = "cache" if "cache" in params else "past_key_values"
+    cache_arg = _cache_arg(hf)
 
     def run(ids, hooks, *, cache, keep, **kwargs):
         if hooks:
