@@ -36,7 +36,7 @@ def ablate(act: Tensor, hook=None, *, positions: Positions, mode: str = "zero", 
         if value is not None:
             fill = value.to(device=act.device, dtype=act.dtype)
         else:
-            rest = ~position_mask(positions, act.shape[0], act.shape[1], act.device)
+            rest = ~position_mask(positions, act.shape[0], act.shape[1], act.device, axis="query")
             fill = act[rest].mean(0) if rest.any() else act.reshape(-1, *act.shape[2:]).mean(0)
     else:
         raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")

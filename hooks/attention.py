@@ -58,7 +58,7 @@ def scale_attention(
         return pattern
     check_factor(factor, "attention")
     b, n_heads, _q, k = pattern.shape
-    keys = position_mask(positions, b, k, pattern.device)  # [b k]
+    keys = position_mask(positions, b, k, pattern.device, axis="key")  # [b k]
     hm = head_mask(heads, n_heads, pattern.device)
     if not isinstance(factor, Tensor):
         f = torch.tensor(float(factor), dtype=pattern.dtype, device=pattern.device)

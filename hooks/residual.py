@@ -54,7 +54,7 @@ def site_name(site: str, layer: int) -> str:
 
 def act_mask(act: Tensor, positions: Positions, heads: Sequence[int] | None = None) -> Tensor:
     """Boolean mask broadcastable to ``act`` ([batch pos ...]) selecting positions (and heads)."""
-    m = position_mask(positions, act.shape[0], act.shape[1], act.device)
+    m = position_mask(positions, act.shape[0], act.shape[1], act.device, axis="query")
     m = m.reshape(m.shape + (1,) * (act.ndim - 2))
     if heads is not None:
         if act.ndim != 4:

@@ -61,6 +61,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------ run
 
 
+def _add_dtype(p: argparse.ArgumentParser, default: str | None = "float32") -> None:
+    from unpact.models import DTYPE_CHOICES
+
+    p.add_argument("--dtype", default=default, choices=DTYPE_CHOICES,
+                   help="precision of the models: float32 (default), bfloat16 or float16")
+
+
 def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML or JSON file with the same options (command-line flags win)")
     p.add_argument("--model", help="embedded:<name>, a checkpoint directory or a hub id (default embedded:gpt2)")
@@ -78,6 +85,7 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factors", help="comma-separated activation-emphasis factors (default 1,2,4,8)")
     p.add_argument("--out", help="run directory (default ./unpact-run); an existing one is resumed")
     p.add_argument("--device", help="cpu (default), cuda, ...")
+    _add_dtype(p, None)
     p.add_argument("--seed", type=int)
 
 
@@ -91,7 +99,7 @@ def _run_config(args: argparse.Namespace):
         "retain_split": args.retain_split, "general": args.general, "general_split": args.general_split,
         "general_path": args.general_path,
         "methods": args.methods, "max_items": args.max_items, "out": args.out, "device": args.device,
-        "seed": args.seed,
+        "seed": args.seed, "dtype": args.dtype,
     }
     for k, v in flags.items():
         if v is not None:
@@ -196,6 +204,7 @@ def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
     p.add_argument("--device", default=None)
+    _add_dtype(p)
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict:
@@ -218,10 +227,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unpact.progress import tqdm_progress
     from unpact.unlearning import unlearn
 
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
     retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
-    reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
+    reference = load_model(args.reference_model, device=args.device, dtype=args.dtype) if args.reference_model else None
     splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
 
     def metrics(m) -> dict:
@@ -282,6 +291,7 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
+    _add_dtype(p)
 
 
 def _split_spec(spec: str, default_bench: str | None = None) -> tuple[str, str]:
@@ -331,8 +341,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         name, spec = c.split("=", 1)
         b, s = _split_spec(spec, bench)
         controls[name.strip()] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
-    original = load_model(args.original, device=args.device)
-    unlearned = load_model(args.unlearned, device=args.device)
+    original = load_model(args.original, device=args.device, dtype=args.dtype)
+    unlearned = load_model(args.unlearned, device=args.device, dtype=args.dtype)
     items = spread_sample(list(forget), args.max_items)
     table = recover(unlearned, items, original=original, controls=controls, config=cfg,
                     method=args.method or args.unlearned, progress=tqdm_progress)

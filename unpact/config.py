@@ -112,6 +112,8 @@ class RunConfig:
     attacks: AttackSettings = field(default_factory=AttackSettings)
     out: str = "unpact-run"
     device: str = "cpu"
+    #: precision the models are loaded, unlearned, attributed and run in: float32, bfloat16 or float16
+    dtype: str = "float32"
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +152,10 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
     if cfg.max_items < 1:
         raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
+    from unpact.models import DTYPE_CHOICES
+
+    if cfg.dtype not in DTYPE_CHOICES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; use {', '.join(DTYPE_CHOICES)}")
     from unpact.emphasis.activation import KINDS
 
     for k in cfg.emphasis.kinds:

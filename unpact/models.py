@@ -46,6 +46,9 @@ _DTYPES = {
     "bf16": torch.bfloat16,
 }
 
+#: the precisions offered on the command line and in the run config
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -209,6 +212,10 @@ def load_model(
         The bridge. Its HF model is ``bridge.original_model``; its tokenizer
         ``bridge.tokenizer``. Hook names are TransformerLens's
         (``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``, ...).
+        Its KV cache is made to work and checked on one short prompt
+        (:func:`unpact.generation.prepare_generation`, result in
+        ``bridge.unpact_kv_cache``); if the check fails, ``bridge.generate`` runs
+        without the cache, so it is right either way.
 
     Example:
         >>> model = load_model("embedded:gpt2")                   # doctest: +SKIP
@@ -273,6 +280,9 @@ def load_model(
                 _finish_tokenizer(bridge.tokenizer)
     bridge.eval()
     bridge.unpact_spec = str(spec)
+    from unpact.generation import prepare_generation
+
+    prepare_generation(bridge)  # the bridge's KV cache fixed and checked; else generate() runs uncached
     return bridge
 
 

@@ -144,13 +144,13 @@ class Study:
         if self._original is None:
             from unpact.models import load_model
 
-            self._original = load_model(self.cfg.model, device=self.cfg.device)
+            self._original = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._original
 
     def unlearned(self, method: str):
         from unpact.models import load_model
 
-        return load_model(self.rd.model_dir(method), device=self.cfg.device)
+        return load_model(self.rd.model_dir(method), device=self.cfg.device, dtype=self.cfg.dtype)
 
     # -------------------------------------------------------- helpers
     def _attribute_groups(self, model) -> dict[str, Any]:
@@ -225,7 +225,7 @@ class Study:
             from unpact.metrics import truth_ratios
             from unpact.models import load_model
 
-            ref = load_model(self.cfg.reference_model, device=self.cfg.device)
+            ref = load_model(self.cfg.reference_model, device=self.cfg.device, dtype=self.cfg.dtype)
             items = self._forget_with_perturbed()
             if not items:
                 return {"truth_ratios": None}
@@ -256,7 +256,7 @@ class Study:
         from unpact.models import load_model
 
         # a fresh copy of the original, edited in place: the shared original stays untouched
-        fresh = load_model(self.cfg.model, device=self.cfg.device)
+        fresh = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         res = unlearn(
             fresh, method, list(self.data.forget), list(self.data.retain),
             self.cfg.method_config.get(method), inplace=True, seed=seed, progress=self.progress,
@@ -371,7 +371,7 @@ class Study:
             a = self.cfg.attacks
             models = {"original": self.original()}
             if self.cfg.reference_model:
-                models["negative"] = load_model(self.cfg.reference_model, device=self.cfg.device)
+                models["negative"] = load_model(self.cfg.reference_model, device=self.cfg.device, dtype=self.cfg.dtype)
             kw = self._attack_kwargs()
             with self.progress(total=len(a.names) * len(models), desc="attack controls") as bar:
                 out: dict[str, Any] = {}
@@ -639,6 +639,7 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
         import json
 
         old = json.loads(cfg_file.read_text())
+        old.setdefault("dtype", "float32")  # run directories from before the dtype setting ran in float32
         new = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
         if diff:

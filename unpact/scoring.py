@@ -490,19 +490,24 @@ def greedy_generate(
     fwd_hooks: BatchHooks = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     stop_at_newline: bool = True,
+    cache: bool = True,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (strings, or token ids with BOS), batched.
 
-    Right-padded and without a KV cache: every step re-runs the whole (short)
-    sequence, so positions never shift and hooks that act on prompt positions act
-    on the same tokens at every step. Rows whose answer is finished leave the
-    batch: a ``fwd_hooks`` callable is called with the item indices of the rows
-    still running, in row order, whenever that set changes (so it may be called
-    several times per batch, each time with a subset of the previous call). Decoding
-    stops at EOS (and at a newline when ``stop_at_newline``).
+    Right-padded, so hooks that act on prompt positions act on the same tokens at
+    every step. With ``cache=True`` (default) the prompt runs once and each step runs
+    only the new tokens against a KV cache, the hooks still acting on the keyword
+    columns for every new query (see :mod:`unpact.generation`; equal to the uncached
+    path within float error); ``cache=False`` re-runs the whole sequence every step
+    (the reference). Rows whose answer is finished leave the batch: a ``fwd_hooks``
+    callable is called with the item indices of the rows still running, in row
+    order, whenever that set changes (so it may be called several times per batch,
+    each time with a subset of the previous call). Decoding stops at EOS (and at a
+    newline when ``stop_at_newline``).
     """
+    from unpact.generation import greedy_tokens
+
     tok = model.tokenizer
-    device = next(iter(model.parameters())).device
     seqs: list[list[int]] = []
     for p in prompts:
         if isinstance(p, str):
@@ -511,50 +516,8 @@ def greedy_generate(
             seqs.append(([int(b)] if b is not None else []) + ids)
         else:
             seqs.append(list(p))
-    n_ctx = context_length(model) or 10**9
-    stops = stop_ids(tok)
-    pad = pad_id(tok)
-    newline: dict[int, bool] = {}
-
-    def ends_line(t: int) -> bool:
-        if t not in newline:
-            newline[t] = "\n" in tok.decode([t])
-        return newline[t]
-
-    results: list[list[int]] = [[] for _ in seqs]
-    lengths = [len(s) + max_new_tokens for s in seqs]
-    with torch.no_grad():
-        for group in chunks(lengths, max_batch_tokens):
-            width = max(lengths[i] for i in group)
-            ids = torch.full((len(group), width), pad, dtype=torch.long)
-            cur = [len(seqs[i]) for i in group]  # current length of each row
-            for j, i in enumerate(group):
-                ids[j, : cur[j]] = torch.tensor(seqs[i], dtype=torch.long)
-            active = list(range(len(group)))  # rows still generating, in row order
-            hooks = _hooks_for(fwd_hooks, group)
-            for _ in range(max_new_tokens):
-                if not active:
-                    break
-                w = max(cur[j] for j in active)
-                batch = ids[:, :w] if len(active) == len(group) else ids[active, :w]
-                keep = w - min(cur[j] for j in active) + 1  # only the last token of each row
-                logits = forward_logits(model, batch.to(device), hooks, keep=keep)
-                last = torch.tensor([cur[j] - 1 - (w - keep) for j in active], device=logits.device)
-                nxt = logits[torch.arange(len(active), device=logits.device), last].argmax(-1).tolist()
-                still = []
-                for j, t in zip(active, nxt):
-                    t = int(t)
-                    if t in stops:
-                        continue
-                    ids[j, cur[j]] = t
-                    cur[j] += 1
-                    results[group[j]].append(t)
-                    if (stop_at_newline and ends_line(t)) or cur[j] >= n_ctx:
-                        continue
-                    still.append(j)
-                if len(still) != len(active) and still:
-                    hooks = _hooks_for(fwd_hooks, [group[j] for j in still])
-                active = still
+    results, _ = greedy_tokens(model, seqs, max_new_tokens=max_new_tokens, fwd_hooks=fwd_hooks,
+                               max_batch_tokens=max_batch_tokens, stop_at_newline=stop_at_newline, cache=cache)
     texts = [tok.decode(r, skip_special_tokens=True) for r in results]
     if stop_at_newline:
         texts = [t.split("\n", 1)[0] for t in texts]

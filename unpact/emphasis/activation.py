@@ -13,9 +13,11 @@ keyword positions in the *original* prompt, into the ``fwd_hooks`` callable that
 ``unpact.scoring`` passes each batch's item indices to. :func:`sweep` lists the
 default grid: factors 1, 2, 4, 8 x layer sets all/early/middle/late.
 
-Generation (``greedy_generate``) re-runs the whole sequence every step without
-a KV cache, so the prompt positions are the same tokens at every step and the
-attention scaling also applies to the queries of the generated tokens.
+Generation (``greedy_generate``) keeps the prompt positions the same tokens at
+every step: with its KV cache (the default, :mod:`unpact.generation`) the prompt's
+keys and values are computed under the hooks once and every generated token's
+query still has its attention to the keyword columns scaled; ``cache=False``
+re-runs the whole sequence every step (same numbers within float error).
 
 Example:
     >>> e = ActivationEmphasis("attention", factor=4.0, layers="middle")
