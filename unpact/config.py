@@ -144,7 +144,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    from unpact.data.loaders import read_text_utf8
+
+    text = read_text_utf8(p, "config file", ConfigError)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
