@@ -35,7 +35,9 @@ def add_info(p: argparse.ArgumentParser) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from unpact.models import load_model, model_info
+    from unpact.validation import check_device
 
+    check_device(args.device)
     info = model_info(load_model(args.model, device=args.device))
     if args.json:
         print(json.dumps(info, indent=2))
@@ -139,6 +141,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from unpact.report import build_report
 
+    if not os.path.isdir(args.run_dir):
+        raise CommandError(f"run directory {args.run_dir!r} does not exist; give the --out of an `unpact run`")
     print(build_report(args.run_dir))
     return 0
 
@@ -216,11 +220,20 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unpact.metrics import evaluate
     from unpact.models import load_model, save_model
     from unpact.progress import tqdm_progress
-    from unpact.unlearning import unlearn
+    from unpact.unlearning import get_method, make_config, unlearn
+    from unpact.validation import check_device, check_model_available, check_output_dir
 
-    model = load_model(args.model, device=args.device)
+    # every check before any work: the method and its hyperparameters, the device, the output, the data, the models
+    overrides = _parse_overrides(args.set)
+    make_config(get_method(args.method).config_class, overrides)
+    check_device(args.device)
+    check_output_dir(args.out)
     forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
     retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
+    for spec in (args.model, args.reference_model):
+        if spec:
+            check_model_available(spec)
+    model = load_model(args.model, device=args.device)
     reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
     splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
 
@@ -233,7 +246,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         return out
 
     before = None if args.no_eval else metrics(model)
-    result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
+    result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed,
                      progress=tqdm_progress)
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
@@ -250,7 +263,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         for name in splits:
             b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
             if b is not None:
-                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f}")
+                # all the split's items: `unpact run` evaluates at most max_items of them, so its numbers differ
+                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
+                      f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)")
     return 0
 
 
@@ -278,7 +293,9 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factors", default="1,2,4,8", help="comma-separated activation factors (default 1,2,4,8)")
     p.add_argument("--layers", default="all,early,middle,late",
                    help="comma-separated layer sets, or index lists like 0-1-2 (default all,early,middle,late)")
-    p.add_argument("--kinds", default="attention,value", help="activation kinds: attention, value, residual")
+    p.add_argument("--kinds", default=None,
+                   help="activation kinds: attention, value, residual (default: as `unpact run`, "
+                        "i.e. emphasis.kinds in unpact/config.py: attention)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
@@ -302,20 +319,42 @@ def _csv(text: str | None, what: str, conv=str) -> tuple:
         raise CommandError(f"{what} must be a comma-separated list, got {text!r}") from None
 
 
+def recover_kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--kinds``, or by default the kinds `unpact run` sweeps (``EmphasisSettings.kinds``)."""
+    from unpact.config import EmphasisSettings
+
+    return _csv(args.kinds, "--kinds") if args.kinds else tuple(EmphasisSettings().kinds)
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
     from unpact.emphasis import RecoveryConfig, recover, render_table
     from unpact.data import spread_sample
     from unpact.models import load_model
+    from unpact.emphasis.recovery import check_same_tokenizer
     from unpact.progress import tqdm_progress
+    from unpact.validation import check_device, check_model_available, check_output_dir
 
+    kinds = recover_kinds(args)
     cfg_kw = dict(threshold=args.threshold, control_margin=args.margin, factors=_csv(args.factors, "--factors", float),
                   layer_sets=tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")),
-                  kinds=_csv(args.kinds, "--kinds"), max_new_tokens=args.max_new_tokens,
+                  kinds=kinds, max_new_tokens=args.max_new_tokens,
                   max_control_items=args.max_control_items)
     if args.templates:
         cfg_kw["templates"] = _csv(args.templates, "--templates")
     cfg = RecoveryConfig(**cfg_kw)
+    cfg.settings()  # factors and kinds checked now, not after the models are loaded
+    for name in ("max_items", "max_control_items", "max_new_tokens"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    check_device(args.device)
+    if args.out:
+        if os.path.isdir(args.out):
+            raise CommandError(f"--out {args.out!r} is a directory; give a file name for the JSON table")
+        check_output_dir(os.path.dirname(os.path.abspath(args.out)))
+    for spec in (args.original, args.unlearned):
+        check_model_available(spec)
     bench, split = _split_spec(args.benchmark)
     forget = load_benchmark(bench, split, path=args.benchmark_path)
     controls = {}
@@ -333,6 +372,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         controls[name.strip()] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
     original = load_model(args.original, device=args.device)
     unlearned = load_model(args.unlearned, device=args.device)
+    check_same_tokenizer(original, unlearned)  # before any work: KeyToken positions must mean the same tokens
     items = spread_sample(list(forget), args.max_items)
     table = recover(unlearned, items, original=original, controls=controls, config=cfg,
                     method=args.method or args.unlearned, progress=tqdm_progress)

@@ -94,6 +94,12 @@ class RunConfig:
     out: str = "unpact-run"
     device: str = "cpu"
     seed: int = 0
+    #: precondition of every verdict: the original model must answer at least this share of the
+    #: forget items right (ROUGE-L recall >= emphasis.threshold). Unlearning can only hide or erase
+    #: what the model knew; below it "forgotten" and "recovered" measure what it never knew, so
+    #: every verdict is "not applicable". Half the items: a model that misses most of them does
+    #: not know the forget set.
+    min_forget_accuracy: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,8 +135,10 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods:
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
-    if cfg.max_items < 1:
-        raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
+    from unpact.validation import check_ranges, check_types
+
+    check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
+    check_ranges(cfg)
     from unpact.emphasis.activation import KINDS
 
     for k in cfg.emphasis.kinds:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +35,7 @@ from unpact.config import RunConfig
 from unpact.data import Benchmark, load_benchmark, spread_sample
 from unpact.errors import ConfigError, DataError
 from unpact.progress import ProgressFactory, null_progress
-from unpact.rundir import RunDir, write_json_atomic
+from unpact.rundir import RunDir, RunLock, write_json_atomic
 
 GROUPS = ("forget", "retain", "general")
 
@@ -87,23 +88,51 @@ def load_study_data(cfg: RunConfig) -> StudyData:
 
 
 def validate(cfg: RunConfig) -> StudyData:
-    """Check every input before anything is written: methods, splits, model paths."""
-    from unpact.models import resolve_model_spec, _check_checkpoint_dir
-    from unpact.unlearning import METHODS
+    """Check every input before anything is written (see :mod:`unpact.validation`): option
+    types and ranges, names against their registries (unlearning methods and their
+    hyperparameters, attribution methods - aliases such as ``ig`` become their canonical
+    names in ``cfg`` -, emphasis templates, kinds, layer sets and factors), the device, the
+    output path, the models and the benchmark splits."""
+    from unpact import validation
+    from unpact.unlearning import METHODS, get_method, make_config
 
+    validation.check_types(cfg)
+    validation.check_ranges(cfg)
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
     for m in cfg.method_config:
         if m not in cfg.methods:
             raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
+        make_config(get_method(m).config_class, cfg.method_config[m])  # unknown or bad hyperparameters
+    cfg.attribution.methods = validation.resolve_attribution_methods(cfg.attribution.methods)
+    _recovery_config(cfg).settings()  # templates, kinds, factors, threshold, margin
+    from unpact.emphasis.activation import LAYER_SETS
+
+    for name in cfg.emphasis.layer_sets:
+        if name not in LAYER_SETS and not all(x.strip().isdigit() for x in str(name).split(",")):
+            raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'")
+    validation.check_device(cfg.device)
+    validation.check_output_dir(cfg.out)
     for spec in (cfg.model, cfg.reference_model):
-        if spec is None:
-            continue
-        kind, target = resolve_model_spec(spec)
-        if kind == "path":
-            _check_checkpoint_dir(Path(target))
+        if spec is not None:
+            validation.check_model_available(spec)
     return load_study_data(cfg)
+
+
+def _recovery_config(cfg: RunConfig):
+    """The :class:`~unpact.emphasis.RecoveryConfig` of the run's emphasis settings."""
+    from unpact.emphasis import RecoveryConfig
+
+    e = cfg.emphasis
+    kwargs: dict[str, Any] = dict(
+        threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
+        layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
+        max_control_items=e.max_control_items, max_new_tokens=cfg.max_new_tokens,
+    )
+    if e.templates is not None:
+        kwargs["templates"] = tuple(e.templates)
+    return RecoveryConfig(**kwargs)
 
 
 class Study:
@@ -300,17 +329,10 @@ class Study:
 
     def _recovery(self, unlearned, method: str) -> dict[str, Any]:
         from unpact.attribution import attribute
-        from unpact.emphasis import RecoveryConfig, recover, rewrite
+        from unpact.emphasis import recover, rewrite
 
         e = self.cfg.emphasis
         kw = self._keyword_positions()
-        rc_kwargs: dict[str, Any] = dict(
-            threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
-            layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
-            max_control_items=e.max_control_items, max_new_tokens=self.cfg.max_new_tokens,
-        )
-        if e.templates is not None:
-            rc_kwargs["templates"] = tuple(e.templates)
         controls: dict[str, list] = {}
         control_kw: dict[str, list] = {}
         for g in ("retain", "general"):
@@ -324,7 +346,7 @@ class Study:
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
             keywords=kw["forget"], control_keywords=control_kw,
-            config=RecoveryConfig(**rc_kwargs), method=method, progress=self.progress,
+            config=_recovery_config(self.cfg), method=method, progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps
         examples = []
@@ -365,7 +387,8 @@ class Study:
             for m in cfg.methods:
                 methods[m] = self.method_stages(m)
                 bar.update()
-            analyses = self.stage("analyses", lambda: run_analyses(methods))
+            pre = forget_precondition(orig_eval, cfg.min_forget_accuracy, cfg.emphasis.threshold)
+            analyses = self.stage("analyses", lambda: run_analyses(methods, pre))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses)
             write_json_atomic(self.rd.root / "results.json", results)
@@ -420,7 +443,49 @@ def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     return sum(drops) / len(drops) if drops else None
 
 
-def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
+def forget_precondition(orig_eval: dict[str, Any], min_accuracy: float, threshold: float) -> dict[str, Any]:
+    """Does the original model know the forget set? (the precondition of every verdict)
+
+    ``holds`` is True when the original answers at least ``min_accuracy`` of the forget
+    items right (ROUGE-L recall >= ``threshold``; the MC accuracy for multiple-choice items).
+
+    Example:
+        >>> forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)["holds"]
+        False
+    """
+    f = orig_eval.get("forget") or {}
+    acc = f.get("accuracy", f.get("mc_accuracy"))
+    out: dict[str, Any] = {"forget_accuracy": acc, "min_forget_accuracy": min_accuracy, "threshold": threshold}
+    if acc is None:
+        out.update(holds=None, reason="the original model's forget accuracy was not measured")
+        return out
+    out["holds"] = acc >= min_accuracy
+    out["reason"] = (
+        f"the original model answers {100 * acc:.0f}% of the forget items right (ROUGE-L recall >= {threshold:g}), "
+        f"{'at least' if out['holds'] else 'below'} min_forget_accuracy = {100 * min_accuracy:.0f}%"
+        + ("" if out["holds"] else ": it does not know the forget set, so there is nothing to unlearn "
+           "and no verdict applies")
+    )
+    return out
+
+
+def _not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Every verdict in ``analyses`` replaced by "not applicable" with ``reason`` (numbers kept)."""
+    na = f"not applicable: {reason}"
+    for name, a in analyses.items():
+        if name == "keyword_focus":
+            for r in a.values():
+                r["verdict"], r["holds"] = na, None
+        elif isinstance(a, dict) and "verdict" in a:
+            a["verdict"] = na
+            if "holds" in a:
+                a["holds"] = None
+    return analyses
+
+
+def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The four analyses over the methods' stage results; with a failed ``precondition``
+    (see :func:`forget_precondition`) every verdict is "not applicable" and says why."""
     from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
 
     kf = {}
@@ -447,7 +512,12 @@ def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
         m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
         for m, r in methods.items()
     })
-    return {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    if precondition is not None:
+        if precondition.get("holds") is False:
+            _not_applicable(out, precondition["reason"])
+        out["precondition"] = precondition
+    return out
 
 
 def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, Any]]:
@@ -521,6 +591,9 @@ def summary_table(results: dict[str, Any]) -> str:
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
     an = results.get("analyses", {})
+    pre = an.get("precondition") or {}
+    if pre.get("holds") is False:  # said first: no number below supports a verdict
+        lines.insert(0, f"not applicable: {pre['reason']}\n")
     lines.append("")
     for name in ("recovery", "collapse", "layer_head"):
         if an.get(name, {}).get("verdict"):
@@ -551,6 +624,16 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
                 f"run directory {cfg.out!r} holds a run with different settings ({', '.join(diff)}); "
                 "give a new --out, or the same settings to resume it"
             )
-    study = Study(cfg, progress=progress, on_stage=on_stage)
-    study._data = data
-    return study.run()
+    existed = Path(cfg.out).exists()
+    try:
+        lock = RunLock(cfg.out).acquire()
+    except ConfigError:
+        raise
+    except OSError as exc:
+        if not existed:
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise ConfigError(f"cannot lock the run directory {cfg.out!r}: {exc}") from None
+    with lock:
+        study = Study(cfg, progress=progress, on_stage=on_stage)
+        study._data = data
+        return study.run()
