@@ -213,3 +213,29 @@ def test_recover_refuses_different_tokenizers_from_the_cli(tiny_dirs, tmp_path, 
                "--max-items", "1", "--retain", "none", "--general", "none", "--out", str(tmp_path / "t.json")])
     _one_line_exit_2(rc, capsys, "different tokenizers")
     assert not (tmp_path / "t.json").exists()
+
+
+# ----------------------------------------------------------------- console
+
+
+def test_console_plain_lines_and_stable_stage_order_on_resume(world, tmp_path, capsys):
+    import re
+
+    root, cfg = world
+    small = {**cfg, "attribution": {"methods": ["loo"], "subset": 1},
+             "emphasis": {"templates": ["focus"], "factors": [1.0, 2.0], "layer_sets": ["all"],
+                          "max_control_items": 1}}
+    args = ["run", "--config", _config(tmp_path, small), "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    (tmp_path / "run" / "results.json").unlink()
+    assert main(args) == 0
+    second = capsys.readouterr()
+    for err in (first.err, second.err):
+        assert "\x1b" not in err and "\r" not in err  # not a terminal: plain lines, no escape sequences
+        assert err.splitlines()[0].startswith("unpact run -> ")  # the header is a line of its own
+    stages = [re.findall(r"^  (?:done|kept)  (\S+)$", e, re.M) for e in (first.err, second.err)]
+    assert stages[0] and stages[0] == stages[1]  # same order fresh and resumed
+    assert not re.findall(r"^  done  ", second.err, re.M)  # every stage read back
+    # a random model knows none of the forget set: the summary says first that no verdict applies
+    assert first.out.startswith("not applicable: the original model answers")

@@ -112,23 +112,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from unpact.pipeline import run_study, summary_table
-    from unpact.progress import tqdm_progress
+    from unpact.threads import describe
 
     cfg = _run_config(args)
     start = time.time()
     stages: list[str] = []
 
-    def on_stage(name: str, computed: bool) -> None:
-        if not stages:  # inputs are validated before the first stage: say where the run goes
-            print(f"unpact run -> {cfg.out}", file=sys.stderr)
-        stages.append(name)
-        print(f"  {'done ' if computed else 'kept '} {name}", file=sys.stderr)
+    with _console() as progress:
+        def on_start() -> None:  # inputs are validated: say where the run goes
+            progress.log(f"unpact run -> {cfg.out} ({describe(args.threads_info)})")
 
-    results = run_study(cfg, progress=tqdm_progress, on_stage=on_stage)
+        def on_stage(name: str, computed: bool) -> None:
+            stages.append(name)
+            progress.log(f"  {'done' if computed else 'kept'}  {name}")
+
+        results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
           f"\n({time.time() - start:.0f} s)")
     return 0
+
+
+def _console():
+    """The one progress display of every command (see :class:`unpact.progress.ConsoleProgress`)."""
+    from unpact.progress import ConsoleProgress
+
+    return ConsoleProgress()
 
 
 # --------------------------------------------------------------------- report
@@ -165,8 +174,6 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
     from unpact.embedded import SHIPPED_DIR
     from unpact.embedded.build import build_embedded
     from unpact.embedded.train import ARCHITECTURES, TrainConfig
-    from unpact.progress import tqdm_progress
-
     archs = args.arch or list(ARCHITECTURES)
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
@@ -177,8 +184,9 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
             raise CommandError(f"--threads must be at least 1, got {args.threads}")
         tcfg.threads = args.threads
     out = args.out or str(SHIPPED_DIR)
-    build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
-                   train_config=tcfg, progress=tqdm_progress)
+    with _console() as progress:
+        build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
+                       train_config=tcfg, progress=progress)
     print(f"built the embedded world in {out}")
     return 0
 
@@ -219,7 +227,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
     from unpact.metrics import evaluate
     from unpact.models import load_model, save_model
-    from unpact.progress import tqdm_progress
     from unpact.unlearning import get_method, make_config, unlearn
     from unpact.validation import check_device, check_model_available, check_output_dir
 
@@ -237,24 +244,27 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
     splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
 
+    progress = _console()
+
     def metrics(m) -> dict:
         out = {}
         for name, bench in splits.items():
             res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=tqdm_progress)
+                           forget=(name == "forget"), progress=progress)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
-    before = None if args.no_eval else metrics(model)
-    result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed,
-                     progress=tqdm_progress)
+    with progress:
+        before = None if args.no_eval else metrics(model)
+        result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed, progress=progress)
+        after = None if args.no_eval else metrics(result.model)
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
               "seed": args.seed, **result.summary()}
     if before is not None:
-        report["metrics"] = {"before": before, "after": metrics(result.model)}
+        report["metrics"] = {"before": before, "after": after}
     with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     last = result.losses[-1]["loss"] if result.losses else float("nan")
@@ -332,7 +342,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from unpact.data import spread_sample
     from unpact.models import load_model
     from unpact.emphasis.recovery import check_same_tokenizer
-    from unpact.progress import tqdm_progress
     from unpact.validation import check_device, check_model_available, check_output_dir
 
     kinds = recover_kinds(args)
@@ -374,8 +383,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     unlearned = load_model(args.unlearned, device=args.device)
     check_same_tokenizer(original, unlearned)  # before any work: KeyToken positions must mean the same tokens
     items = spread_sample(list(forget), args.max_items)
-    table = recover(unlearned, items, original=original, controls=controls, config=cfg,
-                    method=args.method or args.unlearned, progress=tqdm_progress)
+    with _console() as progress:
+        table = recover(unlearned, items, original=original, controls=controls, config=cfg,
+                        method=args.method or args.unlearned, progress=progress)
     table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
     print(render_table(table))
     if args.out:
@@ -427,8 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from unpact import threads
+
+    threads.set_wait_policy()  # before anything imports torch (see unpact.threads)
     _help, _add, run = COMMANDS[args.command]
     try:
+        if args.command != "report":
+            args.threads_info = threads.apply_thread_policy()
         return int(run(args) or 0)
     except UnpactError as exc:
         msg = " ".join(str(exc).split())

@@ -380,6 +380,7 @@ class Study:
         write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
         total = 3 + len(cfg.methods)
         with self.progress(total=total, desc="study") as bar:
+            self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
             orig_eval = self.original_evaluation()
             orig_attr = self.original_attribution()
             bar.update()
@@ -604,7 +605,8 @@ def summary_table(results: dict[str, Any]) -> str:
 
 
 def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
-              on_stage: Callable[[str, bool], None] | None = None) -> dict[str, Any]:
+              on_stage: Callable[[str, bool], None] | None = None,
+              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole study described by ``cfg``; return the results dict.
 
     Every input is validated before the run directory is created, so bad input
@@ -625,15 +627,18 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
                 "give a new --out, or the same settings to resume it"
             )
     existed = Path(cfg.out).exists()
+    lock = RunLock(cfg.out)
     try:
-        lock = RunLock(cfg.out).acquire()
-    except ConfigError:
-        raise
+        lock.acquire()  # a second run on the same directory stops here, naming the holder
     except OSError as exc:
         if not existed:
             shutil.rmtree(cfg.out, ignore_errors=True)
         raise ConfigError(f"cannot lock the run directory {cfg.out!r}: {exc}") from None
-    with lock:
+    try:
+        if on_start is not None:  # every input checked, the directory locked: the run starts
+            on_start()
         study = Study(cfg, progress=progress, on_stage=on_stage)
         study._data = data
         return study.run()
+    finally:
+        lock.release()
