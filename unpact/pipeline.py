@@ -434,6 +434,26 @@ def model_utility_of(ev: dict[str, Any]) -> float | None:
         return None
 
 
+def utility_degenerate(ev: dict[str, Any]) -> str | None:
+    """Why TOFU's model utility of ``ev`` carries no information, or None.
+
+    The utility is a harmonic mean: one component at 0 (e.g. a truth-ratio score of 0,
+    as on a world whose perturbed answers the model always prefers) makes it 0 whatever
+    the others are. Such a 0 is marked in the report instead of printed as a measurement.
+    """
+    zero = []
+    for g in ("retain", "general"):
+        r = ev.get(g)
+        if not isinstance(r, dict) or "rouge_l_recall" not in r:
+            continue
+        prob_key = "prob_normalised" if r.get("tofu_role") == "other" and "prob_normalised" in r else "prob"
+        for k in (prob_key, "rouge_l_recall", "truth_ratio"):
+            v = r.get(k)
+            if v is not None and v <= 0:
+                zero.append(f"{g} {k} is 0")
+    return ", ".join(zero) or None
+
+
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
@@ -484,6 +504,15 @@ def _not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
     return analyses
 
 
+def _n_forgotten(table: dict[str, Any]) -> int | None:
+    """How many forget items the unlearned model got wrong (the recovery rates' denominator)."""
+    for kind in ("prompt", "activation"):
+        for row in (table.get(kind) or {}).values():
+            if isinstance(row, dict) and row.get("n_forgotten") is not None:
+                return int(row["n_forgotten"])
+    return None
+
+
 def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None) -> dict[str, Any]:
     """The four analyses over the methods' stage results; with a failed ``precondition``
     (see :func:`forget_precondition`) every verdict is "not applicable" and says why."""
@@ -500,7 +529,8 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
         kf[m] = keyword_focus(items)
     rec = recovery_analysis({
         m: {"prompt_best": r["recovery"].get("prompt_best"), "activation_best": r["recovery"].get("activation_best"),
-            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse")}
+            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse"),
+            "n_forgotten": _n_forgotten(r["recovery"])}
         for m, r in methods.items()
     })
     col = collapse_analysis({
@@ -532,6 +562,8 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "model_utility": model_utility_of(ev),
             "recovery_prompt": None if rec is None else rec.get("prompt_best"),
             "recovery_activation": None if rec is None else rec.get("activation_best"),
+            "model_utility_degenerate": utility_degenerate(ev),
+            "n_items": {g: len(_get(ev, g, "rouge_l_recall_per_item", default=[]) or []) for g in GROUPS},
         }
 
     rows = [row("original", orig_eval, None)]
@@ -591,6 +623,12 @@ def summary_table(results: dict[str, Any]) -> str:
             s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.3f}") if isinstance(v, float) else str(v)
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
+    counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
+    if any(counts.values()):
+        lines.append(
+            "(on " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items: at most max_items per group; "
+            "`unpact unlearn` evaluates every item of a split, so its numbers differ)"
+        )
     an = results.get("analyses", {})
     pre = an.get("precondition") or {}
     if pre.get("holds") is False:  # said first: no number below supports a verdict
