@@ -32,7 +32,7 @@ def test_one_colour_meaning_tokens_and_heads():
 
 def test_every_token_heatmap_has_a_colour_scale():
     h = token_heatmap_html(["a", "b"], [0.25, -0.5])
-    assert 'class="scale"' in h and "−0.5" in h and "+0.5" in h
+    assert 'class="scale"' in h and "−0.500" in h and "+0.500" in h
 
 
 def test_colour_bar_label_fits_its_bar():
@@ -48,7 +48,7 @@ def test_colour_bar_label_fits_its_bar():
         assert label.y0 >= 0 and label.y1 <= fig.bbox.y1
 
 
-@pytest.mark.parametrize("v, s", [(7.6e-07, "7.6e-07"), (0.0867, "0.087"), (0.0, "0"), (1.0, "1.000"),
+@pytest.mark.parametrize("v, s", [(7.6e-07, "7.6e-07"), (0.0867, "0.087"), (0.0, "0.000"), (1.0, "1.000"),
                                   (0.00249, "0.0025"), (-0.792, "-0.792")])
 def test_significant_figures(v, s):
     assert _fmt(v) == s

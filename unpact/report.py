@@ -142,10 +142,8 @@ def _fmt(v: Any) -> str:
 
 
 def fmt_number(v: float) -> str:
-    """``0.087``, ``0.0025``, ``7.6e-07``, ``0``: decimals for ordinary numbers, significant figures for small ones."""
-    if v == 0:
-        return "0"
-    if abs(v) < 0.01:
+    """``0.087``, ``0.0025``, ``7.6e-07``, ``0.000``: decimals for ordinary numbers, significant figures for small ones."""
+    if v != 0 and abs(v) < 0.01:
         return f"{v:.2g}"
     return f"{v:.3f}"
 
@@ -171,11 +169,13 @@ def token_heatmap_html(tokens: list[str], scores: list[float], key: list[bool] |
     spans = []
     for i, (t, s) in enumerate(zip(tokens, scores)):
         s = s or 0.0
-        rgb = ",".join(map(str, _rgba(s, lim)))
+        r, g, b = _rgba(s, lim)
+        ink = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#222"  # readable on dark colours
         border = " kw" if key and key[i] else ""
         text = html.escape(t.replace("Ġ", " ").replace("Ċ", "⏎").replace("\n", "⏎"))
         spans.append(
-            f'<span class="tok{border}" style="background:rgba({rgb},1)" title="{s:+.4g}">{text or "&nbsp;"}</span>'
+            f'<span class="tok{border}" style="background:rgba({r},{g},{b},1);color:{ink}" title="{s:+.4g}">'
+            f'{text or "&nbsp;"}</span>'
         )
     return '<div class="toks">' + "".join(spans) + colour_scale_html(lim) + "</div>"
 
