@@ -16,7 +16,6 @@ import torch
 
 from unpact.cli import main
 from unpact.errors import ConfigError
-from unpact.rundir import RunLock
 from unpact.testing import make_tiny_checkpoint
 
 ROWS = [
@@ -156,6 +155,8 @@ def test_report_on_a_missing_directory(tmp_path, capsys):
 
 
 def test_second_run_on_a_locked_directory_names_the_holder(world, tmp_path, capsys):
+    from unpact.rundir import RunLock
+
     root, cfg = world
     out = tmp_path / "run"
     with RunLock(out):
@@ -167,6 +168,8 @@ def test_second_run_on_a_locked_directory_names_the_holder(world, tmp_path, caps
 
 
 def test_stale_lock_is_taken_over(tmp_path):
+    from unpact.rundir import RunLock
+
     out = tmp_path / "run"
     out.mkdir()
     (out / ".lock").write_text("999999999")  # left by a killed run: no process holds it
@@ -239,3 +242,32 @@ def test_console_plain_lines_and_stable_stage_order_on_resume(world, tmp_path, c
     assert not re.findall(r"^  done  ", second.err, re.M)  # every stage read back
     # a random model knows none of the forget set: the summary says first that no verdict applies
     assert first.out.startswith("not applicable: the original model answers")
+
+
+# ----------------------------------------------------------------- threads
+
+
+def test_thread_count_follows_cores_and_load():
+    from unpact.threads import choose_threads
+
+    assert choose_threads(cores=2, load=0.0) == 2
+    assert choose_threads(cores=2, load=1.0) == 1  # one other CPU-bound job
+    assert choose_threads(cores=2, load=14.0) == 1  # never 0
+    assert choose_threads(cores=16, load=3.6) == 12
+
+
+def test_the_command_sets_the_wait_policy_before_torch_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "import unpact.cli\n"
+            "assert 'torch' not in sys.modules, 'importing the command line imported torch'\n"
+            "from unpact import threads\n"
+            "assert threads.set_wait_policy() is True\n"
+            "import torch\n"
+            "print(os.environ['OMP_WAIT_POLICY'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "UNPACT_THREAD_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "PASSIVE"
