@@ -45,13 +45,15 @@ def _env(policy: str) -> dict[str, str]:
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """(wall s, CPU s of the child, exit status) of ``cmd``."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr.read()[-2000:])
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block the run
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            sys.stderr.write(log.read()[-2000:])
     return wall, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
