@@ -37,6 +37,17 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return None if r is None or not math.isfinite(r) else float(r)
 
 
+def spearman_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of the Spearman correlation (None where :func:`spearman` is None)."""
+    from scipy.stats import spearmanr
+
+    if spearman(a, b) is None:
+        return None
+    x, y = zip(*[(u, v) for u, v in zip(a, b) if u is not None and v is not None])
+    p = spearmanr(x, y).pvalue
+    return None if p is None or not math.isfinite(p) else float(p)
+
+
 def sign_test_p(diffs: Sequence[float]) -> float | None:
     """Two-sided sign-test p-value that the median of ``diffs`` is 0 (scipy binomtest)."""
     from scipy.stats import binomtest
@@ -49,4 +60,9 @@ def sign_test_p(diffs: Sequence[float]) -> float | None:
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+    """``digits`` decimals; two significant figures for a non-zero number that would print as 0.000."""
+    if x is None:
+        return "n/a"
+    if x != 0 and abs(x) < 0.5 * 10 ** -digits:
+        return f"{x:.2g}"
+    return f"{x:.{digits}f}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unpact.analyses._stats import fmt, gini, mean, spearman
+from unpact.analyses._stats import fmt, gini, mean, spearman, spearman_p
 
 #: English function words, matched case-insensitively on stripped token text.
 FUNCTION_WORDS = frozenset(
@@ -93,10 +93,12 @@ def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.
     else:
         # a weak rank correlation (|rho| < min_rho over a handful of methods) is no support
         holds = rho_share is not None and rho_share >= min_rho and (rho_gini is None or rho_gini < 0)
+        p_share = spearman_p([methods[m]["share_tokens_fell"] for m in names], util)
         verdict = (
-            f"{'supported' if holds else 'not supported'}: across {len(names)} methods the share of "
-            f"control tokens whose contribution fell correlates with the utility drop at Spearman "
-            f"{fmt(rho_share, 2)}, and the drop's concentration (Gini) at {fmt(rho_gini, 2)}"
+            f"{'supported' if holds else 'not supported'}: the share of control tokens whose contribution fell "
+            f"correlates with the utility drop at Spearman {fmt(rho_share, 2)} (p = {fmt(p_share)}, n = {len(names)} "
+            f"methods; needs >= {fmt(min_rho, 2)}), and the drop's concentration (Gini) at {fmt(rho_gini, 2)} "
+            "(needs < 0)"
         )
     return {
         "methods": methods,

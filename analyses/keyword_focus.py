@@ -62,14 +62,24 @@ def keyword_focus(items: Sequence[dict[str, Any]], p_threshold: float = 0.05) ->
     if gap_f is None:
         verdict = "not enough forget items with KeyTokens to test keyword focus"
     else:
-        verdict = (
-            f"{'supported' if holds else 'not supported'}: on forget items KeyTokens changed by "
-            f"{fmt(f['mean_delta_key'])} vs {fmt(f['mean_delta_other'])} for other tokens "
-            f"(keywords lost more in {fmt(100 * (f['share_items_key_lost_more'] or 0), 0)}% of items, "
-            f"sign-test p={fmt(f['sign_test_p'])})"
-        )
-        if r.get("mean_delta_key") is not None:
-            verdict += f"; retain KeyTokens changed by {fmt(r['mean_delta_key'])}"
+        n = len([x for x in (_item_deltas(it) for it in items if it["group"] == "forget")
+                 if x[0] is not None and x[1] is not None])
+        p = f.get("sign_test_p")
+        numbers = (f"KeyTokens changed by {fmt(f['mean_delta_key'])} vs {fmt(f['mean_delta_other'])} for other "
+                   f"tokens, lower in {fmt(100 * (f['share_items_key_lost_more'] or 0), 0)}% of n = {n} forget items "
+                   f"(sign test p = {fmt(p)})")
+        retain = "" if r.get("mean_delta_key") is None else f"retain KeyTokens changed by {fmt(r['mean_delta_key'])}"
+        if holds:
+            verdict = f"supported: {numbers}" + (
+                f"; forget KeyTokens lost more than retain KeyTokens ({fmt(r['mean_delta_key'])})" if retain else "")
+        elif gap_f >= 0:
+            verdict = f"not supported: KeyTokens did not lose more than other tokens on forget items: {numbers}"
+        elif p is None or p >= p_threshold:
+            verdict = (f"not supported: KeyTokens lost more on average but not consistently over items "
+                       f"(sign test p >= {p_threshold:g}): {numbers}")
+        else:
+            verdict = (f"not supported: {numbers}, but {retain or 'retain KeyTokens'} - as much or more, so the "
+                       "loss is not specific to the forget set")
     return {"groups": groups, "holds": bool(holds), "verdict": verdict}
 
 

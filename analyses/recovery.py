@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unpact.analyses._stats import fmt, mean
+from unpact.analyses._stats import fmt, mean, sign_test_p
 
 
 def recovery_analysis(per_method: dict[str, dict[str, Any]], meaningful: float = 0.2) -> dict[str, Any]:
@@ -47,19 +47,29 @@ def recovery_analysis(per_method: dict[str, dict[str, Any]], meaningful: float =
     hidden = [m for m, r in methods.items() if r["hidden"]]
     pm = mean([r["prompt_valid"] for r in methods.values()])
     am = mean([r["activation_valid"] for r in methods.values()])
+    pairs = [r["prompt_valid"] - r["activation_valid"] for r in methods.values()
+             if r["prompt_valid"] is not None and r["activation_valid"] is not None]
+    p_pa = sign_test_p(pairs)
     if not methods:
         verdict = "no methods to analyse"
     else:
+        per = ", ".join(
+            f"{m} {fmt(100 * (methods[m]['best_valid'] or 0), 0)}%"
+            + (f" of n = {per_method[m]['n_forgotten']} forgotten" if per_method[m].get("n_forgotten") is not None else "")
+            for m in methods
+        )
         verdict = (
-            f"emphasis recovered at least {fmt(100 * meaningful, 0)}% of forgotten items for "
-            f"{len(hidden)} of {len(methods)} methods ({', '.join(hidden) or 'none'}); "
-            f"mean best recovery by prompt rewrite {fmt(pm)} vs activation scaling {fmt(am)}"
+            f"{'supported for ' + str(len(hidden)) if hidden else 'not supported: none'} of {len(methods)} methods"
+            f"{' (' + ', '.join(hidden) + ')' if hidden else ''}: emphasis whose controls held brought back at least "
+            f"{fmt(100 * meaningful, 0)}% of the forgotten items (best rate: {per}); prompt rewrite vs activation "
+            f"scaling, mean best {fmt(pm)} vs {fmt(am)} over {len(pairs)} methods (sign test p = {fmt(p_pa)})"
         )
         if pm is not None and am is not None and pm != am:
-            verdict += f" ({'prompt rewrites' if pm > am else 'activation scaling'} recovered more)"
+            verdict += f", {'prompt rewrites' if pm > am else 'activation scaling'} recovered more"
     return {
         "methods": methods,
         "hidden_methods": hidden,
+        "sign_test_p_prompt_vs_activation": p_pa,
         "mean_prompt": pm,
         "mean_activation": am,
         "verdict": verdict,

@@ -11,10 +11,23 @@ Example:
     >>> bench = unpact.load_benchmark("embedded:tofu", "forget10")  # doctest: +SKIP
 """
 
-from unpact.data import load_benchmark
 from unpact.errors import UnpactError
-from unpact.models import load_model, model_info, save_model
 
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "save_model", "model_info", "load_benchmark", "UnpactError", "__version__"]
+
+#: names imported on first use, so ``import unpact`` (and the ``unpact`` command) does not import
+#: torch before the command line has set its thread policy (see :mod:`unpact.threads`)
+_LAZY = {"load_model": "unpact.models", "save_model": "unpact.models", "model_info": "unpact.models",
+         "load_benchmark": "unpact.data"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'unpact' has no attribute {name!r}")

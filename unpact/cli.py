@@ -35,7 +35,9 @@ def add_info(p: argparse.ArgumentParser) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from unpact.models import load_model, model_info
+    from unpact.validation import check_device
 
+    check_device(args.device)
     info = model_info(load_model(args.model, device=args.device))
     if args.json:
         print(json.dumps(info, indent=2))
@@ -118,23 +120,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from unpact.pipeline import run_study, summary_table
-    from unpact.progress import tqdm_progress
+    from unpact.threads import describe
 
     cfg = _run_config(args)
     start = time.time()
     stages: list[str] = []
 
-    def on_stage(name: str, computed: bool) -> None:
-        if not stages:  # inputs are validated before the first stage: say where the run goes
-            print(f"unpact run -> {cfg.out}", file=sys.stderr)
-        stages.append(name)
-        print(f"  {'done ' if computed else 'kept '} {name}", file=sys.stderr)
+    with _console() as progress:
+        def on_start() -> None:  # inputs are validated: say where the run goes
+            progress.log(f"unpact run -> {cfg.out} ({describe(args.threads_info)})")
 
-    results = run_study(cfg, progress=tqdm_progress, on_stage=on_stage)
+        def on_stage(name: str, computed: bool) -> None:
+            stages.append(name)
+            progress.log(f"  {'done' if computed else 'kept'}  {name}")
+
+        results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
           f"\n({time.time() - start:.0f} s)")
     return 0
+
+
+def _console():
+    """The one progress display of every command (see :class:`unpact.progress.ConsoleProgress`)."""
+    from unpact.progress import ConsoleProgress
+
+    return ConsoleProgress()
 
 
 # --------------------------------------------------------------------- report
@@ -147,6 +158,8 @@ def add_report(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from unpact.report import build_report
 
+    if not os.path.isdir(args.run_dir):
+        raise CommandError(f"run directory {args.run_dir!r} does not exist; give the --out of an `unpact run`")
     print(build_report(args.run_dir))
     return 0
 
@@ -169,8 +182,6 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
     from unpact.embedded import SHIPPED_DIR
     from unpact.embedded.build import build_embedded
     from unpact.embedded.train import ARCHITECTURES, TrainConfig
-    from unpact.progress import tqdm_progress
-
     archs = args.arch or list(ARCHITECTURES)
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
@@ -181,8 +192,9 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
             raise CommandError(f"--threads must be at least 1, got {args.threads}")
         tcfg.threads = args.threads
     out = args.out or str(SHIPPED_DIR)
-    build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
-                   train_config=tcfg, progress=tqdm_progress)
+    with _console() as progress:
+        build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
+                       train_config=tcfg, progress=progress)
     print(f"built the embedded world in {out}")
     return 0
 
@@ -224,33 +236,44 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
     from unpact.metrics import evaluate
     from unpact.models import load_model, save_model
-    from unpact.progress import tqdm_progress
-    from unpact.unlearning import unlearn
+    from unpact.unlearning import get_method, make_config, unlearn
+    from unpact.validation import check_device, check_model_available, check_output_dir
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    # every check before any work: the method and its hyperparameters, the device, the output, the data, the models
+    overrides = _parse_overrides(args.set)
+    make_config(get_method(args.method).config_class, overrides)
+    check_device(args.device)
+    check_output_dir(args.out)
     forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
     retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
+    for spec in (args.model, args.reference_model):
+        if spec:
+            check_model_available(spec)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     reference = load_model(args.reference_model, device=args.device, dtype=args.dtype) if args.reference_model else None
     splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
+
+    progress = _console()
 
     def metrics(m) -> dict:
         out = {}
         for name, bench in splits.items():
             res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=tqdm_progress)
+                           forget=(name == "forget"), progress=progress)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
-    before = None if args.no_eval else metrics(model)
-    result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
-                     progress=tqdm_progress)
+    with progress:
+        before = None if args.no_eval else metrics(model)
+        result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed, progress=progress)
+        after = None if args.no_eval else metrics(result.model)
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
               "seed": args.seed, **result.summary()}
     if before is not None:
-        report["metrics"] = {"before": before, "after": metrics(result.model)}
+        report["metrics"] = {"before": before, "after": after}
     with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     last = result.losses[-1]["loss"] if result.losses else float("nan")
@@ -259,7 +282,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         for name in splits:
             b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
             if b is not None:
-                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f}")
+                # all the split's items: `unpact run` evaluates at most max_items of them, so its numbers differ
+                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
+                      f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)")
     return 0
 
 
@@ -287,7 +312,9 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factors", default="1,2,4,8", help="comma-separated activation factors (default 1,2,4,8)")
     p.add_argument("--layers", default="all,early,middle,late",
                    help="comma-separated layer sets, or index lists like 0-1-2 (default all,early,middle,late)")
-    p.add_argument("--kinds", default="attention,value", help="activation kinds: attention, value, residual")
+    p.add_argument("--kinds", default=None,
+                   help="activation kinds: attention, value, residual (default: as `unpact run`, "
+                        "i.e. emphasis.kinds in unpact/config.py: attention)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
@@ -312,20 +339,41 @@ def _csv(text: str | None, what: str, conv=str) -> tuple:
         raise CommandError(f"{what} must be a comma-separated list, got {text!r}") from None
 
 
+def recover_kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--kinds``, or by default the kinds `unpact run` sweeps (``EmphasisSettings.kinds``)."""
+    from unpact.config import EmphasisSettings
+
+    return _csv(args.kinds, "--kinds") if args.kinds else tuple(EmphasisSettings().kinds)
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
     from unpact.emphasis import RecoveryConfig, recover, render_table
     from unpact.data import spread_sample
     from unpact.models import load_model
-    from unpact.progress import tqdm_progress
+    from unpact.emphasis.recovery import check_same_tokenizer
+    from unpact.validation import check_device, check_model_available, check_output_dir
 
+    kinds = recover_kinds(args)
     cfg_kw = dict(threshold=args.threshold, control_margin=args.margin, factors=_csv(args.factors, "--factors", float),
                   layer_sets=tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")),
-                  kinds=_csv(args.kinds, "--kinds"), max_new_tokens=args.max_new_tokens,
+                  kinds=kinds, max_new_tokens=args.max_new_tokens,
                   max_control_items=args.max_control_items)
     if args.templates:
         cfg_kw["templates"] = _csv(args.templates, "--templates")
     cfg = RecoveryConfig(**cfg_kw)
+    cfg.settings()  # factors and kinds checked now, not after the models are loaded
+    for name in ("max_items", "max_control_items", "max_new_tokens"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    check_device(args.device)
+    if args.out:
+        if os.path.isdir(args.out):
+            raise CommandError(f"--out {args.out!r} is a directory; give a file name for the JSON table")
+        check_output_dir(os.path.dirname(os.path.abspath(args.out)))
+    for spec in (args.original, args.unlearned):
+        check_model_available(spec)
     bench, split = _split_spec(args.benchmark)
     forget = load_benchmark(bench, split, path=args.benchmark_path)
     controls = {}
@@ -343,9 +391,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         controls[name.strip()] = load_benchmark(b, s, path=args.benchmark_path if b == bench else None)
     original = load_model(args.original, device=args.device, dtype=args.dtype)
     unlearned = load_model(args.unlearned, device=args.device, dtype=args.dtype)
+    check_same_tokenizer(original, unlearned)  # before any work: KeyToken positions must mean the same tokens
     items = spread_sample(list(forget), args.max_items)
-    table = recover(unlearned, items, original=original, controls=controls, config=cfg,
-                    method=args.method or args.unlearned, progress=tqdm_progress)
+    with _console() as progress:
+        table = recover(unlearned, items, original=original, controls=controls, config=cfg,
+                        method=args.method or args.unlearned, progress=progress)
     table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
     print(render_table(table))
     if args.out:
@@ -471,8 +521,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from unpact import threads
+
+    threads.set_wait_policy()  # before anything imports torch (see unpact.threads)
     _help, _add, run = COMMANDS[args.command]
     try:
+        if args.command != "report":
+            args.threads_info = threads.apply_thread_policy()
         return int(run(args) or 0)
     except UnpactError as exc:
         msg = " ".join(str(exc).split())

@@ -115,6 +115,12 @@ class RunConfig:
     #: precision the models are loaded, unlearned, attributed and run in: float32, bfloat16 or float16
     dtype: str = "float32"
     seed: int = 0
+    #: precondition of every verdict: the original model must answer at least this share of the
+    #: forget items right (ROUGE-L recall >= emphasis.threshold). Unlearning can only hide or erase
+    #: what the model knew; below it "forgotten" and "recovered" measure what it never knew, so
+    #: every verdict is "not applicable". Half the items: a model that misses most of them does
+    #: not know the forget set.
+    min_forget_accuracy: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,8 +156,10 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods:
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
-    if cfg.max_items < 1:
-        raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
+    from unpact.validation import check_ranges, check_types
+
+    check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
+    check_ranges(cfg)
     from unpact.models import DTYPE_CHOICES
 
     if cfg.dtype not in DTYPE_CHOICES:
@@ -176,7 +184,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    from unpact.data.loaders import read_text_utf8
+
+    text = read_text_utf8(p, "config file", ConfigError)
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)

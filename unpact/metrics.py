@@ -439,12 +439,17 @@ def _qa(items: Sequence) -> list[QAItem]:
 def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
                    stop_at_newline: bool = True) -> list[str]:
     """Greedy answers of the model to each item's prompt (batched), newline-terminated
-    unless ``stop_at_newline=False`` (TOFU generates past newlines, up to its length limit)."""
+    unless ``stop_at_newline=False`` (TOFU generates past newlines, up to its length limit).
+
+    A prompt longer than the context loses tokens from the left, as the log-prob
+    metrics' prompts do (``truncate=True`` there).
+    """
     from unpact.scoring import greedy_generate
 
     prompts = [prompt_answer_pair(it)[0] for it in items]
     return greedy_generate(model, prompts, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
-                           stop_at_newline=stop_at_newline)
+                           stop_at_newline=stop_at_newline,
+                           names=[str(getattr(it, "id", i)) for i, it in enumerate(items)], truncate=True)
 
 
 def rouge_recalls(model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -> list[float]:
@@ -539,7 +544,10 @@ def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", style
     correct, k = 0, 0
     for it in mc:
         n = len(it.choices)
-        correct += int(int(np.argmax(lp[k: k + n])) == it.answer)
+        # right when the top choice's text is the right choice's text: a duplicate of the right
+        # choice ties with it (same text, same log-prob), and argmax alone would pick the first
+        top = int(np.argmax(lp[k: k + n]))
+        correct += int(it.choices[top] == it.choices[it.answer])
         k += n
     return correct / len(mc)
 

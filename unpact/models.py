@@ -226,6 +226,10 @@ def load_model(
 
     torch_dtype = resolve_dtype(dtype)
     kind, target = resolve_model_spec(spec)
+    if device is not None:
+        from unpact.validation import check_device
+
+        check_device(device)  # "cuda" without a GPU is an error, never a silent CPU load
     if device is not None and "device_map" in boot_kwargs:
         raise ModelLoadError("give either device or device_map, not both")
     if device is None and "device_map" not in boot_kwargs:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +35,7 @@ from unpact.config import RunConfig
 from unpact.data import Benchmark, load_benchmark, spread_sample
 from unpact.errors import ConfigError, DataError
 from unpact.progress import ProgressFactory, null_progress
-from unpact.rundir import RunDir, write_json_atomic
+from unpact.rundir import RunDir, RunLock, write_json_atomic
 
 GROUPS = ("forget", "retain", "general")
 
@@ -87,23 +88,51 @@ def load_study_data(cfg: RunConfig) -> StudyData:
 
 
 def validate(cfg: RunConfig) -> StudyData:
-    """Check every input before anything is written: methods, splits, model paths."""
-    from unpact.models import resolve_model_spec, _check_checkpoint_dir
-    from unpact.unlearning import METHODS
+    """Check every input before anything is written (see :mod:`unpact.validation`): option
+    types and ranges, names against their registries (unlearning methods and their
+    hyperparameters, attribution methods - aliases such as ``ig`` become their canonical
+    names in ``cfg`` -, emphasis templates, kinds, layer sets and factors), the device, the
+    output path, the models and the benchmark splits."""
+    from unpact import validation
+    from unpact.unlearning import METHODS, get_method, make_config
 
+    validation.check_types(cfg)
+    validation.check_ranges(cfg)
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
     for m in cfg.method_config:
         if m not in cfg.methods:
             raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
+        make_config(get_method(m).config_class, cfg.method_config[m])  # unknown or bad hyperparameters
+    cfg.attribution.methods = validation.resolve_attribution_methods(cfg.attribution.methods)
+    _recovery_config(cfg).settings()  # templates, kinds, factors, threshold, margin
+    from unpact.emphasis.activation import LAYER_SETS
+
+    for name in cfg.emphasis.layer_sets:
+        if name not in LAYER_SETS and not all(x.strip().isdigit() for x in str(name).split(",")):
+            raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'")
+    validation.check_device(cfg.device)
+    validation.check_output_dir(cfg.out)
     for spec in (cfg.model, cfg.reference_model):
-        if spec is None:
-            continue
-        kind, target = resolve_model_spec(spec)
-        if kind == "path":
-            _check_checkpoint_dir(Path(target))
+        if spec is not None:
+            validation.check_model_available(spec)
     return load_study_data(cfg)
+
+
+def _recovery_config(cfg: RunConfig):
+    """The :class:`~unpact.emphasis.RecoveryConfig` of the run's emphasis settings."""
+    from unpact.emphasis import RecoveryConfig
+
+    e = cfg.emphasis
+    kwargs: dict[str, Any] = dict(
+        threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
+        layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
+        max_control_items=e.max_control_items, max_new_tokens=cfg.max_new_tokens,
+    )
+    if e.templates is not None:
+        kwargs["templates"] = tuple(e.templates)
+    return RecoveryConfig(**kwargs)
 
 
 class Study:
@@ -316,17 +345,10 @@ class Study:
 
     def _recovery(self, unlearned, method: str) -> dict[str, Any]:
         from unpact.attribution import attribute
-        from unpact.emphasis import RecoveryConfig, recover, rewrite
+        from unpact.emphasis import recover, rewrite
 
         e = self.cfg.emphasis
         kw = self._keyword_positions()
-        rc_kwargs: dict[str, Any] = dict(
-            threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
-            layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
-            max_control_items=e.max_control_items, max_new_tokens=self.cfg.max_new_tokens,
-        )
-        if e.templates is not None:
-            rc_kwargs["templates"] = tuple(e.templates)
         controls: dict[str, list] = {}
         control_kw: dict[str, list] = {}
         for g in ("retain", "general"):
@@ -340,7 +362,7 @@ class Study:
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
             keywords=kw["forget"], control_keywords=control_kw,
-            config=RecoveryConfig(**rc_kwargs), method=method, progress=self.progress,
+            config=_recovery_config(self.cfg), method=method, progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps
         examples = []
@@ -411,6 +433,7 @@ class Study:
         write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
         total = 3 + len(cfg.methods)
         with self.progress(total=total, desc="study") as bar:
+            self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
             orig_eval = self.original_evaluation()
             orig_attr = self.original_attribution()
             bar.update()
@@ -418,7 +441,8 @@ class Study:
             for m in cfg.methods:
                 methods[m] = self.method_stages(m)
                 bar.update()
-            analyses = self.stage("analyses", lambda: run_analyses(methods))
+            pre = forget_precondition(orig_eval, cfg.min_forget_accuracy, cfg.emphasis.threshold)
+            analyses = self.stage("analyses", lambda: run_analyses(methods, pre))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses)
             write_json_atomic(self.rd.root / "results.json", results)
@@ -479,6 +503,26 @@ def model_utility_components_of(ev: dict[str, Any]) -> list[str]:
         return []
 
 
+def utility_degenerate(ev: dict[str, Any]) -> str | None:
+    """Why TOFU's model utility of ``ev`` carries no information, or None.
+
+    The utility is a harmonic mean: one component at 0 (e.g. a truth-ratio score of 0,
+    as on a world whose perturbed answers the model always prefers) makes it 0 whatever
+    the others are. Such a 0 is marked in the report instead of printed as a measurement.
+    """
+    zero = []
+    for g in ("retain", "general"):
+        r = ev.get(g)
+        if not isinstance(r, dict) or "rouge_l_recall" not in r:
+            continue
+        prob_key = "prob_normalised" if r.get("tofu_role") == "other" and "prob_normalised" in r else "prob"
+        for k in (prob_key, "rouge_l_recall", "truth_ratio"):
+            v = r.get(k)
+            if v is not None and v <= 0:
+                zero.append(f"{g} {k} is 0")
+    return ", ".join(zero) or None
+
+
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
@@ -489,7 +533,58 @@ def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     return sum(drops) / len(drops) if drops else None
 
 
-def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
+def forget_precondition(orig_eval: dict[str, Any], min_accuracy: float, threshold: float) -> dict[str, Any]:
+    """Does the original model know the forget set? (the precondition of every verdict)
+
+    ``holds`` is True when the original answers at least ``min_accuracy`` of the forget
+    items right (ROUGE-L recall >= ``threshold``; the MC accuracy for multiple-choice items).
+
+    Example:
+        >>> forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)["holds"]
+        False
+    """
+    f = orig_eval.get("forget") or {}
+    acc = f.get("accuracy", f.get("mc_accuracy"))
+    out: dict[str, Any] = {"forget_accuracy": acc, "min_forget_accuracy": min_accuracy, "threshold": threshold}
+    if acc is None:
+        out.update(holds=None, reason="the original model's forget accuracy was not measured")
+        return out
+    out["holds"] = acc >= min_accuracy
+    out["reason"] = (
+        f"the original model answers {100 * acc:.0f}% of the forget items right (ROUGE-L recall >= {threshold:g}), "
+        f"{'at least' if out['holds'] else 'below'} min_forget_accuracy = {100 * min_accuracy:.0f}%"
+        + ("" if out["holds"] else ": it does not know the forget set, so there is nothing to unlearn "
+           "and no verdict applies")
+    )
+    return out
+
+
+def _not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Every verdict in ``analyses`` replaced by "not applicable" with ``reason`` (numbers kept)."""
+    na = f"not applicable: {reason}"
+    for name, a in analyses.items():
+        if name == "keyword_focus":
+            for r in a.values():
+                r["verdict"], r["holds"] = na, None
+        elif isinstance(a, dict) and "verdict" in a:
+            a["verdict"] = na
+            if "holds" in a:
+                a["holds"] = None
+    return analyses
+
+
+def _n_forgotten(table: dict[str, Any]) -> int | None:
+    """How many forget items the unlearned model got wrong (the recovery rates' denominator)."""
+    for kind in ("prompt", "activation"):
+        for row in (table.get(kind) or {}).values():
+            if isinstance(row, dict) and row.get("n_forgotten") is not None:
+                return int(row["n_forgotten"])
+    return None
+
+
+def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The four analyses over the methods' stage results; with a failed ``precondition``
+    (see :func:`forget_precondition`) every verdict is "not applicable" and says why."""
     from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
 
     kf = {}
@@ -503,7 +598,8 @@ def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
         kf[m] = keyword_focus(items)
     rec = recovery_analysis({
         m: {"prompt_best": r["recovery"].get("prompt_best"), "activation_best": r["recovery"].get("activation_best"),
-            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse")}
+            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse"),
+            "n_forgotten": _n_forgotten(r["recovery"])}
         for m, r in methods.items()
     })
     col = collapse_analysis({
@@ -516,7 +612,12 @@ def run_analyses(methods: dict[str, dict]) -> dict[str, Any]:
         m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
         for m, r in methods.items()
     })
-    return {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    if precondition is not None:
+        if precondition.get("holds") is False:
+            _not_applicable(out, precondition["reason"])
+        out["precondition"] = precondition
+    return out
 
 
 def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, Any]]:
@@ -531,6 +632,8 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "model_utility_components": model_utility_components_of(ev),
             "recovery_prompt": None if rec is None else rec.get("prompt_best"),
             "recovery_activation": None if rec is None else rec.get("activation_best"),
+            "model_utility_degenerate": utility_degenerate(ev),
+            "n_items": {g: len(_get(ev, g, "rouge_l_recall_per_item", default=[]) or []) for g in GROUPS},
         }
 
     rows = [row("original", orig_eval, None)]
@@ -615,7 +718,16 @@ def summary_table(results: dict[str, Any]) -> str:
             s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.3f}") if isinstance(v, float) else str(v)
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
+    counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
+    if any(counts.values()):
+        lines.append(
+            "(on " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items: at most max_items per group; "
+            "`unpact unlearn` evaluates every item of a split, so its numbers differ)"
+        )
     an = results.get("analyses", {})
+    pre = an.get("precondition") or {}
+    if pre.get("holds") is False:  # said first: no number below supports a verdict
+        lines.insert(0, f"not applicable: {pre['reason']}\n")
     lines.append("")
     for name in ("recovery", "collapse", "layer_head"):
         if an.get(name, {}).get("verdict"):
@@ -626,7 +738,8 @@ def summary_table(results: dict[str, Any]) -> str:
 
 
 def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
-              on_stage: Callable[[str, bool], None] | None = None) -> dict[str, Any]:
+              on_stage: Callable[[str, bool], None] | None = None,
+              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole study described by ``cfg``; return the results dict.
 
     Every input is validated before the run directory is created, so bad input
@@ -647,6 +760,19 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
                 f"run directory {cfg.out!r} holds a run with different settings ({', '.join(diff)}); "
                 "give a new --out, or the same settings to resume it"
             )
-    study = Study(cfg, progress=progress, on_stage=on_stage)
-    study._data = data
-    return study.run()
+    existed = Path(cfg.out).exists()
+    lock = RunLock(cfg.out)
+    try:
+        lock.acquire()  # a second run on the same directory stops here, naming the holder
+    except OSError as exc:
+        if not existed:
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise ConfigError(f"cannot lock the run directory {cfg.out!r}: {exc}") from None
+    try:
+        if on_start is not None:  # every input checked, the directory locked: the run starts
+            on_start()
+        study = Study(cfg, progress=progress, on_stage=on_stage)
+        study._data = data
+        return study.run()
+    finally:
+        lock.release()

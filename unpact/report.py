@@ -55,21 +55,37 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
-    """Layer x head heatmap of the change in contribution to the answer (after - before)."""
+#: One colour meaning everywhere: a diverging map, red = negative (lowers the answer's log-prob,
+#: or a drop in contribution), blue = positive (raises it, or a gain), white = 0.
+CMAP = "RdBu"
+
+
+def head_heatmap_fig(method: str, head_delta: list[list[float]]):
+    """(figure, image, colour bar) of the layer x head change in contribution (after - before).
+
+    The figure is at least 3 inches tall, so the colour bar's label fits beside its bar
+    whatever the number of layers.
+    """
     import numpy as np
 
     plt = _mpl()
     arr = np.asarray(head_delta, dtype=float)
     lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * arr.shape[1], 1.0 + 0.45 * arr.shape[0]))
-    im = ax.imshow(arr, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.55 * arr.shape[1]), max(3.0, 1.2 + 0.45 * arr.shape[0])))
+    im = ax.imshow(arr, cmap=CMAP, vmin=-lim or -1, vmax=lim or 1, aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(arr.shape[1]))
     ax.set_yticks(range(arr.shape[0]))
-    ax.set_title(f"{method}: change in head contribution (forget items)")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Δ log-prob contribution")
+    ax.set_title(f"{method}: change in head contribution\n(forget items; red = drop, blue = gain)", fontsize=10)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.08, pad=0.04)
+    cbar.set_label("Δ contribution (log-prob)", fontsize=9)
+    return fig, im, cbar
+
+
+def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
+    """Layer x head heatmap of the change in contribution to the answer (after - before), as PNG."""
+    fig, _im, _cbar = head_heatmap_fig(method, head_delta)
     return _png(fig)
 
 
@@ -143,27 +159,51 @@ def _b64(png: bytes) -> str:
 
 
 def _fmt(v: Any) -> str:
+    """A cell: three decimals, or two significant figures below 0.01 (7.6e-07 is not 0.000)."""
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return fmt_number(v)
     return html.escape(str(v))
 
 
+def fmt_number(v: float) -> str:
+    """``0.087``, ``0.0025``, ``7.6e-07``, ``0.000``: decimals for ordinary numbers, significant figures for small ones."""
+    if v != 0 and abs(v) < 0.01:
+        return f"{v:.2g}"
+    return f"{v:.3f}"
+
+
+def _rgba(value: float, lim: float) -> tuple[int, int, int]:
+    from matplotlib import colormaps
+
+    r, g, b, _ = colormaps[CMAP](0.5 + 0.5 * max(-1.0, min(1.0, value / lim)))
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
+def colour_scale_html(lim: float, what: str = "contribution") -> str:
+    """A small colour scale from -lim (red) through 0 (white) to +lim (blue)."""
+    stops = ",".join("rgb({},{},{})".format(*_rgba(x * lim, lim)) for x in (-1, -0.5, 0, 0.5, 1))
+    return (f'<span class="scale" title="colour scale of this row: {what}">−{fmt_number(lim)} '
+            f'<span class="bar" style="background:linear-gradient(to right,{stops})"></span> +{fmt_number(lim)}</span>')
+
+
 def token_heatmap_html(tokens: list[str], scores: list[float], key: list[bool] | None = None) -> str:
-    """One prompt as coloured token spans: red = raises the answer's log-prob, blue = lowers it."""
+    """One prompt as coloured token spans, in the report's one colour meaning (:data:`CMAP`):
+    blue = raises the answer's log-prob, red = lowers it; with its colour scale."""
     lim = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
     spans = []
     for i, (t, s) in enumerate(zip(tokens, scores)):
         s = s or 0.0
-        alpha = min(1.0, abs(s) / lim)
-        rgb = "220,50,47" if s > 0 else "38,139,210"
+        r, g, b = _rgba(s, lim)
+        ink = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#222"  # readable on dark colours
         border = " kw" if key and key[i] else ""
         text = html.escape(t.replace("Ġ", " ").replace("Ċ", "⏎").replace("\n", "⏎"))
         spans.append(
-            f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" title="{s:+.4f}">{text or "&nbsp;"}</span>'
+            f'<span class="tok{border}" style="background:rgba({r},{g},{b},1);color:{ink}" title="{s:+.4g}">'
+            f'{text or "&nbsp;"}</span>'
         )
-    return '<div class="toks">' + "".join(spans) + "</div>"
+    return '<div class="toks">' + "".join(spans) + colour_scale_html(lim) + "</div>"
 
 
 _CSS = """
@@ -176,12 +216,19 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .verdict{background:#f8f8f0;border-left:4px solid #b58900;padding:.4em .8em;margin:.4em 0}
 .item{margin-bottom:1.2em} .lbl{font-size:.8em;color:#666;display:inline-block;min-width:14em}
 figure{display:inline-block;margin:.4em} img{max-width:100%}
+.scale{font-size:.75em;color:#555;margin-left:1em;white-space:nowrap} .scale .bar{display:inline-block;width:6em;height:.8em;vertical-align:middle;border:1px solid #ccc}
+.na{background:#fff4f4;border-left:4px solid #dc322f;padding:.4em .8em;margin:.4em 0} .deg{color:#b00;font-size:.85em}
 """
+
+
+class _Raw(str):
+    """A table cell that is already HTML."""
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     h = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else _fmt(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -201,6 +248,10 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                  f"<code>{html.escape(str(cfg.get('retain_split')))}</code>), "
                  f"{len(res.get('methods', {}))} unlearning methods.</p>")
 
+    pre = res.get("analyses", {}).get("precondition") or {}
+    if pre.get("holds") is False:  # said before anything else: no verdict below applies
+        parts.append(f"<div class='na'><b>Not applicable:</b> {html.escape(pre.get('reason', ''))}</div>")
+
     # settings
     flat = []
     for k, v in cfg.items():
@@ -213,12 +264,27 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     summary = res.get("summary", [])
     cols = ["method", "forget_rouge", "retain_rouge", "general_accuracy", "forget_quality",
             "model_utility", "recovery_prompt", "recovery_activation"]
+    counts = (summary[0].get("n_items") or {}) if summary else {}
+    counted = ", ".join(f"{n} {g}" for g, n in counts.items() if n)
+    rows = []
+    for r in summary:
+        row = [r.get(c) for c in cols]
+        if r.get("model_utility_degenerate"):
+            i = cols.index("model_utility")
+            row[i] = _Raw(f"{_fmt(r.get('model_utility'))} <span class='deg'>(degenerate: "
+                          f"{html.escape(r['model_utility_degenerate'])})</span>")
+        rows.append(row)
     parts.append('<section id="results"><h2>Results per method</h2>'
                  "<p>ROUGE-L recall of greedy answers on forget and retain items, general-ability accuracy, "
                  "TOFU forget quality (KS-test p-value against the retain-only model), and the share of "
                  "forgotten items that emphasis brought back (best prompt rewrite / best activation scaling whose "
-                 "control did not collapse).</p>"
-                 + _table(cols, [[r.get(c) for c in cols] for r in summary]) + "</section>")
+                 "control did not collapse). "
+                 + (f"Evaluated on {counted} items (at most max_items = {html.escape(str(cfg.get('max_items')))} "
+                    "per group, evenly spaced); <code>unpact unlearn</code> evaluates every item of a split, so its "
+                    "forget and retain numbers for the same method differ. " if counted else "")
+                 + "A number marked <i>degenerate</i> is computed but carries no information (e.g. a harmonic mean "
+                 "with a zero component).</p>"
+                 + _table(cols, rows) + "</section>")
 
     # verdicts
     an = res.get("analyses", {})
@@ -236,7 +302,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
 
     # token heatmaps
     tok_html = ["<p>Leave-one-out contribution of each prompt token to the answer's log-prob "
-                "(red raises it, blue lowers it; outlined: the original model's KeyTokens).</p>"]
+                "(blue raises it, red lowers it, as in every heatmap of this report; each row has its own colour "
+                "scale; outlined: the original model's KeyTokens).</p>"]
     for ex in res.get("examples", []):
         rows = [f"<div class='item'><b>{html.escape(ex.get('question', ''))}</b> → {html.escape(ex.get('answer', ''))}"]
         for view in ex.get("views", []):

@@ -109,14 +109,24 @@ def check_length(model, n_tokens: int, name: str | None = None, what: str = "pro
         )
 
 
-def truncate_pair(prompt_ids: list[int], answer_ids: list[int], n_ctx: int) -> tuple[list[int], list[int]]:
-    """Drop prompt tokens from the left (after BOS) until prompt + answer fit ``n_ctx``."""
+def truncate_pair(
+    prompt_ids: list[int], answer_ids: list[int], n_ctx: int, has_bos: bool = True
+) -> tuple[list[int], list[int]]:
+    """Drop prompt tokens from the left (after BOS, when ``has_bos``) until prompt + answer fit ``n_ctx``.
+
+    Example:
+        >>> truncate_pair([0, 5, 6, 7], [9], 3)
+        ([0, 7], [9])
+        >>> truncate_pair([5, 6, 7], [9], 3, has_bos=False)
+        ([6, 7], [9])
+    """
     excess = len(prompt_ids) + len(answer_ids) - n_ctx
     if excess <= 0:
         return prompt_ids, answer_ids
-    if excess >= len(prompt_ids) - 1:
+    keep = 1 if has_bos else 0
+    if excess >= len(prompt_ids) - keep:
         raise InputError(f"the answer alone ({len(answer_ids)} tokens) does not fit the context of {n_ctx}")
-    return prompt_ids[:1] + prompt_ids[1 + excess:], answer_ids
+    return prompt_ids[:keep] + prompt_ids[keep + excess:], answer_ids
 
 
 @dataclass
@@ -308,7 +318,7 @@ def encode_many(
         pi, ai = encode_pair(model.tokenizer, p, a, name=name)
         if n_ctx is not None and len(pi) + len(ai) > n_ctx:
             if truncate:
-                pi, ai = truncate_pair(pi, ai, n_ctx)
+                pi, ai = truncate_pair(pi, ai, n_ctx, has_bos=bos_id(model.tokenizer) is not None)
             else:
                 check_length(model, len(pi) + len(ai), name)
         seqs.append((pi, ai))
@@ -491,8 +501,15 @@ def greedy_generate(
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     stop_at_newline: bool = True,
     cache: bool = True,
+    names: Sequence[str] | None = None,
+    truncate: bool = False,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (strings, or token ids with BOS), batched.
+
+    A prompt longer than the model's context is an :class:`InputError` naming the
+    item (``names[i]``, else its index), as in the log-prob path; with ``truncate``
+    it loses tokens from the left (after BOS) until it and ``max_new_tokens`` fit,
+    as :func:`truncate_pair` does for a prompt and its answer.
 
     Right-padded, so hooks that act on prompt positions act on the same tokens at
     every step. With ``cache=True`` (default) the prompt runs once and each step runs
@@ -516,6 +533,15 @@ def greedy_generate(
             seqs.append(([int(b)] if b is not None else []) + ids)
         else:
             seqs.append(list(p))
+    n_ctx = context_length(model) or 10**9
+    has_bos = bos_id(tok) is not None
+    for i, ids in enumerate(seqs):
+        if len(ids) > n_ctx:
+            name = names[i] if names is not None else str(i)
+            if not truncate:
+                check_length(model, len(ids), name, what="prompt")
+            room = max(1, n_ctx - max_new_tokens)  # the answer's share of the context, as for log-probs
+            seqs[i], _ = truncate_pair(ids, [], room, has_bos=has_bos)
     results, _ = greedy_tokens(model, seqs, max_new_tokens=max_new_tokens, fwd_hooks=fwd_hooks,
                                max_batch_tokens=max_batch_tokens, stop_at_newline=stop_at_newline, cache=cache)
     texts = [tok.decode(r, skip_special_tokens=True) for r in results]

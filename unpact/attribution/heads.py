@@ -96,10 +96,13 @@ class HeadFlow(AttributionMethod):
         pad = scoring.pad_id(model.tokenizer)
         L, H = model.cfg.n_layers, model.cfg.n_heads
         kind, w_ln, b_ln = _final_norm(model)
-        W_O = model.W_O.detach()  # [layer head d_head d_model]
-        W_U = model.W_U.detach()
-        b_U = model.b_U.detach() if getattr(model, "b_U", None) is not None else torch.zeros(W_U.shape[1])
-        b_O = _b_O(model).to(device)
+        # the decomposition is computed in float32 whatever the model's dtype (float16/bfloat16
+        # activations are upcast below), so half-precision models work and sums stay exact enough
+        w_ln, b_ln = w_ln.float(), b_ln.float()
+        W_O = model.W_O.detach().float()  # [layer head d_head d_model]
+        W_U = model.W_U.detach().float()
+        b_U = model.b_U.detach().float() if getattr(model, "b_U", None) is not None else torch.zeros(W_U.shape[1])
+        b_O = _b_O(model).float().to(device)
         lengths = [len(p.prompt_ids) + len(p.answer_ids) for p in items]
         results: list[Attribution | None] = [None] * len(items)
         groups = list(scoring.chunks(lengths, cfg.max_batch_tokens))
@@ -136,8 +139,10 @@ class HeadFlow(AttributionMethod):
             tok_lp = scoring.token_logprobs(logits, ids, tmask)
             lp = scoring.reduce_logprobs(tok_lp, tmask)
             grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
-        g = {n: gr.detach() for n, gr in zip(grad_names, grads)}
-        acts = {n: store[n].detach() for n in grad_names}
+        g = {n: gr.detach().float() for n, gr in zip(grad_names, grads)}
+        acts = {n: store[n].detach().float() for n in grad_names}
+        store = {n: t.detach().float() for n, t in store.items()}
+        logits = logits.detach().float()
         B, T = ids.shape
         dev = ids.device
         # u[b, t]: d(mean answer logit)/d(final residual at t) with the final-norm scale frozen

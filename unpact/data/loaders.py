@@ -85,8 +85,19 @@ def _read_parquet(p: Path) -> list[dict[str, Any]]:
         raise DataError(f"{str(p)!r} is not a readable parquet file: {exc}") from exc
 
 
+def read_text_utf8(p: Path, what: str = "benchmark file", error=DataError) -> str:
+    """The text of ``p``, or ``error`` naming the file and the first bad byte when it is not UTF-8."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {str(p)!r} is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "re-save it as UTF-8"
+        ) from None
+
+
 def _read_json(p: Path) -> list[Any]:
-    text = p.read_text(encoding="utf-8")
+    text = read_text_utf8(p)
     if not text.strip():
         raise DataError(f"benchmark file {str(p)!r} is empty; it must hold at least one record")
     if p.suffix.lower() == ".json":
@@ -189,7 +200,20 @@ def mc_from_row(row: dict, source: str, i: int) -> MCItem:
             f"{source}: record {i}: field 'answer' = {ans} is out of range for {len(choices)} choices (0..{len(choices) - 1})"
         )
     meta = {k: v for k, v in row.items() if k not in {"question", "choices", "answer", "id"}}
+    dup = _duplicate_choices(choices)
+    if dup:
+        # kept (benchmarks ship such items), flagged; mc_accuracy counts a tie with a duplicate
+        # of the right choice as right
+        meta["duplicate_choices"] = dup
     return MCItem(q, tuple(choices), ans, id=_id(row, source, i), meta=meta)
+
+
+def _duplicate_choices(choices) -> list[list[int]]:
+    """Groups of indices of choices with the same text (after stripping), e.g. ``[[0, 2]]``."""
+    seen: dict[str, list[int]] = {}
+    for j, c in enumerate(choices):
+        seen.setdefault(str(c).strip(), []).append(j)
+    return [g for g in seen.values() if len(g) > 1]
 
 
 def text_from_row(row: dict, source: str, i: int) -> TextItem:
@@ -260,10 +284,15 @@ def _expected_kind(family: str, split: str, rows: list[dict]) -> str | None:
 def _find_split_file(directory: Path, split: str) -> Path:
     stems = [split, split.replace("/", "_"), split.replace("/", os.sep)]
     for stem in stems:
-        for ext in _EXTENSIONS:
-            cand = directory / f"{stem}{ext}"
-            if cand.is_file():
-                return cand
+        found = [directory / f"{stem}{ext}" for ext in _EXTENSIONS if (directory / f"{stem}{ext}").is_file()]
+        if len(found) > 1:
+            raise DataError(
+                f"split {split!r} is ambiguous in {str(directory)!r}: both "
+                + " and ".join(repr(f.name) for f in found)
+                + " exist; remove or rename all but one"
+            )
+        if found:
+            return found[0]
     available = sorted(
         str(f.relative_to(directory).with_suffix(""))
         for f in directory.rglob("*")
@@ -335,7 +364,7 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"file {str(p)!r} does not exist")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in read_text_utf8(p, "file").splitlines() if ln.strip()]
     if not lines:
         raise DataError(f"file {str(p)!r} is empty")
     return lines

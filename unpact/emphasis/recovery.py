@@ -393,10 +393,42 @@ def recover(
                     batched=True)
 
 
+def check_same_tokenizer(original, unlearned) -> None:
+    """Raise :class:`ConfigError` unless both models tokenize alike (same vocabulary and special tokens).
+
+    The original model's KeyToken *positions* are applied to the unlearned model's
+    tokens, so a pair with different tokenizers would emphasise the wrong tokens.
+
+    Example:
+        >>> check_same_tokenizer(load_model("embedded:gpt2"), load_model("out/npo_gdr"))  # doctest: +SKIP
+    """
+    a, b = original.tokenizer, unlearned.tokenizer
+    name = lambda m: getattr(m, "unpact_spec", type(m).__name__)  # noqa: E731
+    if a is b:
+        return
+    va, vb = a.get_vocab(), b.get_vocab()
+    if va != vb:
+        diff = len(set(va.items()) ^ set(vb.items()))
+        raise ConfigError(
+            f"the original model {name(original)!r} and the unlearned model {name(unlearned)!r} have different "
+            f"tokenizers ({len(va)} vs {len(vb)} tokens, {diff} entries differ): the original's KeyToken positions "
+            "would point at other tokens; recover an unlearned copy of the original model"
+        )
+    for attr in ("bos_token_id", "eos_token_id"):
+        if getattr(a, attr, None) != getattr(b, attr, None):
+            raise ConfigError(
+                f"the original model {name(original)!r} and the unlearned model {name(unlearned)!r} have different "
+                f"tokenizers ({attr} {getattr(a, attr, None)} vs {getattr(b, attr, None)}); recover an unlearned "
+                "copy of the original model"
+            )
+
+
 def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, control_keywords=None, config=None,
              method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> dict[str, Any]:
     """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
     cfg = config or RecoveryConfig()
+    if original is not None:
+        check_same_tokenizer(original, unlearned)
     f = get_format(fmt)
     controls = {k: spread_sample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
     groups: dict[str, list[EmphasisItem]] = {

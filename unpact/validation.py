@@ -1,0 +1,257 @@
+"""Checks of every option and file before any work starts (and before a run directory exists).
+
+One place for the checks the command line and :func:`unpact.pipeline.run_study`
+make up front, so a bad option never costs an unlearning run and never leaves a
+half-made run directory behind:
+
+* :func:`check_types` - every field of a config dataclass against its type hint
+  (driven by the dataclass, so options added later are checked too);
+* :func:`check_ranges` - the numeric ranges in :data:`RANGES` (plus the generic rule
+  that an integer option named ``max_*`` or ``*_steps`` is at least 1);
+* :func:`resolve_attribution_methods` - names through the attribution registry
+  (``ig`` is integrated gradients, ``bogus`` is an error);
+* :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error);
+* :func:`check_output_dir` - the output path is a directory or can be made one;
+* :func:`check_model_available` - a local checkpoint is complete, a hub id is in the
+  local cache or the hub answers (quickly, with no retries).
+
+Every failure is a :class:`~unpact.errors.ConfigError` (exit status 2 on the command line).
+
+Example:
+    >>> check_device("cpu")
+    >>> resolve_attribution_methods(["loo", "ig"])
+    ['loo', 'integrated_gradients']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from unpact.errors import ConfigError
+
+#: (lowest, highest) allowed for numeric options, by dotted config name (None: unbounded).
+#: Options not listed get only their type checked (and the generic ``max_*``/``*_steps`` >= 1 rule).
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "max_items": (1, None),
+    "max_new_tokens": (1, None),
+    "seed": (0, None),
+    "min_forget_accuracy": (0.0, 1.0),
+    "attribution.subset": (0, None),
+    "attribution.ig_steps": (1, None),
+    "attribution.keytokens_alpha": (0.0, None),
+    "attribution.keytokens_beta": (0, None),
+    "emphasis.max_control_items": (1, None),
+    "emphasis.threshold": (0.0, 1.0),
+    "emphasis.collapse_margin": (0.0, 1.0),
+}
+
+
+# ------------------------------------------------------------------- types
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names) + (" or none" if type(None) in args else "")
+    if origin in (list, tuple, Sequence):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "none"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence):
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        args = typing.get_args(tp)
+        if not isinstance(value, dict):
+            return False
+        return not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # a hint this checker does not know: leave it to the code that uses it
+
+
+def check_types(obj: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` for a field of dataclass ``obj`` (recursively) whose value
+    does not match its type hint, naming the key, the expected type and the value.
+
+    Example:
+        >>> from unpact.config import RunConfig
+        >>> check_types(RunConfig(max_items="four"))
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: config key 'max_items' must be an integer, got 'four' (a string)
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{where}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_types(value, f"{name}.")
+            continue
+        tp = hints.get(f.name, Any)
+        if not _matches(value, tp):
+            raise ConfigError(
+                f"config key {name!r} must be {_type_name(tp)}, got {value!r} ({_type_name(type(value))})"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {name!r} must be a finite number, got {value!r}")
+
+
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` for a numeric field of ``obj`` outside :data:`RANGES`."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{where}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, f"{name}.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        lo, hi = RANGES.get(name, (None, None))
+        if name not in RANGES and isinstance(value, int) and (f.name.startswith("max_") or f.name.endswith("_steps")):
+            lo = 1
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+            raise ConfigError(f"config key {name!r} must be {span}, got {value!r}")
+
+
+# ---------------------------------------------------------------- registries
+
+
+def resolve_attribution_methods(names: Sequence[str]) -> list[str]:
+    """Canonical names of attribution methods through the registry (aliases resolve: ``ig``)."""
+    from unpact.attribution import ATTRIBUTION_METHODS
+
+    out = []
+    for n in names:
+        if n not in ATTRIBUTION_METHODS:
+            raise ConfigError(
+                f"unknown attribution method {n!r}; known: {', '.join(sorted(ATTRIBUTION_METHODS))}"
+            )
+        canonical = ATTRIBUTION_METHODS[n].name
+        if canonical not in out:
+            out.append(canonical)
+    return out
+
+
+# -------------------------------------------------------------- the machine
+
+
+def check_device(device: Any) -> None:
+    """Raise :class:`ConfigError` unless ``device`` exists here (``cuda`` needs a visible GPU).
+
+    Example:
+        >>> check_device("tpu")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown device 'tpu': use cpu, cuda, cuda:<index> or mps
+    """
+    import torch
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(
+                f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
+                f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or run on a GPU machine"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {device!r}: only {n} CUDA GPU(s) visible (cuda:0..cuda:{n - 1})")
+        return
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
+        return
+    raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
+    """Raise :class:`ConfigError` when ``path`` is an existing file or cannot be created as a directory."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is an existing file, not a directory; give a directory")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {str(p)!r}: {str(parent)!r} is a file, so the directory cannot be made")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(p)!r}: no permission to write in {str(parent)!r}")
+
+
+def check_model_available(spec: str, timeout: float = 10.0) -> None:
+    """Raise :class:`ConfigError` (fast) when model ``spec`` cannot be loaded.
+
+    A local or embedded checkpoint must be complete; a hub id must be in the local
+    Hugging Face cache, or (when the hub is not switched off with ``HF_HUB_OFFLINE``)
+    the hub must answer within ``timeout`` seconds - one request, no retries.
+    """
+    from unpact.errors import ModelLoadError
+    from unpact.models import _check_checkpoint_dir, resolve_model_spec
+
+    try:
+        kind, target = resolve_model_spec(spec)
+        if kind == "path":
+            _check_checkpoint_dir(Path(target))
+            return
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(target, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - an invalid repo id is reported below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ConfigError(
+            f"model {spec!r} is not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set; "
+            "download it first (unset HF_HUB_OFFLINE) or give a checkpoint directory"
+        )
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(target, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means the run could not load it
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"model {spec!r} is not a local directory and the hub did not answer for it "
+            f"({type(exc).__name__}: {first}); check the id and the network, or give a checkpoint directory"
+        ) from None
