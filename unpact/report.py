@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from unpact.errors import DataError
+from unpact.figures import CSS as FIGURE_CSS
+from unpact.figures import layer_head_png, token_heatmap_html  # the shared heatmaps (one colour meaning)
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -57,20 +59,8 @@ def _png(fig) -> bytes:
 
 def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
     """Layer x head heatmap of the change in contribution to the answer (after - before)."""
-    import numpy as np
-
-    plt = _mpl()
-    arr = np.asarray(head_delta, dtype=float)
-    lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * arr.shape[1], 1.0 + 0.45 * arr.shape[0]))
-    im = ax.imshow(arr, cmap="RdBu", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(arr.shape[1]))
-    ax.set_yticks(range(arr.shape[0]))
-    ax.set_title(f"{method}: change in head contribution (forget items)")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Δ log-prob contribution")
-    return _png(fig)
+    return layer_head_png(head_delta, f"{method}: change in head contribution (forget items)",
+                          label="Δ log-prob contribution")
 
 
 def recovery_png(rows: list[dict[str, Any]]) -> bytes:
@@ -122,22 +112,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return html.escape(str(v))
-
-
-def token_heatmap_html(tokens: list[str], scores: list[float], key: list[bool] | None = None) -> str:
-    """One prompt as coloured token spans: red = raises the answer's log-prob, blue = lowers it."""
-    lim = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
-    spans = []
-    for i, (t, s) in enumerate(zip(tokens, scores)):
-        s = s or 0.0
-        alpha = min(1.0, abs(s) / lim)
-        rgb = "220,50,47" if s > 0 else "38,139,210"
-        border = " kw" if key and key[i] else ""
-        text = html.escape(t.replace("Ġ", " ").replace("Ċ", "⏎").replace("\n", "⏎"))
-        spans.append(
-            f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" title="{s:+.4f}">{text or "&nbsp;"}</span>'
-        )
-    return '<div class="toks">' + "".join(spans) + "</div>"
 
 
 _CSS = """
@@ -265,5 +239,5 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     for name, png in figures.items():
         (fig_dir / name).write_bytes(png)
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>unpact report</title>"
-            f"<style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>")
+            f"<style>{_CSS}{FIGURE_CSS}</style></head><body class='unpact'>" + "\n".join(parts) + "</body></html>")
     return write_text_atomic(run_dir / "report.html", page)

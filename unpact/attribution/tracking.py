@@ -60,6 +60,16 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
 
+    def to_html(self, max_items: int = 12) -> str:
+        """An HTML view (a fragment with its own styles): the summaries, each item before / after /
+        change as token heatmaps, and the per-layer and per-head changes when both sides are ``heads``."""
+        from unpact import figures
+
+        return figures.fragment(figures.comparison_html(self, max_items=max_items))
+
+    def _repr_html_(self) -> str:  # a notebook displays the object with this
+        return self.to_html()
+
 
 def _mean(xs: Sequence[float]) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
