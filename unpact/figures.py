@@ -35,6 +35,8 @@ RATE = "Reds"
 #: The RGB ends of the token heatmaps (the ends of ``DIVERGING``'s palette, as the report draws them).
 RED_RGB = "220,50,47"
 BLUE_RGB = "38,139,210"
+#: Line/bar colours of the models in a before/after chart (neither red nor blue, which mean a sign).
+MODEL_COLOURS = ("#4d4d4d", "#d08c00", "#2a9d8f", "#8e44ad")
 
 # ------------------------------------------------------------------ helpers
 
@@ -219,8 +221,8 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.3), squeeze=False)
     ax = axes[0][0]
     x = np.arange(len(layers))
-    for name, vals in lens.items():
-        ax.plot(x, vals, marker="o", label=name)
+    for k, (name, vals) in enumerate(lens.items()):
+        ax.plot(x, vals, marker="o", label=name, color=MODEL_COLOURS[k % len(MODEL_COLOURS)])
     ax.set_xticks(x, layers)
     ax.set_xlabel("read after layer")
     ax.set_ylabel("answer log-prob (logit lens)")
@@ -228,12 +230,14 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     ax.legend(fontsize=8)
     if components:
         ax = axes[0][1]
-        series = [(m, c, v) for m, comp in components.items() for c, v in comp.items()]
-        n_l = len(next(iter(series))[2]) if series else 0
+        series = [(i, m, j, c, v) for i, (m, comp) in enumerate(components.items()) for j, (c, v) in enumerate(comp.items())]
+        n_l = len(series[0][4]) if series else 0
         xl = np.arange(n_l)
         width = 0.8 / max(1, len(series))
-        for k, (m, c, v) in enumerate(series):
-            ax.bar(xl - 0.4 + width * (k + 0.5), v, width, label=f"{c} ({m})" if len(components) > 1 else c)
+        for k, (i, m, j, c, v) in enumerate(series):  # colour = model, hatch = component
+            ax.bar(xl - 0.4 + width * (k + 0.5), v, width, color=MODEL_COLOURS[i % len(MODEL_COLOURS)],
+                   hatch=("", "//", "..", "xx")[j % 4], edgecolor="white",
+                   label=f"{c} ({m})" if len(components) > 1 else c)
         ax.axhline(0, color="#888", lw=0.6)
         ax.set_xticks(xl, [str(i) for i in range(n_l)])
         ax.set_xlabel("layer")
