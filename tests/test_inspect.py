@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +14,7 @@ from unpact.cli import main
 from unpact.testing import make_tiny_checkpoint
 
 EMBEDDED_ITEM = 3
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "examples" / "inspect.ipynb"
 
 
 class _Page(HTMLParser):
@@ -127,7 +128,8 @@ def test_inspect_embedded_against(tmp_path, capsys):
     for s in ("Tokens:", "Layers:", "Top heads", "loo before", "loo after", "loo Δ", "ig Δ", "lens after"):
         assert s in out, s
     tokens = data["models"]["before"]["attributions"]["loo"]["tokens"]
-    rows = {line.split()[0]: line for line in out.splitlines() if line.strip() and line.split()[0].isdigit()}
+    section = out[out.index("Tokens:"):out.index("Layers:")]
+    rows = {line.split()[0]: line for line in section.splitlines() if line.strip() and line.split()[0].isdigit()}
     assert len(rows) == len(tokens)
     for k in data["key_tokens"]:
         assert "*" in rows[str(k)].split()[1]
@@ -257,3 +259,28 @@ def test_inspect_question_longer_than_context(tiny_pair, capsys):
         rc, out, err = _run(["inspect", tiny_pair[0], "--question", "Who?", "--answer", "x", *extra], capsys)
         lines = err.strip().splitlines()
         assert rc == 2 and len(lines) == 1 and word in lines[0], err
+
+
+# ------------------------------------------------------------------ notebook
+
+
+@pytest.mark.slow
+def test_example_notebook_runs(tmp_path):
+    """docs/examples/inspect.ipynb end to end in a fresh kernel: no error, every result displayed as
+    self-contained HTML."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    htmls = [o["data"]["text/html"] for o in outputs
+             if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})]
+    assert len(htmls) == 4  # Attribution, Comparison, Inspection, the recovery table
+    for h in htmls:
+        check_self_contained(h, 0)
+    assert sum(h.count("data:image/png;base64,") for h in htmls) >= 5
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.get("name") == "stdout")
+    assert "Tokens:" in text and "Layers:" in text  # the text view printed by the notebook itself

@@ -430,9 +430,20 @@ def inspect_item(
               "question": getattr(item, "question", None), "source": source},
         prompt_format=f.name, methods=names, before=before, readout_before=rb, key_tokens=keys,
         key_from=key_from, heads=shown, top_heads=ranked[:top_heads],
-        against=(against_name or str(getattr(against, "unpact_spec", "against"))) if against is not None else None,
+        against=_against_label(model_name or str(getattr(model, "unpact_spec", "model")), against, against_name),
         after=after, readout_after=ra, comparison=comparison, head_ranking=how,
     )
+
+
+def _against_label(model_label: str, against, against_name: str | None) -> str | None:
+    """The second model's label: ``against_name``, else its spec (``"<spec> (against)"`` when it is the
+    first model's spec too, as for an in-memory unlearned copy)."""
+    if against is None:
+        return None
+    if against_name:
+        return against_name
+    spec = str(getattr(against, "unpact_spec", "against"))
+    return f"{spec} (against)" if spec == model_label else spec
 
 
 # ------------------------------------------------------------------- text

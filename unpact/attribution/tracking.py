@@ -70,6 +70,13 @@ class Comparison:
     def _repr_html_(self) -> str:  # a notebook displays the object with this
         return self.to_html()
 
+    def __repr__(self) -> str:  # short: the per-token arrays are in to_dict()
+        s = self.summary
+        keys = ("key_mean_delta", "other_mean_delta", "lp_mean_delta")
+        return (f"Comparison(n_items={len(self.items)}, "
+                + ", ".join(f"{k}={s[k]:.4f}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}" for k in keys)
+                + f", groups={sorted(s.get('by_group', {}))})")
+
 
 def _mean(xs: Sequence[float]) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
