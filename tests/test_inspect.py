@@ -175,6 +175,16 @@ def test_inspect_tiny_checkpoint(tiny_pair, tmp_path, capsys):
     assert data["delta"] is None and "after" not in data["models"] and "loo after" not in out
     check_numbers(data, load_model(a), None, QAItem(q, ans, id="question"), ["loo"])
 
+    # without heads: heads ranked by the change of their attention onto the KeyTokens
+    rc, out, err = _run(["inspect", a, "--question", q, "--answer", ans, "--against", b, "--method", "ig",
+                         "--json", str(json_path)], capsys)
+    assert rc == 0, err
+    data = json.loads(json_path.read_text())
+    assert "attention onto the KeyTokens" in data["head_ranking"] and "attn→keys after" in out
+    deltas = [abs(r["key_attention_delta"]) for r in data["top_heads"]]
+    assert deltas == sorted(deltas, reverse=True)
+    check_numbers(data, load_model(a), load_model(b), QAItem(q, ans, id="question"), ["integrated_gradients"])
+
 
 def test_inspection_round_trip_and_no_printing(tiny_pair, capsys):
     from unpact import load_model
