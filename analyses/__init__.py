@@ -9,8 +9,8 @@ Each takes numbers and returns numbers plus a verdict computed from them:
 """
 
 from unpact.analyses.collapse import collapse_analysis, token_drop_stats
-from unpact.analyses.keyword_focus import keyword_focus
+from unpact.analyses.keyword_focus import keyword_focus, keyword_focus_vs_null, normalised_gap
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
 
-__all__ = ["keyword_focus", "recovery_analysis", "collapse_analysis", "token_drop_stats", "layer_head_analysis"]
+__all__ = ["keyword_focus", "keyword_focus_vs_null", "normalised_gap", "recovery_analysis", "collapse_analysis", "token_drop_stats", "layer_head_analysis"]

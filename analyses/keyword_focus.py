@@ -71,3 +71,74 @@ def keyword_focus(items: Sequence[dict[str, Any]], p_threshold: float = 0.05) ->
         if r.get("mean_delta_key") is not None:
             verdict += f"; retain KeyTokens changed by {fmt(r['mean_delta_key'])}"
     return {"groups": groups, "holds": bool(holds), "verdict": verdict}
+
+
+def normalised_gap(item: dict[str, Any]) -> float | None:
+    """Per item: (mean change on KeyTokens - mean change on other tokens) / mean |contribution before|.
+
+    Dividing by the item's own contribution scale makes items (and models) with large
+    and small contributions comparable; negative = keywords lost more.
+    """
+    k, o = _item_deltas(item)
+    special = item.get("special") or [False] * len(item["before"])
+    scale = mean([abs(b) for b, s in zip(item["before"], special) if not s])
+    if k is None or o is None or not scale:
+        return None
+    return (k - o) / scale
+
+
+def keyword_focus_vs_null(
+    method_items: Sequence[dict[str, Any]],
+    null_items: Sequence[dict[str, Any]],
+    *,
+    group: str = "forget",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Finding 1 against a damage-matched null: do KeyTokens lose more under the method than under the null?
+
+    Both lists hold the same items (paired by ``id`` when given, else by position) in
+    :func:`keyword_focus`'s shape, the null's "after" being a model with the same damage
+    and no unlearning objective (:mod:`unpact.controls`). Per item d = normalised gap under
+    the method minus under the null (:func:`normalised_gap`); a percentile bootstrap over
+    items gives a ``confidence`` interval of the mean d. **Supported** only when the whole
+    interval is below zero.
+
+    Example:
+        >>> m = [{"group": "forget", "before": [1.0, 1.0], "after": [1.0, 0.0], "key": [False, True]}] * 8
+        >>> n = [{"group": "forget", "before": [1.0, 1.0], "after": [0.5, 0.5], "key": [False, True]}] * 8
+        >>> keyword_focus_vs_null(m, n)["supported"]
+        True
+    """
+    import numpy as np
+
+    def by_id(items):
+        sel = [it for it in items if it.get("group", group) == group]
+        return {str(it.get("id", i)): it for i, it in enumerate(sel)}
+
+    a, b = by_id(method_items), by_id(null_items)
+    ids = [i for i in a if i in b]
+    d = []
+    for i in ids:
+        gm, gn = normalised_gap(a[i]), normalised_gap(b[i])
+        if gm is not None and gn is not None:
+            d.append(gm - gn)
+    out: dict[str, Any] = {"test": f"paired percentile bootstrap ({n_boot} resamples) of the mean per-item normalised "
+                                   "KeyToken gap, method minus damage-matched null",
+                           "group": group, "n_items": len(d), "confidence": confidence}
+    if len(d) < 3:
+        out.update({"mean_difference": None, "interval": None, "supported": False,
+                    "verdict": f"not applicable: {len(d)} paired {group} items with KeyTokens (need at least 3)"})
+        return out
+    arr = np.asarray(d)
+    rng = np.random.default_rng(seed)
+    boots = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    supported = bool(hi < 0)
+    out.update({"mean_difference": float(arr.mean()), "interval": [float(lo), float(hi)], "supported": supported})
+    out["verdict"] = (f"{'supported' if supported else 'not supported'}: KeyTokens lost "
+                      f"{fmt(-arr.mean())} more (normalised) under the method than under the null, "
+                      f"{int(100 * confidence)}% interval [{fmt(-hi)}, {fmt(-lo)}], n={len(d)} {group} items"
+                      + ("" if supported else " (the interval includes zero or favours the null)"))
+    return out

@@ -6,8 +6,9 @@ Usage:
 Reads each run's results.json (never recomputes) and prints, per run: the
 metrics per method (forget/retain ROUGE-L, general accuracy, forget quality) and
 the emphasis recovery comparison (best prompt rewrite and best activation
-setting with their rates, the controls under them, holdout "recoveries"), then
-the analyses' verdicts.
+setting with their rates, the controls under them, holdout "recoveries"), the
+recovery-route table (emphasis and every attack, attacks beyond the original and
+negative controls), then the analyses' verdicts.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def tables(run: Path) -> str:
             f"| {ab}: {pct(rec.get('activation_best'))}{flag(rec.get('activation_collapse'))} "
             f"| {f(prow.get('retain_accuracy'), 2)} / {f(prow.get('general_accuracy'), 2)}; {f(arow.get('retain_accuracy'), 2)} / {f(arow.get('general_accuracy'), 2)} "
             f"| {prow.get('holdout_recovered', '–')} / {arow.get('holdout_recovered', '–')} |")
+    routes = [r for r in res.get("routes", []) if "emphasis" not in r["route"]]
+    if routes:
+        out += ["", "| method | route | best setting | raw | beyond controls (recovered / eligible) |", "|---|---|---|---|---|"]
+        for r in res["routes"]:
+            items = "–" if r["n_forgotten"] is None else f"{r['n_recovered']} / {r['n_forgotten']}"
+            ctl = "no negative control" if "emphasis" in r["route"] else f"{pct(r['controlled_rate'])} ({items})"
+            out.append(f"| {r['method']} | {r['route']} | {r['setting']} | {pct(r['raw_rate'])} | {ctl} |")
     an = res["analyses"]
     out += ["", f"- recovery: {an['recovery']['verdict']}", f"- collapse: {an['collapse']['verdict']}",
             f"- layers/heads: {an['layer_head']['verdict']}"]

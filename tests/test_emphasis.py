@@ -379,3 +379,33 @@ def test_emphasis_recovers_nothing_the_model_never_knew():
     assert table["n_forgotten"] >= table["n_forget"] - 1  # it never saw these authors
     rows = list(table["prompt"].values()) + list(table["activation"].values())
     assert all(r["n_recovered"] == 0 for r in rows), render_table(table)
+
+
+# ------------------------------------------------------------------ placebo
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_placebo_positions_never_overlap_the_keywords_and_match_them_in_count(tok, seed):
+    from unpact.emphasis.placebo import placebo_keywords, placebo_positions, question_positions, runs
+    from unpact.emphasis.rewrites import keyword_positions as kw_positions
+
+    cases = [("Where was the author Ana Lind born?", ["Ana Lind"]),
+             ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"]),
+             ("What is the capital of France?", ["France"])]
+    for q, kws in cases:
+        keys = kw_positions(tok, q, kws)
+        pl = placebo_positions(tok, q, keys, seed=seed)
+        assert not set(pl) & set(keys)
+        assert len(pl) == len(keys)
+        assert set(pl) <= set(question_positions(tok, q))  # question words only, never "Question:"/"Answer:"
+        if len(runs(keys)) == 1 and len(runs(pl)) == 1:
+            assert len(runs(pl)[0]) == len(runs(keys)[0])
+        words = placebo_keywords(tok, q, keys, seed=seed)
+        assert words and not any(k.lower() in w.lower() or w.lower() in k.lower() for w in words for k in kws)
+    assert placebo_positions(tok, "Ana Lind?", kw_positions(tok, "Ana Lind?", ["Ana Lind"])) == []
+    # a KeyToken inside a word: the word's other tokens are not placebo candidates
+    q = "Where was Quennell born?"
+    keys = kw_positions(tok, q, ["Quennell"])
+    if len(keys) > 1:
+        pl = placebo_positions(tok, q, keys[:1], seed=0)
+        assert not set(pl) & set(keys)

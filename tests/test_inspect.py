@@ -199,6 +199,13 @@ def test_inspection_round_trip_and_no_printing(tiny_pair, capsys):
     assert Inspection.from_dict(json.loads(json.dumps(ins.to_dict()))).to_dict() == json.loads(json.dumps(ins.to_dict()))
     assert ins._repr_html_().startswith('<div class="unpact">') and "Bo" in text
     check_self_contained(page, 4)
+    # the lens ranks agree with the presence probe's logit lens (unpact.probes) on the answer's first token
+    from unpact.attribution.prepare import prepare_items
+    from unpact.probes import logit_lens
+
+    (p,), _ = prepare_items(m1, [("Question: Who is Bo Reyes?\nAnswer:", " a writer")])
+    lps, ranks = logit_lens(m1, p.prompt_ids, p.answer_ids[0])
+    assert ins.readout_before.lens_rank[1:] == ranks
 
 
 # ----------------------------------------------------------- notebook views

@@ -59,6 +59,7 @@ def world(tmp_path_factory):
         "attribution": {"subset": 1, "ig_steps": 8},
         "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"],
                      "max_control_items": 1},  # fewer controls than items: the keyword lists follow the subsample
+        "attacks": {"options": {"quantization": {"bits": [4]}, "relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     return root, cfg
 
@@ -107,7 +108,7 @@ def test_run_end_to_end(finished_run):
         assert key in res, key
     assert set(res["methods"]) == {"ga_gdr", "npo_gdr"}
     for m in res["methods"].values():
-        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse"):
+        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse", "attacks"):
             assert stage in m, stage
         assert m["unlearn"]["losses"], "per-step losses recorded"
         assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
@@ -115,6 +116,10 @@ def test_run_end_to_end(finished_run):
     for name in ("keyword_focus", "recovery", "collapse", "layer_head"):
         assert name in res["analyses"]
     assert res["analyses"]["recovery"]["verdict"]
+    assert set(res["methods"]["ga_gdr"]["attacks"]) == {"quantization", "paraphrase", "in_context", "relearning"}
+    routes = {(r["method"], r["route"]) for r in res["routes"]}
+    assert ("npo_gdr", "quantization") in routes and ("ga_gdr", "prompt emphasis") in routes
+    assert all(r["negative_control"] for r in res["routes"] if "emphasis" not in r["route"])
     assert res["summary"][0]["method"] == "original" and len(res["summary"]) == 3
     assert res["summary"][1]["forget_quality"] is not None
     assert (run_dir / "models" / "ga_gdr" / "model.safetensors").is_file()
@@ -123,7 +128,7 @@ def test_run_end_to_end(finished_run):
     html = (run_dir / "report.html").read_text()
     parser = _Images()
     parser.feed(html)
-    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse"}
+    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "routes", "collapse"}
     assert parser.imgs and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
     assert parser.tables >= 4 and not parser.links
     assert "http://" not in html and "https://" not in html

@@ -437,10 +437,84 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- attack
+
+
+def add_attack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unlearned", required=True, help="the model after unlearning (never changed: attacks edit copies)")
+    p.add_argument("--original", default=None, help="the model before unlearning (control: does the attack keep "
+                   "what was never removed?)")
+    p.add_argument("--negative", default=None, help="a model that never saw the forget set, e.g. embedded:gpt2-retain "
+                   "(control: what it 'recovers' is taught, not recovered)")
+    p.add_argument("--benchmark", default="embedded:tofu/forget10",
+                   help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)")
+    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
+    p.add_argument("--retain", default="retain90",
+                   help="retain split (in-context examples, relearning on retain) of the same benchmark, or "
+                        "BENCHMARK/SPLIT ('none' to skip; default retain90)")
+    p.add_argument("--attacks", default=None,
+                   help="comma-separated attacks (default: all registered: quantization, in_context, paraphrase, relearning)")
+    p.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="override an attack's setting (repeatable, JSON values), e.g. --set quantization.bits=[4] "
+                        "--set relearning.steps=[5,10]")
+    p.add_argument("--max-items", type=int, default=None, help="at most this many forget items (evenly spaced)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="ROUGE-L recall counted as right (default: the main job's, 0.9; see unpact.config)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="greedy answer length (default: the main job's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the route tables as JSON here")
+    p.add_argument("--device", default=None)
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from unpact.attacks import ATTACKS, get_attack, make_attack, render_attack_table, run_attack
+    from unpact.config import RunConfig
+    from unpact.data import load_benchmark, spread_sample
+    from unpact.emphasis import RecoveryConfig
+    from unpact.models import load_model
+    from unpact.progress import tqdm_progress
+
+    names = _csv(args.attacks, "--attacks") if args.attacks else tuple(ATTACKS)
+    overrides: dict[str, dict] = {n: {} for n in names}
+    for n in names:
+        get_attack(n)
+    for key, value in _parse_overrides(args.set).items():
+        if "." not in key or key.split(".", 1)[0] not in overrides:
+            raise CommandError(f"--set takes ATTACK.KEY=VALUE for one of the chosen attacks ({', '.join(names)}), "
+                               f"got {key!r}")
+        a, k = key.split(".", 1)
+        overrides[a][k] = tuple(value) if isinstance(value, list) else value
+    attacks = [make_attack(n, overrides[n]) for n in names]
+    defaults = RunConfig()
+    rcfg = RecoveryConfig(threshold=args.threshold if args.threshold is not None else defaults.emphasis.threshold,
+                          max_new_tokens=args.max_new_tokens or defaults.max_new_tokens)
+    bench, split = _split_spec(args.benchmark)
+    forget = spread_sample(list(load_benchmark(bench, split, path=args.benchmark_path)), args.max_items)
+    pool = {}
+    if args.retain and args.retain.lower() != "none":
+        b, s = _split_spec(args.retain, bench)
+        pool["retain"] = list(load_benchmark(b, s, path=args.benchmark_path if b == bench else None))
+    unlearned = load_model(args.unlearned, device=args.device)
+    original = load_model(args.original, device=args.device) if args.original else None
+    negative = load_model(args.negative, device=args.device) if args.negative else None
+    tables = [run_attack(a, unlearned, forget, original=original, negative=negative, pool=pool, recovery=rcfg,
+                         seed=args.seed, progress=tqdm_progress) for a in attacks]
+    print(render_attack_table(tables))
+    if args.out:
+        from unpact.rundir import write_json_atomic
+
+        write_json_atomic(args.out, {"unlearned": args.unlearned, "original": args.original, "negative": args.negative,
+                                     "benchmark": args.benchmark, "attacks": tables})
+        print(f"\nroute tables: {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "attack": ("recovery attacks beyond emphasis (relearning, quantization, in-context, paraphrase), with controls",
+               add_attack, cmd_attack),
     "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
                        cmd_build_embedded),
     "info": ("print a model's architecture and sizes", add_info, cmd_info),

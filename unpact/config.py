@@ -68,6 +68,23 @@ class EmphasisSettings:
 
 
 @dataclass
+class AttackSettings:
+    """Recovery attacks beyond emphasis (:mod:`unpact.attacks`), run on every method's model.
+
+    Each attack runs on the unlearned model, the original and the retain-only
+    ``reference_model`` as the negative control (the controls' runs are computed
+    once per study); only recovery beyond both controls counts. All four registered
+    attacks run by default with their library defaults (unpact/attacks/*.py), which
+    cost about half a minute per method on the embedded models (docs/performance.md).
+    """
+
+    #: registered attack names (see unpact.attacks.ATTACKS); [] turns the stage off
+    names: list[str] = field(default_factory=lambda: ["quantization", "paraphrase", "in_context", "relearning"])
+    #: per-attack overrides of the attack's config, e.g. {"relearning": {"steps": [5, 10]}}
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     """Everything ``unpact run`` needs; the defaults are the embedded study."""
 
@@ -91,6 +108,7 @@ class RunConfig:
     max_new_tokens: int = 20
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     emphasis: EmphasisSettings = field(default_factory=EmphasisSettings)
+    attacks: AttackSettings = field(default_factory=AttackSettings)
     out: str = "unpact-run"
     device: str = "cpu"
     seed: int = 0
@@ -99,7 +117,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_NESTED = {"attribution": AttributionSettings, "emphasis": EmphasisSettings}
+_NESTED = {"attribution": AttributionSettings, "emphasis": EmphasisSettings, "attacks": AttackSettings}
 
 
 def _check_keys(cls, data: dict, where: str) -> None:
@@ -136,6 +154,13 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
     for k in cfg.emphasis.kinds:
         if k not in KINDS:
             raise ConfigError(f"unknown emphasis kind {k!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
+    from unpact.attacks import make_attack
+
+    for name in cfg.attacks.options:
+        if name not in cfg.attacks.names:
+            raise ConfigError(f"attacks.options names {name!r}, which is not among the attacks {cfg.attacks.names}")
+    for name in cfg.attacks.names:
+        make_attack(name, cfg.attacks.options.get(name))  # unknown names and options fail here, before any work
     return cfg
 
 

@@ -295,6 +295,8 @@ class Study:
         result["tracking"] = self.stage(f"{method}/track", track)
         result["recovery"] = self.stage(f"{method}/recovery", lambda: self._recovery(model(), method))
         result["collapse"] = self.stage(f"{method}/collapse", lambda: self._collapse(method, result))
+        if self.cfg.attacks.names:
+            result["attacks"] = self.stage(f"{method}/attacks", lambda: self._attacks(model()))
         model_cache.clear()
         return result
 
@@ -339,6 +341,43 @@ class Study:
                 examples.append(d)
         table["rewrite_attributions"] = examples
         return table
+
+    def _attack_kwargs(self) -> dict[str, Any]:
+        from unpact.emphasis import RecoveryConfig
+
+        rc = RecoveryConfig(threshold=self.cfg.emphasis.threshold, max_new_tokens=self.cfg.max_new_tokens)
+        return {"pool": {"retain": list(self.data.retain)}, "recovery": rc, "seed": self.cfg.seed}
+
+    def attack_controls(self) -> dict[str, Any]:
+        """Every attack on the original and the negative control (retain-only model), once per study."""
+        def compute():
+            from unpact.attacks import role_runs
+            from unpact.models import load_model
+
+            a = self.cfg.attacks
+            models = {"original": self.original()}
+            if self.cfg.reference_model:
+                models["negative"] = load_model(self.cfg.reference_model, device=self.cfg.device)
+            kw = self._attack_kwargs()
+            with self.progress(total=len(a.names) * len(models), desc="attack controls") as bar:
+                out: dict[str, Any] = {}
+                for name in a.names:
+                    out[name] = {}
+                    for role, m in models.items():
+                        out[name][role] = role_runs(name, m, self.data.groups["forget"], config=a.options.get(name), **kw)
+                        bar.update()
+            return out
+
+        return self.stage("controls/attacks", compute)
+
+    def _attacks(self, unlearned) -> dict[str, Any]:
+        from unpact.attacks import run_attack
+
+        a = self.cfg.attacks
+        controls = self.attack_controls()
+        return {name: run_attack(name, unlearned, self.data.groups["forget"], controls=controls[name],
+                                 config=a.options.get(name), progress=self.progress, **self._attack_kwargs())
+                for name in a.names}
 
     def _collapse(self, method: str, result: dict[str, Any]) -> dict[str, Any]:
         from unpact.analyses import token_drop_stats
@@ -504,7 +543,32 @@ def assemble_results(cfg: RunConfig, info: dict, orig_eval: dict, orig_attr: dic
         "methods": methods,
         "analyses": analyses,
         "examples": _examples(orig_attr, methods),
+        "routes": route_rows(methods),
     }
+
+
+def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
+    """Per method and recovery route: the best setting's raw rate and, for attacks, the rate beyond controls.
+
+    Emphasis rows carry the emphasis table's best rates (controls: collapse of retain/general,
+    no negative control yet); attack rows their best setting by the controlled rate.
+    """
+    rows = []
+    for m, r in methods.items():
+        rec = r.get("recovery") or {}
+        for kind in ("prompt", "activation"):
+            name = rec.get(f"{kind}_best_setting")
+            row = (rec.get(kind) or {}).get(name) or {}
+            rows.append({"method": m, "route": f"{kind} emphasis", "setting": name, "raw_rate": rec.get(f"{kind}_best"),
+                         "controlled_rate": None, "n_recovered": row.get("n_recovered"),
+                         "n_forgotten": row.get("n_forgotten"), "negative_control": False})
+        for a, t in (r.get("attacks") or {}).items():
+            best = t.get("best_setting") or next(iter(t.get("settings") or {}), None)
+            row = (t.get("settings") or {}).get(best) or {}
+            rows.append({"method": m, "route": a, "setting": best, "raw_rate": row.get("forget_rate"),
+                         "controlled_rate": row.get("controlled_rate"), "n_recovered": row.get("n_recovered_beyond_controls"),
+                         "n_forgotten": row.get("n_eligible"), "negative_control": "negative" in (t.get("roles") or [])})
+    return rows
 
 
 def summary_table(results: dict[str, Any]) -> str:

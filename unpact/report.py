@@ -83,6 +83,32 @@ def recovery_png(rows: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+def routes_png(routes: list[dict[str, Any]]) -> bytes:
+    """Grouped bars: per method, each recovery route's rate (beyond controls for attacks, raw for emphasis)."""
+    import numpy as np
+
+    plt = _mpl()
+    methods = list(dict.fromkeys(r["method"] for r in routes))
+    names = list(dict.fromkeys(r["route"] for r in routes))
+    x = np.arange(len(methods))
+    w = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(methods), 3.4))
+    for j, name in enumerate(names):
+        vals = []
+        for m in methods:
+            r = next((r for r in routes if r["method"] == m and r["route"] == name), {})
+            v = r.get("controlled_rate") if r.get("controlled_rate") is not None else r.get("raw_rate")
+            vals.append(v or 0.0)
+        hatch = "//" if "emphasis" in name else None
+        ax.bar(x - 0.4 + w * (j + 0.5), vals, w, label=name, hatch=hatch)
+    ax.set_xticks(x, methods, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of forgotten items recovered")
+    ax.set_title("Recovery routes (attacks: beyond original and negative controls; hatched: emphasis, raw)")
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
 def collapse_png(collapse: dict[str, Any]) -> bytes:
     plt = _mpl()
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
@@ -226,6 +252,24 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                            "general accuracy", "holdout recovered", "control collapsed"], rec_rows)
                  + "</details>"
                  + "</section>")
+
+    # recovery routes beyond emphasis
+    routes = res.get("routes") or []
+    if any(r["route"] not in ("prompt emphasis", "activation emphasis") for r in routes):
+        png = routes_png(routes)
+        figures["routes.png"] = png
+        rrows = [[r["method"], r["route"], r["setting"], r["raw_rate"], r["controlled_rate"],
+                  None if r["n_forgotten"] is None else f"{r['n_recovered']}/{r['n_forgotten']}",
+                  "yes" if r["negative_control"] else "no"] for r in routes]
+        parts.append('<section id="routes"><h2>Recovery routes</h2>'
+                     f"<figure><img alt='recovery routes by method' src='{_b64(png)}'></figure>"
+                     + "<p>Each route's best setting. <em>raw</em>: forgotten items answered again; <em>beyond "
+                     "controls</em> (attacks): of the forgotten items the original model still answers under the same "
+                     "attack, those the negative control (a model that never saw the forget set) does not answer "
+                     "under it: what the attack teaches or guesses is not counted. Emphasis rows have no negative "
+                     "control yet (their controls are the collapse checks above).</p>"
+                     + _table(["method", "route", "best setting", "raw", "beyond controls", "items",
+                               "negative control"], rrows) + "</section>")
 
     # collapse
     png = collapse_png(an.get("collapse", {}))
