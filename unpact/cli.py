@@ -409,6 +409,94 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- inspect
+
+
+def add_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name> (typically the original model)")
+    p.add_argument("--question", help="the question (formatted by --prompt-format)")
+    p.add_argument("--answer", help="the answer whose log-prob is attributed")
+    p.add_argument("--benchmark", help="take the item from BENCHMARK/SPLIT instead, e.g. embedded:tofu/forget10")
+    p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
+    p.add_argument("--item", type=int, default=None, help="index of the item in the split (with --benchmark)")
+    p.add_argument("--against", help="a second model with the same tokenizer (typically the unlearned one)")
+    p.add_argument("--method", default="loo,heads",
+                   help="comma-separated attribution methods: loo, ig (integrated_gradients), heads (default loo,heads)")
+    p.add_argument("--prompt-format", default="plain",
+                   help="plain: 'Question: ...\\nAnswer:'; chat: the tokenizer's own chat template (default plain)")
+    p.add_argument("--head", action="append", default=[], metavar="LAYER.HEAD",
+                   help="show this head's attention from the answer's first position (repeatable; default the top heads)")
+    p.add_argument("--top-heads", type=int, default=5, help="how many heads to list (default 5)")
+    p.add_argument("--truncate", action="store_true", help="drop prompt tokens from the left when the item exceeds the context")
+    p.add_argument("--html", help="write the self-contained HTML page here")
+    p.add_argument("--json", help="write every number as JSON here")
+    p.add_argument("--device", default=None)
+
+
+def _inspect_item(args: argparse.Namespace):
+    """The item to inspect and its label: from --question/--answer or from --benchmark/--item."""
+    from unpact.data import QAItem, load_benchmark
+
+    if args.benchmark:
+        if args.question is not None or args.answer is not None:
+            raise CommandError("give either --question/--answer or --benchmark/--item, not both")
+        if args.item is None:
+            raise CommandError("--benchmark needs --item INDEX (the item's position in the split, from 0)")
+        bench, split = _split_spec(args.benchmark)
+        items = list(load_benchmark(bench, split, path=args.benchmark_path))
+        if not 0 <= args.item < len(items):
+            raise CommandError(f"--item {args.item} is out of range: {args.benchmark} has {len(items)} items "
+                               f"(0..{len(items) - 1})")
+        return items[args.item], f"{args.benchmark} item {args.item}"
+    if args.item is not None:
+        raise CommandError("--item needs --benchmark BENCHMARK/SPLIT")
+    if args.question is None or args.answer is None:
+        raise CommandError("give --question and --answer, or --benchmark BENCHMARK/SPLIT --item INDEX")
+    if not args.question.strip():
+        raise CommandError("--question is empty; give the question text")
+    if not args.answer.strip():
+        raise CommandError("--answer is empty; give the answer whose log-prob to attribute")
+    return QAItem(args.question, args.answer, id="question"), None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from unpact.errors import InputError
+    from unpact.inspection import canonical_methods, inspect_item
+    from unpact.models import load_model
+    from unpact.progress import tqdm_progress
+    from unpact.rundir import write_text_atomic
+
+    methods = canonical_methods(args.method)
+    heads = []
+    for h in args.head:
+        try:
+            l, hh = (int(x) for x in h.split("."))
+        except ValueError:
+            raise CommandError(f"--head takes LAYER.HEAD (e.g. 2.1), got {h!r}") from None
+        heads.append((l, hh))
+    if args.top_heads < 1:
+        raise CommandError(f"--top-heads must be at least 1, got {args.top_heads}")
+    item, source = _inspect_item(args)
+    model = load_model(args.model, device=args.device)
+    against = load_model(args.against, device=args.device) if args.against else None
+    try:
+        ins = inspect_item(model, item, against=against, methods=methods, fmt=args.prompt_format, heads=heads or None,
+                           top_heads=args.top_heads, truncate=args.truncate, model_name=args.model,
+                           against_name=args.against, source=source, progress=tqdm_progress)
+    except InputError as exc:  # the library's hint names its keyword argument; here it is a flag
+        raise CommandError(str(exc).replace("pass truncate=True", "pass --truncate")) from None
+    print(ins.to_text())
+    if args.json or args.html:
+        print()
+    if args.json:
+        write_text_atomic(args.json, json.dumps(ins.to_dict(), indent=1))
+        print(f"json: {args.json}")
+    if args.html:
+        write_text_atomic(args.html, ins.to_html(standalone=True))
+        print(f"html: {args.html}")
+    return 0
+
+
 # -------------------------------------------------------------------- attack
 
 
@@ -490,6 +578,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
                        cmd_build_embedded),
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
+    "inspect": ("one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
+                add_inspect, cmd_inspect),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
                 add_recover, cmd_recover),
     "run": ("run the whole study: unlearn, attribute, emphasise, analyse, report", add_run, cmd_run),

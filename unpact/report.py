@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unpact.errors import DataError
+from unpact.figures import CSS as FIGURE_CSS
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -376,5 +377,5 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     for name, png in figures.items():
         (fig_dir / name).write_bytes(png)
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>unpact report</title>"
-            f"<style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>")
+            f"<style>{_CSS}{FIGURE_CSS}</style></head><body class='unpact'>" + "\n".join(parts) + "</body></html>")
     return write_text_atomic(run_dir / "report.html", page)

@@ -125,6 +125,17 @@ class Attribution:
         d["lp"] = float("nan") if d.get("lp") is None else float(d["lp"])
         return cls(**d)
 
+    # ------------------------------------------------------------ display
+    def to_html(self, **key_options) -> str:
+        """An HTML view (a fragment with its own styles): the token heatmap (red raises the answer's
+        log-prob, blue lowers it, KeyTokens outlined) and, for ``heads``, the layer x head map."""
+        from unpact import figures
+
+        return figures.fragment(figures.attribution_html(self, **key_options))
+
+    def _repr_html_(self) -> str:  # a notebook displays the object with this
+        return self.to_html()
+
     def __repr__(self) -> str:  # short: the full arrays are in to_dict()
         return (
             f"Attribution(item_id={self.item_id!r}, method={self.method!r}, lp={self.lp:.4f}, "

@@ -60,6 +60,23 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
 
+    def to_html(self, max_items: int = 12) -> str:
+        """An HTML view (a fragment with its own styles): the summaries, each item before / after /
+        change as token heatmaps, and the per-layer and per-head changes when both sides are ``heads``."""
+        from unpact import figures
+
+        return figures.fragment(figures.comparison_html(self, max_items=max_items))
+
+    def _repr_html_(self) -> str:  # a notebook displays the object with this
+        return self.to_html()
+
+    def __repr__(self) -> str:  # short: the per-token arrays are in to_dict()
+        s = self.summary
+        keys = ("key_mean_delta", "other_mean_delta", "lp_mean_delta")
+        return (f"Comparison(n_items={len(self.items)}, "
+                + ", ".join(f"{k}={s[k]:.4f}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}" for k in keys)
+                + f", groups={sorted(s.get('by_group', {}))})")
+
 
 def _mean(xs: Sequence[float]) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]

@@ -22,6 +22,7 @@ from unpact.emphasis.activation import (
 from unpact.emphasis.recovery import (
     EmphasisItem,
     RecoveryConfig,
+    RecoveryTable,
     best_setting,
     compare,
     evaluate,
@@ -45,7 +46,7 @@ from unpact.emphasis.rewrites import (
 
 __all__ = [
     "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "batched_emphasis_hooks", "emphasis_hooks", "layer_set", "sweep",
-    "EmphasisItem", "RecoveryConfig", "best_setting", "compare", "evaluate", "keytoken_positions",
+    "EmphasisItem", "RecoveryConfig", "RecoveryTable", "best_setting", "compare", "evaluate", "keytoken_positions",
     "prepare_items", "recover", "render_table",
     "DEFAULT_TEMPLATES", "TEMPLATES", "RewriteTemplate", "RewrittenPrompt", "get_template", "keyword_positions",
     "keywords_from_positions", "register_template", "rewrite", "segment_question",

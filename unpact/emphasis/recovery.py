@@ -196,6 +196,24 @@ def prepare_items(
     return out
 
 
+class RecoveryTable(dict):
+    """:func:`recover`'s result: a plain dict (JSON as it is) that also shows itself as HTML.
+
+    ``to_html()`` (and a notebook's display) gives the baseline, every prompt
+    rewrite, the activation sweep as a factor x layer-set map of the recovery rate
+    (a cross where a control collapsed) and the answers per item.
+    ``RecoveryTable(json.load(f))`` wraps a table read back from JSON.
+    """
+
+    def to_html(self) -> str:
+        from unpact import figures
+
+        return figures.fragment(figures.recovery_html(self))
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
 # ------------------------------------------------------------------ evaluation
 
 
@@ -362,8 +380,8 @@ def recover(
     method: str | None = None,
     fmt: str | PromptFormat | None = None,
     progress: ProgressFactory = null_progress,
-) -> dict[str, Any]:
-    """The comparison table of emphasis recovery for one unlearned model (JSON-serialisable).
+) -> "RecoveryTable":
+    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
 
     Args:
         unlearned: the model after unlearning (a bridge).
@@ -424,7 +442,7 @@ def check_same_tokenizer(original, unlearned) -> None:
 
 
 def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, control_keywords=None, config=None,
-             method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> dict[str, Any]:
+             method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> RecoveryTable:
     """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
     cfg = config or RecoveryConfig()
     if original is not None:
@@ -483,7 +501,7 @@ def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, 
             d["activation_best_answer"] = best_answers[("activation", ab)][j]
         items.append(d)
     known = [d["original_rouge"] >= thr for d in items] if orig is not None else None
-    return {
+    return RecoveryTable({
         "method": method,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "keywords_source": "keytokens" if keywords is None else "given",
@@ -506,7 +524,7 @@ def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, 
         "prompt_best": pr, "prompt_best_setting": pb, "prompt_collapse": pc,
         "activation_best": ar, "activation_best_setting": ab, "activation_collapse": ac,
         "items": items,
-    }
+    })
 
 
 # ------------------------------------------------------------------ rendering

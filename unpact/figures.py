@@ -1,0 +1,423 @@
+"""The figures every unpact page shares: token heatmaps, matrix heatmaps, one colour meaning.
+
+One colour meaning everywhere a contribution is drawn (the report's too): **blue
+raises the answer's log-prob, red lowers it** (white is 0), on a scale symmetric around 0 that is
+drawn beside each heatmap. Quantities that are not contributions get a
+sequential palette of their own: attention weights in grey (0 = white), shares
+of items (recovery rates) in green (more recovered = greener, i.e. more of the
+answer came back). Every heatmap carries its colour scale.
+
+Everything here returns strings or PNG bytes and never prints. Images go into
+pages as base64 ``data:`` URIs (:func:`data_uri`), so a page written with
+:func:`page` opens from disk with no network: no script, no stylesheet link, no
+external image.
+
+Example:
+    >>> html = token_heatmap_html(["<bos>", " Ana", " Lind"], [0.0, 0.4, -0.1], key=[False, True, False])
+    >>> 'rgba(220,50,47,1.00)' in html and 'class="tok kw"' in html
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from typing import Any, Mapping, Sequence
+
+#: matplotlib colour map of signed contributions: blue = raises the answer's log-prob, red = lowers it
+#: (as unpact.report.CMAP).
+DIVERGING = "RdBu"
+#: colour map of attention weights (non-negative, not a contribution).
+ATTENTION = "Greys"
+#: colour map of shares of items (recovery rates, 0..1).
+RATE = "Greens"
+#: The RGB ends of the token heatmaps (the ends of ``DIVERGING``'s palette, as the report draws them).
+RED_RGB = "220,50,47"
+BLUE_RGB = "38,139,210"
+#: Line/bar colours of the models in a before/after chart (neither red nor blue, which mean a sign).
+MODEL_COLOURS = ("#4d4d4d", "#d08c00", "#2a9d8f", "#8e44ad")
+
+# ------------------------------------------------------------------ helpers
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _mpl().close(fig)
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:image/png;base64,...`` URI (embedded in the page, no file, no network)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def img_html(png: bytes, alt: str) -> str:
+    return f"<figure><img alt='{html.escape(alt, quote=True)}' src='{data_uri(png)}'></figure>"
+
+
+def fmt_value(v: Any) -> str:
+    """A number for a table cell: 4 decimals, or 3 significant digits when tiny; ``–`` for None."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain HTML table (numbers formatted by :func:`fmt_value`)."""
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt_value(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def clean_token(t: str, newline: str = "⏎") -> str:
+    """A token as shown: byte-level markers and newlines made visible."""
+    return t.replace("Ġ", " ").replace("Ċ", newline).replace("\n", newline)
+
+
+def _limit(values: Sequence[float | None]) -> float:
+    lim = max((abs(v) for v in values if v is not None and math.isfinite(v)), default=0.0)
+    return lim or 1.0
+
+
+# ----------------------------------------------------------- token heatmaps
+
+
+def colour_scale_html(lim: float, label: str = "contribution to the answer's log-prob") -> str:
+    """A small legend: red at -lim, white at 0, blue at +lim."""
+    return (f'<span class="scale"><span class="sv">{-lim:+.3g}</span>'
+            f'<span class="bar" style="background:linear-gradient(90deg,rgb({RED_RGB}),#fff,rgb({BLUE_RGB}))"></span>'
+            f'<span class="sv">{lim:+.3g}</span> <span class="sl">{html.escape(label)}</span></span>')
+
+
+def token_heatmap_html(tokens: Sequence[str], scores: Sequence[float | None], key: Sequence[bool] | None = None,
+                       *, lim: float | None = None, scale: bool = True,
+                       label: str = "contribution to the answer's log-prob") -> str:
+    """One prompt as coloured token spans: blue raises the answer's log-prob, red lowers it.
+
+    Args:
+        tokens, scores: one score per token (None counts as 0).
+        key: True for the tokens to outline (the KeyTokens).
+        lim: the score drawn at full colour (default: the largest |score|); give the
+            same ``lim`` to rows that should be compared by colour.
+        scale: draw the colour scale after the tokens.
+        label: what the scale measures.
+    """
+    lim = float(lim) if lim else _limit(scores)
+    spans = []
+    for i, (t, s) in enumerate(zip(tokens, scores)):
+        s = 0.0 if s is None or not math.isfinite(s) else float(s)
+        alpha = min(1.0, abs(s) / lim)
+        rgb = BLUE_RGB if s > 0 else RED_RGB
+        border = " kw" if key and key[i] else ""
+        text = html.escape(clean_token(t))
+        spans.append(f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" '
+                     f'title="{s:+.4g}">{text or "&nbsp;"}</span>')
+    legend = colour_scale_html(lim, label) if scale else ""
+    return '<div class="toks">' + "".join(spans) + legend + "</div>"
+
+
+def attention_heatmap_html(tokens: Sequence[str], weights: Sequence[float], *, scale: bool = True) -> str:
+    """One row of attention weights over the prompt's tokens, grey (0 = white, 1 = black text on grey)."""
+    spans = []
+    for t, w in zip(tokens, weights):
+        w = max(0.0, min(1.0, float(w or 0.0)))
+        spans.append(f'<span class="tok" style="background:rgba(90,90,90,{w:.2f});color:{"#fff" if w > .55 else "#222"}" '
+                     f'title="{w:.3f}">{html.escape(clean_token(t)) or "&nbsp;"}</span>')
+    legend = ('<span class="scale"><span class="sv">0</span><span class="bar" '
+              'style="background:linear-gradient(90deg,#fff,rgb(90,90,90))"></span><span class="sv">1</span> '
+              '<span class="sl">attention weight</span></span>') if scale else ""
+    return '<div class="toks">' + "".join(spans) + legend + "</div>"
+
+
+# ---------------------------------------------------------------- matrices
+
+
+def heatmap_png(arr, *, title: str, label: str, xlabel: str = "", ylabel: str = "",
+                xticklabels: Sequence[str] | None = None, yticklabels: Sequence[str] | None = None,
+                kind: str = "signed", lim: float | None = None, marks: Any = None) -> bytes:
+    """A matrix as a heatmap PNG with its colour bar.
+
+    ``kind="signed"``: :data:`DIVERGING` centred on 0 (blue = raises the answer's
+    log-prob), symmetric scale ±``lim`` (default the largest |value|);
+    ``"attention"``: :data:`ATTENTION` from 0 to ``lim`` (default 1);
+    ``"rate"``: :data:`RATE` from 0 to 1. ``marks``: a boolean matrix of cells to
+    mark with a cross (for example settings whose controls collapsed).
+    """
+    import numpy as np
+
+    plt = _mpl()
+    a = np.asarray(arr, dtype=float)
+    if a.ndim == 1:
+        a = a[None, :]
+    if kind == "signed":
+        m = lim or (float(np.nanmax(np.abs(a))) if a.size and np.isfinite(a).any() else 1.0) or 1.0
+        cmap, vmin, vmax = DIVERGING, -m, m
+    elif kind == "attention":
+        cmap, vmin, vmax = ATTENTION, 0.0, lim or 1.0
+    elif kind == "rate":
+        cmap, vmin, vmax = RATE, 0.0, 1.0
+    else:
+        raise ValueError(f"kind must be 'signed', 'attention' or 'rate', got {kind!r}")
+    h, w = a.shape
+    fig, ax = plt.subplots(figsize=(min(16.0, 1.6 + 0.5 * w), 1.0 + 0.42 * h))
+    im = ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(range(w))
+    ax.set_yticks(range(h))
+    if xticklabels is not None:
+        ax.set_xticklabels([clean_token(str(x), "\\n") for x in xticklabels], rotation=60, ha="right", fontsize=8)
+    if yticklabels is not None:
+        ax.set_yticklabels([str(y) for y in yticklabels], fontsize=8)
+    if marks is not None:
+        mk = np.asarray(marks, dtype=bool).reshape(a.shape)
+        for (i, j) in zip(*np.nonzero(mk)):
+            ax.text(j, i, "×", ha="center", va="center", fontsize=11, color="black")
+    fig.colorbar(im, ax=ax, shrink=0.85, label=label, pad=0.02)
+    return png_bytes(fig)
+
+
+def layer_head_png(arr, title: str, label: str = "contribution to the answer's log-prob",
+                   lim: float | None = None) -> bytes:
+    """Layer x head heatmap of a signed contribution (blue raises the answer's log-prob)."""
+    import numpy as np
+
+    a = np.asarray(arr, dtype=float)
+    return heatmap_png(a, title=title, label=label, xlabel="head", ylabel="layer",
+                       xticklabels=[str(i) for i in range(a.shape[1])],
+                       yticklabels=[str(i) for i in range(a.shape[0])], kind="signed", lim=lim)
+
+
+def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
+               components: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+               title: str = "Where the answer appears, and which component writes it") -> bytes:
+    """Left: the logit lens (answer log-prob read after each layer), one line per model.
+    Right (when given): per-layer contributions (``{model: {"attention": [...], "MLP": [...]}}``) as bars."""
+    import numpy as np
+
+    plt = _mpl()
+    ncols = 2 if components else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.3), squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(layers))
+    for k, (name, vals) in enumerate(lens.items()):
+        ax.plot(x, vals, marker="o", label=name, color=MODEL_COLOURS[k % len(MODEL_COLOURS)])
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("read after layer")
+    ax.set_ylabel("answer log-prob (logit lens)")
+    ax.set_title("logit lens", fontsize=10)
+    ax.legend(fontsize=8)
+    if components:
+        ax = axes[0][1]
+        series = [(i, m, j, c, v) for i, (m, comp) in enumerate(components.items()) for j, (c, v) in enumerate(comp.items())]
+        n_l = len(series[0][4]) if series else 0
+        xl = np.arange(n_l)
+        width = 0.8 / max(1, len(series))
+        for k, (i, m, j, c, v) in enumerate(series):  # colour = model, hatch = component
+            ax.bar(xl - 0.4 + width * (k + 0.5), v, width, color=MODEL_COLOURS[i % len(MODEL_COLOURS)],
+                   hatch=("", "//", "..", "xx")[j % 4], edgecolor="white",
+                   label=f"{c} ({m})" if len(components) > 1 else c)
+        ax.axhline(0, color="#888", lw=0.6)
+        ax.set_xticks(xl, [str(i) for i in range(n_l)])
+        ax.set_xlabel("layer")
+        ax.set_ylabel("first-order contribution to LP")
+        ax.set_title("attention / MLP contribution per layer", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+# ------------------------------------------------------------------- pages
+
+#: Styles of every unpact fragment, scoped under ``.unpact`` (a notebook cell or a page body).
+CSS = """
+.unpact{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222}
+.unpact table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+.unpact td,.unpact th{border:1px solid #ccc;padding:.2em .55em;text-align:right}
+.unpact th{background:#f3f3f3} .unpact td:first-child,.unpact th:first-child{text-align:left}
+.unpact .toks{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;margin:.2em 0 .5em;line-height:1.9}
+.unpact .tok{padding:.1em .05em;border-radius:3px;white-space:pre;color:#222}
+.unpact .tok.kw{outline:2px solid #b58900}
+.unpact .scale{font-family:system-ui,sans-serif;font-size:.75em;color:#555;margin-left:1.2em;white-space:nowrap}
+.unpact .scale .bar{display:inline-block;width:6em;height:.8em;vertical-align:middle;margin:0 .3em;border:1px solid #ccc}
+.unpact .lbl{font-size:.8em;color:#666;display:inline-block;min-width:11em}
+.unpact .note{font-size:.85em;color:#555}
+.unpact figure{display:inline-block;margin:.3em} .unpact img{max-width:100%}
+.unpact h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.4em;font-size:1.25em}
+.unpact h3{font-size:1.05em;margin:.9em 0 .3em}
+"""
+
+
+def fragment(body: str) -> str:
+    """An HTML fragment with its own styles (what a notebook cell shows)."""
+    return f'<div class="unpact"><style>{CSS}</style>{body}</div>'
+
+
+def page(title: str, body: str) -> str:
+    """A whole self-contained page: inline styles, images as data URIs, no script, no link."""
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>body{{margin:2em auto;max-width:1200px;padding:0 1em}}"
+            f"{CSS}</style></head><body><div class='unpact'>{body}</div></body></html>")
+
+
+# ------------------------------------------------- views of the result types
+# What ``Attribution``, ``Comparison`` and ``recover``'s table show in a notebook
+# (``_repr_html_``) and return from ``.to_html()``: fragment bodies built from the
+# figures above. They read the results' fields only.
+
+
+def _head_source_sums(arr) -> list[list[float]]:
+    return [[float(sum(src)) for src in layer] for layer in arr]
+
+
+def attribution_html(a, **key_options) -> str:
+    """The body of one :class:`~unpact.attribution.Attribution`'s view: the token heatmap with its
+    KeyTokens outlined, and for ``heads`` the layer x head map and the per-layer contributions."""
+    esc = html.escape
+    keys = set(a.key_tokens(**key_options))
+    key = [i in keys for i in range(len(a.tokens))]
+    parts = [f"<h3>Attribution of item {esc(str(a.item_id))} ({esc(a.method)})</h3>",
+             f"<p>Answer <code>{esc(repr(a.answer))}</code>, LP(x, y) = {fmt_value(float(a.lp))} "
+             "(mean log-prob of the answer tokens). Blue raises it, red lowers it; outlined: KeyTokens.</p>",
+             token_heatmap_html(a.tokens, a.scores, key)]
+    x = a.extras
+    if "completeness_gap" in x:
+        parts.append(f"<p class='note'>Completeness gap |Σ IG − (LP(x) − LP(baseline))| = "
+                     f"{fmt_value(x['completeness_gap'])} (relative {fmt_value(x.get('relative_gap'))}).</p>")
+    if "head_total" in x:
+        parts.append(img_html(layer_head_png(_head_source_sums(x["head_total"]),
+                                             "head total contribution (summed over sources)"), "layer x head"))
+        n = len(x["attn_total"])
+        parts.append(table_html(["layer", *map(str, range(n))],
+                                [["attn direct", *x["attn_direct"]], ["mlp direct", *x["mlp_direct"]],
+                                 ["attn total", *x["attn_total"]], ["mlp total", *x["mlp_total"]]]))
+    return "".join(parts)
+
+
+_SUMMARY_ROWS = (("key_mean_delta", "mean change on KeyTokens"), ("other_mean_delta", "mean change on other tokens"),
+                 ("all_mean_delta", "mean change on all tokens"), ("lp_mean_delta", "mean change of LP"),
+                 ("spearman_mean", "Spearman ρ of the rankings"), ("n_items", "items"))
+
+
+def comparison_html(c, max_items: int = 12) -> str:
+    """The body of a :class:`~unpact.attribution.Comparison`'s view: summaries (overall and per
+    group), each item before / after / change, and the per-layer and per-head changes."""
+    import numpy as np
+
+    esc = html.escape
+    s = c.summary
+    groups = list(s.get("by_group", {}))
+    rows = [[label, s.get(k), *[s["by_group"][g].get(k) for g in groups]] for k, label in _SUMMARY_ROWS]
+    parts = ["<h3>Contribution tracking: before → after</h3>",
+             "<p class='note'>Change = after − before; KeyTokens of the model before (outlined). Before and after "
+             "share one colour scale per item; the change has its own.</p>",
+             table_html(["", "all", *groups], rows)]
+    for d in c.items[:max_items]:
+        key = [i in set(d.key_tokens) for i in range(len(d.tokens))]
+        lim = max(_limit(d.before), _limit(d.after))
+        parts.append(f"<div><b>{esc(str(d.item_id))}</b>{' (' + esc(d.group) + ')' if d.group else ''}: "
+                     f"LP {fmt_value(d.lp_before)} → {fmt_value(d.lp_after)}, Spearman ρ {fmt_value(d.spearman)}</div>")
+        parts.append("<div><span class='lbl'>before</span>" + token_heatmap_html(d.tokens, d.before, key, lim=lim) + "</div>")
+        parts.append("<div><span class='lbl'>after</span>" + token_heatmap_html(d.tokens, d.after, key, lim=lim) + "</div>")
+        parts.append("<div><span class='lbl'>change</span>"
+                     + token_heatmap_html(d.tokens, d.delta, key, label="change in contribution") + "</div>")
+    if len(c.items) > max_items:
+        parts.append(f"<p class='note'>… and {len(c.items) - max_items} more items (all of them in to_dict()).</p>")
+    if s.get("per_head_head_total_delta"):
+        parts.append(img_html(layer_head_png(np.asarray(s["per_head_head_total_delta"]),
+                                             "change in head total contribution (mean over items)",
+                                             label="change in contribution"), "per-head change"))
+        n = len(s["per_layer_attn_total_delta"])
+        parts.append(table_html(["change per layer", *map(str, range(n))],
+                                [[k.replace("per_layer_", "").replace("_delta", ""), *s[f"{k}"]]
+                                 for k in ("per_layer_attn_direct_delta", "per_layer_mlp_direct_delta",
+                                           "per_layer_attn_total_delta", "per_layer_mlp_total_delta") if k in s]))
+    return "".join(parts)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def recovery_html(table: Mapping[str, Any]) -> str:
+    """The body of :func:`unpact.emphasis.recover`'s table: the baseline, every prompt rewrite, the
+    activation sweep as a factor x layer-set map of the recovery rate (× = a control collapsed), and the
+    answers per item."""
+    import numpy as np
+
+    esc = html.escape
+    cfg = table.get("config", {})
+    base = table.get("baseline", {})
+    ctl = list(base.get("controls", {}))
+    parts = [f"<h3>Emphasis recovery{' — ' + esc(str(table['method'])) if table.get('method') else ''}</h3>",
+             f"<p>{table.get('n_forget')} forget items, {table.get('n_forgotten')} forgotten (ROUGE-L recall &lt; "
+             f"{cfg.get('threshold')})" + (f", {table['n_original_known']} known by the original model"
+                                           if table.get("n_original_known") is not None else "")
+             + f". Best prompt rewrite: <b>{esc(str(table.get('prompt_best_setting')))}</b> "
+             f"({_pct(table.get('prompt_best'))}{', collapsed' if table.get('prompt_collapse') else ''}); best "
+             f"activation setting: <b>{esc(str(table.get('activation_best_setting')))}</b> "
+             f"({_pct(table.get('activation_best'))}{', collapsed' if table.get('activation_collapse') else ''}). "
+             f"A setting collapses when a control's accuracy falls by more than "
+             f"{100 * cfg.get('control_margin', 0):.0f} points; its recovery does not count.</p>"]
+    brow = [["forget accuracy (unlearned)", base.get("forget_accuracy")],
+            ["forget accuracy (original)", base.get("original_forget_accuracy")]]
+    brow += [[f"{c} accuracy", base["controls"][c]["accuracy"]] for c in ctl]
+    parts.append(table_html(["without emphasis", "value"], brow))
+    head = ["setting", "recovered", "rate", "Δ log-prob", *[f"{c} accuracy" for c in ctl], "collapse"]
+    for kind in ("prompt", "activation"):
+        rows = table.get(kind) or {}
+        if not rows:
+            continue
+        body = [[n, f"{r['n_recovered']}/{r['n_forgotten']}", _pct(r["forget_rate"]), r["delta_logprob"],
+                 *[r["controls"].get(c, {}).get("accuracy") for c in ctl], bool(r["collapse"])] for n, r in rows.items()]
+        if kind == "activation":
+            for k in dict.fromkeys(r.get("kind") for r in rows.values()):
+                sub = [r for r in rows.values() if r.get("kind") == k]
+                factors = sorted({float(r["factor"]) for r in sub})
+                lsets = list(dict.fromkeys(str(r["layers"]) for r in sub))
+                grid = np.full((len(lsets), len(factors)), np.nan)
+                marks = np.zeros_like(grid, dtype=bool)
+                for r in sub:
+                    i, j = lsets.index(str(r["layers"])), factors.index(float(r["factor"]))
+                    grid[i, j] = np.nan if r["forget_rate"] is None else r["forget_rate"]
+                    marks[i, j] = bool(r["collapse"])
+                parts.append(img_html(heatmap_png(grid, title=f"{k}: share of forgotten items recovered",
+                                                  label="recovery rate", xlabel="factor", ylabel="layers",
+                                                  xticklabels=[f"x{f:g}" for f in factors], yticklabels=lsets,
+                                                  kind="rate", marks=marks), f"{k} recovery map"))
+            parts.append(f"<details><summary>every activation setting ({len(body)})</summary>"
+                         + table_html(head, body) + "</details>")
+        else:
+            parts.append("<div><b>prompt rewrites</b></div>" + table_html(head, body))
+    items = table.get("items") or []
+    if items:
+        rows = [[it.get("id"), it.get("question"), ", ".join(it.get("keywords", [])), it.get("answer"),
+                 it.get("original_answer"), it.get("baseline_answer"), it.get("prompt_best_answer"),
+                 it.get("activation_best_answer")] for it in items]
+        parts.append(f"<details><summary>answers per item ({len(items)})</summary>"
+                     + table_html(["id", "question", "keywords", "answer", "original", "unlearned",
+                                   "best rewrite", "best activation"], rows) + "</details>")
+    return "".join(parts)
