@@ -54,3 +54,13 @@ def test_rmu_reference_trains_only_the_mlp_output_projection(tiny_dirs, arch):
     assert changed, "nothing was trained"
     out_name = "c_proj" if arch == "gpt2" else "down_proj"
     assert all("mlp" in k and out_name in k and k.endswith("weight") for k in changed), changed
+
+
+def test_an_explicit_override_equal_to_the_embedded_default_still_wins(tiny_dirs):
+    from unpact.unlearning.base import make_config
+
+    tiny = load_model(tiny_dirs["gpt2"])
+    cls = get_method("npo_gdr").config_class
+    assert cls().lr == 1e-3
+    assert resolve_preset(make_config(cls, {"lr": 1e-3}), tiny).lr == 1e-3  # set: kept
+    assert resolve_preset(make_config(cls, {}), tiny).lr == 1e-5  # not set: the reference's

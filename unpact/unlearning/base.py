@@ -57,7 +57,8 @@ class UnlearnConfig:
             models), ``"reference"`` (each method's :attr:`REFERENCE` values, its reference
             repository's defaults, over the dataclass defaults) or ``"auto"`` (default:
             ``"embedded"`` for an ``embedded:`` model, ``"reference"`` for any other).
-            Options set explicitly (differing from the dataclass default) always win.
+            Options set explicitly (a key of the overrides dict; for a config instance,
+            a value differing from the dataclass default) always win.
 
     ``REFERENCE`` (a class attribute of each method's config) holds the reference
     repository's values for the options where the embedded defaults differ; the
@@ -116,9 +117,11 @@ def resolve_preset(cfg: UnlearnConfig, model) -> UnlearnConfig:
         preset = "embedded" if is_embedded_model(model) else "reference"
     changes: dict[str, Any] = {"preset": preset}
     if preset == "reference":
+        explicit = getattr(cfg, "_explicit", None)  # the keys of a dict of overrides (make_config)
         defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
         for k, v in type(cfg).REFERENCE.items():
-            if getattr(cfg, k) == defaults.get(k):
+            unset = (k not in explicit) if explicit is not None else (getattr(cfg, k) == defaults.get(k))
+            if unset:
                 changes[k] = v
     out = replace(cfg, **changes)
     out.validate()
@@ -138,6 +141,7 @@ def make_config(config_class: type[UnlearnConfig], config: UnlearnConfig | dict 
                 f"known: {', '.join(sorted(known))}"
             )
         cfg = config_class(**config)
+        object.__setattr__(cfg, "_explicit", frozenset(config))  # resolve_preset keeps these
     elif isinstance(config, config_class):
         cfg = config
     else:
