@@ -99,6 +99,6 @@ def test_report_marks_degenerate_numbers_and_precondition_first(tmp_path):
     html = build_report(tmp_path).read_text()
     assert "7.6e-07" in html and ">0.000<" not in html
     assert "degenerate" in html and "retain truth_ratio is 0" in html
-    body = html[html.index("<body>"):].lower()
+    body = html[html.index("<body"):].lower()
     assert body.index("not applicable") < body.index("settings")  # the precondition is said first
     assert "8 forget" in html and "unpact unlearn" in html  # item counts and why unlearn's numbers differ

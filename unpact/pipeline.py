@@ -436,6 +436,8 @@ class Study:
             self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
             orig_eval = self.original_evaluation()
             orig_attr = self.original_attribution()
+            if cfg.attacks.names:
+                self.attack_controls()  # here, so fresh and resumed runs list the stages in one order
             bar.update()
             methods = {}
             for m in cfg.methods:

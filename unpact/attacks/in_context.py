@@ -50,12 +50,13 @@ class InContextConfig:
 
 
 def choose_examples(item, i: int, pool: Sequence, k: int, rng: random.Random, match_key: str | None) -> list:
-    """``k`` examples from ``pool`` for ``item``: never the item itself, same ``meta[match_key]`` first."""
+    """Up to ``k`` examples from ``pool`` for ``item``: never the item itself, same ``meta[match_key]`` first
+    (fewer when the pool is smaller; ``info["shots_used"]`` of the attack says how many)."""
     iid, question, _ = question_answer(item, i)
     others = [p for j, p in enumerate(pool)
               if question_answer(p, j)[1] != question and (getattr(p, "id", None) is None or str(p.id) != iid)]
-    if len(others) < k:
-        raise InputError(f"in-context: {k} examples wanted but only {len(others)} other items in the pool")
+    if not others:
+        raise InputError("in-context: the example pool holds no item other than the asked one; give a larger pool")
     order = others[:]
     rng.shuffle(order)
     if match_key is not None:
