@@ -39,9 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from unpact.data import MCItem, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
+from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError
 from unpact.progress import ProgressFactory, null_progress
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS
 
 
 @lru_cache(maxsize=1)
@@ -180,11 +181,12 @@ def _qa(items: Sequence) -> list[QAItem]:
     return qa
 
 
-def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384) -> list[str]:
+def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
+                   fmt: str | PromptFormat | None = None) -> list[str]:
     """Greedy answers of the model to each item's prompt (batched), newline-terminated."""
     from unpact.scoring import greedy_generate
 
-    prompts = [prompt_answer_pair(it)[0] for it in items]
+    prompts = [prompt_answer_pair(it, fmt)[0] for it in items]
     return greedy_generate(model, prompts, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens)
 
 
@@ -194,34 +196,37 @@ def rouge_recalls(model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -
     return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
 
 
-def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean") -> np.ndarray:
+def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean",
+                   max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
     from unpact.scoring import answer_logprobs
 
     if not prompts:
         return np.zeros(0)
-    return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True).double().cpu().numpy()
+    return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True,
+                           max_batch_tokens=max_batch_tokens).double().cpu().numpy()
 
 
-def answer_probabilities(model, items: Sequence) -> np.ndarray:
+def answer_probabilities(model, items: Sequence, fmt: str | PromptFormat | None = None) -> np.ndarray:
     """Length-normalised probability ``exp(mean log p)`` of each item's right answer."""
-    pairs = [prompt_answer_pair(it) for it in items]
+    pairs = [prompt_answer_pair(it, fmt) for it in items]
     return np.exp(_mean_logprobs(model, [p for p, _ in pairs], [a for _, a in pairs]))
 
 
-def qa_probabilities(model, items: Sequence[QAItem]) -> dict[str, Any]:
+def qa_probabilities(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+                     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
     """Per item: normalised probability of the answer, of the paraphrased answer
     (answer when none) and of each perturbed answer, all in one batched pass."""
     prompts, answers, slots = [], [], []
     for i, it in enumerate(items):
-        p = format_prompt(it)
+        p = format_prompt(it, fmt)
         prompts += [p, p]
-        answers += [format_answer(it.answer), format_answer(it.paraphrased_answer or it.answer)]
+        answers += [format_answer(it.answer, fmt), format_answer(it.paraphrased_answer or it.answer, fmt)]
         slots += [(i, "true"), (i, "para")]
         for j, pert in enumerate(it.perturbed_answers):
             prompts.append(p)
-            answers.append(format_answer(pert))
+            answers.append(format_answer(pert, fmt))
             slots.append((i, j))
-    probs = np.exp(_mean_logprobs(model, prompts, answers))
+    probs = np.exp(_mean_logprobs(model, prompts, answers, max_batch_tokens=max_batch_tokens))
     true = np.zeros(len(items))
     para = np.zeros(len(items))
     pert: list[list[float]] = [[] for _ in items]
@@ -235,12 +240,13 @@ def qa_probabilities(model, items: Sequence[QAItem]) -> dict[str, Any]:
     return {"true": true, "paraphrased": para, "perturbed": pert}
 
 
-def truth_ratios(model, items: Sequence[QAItem]) -> np.ndarray:
+def truth_ratios(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
     """Per-item truth ratio ``R`` of items that have perturbed answers."""
     items = [it for it in _qa(items) if it.perturbed_answers]
     if not items:
         raise InputError("the truth ratio needs items with perturbed answers; the split has none")
-    pr = qa_probabilities(model, items)
+    pr = qa_probabilities(model, items, fmt, max_batch_tokens)
     return _truth_ratios_of(pr["paraphrased"], pr["perturbed"])
 
 
@@ -249,18 +255,19 @@ def _truth_ratios_of(para: np.ndarray, pert: Sequence[Sequence[float]]) -> np.nd
     return truth_ratio_from_losses(-np.log(para), [[-math.log(x) for x in row] for row in pert])
 
 
-def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum") -> float:
+def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", fmt: str | PromptFormat | None = None,
+                max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> float:
     """Share of multiple-choice items whose right choice has the highest answer log-prob."""
     mc = [it for it in items if isinstance(it, MCItem)]
     if not mc:
         raise InputError("MC accuracy needs multiple-choice items (MCItem); the split has none")
     prompts, answers = [], []
     for it in mc:
-        p = format_prompt(it)
+        p = format_prompt(it, fmt)
         for c in it.choices:
             prompts.append(p)
-            answers.append(format_answer(c))
-    lp = _mean_logprobs(model, prompts, answers, reduction=reduction)
+            answers.append(format_answer(c, fmt))
+    lp = _mean_logprobs(model, prompts, answers, reduction=reduction, max_batch_tokens=max_batch_tokens)
     correct, k = 0, 0
     for it in mc:
         n = len(it.choices)
@@ -304,6 +311,8 @@ def evaluate(
     progress: ProgressFactory = null_progress,
     answers: Sequence[str] | None = None,
     probabilities: dict[str, Any] | None = None,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> dict[str, Any]:
     """Every metric that applies to ``benchmark``'s items, as one dict.
 
@@ -321,6 +330,8 @@ def evaluate(
             (default: its split name contains "forget").
         answers, probabilities: the QA items' greedy answers and :func:`qa_probabilities`,
             when already computed (:func:`evaluate_groups` computes them for several splits at once).
+        fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
+        max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
 
     Example:
         >>> evaluate(model, load_benchmark("embedded:tofu", "forget10"), reference=retain_model)  # doctest: +SKIP
@@ -337,12 +348,13 @@ def evaluate(
     with progress(total=total, desc="evaluate") as bar:
         if qa:
             if answers is None:
-                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens)
+                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens, fmt=fmt,
+                                         max_batch_tokens=max_batch_tokens)
             recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, qa)]
             out["rouge_l_recall"] = float(np.mean(recalls))
             out["rouge_l_recall_per_item"] = recalls
             bar.update()
-            pr = qa_probabilities(model, qa) if probabilities is None else probabilities
+            pr = qa_probabilities(model, qa, fmt, max_batch_tokens) if probabilities is None else probabilities
             out["prob"] = float(np.mean(pr["true"]))
             has_pert = [i for i, it in enumerate(qa) if it.perturbed_answers]
             if has_pert:
@@ -359,13 +371,13 @@ def evaluate(
             if isinstance(reference, dict):
                 ref = reference["truth_ratios"]
             elif hasattr(reference, "parameters"):
-                ref = truth_ratios(reference, qa).tolist()
+                ref = truth_ratios(reference, qa, fmt, max_batch_tokens).tolist()
             else:
                 ref = list(reference)
             out["forget_quality"] = forget_quality(out["truth_ratios"], ref)
             bar.update()
         if mc:
-            out["mc_accuracy"] = mc_accuracy(model, mc)
+            out["mc_accuracy"] = mc_accuracy(model, mc, fmt=fmt, max_batch_tokens=max_batch_tokens)
             bar.update()
         if tx:
             scores = verbatim_rouge(model, tx)
@@ -382,6 +394,8 @@ def evaluate_groups(
     max_new_tokens: int = 32,
     forget: Mapping[str, bool] | None = None,
     progress: ProgressFactory = null_progress,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate` of several splits, their QA items' greedy answers and answer
     probabilities computed in one batched pass each (far fewer forward calls than
@@ -394,14 +408,16 @@ def evaluate_groups(
     """
     qa_of = {g: [it for it in b if isinstance(it, QAItem)] for g, b in benchmarks.items()}
     all_qa = [it for g in benchmarks for it in qa_of[g]]
-    answers: list[str] = greedy_answers(model, all_qa, max_new_tokens=max_new_tokens) if all_qa else []
-    probs = qa_probabilities(model, all_qa) if all_qa else None
+    answers: list[str] = greedy_answers(model, all_qa, max_new_tokens=max_new_tokens, fmt=fmt,
+                                        max_batch_tokens=max_batch_tokens) if all_qa else []
+    probs = qa_probabilities(model, all_qa, fmt, max_batch_tokens) if all_qa else None
     out: dict[str, dict[str, Any]] = {}
     k = 0
     for g, bench in benchmarks.items():
         n = len(qa_of[g])
         pr = None if probs is None else {key: v[k: k + n] for key, v in probs.items()}
         out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=max_new_tokens,
-                          forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr)
+                          forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr,
+                          fmt=fmt, max_batch_tokens=max_batch_tokens)
         k += n
     return out
