@@ -79,6 +79,25 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default ./unpact-run); an existing one is resumed")
     p.add_argument("--device", help="cpu (default), cuda, ...")
     p.add_argument("--seed", type=int)
+    _add_format_args(p, default=None)
+    p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in unlearning's backward pass (less memory, more compute)")
+
+
+def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") -> None:
+    p.add_argument("--prompt-format", choices=["plain", "chat"], default=default,
+                   help="plain: 'Question: ...\\nAnswer:' (the embedded models'); chat: the tokenizer's chat "
+                        "template, as open-unlearning's TOFU instruct models were fine-tuned (default plain)")
+    p.add_argument("--system-prompt", default=None,
+                   help="system message of the chat format (open-unlearning's TOFU models: "
+                        "'You are a helpful assistant.')")
+
+
+def _prompt_format(args: argparse.Namespace, model):
+    from unpact.data import resolve_format
+
+    return resolve_format(args.prompt_format, model.tokenizer, args.system_prompt)
 
 
 def _run_config(args: argparse.Namespace):
@@ -91,7 +110,8 @@ def _run_config(args: argparse.Namespace):
         "retain_split": args.retain_split, "general": args.general, "general_split": args.general_split,
         "general_path": args.general_path,
         "methods": args.methods, "max_items": args.max_items, "out": args.out, "device": args.device,
-        "seed": args.seed,
+        "seed": args.seed, "prompt_format": args.prompt_format, "system_prompt": args.system_prompt,
+        "max_batch_tokens": args.max_batch_tokens, "gradient_checkpointing": args.gradient_checkpointing,
     }
     for k, v in flags.items():
         if v is not None:
@@ -196,6 +216,7 @@ def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
     p.add_argument("--device", default=None)
+    _add_format_args(p)
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict:
@@ -219,6 +240,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from unpact.unlearning import unlearn
 
     model = load_model(args.model, device=args.device)
+    fmt = _prompt_format(args, model)
     forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
     retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
     reference = load_model(args.reference_model, device=args.device) if args.reference_model else None
@@ -228,18 +250,19 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         out = {}
         for name, bench in splits.items():
             res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=tqdm_progress)
+                           forget=(name == "forget"), progress=tqdm_progress, fmt=fmt)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
     before = None if args.no_eval else metrics(model)
     result = unlearn(model, args.method, forget, retain, _parse_overrides(args.set), seed=args.seed,
-                     progress=tqdm_progress)
+                     progress=tqdm_progress, fmt=fmt)
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "seed": args.seed, **result.summary()}
+              "seed": args.seed, "prompt_format": args.prompt_format, "system_prompt": args.system_prompt,
+              **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": metrics(result.model)}
     with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
@@ -282,6 +305,7 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
+    _add_format_args(p)
 
 
 def _split_spec(spec: str, default_bench: str | None = None) -> tuple[str, str]:
@@ -335,7 +359,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     unlearned = load_model(args.unlearned, device=args.device)
     items = spread_sample(list(forget), args.max_items)
     table = recover(unlearned, items, original=original, controls=controls, config=cfg,
-                    method=args.method or args.unlearned, progress=tqdm_progress)
+                    method=args.method or args.unlearned, fmt=_prompt_format(args, original), progress=tqdm_progress)
     table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
     print(render_table(table))
     if args.out:

@@ -89,6 +89,19 @@ class RunConfig:
     max_items: int = 24
     #: length of greedy answers (evaluation and emphasis); the embedded answers are <= 12 tokens
     max_new_tokens: int = 20
+    #: how a question becomes a prompt: "plain" ("Question: ...\nAnswer:", the embedded models'
+    #: format) or "chat" (the tokenizer's chat template, as open-unlearning formats TOFU for
+    #: instruct models such as open-unlearning/tofu_Llama-3.2-1B-Instruct_full)
+    prompt_format: str = "plain"
+    #: system message of the "chat" format (None: none; open-unlearning's TOFU models were
+    #: fine-tuned with "You are a helpful assistant.")
+    system_prompt: str | None = None
+    #: token budget of one forward batch (rows x padded length) in every stage; passes that keep
+    #: activations for a backward pass use a share of it (see unpact.pipeline.stage_budgets)
+    max_batch_tokens: int = 16384
+    #: recompute activations in unlearning's backward pass (less memory for large models, ~1/3
+    #: more compute, the same weights); a method_config entry overrides it per method
+    gradient_checkpointing: bool = False
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     emphasis: EmphasisSettings = field(default_factory=EmphasisSettings)
     out: str = "unpact-run"
@@ -131,6 +144,14 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
     if cfg.max_items < 1:
         raise ConfigError(f"max_items must be at least 1, got {cfg.max_items}")
+    from unpact.data.formatting import FORMAT_NAMES
+
+    if cfg.prompt_format not in FORMAT_NAMES:
+        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(FORMAT_NAMES)}")
+    if cfg.system_prompt and cfg.prompt_format != "chat":
+        raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
+    if cfg.max_batch_tokens < 64:
+        raise ConfigError(f"max_batch_tokens must be at least 64, got {cfg.max_batch_tokens}")
     from unpact.emphasis.activation import KINDS
 
     for k in cfg.emphasis.kinds:

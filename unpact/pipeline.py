@@ -38,6 +38,23 @@ from unpact.rundir import RunDir, write_json_atomic
 
 GROUPS = ("forget", "retain", "general")
 
+#: Share of ``max_batch_tokens`` that a pass keeping activations for backward may use: such a
+#: pass holds every layer's activations (and, for integrated gradients, one row per
+#: interpolation step), so it gets a quarter (unlearning, heads) or a sixteenth (integrated
+#: gradients) of the forward budget. At the default budget (16384) these are the methods' own
+#: defaults (4096 and 1024), so the default run computes what it computed before the budget.
+BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": 16}
+
+
+def stage_budgets(max_batch_tokens: int) -> dict[str, int]:
+    """Token budget of each kind of pass for a forward budget of ``max_batch_tokens``.
+
+    Example:
+        >>> stage_budgets(16384)
+        {'forward': 16384, 'unlearn': 4096, 'heads': 4096, 'integrated_gradients': 1024}
+    """
+    return {"forward": max_batch_tokens, **{k: max(1, max_batch_tokens // v) for k, v in BACKWARD_SHARE.items()}}
+
 
 def stage_seed(seed: int, name: str) -> int:
     h = hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
@@ -103,6 +120,11 @@ def validate(cfg: RunConfig) -> StudyData:
         kind, target = resolve_model_spec(spec)
         if kind == "path":
             _check_checkpoint_dir(Path(target))
+            if cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so before any work
+                from unpact.data import resolve_format
+                from unpact.models import _load_tokenizer
+
+                resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt)
     return load_study_data(cfg)
 
 
@@ -116,6 +138,8 @@ class Study:
         self.on_stage = on_stage or (lambda name, computed: None)
         self.rd = RunDir(cfg.out)
         self._original = None
+        self._fmt = None
+        self.budgets = stage_budgets(cfg.max_batch_tokens)
         self._data: StudyData | None = None
         self._results: dict[str, Any] = {}
 
@@ -147,6 +171,16 @@ class Study:
             self._original = load_model(self.cfg.model, device=self.cfg.device)
         return self._original
 
+    @property
+    def fmt(self):
+        """The run's :class:`~unpact.data.PromptFormat` (``chat``: built from the original's tokenizer)."""
+        if self._fmt is None:
+            from unpact.data import resolve_format
+
+            tok = self.original().tokenizer if self.cfg.prompt_format == "chat" else None
+            self._fmt = resolve_format(self.cfg.prompt_format, tok, self.cfg.system_prompt)
+        return self._fmt
+
     def unlearned(self, method: str):
         from unpact.models import load_model
 
@@ -163,14 +197,18 @@ class Study:
             items = self.data.groups[g]
             if not items:
                 continue
-            res = attribute(model, items, method="loo", group=g, progress=self.progress)
+            b = self.budgets
+            res = attribute(model, items, method="loo", group=g, fmt=self.fmt, max_batch_tokens=b["forward"],
+                            progress=self.progress)
             out["loo"][g] = [r.to_dict() for r in res]
             sub = items[: a.subset]
             if "integrated_gradients" in a.methods and sub:
-                res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, progress=self.progress)
+                res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, fmt=self.fmt,
+                                max_batch_tokens=b["integrated_gradients"], progress=self.progress)
                 out["integrated_gradients"][g] = [r.to_dict() for r in res]
             if "heads" in a.methods and sub:
-                res = attribute(model, sub, method="heads", group=g, progress=self.progress)
+                res = attribute(model, sub, method="heads", group=g, fmt=self.fmt, max_batch_tokens=b["heads"],
+                                progress=self.progress)
                 out["heads"][g] = [r.to_dict() for r in res]
         return out
 
@@ -182,7 +220,7 @@ class Study:
         out = evaluate_groups(
             model, groups, {"forget": reference_ratios} if reference_ratios else None,
             max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
-            progress=self.progress,
+            progress=self.progress, fmt=self.fmt, max_batch_tokens=self.budgets["forward"],
         )
         for r in out.values():
             per = r.get("rouge_l_recall_per_item")
@@ -219,7 +257,7 @@ class Study:
             items = [it for it in self.data.groups["forget"] if getattr(it, "perturbed_answers", None)]
             if not items:
                 return {"truth_ratios": None}
-            return {"truth_ratios": [float(x) for x in truth_ratios(ref, items)]}
+            return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, self.fmt, self.budgets["forward"])]}
 
         return self.stage("reference/truth_ratios", compute)["truth_ratios"]
 
@@ -243,9 +281,11 @@ class Study:
 
         # a fresh copy of the original, edited in place: the shared original stays untouched
         fresh = load_model(self.cfg.model, device=self.cfg.device)
+        method_cfg = {"max_batch_tokens": self.budgets["unlearn"], "gradient_checkpointing": self.cfg.gradient_checkpointing,
+                      **(self.cfg.method_config.get(method) or {})}
         res = unlearn(
             fresh, method, list(self.data.forget), list(self.data.retain),
-            self.cfg.method_config.get(method), inplace=True, seed=seed, progress=self.progress,
+            method_cfg, inplace=True, seed=seed, progress=self.progress, fmt=self.fmt,
         )
         self.rd.save_model_atomic(method, lambda d: save_model(res.model, d))
         cfg = {k: v for k, v in vars(res.config).items() if not callable(v)}
@@ -300,6 +340,7 @@ class Study:
 
     def _recovery(self, unlearned, method: str) -> dict[str, Any]:
         from unpact.attribution import attribute
+        from unpact.data import format_answer
         from unpact.emphasis import RecoveryConfig, recover, rewrite
 
         e = self.cfg.emphasis
@@ -308,6 +349,7 @@ class Study:
             threshold=e.threshold, control_margin=e.collapse_margin, factors=tuple(e.factors),
             layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
             max_control_items=e.max_control_items, max_new_tokens=self.cfg.max_new_tokens,
+            max_batch_tokens=self.budgets["forward"],
         )
         if e.templates is not None:
             rc_kwargs["templates"] = tuple(e.templates)
@@ -324,15 +366,16 @@ class Study:
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
             keywords=kw["forget"], control_keywords=control_kw,
-            config=RecoveryConfig(**rc_kwargs), method=method, progress=self.progress,
+            config=RecoveryConfig(**rc_kwargs), method=method, fmt=self.fmt, progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps
         examples = []
         best = table.get("prompt_best_setting")
         if best:
             for it_d, item in list(zip(table["items"], self.data.groups["forget"]))[: self.cfg.attribution.subset]:
-                rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer)
-                a = attribute(unlearned, (rw.prompt, " " + item.answer.strip()))
+                rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer, fmt=self.fmt)
+                a = attribute(unlearned, (rw.prompt, format_answer(item.answer, self.fmt)),
+                              max_batch_tokens=self.budgets["forward"])
                 d = a.to_dict()
                 d["keyword_positions"] = list(rw.positions)
                 d["template"] = best
