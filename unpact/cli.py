@@ -373,12 +373,55 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------- grid
+
+
+def add_grid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the grid's TOML or JSON file (models, benchmarks, methods, [run])")
+    p.add_argument("--out", default=None, help="grid directory (default: the config's out); an existing one is resumed")
+    p.add_argument("--ray-address", default=None, help="address of a Ray cluster (default: start a local Ray)")
+    p.add_argument("--no-ray", action="store_true", help="run the cells one after the other in this process")
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from unpact.grid import read_grid, render_markdown, run_grid
+
+    grid = read_grid(args.config)
+    updates = {k: v for k, v in (("out", args.out), ("ray_address", args.ray_address)) if v is not None}
+    if args.no_ray:
+        updates["executor"] = "local"
+    grid = dataclasses.replace(grid, **updates)
+    start = time.time()
+
+    def on_start(cells, todo) -> None:
+        print(f"unpact grid -> {grid.out}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+              f"{len(todo)} to run ({'Ray' if grid.executor == 'ray' else 'in this process'})", file=sys.stderr)
+
+    def on_cell(cell, outcome) -> None:
+        status = outcome["status"]
+        print(f"  {status:<6} {cell.name}" + (f": {outcome['error']}" if status != "done" else ""), file=sys.stderr)
+
+    report = run_grid(grid, on_cell=on_cell, on_start=on_start)
+    print(render_markdown(report))
+    print(f"\ngrid report: {os.path.join(grid.out, 'grid.html')} (and grid.md, grid.json)\n({time.time() - start:.0f} s)")
+    if report["n_failed"]:
+        print(f"unpact: {report['n_failed']} of {report['n_cells']} cells did not finish (listed above); "
+              "rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
                        cmd_build_embedded),
+    "grid": ("run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
+             add_grid, cmd_grid),
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
                 add_recover, cmd_recover),
