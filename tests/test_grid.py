@@ -41,10 +41,10 @@ def world(tmp_path_factory):
     model = make_tiny_checkpoint("gpt2", root / "tiny-gpt2")
     grid = {
         "models": [str(model)],
-        "benchmarks": [{"name": "toy", "benchmark": "tofu", "benchmark_path": str(bench), "holdout_split": None,
-                        "general": None}],
+        "benchmarks": [{"name": "toy", "benchmark": "tofu", "benchmark_path": str(bench), "holdout_split": "none",
+                        "general": "none"}],
         "methods": METHODS,
-        "run": {"reference_model": None, "max_items": 2, "max_new_tokens": 8,
+        "run": {"reference_model": "none", "max_items": 2, "max_new_tokens": 8,
                 "method_config": {m: {"steps": 2, "batch_size": 2} for m in METHODS},
                 "attribution": {"methods": ["loo"], "subset": 1},
                 "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"],
@@ -103,6 +103,7 @@ def test_grid_expands_models_benchmarks_methods(world, tmp_path):
     assert c.config.methods == ["npo_gdr"] and list(c.config.method_config) == ["npo_gdr"]
     assert c.config.out == str(tmp_path / "g" / "cells" / c.name) and c.config.max_items == 2
     assert c.strength is None
+    assert c.config.general is None and c.config.reference_model is None and c.config.holdout_split is None
     with pytest.raises(ConfigError, match="unknown grid key 'model'"):
         grid_from_dict({**data, "model": "x"})
     with pytest.raises(ConfigError, match="strengths are not supported yet"):

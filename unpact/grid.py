@@ -61,6 +61,8 @@ from unpact.rundir import write_json_atomic, write_text_atomic
 #: Where a cell's run directory lives under the grid's ``out``.
 CELLS_DIR = "cells"
 EXECUTORS = ("ray", "local")
+#: Settings that "none" switches off (the reference model, the general set, the holdout split).
+_OPTIONAL = ("reference_model", "general", "holdout_split")
 #: Keys a model entry may set (with ``name``): the model and everything tied to it.
 MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "device", "max_batch_tokens",
               "gradient_checkpointing", "method_config"}
@@ -197,6 +199,9 @@ def expand(grid: GridConfig) -> list[Cell]:
                 data.setdefault("device", "auto")  # cuda where the cell's worker has a GPU, else cpu
                 data.update(json.loads(json.dumps(m_data)))
                 data.update(json.loads(json.dumps(b_data)))
+                for k in _OPTIONAL:  # TOML has no null: "none" switches an optional input off, as on the command line
+                    if isinstance(data.get(k), str) and data[k].lower() == "none":
+                        data[k] = None
                 mc = data.get("method_config") or {}
                 data["method_config"] = {method: mc[method]} if method in mc else {}
                 data["methods"] = [method]
