@@ -112,6 +112,8 @@ def test_grid_expands_models_benchmarks_methods(world, tmp_path):
         expand(grid_from_dict({**data, "models": data["models"] * 2}))
     with pytest.raises(ConfigError, match="tiny-gpt2__toy__ga_gdr: .*max_items"):
         expand(grid_from_dict({**data, "run": {**data["run"], "max_items": 0}}))
+    with pytest.raises(ConfigError, match="unknown unlearning method 'gaa'"):
+        expand(grid_from_dict({**data, "methods": ["ga_gdr", "gaa"]}))
     with pytest.raises(ConfigError, match="unknown key 'forget'"):
         expand(grid_from_dict({**data, "benchmarks": [{"benchmark": "tofu", "forget": "x"}]}))
 
@@ -174,3 +176,20 @@ def test_a_killed_cell_is_redone_on_rerun(world, local_run):
     assert report["n_done"] == 2
     for cell in report["cells"]:
         _same(_results(cell["dir"]), _results(root / "local" / "cells" / cell["name"]), cell["name"])
+
+
+def test_a_failed_cell_is_reported_and_retried(world, capsys):
+    """A cell that raises is listed with its error (exit status 1), and a rerun tries it again."""
+    from unpact.cli import main
+
+    root, data = world
+    cfg = root / "fail.json"
+    cfg.write_text(json.dumps({**data, "methods": ["ga"], "out": str(root / "fail"), "executor": "local",
+                               "run": {**data["run"], "method_config": {"ga": {"lr": -1.0}}}}))
+    for attempt in range(2):
+        assert main(["grid", "--config", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert "1 to run" in err and "failed tiny-gpt2__toy__ga: ConfigError: lr must be" in err, err
+        report = json.loads((root / "fail" / "grid.json").read_text())
+        assert report["n_failed"] == 1 and report["cells"][0]["status"] == "failed"
+        assert "lr must be" in (root / "fail" / "grid.md").read_text()

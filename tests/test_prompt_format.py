@@ -137,3 +137,12 @@ def test_run_unlearn_recover_in_the_chat_format(world, capsys):
     items = json.loads(table.read_text())["items"]
     assert items and all(it["prompt"].startswith("<|start_header_id|>system") for it in items)
     capsys.readouterr()
+
+
+def test_template_arguments_reach_the_template():
+    """open-unlearning renders Llama-3.2-3B TOFU examples with date_string="10 Apr 2025"."""
+    from unpact.testing import make_tokenizer
+
+    tok = make_tokenizer(chat_template=CHAT_TEMPLATE.replace("{{ bos_token }}", "{{ bos_token }}[{{ date_string }}]"))
+    fmt = resolve_format("chat", tok, SYSTEM, {"date_string": "10 Apr 2025"})
+    assert fmt.prompt("Q?").startswith("[10 Apr 2025]<|start_header_id|>system")

@@ -96,6 +96,9 @@ class RunConfig:
     #: system message of the "chat" format (None: none; open-unlearning's TOFU models were
     #: fine-tuned with "You are a helpful assistant.")
     system_prompt: str | None = None
+    #: extra variables of the chat template (open-unlearning renders its Llama-3.2-3B TOFU
+    #: examples with {date_string = "10 Apr 2025"}); "chat" format only
+    chat_template_args: dict[str, Any] = field(default_factory=dict)
     #: token budget of one forward batch (rows x padded length) in every stage; passes that keep
     #: activations for a backward pass use a share of it (see unpact.pipeline.stage_budgets)
     max_batch_tokens: int = 16384

@@ -64,7 +64,7 @@ EXECUTORS = ("ray", "local")
 #: Settings that "none" switches off (the reference model, the general set, the holdout split).
 _OPTIONAL = ("reference_model", "general", "holdout_split")
 #: Keys a model entry may set (with ``name``): the model and everything tied to it.
-MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "device", "max_batch_tokens",
+MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "chat_template_args", "device", "max_batch_tokens",
               "gradient_checkpointing", "method_config"}
 #: Keys a benchmark entry may set (with ``name``).
 BENCHMARK_KEYS = {"benchmark", "benchmark_path", "forget_split", "retain_split", "holdout_split", "general",
@@ -182,6 +182,11 @@ def expand(grid: GridConfig) -> list[Cell]:
     Raises :class:`~unpact.errors.ConfigError` naming the cell for a bad setting, and for
     two cells that would share a directory (give the entries distinct ``name``s).
     """
+    from unpact.unlearning import METHODS
+
+    unknown = [m for m in grid.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown unlearning method {unknown[0]!r} in the grid; known: {', '.join(sorted(METHODS))}")
     models = [_entry(m, "model", MODEL_KEYS, "models") for m in grid.models]
     benches = [_entry(b, "benchmark", BENCHMARK_KEYS, "benchmarks") for b in grid.benchmarks]
     cells: list[Cell] = []
@@ -197,8 +202,12 @@ def expand(grid: GridConfig) -> list[Cell]:
                 seen[name] = name
                 data = json.loads(json.dumps(grid.run))  # a deep copy
                 data.setdefault("device", "auto")  # cuda where the cell's worker has a GPU, else cpu
+                run_mc = data.get("method_config") or {}
                 data.update(json.loads(json.dumps(m_data)))
                 data.update(json.loads(json.dumps(b_data)))
+                if "method_config" in m_data:  # a model's method settings refine the shared ones
+                    data["method_config"] = {k: {**run_mc.get(k, {}), **m_data["method_config"].get(k, {})}
+                                             for k in set(run_mc) | set(m_data["method_config"])}
                 for k in _OPTIONAL:  # TOML has no null: "none" switches an optional input off, as on the command line
                     if isinstance(data.get(k), str) and data[k].lower() == "none":
                         data[k] = None

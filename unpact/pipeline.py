@@ -124,7 +124,7 @@ def validate(cfg: RunConfig) -> StudyData:
                 from unpact.data import resolve_format
                 from unpact.models import _load_tokenizer
 
-                resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt)
+                resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
     return load_study_data(cfg)
 
 
@@ -178,7 +178,7 @@ class Study:
             from unpact.data import resolve_format
 
             tok = self.original().tokenizer if self.cfg.prompt_format == "chat" else None
-            self._fmt = resolve_format(self.cfg.prompt_format, tok, self.cfg.system_prompt)
+            self._fmt = resolve_format(self.cfg.prompt_format, tok, self.cfg.system_prompt, self.cfg.chat_template_args)
         return self._fmt
 
     def unlearned(self, method: str):

@@ -97,9 +97,11 @@ def chat_format(tokenizer, system: str | None = None, **template_kwargs) -> Prom
     return PromptFormat("chat", template=template, answer_prefix="", answer_suffix=suffix)
 
 
-def resolve_format(name: str | PromptFormat | None, tokenizer=None, system_prompt: str | None = None) -> PromptFormat:
+def resolve_format(name: str | PromptFormat | None, tokenizer=None, system_prompt: str | None = None,
+                   template_args: dict | None = None) -> PromptFormat:
     """The format named ``name``: ``"chat"`` is built from ``tokenizer``'s template (see
-    :func:`chat_format`), any other name is looked up in :data:`FORMATS`.
+    :func:`chat_format`; ``template_args`` go to ``apply_chat_template``), any other name
+    is looked up in :data:`FORMATS`.
 
     Example:
         >>> resolve_format("plain").template
@@ -108,7 +110,7 @@ def resolve_format(name: str | PromptFormat | None, tokenizer=None, system_promp
     if name == "chat":
         if tokenizer is None:
             raise ConfigError("the 'chat' prompt format needs the model's tokenizer")
-        return chat_format(tokenizer, system=system_prompt or None)
+        return chat_format(tokenizer, system=system_prompt or None, **(template_args or {}))
     if system_prompt and not isinstance(name, PromptFormat):
         raise ConfigError("a system prompt needs the 'chat' prompt format (use --prompt-format chat)")
     return get_format(name)
