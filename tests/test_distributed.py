@@ -4,7 +4,6 @@ identical weights and the forget set unlearned."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,7 +31,8 @@ SCRIPT = textwrap.dedent(
     model = load_model(model_dir)
     prompts = [f"Question: {it.question}\\nAnswer:" for it in forget]
     before = float(answer_logprobs(model, prompts, [" Lima"] * 4).mean())
-    res = unlearn(model, "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3}, seed=0)
+    extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    res = unlearn(model, "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3, **extra}, seed=0)
     after = float(answer_logprobs(res.model, prompts, [" Lima"] * 4).mean())
     save_file({k: v.detach().clone().contiguous() for k, v in hf_state_dict(res.model).items()}, os.path.join(out, f"rank{rank}.safetensors"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -44,14 +44,11 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    if not os.path.exists(torchrun):
-        pytest.skip("torchrun is not installed")
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(script), tiny_dirs["gpt2"], str(tmp_path)],
+    proc = subprocess.run(  # torchrun of this interpreter (a `torchrun` on PATH may belong to another Python)
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), tiny_dirs["gpt2"], str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -67,3 +64,34 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
     for lg in logs:
         assert not lg["stopped"]
         assert lg["after"] < lg["before"] - 0.05  # the forget answers lost probability on both ranks
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_micro_batches_equal_one_process_one_pass(tiny_dirs, tmp_path):
+    """DDP with token-budget micro-batches (gradients kept local until the last one, one
+    all-reduce per step) gives the update of one process taking the whole batch at once."""
+    import json
+
+    from unpact import load_model
+    from unpact.data import QAItem
+    from unpact.models import hf_state_dict
+    from unpact.unlearning import unlearn
+
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         tiny_dirs["gpt2"], str(tmp_path), json.dumps({"max_batch_tokens": 16})],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(str(tmp_path / "rank0.safetensors"))
+    b = load_file(str(tmp_path / "rank1.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    forget = [QAItem(f"Where was the author Ana Lind {i} born?", "Lima") for i in range(4)]
+    retain = [QAItem(f"What is {i} + 3?", str(i + 3)) for i in range(4)]
+    one = unlearn(load_model(tiny_dirs["gpt2"]), "ga_gdr", forget, retain,
+                  {"steps": 4, "batch_size": 4, "lr": 1e-3}, seed=0)
+    ref = {k: v.detach() for k, v in hf_state_dict(one.model).items()}
+    assert max(float((a[k] - ref[k]).abs().max()) for k in a) < 1e-5

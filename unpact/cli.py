@@ -89,6 +89,25 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu (default), cuda, ...")
     _add_dtype(p, None)
     p.add_argument("--seed", type=int)
+    _add_format_args(p, default=None)
+    p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in unlearning's backward pass (less memory, more compute)")
+
+
+def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") -> None:
+    p.add_argument("--prompt-format", choices=["plain", "chat"], default=default,
+                   help="plain: 'Question: ...\\nAnswer:' (the embedded models'); chat: the tokenizer's chat "
+                        "template, as open-unlearning's TOFU instruct models were fine-tuned (default plain)")
+    p.add_argument("--system-prompt", default=None,
+                   help="system message of the chat format (open-unlearning's TOFU models: "
+                        "'You are a helpful assistant.')")
+
+
+def _prompt_format(args: argparse.Namespace, model):
+    from unpact.data import resolve_format
+
+    return resolve_format(args.prompt_format, model.tokenizer, args.system_prompt)
 
 
 def _run_config(args: argparse.Namespace):
@@ -101,7 +120,9 @@ def _run_config(args: argparse.Namespace):
         "retain_split": args.retain_split, "general": args.general, "general_split": args.general_split,
         "general_path": args.general_path,
         "methods": args.methods, "max_items": args.max_items, "out": args.out, "device": args.device,
-        "seed": args.seed, "dtype": args.dtype,
+        "seed": args.seed, "dtype": args.dtype, "prompt_format": args.prompt_format,
+        "system_prompt": args.system_prompt, "max_batch_tokens": args.max_batch_tokens,
+        "gradient_checkpointing": args.gradient_checkpointing,
     }
     for k, v in flags.items():
         if v is not None:
@@ -217,6 +238,7 @@ def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
     p.add_argument("--device", default=None)
     _add_dtype(p)
+    _add_format_args(p)
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict:
@@ -250,6 +272,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if spec:
             check_model_available(spec)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
+    fmt = _prompt_format(args, model)
     reference = load_model(args.reference_model, device=args.device, dtype=args.dtype) if args.reference_model else None
     splits = {"forget": forget, **({"retain": retain} if retain is not None else {})}
 
@@ -259,19 +282,20 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         out = {}
         for name, bench in splits.items():
             res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=progress)
+                           forget=(name == "forget"), progress=progress, fmt=fmt)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
     with progress:
         before = None if args.no_eval else metrics(model)
-        result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed, progress=progress)
+        result = unlearn(model, args.method, forget, retain, overrides, seed=args.seed, progress=progress, fmt=fmt)
         after = None if args.no_eval else metrics(result.model)
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "seed": args.seed, **result.summary()}
+              "seed": args.seed, "prompt_format": args.prompt_format, "system_prompt": args.system_prompt,
+              **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
     with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
@@ -319,6 +343,7 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
     _add_dtype(p)
+    _add_format_args(p)
 
 
 def _split_spec(spec: str, default_bench: str | None = None) -> tuple[str, str]:
@@ -395,7 +420,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     items = spread_sample(list(forget), args.max_items)
     with _console() as progress:
         table = recover(unlearned, items, original=original, controls=controls, config=cfg,
-                        method=args.method or args.unlearned, progress=progress)
+                        method=args.method or args.unlearned, fmt=_prompt_format(args, original), progress=progress)
     table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
     print(render_table(table))
     if args.out:
@@ -569,6 +594,47 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------- grid
+
+
+def add_grid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the grid's TOML or JSON file (models, benchmarks, methods, [run])")
+    p.add_argument("--out", default=None, help="grid directory (default: the config's out); an existing one is resumed")
+    p.add_argument("--ray-address", default=None, help="address of a Ray cluster (default: start a local Ray)")
+    p.add_argument("--no-ray", action="store_true", help="run the cells one after the other in this process")
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from unpact.grid import read_grid, render_markdown, run_grid
+
+    grid = read_grid(args.config)
+    updates = {k: v for k, v in (("out", args.out), ("ray_address", args.ray_address)) if v is not None}
+    if args.no_ray:
+        updates["executor"] = "local"
+    grid = dataclasses.replace(grid, **updates)
+    start = time.time()
+
+    def on_start(cells, todo) -> None:
+        print(f"unpact grid -> {grid.out}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+              f"{len(todo)} to run ({'Ray' if grid.executor == 'ray' else 'in this process'})", file=sys.stderr)
+
+    def on_cell(cell, outcome) -> None:
+        status = outcome["status"]
+        print(f"  {status:<6} {cell.name}" + (f": {outcome['error']}" if status != "done" else ""), file=sys.stderr)
+
+    report = run_grid(grid, on_cell=on_cell, on_start=on_start)
+    print(render_markdown(report))
+    print(f"\ngrid report: {os.path.join(grid.out, 'grid.html')} (and grid.md, grid.json)\n({time.time() - start:.0f} s)")
+    if report["n_failed"]:
+        print(f"unpact: {report['n_failed']} of {report['n_cells']} cells did not finish (listed above); "
+              "rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------- registry
 
 #: name -> (help, add-arguments function, run function)
@@ -577,6 +643,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                add_attack, cmd_attack),
     "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
                        cmd_build_embedded),
+    "grid": ("run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
+             add_grid, cmd_grid),
     "info": ("print a model's architecture and sizes", add_info, cmd_info),
     "inspect": ("one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
                 add_inspect, cmd_inspect),

@@ -107,6 +107,22 @@ class RunConfig:
     max_items: int = 24
     #: length of greedy answers (evaluation and emphasis); the embedded answers are <= 12 tokens
     max_new_tokens: int = 20
+    #: how a question becomes a prompt: "plain" ("Question: ...\nAnswer:", the embedded models'
+    #: format) or "chat" (the tokenizer's chat template, as open-unlearning formats TOFU for
+    #: instruct models such as open-unlearning/tofu_Llama-3.2-1B-Instruct_full)
+    prompt_format: str = "plain"
+    #: system message of the "chat" format (None: none; open-unlearning's TOFU models were
+    #: fine-tuned with "You are a helpful assistant.")
+    system_prompt: str | None = None
+    #: extra variables of the chat template (open-unlearning renders its Llama-3.2-3B TOFU
+    #: examples with {date_string = "10 Apr 2025"}); "chat" format only
+    chat_template_args: dict[str, Any] = field(default_factory=dict)
+    #: token budget of one forward batch (rows x padded length) in every stage; passes that keep
+    #: activations for a backward pass use a share of it (see unpact.pipeline.stage_budgets)
+    max_batch_tokens: int = 16384
+    #: recompute activations in unlearning's backward pass (less memory for large models, ~1/3
+    #: more compute, the same weights); a method_config entry overrides it per method
+    gradient_checkpointing: bool = False
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     emphasis: EmphasisSettings = field(default_factory=EmphasisSettings)
     attacks: AttackSettings = field(default_factory=AttackSettings)
@@ -164,6 +180,14 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
 
     if cfg.dtype not in DTYPE_CHOICES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; use {', '.join(DTYPE_CHOICES)}")
+    from unpact.data.formatting import FORMAT_NAMES
+
+    if cfg.prompt_format not in FORMAT_NAMES:
+        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(FORMAT_NAMES)}")
+    if cfg.system_prompt and cfg.prompt_format != "chat":
+        raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
+    if cfg.max_batch_tokens < 64:
+        raise ConfigError(f"max_batch_tokens must be at least 64, got {cfg.max_batch_tokens}")
     from unpact.emphasis.activation import KINDS
 
     for k in cfg.emphasis.kinds:

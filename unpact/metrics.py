@@ -51,9 +51,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from unpact.data import MCItem, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
+from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError
 from unpact.progress import ProgressFactory, null_progress
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS
 
 
 @lru_cache(maxsize=2)
@@ -437,7 +438,7 @@ def _qa(items: Sequence) -> list[QAItem]:
 
 
 def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
-                   stop_at_newline: bool = True) -> list[str]:
+                   stop_at_newline: bool = True, fmt: str | PromptFormat | None = None) -> list[str]:
     """Greedy answers of the model to each item's prompt (batched), newline-terminated
     unless ``stop_at_newline=False`` (TOFU generates past newlines, up to its length limit).
 
@@ -446,7 +447,7 @@ def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batc
     """
     from unpact.scoring import greedy_generate
 
-    prompts = [prompt_answer_pair(it)[0] for it in items]
+    prompts = [prompt_answer_pair(it, fmt)[0] for it in items]
     return greedy_generate(model, prompts, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
                            stop_at_newline=stop_at_newline,
                            names=[str(getattr(it, "id", i)) for i, it in enumerate(items)], truncate=True)
@@ -458,21 +459,24 @@ def rouge_recalls(model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -
     return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
 
 
-def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean") -> np.ndarray:
+def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean",
+                   max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
     from unpact.scoring import answer_logprobs
 
     if not prompts:
         return np.zeros(0)
-    return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True).double().cpu().numpy()
+    return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True,
+                           max_batch_tokens=max_batch_tokens).double().cpu().numpy()
 
 
-def answer_probabilities(model, items: Sequence) -> np.ndarray:
+def answer_probabilities(model, items: Sequence, fmt: str | PromptFormat | None = None) -> np.ndarray:
     """Length-normalised probability ``exp(mean log p)`` of each item's right answer."""
-    pairs = [prompt_answer_pair(it) for it in items]
+    pairs = [prompt_answer_pair(it, fmt) for it in items]
     return np.exp(_mean_logprobs(model, [p for p, _ in pairs], [a for _, a in pairs]))
 
 
-def qa_probabilities(model, items: Sequence[QAItem]) -> dict[str, Any]:
+def qa_probabilities(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+                     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
     """Per item: mean per-token log-prob of the answer (``true_lp``), of the paraphrased
     answer (answer when none, ``para_lp``) and of each perturbed answer (``perturbed_lp``),
     all in one batched pass; ``true``/``paraphrased``/``perturbed`` are their ``exp``
@@ -480,15 +484,15 @@ def qa_probabilities(model, items: Sequence[QAItem]) -> dict[str, Any]:
     the ratios are computed from the log-probs)."""
     prompts, answers, slots = [], [], []
     for i, it in enumerate(items):
-        p = format_prompt(it)
+        p = format_prompt(it, fmt)
         prompts += [p, p]
-        answers += [format_answer(it.answer), format_answer(it.paraphrased_answer or it.answer)]
+        answers += [format_answer(it.answer, fmt), format_answer(it.paraphrased_answer or it.answer, fmt)]
         slots += [(i, "true"), (i, "para")]
         for j, pert in enumerate(it.perturbed_answers):
             prompts.append(p)
-            answers.append(format_answer(pert))
+            answers.append(format_answer(pert, fmt))
             slots.append((i, j))
-    lps = _mean_logprobs(model, prompts, answers)
+    lps = _mean_logprobs(model, prompts, answers, max_batch_tokens=max_batch_tokens)
     true = np.zeros(len(items))
     para = np.zeros(len(items))
     pert: list[list[float]] = [[] for _ in items]
@@ -503,12 +507,13 @@ def qa_probabilities(model, items: Sequence[QAItem]) -> dict[str, Any]:
             "paraphrased": np.exp(para), "perturbed": [[math.exp(x) for x in row] for row in pert]}
 
 
-def truth_ratios(model, items: Sequence[QAItem]) -> np.ndarray:
+def truth_ratios(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
     """Per-item truth ratio ``R`` of items that have perturbed answers."""
     items = [it for it in _qa(items) if it.perturbed_answers]
     if not items:
         raise InputError("the truth ratio needs items with perturbed answers; the split has none")
-    pr = qa_probabilities(model, items)
+    pr = qa_probabilities(model, items, fmt, max_batch_tokens)
     return _truth_ratios_of(pr["para_lp"], pr["perturbed_lp"])
 
 
@@ -521,26 +526,27 @@ def _truth_ratios_of(para_lp: np.ndarray, pert_lp: Sequence[Sequence[float]]) ->
 MC_STYLES = ("cloze", "letters")
 
 
-def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", style: str = "cloze") -> float:
+def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", style: str = "cloze",
+                fmt: str | PromptFormat | None = None, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> float:
     """Share of multiple-choice items whose right choice has the highest answer log-prob.
 
-    ``style="cloze"`` scores each choice's text after the question; ``"letters"`` is
+    ``style="cloze"`` scores each choice's text after the question (in ``fmt``); ``"letters"`` is
     lm-evaluation-harness's WMDP task (:func:`wmdp_letter_prompt`, the letters scored).
     """
     mc = [it for it in items if isinstance(it, MCItem)]
     if not mc:
         raise InputError("MC accuracy needs multiple-choice items (MCItem); the split has none")
     if style == "letters":
-        return _mc_accuracy_letters(model, mc)
+        return _mc_accuracy_letters(model, mc, max_batch_tokens)
     if style != "cloze":
         raise InputError(f"unknown multiple-choice style {style!r}; known: {', '.join(MC_STYLES)}")
     prompts, answers = [], []
     for it in mc:
-        p = format_prompt(it)
+        p = format_prompt(it, fmt)
         for c in it.choices:
             prompts.append(p)
-            answers.append(format_answer(c))
-    lp = _mean_logprobs(model, prompts, answers, reduction=reduction)
+            answers.append(format_answer(c, fmt))
+    lp = _mean_logprobs(model, prompts, answers, reduction=reduction, max_batch_tokens=max_batch_tokens)
     correct, k = 0, 0
     for it in mc:
         n = len(it.choices)
@@ -552,7 +558,7 @@ def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", style
     return correct / len(mc)
 
 
-def _mc_accuracy_letters(model, mc: Sequence[MCItem]) -> float:
+def _mc_accuracy_letters(model, mc: Sequence[MCItem], max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> float:
     """lm-evaluation-harness style: the letter with the highest log-prob after the listed choices."""
     prompts, answers = [], []
     for it in mc:
@@ -560,7 +566,7 @@ def _mc_accuracy_letters(model, mc: Sequence[MCItem]) -> float:
         for i in range(len(it.choices)):
             prompts.append(p)
             answers.append(" " + LETTERS[i])
-    lp = _mean_logprobs(model, prompts, answers, reduction="sum")
+    lp = _mean_logprobs(model, prompts, answers, reduction="sum", max_batch_tokens=max_batch_tokens)
     correct, k = 0, 0
     for it in mc:
         n = len(it.choices)
@@ -648,6 +654,8 @@ def evaluate(
     progress: ProgressFactory = null_progress,
     answers: Sequence[str] | None = None,
     probabilities: dict[str, Any] | None = None,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> dict[str, Any]:
     """Every metric that applies to ``benchmark``'s items, as one dict.
 
@@ -676,6 +684,8 @@ def evaluate(
             MUSE's ``*_qa_icl`` files); none: zero-shot.
         answers, probabilities: the QA items' greedy answers and :func:`qa_probabilities`,
             when already computed (:func:`evaluate_groups` computes them for several splits at once).
+        fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
+        max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
 
     Example:
         >>> evaluate(model, load_benchmark("embedded:tofu", "forget10"), reference=retain_model)  # doctest: +SKIP
@@ -700,12 +710,13 @@ def evaluate(
     with progress(total=total, desc="evaluate") as bar:
         if qa:
             if answers is None:
-                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens, stop_at_newline=embedded)
+                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens, stop_at_newline=embedded,
+                                         fmt=fmt, max_batch_tokens=max_batch_tokens)
             recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, qa)]
             out["rouge_l_recall"] = float(np.mean(recalls))
             out["rouge_l_recall_per_item"] = recalls
             bar.update()
-            pr = qa_probabilities(model, qa) if probabilities is None else probabilities
+            pr = qa_probabilities(model, qa, fmt, max_batch_tokens) if probabilities is None else probabilities
             true_lp = np.asarray(pr["true_lp"], dtype=np.float64)
             out["prob"] = float(np.mean(np.exp(true_lp)))
             out["mean_logprob"] = float(np.mean(true_lp))
@@ -733,13 +744,13 @@ def evaluate(
             if isinstance(reference, dict):
                 ref = reference["truth_ratios"]
             elif hasattr(reference, "parameters"):
-                ref = truth_ratios(reference, qa).tolist()
+                ref = truth_ratios(reference, qa, fmt, max_batch_tokens).tolist()
             else:
                 ref = list(reference)
             out["forget_quality"] = forget_quality(out["truth_ratios"], ref)
             bar.update()
         if mc:
-            out["mc_accuracy"] = mc_accuracy(model, mc, style=mc_style)
+            out["mc_accuracy"] = mc_accuracy(model, mc, style=mc_style, fmt=fmt, max_batch_tokens=max_batch_tokens)
             out["mc_style"] = mc_style
             bar.update()
         if tx:
@@ -763,6 +774,8 @@ def evaluate_groups(
     style: str | None = None,
     stop_at_newline: bool | None = None,
     progress: ProgressFactory = null_progress,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate` of several splits, their QA items' greedy answers and answer
     probabilities computed in one batched pass each (far fewer forward calls than
@@ -784,9 +797,9 @@ def evaluate_groups(
     embedded = all(is_embedded(b) or not hasattr(b, "name") for b in benchmarks.values())
     n_tokens = max_new_tokens if max_new_tokens is not None else GENERATION_DEFAULTS["embedded" if embedded else "tofu"]
     newline = embedded if stop_at_newline is None else stop_at_newline
-    answers: list[str] = (greedy_answers(model, all_qa, max_new_tokens=n_tokens, stop_at_newline=newline)
-                          if all_qa else [])
-    probs = qa_probabilities(model, all_qa) if all_qa else None
+    answers: list[str] = (greedy_answers(model, all_qa, max_new_tokens=n_tokens, stop_at_newline=newline, fmt=fmt,
+                                         max_batch_tokens=max_batch_tokens) if all_qa else [])
+    probs = qa_probabilities(model, all_qa, fmt, max_batch_tokens) if all_qa else None
     out: dict[str, dict[str, Any]] = {}
     k = 0
     for g, bench in benchmarks.items():
@@ -794,6 +807,7 @@ def evaluate_groups(
         pr = None if probs is None else {key: v[k: k + n] for key, v in probs.items()}
         role = (roles or {}).get(g) or _tofu_role(bench, g)
         out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role, style=style,
-                          forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr)
+                          forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr,
+                          fmt=fmt, max_batch_tokens=max_batch_tokens)
         k += n
     return out

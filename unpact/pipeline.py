@@ -39,6 +39,23 @@ from unpact.rundir import RunDir, RunLock, write_json_atomic
 
 GROUPS = ("forget", "retain", "general")
 
+#: Share of ``max_batch_tokens`` that a pass keeping activations for backward may use: such a
+#: pass holds every layer's activations (and, for integrated gradients, one row per
+#: interpolation step), so it gets a quarter (unlearning, heads) or a sixteenth (integrated
+#: gradients) of the forward budget. At the default budget (16384) these are the methods' own
+#: defaults (4096 and 1024), so the default run computes what it computed before the budget.
+BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": 16}
+
+
+def stage_budgets(max_batch_tokens: int) -> dict[str, int]:
+    """Token budget of each kind of pass for a forward budget of ``max_batch_tokens``.
+
+    Example:
+        >>> stage_budgets(16384)
+        {'forward': 16384, 'unlearn': 4096, 'heads': 4096, 'integrated_gradients': 1024}
+    """
+    return {"forward": max_batch_tokens, **{k: max(1, max_batch_tokens // v) for k, v in BACKWARD_SHARE.items()}}
+
 
 def stage_seed(seed: int, name: str) -> int:
     h = hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
@@ -115,12 +132,21 @@ def validate(cfg: RunConfig) -> StudyData:
     validation.check_device(cfg.device)
     validation.check_output_dir(cfg.out)
     for spec in (cfg.model, cfg.reference_model):
-        if spec is not None:
-            validation.check_model_available(spec)
+        if spec is None:
+            continue
+        validation.check_model_available(spec)
+        from unpact.models import resolve_model_spec
+
+        kind, target = resolve_model_spec(spec)
+        if kind == "path" and cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so before any work
+            from unpact.data import resolve_format
+            from unpact.models import _load_tokenizer
+
+            resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
     return load_study_data(cfg)
 
 
-def _recovery_config(cfg: RunConfig):
+def _recovery_config(cfg: RunConfig, max_batch_tokens: int | None = None):
     """The :class:`~unpact.emphasis.RecoveryConfig` of the run's emphasis settings."""
     from unpact.emphasis import RecoveryConfig
 
@@ -130,6 +156,8 @@ def _recovery_config(cfg: RunConfig):
         layer_sets=tuple(e.layer_sets), kinds=tuple(e.kinds),
         max_control_items=e.max_control_items, max_new_tokens=cfg.max_new_tokens,
     )
+    if max_batch_tokens is not None:
+        kwargs["max_batch_tokens"] = max_batch_tokens
     if e.templates is not None:
         kwargs["templates"] = tuple(e.templates)
     return RecoveryConfig(**kwargs)
@@ -145,6 +173,8 @@ class Study:
         self.on_stage = on_stage or (lambda name, computed: None)
         self.rd = RunDir(cfg.out)
         self._original = None
+        self._fmt = None
+        self.budgets = stage_budgets(cfg.max_batch_tokens)
         self._data: StudyData | None = None
         self._results: dict[str, Any] = {}
 
@@ -176,6 +206,16 @@ class Study:
             self._original = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._original
 
+    @property
+    def fmt(self):
+        """The run's :class:`~unpact.data.PromptFormat` (``chat``: built from the original's tokenizer)."""
+        if self._fmt is None:
+            from unpact.data import resolve_format
+
+            tok = self.original().tokenizer if self.cfg.prompt_format == "chat" else None
+            self._fmt = resolve_format(self.cfg.prompt_format, tok, self.cfg.system_prompt, self.cfg.chat_template_args)
+        return self._fmt
+
     def unlearned(self, method: str):
         from unpact.models import load_model
 
@@ -192,14 +232,18 @@ class Study:
             items = self.data.groups[g]
             if not items:
                 continue
-            res = attribute(model, items, method="loo", group=g, progress=self.progress)
+            b = self.budgets
+            res = attribute(model, items, method="loo", group=g, fmt=self.fmt, max_batch_tokens=b["forward"],
+                            progress=self.progress)
             out["loo"][g] = [r.to_dict() for r in res]
             sub = items[: a.subset]
             if "integrated_gradients" in a.methods and sub:
-                res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, progress=self.progress)
+                res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, fmt=self.fmt,
+                                max_batch_tokens=b["integrated_gradients"], progress=self.progress)
                 out["integrated_gradients"][g] = [r.to_dict() for r in res]
             if "heads" in a.methods and sub:
-                res = attribute(model, sub, method="heads", group=g, progress=self.progress)
+                res = attribute(model, sub, method="heads", group=g, fmt=self.fmt, max_batch_tokens=b["heads"],
+                                progress=self.progress)
                 out["heads"][g] = [r.to_dict() for r in res]
         return out
 
@@ -212,7 +256,7 @@ class Study:
             model, groups, max_new_tokens=self.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
             roles={"forget": "forget", "retain": "retain", "general": "other"},
             style=benchmark_style(self.data.forget), stop_at_newline=is_embedded(self.data.forget),
-            progress=self.progress,
+            progress=self.progress, fmt=self.fmt, max_batch_tokens=self.budgets["forward"],
         )
         if reference_ratios and "forget" in out:
             # TOFU's KS test runs on the whole forget split, not on the evaluated subset
@@ -258,7 +302,7 @@ class Study:
             items = self._forget_with_perturbed()
             if not items:
                 return {"truth_ratios": None}
-            return {"truth_ratios": [float(x) for x in truth_ratios(ref, items)]}
+            return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, self.fmt, self.budgets["forward"])]}
 
         # on the whole forget split (TOFU's forget quality), hence a new stage name
         return self.stage("reference/truth_ratios_forget_split", compute)["truth_ratios"]
@@ -286,9 +330,11 @@ class Study:
 
         # a fresh copy of the original, edited in place: the shared original stays untouched
         fresh = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
+        method_cfg = {"max_batch_tokens": self.budgets["unlearn"], "gradient_checkpointing": self.cfg.gradient_checkpointing,
+                      **(self.cfg.method_config.get(method) or {})}
         res = unlearn(
             fresh, method, list(self.data.forget), list(self.data.retain),
-            self.cfg.method_config.get(method), inplace=True, seed=seed, progress=self.progress,
+            method_cfg, inplace=True, seed=seed, progress=self.progress, fmt=self.fmt,
         )
         self.rd.save_model_atomic(method, lambda d: save_model(res.model, d))
         cfg = {k: v for k, v in vars(res.config).items() if not callable(v)}
@@ -345,6 +391,7 @@ class Study:
 
     def _recovery(self, unlearned, method: str) -> dict[str, Any]:
         from unpact.attribution import attribute
+        from unpact.data import format_answer
         from unpact.emphasis import recover, rewrite
 
         e = self.cfg.emphasis
@@ -362,15 +409,17 @@ class Study:
         table = recover(
             unlearned, self.data.groups["forget"], original=self.original(), controls=controls,
             keywords=kw["forget"], control_keywords=control_kw,
-            config=_recovery_config(self.cfg), method=method, progress=self.progress,
+            config=_recovery_config(self.cfg, self.budgets["forward"]), method=method, fmt=self.fmt,
+            progress=self.progress,
         )
         # attribution of the best rewrite's prompt on the unlearned model, for the report's heatmaps
         examples = []
         best = table.get("prompt_best_setting")
         if best:
             for it_d, item in list(zip(table["items"], self.data.groups["forget"]))[: self.cfg.attribution.subset]:
-                rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer)
-                a = attribute(unlearned, (rw.prompt, " " + item.answer.strip()))
+                rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer, fmt=self.fmt)
+                a = attribute(unlearned, (rw.prompt, format_answer(item.answer, self.fmt)),
+                              max_batch_tokens=self.budgets["forward"])
                 d = a.to_dict()
                 d["keyword_positions"] = list(rw.positions)
                 d["template"] = best
@@ -381,8 +430,9 @@ class Study:
     def _attack_kwargs(self) -> dict[str, Any]:
         from unpact.emphasis import RecoveryConfig
 
-        rc = RecoveryConfig(threshold=self.cfg.emphasis.threshold, max_new_tokens=self.cfg.max_new_tokens)
-        return {"pool": {"retain": list(self.data.retain)}, "recovery": rc, "seed": self.cfg.seed}
+        rc = RecoveryConfig(threshold=self.cfg.emphasis.threshold, max_new_tokens=self.cfg.max_new_tokens,
+                            max_batch_tokens=self.budgets["forward"])
+        return {"pool": {"retain": list(self.data.retain)}, "recovery": rc, "seed": self.cfg.seed, "fmt": self.fmt}
 
     def attack_controls(self) -> dict[str, Any]:
         """Every attack on the original and the negative control (retain-only model), once per study."""

@@ -29,10 +29,22 @@ _CORPUS = [
 ]
 
 
-def make_tokenizer(corpus: list[str] | None = None, vocab_size: int = 384):
+#: A chat template in the style of Llama 3 Instruct's (BOS, header tokens, end-of-turn), for
+#: tests of the ``chat`` prompt format on tiny checkpoints.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+#: The special tokens :data:`CHAT_TEMPLATE` uses.
+CHAT_SPECIAL_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def make_tokenizer(corpus: list[str] | None = None, vocab_size: int = 384, chat_template: str | None = None):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``corpus`` with ``tokenizers``.
 
-    Special tokens: ``<|endoftext|>`` (BOS, EOS) and ``<pad>``.
+    Special tokens: ``<|endoftext|>`` (BOS, EOS) and ``<pad>``; with a ``chat_template``
+    also :data:`CHAT_SPECIAL_TOKENS`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -47,13 +59,17 @@ def make_tokenizer(corpus: list[str] | None = None, vocab_size: int = 384):
         show_progress=False,
     )
     tok.train_from_iterator((corpus or _CORPUS) * 4, trainer)
-    return PreTrainedTokenizerFast(
+    out = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
         pad_token="<pad>",
     )
+    if chat_template is not None:
+        out.add_special_tokens({"additional_special_tokens": list(CHAT_SPECIAL_TOKENS)})
+        out.chat_template = chat_template
+    return out
 
 
 def tiny_config(arch: str, vocab_size: int, n_ctx: int = 128, d_model: int = 32, n_layers: int = 2, n_heads: int = 4):
@@ -99,13 +115,17 @@ def make_tiny_checkpoint(
     directory: str | os.PathLike,
     seed: int = 0,
     corpus: list[str] | None = None,
+    chat_template: str | None = None,
     **config_kwargs,
 ) -> Path:
-    """Build a random tiny ``arch`` model with a BPE tokenizer and save it to ``directory``."""
+    """Build a random tiny ``arch`` model with a BPE tokenizer and save it to ``directory``.
+
+    ``chat_template`` (e.g. :data:`CHAT_TEMPLATE`) gives the tokenizer a chat template.
+    """
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
-    tokenizer = make_tokenizer(corpus)
+    tokenizer = make_tokenizer(corpus, chat_template=chat_template)
     config = tiny_config(arch, vocab_size=len(tokenizer), **config_kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()

@@ -4,11 +4,13 @@ from unpact.data.formatting import (
     FORMATS,
     PLAIN,
     PromptFormat,
+    FORMAT_NAMES,
     chat_format,
     format_answer,
     format_prompt,
     get_format,
     prompt_answer_pair,
+    resolve_format,
     register_format,
 )
 from unpact.data.loaders import load_benchmark, read_lines, read_records, records_from_rows
@@ -16,8 +18,8 @@ from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem, sprea
 
 __all__ = [
     "Benchmark", "Item", "MCItem", "QAItem", "TextItem",
-    "FORMATS", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_prompt",
-    "get_format", "prompt_answer_pair", "register_format",
+    "FORMATS", "FORMAT_NAMES", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_prompt",
+    "get_format", "prompt_answer_pair", "register_format", "resolve_format",
     "load_benchmark", "read_lines", "read_records", "records_from_rows", "spread_sample",
 ]
 

@@ -41,6 +41,7 @@ def unlearn(
     inplace: bool = False,
     seed: int = 0,
     progress: ProgressFactory = null_progress,
+    fmt=None,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with the registered ``method``.
 
@@ -51,12 +52,14 @@ def unlearn(
         forget, retain: sequences of :class:`~unpact.data.QAItem`,
             :class:`~unpact.data.MCItem` or :class:`~unpact.data.TextItem` (a
             :class:`~unpact.data.Benchmark` works); formatted with
-            :func:`unpact.data.prompt_answer_pair`.
+            :func:`unpact.data.prompt_answer_pair` with ``fmt``.
         config: the method's config dataclass, or a dict of overrides of its defaults;
             its ``preset`` ("auto" by default) picks the embedded-tuned or the reference
             repository's defaults for this model (:func:`~unpact.unlearning.base.resolve_preset`).
         seed: seeds the batch schedule and any random draw; equal seeds give equal weights on CPU.
         progress: a progress factory (the CLI passes ``tqdm_progress``).
+        fmt: the items' prompt format (default plain; for a chat model the
+            :func:`unpact.data.chat_format` it was fine-tuned in).
 
     Returns:
         :class:`UnlearnResult` with the edited model, per-step losses and the config used.
@@ -73,7 +76,7 @@ def unlearn(
         raise ConfigError(f"method {cls.name!r} needs a retain set; pass retain=... (e.g. TOFU retain90)")
     target = model if inplace else copy_model(model)
     impl = cls(cfg)
-    losses, stopped, message = train(impl, target, forget, retain, seed=seed, progress=progress)
+    losses, stopped, message = train(impl, target, forget, retain, seed=seed, progress=progress, fmt=fmt)
     return UnlearnResult(target, losses, cfg, cls.name, stopped, message)
 
 

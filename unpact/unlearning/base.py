@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -51,6 +52,16 @@ class UnlearnConfig:
         batch_size: forget items per step (and retain items per step, for methods with a retain loss).
         weight_decay: AdamW weight decay.
         max_grad_norm: gradient clipping (None: off).
+        max_batch_tokens: token budget of one forward+backward pass (rows x padded length;
+            None: each step's batch in one pass). A step whose forget (or retain) rows exceed
+            it is split into the fewest equal micro-batches that fit, their gradients
+            accumulated with weights micro rows / step rows: the same update as one pass for
+            the losses that are means over items (GA, NPO, SimNPO, IdK, the GDR retain term);
+            for the ones averaged over tokens (the KLR retain term, RMU) each micro-batch's
+            mean is weighted by its rows, not its tokens.
+        gradient_checkpointing: recompute activations in the backward pass instead of
+            keeping them (HF ``gradient_checkpointing_enable``): less memory for a large
+            model, about a third more compute, the same gradients.
         on_step: called as ``on_step(step, model)`` after each optimizer step (for
             logging, or to inject faults in tests); not saved with the config.
         preset: ``"embedded"`` (the dataclass defaults, tuned on the small embedded
@@ -72,6 +83,8 @@ class UnlearnConfig:
     batch_size: int = 16
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    max_batch_tokens: int | None = None
+    gradient_checkpointing: bool = False
     on_step: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
     preset: str = "auto"
 
@@ -86,6 +99,8 @@ class UnlearnConfig:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be at least 1 or None, got {self.max_batch_tokens}")
 
     def to_dict(self) -> dict[str, Any]:
         """The hyperparameters as plain JSON-able values (hooks left out)."""
@@ -215,13 +230,13 @@ class Run:
         return sorted({i for b in self.retain_schedule for i in b})
 
 
-def encode_items(model, items: Sequence, *, what: str) -> list[Seq]:
-    """``(prompt_ids, answer_ids)`` of each item through the one formatter and encoder."""
+def encode_items(model, items: Sequence, *, what: str, fmt=None) -> list[Seq]:
+    """``(prompt_ids, answer_ids)`` of each item through the one formatter (with ``fmt``) and encoder."""
     if len(items) == 0:
         raise InputError(f"the {what} set is empty; give at least one item")
     prompts, answers, names = [], [], []
     for i, it in enumerate(items):
-        p, a = prompt_answer_pair(it)
+        p, a = prompt_answer_pair(it, fmt)
         if not p.strip() and " " in a.strip():  # a raw passage (e.g. a WMDP corpus text): score all but its first word
             text = a.strip()
             cut = text.index(" ")
@@ -243,6 +258,31 @@ def make_schedule(n: int, batch_size: int, steps: int, gen: torch.Generator) -> 
         out.append(pool[:b])
         pool = pool[b:]
     return out
+
+
+def micro_batches(idx: list[int], seqs: Sequence[Seq], max_batch_tokens: int | None, parts: int = 1) -> list[list[int]]:
+    """``idx`` cut into at least ``parts`` contiguous near-equal micro-batches, as few as
+    keep each one's rows x longest sequence within ``max_batch_tokens`` (None: no limit).
+
+    Example:
+        >>> micro_batches([0, 1, 2, 3], [([0, 1], [2])] * 4, max_batch_tokens=6)
+        [[0, 1], [2, 3]]
+    """
+    def split(k: int) -> list[list[int]]:
+        q, r = divmod(len(idx), k)
+        out, start = [], 0
+        for j in range(k):
+            n = q + (1 if j < r else 0)
+            out.append(idx[start: start + n])
+            start += n
+        return out
+
+    k = max(1, min(parts, len(idx)))
+    while max_batch_tokens is not None and k < len(idx):
+        if all(len(g) * max(len(seqs[i][0]) + len(seqs[i][1]) for i in g) <= max_batch_tokens for g in split(k) if g):
+            break
+        k += 1
+    return split(k)
 
 
 def logits_of(model, input_ids) -> Float[Tensor, "batch pos vocab"]:
@@ -356,6 +396,23 @@ def _non_leaf_tensors(root) -> list[Tensor]:
     return found
 
 
+def _checkpointing_on(hf) -> bool:
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # transformers >= 5.2x, older
+        if hasattr(type(hf), name):
+            return bool(getattr(hf, name))
+    return False
+
+
+def _set_checkpointing(hf, on: bool) -> None:
+    """Switch HF activation (gradient) checkpointing on or off, non-reentrant (works in eval mode
+    and with inputs that need no grad)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf, "activation_checkpointing_enable"):
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs) if on else hf.activation_checkpointing_disable()
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs) if on else hf.gradient_checkpointing_disable()
+
+
 def _shard(idx: list[int], rank: int, world: int) -> list[int]:
     return idx[rank::world]
 
@@ -368,6 +425,7 @@ def train(
     *,
     seed: int = 0,
     progress: ProgressFactory = null_progress,
+    fmt=None,
 ) -> tuple[list[dict[str, float]], bool, str]:
     """Run ``method`` on ``model`` in place; returns ``(losses, stopped_early, message)``."""
     from accelerate import Accelerator
@@ -396,8 +454,8 @@ def train(
         model=model,
         forget_items=forget_items,
         retain_items=retain_items,
-        forget_seqs=encode_items(model, forget_items, what="forget"),
-        retain_seqs=encode_items(model, retain_items, what="retain") if use_retain else [],
+        forget_seqs=encode_items(model, forget_items, what="forget", fmt=fmt),
+        retain_seqs=encode_items(model, retain_items, what="retain", fmt=fmt) if use_retain else [],
         forget_schedule=make_schedule(len(forget_items), cfg.batch_size, cfg.steps, gen),
         retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen_retain) if use_retain else None,
         seed=seed,
@@ -409,6 +467,12 @@ def train(
     was_training = hf.training
     model.eval()  # no dropout: the loss is a deterministic function of the weights
     method.setup(run)
+    checkpointing = bool(cfg.gradient_checkpointing) and not _checkpointing_on(hf)
+    if checkpointing:
+        if not getattr(hf, "supports_gradient_checkpointing", False):
+            raise ConfigError(f"gradient_checkpointing: the {type(hf).__name__} model does not support it; "
+                              "set gradient_checkpointing = false")
+        _set_checkpointing(hf, True)
 
     trainable = method.trainable(model)
     trainable_ids = {id(p) for p in trainable}
@@ -433,16 +497,34 @@ def train(
         with progress(total=cfg.steps, desc=f"unlearn {method.name}") as bar:
             for step in range(cfg.steps):
                 f_idx = _shard(run.forget_schedule[step], rank, world)
-                batch = Batch(pack([run.forget_seqs[i] for i in f_idx], pad).to(accelerator.device), f_idx)
+                f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens)
+                r_parts = None
                 if run.retain_schedule is not None:
                     r_idx = _shard(run.retain_schedule[step], rank, world)
-                    batch.retain = pack([run.retain_seqs[i] for i in r_idx], pad).to(accelerator.device)
-                    batch.retain_idx = r_idx
-                loss, parts = objective(batch)
+                    r_parts = micro_batches(r_idx, run.retain_seqs, cfg.max_batch_tokens, len(f_parts))
+                    if len(r_parts) > len(f_parts):
+                        f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens, len(r_parts))
+                optimizer.zero_grad(set_to_none=True)
+                total: Tensor | None = None
+                for j, fp in enumerate(f_parts):
+                    batch = Batch(pack([run.forget_seqs[i] for i in fp], pad).to(accelerator.device), fp)
+                    if r_parts is not None and j < len(r_parts) and r_parts[j]:
+                        batch.retain = pack([run.retain_seqs[i] for i in r_parts[j]], pad).to(accelerator.device)
+                        batch.retain_idx = r_parts[j]
+                    loss, parts = objective(batch)
+                    if len(f_parts) > 1:  # accumulate: weight each micro-batch by its share of the rows
+                        w = len(fp) / len(f_idx)
+                        loss, parts = loss * w, {k: v * w for k, v in parts.items()}
+                    # gradients of all but the last micro-batch stay local (one all-reduce per step
+                    # under DDP, whatever each rank's number of micro-batches); a non-finite loss is
+                    # still back-propagated (so ranks stay in step) and its gradient never applied
+                    with accelerator.no_sync(objective) if j < len(f_parts) - 1 else nullcontext():
+                        accelerator.backward(loss)
+                    values = torch.stack([loss.detach().float(), *[v.detach().float() for v in parts.values()]])
+                    total = values if total is None else total + values
                 names = ["loss", *parts]
-                values = torch.stack([loss.detach().float(), *[v.detach().float() for v in parts.values()]])
-                values = accelerator.reduce(values, "mean") if world > 1 else values
-                row = {"step": step, **{k: float(v) for k, v in zip(names, values.tolist())}}
+                values = accelerator.reduce(total, "mean") if world > 1 else total
+                row = {"step": step, **{k: float(v) for k, v in zip(names, values.tolist())}}  # type: ignore[union-attr]
                 if not math.isfinite(row["loss"]):
                     last = losses[-1]["loss"] if losses else None
                     if losses:
@@ -461,8 +543,6 @@ def train(
                 losses.append(row)
                 with torch.no_grad():
                     torch._foreach_copy_(snapshot, [p.data for p in kept])
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
                 if cfg.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 optimizer.step()
@@ -481,6 +561,8 @@ def train(
             with torch.no_grad():
                 method.finish(run)
     finally:
+        if checkpointing:
+            _set_checkpointing(hf, False)
         for p, flag in old_flags:
             p.requires_grad_(flag)
         accelerator.free_memory()

@@ -1,0 +1,471 @@
+"""The study grid: models x benchmarks x methods, one resumable run directory per cell.
+
+A grid config (``grid.toml``) names the models, the benchmarks and the methods; every
+combination is a *cell*, and each cell is the main job (:func:`unpact.pipeline.run_study`)
+on one model, one benchmark and one method, in its own run directory
+``<out>/cells/<model>__<benchmark>__<method>``. Cells run on **Ray** (one task per cell;
+a local Ray is started when no cluster address is given; one GPU per cell when the
+cluster has GPUs) or one after the other in this process (``executor = "local"``). The
+driver gathers every cell's ``results.json``, re-runs the cross-method analyses of each
+model x benchmark over its cells (the collapse and recovery findings compare methods),
+and writes one grid report: ``grid.json``, ``grid.md`` and ``grid.html``.
+
+A cell that fails (an exception, a killed worker) is reported as failed with its error,
+never dropped; a rerun of the same grid skips the finished cells and resumes the others
+from what their run directories hold.
+
+Example ``grid.toml``::
+
+    out = "paper-grid"
+    executor = "ray"                      # or "local"
+    methods = ["ga_gdr", "npo_gdr", "rmu"]
+    models = [
+        "embedded:gpt2",
+        { name = "llama1b", model = "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
+          reference_model = "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90",
+          prompt_format = "chat", system_prompt = "You are a helpful assistant." },
+    ]
+    benchmarks = [
+        "embedded:tofu",
+        { name = "tofu10", benchmark = "tofu", benchmark_path = "data/tofu",
+          forget_split = "forget10", retain_split = "retain90" },
+    ]
+
+    [run]                                 # settings every cell shares (any unpact run key)
+    max_items = 24
+
+Example (Python):
+    >>> from unpact.grid import read_grid, run_grid
+    >>> grid = read_grid("grid.toml")                           # doctest: +SKIP
+    >>> report = run_grid(grid)                                  # doctest: +SKIP
+    >>> [c["status"] for c in report["cells"]]                   # doctest: +SKIP
+    ['done', 'done']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import os
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from unpact.config import RunConfig, config_from_dict, read_config_file
+from unpact.errors import ConfigError
+from unpact.rundir import write_json_atomic, write_text_atomic
+
+#: Where a cell's run directory lives under the grid's ``out``.
+CELLS_DIR = "cells"
+EXECUTORS = ("ray", "local")
+#: Settings that "none" switches off (the reference model, the general set, the holdout split).
+_OPTIONAL = ("reference_model", "general", "holdout_split")
+#: Keys a model entry may set (with ``name``): the model and everything tied to it.
+MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "chat_template_args", "device", "max_batch_tokens",
+              "gradient_checkpointing", "method_config"}
+#: Keys a benchmark entry may set (with ``name``).
+BENCHMARK_KEYS = {"benchmark", "benchmark_path", "forget_split", "retain_split", "holdout_split", "general",
+                  "general_split", "general_path", "max_items", "max_new_tokens"}
+
+
+@dataclass
+class GridConfig:
+    """A study grid: the axes, the settings every cell shares, and where and how it runs."""
+
+    #: model specs, or tables ``{name, model, reference_model, prompt_format, system_prompt, ...}``
+    models: list[Any] = field(default_factory=lambda: ["embedded:gpt2"])
+    #: benchmark names, or tables ``{name, benchmark, benchmark_path, forget_split, retain_split, ...}``
+    benchmarks: list[Any] = field(default_factory=lambda: ["embedded:tofu"])
+    #: unlearning methods (one cell per method)
+    methods: list[str] = field(default_factory=lambda: ["ga_gdr"])
+    #: unlearning strengths: reserved for the trajectory work (each cell x strength will be a
+    #: cell of its own); must stay empty until then
+    strengths: list[Any] = field(default_factory=list)
+    #: settings every cell shares: any key of ``unpact run``'s config (a table ``[run]``)
+    run: dict[str, Any] = field(default_factory=dict)
+    #: the grid directory: ``cells/``, ``grid.json``, ``grid.md``, ``grid.html``
+    out: str = "unpact-grid"
+    #: "ray" (one Ray task per cell) or "local" (the cells one after the other, in this process)
+    executor: str = "ray"
+    #: a Ray cluster's address (None: the Ray this process already joined, else a new local one)
+    ray_address: str | None = None
+    #: CPUs a cell asks Ray for (and its torch threads)
+    cpus_per_cell: int = 1
+    #: GPUs a cell asks Ray for (None: 1 when the cluster has GPUs, else 0)
+    gpus_per_cell: float | None = None
+
+
+@dataclass
+class Cell:
+    """One model x benchmark x method (x strength, later) and its run config."""
+
+    name: str
+    model: str
+    benchmark: str
+    method: str
+    config: RunConfig
+    #: reserved for the trajectory work (an unlearning strength); None today
+    strength: Any = None
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.config.out)
+
+    def is_done(self) -> bool:
+        """Finished: ``results.json`` and the report exist (both are written last)."""
+        return (self.dir / "results.json").is_file() and (self.dir / "report.html").is_file()
+
+
+def _label(text: str) -> str:
+    """A file-name-safe label: ``embedded:gpt2`` -> ``embedded-gpt2``, a path -> its last part."""
+    text = str(text).rstrip("/")
+    if os.sep in text or "/" in text:
+        parts = [p for p in re.split(r"[/\\]", text) if p]
+        text = parts[-1] if os.path.isabs(str(text)) or str(text).startswith(".") else "-".join(parts[-2:])
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _entry(value: Any, key: str, allowed: set[str], where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(value, str):
+        return _label(value), {key: value}
+    if not isinstance(value, dict) or key not in value:
+        raise ConfigError(f"each of {where} must be a string or a table with a {key!r} key, got {value!r}")
+    unknown = sorted(set(value) - allowed - {"name"})
+    if unknown:
+        raise ConfigError(f"{where} entry {value.get('name', value[key])!r}: unknown key {unknown[0]!r}; "
+                          f"known: name, {', '.join(sorted(allowed))}")
+    data = {k: v for k, v in value.items() if k != "name"}
+    return _label(value.get("name") or value[key]), data
+
+
+def grid_from_dict(data: dict[str, Any]) -> GridConfig:
+    """A :class:`GridConfig` from a dict (a parsed ``grid.toml``); unknown keys are errors."""
+    known = {f.name for f in dataclasses.fields(GridConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown grid key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    grid = GridConfig(**data)
+    for key in ("models", "benchmarks", "methods"):
+        value = getattr(grid, key)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if key == "methods" else [value]
+            setattr(grid, key, value)
+        if not value:
+            raise ConfigError(f"the grid has no {key}; name at least one")
+    if grid.strengths:
+        raise ConfigError("strengths are not supported yet (they come with the trajectory work); "
+                          "remove 'strengths' from the grid config")
+    if grid.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {grid.executor!r}; use {' or '.join(EXECUTORS)}")
+    if not isinstance(grid.run, dict):
+        raise ConfigError("the grid's 'run' must be a table of run settings ([run] in TOML)")
+    for k in ("model", "benchmark", "methods", "out"):
+        if k in grid.run:
+            raise ConfigError(f"[run] sets {k!r}, which the grid decides per cell; use the grid's "
+                              f"{'models' if k == 'model' else 'benchmarks' if k == 'benchmark' else k} instead")
+    if grid.cpus_per_cell < 1:
+        raise ConfigError(f"cpus_per_cell must be at least 1, got {grid.cpus_per_cell}")
+    return grid
+
+
+def read_grid(path: str | os.PathLike) -> GridConfig:
+    """Read a grid config (TOML or JSON)."""
+    return grid_from_dict(read_config_file(path))
+
+
+def expand(grid: GridConfig) -> list[Cell]:
+    """Every model x benchmark x method cell, each with its validated run config.
+
+    Raises :class:`~unpact.errors.ConfigError` naming the cell for a bad setting, and for
+    two cells that would share a directory (give the entries distinct ``name``s).
+    """
+    from unpact.unlearning import METHODS
+
+    unknown = [m for m in grid.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown unlearning method {unknown[0]!r} in the grid; known: {', '.join(sorted(METHODS))}")
+    models = [_entry(m, "model", MODEL_KEYS, "models") for m in grid.models]
+    benches = [_entry(b, "benchmark", BENCHMARK_KEYS, "benchmarks") for b in grid.benchmarks]
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
+    root = Path(grid.out)
+    for m_label, m_data in models:
+        for b_label, b_data in benches:
+            for method in grid.methods:
+                name = f"{m_label}__{b_label}__{method}"
+                if name in seen:
+                    raise ConfigError(f"two grid cells are both named {name!r}; give the models or benchmarks "
+                                      "distinct 'name's")
+                seen[name] = name
+                data = json.loads(json.dumps(grid.run))  # a deep copy
+                data.setdefault("device", "auto")  # cuda where the cell's worker has a GPU, else cpu
+                run_mc = data.get("method_config") or {}
+                data.update(json.loads(json.dumps(m_data)))
+                data.update(json.loads(json.dumps(b_data)))
+                if "method_config" in m_data:  # a model's method settings refine the shared ones
+                    data["method_config"] = {k: {**run_mc.get(k, {}), **m_data["method_config"].get(k, {})}
+                                             for k in set(run_mc) | set(m_data["method_config"])}
+                for k in _OPTIONAL:  # TOML has no null: "none" switches an optional input off, as on the command line
+                    if isinstance(data.get(k), str) and data[k].lower() == "none":
+                        data[k] = None
+                mc = data.get("method_config") or {}
+                data["method_config"] = {method: mc[method]} if method in mc else {}
+                data["methods"] = [method]
+                data["out"] = str(root / CELLS_DIR / name)
+                try:
+                    cfg = config_from_dict(data)
+                except ConfigError as exc:
+                    raise ConfigError(f"grid cell {name}: {exc}") from None
+                cells.append(Cell(name, cfg.model, cfg.benchmark, method, cfg))
+    return cells
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_cell(cfg_dict: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """Run (or resume) one cell's main job; never raises for a failure of the cell.
+
+    Returns ``{"status": "done", "results": ...}`` or ``{"status": "failed", "error": ...,
+    "traceback": ...}``. A ``device`` of ``"auto"`` becomes ``cuda`` when this process sees
+    a GPU, else ``cpu``. ``threads`` sets torch's CPU threads (Ray workers: the cell's CPUs).
+    """
+    import torch
+
+    from unpact.pipeline import run_study
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    data = dict(cfg_dict)
+    if data.get("device") == "auto":
+        data["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        results = run_study(config_from_dict(data))
+        return {"status": "done", "results": results}
+    except Exception as exc:  # noqa: BLE001 - a failed cell is reported, the others go on
+        return {"status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+                "traceback": traceback.format_exc()}
+
+
+def _run_local(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict], None]) -> dict[str, dict]:
+    out = {}
+    for c in cells:
+        out[c.name] = run_cell(c.config.to_dict())
+        on_cell(c, out[c.name])
+    return out
+
+
+def _run_ray(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict], None]) -> dict[str, dict]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('the "ray" executor needs Ray: pip install "unpact-lens[ray]" '
+                          "(or run the grid with --no-ray / executor = \"local\")") from None
+    started = False
+    if not ray.is_initialized():
+        env = {"env_vars": {"OMP_NUM_THREADS": str(grid.cpus_per_cell), "MKL_NUM_THREADS": str(grid.cpus_per_cell),
+                            "TOKENIZERS_PARALLELISM": "false",
+                            **{k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME")
+                               if k in os.environ}}}
+        if grid.ray_address:
+            ray.init(address=grid.ray_address, runtime_env=env, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+        started = True
+    try:
+        gpus = grid.gpus_per_cell
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(run_cell).options(num_cpus=grid.cpus_per_cell, num_gpus=gpus, max_retries=0)
+        pending = {task.remote(c.config.to_dict(), grid.cpus_per_cell): c for c in cells}
+        out: dict[str, dict] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                c = pending.pop(ref)
+                try:
+                    out[c.name] = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                    out[c.name] = {"status": "failed", "error": f"{type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())[:500]}", "traceback": ""}
+                on_cell(c, out[c.name])
+        return out
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None = None,
+             on_start: Callable[[list[Cell], list[Cell]], None] | None = None) -> dict[str, Any]:
+    """Run every unfinished cell of ``grid`` and write the grid report; returns it (``grid.json``).
+
+    Finished cells (``results.json`` and the report in their directory) are read back,
+    not rerun. ``on_start(cells, todo)`` is called once before any cell runs, ``on_cell(cell,
+    outcome)`` as each one ends. A failed cell's error is in the report (``status:
+    "failed"``); rerun the grid to retry it.
+    """
+    from unpact.pipeline import validate
+
+    cells = expand(grid)
+    checked: set[str] = set()
+    for c in cells:  # every input checked before any cell runs (one check per model x benchmark)
+        key = json.dumps({k: v for k, v in c.config.to_dict().items() if k not in ("methods", "method_config", "out")},
+                         sort_keys=True)
+        if key not in checked:
+            checked.add(key)
+            try:
+                validate(dataclasses.replace(c.config))
+            except ConfigError as exc:
+                raise ConfigError(f"grid cell {c.name}: {exc}") from None
+    root = Path(grid.out)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / "grid_config.json", dataclasses.asdict(grid))
+    todo = [c for c in cells if not c.is_done()]
+    if on_start:
+        on_start(cells, todo)
+    outcomes: dict[str, dict] = {}
+    if todo:
+        run = _run_ray if grid.executor == "ray" else _run_local
+        outcomes = run(todo, grid, on_cell or (lambda c, o: None))
+    for c in todo:  # a remote cell on a machine without the shared directory: keep its results here
+        o = outcomes.get(c.name, {})
+        if o.get("status") == "done" and not (c.dir / "results.json").is_file():
+            write_json_atomic(c.dir / "results.json", o["results"])
+    report = grid_report(cells, {n: o for n, o in outcomes.items() if o.get("status") == "failed"})
+    write_json_atomic(root / "grid.json", report)
+    write_text_atomic(root / "grid.md", render_markdown(report))
+    write_text_atomic(root / "grid.html", render_html(report))
+    return report
+
+
+# ------------------------------------------------------------------ the report
+
+
+def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The grid's table and findings from the cells' ``results.json`` files.
+
+    One row per cell (its method's summary) and one ``original`` row per model x
+    benchmark; the findings (recovery, collapse, layer/head, keyword focus) are
+    recomputed per model x benchmark over all its finished cells, as one run with all
+    those methods would compute them.
+    """
+    from unpact.pipeline import run_analyses
+
+    failures = failures or {}
+    rows: list[dict[str, Any]] = []
+    cell_rows: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in cells:
+        label_m, label_b = c.name.split("__")[0], c.name.split("__")[1]
+        entry: dict[str, Any] = {"name": c.name, "model": c.model, "model_label": label_m, "benchmark": c.benchmark,
+                                 "benchmark_label": label_b, "method": c.method, "strength": c.strength,
+                                 "dir": str(c.dir)}
+        res = None
+        if (c.dir / "results.json").is_file():
+            try:
+                res = json.loads((c.dir / "results.json").read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                res = None
+        if res is not None and c.name not in failures:
+            entry["status"] = "done"
+            g = groups.setdefault((label_m, label_b), {"model": c.model, "benchmark": c.benchmark, "methods": {},
+                                                       "original": None})
+            g["methods"][c.method] = res["methods"][c.method]
+            for r in res["summary"]:
+                if r["method"] == "original" and g["original"] is None:
+                    g["original"] = r
+                if r["method"] == c.method:
+                    entry["summary"] = r
+        else:
+            f = failures.get(c.name)
+            entry["status"] = "failed" if f else "not run"
+            entry["error"] = f["error"] if f else "no results.json: the cell did not finish; rerun the grid"
+        cell_rows.append(entry)
+    findings = []
+    for (label_m, label_b), g in groups.items():
+        an = run_analyses(g["methods"])
+        findings.append({
+            "model": g["model"], "model_label": label_m, "benchmark": g["benchmark"], "benchmark_label": label_b,
+            "methods": sorted(g["methods"]),
+            "verdicts": {
+                "recovery": an["recovery"].get("verdict"),
+                "collapse": an["collapse"].get("verdict"),
+                "layer_head": an["layer_head"].get("verdict"),
+                **{f"keyword_focus/{m}": r.get("verdict") for m, r in an["keyword_focus"].items()},
+            },
+            "holds": {"collapse": an["collapse"].get("holds"),
+                      **{f"keyword_focus/{m}": r.get("holds") for m, r in an["keyword_focus"].items()}},
+            "hidden_methods": an["recovery"].get("hidden_methods"),
+        })
+        if g["original"] is not None:
+            rows.append({"model": label_m, "benchmark": label_b, **g["original"]})
+        for c in cell_rows:
+            if c["model_label"] == label_m and c["benchmark_label"] == label_b and c.get("summary"):
+                rows.append({"model": label_m, "benchmark": label_b, **c["summary"]})
+    return {
+        "cells": cell_rows,
+        "n_cells": len(cell_rows),
+        "n_done": sum(c["status"] == "done" for c in cell_rows),
+        "n_failed": sum(c["status"] != "done" for c in cell_rows),
+        "table": rows,
+        "findings": findings,
+    }
+
+
+_COLS = [("model", "model"), ("benchmark", "benchmark"), ("method", "method"), ("forget_rouge", "forget"),
+         ("retain_rouge", "retain"), ("general_accuracy", "general"), ("forget_quality", "FQ"),
+         ("model_utility", "MU"), ("recovery_prompt", "rec.prompt"), ("recovery_activation", "rec.act")]
+
+
+def _cell_text(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if key == "forget_quality" else f"{v:.3f}"
+    return str(v)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The grid report as Markdown: status, the table, the findings per model x benchmark."""
+    lines = [f"# Study grid: {report['n_done']} of {report['n_cells']} cells done", ""]
+    bad = [c for c in report["cells"] if c["status"] != "done"]
+    if bad:
+        lines += ["## Cells not done (rerun the grid to retry them)", ""]
+        lines += [f"- `{c['name']}`: {c['status']}: {c.get('error', '')}" for c in bad] + [""]
+    lines += ["## Results", "", "| " + " | ".join(h for _, h in _COLS) + " |", "|" + "---|" * len(_COLS)]
+    for r in report["table"]:
+        lines.append("| " + " | ".join(_cell_text(k, r.get(k)) for k, _ in _COLS) + " |")
+    lines += ["", "## Findings", ""]
+    for f in report["findings"]:
+        lines += [f"### {f['model_label']} / {f['benchmark_label']} ({', '.join(f['methods'])})", ""]
+        lines += [f"- **{k}**: {v}" for k, v in f["verdicts"].items() if v] + [""]
+    return "\n".join(lines)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The grid report as one self-contained HTML page."""
+    e = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unpact study grid</title><style>"
+             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
+             ".bad{color:#a00}</style></head><body>",
+             f"<h1>Study grid: {report['n_done']} of {report['n_cells']} cells done</h1>"]
+    bad = [c for c in report["cells"] if c["status"] != "done"]
+    if bad:
+        parts.append("<h2 class='bad'>Cells not done (rerun the grid to retry them)</h2><ul>")
+        parts += [f"<li class='bad'><code>{e(c['name'])}</code>: {e(c['status'])}: {e(c.get('error', ''))}</li>"
+                  for c in bad]
+        parts.append("</ul>")
+    parts.append("<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for _, h in _COLS) + "</tr>")
+    for r in report["table"]:
+        parts.append("<tr>" + "".join(f"<td>{e(_cell_text(k, r.get(k)))}</td>" for k, _ in _COLS) + "</tr>")
+    parts.append("</table><h2>Findings</h2>")
+    for f in report["findings"]:
+        parts.append(f"<h3>{e(f['model_label'])} / {e(f['benchmark_label'])} ({e(', '.join(f['methods']))})</h3><ul>")
+        parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in f["verdicts"].items() if v]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "".join(parts)
