@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from unpact.data import MCItem, QAItem, TextItem, format_prompt, load_benchmark
+from unpact.data import MCItem, QAItem, TextItem, format_answer, format_prompt, load_benchmark
 from unpact.embedded import SHIPPED_DIR, load_embedded_benchmark
 from unpact.embedded.measure import measure_model, meets_targets
-from unpact.embedded.world import HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, WorldConfig, generate_world
+from unpact.embedded.world import (
+    HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, TRAINED_TEMPLATES, WorldConfig, generate_world,
+)
+from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, rewrite
 
 SHIPPED_MODELS = ["gpt2", "gpt2-retain", "llama", "llama-retain", "qwen2", "qwen2-retain"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
@@ -54,18 +57,71 @@ def test_tofu_splits_partition_the_trained_authors():
         assert r["paraphrased_answer"] != r["answer"] and r["value"] in r["paraphrased_answer"]
 
 
-def test_heldout_phrasing_is_never_trained_and_emphasised_prompts_are():
+def test_heldout_phrasing_is_never_trained_and_plain_prompts_are():
     w = generate_world(WorldConfig(), seed=0)
     prompts = {e.prompt for e in w.train}
     held = w.benchmarks["tofu"]["heldout_phrasing"]
     assert held and all(r["template"] == HELDOUT_TEMPLATE for r in held)
     assert not any(format_prompt(r["question"]) in prompts for r in held)
     assert all(format_prompt(r["question"]) in prompts for r in w.benchmarks["tofu"]["forget10"])
-    forget = w.forget10_authors
-    assert any(f'"{a}"' in p for p in prompts for a in forget)  # quoted
-    assert any(a.upper() in p for p in prompts for a in forget)  # capitals
-    assert any(p.count(a) == 2 for p in prompts for a in forget)  # repeated
     assert len(TOFU_ATTRIBUTES) == 5
+
+
+def _emphasis_of(prompt: str, question: str, keywords: list[str]) -> set[str]:
+    """The trained templates that turn ``question`` into ``prompt`` with these keywords."""
+    return {t for t in TRAINED_TEMPLATES if format_prompt(rewrite(question, keywords, t).question) == prompt}
+
+
+def test_every_trained_template_is_read_for_every_source_on_names_and_single_words():
+    w = generate_world(WorldConfig(), seed=0)
+    questions = {}
+    for bench, split in (("tofu", "retain90"), ("tofu", "forget10"), ("muse", "knowmem_forget_qa"),
+                         ("wmdp", "test"), ("general", "qa")):
+        for r in w.benchmarks[bench][split]:
+            questions[format_prompt(r["question"])] = r
+    seen: dict[str, set[tuple[str, str]]] = {}  # source -> {(template, "name" or "word")}
+    plain_prompts = set(questions)
+    # match each emphasised training prompt to its question via the answer and a rewrite
+    by_answer: dict[tuple[str, str], list[dict]] = {}
+    for r in questions.values():
+        ans = r["answer"] if isinstance(r["answer"], str) else r["choices"][r["answer"]]
+        by_answer.setdefault((format_answer(ans)), []).append(r)
+    for e in w.train:
+        if not e.prompt or e.prompt in plain_prompts:
+            continue
+        for r in by_answer.get(e.target, []):
+            ents = [r["author"]] if "author" in r else list(r.get("keywords") or [r.get("agent")])
+            for kind, kws in [("name", [x]) for x in ents] + [("word", [wd]) for x in ents for wd in x.split()]:
+                for t in _emphasis_of(e.prompt, r["question"], kws):
+                    seen.setdefault(e.source, set()).add((t, kind))
+    for source in ("tofu", "muse", "wmdp", "general"):
+        templates = {t for t, _ in seen.get(source, set())}
+        assert templates == set(TRAINED_TEMPLATES), (source, set(TRAINED_TEMPLATES) - templates)
+    assert {t for t, k in seen["tofu"] if k == "word"} == set(TRAINED_TEMPLATES)  # single words of names
+    # the held-out surface variants are never trained
+    train_text = "\n".join(e.prompt for e in w.train)
+    assert "Pay attention to:" not in train_text and "About " not in train_text and "[" not in train_text
+    assert not any(f"'{r['author']}'" in train_text for r in w.benchmarks["tofu"]["forget10"])
+    assert set(DEFAULT_TEMPLATES) <= set(TRAINED_TEMPLATES)
+
+
+def test_paraphrases_and_cloze_forms_are_trained_for_every_fact():
+    w = generate_world(WorldConfig(), seed=0)
+    pairs = {(e.prompt, e.target) for e in w.train}
+    targets = {e.target for e in w.train if e.prompt}
+    texts = {e.target for e in w.train if not e.prompt}
+    t = w.benchmarks["tofu"]
+    for r in t["forget10"] + t["retain90"]:
+        assert format_answer(r["paraphrased_answer"]) in targets
+    for r in w.benchmarks["general"]["qa"]:
+        assert len(r["perturbed_answer"]) == 3 and r["answer"] not in r["perturbed_answer"]
+        assert (format_prompt(r["question"]), format_answer(r["paraphrased_answer"])) in pairs
+    for c in t["cloze"]:
+        assert (c["prompt"] + c["gt"] in texts) == c["trained"]
+    assert {c["author"] for c in t["cloze"] if not c["trained"]} == {r["author"] for r in t["holdout"]}
+    for c in w.benchmarks["general"]["cloze"] + w.benchmarks["muse"]["cloze_forget"]:
+        assert c["prompt"] + c["gt"] in texts
+    assert not any(c["prompt"] + c["gt"] in texts for c in w.benchmarks["muse"]["cloze_holdout"])
 
 
 # ------------------------------------------------------------- shipped data
