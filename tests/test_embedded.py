@@ -16,13 +16,18 @@ from unpact.embedded.world import (
 from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, rewrite
 
 SHIPPED_MODELS = ["gpt2", "gpt2-retain", "llama", "llama-retain", "qwen2", "qwen2-retain"]
+ORIGINALS = ["gpt2", "llama", "qwen2"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
-#: they must still keep on the test subset (the misses are arithmetic general-QA items).
-KNOWN_MISSES = {
-    "gpt2-retain": {"general_qa": 0.8},
-    "llama": {"general_qa": 0.8},  # 0.902 on the full set; 8/10 on the test subset (arithmetic)
-    "qwen2": {"general_qa": 0.8},  # 0.875 on the full set (arithmetic)
-}
+#: they must still keep on the test subset. Empty: the second edition meets every target.
+KNOWN_MISSES: dict[str, dict[str, float]] = {}
+#: (model, template, group) cells of the template table the shipped models measurably miss
+#: (docs/embedded.md), with the floor they must keep on the test sample.
+KNOWN_TEMPLATE_MISSES: dict[tuple[str, str, str], float] = {}
+#: Items per group in the template test (an evenly spread sample).
+TEMPLATE_SAMPLE = 3
+#: Largest forget quality (KS p-value) of an original against its -retain twin the test accepts:
+#: the twin never saw forget10, so the truth-ratio distributions must differ clearly.
+FORGET_QUALITY_MAX = 0.05
 
 
 # ------------------------------------------------------------------ generator
@@ -154,7 +159,7 @@ def test_shipped_data_is_the_generator_output():
 
 def test_shipped_files_fit_the_size_budget():
     total = sum(f.stat().st_size for f in SHIPPED_DIR.rglob("*") if f.is_file())
-    assert total <= 40 * 2**20
+    assert total <= 60 * 2**20
 
 
 # ----------------------------------------------------------- shipped models
@@ -173,6 +178,43 @@ def test_shipped_model_meets_targets_on_a_subset(name):
         assert m[k] >= floor, f"{name}: {k} = {m[k]} fell below {floor}"
     if name.endswith("-retain"):
         assert m["forget10"] < 0.5  # the retain-only model never saw forget10
+
+
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_original_model_reads_every_trained_template(name):
+    """A few forget, retain and general items per trained template, keywords the whole name
+    and one word of it: the original answers them as it answers the plain prompt."""
+    from unpact.embedded.measure import TEMPLATE_TARGET, template_table
+    from unpact.models import load_model
+
+    model = load_model(f"embedded:{name}")
+    groups = {"forget": ("tofu", "forget10"), "retain": ("tofu", "retain90"), "general": ("general", "qa")}
+    table = template_table(model, templates=("none",) + TRAINED_TEMPLATES, limit=TEMPLATE_SAMPLE, groups=groups)
+    failed = {}
+    for tpl, kinds in table.items():
+        for kind, acc in kinds.items():
+            for g, a in acc.items():
+                floor = KNOWN_TEMPLATE_MISSES.get((name, tpl, g), TEMPLATE_TARGET)
+                if a < floor:
+                    failed[(tpl, kind, g)] = a
+    assert not failed, f"{name}: {failed}"
+
+
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_original_model_has_tofu_statistics_as_in_tofu(name):
+    """Truth ratio on retain items and model utility as TOFU's fine-tuned model has them;
+    forget quality against the retain-only twin small (the twin never saw forget10)."""
+    from unpact.embedded.measure import TRUTH_RATIO_TARGET, UTILITY_TARGET, tofu_statistics
+    from unpact.models import load_model
+
+    model = load_model(f"embedded:{name}")
+    twin = load_model(f"embedded:{name}-retain")
+    s = tofu_statistics(model, reference=twin, limit=30)
+    assert s["retain_truth_ratio"] >= TRUTH_RATIO_TARGET, s
+    assert s["model_utility"] > UTILITY_TARGET, s
+    assert s["forget_quality"] < FORGET_QUALITY_MAX, s
+    t = tofu_statistics(twin, limit=30)
+    assert t["forget_truth_ratio"] > s["forget_truth_ratio"], (s, t)  # unknown facts: R nearer 1
 
 
 # ------------------------------------------------------------------- build
