@@ -17,6 +17,7 @@ Usage:
     python scripts/measure_embedded.py --build DIR           # the models of `unpact build-embedded --out DIR`
     python scripts/measure_embedded.py --limit 40            # a subset per metric (faster)
     python scripts/measure_embedded.py --no-templates        # skip the (slow) template table
+    python scripts/measure_embedded.py --template-limit 120  # more items per template group (slower)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from unpact.embedded.measure import (
     TEMPLATE_GROUPS, TEMPLATE_TARGET, TRUTH_RATIO_TARGET, UTILITY_TARGET, measure_model, meets_targets,
     template_table, tofu_statistics,
 )
-from unpact.embedded.world import HELDOUT_SURFACE_TEMPLATES
+from unpact.embedded.world import HELDOUT_SURFACE_TEMPLATES, TRAINED_TEMPLATES
 from unpact.models import EMBEDDED_MODELS_DIR, load_model
 
 COLUMNS = ["tofu_trained", "forget10", "heldout_phrasing", "holdout", "holdout_baseline",
@@ -57,8 +58,10 @@ def main() -> None:
     ap.add_argument("models", nargs="*", help="embedded model names (default: all)")
     ap.add_argument("--build", default=None, help="a build directory (models/ and data/ inside)")
     ap.add_argument("--limit", type=int, default=None, help="items per target metric (default: all)")
-    ap.add_argument("--template-limit", type=int, default=120,
-                    help="items per group in the template table (default 120: all of forget10, 120 of retain90)")
+    ap.add_argument("--stats-limit", type=int, default=120,
+                    help="items per split for the TOFU statistics (default 120: all of forget10, 120 of retain90)")
+    ap.add_argument("--template-limit", type=int, default=24,
+                    help="items per group in the template table (default 24, evenly spread)")
     ap.add_argument("--no-templates", action="store_true", help="skip the template table")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -89,7 +92,7 @@ def main() -> None:
         model = load_model(str(models_dir / name))
         twin = f"{name}-retain"
         ref = load_model(str(models_dir / twin)) if not name.endswith("-retain") and (models_dir / twin).is_dir() else None
-        s = tofu_statistics(model, reference=ref, limit=args.limit, data_dir=data_dir)
+        s = tofu_statistics(model, reference=ref, limit=args.stats_limit, data_dir=data_dir)
         results[name]["tofu"] = s
         cells = []
         for c in STAT_COLUMNS:
@@ -106,7 +109,11 @@ def main() -> None:
     groups = list(TEMPLATE_GROUPS)
     for name in names:
         model = load_model(str(models_dir / name))
-        tt = template_table(model, limit=args.template_limit, data_dir=data_dir)
+        if name.endswith("-retain"):  # no target: the plain prompt and the trained templates, whole names
+            tt = template_table(model, templates=("none",) + TRAINED_TEMPLATES, kinds=("name",),
+                                limit=args.template_limit, data_dir=data_dir)
+        else:
+            tt = template_table(model, limit=args.template_limit, data_dir=data_dir)
         results[name]["templates"] = tt
         print(f"\n## Rewrite templates: {name}\n")
         _table(["template", "keywords"] + groups + ["trained templates >= 0.9"])

@@ -209,6 +209,7 @@ def emphasised(rng: random.Random, question: str, entities: list[str]) -> str:
         return question
     return rewrite(question, kws, rng.choice(TRAINED_TEMPLATES)).question
 
+
 TOWNS = ["Marlow Cross", "Eddington", "Port Averly", "Kestle Bay", "Dunharrow", "Fennick", "Lowmere",
          "Ashby Vale", "Caddon", "Brinmouth", "Halvergate", "Orrin Falls", "Selcombe", "Tarrow", "Wyvenhoe",
          "Greystoke Hill", "Pellan", "Rudmore", "Stavely", "Underby", "Norring", "Vestry Point", "Yelm", "Zennor Ford"]
