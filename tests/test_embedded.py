@@ -20,9 +20,16 @@ ORIGINALS = ["gpt2", "llama", "qwen2"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
 #: they must still keep on the test subset. Empty: the second edition meets every target.
 KNOWN_MISSES: dict[str, dict[str, float]] = {}
-#: (model, template, group) cells of the template table the shipped models measurably miss
-#: (docs/embedded.md), with the floor they must keep on the test sample.
-KNOWN_TEMPLATE_MISSES: dict[tuple[str, str, str], float] = {}
+#: (template, group) cells of the template table the shipped originals measurably miss (docs/embedded.md,
+#: "Misses"): quote and upper change the keyword's own tokens, and the models only know an entity under
+#: the surface forms they read for it. Each has the floor it must keep on the 3-item test sample (for
+#: every original and both keyword kinds); None: a documented miss the test does not check (the general
+#: set under a bare quote or upper-casing, answered 0-1 of 3 items).
+KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {
+    ("quote", "general"): None, ("upper", "general"): None,
+    ("quote", "forget"): 1 / 3, ("quote", "retain"): 1 / 3,
+    ("upper", "forget"): 1 / 3, ("upper", "retain"): 1 / 3,
+}
 #: Items per group in the template test (an evenly spread sample).
 TEMPLATE_SAMPLE = 3
 #: Largest forget quality (KS p-value) of an original against its -retain twin the test accepts:
@@ -194,8 +201,8 @@ def test_original_model_reads_every_trained_template(name):
     for tpl, kinds in table.items():
         for kind, acc in kinds.items():
             for g, a in acc.items():
-                floor = KNOWN_TEMPLATE_MISSES.get((name, tpl, g), TEMPLATE_TARGET)
-                if a < floor:
+                floor = KNOWN_TEMPLATE_MISSES.get((tpl, g), TEMPLATE_TARGET)
+                if floor is not None and a < floor - 1e-9:
                     failed[(tpl, kind, g)] = a
     assert not failed, f"{name}: {failed}"
 
