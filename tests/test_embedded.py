@@ -31,6 +31,7 @@ KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {
     ("upper", "forget"): 1 / 3, ("upper", "retain"): 1 / 3,
     # borderline on the general set (0.88-0.96 of 24 items on gpt2, llama): 2 of 3 on the sample
     ("quote+focus", "general"): 2 / 3, ("repeat+focus", "general"): 2 / 3, ("upper+keywords_first", "general"): 2 / 3,
+    ("upper+keywords_first", "forget"): 2 / 3,  # qwen2: 0.92 of 12 items, 2 of 3 on the sample
 }
 #: Items per group in the template test (an evenly spread sample).
 TEMPLATE_SAMPLE = 3
