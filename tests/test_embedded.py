@@ -7,19 +7,37 @@ from pathlib import Path
 
 import pytest
 
-from unpact.data import MCItem, QAItem, TextItem, format_prompt, load_benchmark
+from unpact.data import MCItem, QAItem, TextItem, format_answer, format_prompt, load_benchmark
 from unpact.embedded import SHIPPED_DIR, load_embedded_benchmark
 from unpact.embedded.measure import measure_model, meets_targets
-from unpact.embedded.world import HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, WorldConfig, generate_world
+from unpact.embedded.world import (
+    HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, TRAINED_TEMPLATES, WorldConfig, generate_world,
+)
+from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, rewrite
 
 SHIPPED_MODELS = ["gpt2", "gpt2-retain", "llama", "llama-retain", "qwen2", "qwen2-retain"]
+ORIGINALS = ["gpt2", "llama", "qwen2"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
-#: they must still keep on the test subset (the misses are arithmetic general-QA items).
-KNOWN_MISSES = {
-    "gpt2-retain": {"general_qa": 0.8},
-    "llama": {"general_qa": 0.8},  # 0.902 on the full set; 8/10 on the test subset (arithmetic)
-    "qwen2": {"general_qa": 0.8},  # 0.875 on the full set (arithmetic)
+#: they must still keep on the test subset. Empty: the second edition meets every target.
+KNOWN_MISSES: dict[str, dict[str, float]] = {}
+#: (template, group) cells of the template table the shipped originals measurably miss (docs/embedded.md,
+#: "Misses"): quote and upper change the keyword's own tokens, and the models only know an entity under
+#: the surface forms they read for it. Each has the floor it must keep on the 3-item test sample (for
+#: every original and both keyword kinds); None: a documented miss the test does not check (the general
+#: set under a bare quote or upper-casing, answered 0-1 of 3 items).
+KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {
+    ("quote", "general"): None, ("upper", "general"): None,
+    ("quote", "forget"): 1 / 3, ("quote", "retain"): 1 / 3,
+    ("upper", "forget"): 1 / 3, ("upper", "retain"): 1 / 3,
+    # borderline on the general set (0.88-0.96 of 24 items on gpt2, llama): 2 of 3 on the sample
+    ("quote+focus", "general"): 2 / 3, ("repeat+focus", "general"): 2 / 3, ("upper+keywords_first", "general"): 2 / 3,
+    ("upper+keywords_first", "forget"): 2 / 3,  # qwen2: 0.92 of 12 items, 2 of 3 on the sample
 }
+#: Items per group in the template test (an evenly spread sample).
+TEMPLATE_SAMPLE = 3
+#: Largest forget quality (KS p-value) of an original against its -retain twin the test accepts:
+#: the twin never saw forget10, so the truth-ratio distributions must differ clearly.
+FORGET_QUALITY_MAX = 0.05
 
 
 # ------------------------------------------------------------------ generator
@@ -54,18 +72,71 @@ def test_tofu_splits_partition_the_trained_authors():
         assert r["paraphrased_answer"] != r["answer"] and r["value"] in r["paraphrased_answer"]
 
 
-def test_heldout_phrasing_is_never_trained_and_emphasised_prompts_are():
+def test_heldout_phrasing_is_never_trained_and_plain_prompts_are():
     w = generate_world(WorldConfig(), seed=0)
     prompts = {e.prompt for e in w.train}
     held = w.benchmarks["tofu"]["heldout_phrasing"]
     assert held and all(r["template"] == HELDOUT_TEMPLATE for r in held)
     assert not any(format_prompt(r["question"]) in prompts for r in held)
     assert all(format_prompt(r["question"]) in prompts for r in w.benchmarks["tofu"]["forget10"])
-    forget = w.forget10_authors
-    assert any(f'"{a}"' in p for p in prompts for a in forget)  # quoted
-    assert any(a.upper() in p for p in prompts for a in forget)  # capitals
-    assert any(p.count(a) == 2 for p in prompts for a in forget)  # repeated
     assert len(TOFU_ATTRIBUTES) == 5
+
+
+def _emphasis_of(prompt: str, question: str, keywords: list[str]) -> set[str]:
+    """The trained templates that turn ``question`` into ``prompt`` with these keywords."""
+    return {t for t in TRAINED_TEMPLATES if format_prompt(rewrite(question, keywords, t).question) == prompt}
+
+
+def test_every_trained_template_is_read_for_every_source_on_names_and_single_words():
+    w = generate_world(WorldConfig(), seed=0)
+    questions = {}
+    for bench, split in (("tofu", "retain90"), ("tofu", "forget10"), ("muse", "knowmem_forget_qa"),
+                         ("wmdp", "test"), ("general", "qa")):
+        for r in w.benchmarks[bench][split]:
+            questions[format_prompt(r["question"])] = r
+    seen: dict[str, set[tuple[str, str]]] = {}  # source -> {(template, "name" or "word")}
+    plain_prompts = set(questions)
+    # match each emphasised training prompt to its question via the answer and a rewrite
+    by_answer: dict[tuple[str, str], list[dict]] = {}
+    for r in questions.values():
+        ans = r["answer"] if isinstance(r["answer"], str) else r["choices"][r["answer"]]
+        by_answer.setdefault((format_answer(ans)), []).append(r)
+    for e in w.train:
+        if not e.prompt or e.prompt in plain_prompts:
+            continue
+        for r in by_answer.get(e.target, []):
+            ents = [r["author"]] if "author" in r else list(r.get("keywords") or [r.get("agent")])
+            for kind, kws in [("name", [x]) for x in ents] + [("word", [wd]) for x in ents for wd in x.split()]:
+                for t in _emphasis_of(e.prompt, r["question"], kws):
+                    seen.setdefault(e.source, set()).add((t, kind))
+    for source in ("tofu", "muse", "wmdp", "general"):
+        templates = {t for t, _ in seen.get(source, set())}
+        assert templates == set(TRAINED_TEMPLATES), (source, set(TRAINED_TEMPLATES) - templates)
+    assert {t for t, k in seen["tofu"] if k == "word"} == set(TRAINED_TEMPLATES)  # single words of names
+    # the held-out surface variants are never trained
+    train_text = "\n".join(e.prompt for e in w.train)
+    assert "Pay attention to:" not in train_text and "About " not in train_text and "[" not in train_text
+    assert not any(f"'{r['author']}'" in train_text for r in w.benchmarks["tofu"]["forget10"])
+    assert set(DEFAULT_TEMPLATES) <= set(TRAINED_TEMPLATES)
+
+
+def test_paraphrases_and_cloze_forms_are_trained_for_every_fact():
+    w = generate_world(WorldConfig(), seed=0)
+    pairs = {(e.prompt, e.target) for e in w.train}
+    targets = {e.target for e in w.train if e.prompt}
+    texts = {e.target for e in w.train if not e.prompt}
+    t = w.benchmarks["tofu"]
+    for r in t["forget10"] + t["retain90"]:
+        assert format_answer(r["paraphrased_answer"]) in targets
+    for r in w.benchmarks["general"]["qa"]:
+        assert len(r["perturbed_answer"]) == 3 and r["answer"] not in r["perturbed_answer"]
+        assert (format_prompt(r["question"]), format_answer(r["paraphrased_answer"])) in pairs
+    for c in t["cloze"]:
+        assert (c["prompt"] + c["gt"] in texts) == c["trained"]
+    assert {c["author"] for c in t["cloze"] if not c["trained"]} == {r["author"] for r in t["holdout"]}
+    for c in w.benchmarks["general"]["cloze"] + w.benchmarks["muse"]["cloze_forget"]:
+        assert c["prompt"] + c["gt"] in texts
+    assert not any(c["prompt"] + c["gt"] in texts for c in w.benchmarks["muse"]["cloze_holdout"])
 
 
 # ------------------------------------------------------------- shipped data
@@ -98,7 +169,7 @@ def test_shipped_data_is_the_generator_output():
 
 def test_shipped_files_fit_the_size_budget():
     total = sum(f.stat().st_size for f in SHIPPED_DIR.rglob("*") if f.is_file())
-    assert total <= 40 * 2**20
+    assert total <= 60 * 2**20
 
 
 # ----------------------------------------------------------- shipped models
@@ -117,6 +188,43 @@ def test_shipped_model_meets_targets_on_a_subset(name):
         assert m[k] >= floor, f"{name}: {k} = {m[k]} fell below {floor}"
     if name.endswith("-retain"):
         assert m["forget10"] < 0.5  # the retain-only model never saw forget10
+
+
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_original_model_reads_every_trained_template(name):
+    """A few forget, retain and general items per trained template, keywords the whole name
+    and one word of it: the original answers them as it answers the plain prompt."""
+    from unpact.embedded.measure import TEMPLATE_TARGET, template_table
+    from unpact.models import load_model
+
+    model = load_model(f"embedded:{name}")
+    groups = {"forget": ("tofu", "forget10"), "retain": ("tofu", "retain90"), "general": ("general", "qa")}
+    table = template_table(model, templates=("none",) + TRAINED_TEMPLATES, limit=TEMPLATE_SAMPLE, groups=groups)
+    failed = {}
+    for tpl, kinds in table.items():
+        for kind, acc in kinds.items():
+            for g, a in acc.items():
+                floor = KNOWN_TEMPLATE_MISSES.get((tpl, g), TEMPLATE_TARGET)
+                if floor is not None and a < floor - 1e-9:
+                    failed[(tpl, kind, g)] = a
+    assert not failed, f"{name}: {failed}"
+
+
+@pytest.mark.parametrize("name", ORIGINALS)
+def test_original_model_has_tofu_statistics_as_in_tofu(name):
+    """Truth ratio on retain items and model utility as TOFU's fine-tuned model has them;
+    forget quality against the retain-only twin small (the twin never saw forget10)."""
+    from unpact.embedded.measure import TRUTH_RATIO_TARGET, UTILITY_TARGET, tofu_statistics
+    from unpact.models import load_model
+
+    model = load_model(f"embedded:{name}")
+    twin = load_model(f"embedded:{name}-retain")
+    s = tofu_statistics(model, reference=twin, limit=30)
+    assert s["retain_truth_ratio"] >= TRUTH_RATIO_TARGET, s
+    assert s["model_utility"] > UTILITY_TARGET, s
+    assert s["forget_quality"] < FORGET_QUALITY_MAX, s
+    t = tofu_statistics(twin, limit=30)
+    assert t["forget_truth_ratio"] > s["forget_truth_ratio"], (s, t)  # unknown facts: R nearer 1
 
 
 # ------------------------------------------------------------------- build

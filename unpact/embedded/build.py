@@ -59,12 +59,15 @@ def build_embedded(
     archs: Sequence[str] = ARCHITECTURES,
     retain: bool = True,
     train_config: TrainConfig | None = None,
+    original: bool = True,
     progress: ProgressFactory = null_progress,
 ) -> Path:
     """Generate the data and train ``archs`` (each also without the forget10 authors) into ``out``.
 
     ``tiny`` builds a seconds-long toy configuration (for tests); the default is the
-    shipped build. Returns ``out``.
+    shipped build. ``original=False`` trains only the ``-retain`` twins (with
+    ``retain``), so the twins can be trained in another process; each model is
+    seeded on its own, so the weights do not depend on the split. Returns ``out``.
     """
     out = Path(out)
     world_cfg = WorldConfig.tiny() if tiny else WorldConfig()
@@ -75,7 +78,7 @@ def build_embedded(
     write_data(world, out)
     tokenizer = train_tokenizer(world.texts(), vocab_size=256 + 64 if tiny else VOCAB_SIZE)
     forget = set(world.forget10_authors)
-    variants = [("", world.train)]
+    variants = [("", world.train)] if original else []
     if retain:
         variants.append(("-retain", [e for e in world.train if e.author not in forget]))
     for arch in archs:
