@@ -167,3 +167,19 @@ def test_probe_registry_and_errors():
     with pytest.raises(InputError):
         probe(None, [("q", "a")], "choice")
     assert probe(None, [QAItem("q", "a")], "format").n_skipped == 1  # no cloze: not asked
+
+
+@pytest.mark.slow
+def test_cloze_probe_on_the_embedded_world():
+    """The world's biography cloze (trained, never unlearned) is found by the format probe on the
+    original and not on the model that never saw the forget authors."""
+    _need_embedded("gpt2", "gpt2-retain")
+    from unpact.probes import attach_cloze, cloze_of
+
+    items = spread_sample(list(load_benchmark("embedded:tofu", "forget10")), 8)
+    items = attach_cloze(items, list(load_benchmark("embedded:tofu", "cloze")))
+    assert all(cloze_of(it) for it in items)
+    k = probe(load_model("embedded:gpt2"), items, "format")
+    n = probe(load_model("embedded:gpt2-retain"), items, "format")
+    assert k.n_skipped == 0 and k.share_present >= 0.85, k.detail
+    assert n.share_present <= 0.5, n.detail

@@ -115,6 +115,40 @@ def _qa(items: Sequence) -> list[QAItem]:
 # ------------------------------------------------------------------ format probe
 
 
+def attach_cloze(items: Sequence[QAItem], cloze_rows: Sequence[Mapping[str, Any]],
+                 keys: tuple[str, ...] = ("author", "attribute")) -> list[QAItem]:
+    """``items`` with ``meta["cloze_prompt"]``/``meta["cloze_answer"]`` from ``cloze_rows`` matched on ``keys``.
+
+    The embedded world ships its cloze sentences as a split of their own
+    (``load_benchmark("embedded:tofu", "cloze")``: ``prompt``/``gt`` with the author and
+    attribute in ``meta``); an item with no matching row is returned unchanged.
+    """
+    from dataclasses import replace
+
+    def key_of(meta: Mapping[str, Any]) -> tuple | None:
+        k = tuple(meta.get(x) for x in keys)
+        return None if any(v is None for v in k) else k
+
+    table = {}
+    for r in cloze_rows:
+        if hasattr(r, "continuation"):  # a TextItem of the loaded split
+            meta, prompt, answer = r.meta or {}, r.prompt, r.continuation
+        else:  # a raw row
+            meta, prompt, answer = r, r.get("prompt"), r.get("gt")
+        k = key_of(meta)
+        if k is not None and prompt and answer:
+            table[k] = (prompt, answer)
+    out = []
+    for it in items:
+        k = key_of(it.meta or {})
+        if k in table:
+            p, a = table[k]
+            out.append(replace(it, meta={**(it.meta or {}), "cloze_prompt": p, "cloze_answer": a}))
+        else:
+            out.append(it)
+    return out
+
+
 def cloze_of(item: QAItem) -> tuple[str, str] | None:
     """The item's trained-but-not-unlearned format: ``meta["cloze_prompt"]``/``meta["cloze_answer"]``.
 
@@ -343,5 +377,5 @@ def sensitivity_specificity(positive: ProbeResult, negative: ProbeResult) -> dic
             "n_negative": n_neg}
 
 
-__all__ = ["PROBES", "ChoiceProbe", "FormatProbe", "LogitLensProbe", "Probe", "ProbeResult", "classify", "cloze_of",
+__all__ = ["PROBES", "attach_cloze", "ChoiceProbe", "FormatProbe", "LogitLensProbe", "Probe", "ProbeResult", "classify", "cloze_of",
            "fact_token_index", "logit_lens", "make_probe", "probe", "register_probe", "sensitivity_specificity"]
