@@ -99,26 +99,32 @@ def normalised_gap(item: dict[str, Any]) -> float | None:
 
 def keyword_focus_vs_null(
     method_items: Sequence[dict[str, Any]],
-    null_items: Sequence[dict[str, Any]],
+    null_draws: Sequence[Sequence[dict[str, Any]]],
     *,
     group: str = "forget",
+    alpha: float = 0.05,
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Finding 1 against a damage-matched null: do KeyTokens lose more under the method than under the null?
+    """Finding 1 against damage-matched nulls: do KeyTokens lose more under the method than under the nulls?
 
-    Both lists hold the same items (paired by ``id`` when given, else by position) in
-    :func:`keyword_focus`'s shape, the null's "after" being a model with the same damage
-    and no unlearning objective (:mod:`unpact.controls`). Per item d = normalised gap under
-    the method minus under the null (:func:`normalised_gap`); a percentile bootstrap over
-    items gives a ``confidence`` interval of the mean d. **Supported** only when the whole
-    interval is below zero.
+    ``method_items`` and each list in ``null_draws`` hold the same items (paired by ``id`` when
+    given, else by position) in :func:`keyword_focus`'s shape; each null draw is a model with the
+    same damage and no unlearning objective (:mod:`unpact.controls`: a noise seed, a retain-only
+    fine-tune). The statistic T is the mean per-item normalised KeyToken gap (:func:`normalised_gap`).
+
+    The randomness of a null is the *draw* (one weight-noise sample changes every item at once),
+    so items are not independent replicates of it: the test ranks the method's T among the K null
+    draws' T (a Monte Carlo rank test, p = (1 + #{T_null <= T_method}) / (K + 1)). **Supported** only
+    when p <= ``alpha`` (this needs K >= 1/alpha - 1 draws, 19 at 0.05) and the percentile bootstrap
+    interval over items of T_method minus the nulls' mean T is below zero.
 
     Example:
         >>> m = [{"group": "forget", "before": [1.0, 1.0], "after": [1.0, 0.0], "key": [False, True]}] * 8
-        >>> n = [{"group": "forget", "before": [1.0, 1.0], "after": [0.5, 0.5], "key": [False, True]}] * 8
-        >>> keyword_focus_vs_null(m, n)["supported"]
+        >>> nulls = [[{"group": "forget", "before": [1.0, 1.0], "after": [0.5 + k / 100, 0.5], "key": [False, True]}] * 8
+        ...          for k in range(19)]
+        >>> keyword_focus_vs_null(m, nulls)["supported"]
         True
     """
     import numpy as np
@@ -127,28 +133,43 @@ def keyword_focus_vs_null(
         sel = [it for it in items if it.get("group", group) == group]
         return {str(it.get("id", i)): it for i, it in enumerate(sel)}
 
-    a, b = by_id(method_items), by_id(null_items)
-    ids = [i for i in a if i in b]
-    d = []
+    m = by_id(method_items)
+    nulls = [by_id(d) for d in null_draws]
+    ids = [i for i in m if all(i in n for n in nulls)]
+    rows = []
     for i in ids:
-        gm, gn = normalised_gap(a[i]), normalised_gap(b[i])
-        if gm is not None and gn is not None:
-            d.append(gm - gn)
-    out: dict[str, Any] = {"test": f"paired percentile bootstrap ({n_boot} resamples) of the mean per-item normalised "
-                                   "KeyToken gap, method minus damage-matched null",
-                           "group": group, "n_items": len(d), "confidence": confidence}
-    if len(d) < 3:
-        out.update({"mean_difference": None, "interval": None, "supported": False,
-                    "verdict": f"not applicable: {len(d)} paired {group} items with KeyTokens (need at least 3)"})
+        gm = normalised_gap(m[i])
+        gn = [normalised_gap(n[i]) for n in nulls]
+        if gm is not None and all(g is not None for g in gn):
+            rows.append((gm, gn))
+    k = len(nulls)
+    out: dict[str, Any] = {
+        "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
+                f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
+                "of method minus the nulls' mean",
+        "group": group, "n_items": len(rows), "n_null_draws": k, "alpha": alpha, "confidence": confidence}
+    if len(rows) < 3 or k < 1:
+        out.update({"statistic": None, "null_statistics": None, "p_value": None, "interval": None, "supported": False,
+                    "verdict": f"not applicable: {len(rows)} paired {group} items with KeyTokens (need 3) and "
+                               f"{k} null draws (need 1)"})
         return out
-    arr = np.asarray(d)
+    gm = np.asarray([r[0] for r in rows])
+    gn = np.asarray([r[1] for r in rows])  # items x draws
+    t_m = float(gm.mean())
+    t_n = gn.mean(axis=0)
+    p = (1 + int((t_n <= t_m).sum())) / (k + 1)
+    d = gm - gn.mean(axis=1)
     rng = np.random.default_rng(seed)
-    boots = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
-    lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    supported = bool(hi < 0)
-    out.update({"mean_difference": float(arr.mean()), "interval": [float(lo), float(hi)], "supported": supported})
-    out["verdict"] = (f"{'supported' if supported else 'not supported'}: KeyTokens lost "
-                      f"{fmt(-arr.mean())} more (normalised) under the method than under the null, "
-                      f"{int(100 * confidence)}% interval [{fmt(-hi)}, {fmt(-lo)}], n={len(d)} {group} items"
-                      + ("" if supported else " (the interval includes zero or favours the null)"))
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = (float(x) for x in np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
+    reachable = 1 / (k + 1) <= alpha
+    supported = bool(reachable and p <= alpha and hi < 0)
+    out.update({"statistic": t_m, "null_statistics": [float(x) for x in t_n], "p_value": p,
+                "interval": [lo, hi], "supported": supported})
+    why = "" if supported else (f" (with {k} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
+                                if not reachable else " (p above alpha or the interval includes zero)")
+    out["verdict"] = (f"{'supported' if supported else 'not supported'}: mean normalised KeyToken gap {fmt(t_m)} "
+                      f"under the method vs {fmt(float(t_n.mean()))} over {k} null draws (rank p = {fmt(p)}); "
+                      f"method minus nulls {fmt(float(d.mean()))}, {int(100 * confidence)}% interval "
+                      f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + why)
     return out

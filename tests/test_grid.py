@@ -179,17 +179,29 @@ def test_a_killed_cell_is_redone_on_rerun(world, local_run):
 
 
 def test_a_failed_cell_is_reported_and_retried(world, capsys):
-    """A cell that raises is listed with its error (exit status 1), and a rerun tries it again."""
+    """A cell that raises is listed with its error (exit status 1), and a rerun tries it again;
+    bad settings are caught before any cell runs (exit status 2)."""
+    import shutil
+
     from unpact.cli import main
 
     root, data = world
-    cfg = root / "fail.json"
-    cfg.write_text(json.dumps({**data, "methods": ["ga"], "out": str(root / "fail"), "executor": "local",
+    cfg = root / "bad.json"
+    cfg.write_text(json.dumps({**data, "methods": ["ga"], "out": str(root / "bad"), "executor": "local",
                                "run": {**data["run"], "method_config": {"ga": {"lr": -1.0}}}}))
+    assert main(["grid", "--config", str(cfg)]) == 2
+    assert "lr must be" in capsys.readouterr().err and not (root / "bad" / "grid.json").exists()
+    # weights that exist but cannot be read: the cell fails at run time
+    broken = root / "broken" / "tiny-gpt2"
+    shutil.copytree(data["models"][0], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    cfg = root / "fail.json"
+    cfg.write_text(json.dumps({**data, "models": [str(broken)], "methods": ["ga"], "out": str(root / "fail"),
+                               "executor": "local"}))
     for attempt in range(2):
         assert main(["grid", "--config", str(cfg)]) == 1
         err = capsys.readouterr().err
-        assert "1 to run" in err and "failed tiny-gpt2__toy__ga: ConfigError: lr must be" in err, err
+        assert "1 to run" in err and "failed tiny-gpt2__toy__ga: " in err, err
         report = json.loads((root / "fail" / "grid.json").read_text())
         assert report["n_failed"] == 1 and report["cells"][0]["status"] == "failed"
-        assert "lr must be" in (root / "fail" / "grid.md").read_text()
+        assert report["cells"][0].get("error")

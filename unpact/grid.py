@@ -317,7 +317,9 @@ def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None =
         if key not in checked:
             checked.add(key)
             try:
-                validate(dataclasses.replace(c.config))
+                # "auto" is resolved on the cell's worker (which may have a GPU the driver lacks): check as cpu here
+                device = "cpu" if c.config.device == "auto" else c.config.device
+                validate(dataclasses.replace(c.config, device=device))
             except ConfigError as exc:
                 raise ConfigError(f"grid cell {c.name}: {exc}") from None
     root = Path(grid.out)
