@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 from unpact.errors import DataError
 from unpact.figures import CSS as FIGURE_CSS
+from unpact.figures import _mpl
+from unpact.figures import png_bytes as _png
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -40,20 +41,6 @@ def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:
 # ------------------------------------------------------------------ figures
 
 
-def _mpl():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _mpl().close(fig)
-    return buf.getvalue()
 
 
 #: One colour meaning everywhere: a diverging map, red = negative (lowers the answer's log-prob,
