@@ -59,6 +59,11 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
 
 def run_cell(policy: str, busy: bool, competitors: int, run_args: list[str], root: str) -> dict:
     out = os.path.join(root, f"{policy}-{'busy' if busy else 'idle'}")
+    if not busy:  # an idle cell starts on an idle machine: wait until the last cell's processes are gone
+        from unpact.threads import machine_load
+
+        while (machine_load() or 0.0) >= 0.5:
+            time.sleep(1)
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(competitors if busy else 0)]
     try:
         time.sleep(2 if busy else 0)  # let the load average see them
@@ -101,11 +106,14 @@ def main() -> int:
     ap.add_argument("--policies", default="before,after")
     ap.add_argument("--check-wait-policy", action="store_true")
     ap.add_argument("--keep", default=None, help="keep the run directories under this directory")
+    ap.add_argument("--config", default=None, help="a run config (TOML) passed to every run, e.g. one that turns a stage off")
     a = ap.parse_args()
     if a.check_wait_policy:
         wait_policy_check(30 if a.tiny else 300)
         return 0
     run_args = ["--max-items", "1", "--methods", "ga_gdr"] if a.tiny else []
+    if a.config:
+        run_args += ["--config", a.config]
     root = a.keep or tempfile.mkdtemp(prefix="unpact-busy-")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {cores} usable cores, load before start {os.getloadavg()[0]:.2f}; "

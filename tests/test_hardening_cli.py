@@ -256,6 +256,27 @@ def test_thread_count_follows_cores_and_load():
     assert choose_threads(cores=16, load=3.6) == 12
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc/loadavg")
+def test_machine_load_counts_a_competing_job_at_once():
+    """The load is read now, not as a lagging average: a CPU-bound job started a moment ago
+    counts, and the reading process itself does not."""
+    import subprocess
+    import sys
+    import time
+
+    from unpact.threads import machine_load
+
+    before = machine_load()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        during = machine_load()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert during >= before + 0.5, (before, during)  # the spinner runs on a core the whole time
+
+
 def test_the_command_sets_the_wait_policy_before_torch_is_imported():
     import subprocess
     import sys

@@ -14,9 +14,12 @@ process-wide settings on its own; call :func:`apply_thread_policy` yourself if y
   longer imports torch by itself).
 * **the thread count.** :func:`choose_threads` takes the cores this process may run
   on (``os.sched_getaffinity``, which honours ``taskset`` and container CPU sets)
-  minus the machine's load (``os.getloadavg``: runnable processes, 1-minute
-  average), at least 1: on an idle 2-core machine 2 threads, with one other
-  CPU-bound job 1.
+  minus the machine's load (:func:`machine_load`: the *other* processes running
+  right now, from the kernel's count of runnable tasks sampled over a fifth of a
+  second), at least 1: on an idle 2-core machine 2 threads, with one other
+  CPU-bound job 1. The 1-minute load average was the first choice and was wrong
+  in the measurement it was made for: it lags, so a run started just after
+  another job ended took 1 thread on an idle machine (docs/performance.md).
 
 ``OMP_NUM_THREADS`` set in the environment wins (the policy leaves the count
 alone), and ``UNPACT_THREAD_POLICY=off`` switches both measures off (the
@@ -53,8 +56,30 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def machine_load() -> float | None:
-    """The 1-minute load average (None where the platform has none)."""
+#: how often and how far apart :func:`machine_load` reads the runnable-task count: 10 reads
+#: over 0.2 s smooth out a task that wakes for an instant without the lag of a load average
+LOAD_SAMPLES, LOAD_INTERVAL_S = 10, 0.02
+
+
+def machine_load(samples: int = LOAD_SAMPLES, interval: float = LOAD_INTERVAL_S) -> float | None:
+    """Other processes running now: the mean over ``samples`` reads of the kernel's runnable
+    task count (``/proc/loadavg``'s fourth field, ``running/total``) minus this process.
+    Where there is no ``/proc/loadavg``, the 1-minute load average; None where neither exists.
+    """
+    import time
+
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            break
+        counts.append(max(0, running - 1))  # the reading process is itself running
+        if i + 1 < samples:
+            time.sleep(interval)
+    if counts:
+        return sum(counts) / len(counts)
     try:
         return float(os.getloadavg()[0])
     except (AttributeError, OSError):
