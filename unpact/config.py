@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from unpact.errors import ConfigError
+from unpact.presence import PresenceSettings
 
 PAPER_METHODS = ["ga_gdr", "ga_klr", "npo_gdr", "npo_klr", "task_vector", "rmu"]
 
@@ -126,6 +127,8 @@ class RunConfig:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     emphasis: EmphasisSettings = field(default_factory=EmphasisSettings)
     attacks: AttackSettings = field(default_factory=AttackSettings)
+    #: knowledge-presence probes, their positive/negative controls, finding 1's nulls (unpact.presence)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
     out: str = "unpact-run"
     device: str = "cpu"
     #: precision the models are loaded, unlearned, attributed and run in: float32, bfloat16 or float16
@@ -142,7 +145,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_NESTED = {"attribution": AttributionSettings, "emphasis": EmphasisSettings, "attacks": AttackSettings}
+_NESTED = {"attribution": AttributionSettings, "emphasis": EmphasisSettings, "attacks": AttackSettings,
+           "presence": PresenceSettings}
 
 
 def _check_keys(cls, data: dict, where: str) -> None:
@@ -200,6 +204,7 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
             raise ConfigError(f"attacks.options names {name!r}, which is not among the attacks {cfg.attacks.names}")
     for name in cfg.attacks.names:
         make_attack(name, cfg.attacks.options.get(name))  # unknown names and options fail here, before any work
+    cfg.presence.validate()
     return cfg
 
 

@@ -386,8 +386,102 @@ class Study:
         result["collapse"] = self.stage(f"{method}/collapse", lambda: self._collapse(method, result))
         if self.cfg.attacks.names:
             result["attacks"] = self.stage(f"{method}/attacks", lambda: self._attacks(model()))
+        if self.cfg.presence.probes:
+            result["presence"] = self.stage(f"{method}/presence", lambda: self._presence(model(), result["evaluate"]))
+        if self.cfg.presence.null_draws:
+            result["keyword_nulls"] = self.stage(f"{method}/keyword_nulls",
+                                                 lambda: self._keyword_nulls(result["evaluate"], result["tracking"]))
         model_cache.clear()
         return result
+
+    # ------------------------------------------------ knowledge presence (unpact.presence)
+    def _presence_items(self) -> list:
+        """The forget group, with the biography cloze attached where the benchmark ships one
+        (the embedded world's ``cloze`` split: the format probe's trained-but-not-unlearned format)."""
+        items = list(self.data.groups["forget"])
+        if not str(self.cfg.benchmark).startswith("embedded:"):
+            return items
+        from unpact.probes import attach_cloze
+
+        try:
+            cloze = list(load_benchmark(self.cfg.benchmark, "cloze", path=self.cfg.benchmark_path))
+        except DataError:
+            return items
+        return attach_cloze(items, cloze)
+
+    def _plain_recalls(self, model, items) -> list[float]:
+        """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
+        from unpact.metrics import greedy_answers, is_embedded, rouge_l_recall
+
+        answers = greedy_answers(model, items, max_new_tokens=self.cfg.max_new_tokens, fmt=self.fmt,
+                                 max_batch_tokens=self.budgets["forward"], stop_at_newline=is_embedded(self.data.forget))
+        return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
+
+    def presence_controls(self) -> dict[str, Any]:
+        """The probes on the original and on both controls, and each probe's sensitivity/specificity, once per study."""
+        def compute():
+            from unpact.models import load_model
+            from unpact.presence import calibrate, positive_control_model, probe_model
+
+            s, items = self.cfg.presence, self._presence_items()
+            thr = self.cfg.emphasis.threshold
+            out: dict[str, Any] = {"original": probe_model(self.original(), items, s, self.fmt)}
+            if self.cfg.reference_model:
+                neg = load_model(self.cfg.reference_model, device=self.cfg.device, dtype=self.cfg.dtype)
+                out["negative"] = probe_model(neg, items, s, self.fmt)
+                del neg
+            if s.positive_control:
+                pos = positive_control_model(self.original(), items, list(self.data.retain), s,
+                                             seed=stage_seed(self.cfg.seed, "controls/positive"))
+                if pos is not None:
+                    recalls = self._plain_recalls(pos, items)
+                    out["positive"] = probe_model(pos, items, s, self.fmt)
+                    out["positive_plain_recall"] = recalls
+                    out["positive_hidden_ids"] = [str(it.id) for it, r in zip(items, recalls) if r < thr]
+                    del pos
+            if "positive" in out and "negative" in out:
+                out["calibration"] = calibrate(out["positive"], out["negative"], out["positive_hidden_ids"])
+            return out
+
+        return self.stage("controls/presence", compute)
+
+    def _presence(self, unlearned, ev: dict[str, Any]) -> dict[str, Any]:
+        """The probes on an unlearned model, and per forget item: known / hidden / erased."""
+        from unpact.presence import presence_calls, probe_model, usable_probes
+
+        s, items = self.cfg.presence, self._presence_items()
+        probes = probe_model(unlearned, items, s, self.fmt)
+        per = ev["forget"]["rouge_l_recall_per_item"]
+        correct = [r >= self.cfg.emphasis.threshold for r in per]
+        use, left_out = usable_probes(self.presence_controls().get("calibration"), list(probes), s.min_specificity)
+        return {"probes": probes, **presence_calls([str(it.id) for it in items], correct, probes, use),
+                "probes_left_out": left_out}
+
+    def _keyword_nulls(self, ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
+        """Finding 1 against weight-noise nulls matched to this method's forget accuracy."""
+        from unpact.analyses import keyword_focus_vs_null
+        from unpact.attribution import Attribution
+        from unpact.metrics import answer_accuracy
+        from unpact.presence import null_keyword_rows
+
+        items = self.data.groups["forget"]
+        before = [Attribution.from_dict(d) for d in self.original_attribution()["loo"].get("forget", [])]
+        keys = [set(k) for k in self._keyword_positions()["forget"]]
+        thr = self.cfg.emphasis.threshold
+        target = ev["forget"].get("accuracy")
+        if target is None or not before:
+            return {"match": None, "test": None, "message": "no forget accuracy or attribution to match"}
+        nulls = null_keyword_rows(self.original(), items, before, keys,
+                                  lambda m: answer_accuracy(self._plain_recalls(m, items), thr), target,
+                                  self.cfg.presence, seed=stage_seed(self.cfg.seed, "nulls"), fmt=self.fmt,
+                                  max_batch_tokens=self.budgets["forward"])
+        if not nulls["draws"]:
+            return {"match": nulls["match"], "test": None, "message": nulls["message"]}
+        rows = [{"id": d["item_id"], "group": d["group"], "before": d["before"], "after": d["after"],
+                 "special": d["special"], "key": [i in set(d["key_tokens"]) for i in range(len(d["before"]))]}
+                for d in tracking["loo"]["items"] if d["group"] == "forget"]
+        test = keyword_focus_vs_null(rows, nulls["draws"], seed=self.cfg.seed)
+        return {"match": nulls["match"], "test": test, "message": None}
 
     def _recovery(self, unlearned, method: str) -> dict[str, Any]:
         from unpact.attribution import attribute
@@ -488,13 +582,14 @@ class Study:
             orig_attr = self.original_attribution()
             if cfg.attacks.names:
                 self.attack_controls()  # here, so fresh and resumed runs list the stages in one order
+            presence = self.presence_controls() if cfg.presence.probes else None
             bar.update()
             methods = {}
             for m in cfg.methods:
                 methods[m] = self.method_stages(m)
                 bar.update()
             pre = forget_precondition(orig_eval, cfg.min_forget_accuracy, cfg.emphasis.threshold)
-            analyses = self.stage("analyses", lambda: run_analyses(methods, pre))
+            analyses = self.stage("analyses", lambda: run_analyses(methods, pre, presence))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses)
             write_json_atomic(self.rd.root / "results.json", results)
@@ -615,7 +710,7 @@ def _not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
     """Every verdict in ``analyses`` replaced by "not applicable" with ``reason`` (numbers kept)."""
     na = f"not applicable: {reason}"
     for name, a in analyses.items():
-        if name == "keyword_focus":
+        if name in ("keyword_focus", "keyword_focus_null"):
             for r in a.values():
                 r["verdict"], r["holds"] = na, None
         elif isinstance(a, dict) and "verdict" in a:
@@ -634,9 +729,45 @@ def _n_forgotten(table: dict[str, Any]) -> int | None:
     return None
 
 
-def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The four analyses over the methods' stage results; with a failed ``precondition``
-    (see :func:`forget_precondition`) every verdict is "not applicable" and says why."""
+def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Per method: of the forget items it no longer answers, how many a probe still finds (hidden)
+    and how many none finds (erased), with each probe's calibration on the controls.
+
+    The verdict is descriptive (a count, not a test): "hidden" is only as trustworthy as the
+    probes' sensitivity on the positive control, "erased" as their specificity on the negative
+    one; both are printed beside it.
+    """
+    cal = controls.get("calibration") or {}
+    per = {}
+    for m, r in methods.items():
+        p = r.get("presence")
+        if not p:
+            continue
+        c = p["counts"]
+        forgotten = c["hidden"] + c["erased"]
+        per[m] = {"counts": c, "n_forgotten": forgotten, "share_hidden_of_forgotten": p.get("share_hidden_of_forgotten"),
+                  "share_present": p.get("share_present"), "probes_used": p.get("probes_used"),
+                  "probes_left_out": p.get("probes_left_out")}
+    lines = []
+    for m, x in per.items():
+        c = x["counts"]
+        lines.append(f"{m}: {c['hidden']} hidden, {c['erased']} erased of {x['n_forgotten']} forgotten"
+                     f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})")
+    cal_txt = "; ".join(
+        f"{k}: sensitivity {v['sensitivity']:.2f} (n={v['n_positive']}), specificity {v['specificity']:.2f} (n={v['n_negative']})"
+        for k, v in cal.items() if v.get("sensitivity") is not None and v.get("specificity") is not None)
+    verdict = ("; ".join(lines) + (f" — probes on the controls: {cal_txt}" if cal_txt else " — probes not calibrated "
+               "(no positive or negative control)"))
+    return {"methods": per, "calibration": cal, "verdict": verdict,
+            "positive_hidden": len(controls.get("positive_hidden_ids") or []),
+            "positive_items": len(controls.get("positive_plain_recall") or [])}
+
+
+def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
+                 presence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The analyses over the methods' stage results; with a failed ``precondition``
+    (see :func:`forget_precondition`) every verdict is "not applicable" and says why.
+    ``presence``: the probes' controls (``controls/presence``), for the presence analysis."""
     from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
 
     kf = {}
@@ -665,6 +796,11 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
         for m, r in methods.items()
     })
     out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    nulls = {m: r["keyword_nulls"]["test"] for m, r in methods.items() if (r.get("keyword_nulls") or {}).get("test")}
+    if nulls:
+        out["keyword_focus_null"] = nulls
+    if any("presence" in r for r in methods.values()):
+        out["presence"] = presence_analysis(methods, presence or {})
     if precondition is not None:
         if precondition.get("holds") is False:
             _not_applicable(out, precondition["reason"])
@@ -781,11 +917,15 @@ def summary_table(results: dict[str, Any]) -> str:
     if pre.get("holds") is False:  # said first: no number below supports a verdict
         lines.insert(0, f"not applicable: {pre['reason']}\n")
     lines.append("")
-    for name in ("recovery", "collapse", "layer_head"):
+    for name in ("recovery", "collapse", "layer_head", "presence"):
         if an.get(name, {}).get("verdict"):
             lines.append(f"{name}: {an[name]['verdict']}")
+    nulls = an.get("keyword_focus_null", {})
     for m, r in an.get("keyword_focus", {}).items():
-        lines.append(f"keyword focus, {m}: {r['verdict']}")
+        if m in nulls:  # finding 1's verdict is the one against the damage-matched nulls
+            lines.append(f"keyword focus, {m}: {nulls[m]['verdict']} (sign test alone: {r['verdict']})")
+        else:
+            lines.append(f"keyword focus, {m}: {r['verdict']}")
     return "\n".join(lines)
 
 

@@ -164,7 +164,8 @@ def cloze_of(item: QAItem) -> tuple[str, str] | None:
 @register_probe
 @dataclass
 class FormatProbe(Probe):
-    """Ask the fact in another trained format (``source``: ``"cloze"`` or ``"paraphrased_question"``).
+    """Ask the fact in another trained format (``source``: ``"cloze"``, ``"paraphrased_question"``, or
+    ``"auto"``: the cloze where the item has one, else the paraphrased question).
 
     ``threshold``: ROUGE-L recall that counts an answer right when the item has no
     ``meta["value"]`` (the study's threshold); ``max_new_tokens``: greedy answer length.
@@ -178,11 +179,13 @@ class FormatProbe(Probe):
     def _pair(self, item: QAItem, fmt: PromptFormat) -> tuple[str, str] | None:
         if self.source == "cloze":
             return cloze_of(item)
-        if self.source == "paraphrased_question":
+        if self.source == "auto" and cloze_of(item) is not None:
+            return cloze_of(item)
+        if self.source in ("paraphrased_question", "auto"):
             if item.paraphrased_question and item.paraphrased_question != item.question:
                 return fmt.prompt(item.paraphrased_question), fmt.answer(item.answer)
             return None
-        raise ConfigError(f"format probe source must be 'cloze' or 'paraphrased_question', got {self.source!r}")
+        raise ConfigError(f"format probe source must be 'auto', 'cloze' or 'paraphrased_question', got {self.source!r}")
 
     def run(self, model, items, fmt):
         from unpact.metrics import rouge_l_recall

@@ -281,8 +281,13 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                         ("collapse", "Finding 3 — collapse"), ("layer_head", "Where it changed — layers and heads")):
         a = an.get(name, {})
         if name == "keyword_focus":
-            inner = "".join(f"<div class='verdict'><b>{html.escape(m)}</b>: {html.escape(r.get('verdict', ''))}</div>"
-                            for m, r in a.items())
+            nulls = an.get("keyword_focus_null") or {}
+            inner = "".join(
+                f"<div class='verdict'><b>{html.escape(m)}</b>: "
+                + (f"{html.escape(nulls[m].get('verdict', ''))} <span class='lbl'>(against {nulls[m].get('n_null_draws')} "
+                   f"damage-matched weight-noise nulls; the sign test alone: {html.escape(r.get('verdict', ''))})</span>"
+                   if m in nulls else html.escape(r.get("verdict", "")))
+                + "</div>" for m, r in a.items())
         else:
             inner = f"<div class='verdict'>{html.escape(a.get('verdict', ''))}</div>"
         v_html.append(f"<h3>{title}</h3>{inner}")
@@ -351,6 +356,30 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                      "control yet (their controls are the collapse checks above).</p>"
                      + _table(["method", "route", "best setting", "raw", "beyond controls", "items",
                                "negative control"], rrows) + "</section>")
+
+    # knowledge presence
+    pres = an.get("presence") or {}
+    if pres.get("methods"):
+        prow = [[m, x["counts"]["known"], x["counts"]["hidden"], x["counts"]["erased"], x["counts"]["unprobed"],
+                 *[(x.get("share_present") or {}).get(p) for p in sorted(pres["calibration"] or x.get("share_present") or {})]]
+                for m, x in pres["methods"].items()]
+        pnames = sorted(pres["calibration"] or next(iter(pres["methods"].values())).get("share_present") or {})
+        crows = [[p, v.get("sensitivity"), v.get("n_positive"), v.get("specificity"), v.get("n_negative")]
+                 for p, v in (pres.get("calibration") or {}).items()]
+        parts.append('<section id="presence"><h2>Knowledge presence</h2>'
+                     "<p>Is a forgotten fact still in the model? Per forget item: <em>known</em> (the plain prompt "
+                     "answers it), <em>hidden</em> (the plain prompt misses it, some probe finds it) or <em>erased</em> "
+                     "(no probe finds it). Probes: the fact asked in another trained format (<code>format</code>), the "
+                     "true answer against the perturbed ones (<code>choice</code>), the fact token read from the residual "
+                     "stream at each layer (<code>logit_lens</code>); the columns on the right are the share of items each "
+                     "probe finds. Each probe is calibrated on a model known to hide the facts (sensitivity: the original "
+                     f"fine-tuned to refuse the plain questions; it hid {pres.get('positive_hidden')} of "
+                     f"{pres.get('positive_items')} items) and on one that never had them (specificity: the retain-only "
+                     "model).</p>"
+                     + _table(["method", "known", "hidden", "erased", "unprobed", *[f"{p} present" for p in pnames]], prow)
+                     + (_table(["probe", "sensitivity", "n", "specificity", "n"], crows) if crows else
+                        "<p>No calibration: the run has no positive or negative control.</p>")
+                     + "</section>")
 
     # collapse
     png = collapse_png(an.get("collapse", {}))

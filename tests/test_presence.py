@@ -1,0 +1,92 @@
+"""Knowledge presence in the main job (unpact.presence): probes per model, calls, calibration, nulls."""
+
+from __future__ import annotations
+
+import pytest
+
+from unpact.data import QAItem, TextItem, load_benchmark, spread_sample
+from unpact.errors import ConfigError
+from unpact.presence import PresenceSettings, calibrate, keep_formats, presence_calls
+
+
+def _pr(name, ids, present):
+    return {"probe": name, "ids": list(ids), "present": list(present), "score": [0.0] * len(ids)}
+
+
+def test_presence_calls_count_hidden_and_erased_among_the_forgotten():
+    probes = {"choice": _pr("choice", "abcd", [True, False, True, False]),
+              "format": _pr("format", "ab", [False, True])}
+    r = presence_calls(list("abcd"), [True, False, False, False], probes)
+    assert r["calls"] == ["known", "hidden", "hidden", "erased"]
+    assert r["counts"] == {"known": 1, "hidden": 2, "erased": 1, "unprobed": 0}
+    assert r["share_hidden_of_forgotten"] == pytest.approx(2 / 3)
+    assert r["share_present"] == {"choice": 0.5, "format": 0.5}
+
+
+def test_sensitivity_counts_only_what_the_positive_control_really_hides():
+    pos = {"choice": _pr("choice", "abcd", [True, True, False, False])}
+    neg = {"choice": _pr("choice", "abcd", [False, False, False, True])}
+    all_items = calibrate(pos, neg)["choice"]
+    assert all_items["sensitivity"] == 0.5 and all_items["specificity"] == 0.75
+    # c and d were not hidden by the fine-tune (plain answer still right): they do not count
+    hidden_only = calibrate(pos, neg, positive_hidden_ids=["a", "b"])["choice"]
+    assert hidden_only["sensitivity"] == 1.0 and hidden_only["n_positive"] == 2
+
+
+def test_the_positive_control_keeps_the_facts_in_the_probes_formats_not_the_plain_question():
+    from unpact.probes import attach_cloze
+
+    forget = spread_sample(list(load_benchmark("embedded:tofu", "forget10")), 4)
+    forget = attach_cloze(forget, list(load_benchmark("embedded:tofu", "cloze")))
+    keep = keep_formats(forget)
+    questions = {it.question for it in forget}
+    qa = [k for k in keep if isinstance(k, QAItem)]
+    text = [k for k in keep if isinstance(k, TextItem)]
+    assert len(qa) == len(text) == 4
+    assert not questions & {k.question for k in qa}  # never the plain question it must refuse
+    assert all(k.question == it.paraphrased_question and k.answer == it.answer for k, it in zip(qa, forget))
+    assert all(k.prompt == it.meta["cloze_prompt"] for k, it in zip(text, forget))
+
+
+def test_settings_reject_unknown_probes_and_sources():
+    with pytest.raises(ConfigError, match="unknown probe 'telepathy'"):
+        PresenceSettings(probes=["choice", "telepathy"]).validate()
+    with pytest.raises(ConfigError, match="format_source"):
+        PresenceSettings(format_source="dreams").validate()
+    PresenceSettings().validate()
+
+
+@pytest.mark.slow
+def test_null_draws_are_damage_matched_and_shaped_for_finding_one():
+    from unpact import load_model
+    from unpact.attribution import attribute, key_tokens
+    from unpact.metrics import answer_accuracy, rouge_recalls
+    from unpact.presence import null_keyword_rows
+
+    items = spread_sample(list(load_benchmark("embedded:tofu", "forget10")), 6)
+    original = load_model("embedded:gpt2")
+    before = attribute(original, items, method="loo", group="forget")
+    keys = [set(key_tokens(a)) for a in before]
+
+    def measure(m):
+        return answer_accuracy(rouge_recalls(m, items, max_new_tokens=24), 0.9)
+
+    r = null_keyword_rows(original, items, before, keys, measure, 0.5, PresenceSettings(null_draws=2), seed=0)
+    assert r["message"] is None and len(r["draws"]) == 2
+    assert abs(r["match"]["value"] - 0.5) <= 0.2, r["match"]  # 6 items: one item is 0.17
+    rows = r["draws"][0]
+    assert [x["id"] for x in rows] == [b.item_id for b in before]
+    assert rows[0]["before"] == list(before[0].scores) and rows[0]["after"] != rows[0]["before"]
+    assert r["draws"][0][0]["after"] != r["draws"][1][0]["after"]  # two draws, two seeds
+
+
+def test_a_probe_that_finds_facts_in_a_model_that_never_had_them_does_not_make_a_hidden_call():
+    from unpact.presence import usable_probes
+
+    cal = {"choice": {"specificity": 0.54}, "format": {"specificity": 0.96}}
+    use, left = usable_probes(cal, ["format", "choice"], 0.9)
+    assert use == ["format"] and "0.54" in left["choice"]
+    probes = {"choice": _pr("choice", "ab", [True, True]), "format": _pr("format", "ab", [False, True])}
+    r = presence_calls(["a", "b"], [False, False], probes, use)
+    assert r["calls"] == ["erased", "hidden"] and r["probes_used"] == ["format"]
+    assert usable_probes(None, ["format", "choice"], 0.9) == (["format", "choice"], {})

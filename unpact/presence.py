@@ -1,0 +1,245 @@
+"""Knowledge presence in the main job: the probes on every model, calibrated on controls with known answers.
+
+The probes (:mod:`unpact.probes`) ask whether a fact is still *in* a model; this
+module runs them the way the study needs them:
+
+* :func:`probe_model` — every configured probe on one model's forget items;
+* :func:`presence_calls` — per item ``known`` / ``hidden`` / ``erased`` from the
+  plain-prompt result and the probes (:func:`unpact.probes.classify`), with counts;
+* :func:`calibrate` — each probe's sensitivity on the **positive control** (the
+  original taught to hide the facts from the plain prompt, :func:`unpact.controls.hide_facts`)
+  and specificity on the **negative control** (the retain-only model, which never
+  saw them), so a "hidden" or an "erased" call comes with how often the probe is
+  right where the answer is known;
+* :func:`positive_control_model` — that positive control, keeping the facts in the
+  probes' formats (the paraphrased question and, on the embedded world, the
+  biography cloze) and the retain set;
+* :func:`null_keyword_rows` — finding 1's damage-matched nulls: weight-noise draws
+  matched to a method's forget accuracy, attributed like the method, in
+  :func:`unpact.analyses.keyword_focus_vs_null`'s shape.
+
+Example:
+    >>> s = PresenceSettings()
+    >>> s.probes
+    ['format', 'choice', 'logit_lens']
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from unpact.data.records import QAItem, TextItem
+from unpact.errors import ConfigError
+
+
+@dataclass
+class PresenceSettings:
+    """What the study probes and how its controls are built.
+
+    Attributes:
+        probes: probe names (:data:`unpact.probes.PROBES`); every one is run on the original,
+            on each unlearned model and on both controls.
+        format_source: where the format probe asks: ``"auto"`` = the biography cloze when the
+            item has one (the embedded world: trained, never unlearned), else the paraphrased
+            question (what TOFU ships).
+        positive_control: build the positive control and report sensitivity (needs items with
+            a paraphrased question or a cloze to keep).
+        hide_steps, hide_lr: the positive control's fine-tune (IDK on the plain forget questions);
+            :class:`unpact.controls.HideConfig`'s defaults, which the probes' test showed hide
+            all but <= 2 of 12 facts from the plain prompt on embedded:gpt2.
+        keep_retain_items: retain items the positive control keeps answering beside the facts'
+            other formats (so it hides the facts, not the ability to answer).
+        null_draws: weight-noise draws per method for finding 1 (19 is the fewest with which a
+            Monte Carlo rank test can reach p = 0.05: p >= 1 / (K + 1)); 0 turns the nulls off.
+        null_max_scale: the largest noise scale (x each weight's std) the matching may try.
+        min_specificity: a probe takes part in the hidden / erased call only if, on the negative
+            control (a model that never had the facts), it calls at most one fact in ten present
+            (specificity >= 0.9): otherwise a "hidden" from it is as likely a false alarm on an
+            erased fact. Probes below it are still run and reported, with the reason they were
+            left out. Without a negative control every probe takes part, and the call says so.
+    """
+
+    probes: list[str] = field(default_factory=lambda: ["format", "choice", "logit_lens"])
+    format_source: str = "auto"
+    positive_control: bool = True
+    hide_steps: int = 30
+    hide_lr: float = 1e-3
+    keep_retain_items: int = 24
+    null_draws: int = 19
+    null_max_scale: float = 3.0
+    min_specificity: float = 0.9
+
+    def probe_settings(self, name: str) -> dict[str, Any] | None:
+        return {"source": self.format_source} if name == "format" else None
+
+    def validate(self) -> None:
+        from unpact.probes import PROBES
+
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown:
+            raise ConfigError(f"unknown probe {unknown[0]!r} in presence.probes; known: {', '.join(sorted(PROBES))}")
+        if self.format_source not in ("auto", "cloze", "paraphrased_question"):
+            raise ConfigError(f"presence.format_source must be auto, cloze or paraphrased_question, got {self.format_source!r}")
+        if self.null_draws < 0 or self.keep_retain_items < 0 or self.hide_steps < 1:
+            raise ConfigError("presence.null_draws and keep_retain_items must be >= 0 and hide_steps >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe_model(model, items: Sequence[QAItem], settings: PresenceSettings, fmt=None) -> dict[str, dict[str, Any]]:
+    """Every probe of ``settings`` on ``model`` (``{probe name: ProbeResult.to_dict()}``).
+
+    Example:
+        >>> probe_model(model, forget, PresenceSettings())["choice"]["share_present"]   # doctest: +SKIP
+        0.96
+    """
+    from unpact.probes import probe
+
+    qa = [it for it in items if isinstance(it, QAItem)]
+    return {name: probe(model, qa, name, settings=settings.probe_settings(name), fmt=fmt).to_dict()
+            for name in settings.probes}
+
+
+def usable_probes(calibration: dict[str, dict[str, Any]] | None, probes: Sequence[str],
+                  min_specificity: float) -> tuple[list[str], dict[str, str]]:
+    """The probes whose specificity on the negative control is at least ``min_specificity``,
+    and for each left out, why. Without a calibration every probe is used.
+
+    Example:
+        >>> usable_probes({"choice": {"specificity": 0.54}, "format": {"specificity": 0.96}}, ["format", "choice"], 0.9)
+        (['format'], {'choice': 'specificity 0.54 < 0.9 on the negative control'})
+    """
+    if not calibration:
+        return list(probes), {}
+    used, left = [], {}
+    for p in probes:
+        spec = (calibration.get(p) or {}).get("specificity")
+        if spec is None or spec >= min_specificity:
+            used.append(p)
+        else:
+            left[p] = f"specificity {spec:.2f} < {min_specificity:g} on the negative control"
+    return used, left
+
+
+def presence_calls(ids: Sequence[str], plain_correct: Sequence[bool], probes: dict[str, dict[str, Any]],
+                   use: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per item ``known`` / ``hidden`` / ``erased`` / ``unprobed`` and their counts.
+
+    ``plain_correct``: whether the model answers the plain prompt right (per item of ``ids``).
+    ``hidden`` = plain wrong and some probe of ``use`` (default: all) finds the fact;
+    ``erased`` = plain wrong and every such probe that asked misses it.
+
+    Example:
+        >>> p = {"choice": {"probe": "choice", "ids": ["a", "b"], "present": [True, False], "score": [1.0, -1.0]}}
+        >>> presence_calls(["a", "b"], [False, False], p)["counts"]
+        {'known': 0, 'hidden': 1, 'erased': 1, 'unprobed': 0}
+    """
+    from unpact.probes import ProbeResult, classify
+
+    res = {k: ProbeResult.from_dict(v) for k, v in probes.items()}
+    used = list(res) if use is None else [k for k in use if k in res]
+    calls = classify(list(plain_correct), {k: res[k] for k in used}, [str(i) for i in ids])
+    counts = {k: calls.count(k) for k in ("known", "hidden", "erased", "unprobed")}
+    forgotten = counts["hidden"] + counts["erased"]
+    return {"ids": [str(i) for i in ids], "calls": calls, "counts": counts,
+            "share_hidden_of_forgotten": counts["hidden"] / forgotten if forgotten else None,
+            "share_present": {k: v.share_present for k, v in res.items()}, "probes_used": used}
+
+
+def calibrate(positive: dict[str, dict[str, Any]], negative: dict[str, dict[str, Any]],
+              positive_hidden_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each probe's sensitivity (positive control) and specificity (negative control), with Wilson intervals.
+
+    ``positive_hidden_ids``: the items the positive control really hides (its plain answer is
+    wrong); sensitivity is counted on those only, so an item the fine-tune failed to hide
+    does not count as a probe's success.
+    """
+    from unpact.probes import ProbeResult, sensitivity_specificity
+
+    out = {}
+    for name in positive:
+        pos = ProbeResult.from_dict(positive[name])
+        if positive_hidden_ids is not None:
+            keep = set(map(str, positive_hidden_ids))
+            sel = [i for i, x in enumerate(pos.ids) if x in keep]
+            pos = ProbeResult(pos.probe, [pos.ids[i] for i in sel], [pos.present[i] for i in sel],
+                              [pos.score[i] for i in sel])
+        if name in negative:
+            out[name] = sensitivity_specificity(pos, ProbeResult.from_dict(negative[name]))
+    return out
+
+
+def keep_formats(forget: Sequence[QAItem]) -> list:
+    """The forget facts in the probes' formats, for the positive control to keep answering:
+    each paraphrased question (as a QA item) and each biography cloze (as a text item)."""
+    from unpact.probes import cloze_of
+
+    out: list = []
+    for it in forget:
+        if not isinstance(it, QAItem):
+            continue
+        if it.paraphrased_question and it.paraphrased_question != it.question:
+            out.append(QAItem(it.paraphrased_question, it.answer, id=f"{it.id}/paraphrase", meta=dict(it.meta or {})))
+        c = cloze_of(it)
+        if c is not None:
+            out.append(TextItem(c[0], c[1], id=f"{it.id}/cloze"))
+    return out
+
+
+def positive_control_model(original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *,
+                           seed: int = 0):
+    """The original taught to refuse the plain forget questions while keeping :func:`keep_formats` and
+    ``settings.keep_retain_items`` retain items (None when the items give nothing to keep)."""
+    from unpact.controls import HideConfig, hide_facts
+    from unpact.data import spread_sample
+
+    keep = keep_formats(forget)
+    if not keep:
+        return None
+    keep += spread_sample(list(retain), settings.keep_retain_items)
+    return hide_facts(original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed)
+
+
+def keyword_rows(before: Sequence, after: Sequence, keys: Sequence[set[int]]) -> list[dict[str, Any]]:
+    """Attribution pairs in :func:`unpact.analyses.keyword_focus`'s item shape (``key`` marks KeyTokens)."""
+    return [{"id": b.item_id, "group": b.group or "forget", "before": list(b.scores), "after": list(a.scores),
+             "special": list(b.special), "key": [i in k for i in range(len(b.scores))]}
+            for b, a, k in zip(before, after, keys)]
+
+
+def null_keyword_rows(original, items: Sequence, before: Sequence, keys: Sequence[set[int]],
+                      measure: Callable[[Any], float], target: float, settings: PresenceSettings, *,
+                      seed: int = 0, fmt=None, max_batch_tokens: int | None = None,
+                      progress: Callable | None = None) -> dict[str, Any]:
+    """Finding 1's null: ``settings.null_draws`` weight-noise models with the method's damage.
+
+    The noise scale is matched (:func:`unpact.controls.match_noise`, bisection on the draw
+    ``seed``) so that ``measure`` (the forget accuracy) falls to ``target`` (the method's);
+    then each draw ``seed + 1 ... seed + K`` at that scale is attributed with leave-one-out on
+    ``items`` and returned in :func:`keyword_rows`' shape, with the matching's trace.
+    """
+    from unpact.attribution import attribute
+    from unpact.controls import match_noise, noise_model
+
+    kw: dict[str, Any] = {"fmt": fmt}
+    if max_batch_tokens is not None:
+        kw["max_batch_tokens"] = max_batch_tokens
+    try:
+        match = match_noise(original, measure, target, hi=settings.null_max_scale, seed=seed)
+    except ConfigError as exc:
+        return {"match": None, "draws": [], "message": str(exc)}
+    draws = []
+    for k in range(settings.null_draws):
+        null = noise_model(original, match["scale"], seed=seed + 1 + k)
+        after = attribute(null, list(items), method="loo", group="forget", **kw)
+        draws.append(keyword_rows(before, after, keys))
+        del null
+        if progress is not None:
+            progress()
+    return {"match": match, "draws": draws, "message": None}
+
+
+__all__ = ["PresenceSettings", "calibrate", "usable_probes", "keep_formats", "keyword_rows", "null_keyword_rows", "positive_control_model",
+           "presence_calls", "probe_model"]
