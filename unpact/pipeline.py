@@ -458,21 +458,27 @@ class Study:
                 "probes_left_out": left_out}
 
     def _keyword_nulls(self, ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
-        """Finding 1 against weight-noise nulls matched to this method's forget accuracy."""
+        """Finding 1 against weight-noise nulls matched to this method's damage on the forget answers."""
         from unpact.analyses import keyword_focus_vs_null
         from unpact.attribution import Attribution
-        from unpact.metrics import answer_accuracy
+        import numpy as np
+
+        from unpact.metrics import qa_probabilities
         from unpact.presence import null_keyword_rows
 
         items = self.data.groups["forget"]
         before = [Attribution.from_dict(d) for d in self.original_attribution()["loo"].get("forget", [])]
         keys = [set(k) for k in self._keyword_positions()["forget"]]
-        thr = self.cfg.emphasis.threshold
-        target = ev["forget"].get("accuracy")
+        # matched on the forget answers' mean log-prob (continuous): the forget accuracy sits at 0
+        # after most methods, where any large enough noise would "match" it
+        target = ev["forget"].get("mean_logprob")
         if target is None or not before:
-            return {"match": None, "test": None, "message": "no forget accuracy or attribution to match"}
-        nulls = null_keyword_rows(self.original(), items, before, keys,
-                                  lambda m: answer_accuracy(self._plain_recalls(m, items), thr), target,
+            return {"match": None, "test": None, "message": "no forget log-prob or attribution to match"}
+
+        def measure(m) -> float:
+            return float(np.mean(qa_probabilities(m, items, self.fmt, self.budgets["forward"])["true_lp"]))
+
+        nulls = null_keyword_rows(self.original(), items, before, keys, measure, target,
                                   self.cfg.presence, seed=stage_seed(self.cfg.seed, "nulls"), fmt=self.fmt,
                                   max_batch_tokens=self.budgets["forward"])
         if not nulls["draws"]:

@@ -216,7 +216,9 @@ def null_keyword_rows(original, items: Sequence, before: Sequence, keys: Sequenc
     """Finding 1's null: ``settings.null_draws`` weight-noise models with the method's damage.
 
     The noise scale is matched (:func:`unpact.controls.match_noise`, bisection on the draw
-    ``seed``) so that ``measure`` (the forget accuracy) falls to ``target`` (the method's);
+    ``seed``) so that ``measure`` (the main job: the forget answers' mean log-prob, continuous,
+    where the forget accuracy would sit at 0 for most methods and match any large noise) falls
+    to ``target`` (the method's);
     then each draw ``seed + 1 ... seed + K`` at that scale is attributed with leave-one-out on
     ``items`` and returned in :func:`keyword_rows`' shape, with the matching's trace.
     """
