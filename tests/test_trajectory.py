@@ -103,7 +103,7 @@ def test_stop_when_done_and_targets_met_before_any_update(world):
     # the model never saw the holdout authors: every target is met at step 0
     holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 6)
     seen = []
-    settings = TrajectorySettings(max_steps=10, marks=(2,), check_every=1)
+    settings = TrajectorySettings(max_steps=10, marks=(2,), check_every=1, targets=(0.75, 0.5))
     res = run_trajectory(model, "npo_gdr", forget, retain, monitor=holdout, settings=settings,
                          on_checkpoint=lambda n, s, m, a: seen.append((n, s)))
     assert all(step == 0 for step in res.targets.values())

@@ -73,8 +73,9 @@ class TrajectorySettings:
             set, :func:`unpact.data.spread_sample`). 16: a resolution of 1/16 = 0.0625, finer
             than the smallest gap between targets (0.1), so each target can be crossed on
             its own; the checkpoint's full evaluation is the caller's.
-        check_every: the monitor runs after every this many steps (and at step 0). 2: halves
-            the monitor's cost; a target crossing is then known to within 2 steps.
+        check_every: the monitor runs after every this many steps (and at step 0, at each mark
+            and at the end). 2: halves the monitor's cost; a target crossing is then known to
+            within 2 steps.
         threshold: ROUGE-L recall at which a monitored answer counts as right. 0.9, the
             study's threshold (``EmphasisSettings.threshold``): embedded answers are sentences
             whose wrong variants still score about 0.8.
@@ -310,12 +311,8 @@ def run_trajectory(
     checkpoints: list[Checkpoint] = []
     reached: dict[float, int | None] = {t: None for t in s.targets}
     trace: list[dict[str, Any]] = []
-    last_acc: list[float | None] = [None]
 
-    def emit(names: list[str], step: int, model, acc: float | None) -> None:
-        if not names:
-            return
-        shown = view(model) if view is not None else model
+    def emit(names: list[str], step: int, shown, acc: float | None) -> None:
         for n in names:
             checkpoints.append(Checkpoint(n, step, acc))
             on_checkpoint(n, step, shown, acc)
@@ -330,21 +327,21 @@ def run_trajectory(
 
     acc0 = accuracy(original)
     trace.append({"step": 0, "forget_accuracy": acc0})
-    last_acc[0] = acc0
-    emit(crossed(0, acc0), 0, original, acc0)  # a target already met before any update
+    emit(crossed(0, acc0), 0, original, acc0)  # a target already met before any update (step 0: the original)
 
     def on_step(i: int, model) -> bool:
         step = i + 1
+        shown = None  # the checkpoint's model: the live one, or (task vector) its negation so far
         acc = None
-        if step % s.check_every == 0 or step == total:
-            m = view(model) if view is not None else model
-            acc = accuracy(m)
+        if step % s.check_every == 0 or step == total or step in s.marks:
+            shown = view(model) if view is not None else model
+            acc = accuracy(shown)
             trace.append({"step": step, "forget_accuracy": acc})
-            last_acc[0] = acc
         names = [mark_name(step)] if step in s.marks else []
         if acc is not None:
             names += crossed(step, acc)
-        emit(names, step, model, acc if acc is not None else last_acc[0])
+        if names:
+            emit(names, step, shown, acc)
         done = all(v is not None for v in reached.values()) and step >= (s.marks[-1] if s.marks else 0)
         return bool(s.stop_when_done and done and step < total)
 
