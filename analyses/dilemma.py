@@ -112,6 +112,8 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     numbers = (f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
                f"n = {best['n']} items")
     out["best_setting"] = best_name
+    if all(r["collapsed"] is None for r in rows.values()):
+        test += "; no collapse check (too few control items)"
     if hits:
         out.update(supported=True, verdict=f"supported: keyword-specific recovery in {len(hits)} of {k} settings; "
                                             f"strongest {numbers} ({test})")
