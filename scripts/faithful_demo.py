@@ -58,6 +58,7 @@ def main() -> None:
     u0 = utility(original)
     print(f"original: forget accuracy {acc(original, forget):.3f}, utility {u0:.3f} ({time.time() - t0:.0f}s)")
     points, recovery, f2 = [], [], {}
+    first = None  # the original's runs are measured once and reused at every checkpoint
     for method in args.methods.split(","):
         saved = {}
 
@@ -79,7 +80,9 @@ def main() -> None:
             probes = {n: probe(m, forget, n) for n in ("format", "choice", "logit_lens")}
             kinds = classify(plain, probes, [str(it.id) for it in forget])
             cr = controlled_recovery(m, original, forget, controls={"retain": retain, "general": general},
-                                     keywords=kw, control_keywords=ckw, settings=cset, method=f"{method}@{step}")
+                                     keywords=kw, control_keywords=ckw, settings=cset, method=f"{method}@{step}",
+                                     reuse=first)
+            first = first or cr
             v = finding2_verdict(cr)
             f2[method][step] = v
             stratum = next((n for n in c["names"] if n.startswith("forget_below")), None)

@@ -293,7 +293,17 @@ def test_controlled_recovery_runs_both_models_with_keyword_and_placebo_rows(tiny
     lp = runs["unlearned"]
     assert lp["prompt:repeat|keyword"]["forget"]["logprob"] != lp["plain"]["forget"]["logprob"]
     assert lp["activation:attention x4 @ all|placebo"]["forget"]["logprob"] != lp["plain"]["forget"]["logprob"]
-    assert ControlledRecovery.from_dict(json.loads(json.dumps(res.to_dict()))).raw == json.loads(json.dumps(res.raw))
+    back = ControlledRecovery.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert back.raw == json.loads(json.dumps(res.raw))
+    # the original's runs of an earlier result (read back from JSON) stand in for measuring them again
+    again = controlled_recovery(tiny_gpt2, tiny_gpt2, items, controls={"retain": items[:1]},
+                                keywords=[["Ana Lind"], ["Bo Reyes"]], settings=cfg, reuse=back)
+    assert again.raw["runs"]["original"] is back.raw["runs"]["original"] and again.summary == res.summary
+    from unpact.errors import InputError
+
+    with pytest.raises(InputError, match="differs in keywords"):
+        controlled_recovery(tiny_gpt2, tiny_gpt2, items, controls={"retain": items[:1]},
+                            keywords=[["Ana Lind"], ["genre"]], settings=cfg, reuse=back)
 
 
 def _need_embedded(*names: str) -> None:

@@ -232,6 +232,7 @@ def controlled_recovery(
     settings: ControlledSettings | None = None,
     method: str | None = None,
     fmt: str | PromptFormat | None = None,
+    reuse: "ControlledRecovery | Mapping[str, Any] | None" = None,
     progress: ProgressFactory = null_progress,
 ) -> ControlledRecovery:
     """Keyword and placebo emphasis on the unlearned and the original model, with its summary.
@@ -247,6 +248,9 @@ def controlled_recovery(
             None: the original model's KeyTokens (computed here, slower).
         settings: :class:`ControlledSettings`.
         method: a label kept in the result.
+        reuse: an earlier result on the same items, keywords and settings (say, another
+            checkpoint's): its original-model runs are taken instead of measured again (they
+            do not depend on the unlearned model); anything that differs is an error.
 
     Returns:
         :class:`ControlledRecovery` (``to_dict`` is JSON-able).
@@ -268,14 +272,25 @@ def controlled_recovery(
                                      progress=progress)
     setting_list = cfg.setting_list()
     rows, spans, usable = _rows_for(unlearned, groups, setting_list, f, cfg.placebo_seed)
-    with progress(total=2, desc="controlled recovery") as bar:
-        runs = {}
-        for name, model in (("unlearned", unlearned), ("original", original)):
-            runs[name] = _measure(model, rows, spans, cfg)
-            bar.update()
     raw = {"ids": {g: [it.id for it in its] for g, its in groups.items()}, "usable": usable,
            "keywords": [list(it.keywords) for it in groups["forget"]],
-           "settings": setting_list, "runs": runs}
+           "positions": {g: [list(it.positions) for it in its] for g, its in groups.items()},
+           "settings": setting_list, "runs": {}}
+    runs = raw["runs"]
+    if reuse is not None:
+        old = reuse.raw if isinstance(reuse, ControlledRecovery) else reuse["raw"]
+        old_cfg = reuse.settings if isinstance(reuse, ControlledRecovery) else ControlledSettings.from_dict(reuse["settings"])
+        for key in ("ids", "usable", "keywords", "positions", "settings"):
+            if old.get(key) != raw[key]:
+                raise InputError(f"reuse: the earlier result differs in {key}; it cannot stand for the original's runs")
+        if (old_cfg.placebo_seed, old_cfg.max_new_tokens) != (cfg.placebo_seed, cfg.max_new_tokens):
+            raise InputError("reuse: the earlier result used another placebo seed or answer length")
+        runs["original"] = old["runs"]["original"]
+    todo = [("unlearned", unlearned)] + ([("original", original)] if "original" not in runs else [])
+    with progress(total=len(todo), desc="controlled recovery") as bar:
+        for name, model in todo:
+            runs[name] = _measure(model, rows, spans, cfg)
+            bar.update()
     return ControlledRecovery(method, cfg, raw, summarise(raw, cfg))
 
 
