@@ -44,9 +44,13 @@ class DilemmaSettings:
         min_items: finding 2 needs at least this many eligible items at a checkpoint. 8: a
             percentile bootstrap on fewer items cannot show spread it has not seen (on one
             item the interval is a point and "excludes 0" by construction).
-        outcome, statistic: what finding 2 tests: the difference-in-differences (``"did"``)
-            of the answer's log-prob (``"logprob"``) - continuous, so it sees partial recovery
-            that a threshold misses; ``"top1"`` is the paper's own criterion.
+        outcome, statistic: what finding 2 tests: a difference-in-differences of the fact's
+            log-prob (``"logprob"``: continuous, so it sees partial recovery that a threshold
+            misses; ``"top1"`` is the paper's own criterion). ``statistic`` None (default):
+            ``"did_negative"`` (against the negative control, the model that never saw the facts)
+            when the result has one, else ``"did"`` (against the original) with a warning in the
+            verdict: on the embedded world the retain-only model passes ``did`` for
+            ``prompt:repeat`` (the original sits at its ceiling), so ``did`` alone is not specific.
         n_perm: permutations of the dilemma's test (5000: p resolves to 2e-4).
         min_points: the erasure/utility test needs this many checkpoints in usable strata. 6:
             fewer cannot give a permutation p below 0.05 within strata of three.
@@ -60,7 +64,7 @@ class DilemmaSettings:
     alpha: float = 0.05
     min_items: int = 8
     outcome: str = "logprob"
-    statistic: str = "did"
+    statistic: str | None = None
     n_perm: int = 5000
     min_points: int = 6
     always_share: float = 0.8
@@ -88,18 +92,22 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     k = len(res.raw["settings"])
     conf = 1 - s.alpha / max(1, k)
     summary = summarise(res.raw, replace(res.settings, confidence=conf, seed=s.seed))
-    per = specific_recovery({"summary": summary}, s.outcome, s.statistic)
+    stat = s.statistic or ("did_negative" if "negative" in res.raw["runs"] else "did")
+    per = specific_recovery({"summary": summary}, s.outcome, stat)
     rows = {}
     for name, ci in per.items():
         collapsed = summary["settings"][name]["collapsed"]
         ok = ci["n"] >= s.min_items and ci["interval"] is not None
         rows[name] = {"mean": ci["mean"], "interval": ci["interval"], "n": ci["n"], "collapsed": collapsed,
                       "above_zero": bool(ok and ci["interval"][0] > 0), "usable": ok and collapsed is not True}
-    test = (f"{s.statistic} of the {s.outcome} change, keyword vs placebo emphasis"
-            + (" against the original under the same emphasis" if s.statistic == "did" else "")
+    test = (f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
+            + {"did": " against the original under the same emphasis (no negative control: this statistic "
+                      "was not specific on the embedded world)",
+               "did_negative": " against the negative control (a model that never saw the facts)"}.get(stat, "")
             + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
             f"needs >= {s.min_items} eligible items and controls that held")
-    out: dict[str, Any] = {"test": test, "method": res.method, "confidence": conf, "n_settings": k, "settings": rows}
+    out: dict[str, Any] = {"test": test, "statistic": stat, "method": res.method, "confidence": conf, "n_settings": k,
+                           "settings": rows}
     usable = {n: r for n, r in rows.items() if r["usable"]}
     hits = {n: r for n, r in usable.items() if r["above_zero"]}
     if not usable:

@@ -169,6 +169,18 @@ def test_collapse_is_judged_against_the_original_under_the_same_setting():
 # ------------------------------------------------------------------ verdicts
 
 
+def test_did_against_the_negative_control():
+    raw = clear_case(20)
+    # a negative control that gains as much from the keywords as the unlearned model: nothing specific
+    raw["runs"]["negative"] = raw["runs"]["unlearned"]
+    v = finding2_verdict(_result(raw))
+    assert v["statistic"] == "did_negative" and not v["supported"]
+    # one that gains nothing: the unlearned model's gain is specific
+    raw["runs"]["negative"] = {k: v for k, v in clear_case(20, placebo_recovers=True)["runs"]["unlearned"].items()}
+    v = finding2_verdict(_result(raw))
+    assert v["statistic"] == "did_negative" and v["supported"], v["verdict"]
+
+
 def test_finding2_is_supported_on_a_clear_case_and_not_on_a_null():
     v = finding2_verdict(_result(clear_case(20)))
     assert v["supported"] and v["verdict"].startswith("supported") and "n = 20" in v["verdict"]
@@ -314,17 +326,40 @@ def _need_embedded(*names: str) -> None:
         pytest.skip(f"embedded:{missing[0]} is not built (unpact build-embedded)")
 
 
-@pytest.mark.slow
-def test_negative_control_shows_no_keyword_specific_recovery():
-    """The retain-only model never saw the forget authors: nothing may come back, keyword or not."""
+def _forget_and_models():
     _need_embedded("gpt2", "gpt2-retain")
     forget = spread_sample(list(load_benchmark("embedded:tofu", "forget10")), 12)
-    original, never = load_model("embedded:gpt2"), load_model("embedded:gpt2-retain")
-    cfg = ControlledSettings(templates=("repeat", "focus"), activations=(("attention", 4.0, "all"),))
-    res = controlled_recovery(never, original, forget, keywords=[[it.meta["author"]] for it in forget], settings=cfg,
-                              method="retain-only")
+    return forget, load_model("embedded:gpt2"), load_model("embedded:gpt2-retain")
+
+
+NEG_SETTINGS = dict(templates=("repeat", "focus"), activations=(("attention", 4.0, "all"),))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: the retain-only gpt2 (never saw the facts) passes the did statistic "
+                                       "against the original for prompt:repeat (0.21, 98.3% interval [0.07, 0.37], "
+                                       "n = 12): the original sits at its ceiling, so did alone is not specific")
+def test_did_against_the_original_alone_is_specific_on_the_negative_control():
+    forget, original, never = _forget_and_models()
+    res = controlled_recovery(never, original, forget, keywords=[[it.meta["author"]] for it in forget],
+                              settings=ControlledSettings(**NEG_SETTINGS))
+    assert not finding2_verdict(res, DilemmaSettings(min_items=5, statistic="did"))["supported"]
+
+
+@pytest.mark.slow
+def test_negative_control_recovers_nothing_beyond_another_model_without_the_facts():
+    """Two models that never saw the forget authors (the retain-only model, and it fine-tuned further on
+    retain items): nothing is recovered, and the default statistic (against the negative control) finds
+    no keyword-specific gain."""
+    from unpact.controls import retain_finetune_model
+
+    forget, original, never = _forget_and_models()
+    retain = spread_sample(list(load_benchmark("embedded:tofu", "retain90")), 32)
+    never2 = retain_finetune_model(never, retain, lr=1e-4, steps=10, batch_size=8)
+    res = controlled_recovery(never2, original, forget, keywords=[[it.meta["author"]] for it in forget],
+                              settings=ControlledSettings(**NEG_SETTINGS), negative=never)
     assert res.summary["n_original_known"] >= 10 and res.summary["n_usable"] >= 10
     for name, s in res.summary["settings"].items():
         assert s["binary"]["0.9"]["keyword"]["n_recovered"] == 0, name
     v = finding2_verdict(res, DilemmaSettings(min_items=5))
-    assert not v["supported"], v["verdict"]
+    assert v["statistic"] == "did_negative" and not v["supported"], v["verdict"]

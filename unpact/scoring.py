@@ -347,7 +347,20 @@ def first_token_ranks(
     """
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    seqs = [(p, a[:1]) for p, a in encode_many(model, prompts, answers, truncate=truncate)]
+    seqs = encode_many(model, prompts, answers, truncate=truncate)
+    return token_ranks(model, seqs, fwd_hooks=fwd_hooks, max_batch_tokens=max_batch_tokens)
+
+
+def token_ranks(
+    model,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> Int[Tensor, " n"]:
+    """:func:`first_token_ranks` of already-tokenised ``(prompt_ids, answer_ids)`` pairs: the rank of
+    ``answer_ids[0]`` after ``prompt_ids`` (put an answer prefix into ``prompt_ids`` to rank a later token)."""
+    seqs = [(list(p), list(a[:1])) for p, a in sequences]
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer)
     out = [0] * len(seqs)

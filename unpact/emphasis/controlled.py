@@ -76,6 +76,16 @@ class ControlledSettings:
             end is above 0). 0.1, the old margin, but now on ``min_control_items`` items or more.
         min_control_items: below this many control items no collapse call is made (None). 30:
             the margin of 0.1 is then at least 3 items, not one or two.
+        score: which answer tokens the continuous outcomes read. ``"fact"`` (default): from the
+            *fact token* on, the first answer token where the true answer and its perturbed
+            answers differ (:func:`unpact.probes.fact_token_index`; the whole answer for items
+            without perturbed answers), teacher-forced after the answer's prefix; the top-1
+            criterion is read at that token. Because sentence answers repeat the question's
+            subject ("Stellan Quennell was born in Krakow."): on the whole answer, emphasising the
+            subject raises the log-prob of *copying the name* even in a model that never saw the
+            fact (the retain-only model showed a "significant" keyword-specific gain that way).
+            ``"answer"``: every answer token, and the first answer token for top-1 (the paper's
+            wording, right for short answers).
         max_new_tokens, max_batch_tokens: greedy answer length and forward budget.
     """
 
@@ -92,8 +102,11 @@ class ControlledSettings:
     min_control_items: int = 30
     max_new_tokens: int = 24
     max_batch_tokens: int = 16384
+    score: str = "fact"
 
     def __post_init__(self) -> None:
+        if self.score not in ("fact", "answer"):
+            raise ConfigError(f"controlled recovery score must be 'fact' or 'answer', got {self.score!r}")
         for t in self.templates:
             get_template(t)
         self.templates = tuple(self.templates)
@@ -161,10 +174,10 @@ class ControlledRecovery:
 # ------------------------------------------------------------------ measuring
 
 
-def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int):
-    """Every row (prompt, target, answer, activation setting, positions) and where each run's rows are."""
+def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int, facts: Mapping[str, list[int]]):
+    """Every row (prompt, target, answer, activation setting, positions, fact index) and where each run's rows are."""
     tok = model.tokenizer
-    prompts, targets, answers, acts, positions = [], [], [], [], []
+    prompts, targets, answers, acts, positions, fact_rows = [], [], [], [], [], []
     spans: list[tuple[str, str, int, int]] = []
     forget = groups["forget"]
     placebo_pos = [placebo_positions(tok, it.question, it.positions, fmt=fmt, seed=seed) for it in forget]
@@ -173,7 +186,8 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int)
 
     def add(run: str, group: str, rows: list[tuple[str, ActivationEmphasis | None, list[int]]], its) -> None:
         start = len(prompts)
-        for (prompt, act, pos), it in zip(rows, its):
+        for j, ((prompt, act, pos), it) in enumerate(zip(rows, its)):
+            fact_rows.append(facts[group][j])
             prompts.append(prompt)
             targets.append(it.target)
             answers.append(it.answer)
@@ -199,25 +213,39 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int)
                                      list(pos)))
                 add(f"{s['name']}|{emph}", g, rows, its)
     usable = [bool(it.positions) and bool(p) and bool(w) for it, p, w in zip(forget, placebo_pos, placebo_words)]
-    return (prompts, targets, answers, acts, positions), spans, usable
+    return (prompts, targets, answers, acts, positions, fact_rows), spans, usable
 
 
 def _measure(model, rows, spans, cfg: ControlledSettings) -> dict[str, dict[str, dict[str, list]]]:
     from unpact.metrics import rouge_l_recall
-    from unpact.scoring import answer_logprobs, first_token_ranks, greedy_generate
+    from unpact.scoring import encode_many, greedy_generate, score_sequences, token_ranks
 
-    prompts, targets, answers, acts, positions = rows
+    prompts, targets, answers, acts, positions, facts = rows
     hooks = batched_emphasis_hooks(model, acts, positions) if any(a is not None for a in acts) else None
     gens = greedy_generate(model, prompts, max_new_tokens=cfg.max_new_tokens, fwd_hooks=hooks,
                            max_batch_tokens=cfg.max_batch_tokens, truncate=True)
-    lps = answer_logprobs(model, prompts, targets, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens,
-                          truncate=True).tolist()
-    ranks = first_token_ranks(model, prompts, targets, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens).tolist()
+    seqs = encode_many(model, prompts, targets, truncate=True)
+    if cfg.score == "fact":  # the answer's prefix joins the prompt (after it: prompt positions are unchanged)
+        seqs = [(p + a[:min(j, len(a) - 1)], a[min(j, len(a) - 1):]) for (p, a), j in zip(seqs, facts)]
+    lps = score_sequences(model, seqs, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens).tolist()
+    ranks = token_ranks(model, seqs, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens).tolist()
     out: dict[str, dict[str, dict[str, list]]] = {}
     for run, g, a, b in spans:
         out.setdefault(run, {})[g] = {"rouge": [rouge_l_recall(x, y) for x, y in zip(gens[a:b], answers[a:b])],
                                       "logprob": [float(x) for x in lps[a:b]], "rank": [int(x) for x in ranks[a:b]],
                                       "answers": gens[a:b]}
+    return out
+
+
+def _fact_indices(tokenizer, items: Sequence, prepared, fmt: PromptFormat) -> list[int]:
+    """Per item, the index of its fact token within the answer's tokens (0 without perturbed answers)."""
+    from unpact.data.formatting import format_answer
+    from unpact.probes import fact_token_index
+
+    out = []
+    for it, e in zip(items, prepared):
+        perturbed = [format_answer(p, fmt) for p in (getattr(it, "perturbed_answers", None) or ())]
+        out.append(fact_token_index(tokenizer, e.target, perturbed) if perturbed else 0)
     return out
 
 
@@ -233,6 +261,7 @@ def controlled_recovery(
     method: str | None = None,
     fmt: str | PromptFormat | None = None,
     reuse: "ControlledRecovery | Mapping[str, Any] | None" = None,
+    negative=None,
     progress: ProgressFactory = null_progress,
 ) -> ControlledRecovery:
     """Keyword and placebo emphasis on the unlearned and the original model, with its summary.
@@ -249,8 +278,15 @@ def controlled_recovery(
         settings: :class:`ControlledSettings`.
         method: a label kept in the result.
         reuse: an earlier result on the same items, keywords and settings (say, another
-            checkpoint's): its original-model runs are taken instead of measured again (they
-            do not depend on the unlearned model); anything that differs is an error.
+            checkpoint's): its original-model (and negative-control) runs are taken instead of
+            measured again (they do not depend on the unlearned model); anything that differs is
+            an error.
+        negative: a model that never saw the forget facts (the retain-only model). Its runs give
+            ``did_negative`` = (unlearned: keyword − placebo) − (negative: keyword − placebo): the
+            keyword-specific gain beyond what the emphasis does to a model without the facts. On
+            the embedded world the retain-only gpt2 shows a "significant" ``did`` (against the
+            original) for ``prompt:repeat``: the original sits at its ceiling, so ``did`` alone is
+            not specific there (tests/test_dilemma.py).
 
     Returns:
         :class:`ControlledRecovery` (``to_dict`` is JSON-able).
@@ -271,10 +307,13 @@ def controlled_recovery(
         groups[name] = prepare_items(unlearned, its, (control_keywords or {}).get(name), original=original, fmt=f,
                                      progress=progress)
     setting_list = cfg.setting_list()
-    rows, spans, usable = _rows_for(unlearned, groups, setting_list, f, cfg.placebo_seed)
+    sources = {"forget": list(forget), **{k: list(v) for k, v in (controls or {}).items()}}
+    facts = {g: _fact_indices(unlearned.tokenizer, sources[g], its, f) for g, its in groups.items()}
+    rows, spans, usable = _rows_for(unlearned, groups, setting_list, f, cfg.placebo_seed, facts)
     raw = {"ids": {g: [it.id for it in its] for g, its in groups.items()}, "usable": usable,
            "keywords": [list(it.keywords) for it in groups["forget"]],
            "positions": {g: [list(it.positions) for it in its] for g, its in groups.items()},
+           "fact_index": facts,
            "settings": setting_list, "runs": {}}
     runs = raw["runs"]
     if reuse is not None:
@@ -283,10 +322,14 @@ def controlled_recovery(
         for key in ("ids", "usable", "keywords", "positions", "settings"):
             if old.get(key) != raw[key]:
                 raise InputError(f"reuse: the earlier result differs in {key}; it cannot stand for the original's runs")
-        if (old_cfg.placebo_seed, old_cfg.max_new_tokens) != (cfg.placebo_seed, cfg.max_new_tokens):
-            raise InputError("reuse: the earlier result used another placebo seed or answer length")
+        if (old_cfg.placebo_seed, old_cfg.max_new_tokens, old_cfg.score) != (cfg.placebo_seed, cfg.max_new_tokens,
+                                                                              cfg.score):
+            raise InputError("reuse: the earlier result used another placebo seed, answer length or score")
         runs["original"] = old["runs"]["original"]
-    todo = [("unlearned", unlearned)] + ([("original", original)] if "original" not in runs else [])
+        if negative is not None and "negative" in old["runs"]:
+            runs["negative"] = old["runs"]["negative"]
+    todo = [("unlearned", unlearned)] + ([("original", original)] if "original" not in runs else []) \
+        + ([("negative", negative)] if negative is not None and "negative" not in runs else [])
     with progress(total=len(todo), desc="controlled recovery") as bar:
         for name, model in todo:
             runs[name] = _measure(model, rows, spans, cfg)
@@ -379,6 +422,14 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             entry["original"][o] = {"keyword": mean(do_k), "placebo": mean(do_p)}
             entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
             entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
+            if "negative" in raw["runs"]:
+                rn = raw["runs"]["negative"]
+                base_n = _outcome(rn["plain"]["forget"], o)
+                dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o)[i] - base_n[i] for i in elig]
+                dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
+                entry.setdefault("negative", {})[o] = {"keyword": mean(dn_k), "placebo": mean(dn_p)}
+                entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
+                    [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot)
         not_top = [i for i in elig if pu["rank"][i] > 1]
         entry["becomes_top1"] = {"n": len(not_top),
                                  "keyword": _share(sum(uk["rank"][i] == 1 for i in not_top), len(not_top)),
@@ -432,10 +483,13 @@ def specific_recovery(result: ControlledRecovery | Mapping[str, Any], outcome: s
     for name, s in summary["settings"].items():
         if statistic == "binary":
             out[name] = s["binary"][f"{summary['threshold']:g}"]["paired"]["specific"]
-        elif statistic in ("did", "keyword_minus_placebo"):
+        elif statistic in ("did", "did_negative", "keyword_minus_placebo"):
+            if statistic not in s:
+                raise ConfigError("did_negative needs a negative control: controlled_recovery(..., negative=model)")
             out[name] = s[statistic][outcome]
         else:
-            raise ConfigError(f"statistic must be 'did', 'keyword_minus_placebo' or 'binary', got {statistic!r}")
+            raise ConfigError(f"statistic must be 'did', 'did_negative', 'keyword_minus_placebo' or 'binary', "
+                              f"got {statistic!r}")
     return out
 
 
