@@ -5,7 +5,7 @@
   :class:`~unpact.emphasis.controlled.ControlledRecovery` (against the original under
   the same emphasis), per setting, with bootstrap intervals widened for the number of
   settings tried (Bonferroni); **supported** only when some setting whose controls held
-  has its interval above 0 on at least ``min_items`` items.
+  has its interval above a minimum effect (``min_effect``) on at least ``min_items`` items.
 * :func:`dilemma_verdict` — across all methods' checkpoints: (a) does erasure (no probe
   finds the knowledge any more) go with utility loss? A permutation test of the rank
   correlation between the erased share and the utility drop, shuffled *within strata of
@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from unpact.analyses._stats import fmt
@@ -51,6 +51,13 @@ class DilemmaSettings:
             when the result has one, else ``"did"`` (against the original) with a warning in the
             verdict: on the embedded world the retain-only model passes ``did`` for
             ``prompt:repeat`` (the original sits at its ceiling), so ``did`` alone is not specific.
+        min_effect: per outcome, the keyword-specific gain the interval's lower end must exceed
+            (not only 0). Items share one model, so a tiny systematic difference between two models
+            is "significant" over items: between the retain-only gpt2 and the same model fine-tuned
+            10 more steps on retain items (neither saw the facts) ``did_negative`` of the fact's
+            log-prob was 0.049, interval [0.039, 0.058]. 0.25 nats (the fact's probability up by a
+            quarter, over 4x that model-to-model difference); 0.1 for ROUGE-L and top-1 (shares:
+            one item in ten).
         n_perm: permutations of the dilemma's test (5000: p resolves to 2e-4).
         min_points: the erasure/utility test needs this many checkpoints in usable strata. 6:
             fewer cannot give a permutation p below 0.05 within strata of three.
@@ -65,6 +72,7 @@ class DilemmaSettings:
     min_items: int = 8
     outcome: str = "logprob"
     statistic: str | None = None
+    min_effect: dict = field(default_factory=lambda: {"logprob": 0.25, "rouge": 0.1, "top1": 0.1})
     n_perm: int = 5000
     min_points: int = 6
     always_share: float = 0.8
@@ -94,18 +102,20 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     summary = summarise(res.raw, replace(res.settings, confidence=conf, seed=s.seed))
     stat = s.statistic or ("did_negative" if "negative" in res.raw["runs"] else "did")
     per = specific_recovery({"summary": summary}, s.outcome, stat)
+    floor = float(s.min_effect.get(s.outcome, 0.0)) if s.statistic != "binary" else float(s.min_effect.get("rouge", 0.0))
     rows = {}
     for name, ci in per.items():
         collapsed = summary["settings"][name]["collapsed"]
         ok = ci["n"] >= s.min_items and ci["interval"] is not None
         rows[name] = {"mean": ci["mean"], "interval": ci["interval"], "n": ci["n"], "collapsed": collapsed,
-                      "above_zero": bool(ok and ci["interval"][0] > 0), "usable": ok and collapsed is not True}
+                      "above_zero": bool(ok and ci["interval"][0] > floor), "usable": ok and collapsed is not True}
     test = (f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
             + {"did": " against the original under the same emphasis (no negative control: this statistic "
                       "was not specific on the embedded world)",
                "did_negative": " against the negative control (a model that never saw the facts)"}.get(stat, "")
             + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
-            f"needs >= {s.min_items} eligible items and controls that held")
+            f"supported when an interval's lower end exceeds {floor:g}; needs >= {s.min_items} eligible items "
+            "and controls that held")
     out: dict[str, Any] = {"test": test, "statistic": stat, "method": res.method, "confidence": conf, "n_settings": k,
                            "settings": rows}
     usable = {n: r for n, r in rows.items() if r["usable"]}
@@ -126,7 +136,7 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
         out.update(supported=True, verdict=f"supported: keyword-specific recovery in {len(hits)} of {k} settings; "
                                             f"strongest {numbers} ({test})")
     else:
-        out.update(supported=False, verdict=f"not supported: no setting's interval lies above 0; highest lower end "
+        out.update(supported=False, verdict=f"not supported: no setting's interval lies above {floor:g}; highest lower end "
                                              f"{numbers} ({test})")
     return out
 

@@ -338,12 +338,14 @@ NEG_SETTINGS = dict(templates=("repeat", "focus"), activations=(("attention", 4.
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: the retain-only gpt2 (never saw the facts) passes the did statistic "
                                        "against the original for prompt:repeat (0.21, 98.3% interval [0.07, 0.37], "
-                                       "n = 12): the original sits at its ceiling, so did alone is not specific")
+                                       "n = 12): the original sits at its ceiling, so did alone, tested against 0, is not "
+                                       "specific (the default min_effect of 0.25 nats and did_negative are)")
 def test_did_against_the_original_alone_is_specific_on_the_negative_control():
     forget, original, never = _forget_and_models()
     res = controlled_recovery(never, original, forget, keywords=[[it.meta["author"]] for it in forget],
                               settings=ControlledSettings(**NEG_SETTINGS))
-    assert not finding2_verdict(res, DilemmaSettings(min_items=5, statistic="did"))["supported"]
+    at_zero = DilemmaSettings(min_items=5, statistic="did", min_effect={"logprob": 0.0})
+    assert not finding2_verdict(res, at_zero)["supported"]
 
 
 @pytest.mark.slow
