@@ -21,9 +21,11 @@ That can be fooled three ways, and this module controls each:
    its plain gap to the original, with a bootstrap interval over items.
 
 Outcomes per item and setting: the greedy answer's ROUGE-L recall (binary at each
-threshold of a sweep), the answer's mean log-prob under teacher forcing, and the
-paper's criterion, whether the answer's first token is the model's top-1
-prediction (:func:`unpact.scoring.first_token_ranks`). Every number is computed
+threshold of a sweep), the fact's mean log-prob under teacher forcing (the answer from
+its fact token on, see :attr:`ControlledSettings.score`), and the paper's criterion,
+whether that token is the model's top-1 prediction (:func:`unpact.scoring.token_ranks`).
+With a negative control (a model that never saw the facts) the keyword-specific gain is
+also measured against it (``did_negative``). Every number is computed
 from the per-item raw outcomes kept in the result (:meth:`ControlledRecovery.raw`),
 so a verdict can be recomputed from results.json alone (:func:`summarise`).
 
@@ -364,12 +366,13 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
     * ``eligible_ids``: the paired items at the headline threshold; every continuous number
       below is over them;
     * ``unlearned``/``original``: per emphasis, the mean change from the plain prompt of
-      each outcome (``logprob``, ``rouge``, ``top1``: 1 when the answer's first token is top-1);
+      each outcome (``logprob``: of the fact, ``rouge``, ``top1``: 1 when the fact token is top-1);
     * ``keyword_minus_placebo[o]``: mean over items of the unlearned model's (keyword −
       placebo) change, with its interval;
     * ``did[o]``: the difference-in-differences, (unlearned: keyword − placebo) − (original:
-      keyword − placebo), with its interval: the keyword-specific recovery;
-    * ``becomes_top1``: share of eligible items whose first answer token is not top-1
+      keyword − placebo), with its interval: the keyword-specific recovery; with a negative
+      control, ``negative[o]`` and ``did_negative[o]`` (its keyword − placebo in place of the original's);
+    * ``becomes_top1``: share of eligible items whose fact token is not top-1
       plainly and becomes top-1 under keyword / placebo emphasis (the paper's criterion);
     * ``collapse``: per control group, accuracy of both models plainly and under the
       setting (keyword), ``added_drop`` = mean over items of (original − unlearned right
