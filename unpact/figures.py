@@ -250,6 +250,110 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     return png_bytes(fig)
 
 
+# ----------------------------------------------------------------- dilemma
+
+#: line colours of the methods in the dilemma plot (never red or blue, which mean a sign)
+METHOD_COLOURS = MODEL_COLOURS + ("#6b8e23", "#a0522d", "#17becf", "#7f7f7f")
+#: bar colours of keyword and placebo emphasis: recovery is green (as ``RATE``), the placebo grey
+KEYWORD_COLOUR, PLACEBO_COLOUR = "#2e8b57", "#b0b0b0"
+
+
+def checkpoint_state(point: Mapping[str, Any]) -> str:
+    """``point["state"]`` when given, else from its shares: ``"erased"`` when most forgotten items are
+    found by no probe, ``"hidden"`` when most are, ``"known"`` when the plain prompt forgot none.
+
+    Example:
+        >>> checkpoint_state({"hidden_share": 0.25, "erased_share": 0.75}), checkpoint_state({})
+        ('erased', 'known')
+    """
+    if point.get("state"):
+        return str(point["state"])
+    e = point.get("erased_share")
+    if e is None:
+        return "known"
+    return "erased" if e > 0.5 else "hidden"
+
+
+_STATE_MARKER = {"hidden": ("o", True), "erased": ("X", True), "known": ("o", False)}
+
+
+def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[str, Any]] | None = None, *,
+                title: str = "The dilemma: forgetting, utility, and what is left", recovery_label: str =
+                "share of eligible items recovered") -> bytes:
+    """Left: each method's trajectory in (forget accuracy, utility) space, a line through its
+    checkpoints in step order, each checkpoint marked hidden (filled circle: most forgotten items
+    still found by a probe), erased (cross: found by none) or known (open circle: nothing forgotten),
+    labelled with its step. Right (when ``recovery`` is given): keyword (green) vs placebo (grey)
+    recovery per checkpoint, with intervals when given.
+
+    ``points``: dicts with ``method``, ``forget_accuracy``, ``utility`` and optionally ``step``,
+    ``state`` or ``erased_share`` (:func:`unpact.analyses.dilemma.checkpoint_point` makes them).
+    ``recovery``: dicts with ``method``, ``checkpoint``, ``keyword``, ``placebo`` and optionally
+    ``keyword_interval``/``placebo_interval`` (``[lo, hi]``).
+
+    Example:
+        >>> png = dilemma_png([{"method": "ga", "step": 10, "forget_accuracy": 0.5, "utility": 0.8, "erased_share": 0.2}])
+        >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    plt = _mpl()
+    ncols = 2 if recovery else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 4.4), squeeze=False)
+    ax = axes[0][0]
+    methods = list(dict.fromkeys(str(p["method"]) for p in points))
+    for k, m in enumerate(methods):
+        colour = METHOD_COLOURS[k % len(METHOD_COLOURS)]
+        pts = sorted([p for p in points if str(p["method"]) == m and p.get("forget_accuracy") is not None
+                      and p.get("utility") is not None], key=lambda p: (p.get("step") is None, p.get("step") or 0))
+        if not pts:
+            continue
+        ax.plot([p["forget_accuracy"] for p in pts], [p["utility"] for p in pts], color=colour, lw=1.2, alpha=0.8,
+                label=m)
+        for p in pts:
+            marker, filled = _STATE_MARKER.get(checkpoint_state(p), ("o", False))
+            ax.scatter([p["forget_accuracy"]], [p["utility"]], marker=marker, s=60, zorder=3,
+                       facecolors=colour if filled else "white", edgecolors=colour, linewidths=1.4)
+            if p.get("step") is not None:
+                ax.annotate(str(p["step"]), (p["forget_accuracy"], p["utility"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=colour)
+    ax.set_xlabel("forget accuracy (plain prompt)")
+    ax.set_ylabel("utility")
+    ax.invert_xaxis()  # unlearning moves right: from knowing (left) to forgetting (right)
+    ax.set_title("trajectories (numbers: steps)", fontsize=10)
+    handles = [Line2D([], [], color=METHOD_COLOURS[k % len(METHOD_COLOURS)], label=m) for k, m in enumerate(methods)]
+    handles += [Line2D([], [], ls="", marker="o", color="#555", label="hidden (a probe finds most)"),
+                Line2D([], [], ls="", marker="X", color="#555", label="erased (no probe finds most)"),
+                Line2D([], [], ls="", marker="o", markerfacecolor="white", color="#555", label="nothing forgotten")]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    if recovery:
+        ax = axes[0][1]
+        rows = list(recovery)
+        x = np.arange(len(rows))
+        w = 0.38
+        for off, key, colour, label in ((-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
+                                        (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis")):
+            vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+            err = None
+            cis = [r.get(f"{key}_interval") for r in rows]
+            if any(c is not None for c in cis):
+                lo = [0.0 if c is None or v != v else max(0.0, v - c[0]) for c, v in zip(cis, vals)]
+                hi = [0.0 if c is None or v != v else max(0.0, c[1] - v) for c, v in zip(cis, vals)]
+                err = np.array([lo, hi])
+            ax.bar(x + off, np.nan_to_num(vals), w, color=colour, label=label, yerr=err, capsize=2,
+                   error_kw={"elinewidth": 0.8})
+        ax.set_xticks(x, [f"{r['method']}\n{r.get('checkpoint', '')}" for r in rows], rotation=60, ha="right",
+                      fontsize=7)
+        ax.set_ylabel(recovery_label)
+        ax.set_title("keyword vs placebo recovery per checkpoint", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
 # ------------------------------------------------------------------- pages
 
 #: Styles of every unpact fragment, scoped under ``.unpact`` (a notebook cell or a page body).

@@ -325,6 +325,58 @@ def encode_many(
     return seqs
 
 
+def first_token_ranks(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    truncate: bool = True,
+) -> Int[Tensor, " n"]:
+    """Rank of each answer's first token in the model's next-token prediction after the prompt.
+
+    Rank 1 = the model's top-1 prediction (ties count in the token's favour: rank is 1 +
+    the number of tokens with a strictly larger logit). This is the paper's recovery
+    criterion: emphasis "elevates forgotten knowledge to the model's Top-1 prediction".
+    Same encoding, batching and hooks as :func:`answer_logprobs`.
+
+    Example:
+        >>> first_token_ranks(model, ["Question: 2 + 3 =\\nAnswer:"], [" 5"])   # doctest: +SKIP
+        tensor([1])
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    seqs = encode_many(model, prompts, answers, truncate=truncate)
+    return token_ranks(model, seqs, fwd_hooks=fwd_hooks, max_batch_tokens=max_batch_tokens)
+
+
+def token_ranks(
+    model,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    fwd_hooks: BatchHooks = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> Int[Tensor, " n"]:
+    """:func:`first_token_ranks` of already-tokenised ``(prompt_ids, answer_ids)`` pairs: the rank of
+    ``answer_ids[0]`` after ``prompt_ids`` (put an answer prefix into ``prompt_ids`` to rank a later token)."""
+    seqs = [(list(p), list(a[:1])) for p, a in sequences]
+    device = next(iter(model.parameters())).device
+    pad = pad_id(model.tokenizer)
+    out = [0] * len(seqs)
+    with torch.no_grad():
+        for group in chunks([len(p) + 1 for p, _ in seqs], max_batch_tokens):
+            packed = pack([seqs[i] for i in group], pad).to(device)
+            logits = forward_logits(model, packed.input_ids, _hooks_for(fwd_hooks, group),
+                                    keep=answer_window(packed.target_mask))
+            offset = packed.input_ids.shape[1] - logits.shape[1]
+            for j, i in enumerate(group):
+                p, a = seqs[i]
+                row = logits[j, len(p) - 1 - offset].float()
+                out[i] = int((row > row[a[0]]).sum()) + 1
+    return torch.tensor(out, dtype=torch.long)
+
+
 # ------------------------------------------------------------ shared prefixes
 
 

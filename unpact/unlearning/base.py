@@ -62,8 +62,16 @@ class UnlearnConfig:
         gradient_checkpointing: recompute activations in the backward pass instead of
             keeping them (HF ``gradient_checkpointing_enable``): less memory for a large
             model, about a third more compute, the same gradients.
-        on_step: called as ``on_step(step, model)`` after each optimizer step (for
-            logging, or to inject faults in tests); not saved with the config.
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr``
+            over the first ``warmup_steps`` steps, then stays at ``lr`` (0: constant ``lr``,
+            the default). AdamW's first updates move every weight by about ``lr`` whatever
+            the gradient's size; a warm-up keeps them from being the run's largest jumps
+            (:mod:`unpact.trajectory` uses it for its gentle schedule).
+        on_step: called as ``on_step(step, model)`` after each optimizer step (``step``
+            counts from 0: the model then holds the weights after ``step + 1`` updates) for
+            logging, checkpoints (:func:`unpact.trajectory.run_trajectory`) or to inject
+            faults in tests; returning ``True`` stops the run there (the method's
+            ``finish`` still applies). Not saved with the config.
         preset: ``"embedded"`` (the dataclass defaults, tuned on the small embedded
             models), ``"reference"`` (each method's :attr:`REFERENCE` values, its reference
             repository's defaults, over the dataclass defaults) or ``"auto"`` (default:
@@ -85,6 +93,7 @@ class UnlearnConfig:
     max_grad_norm: float | None = 1.0
     max_batch_tokens: int | None = None
     gradient_checkpointing: bool = False
+    warmup_steps: int = 0
     on_step: Callable[[int, Any], None] | None = field(default=None, repr=False, compare=False)
     preset: str = "auto"
 
@@ -101,6 +110,8 @@ class UnlearnConfig:
             raise ConfigError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
             raise ConfigError(f"max_batch_tokens must be at least 1 or None, got {self.max_batch_tokens}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         """The hyperparameters as plain JSON-able values (hooks left out)."""
@@ -413,6 +424,16 @@ def _set_checkpointing(hf, on: bool) -> None:
         hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs) if on else hf.gradient_checkpointing_disable()
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier at ``step`` (from 0) of a linear warm-up over ``warmup_steps``.
+
+    Example:
+        >>> [warmup_factor(s, 4) for s in range(6)]
+        [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    """
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
 def _shard(idx: list[int], rank: int, world: int) -> list[int]:
     return idx[rank::world]
 
@@ -545,10 +566,13 @@ def train(
                     torch._foreach_copy_(snapshot, [p.data for p in kept])
                 if cfg.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                if cfg.warmup_steps:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * warmup_factor(step, cfg.warmup_steps)
                 optimizer.step()
-                if cfg.on_step is not None:
-                    cfg.on_step(step, model)
                 bar.update()
+                if cfg.on_step is not None and cfg.on_step(step, model) is True:
+                    break
         if not stopped and not all(bool(torch.isfinite(p).all()) for p in kept):
             restore()
             stopped = True
