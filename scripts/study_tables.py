@@ -62,10 +62,30 @@ def tables(run: Path) -> str:
             ctl = "no negative control" if "emphasis" in r["route"] else f"{pct(r['controlled_rate'])} ({items})"
             out.append(f"| {r['method']} | {r['route']} | {r['setting']} | {pct(r['raw_rate'])} | {ctl} |")
     an = res["analyses"]
+    pres = an.get("presence") or {}
+    if pres.get("methods"):
+        names = sorted(next(iter(pres["methods"].values())).get("share_present") or {})
+        out += ["", "| method | known | hidden | erased | probes in the call | " + " | ".join(f"{p} present" for p in names) + " |",
+                "|---|---|---|---|---|" + "---|" * len(names)]
+        for m, x in pres["methods"].items():
+            c = x["counts"]
+            out.append(f"| {m} | {c['known']} | {c['hidden']} | {c['erased']} | {', '.join(x.get('probes_used') or []) or '–'} | "
+                       + " | ".join(pct((x.get("share_present") or {}).get(p)) for p in names) + " |")
+        cal = pres.get("calibration") or {}
+        if cal:
+            out += ["", "| probe | sensitivity (positive control) | specificity (negative control) |", "|---|---|---|"]
+            for p, v in cal.items():
+                ci = lambda x: "" if not x else f" [{x[0]:.2f}, {x[1]:.2f}]"
+                out.append(f"| {p} | {f(v.get('sensitivity'), 2)}{ci(v.get('sensitivity_ci'))} (n = {v.get('n_positive')}) "
+                           f"| {f(v.get('specificity'), 2)}{ci(v.get('specificity_ci'))} (n = {v.get('n_negative')}) |")
     out += ["", f"- recovery: {an['recovery']['verdict']}", f"- collapse: {an['collapse']['verdict']}",
             f"- layers/heads: {an['layer_head']['verdict']}"]
+    nulls = an.get("keyword_focus_null") or {}
     for m, r in an["keyword_focus"].items():
-        out.append(f"- keyword focus, {m}: {r['verdict']}")
+        if m in nulls:
+            out.append(f"- keyword focus, {m}: {nulls[m]['verdict']} (the sign test alone: {r['verdict']})")
+        else:
+            out.append(f"- keyword focus, {m}: {r['verdict']}")
     return "\n".join(out) + "\n"
 
 
