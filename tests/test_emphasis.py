@@ -31,7 +31,7 @@ from unpact.emphasis import (
     rewrite,
     segment_question,
 )
-from unpact.emphasis.recovery import _recover, _row
+from unpact.emphasis.recovery import _row
 from unpact.errors import ConfigError, InputError
 from unpact.scoring import tokenize
 
@@ -216,7 +216,8 @@ def test_recover_table_on_tiny_model(tiny_dirs):
     m = load_model(tiny_dirs["gpt2"])
     forget = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
     general = [QAItem("What is the capital of France?", "Paris", id="g")]
-    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), max_new_tokens=3)
+    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), kinds=("attention", "value"),
+                         max_new_tokens=3)
     table = recover(m, forget, original=m, controls={"general": general}, config=cfg, method="none")
     json.loads(json.dumps(table))
     assert set(table["prompt"]) == {"quote", "focus"}
@@ -314,7 +315,7 @@ def test_batched_recover_equals_reference(tiny_dirs):
     args = dict(original=m, controls={"retain": groups["retain"], "general": groups["general"]},
                 keywords=kws["forget"], control_keywords={g: kws[g] for g in ("retain", "general")}, config=cfg, method="x")
     batched = recover(m, groups["forget"], **args)
-    reference = _recover(m, groups["forget"], batched=False, **args)
+    reference = recover(m, groups["forget"], batched=False, **args)
     assert _differences(batched, reference) == []
     assert len(batched["activation"]) == 12 and len(batched["prompt"]) == 2
     # the comparison is not empty: value x8 recovers items, some settings collapse, some hold

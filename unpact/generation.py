@@ -360,7 +360,7 @@ def greedy_tokens(
     model,
     seqs: Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 24,
+    max_new_tokens: int,
     fwd_hooks=None,
     max_batch_tokens: int | None = None,
     stop_at_newline: bool = True,

@@ -34,7 +34,7 @@ from unpact.errors import ModelLoadError
 
 EMBEDDED_PREFIX = "embedded:"
 #: Where the embedded checkpoints live inside the installed package.
-EMBEDDED_MODELS_DIR = Path(__file__).parent / "embedded" / "shipped" / "models"
+from unpact.data.shipped import MODELS_DIR as EMBEDDED_MODELS_DIR  # noqa: E402 (one place for the folder)
 
 _DTYPES = {
     "float32": torch.float32,

@@ -39,6 +39,9 @@ from unpact.errors import InputError
 
 #: Default token budget of one forward batch (rows x padded length).
 DEFAULT_MAX_BATCH_TOKENS = 16384
+#: length of greedy answers (evaluation, emphasis, attacks): the embedded answers are <= 12 tokens and
+#: TOFU's short answers fit too; one default for every caller that does not choose its own
+DEFAULT_MAX_NEW_TOKENS = 20
 
 HookList = Sequence[tuple[str | Callable[[str], bool], Callable]]
 #: Hooks for a batch: a fixed list, or a function of the batch's item indices (in row
@@ -496,7 +499,7 @@ def greedy_generate(
     model,
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     fwd_hooks: BatchHooks = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     stop_at_newline: bool = True,

@@ -41,6 +41,7 @@ from dataclasses import replace
 from unpact.data import MCItem, QAItem, TextItem, format_prompt, spread_sample
 from unpact.embedded import load_embedded_benchmark
 from unpact.embedded.world import HELDOUT_SURFACE_TEMPLATES, TRAINED_TEMPLATES
+from unpact.emphasis.recovery import RecoveryConfig
 from unpact.emphasis.rewrites import rewrite
 from unpact.metrics import evaluate, forget_quality, mc_accuracy, rouge_l_recall, rouge_recalls, tofu_model_utility
 from unpact.scoring import greedy_generate, tokenize
@@ -55,8 +56,8 @@ TARGETS = {
     "general_mc": (0.9, "min"),
     "general_qa": (0.9, "min"),
 }
-#: ROUGE-L recall at which a QA answer counts as right.
-CORRECT = 0.9
+#: ROUGE-L recall at which a QA answer counts as right: the main job's (unpact.emphasis.RecoveryConfig).
+CORRECT = RecoveryConfig.threshold
 
 
 def qa_rouge(model, items: Sequence[QAItem], max_new_tokens: int = 24) -> list[float]:

@@ -3,7 +3,7 @@
 For each forget item the unlearned model answers greedily (no weight change)
 once plainly and once under each emphasis: every prompt rewrite template and
 every activation setting (factor x layer set x kind). An item is **recovered**
-by an emphasis when its ROUGE-L recall reaches ``threshold`` (default 0.5) under
+by an emphasis when its ROUGE-L recall reaches ``threshold`` (default 0.9) under
 the emphasis where plainly it did not. The recovery rate is recovered /
 forgotten (items below the threshold plainly). The mean change in the answer's
 log-prob (teacher forcing) comes with it.
@@ -30,6 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
 from unpact.data.records import MCItem, QAItem, spread_sample
 from unpact.emphasis.activation import (
@@ -51,36 +52,47 @@ from unpact.emphasis.rewrites import (
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
-from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, answer_logprobs, greedy_generate
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
+
+#: The prompt rewrites tried by default: the five single rewrites of the paper's kind plus one
+#: combination (all of :data:`~unpact.emphasis.DEFAULT_TEMPLATES` cost a third more, for the
+#: main job's 10-minute budget on a CPU).
+RECOVERY_TEMPLATES: tuple[str, ...] = ("repeat", "quote", "upper", "focus", "keywords_first", "repeat+focus")
 
 
 @dataclass
 class RecoveryConfig:
-    """What to try and how to judge it (all defaults visible here).
+    """What to try and how to judge it: every emphasis default of unpact lives here (the main
+    job's :class:`unpact.config.EmphasisSettings` and ``unpact recover`` take theirs from it).
 
     Attributes:
-        threshold: ROUGE-L recall at or above which an answer counts as right.
+        threshold: ROUGE-L recall at or above which an answer counts as right (also the main
+            job's evaluation accuracy). The embedded TOFU answers are sentences that repeat the
+            question's subject ("X was born in Lima."), so a wrong value still scores ~0.8: 0.9
+            separates right from wrong there.
         control_margin: a control accuracy drop above this flags the setting as collapse.
         templates: prompt rewrite templates to try (``"a+b"`` combines).
-        factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline).
+        factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline);
+            kinds: "attention" only by default ("value" and "residual" on request), for the
+            main job's time budget.
         site: residual site for ``kind="residual"`` (``resid_pre``, ``resid_post``, ...).
         max_new_tokens: greedy answer length.
         max_control_items: at most this many items per control set (evenly spaced; None: all).
-        keytokens: options of :func:`unpact.attribution.key_tokens` (alpha, beta, normalize).
+        keytokens: the KeyTokens rule behind the keywords (:class:`~unpact.attribution.KeyTokensConfig`).
         attribution_method: the attribution behind the KeyTokens.
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.9
     control_margin: float = 0.1
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    templates: tuple[str, ...] = RECOVERY_TEMPLATES
     factors: tuple[float, ...] = DEFAULT_FACTORS
     layer_sets: tuple[str, ...] = LAYER_SETS
-    kinds: tuple[str, ...] = ("attention", "value")
+    kinds: tuple[str, ...] = ("attention",)
     site: str = "resid_post"
-    max_new_tokens: int = 24
-    max_control_items: int | None = 60
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_control_items: int | None = 16
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
-    keytokens: dict[str, Any] = field(default_factory=dict)
+    keytokens: KeyTokensConfig = field(default_factory=KeyTokensConfig)
     attribution_method: str = "loo"
 
     def __post_init__(self) -> None:
@@ -94,6 +106,8 @@ class RecoveryConfig:
         self.factors = tuple(float(f) for f in self.factors)
         self.layer_sets = tuple(self.layer_sets)
         self.kinds = tuple(self.kinds)
+        if isinstance(self.keytokens, Mapping):
+            self.keytokens = KeyTokensConfig(**self.keytokens)
 
     def settings(self) -> list[ActivationEmphasis]:
         return sweep(self.factors, self.layer_sets, self.kinds, self.site)
@@ -143,16 +157,14 @@ def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
 def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None = None, fmt=None,
                        progress: ProgressFactory = null_progress) -> list[list[int]]:
     """KeyTokens positions of each item under the ``original`` model (BOS at 0)."""
+    from unpact.attribution import attribute
+
     cfg = config or RecoveryConfig()
-    try:
-        from unpact.attribution import attribute
-    except ImportError as exc:  # pragma: no cover - until unpact.attribution exports attribute
-        raise ConfigError("KeyTokens need unpact.attribution.attribute; give keywords explicitly instead") from exc
     kwargs = {"progress": progress}
     if fmt is not None:
         kwargs["fmt"] = fmt
     attrs = attribute(original, list(items), method=cfg.attribution_method, **kwargs)
-    return [list(a.key_tokens(**cfg.keytokens)) for a in attrs]
+    return [list(a.key_tokens(**asdict(cfg.keytokens))) for a in attrs]
 
 
 def prepare_items(
@@ -368,49 +380,6 @@ def best_setting(rows: Mapping[str, dict]) -> tuple[str | None, float | None, bo
     return n, r["forget_rate"], bool(r["collapse"])
 
 
-def recover(
-    unlearned,
-    forget: Sequence,
-    *,
-    original=None,
-    controls: Mapping[str, Sequence] | None = None,
-    keywords: KeywordSpec = None,
-    control_keywords: Mapping[str, KeywordSpec] | None = None,
-    config: RecoveryConfig | None = None,
-    method: str | None = None,
-    fmt: str | PromptFormat | None = None,
-    progress: ProgressFactory = null_progress,
-) -> "RecoveryTable":
-    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
-
-    Args:
-        unlearned: the model after unlearning (a bridge).
-        forget: the forget items (QA or MC items).
-        original: the model before unlearning: its KeyTokens give the keywords
-            (unless ``keywords`` is given) and its answers the reference level.
-        controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
-        keywords / control_keywords: explicit keywords (see :func:`prepare_items`).
-        config: :class:`RecoveryConfig`.
-        method: the unlearning method's name (recorded in the table).
-
-    Returns:
-        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
-        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
-        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
-        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
-        recovered), and ``collapse``.
-
-    All runs on the unlearned model (the plain answers, every template and every
-    activation setting, over forget and control items) go through one batched
-    ``greedy_generate`` and one ``answer_logprobs`` call: rows of different
-    settings share each forward, each with its own hooks (see
-    :func:`unpact.emphasis.batched_emphasis_hooks`).
-    """
-    return _recover(unlearned, forget, original=original, controls=controls, keywords=keywords,
-                    control_keywords=control_keywords, config=config, method=method, fmt=fmt, progress=progress,
-                    batched=True)
-
-
 def check_same_tokenizer(original, unlearned) -> None:
     """Raise :class:`ConfigError` unless both models tokenize alike (same vocabulary and special tokens).
 
@@ -441,9 +410,47 @@ def check_same_tokenizer(original, unlearned) -> None:
             )
 
 
-def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, control_keywords=None, config=None,
-             method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> RecoveryTable:
-    """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
+def recover(
+    unlearned,
+    forget: Sequence,
+    *,
+    original=None,
+    controls: Mapping[str, Sequence] | None = None,
+    keywords: KeywordSpec = None,
+    control_keywords: Mapping[str, KeywordSpec] | None = None,
+    config: RecoveryConfig | None = None,
+    method: str | None = None,
+    fmt: str | PromptFormat | None = None,
+    progress: ProgressFactory = null_progress,
+    batched: bool = True,
+) -> "RecoveryTable":
+    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
+
+    Args:
+        unlearned: the model after unlearning (a bridge).
+        forget: the forget items (QA or MC items).
+        original: the model before unlearning: its KeyTokens give the keywords
+            (unless ``keywords`` is given) and its answers the reference level.
+        controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
+        keywords / control_keywords: explicit keywords (see :func:`prepare_items`).
+        config: :class:`RecoveryConfig`.
+        method: the unlearning method's name (recorded in the table).
+        batched: False is the reference path (one evaluation per run and group), for tests
+            and benchmarks; it gives the same table.
+
+    Returns:
+        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
+        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
+        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
+        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
+        recovered), and ``collapse``.
+
+    All runs on the unlearned model (the plain answers, every template and every
+    activation setting, over forget and control items) go through one batched
+    ``greedy_generate`` and one ``answer_logprobs`` call: rows of different
+    settings share each forward, each with its own hooks (see
+    :func:`unpact.emphasis.batched_emphasis_hooks`).
+    """
     cfg = config or RecoveryConfig()
     if original is not None:
         check_same_tokenizer(original, unlearned)
