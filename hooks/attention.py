@@ -34,12 +34,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from unpact.hooks.names import act_name
 from unpact.hooks.positions import Factor, Positions, check_factor, head_mask, position_mask, row_factors
 
 
 def attention_pattern_name(layer: int) -> str:
     """``blocks.{layer}.attn.hook_pattern``."""
-    return f"blocks.{layer}.attn.hook_pattern"
+    return act_name("pattern", layer)
 
 
 def scale_attention(

@@ -46,6 +46,7 @@ from torch import Tensor
 from unpact import scoring
 from unpact.attribution import ATTRIBUTION_METHODS, Attribution, Comparison, attribute, compare, key_tokens
 from unpact.attribution.prepare import Prepared, prepare_items
+from unpact.hooks.names import act_name
 from unpact.attribution.result import _plain
 from unpact.data import PLAIN, PromptFormat, chat_format
 from unpact.errors import ConfigError, InputError
@@ -128,8 +129,8 @@ def _readout(model, p: Prepared) -> LayerReadout:
     packed = scoring.pack([p.seq], scoring.pad_id(model.tokenizer)).to(device)
     ids: Int[Tensor, "1 pos"] = packed.input_ids
     tmask = packed.target_mask
-    resid_names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    pattern_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    resid_names = [act_name("resid_pre", 0)] + [act_name("resid_post", l) for l in range(L)]
+    pattern_names = [act_name("pattern", l) for l in range(L)]
     store: dict[str, Tensor] = {}
 
     def keep(name):

@@ -469,12 +469,6 @@ def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str
                            max_batch_tokens=max_batch_tokens).double().cpu().numpy()
 
 
-def answer_probabilities(model, items: Sequence, fmt: str | PromptFormat | None = None) -> np.ndarray:
-    """Length-normalised probability ``exp(mean log p)`` of each item's right answer."""
-    pairs = [prompt_answer_pair(it, fmt) for it in items]
-    return np.exp(_mean_logprobs(model, [p for p, _ in pairs], [a for _, a in pairs]))
-
-
 def qa_probabilities(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
                      max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
     """Per item: mean per-token log-prob of the answer (``true_lp``), of the paraphrased

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from unpact.data.records import Item, MCItem, QAItem, TextItem
 from unpact.errors import ConfigError
@@ -153,5 +152,3 @@ def prompt_answer_pair(item: Item, fmt: str | PromptFormat | None = None) -> tup
         return item.prompt, item.continuation
     raise TypeError(f"cannot format {type(item).__name__}")
 
-
-Formatter = Callable[[Item], tuple[str, str]]

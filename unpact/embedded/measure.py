@@ -65,7 +65,7 @@ def qa_rouge(model, items: Sequence[QAItem], max_new_tokens: int = 24) -> list[f
     return rouge_recalls(model, items, max_new_tokens=max_new_tokens)
 
 
-def verbatim_rouge(model, items: Sequence[TextItem]) -> list[float]:
+def verbatim_rouge_recall(model, items: Sequence[TextItem]) -> list[float]:
     """ROUGE-L recall of the greedy continuation of each passage prompt."""
     n = max(len(tokenize(model.tokenizer, it.continuation)) for it in items) + 8
     preds = greedy_generate(model, [it.prompt for it in items], max_new_tokens=n)
@@ -115,7 +115,7 @@ def measure_model(
     r = qa_rouge(model, hp)
     out["heldout_phrasing"] = sum(x >= CORRECT for x in r) / len(r)
     out["holdout"], out["holdout_baseline"] = holdout_accuracy(model, spread_sample(bench("tofu", "holdout"), limit))
-    v = verbatim_rouge(model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit))
+    v = verbatim_rouge_recall(model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit))
     out["muse_verbatim"] = sum(v) / len(v)
     out["wmdp_mc"] = mc_accuracy(model, spread_sample(bench("wmdp", "test"), limit), reduction="mean")
     out["general_mc"] = mc_accuracy(model, spread_sample(bench("general", "mc"), limit), reduction="mean")

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
-from unpact.data.records import MCItem, QAItem, spread_sample
+from unpact.data.records import QAItem, question_answer, spread_sample
 from unpact.emphasis.activation import (
     DEFAULT_FACTORS,
     LAYER_SETS,
@@ -52,6 +52,7 @@ from unpact.emphasis.rewrites import (
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
+from unpact.stats import mean
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
 
 #: The prompt rewrites tried by default: the five single rewrites of the paper's kind plus one
@@ -132,18 +133,6 @@ class EmphasisItem:
 KeywordSpec = Any  # per item: list[str] | list[int]; a list aligned with items, a dict by id, or a callable
 
 
-def _question_answer(item, i: int) -> tuple[str, str, str]:
-    iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
-    if isinstance(item, QAItem):
-        return iid, item.question, item.answer
-    if isinstance(item, MCItem):
-        return iid, item.question, item.answer_text
-    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
-        return iid, item[0], item[1]
-    raise InputError(f"item {iid!r}: emphasis needs question/answer items (QAItem, MCItem or (question, answer)), "
-                     f"got {type(item).__name__}")
-
-
 def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
     if callable(keywords):
         return keywords(item)
@@ -167,7 +156,7 @@ def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None 
     return [list(a.key_tokens(**asdict(cfg.keytokens))) for a in attrs]
 
 
-def prepare_items(
+def emphasis_items(
     model,
     items: Sequence,
     keywords: KeywordSpec = None,
@@ -184,7 +173,7 @@ def prepare_items(
     """
     tok = model.tokenizer
     f = get_format(fmt)
-    qas = [_question_answer(it, i) for i, it in enumerate(items)]
+    qas = [question_answer(it, i, "emphasis") for i, it in enumerate(items)]
     if keywords is None:
         if original is None:
             raise InputError("emphasis needs keywords: pass keywords=..., or original=<the model before unlearning> "
@@ -229,7 +218,7 @@ class RecoveryTable(dict):
 # ------------------------------------------------------------------ evaluation
 
 
-def evaluate(model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
+def score_answers(model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
              fwd_hooks=None, config: RecoveryConfig | None = None) -> dict[str, list]:
     """Greedy answers, their ROUGE-L recall against ``answers``, and teacher-forced answer log-probs."""
     cfg = config or RecoveryConfig()
@@ -245,12 +234,12 @@ def evaluate(model, prompts: Sequence[str], targets: Sequence[str], answers: Seq
 def _prompt_run(model, items: list[EmphasisItem], template: str, fmt, cfg: RecoveryConfig) -> dict[str, list]:
     tok = model.tokenizer
     prompts = [rewrite(it.question, it.keywords, template, tok, fmt).prompt for it in items]
-    return evaluate(model, prompts, [it.target for it in items], [it.answer for it in items], config=cfg)
+    return score_answers(model, prompts, [it.target for it in items], [it.answer for it in items], config=cfg)
 
 
 def _activation_run(model, items: list[EmphasisItem], emph: ActivationEmphasis, cfg: RecoveryConfig) -> dict[str, list]:
     hooks = emphasis_hooks(model, emph, [it.positions for it in items])
-    return evaluate(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
+    return score_answers(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
                     fwd_hooks=hooks, config=cfg)
 
 
@@ -259,9 +248,9 @@ Run = tuple[str, Any]  # ("plain", None) | ("prompt", template) | ("activation",
 
 def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequence[Run], fmt, cfg: RecoveryConfig, *,
                    batched: bool = True, bar=None) -> dict[Run, dict[str, dict[str, list]]]:
-    """:func:`evaluate` of every run on every group: ``{run: {group: result}}``.
+    """:func:`score_answers` of every run on every group: ``{run: {group: result}}``.
 
-    Batched: all runs x groups x items are rows of one :func:`evaluate` call (one
+    Batched: all runs x groups x items are rows of one :func:`score_answers` call (one
     ``greedy_generate``, one ``answer_logprobs``), activation rows carrying their own
     setting through :func:`batched_emphasis_hooks`. Unbatched (the reference): one
     call per run and group, as the settings are defined.
@@ -277,7 +266,7 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
                 elif kind == "activation":
                     out[run][g] = _activation_run(model, its, spec, cfg)
                 else:
-                    out[run][g] = evaluate(model, [i.prompt for i in its], [i.target for i in its],
+                    out[run][g] = score_answers(model, [i.prompt for i in its], [i.target for i in its],
                                            [i.answer for i in its], config=cfg)
                 if bar is not None:
                     bar.update()
@@ -301,7 +290,7 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
                 positions.append(it.positions)
             spans.append((run, g, start, len(prompts)))
     hooks = batched_emphasis_hooks(model, settings, positions) if any(s is not None for s in settings) else None
-    res = evaluate(model, prompts, targets, answers, fwd_hooks=hooks, config=cfg)
+    res = score_answers(model, prompts, targets, answers, fwd_hooks=hooks, config=cfg)
     if bar is not None:
         bar.update()
     out = {run: {} for run in runs}
@@ -310,16 +299,11 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
     return out
 
 
-def _mean(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else None
-
-
 def _accuracy(rouge: Sequence[float], thr: float) -> float | None:
     return sum(r >= thr for r in rouge) / len(rouge) if rouge else None
 
 
-def compare(base: dict[str, list], emph: dict[str, list], threshold: float, ids: Sequence[str]) -> dict[str, Any]:
+def compare_runs(base: dict[str, list], emph: dict[str, list], threshold: float, ids: Sequence[str]) -> dict[str, Any]:
     """Recovery of one group under one emphasis against its plain run."""
     forgotten = [b < threshold for b in base["rouge"]]
     rec = [b < threshold <= e for b, e in zip(base["rouge"], emph["rouge"])]
@@ -332,8 +316,8 @@ def compare(base: dict[str, list], emph: dict[str, list], threshold: float, ids:
         "n_lost": sum(lost),
         "accuracy": _accuracy(emph["rouge"], threshold),
         "baseline_accuracy": _accuracy(base["rouge"], threshold),
-        "rouge": _mean(emph["rouge"]),
-        "delta_logprob": _mean([e - b for e, b in zip(emph["logprob"], base["logprob"])]),
+        "rouge": mean(emph["rouge"]),
+        "delta_logprob": mean([e - b for e, b in zip(emph["logprob"], base["logprob"])]),
         "recovered_ids": [i for i, r in zip(ids, rec) if r],
     }
 
@@ -432,7 +416,7 @@ def recover(
         original: the model before unlearning: its KeyTokens give the keywords
             (unless ``keywords`` is given) and its answers the reference level.
         controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
-        keywords / control_keywords: explicit keywords (see :func:`prepare_items`).
+        keywords / control_keywords: explicit keywords (see :func:`emphasis_items`).
         config: :class:`RecoveryConfig`.
         method: the unlearning method's name (recorded in the table).
         batched: False is the reference path (one evaluation per run and group), for tests
@@ -457,10 +441,10 @@ def recover(
     f = get_format(fmt)
     controls = {k: spread_sample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
     groups: dict[str, list[EmphasisItem]] = {
-        "forget": prepare_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
+        "forget": emphasis_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
     for name, its in controls.items():
         kw = (control_keywords or {}).get(name)
-        groups[name] = prepare_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
+        groups[name] = emphasis_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
     ids = {g: [it.id for it in its] for g, its in groups.items()}
     settings = cfg.settings()
     runs: list[tuple[str, Any]] = [("plain", None)] + [("prompt", t) for t in cfg.templates] \
@@ -472,11 +456,11 @@ def recover(
         orig = None
         if original is not None:
             fi = groups["forget"]
-            orig = evaluate(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
+            orig = score_answers(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
             bar.update()
 
     def rows_of(run: dict[str, dict], setting: dict) -> dict:
-        return _row(setting, {g: compare(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
+        return _row(setting, {g: compare_runs(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
 
     prompt_rows: dict[str, dict] = {}
     best_answers: dict[tuple[str, str], list] = {}
@@ -518,12 +502,12 @@ def recover(
         "n_forgotten_known": sum(k and r < thr for k, r in zip(known, plain["forget"]["rouge"])) if known else None,
         "baseline": {
             "forget_accuracy": _accuracy(plain["forget"]["rouge"], thr),
-            "forget_rouge": _mean(plain["forget"]["rouge"]),
-            "forget_logprob": _mean(plain["forget"]["logprob"]),
+            "forget_rouge": mean(plain["forget"]["rouge"]),
+            "forget_logprob": mean(plain["forget"]["logprob"]),
             "original_forget_accuracy": _accuracy(orig["rouge"], thr) if orig else None,
-            "original_forget_rouge": _mean(orig["rouge"]) if orig else None,
-            "original_forget_logprob": _mean(orig["logprob"]) if orig else None,
-            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": _mean(plain[g]["rouge"]),
+            "original_forget_rouge": mean(orig["rouge"]) if orig else None,
+            "original_forget_logprob": mean(orig["logprob"]) if orig else None,
+            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": mean(plain[g]["rouge"]),
                              "n": len(groups[g])} for g in groups if g != "forget"},
         },
         "prompt": prompt_rows,
