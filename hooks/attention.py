@@ -19,7 +19,7 @@ including tokens generated after the prompt.
 forward runs several settings side by side (rows with factor 1 are returned bit
 for bit unchanged, rows with factor f equal a separate run with factor f).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> hooks = attention_scaling_hooks(layers=[0, 1], positions=[3, 4], factor=4.0)   # doctest: +SKIP
     >>> with model.hooks(fwd_hooks=hooks):                                             # doctest: +SKIP
     ...     logits = model(tokens)

@@ -17,7 +17,7 @@ the input tensor itself. ``factor`` may be a tensor ``[batch]`` of per-row
 factors (rows with factor 1 unchanged bit for bit), so several settings share one
 batched forward.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> hooks = residual_scaling_hooks(layers=[2], positions=[3, 4], factor=2.0, site="resid_post")  # doctest: +SKIP
     >>> with model.hooks(fwd_hooks=hooks):                                                          # doctest: +SKIP
     ...     logits = model(tokens)

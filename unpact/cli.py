@@ -318,8 +318,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
               **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
-    with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    from unpact.rundir import write_json_atomic
+
+    write_json_atomic(os.path.join(args.out, "unlearn.json"), report)
     last = result.losses[-1]["loss"] if result.losses else float("nan")
     print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
     if before is not None:

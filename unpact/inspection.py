@@ -24,7 +24,7 @@ It renders as text (:meth:`Inspection.to_text`, what ``unpact inspect`` prints),
 as HTML (:meth:`Inspection.to_html`, a self-contained page; in a notebook the
 object displays itself) and as JSON (:meth:`Inspection.to_dict`).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact import load_model
     >>> from unpact.inspection import inspect_item
     >>> ins = inspect_item(load_model("embedded:gpt2"), ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"),
@@ -164,7 +164,7 @@ def read_layers(model, items: Any, *, fmt: str | PromptFormat | None = None,
 
     ``items`` as for :func:`unpact.attribution.attribute` (one item gives one result).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> r = read_layers(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"))   # doctest: +SKIP
         >>> r.layers, [round(x, 2) for x in r.lens_logprob]                                 # doctest: +SKIP
         (['embed', '0', '1', '2', '3'], [-9.1, -7.5, -3.2, -0.4, -0.01])

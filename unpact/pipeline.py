@@ -15,7 +15,7 @@ Layout of a run directory::
     results.json          every number (written last)
     report.html, figures/ the report (``unpact report RUN_DIR`` rebuilds it)
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.config import RunConfig
     >>> results = run_study(RunConfig(methods=["ga_gdr"], max_items=8, out="runs/demo"))  # doctest: +SKIP
 """

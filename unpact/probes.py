@@ -335,7 +335,7 @@ def probe(model, items: Sequence[QAItem], name: str = "choice", *, settings: Map
           fmt: str | PromptFormat | None = None) -> ProbeResult:
     """Run probe ``name`` on ``items`` (every probe is called this way and returns a :class:`ProbeResult`).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> res = probe(model, forget, "logit_lens")          # doctest: +SKIP
         >>> res.share_present                                 # doctest: +SKIP
     """

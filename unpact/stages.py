@@ -24,6 +24,7 @@ import torch
 
 from unpact.data import Benchmark, load_benchmark, spread_sample
 from unpact.errors import DataError
+from unpact.protocols import Model
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
@@ -97,7 +98,7 @@ def load_study_data(cfg: "RunConfig") -> StudyData:
 # ------------------------------------------------------------------ shared stages
 
 
-def attribute_groups(study: "Study", model) -> dict[str, Any]:
+def attribute_groups(study: "Study", model: Model) -> dict[str, Any]:
     """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
     from unpact.attribution import attribute
 
@@ -140,7 +141,7 @@ def reference_ratios(study: "Study") -> dict[str, Any]:
     return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
 
 
-def evaluate_groups(study: "Study", model, reference_ratios: list[float] | None) -> dict[str, Any]:
+def evaluate_groups(study: "Study", model: Model, reference_ratios: list[float] | None) -> dict[str, Any]:
     """Every metric on each group, all groups' answers generated in one batched pass."""
     from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, truth_ratios
 
@@ -246,7 +247,7 @@ def track(study: "Study", after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recovery(study: "Study", unlearned, method: str) -> dict[str, Any]:
+def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
     rewrite's attribution on the unlearned model for the report's heatmaps."""
     from unpact.attribution import attribute
@@ -297,7 +298,7 @@ def collapse(study: "Study", tracking: dict[str, Any], evaluation: dict[str, Any
     return stats
 
 
-def attacks(study: "Study", unlearned) -> dict[str, Any]:
+def attacks(study: "Study", unlearned: Model) -> dict[str, Any]:
     """Every configured attack on the unlearned model, judged against the study's controls."""
     from unpact.attacks import run_attack
 

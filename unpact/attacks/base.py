@@ -42,6 +42,7 @@ from unpact.data.records import question_answer  # noqa: F401 (the attacks' item
 from unpact.errors import ConfigError, InputError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.stats import mean
+from unpact.protocols import Model
 
 #: name -> attack class; add your own with :func:`register_attack`.
 ATTACKS: dict[str, type["Attack"]] = {}
@@ -191,7 +192,7 @@ def controlled_row(runs: Mapping[str, RoleRun], ids: Sequence[str], threshold: f
 
 def role_runs(
     attack: "Attack | str",
-    model,
+    model: Model,
     forget: Sequence,
     *,
     config: Any = None,
@@ -236,11 +237,11 @@ def role_runs(
 
 def run_attack(
     attack: "Attack | str",
-    unlearned,
+    unlearned: Model,
     forget: Sequence,
     *,
-    original=None,
-    negative=None,
+    original: Model | None = None,
+    negative: Model | None = None,
     controls: Mapping[str, Mapping[str, Any]] | None = None,
     pool: Mapping[str, Sequence] | None = None,
     config: Any = None,

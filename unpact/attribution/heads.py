@@ -28,7 +28,7 @@ writes ``pattern[h, t, s] * (v_s W_O^h)`` into the residual stream at t (v_s is
 extras run over the whole sequence (prompt then answer tokens), so the sums over
 sources hold exactly. One forward and one backward per chunk of items.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> a = attribute(model, items, method="heads")[0]                      # doctest: +SKIP
     >>> len(a.extras["head_direct"]), len(a.extras["head_direct"][0])      # doctest: +SKIP
     (4, 4)

@@ -14,7 +14,7 @@ original model and an unlearned one, and returns a :class:`Comparison`:
 
 Everything is plain data (``to_dict()``), ready for results.json.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> cmp = compare(attribute(orig, items), attribute(unlearned, items))   # doctest: +SKIP
     >>> cmp.summary["key_mean_delta"], cmp.summary["other_mean_delta"]      # doctest: +SKIP
     (-0.31, -0.02)

@@ -70,7 +70,7 @@ def chat_format(tokenizer, system: str | None = None, **template_kwargs) -> Prom
     the token ids are the template's own. ``template_kwargs`` go to
     ``apply_chat_template`` (open-unlearning passes ``date_string`` for Llama 3).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fmt = chat_format(tokenizer, system="You are a helpful assistant.")   # doctest: +SKIP
         >>> fmt.prompt("Where was Ana Lind born?")                                 # doctest: +SKIP
         '<|start_header_id|>system<|end_header_id|>\\n\\nYou are a helpful assistant.<|eot_id|>...'

@@ -12,7 +12,7 @@ Sources: a hub id through ``datasets`` (for users with a network), or local
 ``.json`` (a list, or JSON lines as TOFU ships them), ``.jsonl`` or ``.parquet``
 files; ``path`` may be the file itself or a directory holding ``<split>.<ext>``.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> bench = load_benchmark("tofu", "real_authors_perturbed",
     ...                        path="shared/data/tofu")            # doctest: +SKIP
     >>> bench[0].question                                           # doctest: +SKIP

@@ -25,7 +25,7 @@ Second edition (:func:`template_table`, :func:`tofu_statistics`):
   of the retain split and the general set (> 0.3), and the forget quality of the
   original's forget10 truth ratios against the ``-retain`` model's (small).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> model = load_model("embedded:gpt2")                     # doctest: +SKIP
     >>> measure_model(model)["tofu_trained"]                    # doctest: +SKIP
     1.0

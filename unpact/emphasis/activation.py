@@ -120,7 +120,7 @@ def emphasis_hooks(model, emphasis: ActivationEmphasis, positions: Sequence[Sequ
 
     ``positions[i]`` are item i's keyword positions in its (original) prompt, BOS at 0.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fh = emphasis_hooks(model, ActivationEmphasis(factor=4), [[3, 4], [5]])      # doctest: +SKIP
         >>> greedy_generate(model, prompts, fwd_hooks=fh)                                # doctest: +SKIP
     """
@@ -145,7 +145,7 @@ def batched_emphasis_hooks(
     with factor 1 pass bit for bit unchanged). So a batch mixing settings (and plain
     rows) computes, row by row, what :func:`emphasis_hooks` computes setting by setting.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fh = batched_emphasis_hooks(model, [ActivationEmphasis(factor=4), None], [[3, 4], [3, 4]])  # doctest: +SKIP
         >>> greedy_generate(model, prompts, fwd_hooks=fh)     # row 0 emphasised, row 1 plain     # doctest: +SKIP
     """

@@ -18,7 +18,7 @@ Keywords are the KeyTokens of the *original* model (``unpact.attribution``,
 leave-one-out by default), or what the caller gives: per item a list of keyword
 strings or of token positions (BOS at 0) in the original prompt.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> table = recover(unlearned, forget, original=original,
     ...                 controls={"retain": retain, "general": general})      # doctest: +SKIP
     >>> print(render_table(table))                                        # doctest: +SKIP
@@ -54,6 +54,7 @@ from unpact.metrics import rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
 from unpact.stats import mean
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
+from unpact.protocols import Model
 
 #: The prompt rewrites tried by default: the five single rewrites of the paper's kind plus one
 #: combination (all of :data:`~unpact.emphasis.DEFAULT_TEMPLATES` cost a third more, for the
@@ -157,11 +158,11 @@ def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None 
 
 
 def emphasis_items(
-    model,
+    model: Model,
     items: Sequence,
     keywords: KeywordSpec = None,
     *,
-    original=None,
+    original: Model | None = None,
     config: RecoveryConfig | None = None,
     fmt: str | PromptFormat | None = None,
     progress: ProgressFactory = null_progress,
@@ -218,7 +219,7 @@ class RecoveryTable(dict):
 # ------------------------------------------------------------------ evaluation
 
 
-def score_answers(model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
+def score_answers(model: Model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
              fwd_hooks=None, config: RecoveryConfig | None = None) -> dict[str, list]:
     """Greedy answers, their ROUGE-L recall against ``answers``, and teacher-forced answer log-probs."""
     cfg = config or RecoveryConfig()
@@ -370,7 +371,7 @@ def check_same_tokenizer(original, unlearned) -> None:
     The original model's KeyToken *positions* are applied to the unlearned model's
     tokens, so a pair with different tokenizers would emphasise the wrong tokens.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> check_same_tokenizer(load_model("embedded:gpt2"), load_model("out/npo_gdr"))  # doctest: +SKIP
     """
     a, b = original.tokenizer, unlearned.tokenizer
@@ -395,10 +396,10 @@ def check_same_tokenizer(original, unlearned) -> None:
 
 
 def recover(
-    unlearned,
+    unlearned: Model,
     forget: Sequence,
     *,
-    original=None,
+    original: Model | None = None,
     controls: Mapping[str, Sequence] | None = None,
     keywords: KeywordSpec = None,
     control_keywords: Mapping[str, KeywordSpec] | None = None,
