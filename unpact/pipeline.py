@@ -134,10 +134,10 @@ class Study:
 
     def original_evaluation(self) -> dict[str, Any]:
         return self.stage("original/evaluate",
-                          lambda: stages.evaluate_groups(self, self.original(), self.reference_ratios()))
+                          lambda: stages.evaluation(self, self.original(), self.reference_ratios()))
 
     def original_attribution(self) -> dict[str, Any]:
-        return self.stage("original/attribute", lambda: stages.attribute_groups(self, self.original()))
+        return self.stage("original/attribute", lambda: stages.attribution(self, self.original()))
 
     def attack_controls(self) -> dict[str, Any]:
         return self.stage("controls/attacks", lambda: stages.attack_controls(self))
@@ -149,7 +149,7 @@ class Study:
 
     def method_stages(self, method: str) -> dict[str, Any]:
         """Unlearn with ``method``, then every stage of :data:`unpact.stages.METHOD_STAGES` in order."""
-        done: dict[str, Any] = {"unlearn": self.stage(f"{method}/unlearn", lambda: stages.unlearn(self, method),
+        done: dict[str, Any] = {"unlearn": self.stage(f"{method}/unlearn", lambda: stages.unlearning(self, method),
                                                       require=lambda: self.rd.has_model(method))}
         cache: list = []
 

@@ -98,7 +98,7 @@ def load_study_data(cfg: "RunConfig") -> StudyData:
 # ------------------------------------------------------------------ shared stages
 
 
-def attribute_groups(study: "Study", model: Model) -> dict[str, Any]:
+def attribution(study: "Study", model: Model) -> dict[str, Any]:
     """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
     from unpact.attribution import attribute
 
@@ -141,7 +141,7 @@ def reference_ratios(study: "Study") -> dict[str, Any]:
     return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
 
 
-def evaluate_groups(study: "Study", model: Model, reference_ratios: list[float] | None) -> dict[str, Any]:
+def evaluation(study: "Study", model: Model, reference_ratios: list[float] | None) -> dict[str, Any]:
     """Every metric on each group, all groups' answers generated in one batched pass."""
     from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, truth_ratios
 
@@ -205,7 +205,7 @@ def attack_controls(study: "Study") -> dict[str, Any]:
 # ------------------------------------------------------------------ per-method stages
 
 
-def unlearn(study: "Study", method: str) -> dict[str, Any]:
+def unlearning(study: "Study", method: str) -> dict[str, Any]:
     """Unlearn a fresh copy of the original with ``method``; the model is saved into the run directory."""
     from unpact.models import load_model, save_model
     from unpact.unlearning import unlearn
@@ -315,8 +315,8 @@ MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["Study", 
 
 METHOD_STAGES: tuple[MethodStage, ...] = (
     ("evaluate", "evaluate", lambda cfg: True,
-     lambda s, m, model, done: evaluate_groups(s, model(), s.reference_ratios())),
-    ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribute_groups(s, model())),
+     lambda s, m, model, done: evaluation(s, model(), s.reference_ratios())),
+    ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribution(s, model())),
     ("track", "tracking", lambda cfg: True, lambda s, m, model, done: track(s, done["attribution"])),
     ("recovery", "recovery", lambda cfg: True, lambda s, m, model, done: recovery(s, model(), m)),
     ("collapse", "collapse", lambda cfg: True, lambda s, m, model, done: collapse(s, done["tracking"], done["evaluate"])),
