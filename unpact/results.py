@@ -213,15 +213,16 @@ def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
     Emphasis rows carry the emphasis table's best rates (controls: collapse of retain/general,
     no negative control yet); attack rows their best setting by the controlled rate.
     """
+    from unpact.emphasis import RecoveryTable
+
     rows = []
     for m, r in methods.items():
-        rec = r.get("recovery") or {}
+        rec = RecoveryTable(r.get("recovery") or {})
         for kind in ("prompt", "activation"):
-            name = rec.get(f"{kind}_best_setting")
-            row = (rec.get(kind) or {}).get(name) or {}
-            rows.append({"method": m, "route": f"{kind} emphasis", "setting": name, "raw_rate": rec.get(f"{kind}_best"),
-                         "controlled_rate": None, "n_recovered": row.get("n_recovered"),
-                         "n_forgotten": row.get("n_forgotten"), "negative_control": False})
+            best = rec.best(kind)
+            rows.append({"method": m, "route": f"{kind} emphasis", "setting": best.name, "raw_rate": best.rate,
+                         "controlled_rate": None, "n_recovered": best.row.get("n_recovered"),
+                         "n_forgotten": best.row.get("n_forgotten"), "negative_control": False})
         for a, t in (r.get("attacks") or {}).items():
             best = t.get("best_setting") or next(iter(t.get("settings") or {}), None)
             row = (t.get("settings") or {}).get(best) or {}

@@ -1,8 +1,8 @@
 """Small statistics, one place for every module (analyses, tracking, emphasis, attacks): numbers in, numbers out.
 
 Example:
-    >>> mean([1.0, None, float("nan"), 3.0]), spearman([1, 2, 3], [3, 2, 1]), spearman([1, 2], [2, 1], min_pairs=2)
-    (2.0, -1.0, -1.0)
+    >>> mean([1.0, None, float("nan"), 3.0]), spearman([1, 2], [2, 1]), round(spearman([1, 2], [2, 1], min_pairs=2), 6)
+    (2.0, None, -1.0)
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from unpact.emphasis.activation import (
 )
 from unpact.emphasis.recovery import (
     EmphasisItem,
+    BestSetting,
     RecoveryConfig,
     RecoveryTable,
     best_setting,
@@ -46,7 +47,7 @@ from unpact.emphasis.rewrites import (
 
 __all__ = [
     "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "batched_emphasis_hooks", "emphasis_hooks", "layer_set", "sweep",
-    "EmphasisItem", "RecoveryConfig", "RecoveryTable", "best_setting", "compare_runs", "score_answers", "keytoken_positions",
+    "BestSetting", "EmphasisItem", "RecoveryConfig", "RecoveryTable", "best_setting", "compare_runs", "score_answers", "keytoken_positions",
     "emphasis_items", "recover", "render_table",
     "DEFAULT_TEMPLATES", "TEMPLATES", "RewriteTemplate", "RewrittenPrompt", "get_template", "keyword_positions",
     "keywords_from_positions", "register_template", "rewrite", "segment_question",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
@@ -198,14 +198,59 @@ def emphasis_items(
     return out
 
 
-class RecoveryTable(dict):
-    """:func:`recover`'s result: a plain dict (JSON as it is) that also shows itself as HTML.
+class BestSetting(NamedTuple):
+    """The best setting of one kind of emphasis (see :func:`best_setting`)."""
 
-    ``to_html()`` (and a notebook's display) gives the baseline, every prompt
-    rewrite, the activation sweep as a factor x layer-set map of the recovery rate
-    (a cross where a control collapsed) and the answers per item.
-    ``RecoveryTable(json.load(f))`` wraps a table read back from JSON.
+    name: str | None
+    rate: float | None
+    collapse: bool
+    row: dict
+
+
+class RecoveryTable(dict):
+    """:func:`recover`'s result: a plain dict (JSON as it is) with typed accessors, that also
+    shows itself as HTML.
+
+    The sections (:data:`SECTIONS`) are read as attributes (``table.n_forgotten``,
+    ``table.prompt``: template -> row; ``items`` is the dict method, so ``table["items"]``),
+    :meth:`best` gives a kind's best setting, and
+    :meth:`from_dict` reads a table back from JSON, checking that every section is there.
+    ``to_html()`` (and a notebook's display) gives the baseline, every prompt rewrite, the
+    activation sweep as a factor x layer-set map of the recovery rate (a cross where a control
+    collapsed) and the answers per item.
+
+    Example:
+        >>> t = RecoveryTable.from_dict({**dict.fromkeys(RecoveryTable.SECTIONS), "prompt": {"quote": {"n_forgotten": 3}},
+        ...                              "prompt_best_setting": "quote", "prompt_best": 0.5, "prompt_collapse": False})
+        >>> t.best("prompt").name, t.best("prompt").rate, t.best("prompt").row, t.n_forgotten
+        ('quote', 0.5, {'n_forgotten': 3}, None)
     """
+
+    #: the sections every table holds (a table may carry more: ``rewrite_attributions``, ``original``, ...)
+    SECTIONS = ("method", "config", "keywords_source", "n_forget", "n_forgotten", "n_original_known",
+                "n_forgotten_known", "baseline", "prompt", "activation", "prompt_best", "prompt_best_setting",
+                "prompt_collapse", "activation_best", "activation_best_setting", "activation_collapse", "items")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in RecoveryTable.SECTIONS:
+            return self.get(name)
+        raise AttributeError(name)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryTable":
+        missing = [k for k in cls.SECTIONS if k not in d]
+        if missing:
+            raise InputError(f"not a recovery table: it lacks {', '.join(missing)}")
+        return cls(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def best(self, kind: str) -> BestSetting:
+        """The best ``"prompt"`` or ``"activation"`` setting: its name, rate, collapse flag and row."""
+        name = self.get(f"{kind}_best_setting")
+        return BestSetting(name, self.get(f"{kind}_best"), bool(self.get(f"{kind}_collapse")),
+                           (self.get(kind) or {}).get(name) or {})
 
     def to_html(self) -> str:
         from unpact import figures
