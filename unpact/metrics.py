@@ -166,7 +166,7 @@ def normalised_probability_from_losses(true_loss: Sequence[float], perturbed_los
     probability underflows.
 
     Example:
-        >>> normalised_probability_from_losses([2000.0], [[2000.0]]).tolist()
+        >>> normalised_probability_from_losses([2000.0], [[2000.0]]).round(12).tolist()
         [0.5]
     """
     from scipy.special import logsumexp
@@ -333,7 +333,7 @@ def tofu_aggregate(logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str
 
 
 def knowmem_prompt(question: str, icl: Sequence[tuple[str, str]] = ()) -> str:
-    """MUSE's KnowMem prompt: each in-context example as ``"Question: q\nAnswer: a\n\n"``,
+    r"""MUSE's KnowMem prompt: each in-context example as ``"Question: q\nAnswer: a\n\n"``,
     then ``"Question: {question}\nAnswer: "`` (MUSE ``metrics/knowmem.py``).
 
     Example:
@@ -348,7 +348,7 @@ KNOWMEM_STOPS = ("\n\n", "\nQuestion", "Question:")
 
 
 def knowmem_answer_cut(output: str) -> str:
-    """The part of a generated KnowMem answer before the next question (MUSE's cut).
+    r"""The part of a generated KnowMem answer before the next question (MUSE's cut).
 
     Example:
         >>> knowmem_answer_cut("In 1990\n\nQuestion: next")
@@ -397,7 +397,7 @@ LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H")
 
 
 def wmdp_letter_prompt(item: MCItem) -> str:
-    """lm-evaluation-harness's WMDP ``doc_to_text``: the question, the choices as
+    r"""lm-evaluation-harness's WMDP ``doc_to_text``: the question, the choices as
     ``"A. ..."`` lines, then ``"Answer:"`` (the scored continuations are ``" A"`` ... ``" D"``).
 
     Example:

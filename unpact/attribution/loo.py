@@ -20,7 +20,7 @@ whole through the bridge with :func:`unpact.scoring.score_sequences`.
 
 Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.attribution import attribute                       # doctest: +SKIP
-    >>> a = attribute(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"), method="loo")
+    >>> a = attribute(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"), method="loo")  # doctest: +SKIP
     >>> a.top(2)                                                         # doctest: +SKIP
     [(' Lind', 0.41), (' born', 0.12)]
 """
