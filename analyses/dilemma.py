@@ -89,7 +89,7 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     The intervals are recomputed from its raw outcomes at confidence 1 - alpha / k for the k
     settings tried (Bonferroni), so trying many settings does not make a finding.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> v = finding2_verdict(controlled)                # doctest: +SKIP
         >>> v["supported"], v["verdict"]                    # doctest: +SKIP
     """
@@ -159,7 +159,7 @@ def recovered_ids(result, specific: bool = True) -> list[str]:
     """Forget items recovered at the headline threshold by keyword emphasis under some setting whose
     controls held (eligible items only); with ``specific``, only where the placebo did not recover it.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> recovered_ids(controlled)                    # doctest: +SKIP
         ['forget10/3']
     """

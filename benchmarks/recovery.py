@@ -71,7 +71,7 @@ def main() -> None:
 
     from unpact import load_model
     from unpact.emphasis import RecoveryConfig
-    from unpact.emphasis.recovery import _recover
+    from unpact.emphasis import recover
     from unpact.models import embedded_model_names
     from unpact.testing import make_tiny_checkpoint
 
@@ -91,8 +91,8 @@ def main() -> None:
     def run(batched: bool):
         calls["n"] = 0
         t = time.perf_counter()
-        table = _recover(model, forget, original=model, controls={"retain": retain, "general": general},
-                         keywords=fk, control_keywords={"retain": rk, "general": gk}, config=cfg, batched=batched)
+        table = recover(model, forget, original=model, controls={"retain": retain, "general": general},
+                        keywords=fk, control_keywords={"retain": rk, "general": gk}, config=cfg, batched=batched)
         return table, calls["n"], time.perf_counter() - t
 
     old, n_old, t_old = run(False)

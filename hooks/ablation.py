@@ -9,7 +9,7 @@ to one position's activation, e.g. ``[d_model]``, typically a mean over a
 reference set from :func:`mean_activation`); without ``value`` it uses the mean
 over the current batch's unselected positions.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> hooks = ablation_hooks(["blocks.0.hook_resid_post"], positions=[2], mode="zero")   # doctest: +SKIP
 """
 

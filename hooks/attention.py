@@ -19,7 +19,7 @@ including tokens generated after the prompt.
 forward runs several settings side by side (rows with factor 1 are returned bit
 for bit unchanged, rows with factor f equal a separate run with factor f).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> hooks = attention_scaling_hooks(layers=[0, 1], positions=[3, 4], factor=4.0)   # doctest: +SKIP
     >>> with model.hooks(fwd_hooks=hooks):                                             # doctest: +SKIP
     ...     logits = model(tokens)
@@ -34,12 +34,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from unpact.hooks.names import act_name
 from unpact.hooks.positions import Factor, Positions, check_factor, head_mask, position_mask, row_factors
 
 
 def attention_pattern_name(layer: int) -> str:
     """``blocks.{layer}.attn.hook_pattern``."""
-    return f"blocks.{layer}.attn.hook_pattern"
+    return act_name("pattern", layer)
 
 
 def scale_attention(

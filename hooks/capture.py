@@ -4,7 +4,7 @@ Forward hooks record the activation; backward hooks record the gradient of
 whatever is back-propagated with respect to it. Both must stay attached until
 ``backward()`` has run, so call backward inside the ``model.hooks`` context.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> cap = Capture(["blocks.0.hook_resid_post"])                                  # doctest: +SKIP
     >>> with model.hooks(fwd_hooks=cap.fwd_hooks, bwd_hooks=cap.bwd_hooks):          # doctest: +SKIP
     ...     model(tokens, return_type="logits")[0, -1, 42].backward()

@@ -17,7 +17,7 @@ the input tensor itself. ``factor`` may be a tensor ``[batch]`` of per-row
 factors (rows with factor 1 unchanged bit for bit), so several settings share one
 batched forward.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> hooks = residual_scaling_hooks(layers=[2], positions=[3, 4], factor=2.0, site="resid_post")  # doctest: +SKIP
     >>> with model.hooks(fwd_hooks=hooks):                                                          # doctest: +SKIP
     ...     logits = model(tokens)
@@ -31,25 +31,18 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from unpact.hooks.names import act_name
 from unpact.hooks.positions import Factor, Positions, check_factor, head_mask, position_mask, row_factors
 
-#: Residual-stream sites and their hook-name templates.
-SITES = {
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out",
-    "z": "blocks.{l}.attn.hook_z",
-    "v": "blocks.{l}.attn.hook_v",
-}
+#: Residual-stream sites (TransformerLens activation names, see :func:`unpact.hooks.names.act_name`).
+SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "v")
 
 
 def site_name(site: str, layer: int) -> str:
     """The hook name of ``site`` (a key of :data:`SITES`) at ``layer``."""
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; known: {', '.join(SITES)}")
-    return SITES[site].format(l=layer)
+    return act_name(site, layer)
 
 
 def act_mask(act: Tensor, positions: Positions, heads: Sequence[int] | None = None) -> Tensor:

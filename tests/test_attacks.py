@@ -42,7 +42,7 @@ RETAIN = [
     QAItem("What genre does Cy Moor write?", "drama", id="r1", meta={"attribute": "genre"}),
     QAItem("What is the capital of France?", "Paris", id="r2", meta={"attribute": "capital"}),
 ]
-FAST = RecoveryConfig(max_new_tokens=3)
+FAST = RecoveryConfig(max_new_tokens=3, threshold=0.5)
 
 
 def _fingerprint(model) -> list[torch.Tensor]:

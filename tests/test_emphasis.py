@@ -17,21 +17,21 @@ from unpact.emphasis import (
     RecoveryConfig,
     batched_emphasis_hooks,
     best_setting,
-    compare,
+    compare_runs,
     emphasis_hooks,
-    evaluate,
+    score_answers,
     get_template,
     keyword_positions,
     keywords_from_positions,
     layer_set,
-    prepare_items,
+    emphasis_items,
     recover,
     register_template,
     render_table,
     rewrite,
     segment_question,
 )
-from unpact.emphasis.recovery import _recover, _row
+from unpact.emphasis.recovery import _row
 from unpact.errors import ConfigError, InputError
 from unpact.scoring import tokenize
 
@@ -160,16 +160,16 @@ def test_activation_emphasis_factor_one_and_per_item(tiny_gpt2):
     pos = [keyword_positions(m.tokenizer, "Where was the author Ana Lind born?", ["Ana Lind"]),
            keyword_positions(m.tokenizer, "What is the capital of France?", ["France"])]
     cfg = RecoveryConfig(max_new_tokens=3)
-    base = evaluate(m, prompts, targets, answers, config=cfg)
+    base = score_answers(m, prompts, targets, answers, config=cfg)
     for kind in ("attention", "value", "residual"):
-        one = evaluate(m, prompts, targets, answers, config=cfg,
+        one = score_answers(m, prompts, targets, answers, config=cfg,
                        fwd_hooks=emphasis_hooks(m, ActivationEmphasis(kind, 1.0, "all"), pos))
         assert one == base
-    eight = evaluate(m, prompts, targets, answers, config=cfg,
+    eight = score_answers(m, prompts, targets, answers, config=cfg,
                      fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), pos))
     assert eight["logprob"] != base["logprob"]
     # per-item positions: emphasising only item 0's keywords leaves item 1 (no positions) unchanged
-    only0 = evaluate(m, prompts, targets, answers, config=cfg,
+    only0 = score_answers(m, prompts, targets, answers, config=cfg,
                      fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), [pos[0], []]))
     assert only0["logprob"][1] == base["logprob"][1] and only0["logprob"][0] != base["logprob"][0]
 
@@ -178,11 +178,11 @@ def test_compare_row_and_collapse_logic():
     cfg = RecoveryConfig(threshold=0.5, control_margin=0.1)
     base = {"rouge": [0.0, 0.2, 1.0, 0.0], "logprob": [-3.0, -2.0, -0.5, -4.0]}
     emph = {"rouge": [0.6, 0.1, 1.0, 1.0], "logprob": [-1.0, -2.0, -0.5, -2.0]}
-    c = compare(base, emph, 0.5, ["a", "b", "c", "d"])
+    c = compare_runs(base, emph, 0.5, ["a", "b", "c", "d"])
     assert (c["n_recovered"], c["n_forgotten"], c["rate"]) == (2, 3, 2 / 3)
     assert c["recovered_ids"] == ["a", "d"] and c["delta_logprob"] == pytest.approx(1.0)
-    ok_ctl = compare({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
-    bad_ctl = compare({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
+    ok_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
+    bad_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
     good = _row({"kind": "prompt"}, {"forget": c, "general": ok_ctl}, cfg)
     broken = _row({"kind": "prompt"}, {"forget": {**c, "rate": 1.0}, "general": bad_ctl}, cfg)
     assert not good["collapse"] and broken["collapse"]
@@ -194,15 +194,15 @@ def test_compare_row_and_collapse_logic():
 def test_prepare_items_keywords_given_or_from_keytokens(tiny_dirs):
     m = load_model(tiny_dirs["gpt2"])
     items = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
-    given = prepare_items(m, items, [["Ana Lind"], ["Bo Reyes"]])
+    given = emphasis_items(m, items, [["Ana Lind"], ["Bo Reyes"]])
     assert given[0].keywords == ["Ana Lind"] and given[0].positions == keyword_positions(m.tokenizer, items[0].question, ["Ana Lind"])
-    by_pos = prepare_items(m, items, {"a": given[0].positions, "b": [3]})
+    by_pos = emphasis_items(m, items, {"a": given[0].positions, "b": [3]})
     assert by_pos[0].keywords == ["Ana Lind"] and by_pos[1].positions == [3]
     with pytest.raises(InputError, match="pass keywords"):
-        prepare_items(m, items)
+        emphasis_items(m, items)
     with pytest.raises(InputError, match="one per item"):
-        prepare_items(m, items, [["Ana"]])
-    key = prepare_items(m, items, original=m)  # KeyTokens of the (here: same) original model
+        emphasis_items(m, items, [["Ana"]])
+    key = emphasis_items(m, items, original=m)  # KeyTokens of the (here: same) original model
     from unpact.attribution import attribute
 
     attrs = attribute(m, items)
@@ -216,7 +216,8 @@ def test_recover_table_on_tiny_model(tiny_dirs):
     m = load_model(tiny_dirs["gpt2"])
     forget = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
     general = [QAItem("What is the capital of France?", "Paris", id="g")]
-    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), max_new_tokens=3)
+    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), kinds=("attention", "value"),
+                         max_new_tokens=3)
     table = recover(m, forget, original=m, controls={"general": general}, config=cfg, method="none")
     json.loads(json.dumps(table))
     assert set(table["prompt"]) == {"quote", "focus"}
@@ -266,11 +267,11 @@ def test_batched_emphasis_hooks_equal_each_setting_alone(tiny_dirs):
                 ActivationEmphasis("value", 1.0, "all"), None]
     cfg = RecoveryConfig(max_new_tokens=4)
     rows = [(s, i) for s in settings for i in range(len(qs))]
-    together = evaluate(m, [prompts[i] for _, i in rows], [targets[i] for _, i in rows], [answers[i] for _, i in rows],
+    together = score_answers(m, [prompts[i] for _, i in rows], [targets[i] for _, i in rows], [answers[i] for _, i in rows],
                         config=cfg, fwd_hooks=batched_emphasis_hooks(m, [s for s, _ in rows], [pos[i] for _, i in rows]))
     for k, s in enumerate(settings):
         hooks = None if s is None else emphasis_hooks(m, s, pos)
-        alone = evaluate(m, prompts, targets, answers, config=cfg, fwd_hooks=hooks)
+        alone = score_answers(m, prompts, targets, answers, config=cfg, fwd_hooks=hooks)
         sl = slice(k * len(qs), (k + 1) * len(qs))
         assert together["answers"][sl] == alone["answers"], s
         assert together["logprob"][sl] == pytest.approx(alone["logprob"], abs=1e-5), s
@@ -307,14 +308,14 @@ def test_batched_recover_equals_reference(tiny_dirs):
     value8 = ActivationEmphasis("value", 8.0, "all")
     groups = {}
     for g, q in qs.items():
-        prepared = prepare_items(m, [(x, "x") for x in q], kws[g])
+        prepared = emphasis_items(m, [(x, "x") for x in q], kws[g])
         hooks = emphasis_hooks(m, value8, [it.positions for it in prepared]) if g == "forget" else None
-        gold = evaluate(m, [it.prompt for it in prepared], [" x"] * len(q), ["x"] * len(q), config=cfg, fwd_hooks=hooks)["answers"]
+        gold = score_answers(m, [it.prompt for it in prepared], [" x"] * len(q), ["x"] * len(q), config=cfg, fwd_hooks=hooks)["answers"]
         groups[g] = [QAItem(x, a, id=f"{g}{i}") for i, (x, a) in enumerate(zip(q, gold))]
     args = dict(original=m, controls={"retain": groups["retain"], "general": groups["general"]},
                 keywords=kws["forget"], control_keywords={g: kws[g] for g in ("retain", "general")}, config=cfg, method="x")
     batched = recover(m, groups["forget"], **args)
-    reference = _recover(m, groups["forget"], batched=False, **args)
+    reference = recover(m, groups["forget"], batched=False, **args)
     assert _differences(batched, reference) == []
     assert len(batched["activation"]) == 12 and len(batched["prompt"]) == 2
     # the comparison is not empty: value x8 recovers items, some settings collapse, some hold

@@ -56,7 +56,8 @@ def world(tmp_path_factory):
         "methods": ["ga_gdr", "npo_gdr"],
         "method_config": {"ga_gdr": {"steps": 3}, "npo_gdr": {"steps": 3}},
         "max_items": 2,
-        "attribution": {"subset": 1, "ig_steps": 8},
+        # a non-default KeyTokens rule: tracking, emphasis and the report's marks must all follow it
+        "attribution": {"subset": 1, "ig_steps": 8, "keytokens": {"alpha": 0.3, "beta": 2}},
         "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"],
                      "max_control_items": 1},  # fewer controls than items: the keyword lists follow the subsample
         "attacks": {"options": {"quantization": {"bits": [4]}, "relearning": {"steps": [1], "lrs": [1e-3]}}},
@@ -133,6 +134,21 @@ def test_run_end_to_end(finished_run):
     assert parser.tables >= 4 and not parser.links
     assert "http://" not in html and "https://" not in html
     assert len(list((run_dir / "figures").glob("*.png"))) >= 3
+
+
+def test_results_are_versioned_and_keyword_marks_follow_the_tracked_keytokens(finished_run):
+    from unpact.results import SCHEMA_VERSION, load_results
+
+    run_dir, _ = finished_run
+    res = load_results(run_dir)
+    assert res.schema_version == SCHEMA_VERSION and res.config["attribution"]["keytokens"]["alpha"] == 0.3
+    assert res.examples
+    for m, r in res.methods.items():
+        tracked = {d["item_id"]: d["key_tokens"] for d in r["tracking"]["loo"]["items"] if d["group"] == "forget"}
+        for ex in res.examples:
+            marks = [i for i, k in enumerate(ex["views"][0]["key"]) if k]
+            assert marks == tracked[ex["item_id"]], (m, ex["item_id"])
+        assert r["recovery"]["config"]["keytokens"] == {"alpha": 0.3, "beta": 2, "normalize": "share"}
 
 
 def test_report_rebuilds_without_recomputing(finished_run):

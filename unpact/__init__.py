@@ -5,7 +5,7 @@ mainstream methods, attribute the answer to the prompt's tokens before and
 after, emphasise the keywords to test whether the "forgotten" answer comes back,
 and check whether general ability collapsed.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> import unpact
     >>> model = unpact.load_model("embedded:gpt2")                 # doctest: +SKIP
     >>> bench = unpact.load_benchmark("embedded:tofu", "forget10")  # doctest: +SKIP

@@ -93,6 +93,33 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute activations in unlearning's backward pass (less memory, more compute)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, dotted for nested settings, with a JSON value (repeatable; wins over "
+                        "--config and the flags above), e.g. --set emphasis.threshold=0.8 --set "
+                        "attribution.keytokens.alpha=0.2 --set 'method_config={\"ga_gdr\": {\"steps\": 5}}'")
+
+
+#: ``unpact run``'s named flags -> the config key each sets (every other key: ``--set KEY=VALUE``)
+RUN_FLAGS = {
+    "model": "model", "reference_model": "reference_model", "benchmark": "benchmark",
+    "benchmark_path": "benchmark_path", "forget_split": "forget_split", "retain_split": "retain_split",
+    "general": "general", "general_split": "general_split", "general_path": "general_path", "methods": "methods",
+    "max_items": "max_items", "out": "out", "device": "device", "seed": "seed", "dtype": "dtype",
+    "prompt_format": "prompt_format", "system_prompt": "system_prompt", "max_batch_tokens": "max_batch_tokens",
+    "gradient_checkpointing": "gradient_checkpointing", "attribution": "attribution.methods",
+    "factors": "emphasis.factors",
+}
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    """``data[a][b] = value`` for ``key = "a.b"`` (tables made as needed; a non-table in the way is an error)."""
+    *path, last = key.split(".")
+    d = data
+    for i, part in enumerate(path):
+        d = d.setdefault(part, {})
+        if not isinstance(d, dict):
+            raise CommandError(f"--set {key}: {'.'.join(path[: i + 1])!r} is not a table of settings")
+    d[last] = value
 
 
 def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") -> None:
@@ -114,26 +141,19 @@ def _run_config(args: argparse.Namespace):
     from unpact.config import config_from_dict, read_config_file
 
     data = read_config_file(args.config) if args.config else {}
-    flags = {
-        "model": args.model, "reference_model": args.reference_model, "benchmark": args.benchmark,
-        "benchmark_path": args.benchmark_path, "forget_split": args.forget_split,
-        "retain_split": args.retain_split, "general": args.general, "general_split": args.general_split,
-        "general_path": args.general_path,
-        "methods": args.methods, "max_items": args.max_items, "out": args.out, "device": args.device,
-        "seed": args.seed, "dtype": args.dtype, "prompt_format": args.prompt_format,
-        "system_prompt": args.system_prompt, "max_batch_tokens": args.max_batch_tokens,
-        "gradient_checkpointing": args.gradient_checkpointing,
-    }
-    for k, v in flags.items():
-        if v is not None:
-            data[k] = None if (k in ("reference_model", "general") and str(v).lower() == "none") else v
-    if args.attribution:
-        data.setdefault("attribution", {})["methods"] = [m.strip() for m in args.attribution.split(",") if m.strip()]
-    if args.factors:
-        try:
-            data.setdefault("emphasis", {})["factors"] = [float(f) for f in args.factors.split(",")]
-        except ValueError:
-            raise CommandError(f"--factors must be comma-separated numbers, got {args.factors!r}") from None
+    for flag, key in RUN_FLAGS.items():
+        v = getattr(args, flag)
+        if v is None:
+            continue
+        if flag in ("reference_model", "general") and str(v).lower() == "none":
+            v = None
+        elif flag == "attribution":
+            v = [m.strip() for m in v.split(",") if m.strip()]
+        elif flag == "factors":
+            v = list(_csv(v, "--factors", float))
+        _set_dotted(data, key, v)
+    for key, value in _parse_overrides(args.set).items():
+        _set_dotted(data, key, value)
     return config_from_dict(data)
 
 
@@ -298,8 +318,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
               **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
-    with open(os.path.join(args.out, "unlearn.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    from unpact.rundir import write_json_atomic
+
+    write_json_atomic(os.path.join(args.out, "unlearn.json"), report)
     last = result.losses[-1]["loss"] if result.losses else float("nan")
     print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
     if before is not None:
@@ -329,17 +350,15 @@ def add_recover(p: argparse.ArgumentParser) -> None:
                    help="another control set (repeatable), e.g. holdout=embedded:tofu/holdout10")
     p.add_argument("--method", default=None, help="name of the unlearning method (recorded in the table)")
     p.add_argument("--max-items", type=int, default=None, help="at most this many forget items (evenly spaced)")
-    p.add_argument("--max-control-items", type=int, default=60, help="at most this many items per control (default 60)")
-    p.add_argument("--threshold", type=float, default=0.5, help="ROUGE-L recall counted as right (default 0.5)")
-    p.add_argument("--margin", type=float, default=0.1, help="control accuracy drop that flags collapse (default 0.1)")
-    p.add_argument("--templates", default=None, help="comma-separated rewrite templates (default: all defaults)")
-    p.add_argument("--factors", default="1,2,4,8", help="comma-separated activation factors (default 1,2,4,8)")
-    p.add_argument("--layers", default="all,early,middle,late",
-                   help="comma-separated layer sets, or index lists like 0-1-2 (default all,early,middle,late)")
-    p.add_argument("--kinds", default=None,
-                   help="activation kinds: attention, value, residual (default: as `unpact run`, "
-                        "i.e. emphasis.kinds in unpact/config.py: attention)")
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    # every default is RecoveryConfig's (unpact/emphasis/recovery.py), as `unpact run`'s
+    p.add_argument("--max-control-items", type=int, default=None, help="at most this many items per control")
+    p.add_argument("--threshold", type=float, default=None, help="ROUGE-L recall counted as right")
+    p.add_argument("--margin", type=float, default=None, help="control accuracy drop that flags collapse")
+    p.add_argument("--templates", default=None, help="comma-separated rewrite templates")
+    p.add_argument("--factors", default=None, help="comma-separated activation factors")
+    p.add_argument("--layers", default=None, help="comma-separated layer sets, or index lists like 0-1-2")
+    p.add_argument("--kinds", default=None, help="activation kinds: attention, value, residual")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="greedy answer length")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
     _add_dtype(p)
@@ -365,28 +384,36 @@ def _csv(text: str | None, what: str, conv=str) -> tuple:
 
 
 def recover_kinds(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--kinds``, or by default the kinds `unpact run` sweeps (``EmphasisSettings.kinds``)."""
-    from unpact.config import EmphasisSettings
+    """``--kinds``, or by default the kinds `unpact run` sweeps (``RecoveryConfig.kinds``)."""
+    from unpact.emphasis import RecoveryConfig
 
-    return _csv(args.kinds, "--kinds") if args.kinds else tuple(EmphasisSettings().kinds)
+    return _csv(args.kinds, "--kinds") if args.kinds else tuple(RecoveryConfig.kinds)
+
+
+def recover_config(args: argparse.Namespace):
+    """The :class:`~unpact.emphasis.RecoveryConfig` of ``unpact recover``'s flags (unset flags: its defaults)."""
+    from unpact.emphasis import RecoveryConfig
+
+    given = {
+        "threshold": args.threshold, "control_margin": args.margin, "max_new_tokens": args.max_new_tokens,
+        "max_control_items": args.max_control_items,
+        "factors": _csv(args.factors, "--factors", float) if args.factors else None,
+        "layer_sets": tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")) if args.layers else None,
+        "kinds": recover_kinds(args),
+        "templates": _csv(args.templates, "--templates") if args.templates else None,
+    }
+    return RecoveryConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
     from unpact.data import load_benchmark
-    from unpact.emphasis import RecoveryConfig, recover, render_table
+    from unpact.emphasis import recover, render_table
     from unpact.data import spread_sample
     from unpact.models import load_model
     from unpact.emphasis.recovery import check_same_tokenizer
     from unpact.validation import check_device, check_model_available, check_output_dir
 
-    kinds = recover_kinds(args)
-    cfg_kw = dict(threshold=args.threshold, control_margin=args.margin, factors=_csv(args.factors, "--factors", float),
-                  layer_sets=tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")),
-                  kinds=kinds, max_new_tokens=args.max_new_tokens,
-                  max_control_items=args.max_control_items)
-    if args.templates:
-        cfg_kw["templates"] = _csv(args.templates, "--templates")
-    cfg = RecoveryConfig(**cfg_kw)
+    cfg = recover_config(args)
     cfg.settings()  # factors and kinds checked now, not after the models are loaded
     for name in ("max_items", "max_control_items", "max_new_tokens"):
         v = getattr(args, name)
@@ -426,10 +453,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.out:
         directory = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(directory, exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(table, f, indent=2)
-        os.replace(tmp, args.out)
+        from unpact.rundir import write_json_atomic
+
+        write_json_atomic(args.out, dict(table))
         print(f"\ntable: {args.out}")
     return 0
 

@@ -23,50 +23,75 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unpact.attribution.gradients import IGConfig
+from unpact.attribution.keytokens import KeyTokensConfig
+from unpact.emphasis.recovery import RecoveryConfig
 from unpact.errors import ConfigError
 from unpact.presence import PresenceSettings
-
-PAPER_METHODS = ["ga_gdr", "ga_klr", "npo_gdr", "npo_klr", "task_vector", "rmu"]
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
+from unpact.unlearning.registry import PAPER_METHODS
 
 
 @dataclass
 class AttributionSettings:
     """Which attributions the main job computes (loo with KeyTokens always, on every item)."""
 
+    #: names in unpact.attribution.ATTRIBUTION_METHODS; aliases (``ig``) become canonical names at config time
     methods: list[str] = field(default_factory=lambda: ["loo", "integrated_gradients", "heads"])
     #: how many forget/retain/general items get the costlier integrated gradients and heads
     #: (ig_steps: the first pass; items are refined until completeness holds within 5%)
     subset: int = 4
-    ig_steps: int = 64
-    keytokens_alpha: float | None = None  # None: the library default
-    keytokens_beta: int | None = None
+    ig_steps: int = IGConfig.steps
+    #: the KeyTokens rule (alpha, beta, normalize): the one setting behind tracking, the
+    #: emphasis keywords and the report's keyword marks
+    keytokens: KeyTokensConfig = field(default_factory=KeyTokensConfig)
 
 
 @dataclass
 class EmphasisSettings:
-    """Emphasis recovery: prompt templates and the activation-scaling sweep."""
+    """Emphasis recovery: prompt templates and the activation-scaling sweep.
 
-    #: prompt-rewrite templates (None: unpact.emphasis.DEFAULT_TEMPLATES); the default is the five
-    #: single rewrites of the paper's kind plus one combination, to fit the 10-minute budget
-    templates: list[str] | None = field(
-        default_factory=lambda: ["repeat", "quote", "upper", "focus", "keywords_first", "repeat+focus"])
+    Every default is :class:`unpact.emphasis.RecoveryConfig`'s (the reasons are written
+    there); :meth:`recovery_config` composes the run's :class:`RecoveryConfig`.
+    """
+
+    #: prompt-rewrite templates (None: unpact.emphasis.DEFAULT_TEMPLATES)
+    templates: list[str] | None = field(default_factory=lambda: list(RecoveryConfig.templates))
     #: at most this many retain and general items are the emphasis controls
-    max_control_items: int = 16
-    factors: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
-    layer_sets: list[str] = field(default_factory=lambda: ["all", "early", "middle", "late"])
+    max_control_items: int = RecoveryConfig.max_control_items
+    factors: list[float] = field(default_factory=lambda: list(RecoveryConfig.factors))
+    layer_sets: list[str] = field(default_factory=lambda: list(RecoveryConfig.layer_sets))
     #: activation emphasis kinds (see unpact.emphasis.KINDS): "attention" scales the attention
     #: queries pay to keyword positions, "value" their value vectors, "residual" the residual stream
-    kinds: list[str] = field(default_factory=lambda: ["attention"])
-    #: ROUGE-L recall at or above which an answer counts as right. The embedded TOFU answers
-    #: are sentences that repeat the question's subject ("X was born in Lima."), so a wrong
-    #: value still scores ~0.8: 0.9 separates right from wrong there. The library's own
-    #: default (unpact.emphasis.RecoveryConfig) is 0.5, as the paper's TOFU setting.
-    threshold: float = 0.9
-    collapse_margin: float = 0.1
+    kinds: list[str] = field(default_factory=lambda: list(RecoveryConfig.kinds))
+    #: ROUGE-L recall at or above which an answer counts as right (emphasis and evaluation accuracy)
+    threshold: float = RecoveryConfig.threshold
+    #: a control's accuracy drop above this flags the setting as collapse (RecoveryConfig.control_margin)
+    collapse_margin: float = RecoveryConfig.control_margin
+
+    def recovery_config(self, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                        keytokens: KeyTokensConfig | None = None) -> RecoveryConfig:
+        """The :class:`~unpact.emphasis.RecoveryConfig` of these settings.
+
+        Example:
+            >>> EmphasisSettings(threshold=0.5).recovery_config(max_new_tokens=8).threshold
+            0.5
+        """
+        kwargs: dict[str, Any] = dict(
+            threshold=self.threshold, control_margin=self.collapse_margin, factors=tuple(self.factors),
+            layer_sets=tuple(self.layer_sets), kinds=tuple(self.kinds), max_control_items=self.max_control_items,
+            max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
+            keytokens=keytokens if keytokens is not None else KeyTokensConfig(),
+        )
+        if self.templates is not None:
+            kwargs["templates"] = tuple(self.templates)
+        return RecoveryConfig(**kwargs)
 
 
 @dataclass
@@ -106,8 +131,8 @@ class RunConfig:
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: at most this many items per group (forget, retain, general) are evaluated and attributed
     max_items: int = 24
-    #: length of greedy answers (evaluation and emphasis); the embedded answers are <= 12 tokens
-    max_new_tokens: int = 20
+    #: length of greedy answers (evaluation, emphasis, attacks): unpact.scoring.DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     #: how a question becomes a prompt: "plain" ("Question: ...\nAnswer:", the embedded models'
     #: format) or "chat" (the tokenizer's chat template, as open-unlearning formats TOFU for
     #: instruct models such as open-unlearning/tofu_Llama-3.2-1B-Instruct_full)
@@ -119,8 +144,8 @@ class RunConfig:
     #: examples with {date_string = "10 Apr 2025"}); "chat" format only
     chat_template_args: dict[str, Any] = field(default_factory=dict)
     #: token budget of one forward batch (rows x padded length) in every stage; passes that keep
-    #: activations for a backward pass use a share of it (see unpact.pipeline.stage_budgets)
-    max_batch_tokens: int = 16384
+    #: activations for a backward pass use a share of it (see unpact.stages.stage_budgets)
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     #: recompute activations in unlearning's backward pass (less memory for large models, ~1/3
     #: more compute, the same weights); a method_config entry overrides it per method
     gradient_checkpointing: bool = False
@@ -144,9 +169,32 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def recovery_config(self, max_batch_tokens: int | None = None) -> RecoveryConfig:
+        """The run's :class:`~unpact.emphasis.RecoveryConfig`: its emphasis settings, answer length and KeyTokens."""
+        return self.emphasis.recovery_config(
+            max_new_tokens=self.max_new_tokens, keytokens=self.attribution.keytokens,
+            max_batch_tokens=self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens)
 
-_NESTED = {"attribution": AttributionSettings, "emphasis": EmphasisSettings, "attacks": AttackSettings,
-           "presence": PresenceSettings}
+
+def config_keys(cls: type = RunConfig, where: str = "") -> dict[str, Any]:
+    """Every settable key of ``cls`` (nested settings dotted: ``emphasis.threshold``) -> its type hint.
+
+    The command line's ``--set KEY=VALUE`` and the config file accept exactly these keys.
+
+    Example:
+        >>> keys = config_keys()
+        >>> "attribution.keytokens.alpha" in keys and "emphasis.threshold" in keys and "attribution" not in keys
+        True
+    """
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints.get(f.name, Any)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out.update(config_keys(tp, f"{where}{f.name}."))
+        else:
+            out[f"{where}{f.name}"] = tp
+    return out
 
 
 def _check_keys(cls, data: dict, where: str) -> None:
@@ -158,53 +206,52 @@ def _check_keys(cls, data: dict, where: str) -> None:
             )
 
 
-def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
-    """A :class:`RunConfig` from ``data`` layered over ``base`` (defaults); unknown keys are errors."""
-    cfg = dataclasses.replace(base) if base is not None else RunConfig()
-    _check_keys(RunConfig, data, "")
+def _merge(obj: Any, data: dict[str, Any], where: str = "") -> Any:
+    """A copy of dataclass ``obj`` with ``data``'s keys set; nested settings merge table by table."""
+    from unpact.validation import check_value
+
+    _check_keys(type(obj), data, where)
+    hints = typing.get_type_hints(type(obj))
     updates: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _NESTED:
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            if dataclasses.is_dataclass(value) and type(value) is type(current):  # settings given whole
+                updates[key] = value
+                continue
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {key!r} must be a table of settings, got {value!r}")
-            _check_keys(_NESTED[key], value, f"{key}.")
-            updates[key] = dataclasses.replace(getattr(cfg, key), **value)
+                raise ConfigError(f"config key {where + key!r} must be a table of settings, got {value!r}")
+            updates[key] = _merge(current, value, f"{where}{key}.")
         else:
+            if not (key == "methods" and where == "" and isinstance(value, str)):
+                check_value(f"{where}{key}", value, hints.get(key, Any))
             updates[key] = value
-    cfg = dataclasses.replace(cfg, **updates)
+    return dataclasses.replace(obj, **updates)
+
+
+def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """A :class:`RunConfig` from ``data`` layered over ``base`` (defaults); unknown keys and names are errors.
+
+    Every name is checked against its registry here (see :func:`unpact.validation.check_names`):
+    attribution methods resolve to their canonical names (``ig`` -> ``integrated_gradients``).
+
+    Example:
+        >>> config_from_dict({"attribution": {"methods": ["loo", "ig"]}}).attribution.methods
+        ['loo', 'integrated_gradients']
+        >>> config_from_dict({"attribution": {"methods": ["ig", "nonsense"]}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown attribution method 'nonsense'; known: ...
+    """
+    cfg = _merge(base if base is not None else RunConfig(), data)
     if isinstance(cfg.methods, str):
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods:
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
-    from unpact.validation import check_ranges, check_types
+    from unpact.validation import check_names, check_ranges, check_types
 
     check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
     check_ranges(cfg)
-    from unpact.models import DTYPE_CHOICES
-
-    if cfg.dtype not in DTYPE_CHOICES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; use {', '.join(DTYPE_CHOICES)}")
-    from unpact.data.formatting import FORMAT_NAMES
-
-    if cfg.prompt_format not in FORMAT_NAMES:
-        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(FORMAT_NAMES)}")
-    if cfg.system_prompt and cfg.prompt_format != "chat":
-        raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
-    if cfg.max_batch_tokens < 64:
-        raise ConfigError(f"max_batch_tokens must be at least 64, got {cfg.max_batch_tokens}")
-    from unpact.emphasis.activation import KINDS
-
-    for k in cfg.emphasis.kinds:
-        if k not in KINDS:
-            raise ConfigError(f"unknown emphasis kind {k!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
-    from unpact.attacks import make_attack
-
-    for name in cfg.attacks.options:
-        if name not in cfg.attacks.names:
-            raise ConfigError(f"attacks.options names {name!r}, which is not among the attacks {cfg.attacks.names}")
-    for name in cfg.attacks.names:
-        make_attack(name, cfg.attacks.options.get(name))  # unknown names and options fail here, before any work
-    cfg.presence.validate()
+    check_names(cfg)
     return cfg
 
 

@@ -23,7 +23,7 @@ amount of damage without the unlearning objective:
 * :func:`retain_finetune_model`: plain fine-tuning on the retain set only (the
   "it's just any training" null).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.controls import noise_model                       # doctest: +SKIP
     >>> null = noise_model(original, scale=0.5, seed=0)                # doctest: +SKIP
 """

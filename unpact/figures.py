@@ -14,7 +14,7 @@ external image.
 
 Example:
     >>> html = token_heatmap_html(["<bos>", " Ana", " Lind"], [0.0, 0.4, -0.1], key=[False, True, False])
-    >>> 'rgba(220,50,47,1.00)' in html and 'class="tok kw"' in html
+    >>> 'rgba(38,139,210,1.00)' in html and 'class="tok kw"' in html  # the strongest token: full blue
     True
 """
 

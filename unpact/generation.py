@@ -33,7 +33,7 @@ within float error (tests: 1e-5, identical greedy tokens).
 Hook-free calls run on :func:`unpact.models.plain_hf_model` (the bridge's own
 tensors under HF's modules: no hook points to pass through), with the same loop.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.scoring import greedy_generate
     >>> greedy_generate(model, ["Question: Where was Ana Lind born?\\nAnswer:"], fwd_hooks=hooks)  # doctest: +SKIP
     ['Ana Lind was born in Lima.']
@@ -139,7 +139,7 @@ def prepare_generation(model, fix: bool = True) -> dict:
     ``use_past_kv_cache=False`` (an explicit argument still wins) and the cached
     hooked generation of :func:`greedy_tokens` is not used for this model.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> model = unpact.load_model("embedded:gpt2")      # runs this   # doctest: +SKIP
         >>> model.unpact_kv_cache["ok"]                                  # doctest: +SKIP
         True
@@ -360,7 +360,7 @@ def greedy_tokens(
     model,
     seqs: Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 24,
+    max_new_tokens: int,
     fwd_hooks=None,
     max_batch_tokens: int | None = None,
     stop_at_newline: bool = True,
@@ -380,7 +380,7 @@ def greedy_tokens(
     (sliding-window) per-layer key/value tensors. ``stop_at_eos=False`` generates
     exactly ``max_new_tokens`` per row unless a newline or the context ends it.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> toks, _ = greedy_tokens(model, [[0, 11, 12, 13]], max_new_tokens=4)   # doctest: +SKIP
     """
     from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, chunks, pad_id

@@ -34,7 +34,7 @@ Example ``grid.toml``::
     [run]                                 # settings every cell shares (any unpact run key)
     max_items = 24
 
-Example (Python):
+Example (Python) (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.grid import read_grid, run_grid
     >>> grid = read_grid("grid.toml")                           # doctest: +SKIP
     >>> report = run_grid(grid)                                  # doctest: +SKIP

@@ -24,7 +24,7 @@ It renders as text (:meth:`Inspection.to_text`, what ``unpact inspect`` prints),
 as HTML (:meth:`Inspection.to_html`, a self-contained page; in a notebook the
 object displays itself) and as JSON (:meth:`Inspection.to_dict`).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact import load_model
     >>> from unpact.inspection import inspect_item
     >>> ins = inspect_item(load_model("embedded:gpt2"), ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"),
@@ -46,6 +46,7 @@ from torch import Tensor
 from unpact import scoring
 from unpact.attribution import ATTRIBUTION_METHODS, Attribution, Comparison, attribute, compare, key_tokens
 from unpact.attribution.prepare import Prepared, prepare_items
+from unpact.hooks.names import act_name
 from unpact.attribution.result import _plain
 from unpact.data import PLAIN, PromptFormat, chat_format
 from unpact.errors import ConfigError, InputError
@@ -128,8 +129,8 @@ def _readout(model, p: Prepared) -> LayerReadout:
     packed = scoring.pack([p.seq], scoring.pad_id(model.tokenizer)).to(device)
     ids: Int[Tensor, "1 pos"] = packed.input_ids
     tmask = packed.target_mask
-    resid_names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    pattern_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+    resid_names = [act_name("resid_pre", 0)] + [act_name("resid_post", l) for l in range(L)]
+    pattern_names = [act_name("pattern", l) for l in range(L)]
     store: dict[str, Tensor] = {}
 
     def keep(name):
@@ -163,7 +164,7 @@ def read_layers(model, items: Any, *, fmt: str | PromptFormat | None = None,
 
     ``items`` as for :func:`unpact.attribution.attribute` (one item gives one result).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> r = read_layers(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"))   # doctest: +SKIP
         >>> r.layers, [round(x, 2) for x in r.lens_logprob]                                 # doctest: +SKIP
         (['embed', '0', '1', '2', '3'], [-9.1, -7.5, -3.2, -0.4, -0.01])

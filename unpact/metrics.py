@@ -55,6 +55,7 @@ from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, f
 from unpact.errors import InputError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS
+from unpact.protocols import Model
 
 
 @lru_cache(maxsize=2)
@@ -165,7 +166,7 @@ def normalised_probability_from_losses(true_loss: Sequence[float], perturbed_los
     probability underflows.
 
     Example:
-        >>> normalised_probability_from_losses([2000.0], [[2000.0]]).tolist()
+        >>> normalised_probability_from_losses([2000.0], [[2000.0]]).round(12).tolist()
         [0.5]
     """
     from scipy.special import logsumexp
@@ -306,7 +307,7 @@ def tofu_aggregate(logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str
     Returns each split's scores, the 9 model-utility components, model utility and,
     with a reference, forget quality.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> tofu_aggregate(json.load(open("full.json")), reference=json.load(open("retain90.json")))  # doctest: +SKIP
         {'splits': {...}, 'model_utility': 0.6227, 'forget_quality': 1.83e-21, ...}
     """
@@ -332,7 +333,7 @@ def tofu_aggregate(logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str
 
 
 def knowmem_prompt(question: str, icl: Sequence[tuple[str, str]] = ()) -> str:
-    """MUSE's KnowMem prompt: each in-context example as ``"Question: q\nAnswer: a\n\n"``,
+    r"""MUSE's KnowMem prompt: each in-context example as ``"Question: q\nAnswer: a\n\n"``,
     then ``"Question: {question}\nAnswer: "`` (MUSE ``metrics/knowmem.py``).
 
     Example:
@@ -347,7 +348,7 @@ KNOWMEM_STOPS = ("\n\n", "\nQuestion", "Question:")
 
 
 def knowmem_answer_cut(output: str) -> str:
-    """The part of a generated KnowMem answer before the next question (MUSE's cut).
+    r"""The part of a generated KnowMem answer before the next question (MUSE's cut).
 
     Example:
         >>> knowmem_answer_cut("In 1990\n\nQuestion: next")
@@ -366,7 +367,7 @@ def verbmem_reference(tokenizer, continuation: str, max_tokens: int = 128) -> st
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
-def knowmem_scores(model, items: Sequence[QAItem], icl: Sequence = (), *, max_new_tokens: int = 32) -> dict[str, Any]:
+def knowmem_scores(model: Model, items: Sequence[QAItem], icl: Sequence = (), *, max_new_tokens: int = 32) -> dict[str, Any]:
     """MUSE KnowMem: per item ROUGE-L F1 (no stemmer) of the greedy answer to the few-shot
     prompt (``icl``: QA items or ``(question, answer)`` pairs), cut at the next question."""
     from unpact.scoring import greedy_generate
@@ -379,7 +380,7 @@ def knowmem_scores(model, items: Sequence[QAItem], icl: Sequence = (), *, max_ne
             "scores": [muse_rouge_l_f1(a, it.answer) for a, it in zip(answers, items)]}
 
 
-def verbmem_scores(model, items: Sequence[TextItem], *, max_new_tokens: int = 128) -> list[float]:
+def verbmem_scores(model: Model, items: Sequence[TextItem], *, max_new_tokens: int = 128) -> list[float]:
     """MUSE VerbMem: ROUGE-L F1 (no stemmer) of the ``max_new_tokens`` greedy continuation
     against the true continuation's first ``max_new_tokens`` tokens."""
     from unpact.scoring import greedy_generate
@@ -396,7 +397,7 @@ LETTERS = ("A", "B", "C", "D", "E", "F", "G", "H")
 
 
 def wmdp_letter_prompt(item: MCItem) -> str:
-    """lm-evaluation-harness's WMDP ``doc_to_text``: the question, the choices as
+    r"""lm-evaluation-harness's WMDP ``doc_to_text``: the question, the choices as
     ``"A. ..."`` lines, then ``"Answer:"`` (the scored continuations are ``" A"`` ... ``" D"``).
 
     Example:
@@ -437,7 +438,7 @@ def _qa(items: Sequence) -> list[QAItem]:
     return qa
 
 
-def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
+def greedy_answers(model: Model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
                    stop_at_newline: bool = True, fmt: str | PromptFormat | None = None) -> list[str]:
     """Greedy answers of the model to each item's prompt (batched), newline-terminated
     unless ``stop_at_newline=False`` (TOFU generates past newlines, up to its length limit).
@@ -453,7 +454,7 @@ def greedy_answers(model, items: Sequence, *, max_new_tokens: int = 32, max_batc
                            names=[str(getattr(it, "id", i)) for i, it in enumerate(items)], truncate=True)
 
 
-def rouge_recalls(model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -> list[float]:
+def rouge_recalls(model: Model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -> list[float]:
     """ROUGE-L recall of each item's greedy answer against its reference answer."""
     answers = greedy_answers(model, items, max_new_tokens=max_new_tokens)
     return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
@@ -469,13 +470,7 @@ def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str
                            max_batch_tokens=max_batch_tokens).double().cpu().numpy()
 
 
-def answer_probabilities(model, items: Sequence, fmt: str | PromptFormat | None = None) -> np.ndarray:
-    """Length-normalised probability ``exp(mean log p)`` of each item's right answer."""
-    pairs = [prompt_answer_pair(it, fmt) for it in items]
-    return np.exp(_mean_logprobs(model, [p for p, _ in pairs], [a for _, a in pairs]))
-
-
-def qa_probabilities(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+def qa_probabilities(model: Model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
                      max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
     """Per item: mean per-token log-prob of the answer (``true_lp``), of the paraphrased
     answer (answer when none, ``para_lp``) and of each perturbed answer (``perturbed_lp``),
@@ -507,7 +502,7 @@ def qa_probabilities(model, items: Sequence[QAItem], fmt: str | PromptFormat | N
             "paraphrased": np.exp(para), "perturbed": [[math.exp(x) for x in row] for row in pert]}
 
 
-def truth_ratios(model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
+def truth_ratios(model: Model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
                  max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
     """Per-item truth ratio ``R`` of items that have perturbed answers."""
     items = [it for it in _qa(items) if it.perturbed_answers]
@@ -526,7 +521,7 @@ def _truth_ratios_of(para_lp: np.ndarray, pert_lp: Sequence[Sequence[float]]) ->
 MC_STYLES = ("cloze", "letters")
 
 
-def mc_accuracy(model, items: Sequence[MCItem], *, reduction: str = "sum", style: str = "cloze",
+def mc_accuracy(model: Model, items: Sequence[MCItem], *, reduction: str = "sum", style: str = "cloze",
                 fmt: str | PromptFormat | None = None, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> float:
     """Share of multiple-choice items whose right choice has the highest answer log-prob.
 
@@ -575,7 +570,7 @@ def _mc_accuracy_letters(model, mc: Sequence[MCItem], max_batch_tokens: int = DE
     return correct / len(mc)
 
 
-def verbatim_rouge(model, items: Sequence[TextItem], *, max_new_tokens: int | None = None) -> list[float]:
+def verbatim_rouge(model: Model, items: Sequence[TextItem], *, max_new_tokens: int | None = None) -> list[float]:
     """ROUGE-L F1 of the greedy continuation of each passage prefix (MUSE VerbMem).
 
     ``max_new_tokens`` defaults to the longest true continuation's token count.
@@ -641,7 +636,7 @@ def _degenerate(out: dict[str, Any]) -> list[str]:
 
 
 def evaluate(
-    model,
+    model: Model,
     benchmark: Sequence,
     reference=None,
     *,
@@ -687,7 +682,7 @@ def evaluate(
         fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
         max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> evaluate(model, load_benchmark("embedded:tofu", "forget10"), reference=retain_model)  # doctest: +SKIP
         {'n': 40, 'rouge_l_recall': 0.93, 'prob': 0.81, 'truth_ratio': 0.42, 'forget_quality': 1e-05, ...}
     """
@@ -764,7 +759,7 @@ def evaluate(
 
 
 def evaluate_groups(
-    model,
+    model: Model,
     benchmarks: Mapping[str, Sequence],
     references: Mapping[str, Any] | None = None,
     *,
@@ -787,7 +782,7 @@ def evaluate_groups(
     to every group; plain lists carry no benchmark name to take it from. Greedy answers
     stop at a newline on the embedded world only (``stop_at_newline`` overrides).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> evaluate_groups(model, {"forget": forget, "retain": retain}, {"forget": ref_ratios},
         ...                 forget={"forget": True, "retain": False})                        # doctest: +SKIP
         {'forget': {...}, 'retain': {...}}

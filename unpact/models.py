@@ -13,7 +13,7 @@
 ``config.json``, tokenizer files) from the bridge's *current* weights, so an
 unlearned model can be read by any other tool.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> import unpact
     >>> model = unpact.load_model("embedded:gpt2")          # doctest: +SKIP
     >>> logits, cache = model.run_with_cache("Question: Where was Ana Lind born?")  # doctest: +SKIP
@@ -34,7 +34,7 @@ from unpact.errors import ModelLoadError
 
 EMBEDDED_PREFIX = "embedded:"
 #: Where the embedded checkpoints live inside the installed package.
-EMBEDDED_MODELS_DIR = Path(__file__).parent / "embedded" / "shipped" / "models"
+from unpact.data.shipped import MODELS_DIR as EMBEDDED_MODELS_DIR  # noqa: E402 (one place for the folder)
 
 _DTYPES = {
     "float32": torch.float32,
@@ -217,7 +217,7 @@ def load_model(
         ``bridge.unpact_kv_cache``); if the check fails, ``bridge.generate`` runs
         without the cache, so it is right either way.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> model = load_model("embedded:gpt2")                   # doctest: +SKIP
         >>> model.cfg.n_layers, model.cfg.n_heads                 # doctest: +SKIP
         (4, 4)
@@ -454,7 +454,7 @@ def plain_hf_model(model, attn_implementation: str | None = None) -> torch.nn.Mo
     only output log-probs are needed (leave-one-out with a shared-prefix cache).
     A plain HF model is returned as it is.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> hf = plain_hf_model(load_model("embedded:gpt2"))      # doctest: +SKIP
         >>> hf(torch.tensor([[0, 5, 6]])).logits.shape           # doctest: +SKIP
         torch.Size([1, 3, 2048])
@@ -483,7 +483,7 @@ def save_model(model, directory: str | os.PathLike) -> Path:
     ``config.json``, ``generation_config.json`` when there is one, and the
     tokenizer files. ``load_model(directory)`` gives back the same logits.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> save_model(model, "runs/ga_gdr/model")                # doctest: +SKIP
     """
     directory = Path(directory)

@@ -91,7 +91,7 @@ class PresenceSettings:
 def probe_model(model, items: Sequence[QAItem], settings: PresenceSettings, fmt=None) -> dict[str, dict[str, Any]]:
     """Every probe of ``settings`` on ``model`` (``{probe name: ProbeResult.to_dict()}``).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> probe_model(model, forget, PresenceSettings())["choice"]["share_present"]   # doctest: +SKIP
         0.96
     """

@@ -45,6 +45,7 @@ from torch import Tensor
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
+from unpact.hooks.names import act_name
 
 
 @dataclass
@@ -276,7 +277,7 @@ def logit_lens(model, prompt_ids: Sequence[int], target: int) -> tuple[list[floa
     device = next(iter(model.parameters())).device
     ids = torch.tensor([list(prompt_ids)], device=device)
     n_layers = model.cfg.n_layers
-    names = [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    names = [act_name("resid_post", l) for l in range(n_layers)]
     _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
     resid: Float[Tensor, "layer d_model"] = torch.stack([cache[n][0, -1] for n in names])
     logits = model.unembed(model.ln_final(resid.unsqueeze(1))).squeeze(1).float()
@@ -337,7 +338,7 @@ def probe(model, items: Sequence[QAItem], name: str = "choice", *, settings: Map
           fmt: str | PromptFormat | None = None) -> ProbeResult:
     """Run probe ``name`` on ``items`` (every probe is called this way and returns a :class:`ProbeResult`).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> res = probe(model, forget, "logit_lens")          # doctest: +SKIP
         >>> res.share_present                                 # doctest: +SKIP
     """

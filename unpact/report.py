@@ -1,7 +1,8 @@
 """``results.json`` -> ``report.html`` (self-contained) and PNG figures.
 
 The report reads the results, never the pipeline: ``unpact report RUN_DIR``
-rebuilds it without recomputing anything. Every image is embedded as a base64
+rebuilds it without recomputing anything, reading ``results.json`` back through
+:class:`unpact.results.StudyResults` (its ``schema_version`` is checked). Every image is embedded as a base64
 ``data:`` URI and there is no script or external link, so the page opens from
 disk with no network. The same figures are written as PNG files beside it.
 
@@ -19,23 +20,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from unpact.errors import DataError
 from unpact.figures import CSS as FIGURE_CSS
 from unpact.figures import _mpl
 from unpact.figures import png_bytes as _png
+from unpact.results import load_results
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
-
-
-def load_results(run_dir: str | os.PathLike) -> dict[str, Any]:
-    p = Path(run_dir) / "results.json"
-    if not p.is_file():
-        raise DataError(
-            f"{str(p)!r} does not exist; the run is not finished: rerun `unpact run` with the same --out to complete it"
-        )
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # ------------------------------------------------------------------ figures
@@ -223,7 +214,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Write ``report.html`` and ``figures/*.png`` for the finished run in ``run_dir``."""
     run_dir = Path(run_dir)
-    res = load_results(run_dir)
+    res = load_results(run_dir).to_dict()  # read back through the typed results (schema_version checked)
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     figures: dict[str, bytes] = {}

@@ -5,7 +5,7 @@ Each stage writes ``stages/<name>.json`` through a temporary file and
 or does not exist. A rerun reads the finished stages and computes only the rest.
 Directories (saved checkpoints) are built under a temporary name and renamed.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> rd = RunDir("/tmp/demo-run")                      # doctest: +SKIP
     >>> rd.stage("original/evaluate", lambda: {"rouge": 0.9})  # computed once, then read back  # doctest: +SKIP
 """
@@ -68,7 +68,7 @@ class RunLock:
     killed run is stale and the next run takes it over. A second run on a directory
     whose lock is held gets a :class:`~unpact.errors.ConfigError` naming the holder's PID.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> with RunLock("/tmp/demo-run"):   # doctest: +SKIP
         ...     pass                         # write stages here
     """

@@ -18,7 +18,7 @@ Conventions, shared by everything in unpact:
   none is passed (so hooks see exactly the unpadded computation);
 * batches are chunked to a token budget (``max_batch_tokens``).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> lp = answer_logprobs(model, ["Question: Where was Ana Lind born?\\nAnswer:"], [" Lima"])  # doctest: +SKIP
     >>> lp.shape                                                  # doctest: +SKIP
     torch.Size([1])
@@ -36,9 +36,13 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from unpact.errors import InputError
+from unpact.protocols import Model
 
 #: Default token budget of one forward batch (rows x padded length).
 DEFAULT_MAX_BATCH_TOKENS = 16384
+#: length of greedy answers (evaluation, emphasis, attacks): the embedded answers are <= 12 tokens and
+#: TOFU's short answers fit too; one default for every caller that does not choose its own
+DEFAULT_MAX_NEW_TOKENS = 20
 
 HookList = Sequence[tuple[str | Callable[[str], bool], Callable]]
 #: Hooks for a batch: a fixed list, or a function of the batch's item indices (in row
@@ -93,12 +97,12 @@ def encode_pair(
     return p, a
 
 
-def context_length(model) -> int | None:
+def context_length(model: Model) -> int | None:
     cfg = getattr(model, "cfg", None)
     return getattr(cfg, "n_ctx", None)
 
 
-def check_length(model, n_tokens: int, name: str | None = None, what: str = "prompt plus answer") -> None:
+def check_length(model: Model, n_tokens: int, name: str | None = None, what: str = "prompt plus answer") -> None:
     """Raise :class:`InputError` when ``n_tokens`` exceeds the model's context."""
     n_ctx = context_length(model)
     if n_ctx is not None and n_tokens > n_ctx:
@@ -251,7 +255,7 @@ def chunks(lengths: Sequence[int], max_batch_tokens: int) -> Iterator[list[int]]
 
 
 def score_sequences(
-    model,
+    model: Model,
     sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     reduction: str = "mean",
@@ -280,7 +284,7 @@ def score_sequences(
 
 
 def answer_logprobs(
-    model,
+    model: Model,
     prompts: Sequence[str],
     answers: Sequence[str],
     *,
@@ -292,7 +296,7 @@ def answer_logprobs(
 ) -> Float[Tensor, " n"]:
     """LP(x, y) of each (prompt, answer) pair under teacher forcing, batched.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> answer_logprobs(model, ["Question: 2 + 3 =\\nAnswer:"], [" 5"])   # doctest: +SKIP
         tensor([-0.0123])
     """
@@ -303,7 +307,7 @@ def answer_logprobs(
 
 
 def encode_many(
-    model,
+    model: Model,
     prompts: Sequence[str],
     answers: Sequence[str],
     *,
@@ -341,7 +345,7 @@ def first_token_ranks(
     criterion: emphasis "elevates forgotten knowledge to the model's Top-1 prediction".
     Same encoding, batching and hooks as :func:`answer_logprobs`.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> first_token_ranks(model, ["Question: 2 + 3 =\\nAnswer:"], [" 5"])   # doctest: +SKIP
         tensor([1])
     """
@@ -414,7 +418,7 @@ def _prefix_chunks(
 
 
 def score_variants(
-    model,
+    model: Model,
     bases: Sequence[Sequence[int]],
     sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
     base_of: Sequence[int],
@@ -440,7 +444,7 @@ def score_variants(
     be shared (sliding-window or recurrent layers), whose forward has no
     ``logits_to_keep``, or whose bridge weights do not map onto a plain HF model.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> base = [0, 11, 12, 13]; ans = [20, 21]
         >>> seqs = [(base, ans), ([0, 12, 13], ans), ([0, 11, 13], ans)]      # drop token 1, token 2
         >>> score_variants(model, [base], seqs, [0, 0, 0], [4, 1, 2])         # doctest: +SKIP
@@ -545,10 +549,10 @@ def stop_ids(tokenizer) -> set[int]:
 
 
 def greedy_generate(
-    model,
+    model: Model,
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     fwd_hooks: BatchHooks = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     stop_at_newline: bool = True,

@@ -1,17 +1,14 @@
-"""Intervals and tests shared by the controlled measurements and their verdicts (numbers in, numbers out).
-
-* :func:`bootstrap_mean_ci` — percentile bootstrap interval of a mean over items;
-* :func:`wilson_interval` — Wilson score interval of a share k / n;
-* :func:`spearman_rho` — Spearman rank correlation (average ranks for ties);
-* :func:`stratified_permutation_test` — a permutation p-value of a rank correlation, the
-  pairing shuffled only within strata (so a confounder that defines the strata cannot
-  make the association).
+"""Small statistics, one place for every module (analyses, tracking, emphasis, attacks): numbers in, numbers out.
 
 Example:
-    >>> wilson_interval(8, 10)[0] < 0.8 < wilson_interval(8, 10)[1]
-    True
-    >>> bootstrap_mean_ci([1.0, 1.0, 1.0])["interval"]
-    [1.0, 1.0]
+    >>> mean([1.0, None, float("nan"), 3.0]), spearman([1, 2], [2, 1]), round(spearman([1, 2], [2, 1], min_pairs=2), 6)
+    (2.0, None, -1.0)
+
+Intervals and tests of the controlled measurements and their verdicts:
+:func:`bootstrap_mean_ci` (percentile bootstrap of a mean over items), :func:`wilson_interval`
+(a share k / n), :func:`spearman_rho` (the array form the permutation test calls in its loop;
+:func:`spearman` is the general one, skipping None pairs) and :func:`stratified_permutation_test`
+(a rank correlation's p-value with the pairing shuffled only within strata).
 """
 
 from __future__ import annotations
@@ -21,6 +18,67 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+
+def mean(xs: Sequence[float | None]) -> float | None:
+    """Mean of the finite values of ``xs`` (None, NaN and infinities skipped); None when none is left."""
+    xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return float(np.mean(xs)) if xs else None
+
+
+def gini(values: Sequence[float]) -> float | None:
+    """Gini coefficient of non-negative values: 0 = spread evenly, 1 = all in one."""
+    v = np.sort(np.asarray([x for x in values if x is not None], dtype=float))
+    if v.size == 0 or v.sum() <= 0:
+        return None
+    n = v.size
+    idx = np.arange(1, n + 1)
+    return float((2 * (idx * v).sum()) / (n * v.sum()) - (n + 1) / n)
+
+
+def spearman(a: Sequence[float], b: Sequence[float], min_pairs: int = 3) -> float | None:
+    """Spearman rank correlation of the pairs without None (None with fewer than ``min_pairs``
+    pairs or a constant side)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(pairs) < min_pairs:
+        return None
+    x, y = zip(*pairs)
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    r = spearmanr(x, y).statistic
+    return None if r is None or not math.isfinite(r) else float(r)
+
+
+def spearman_p(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Two-sided p-value of the Spearman correlation (None where :func:`spearman` is None)."""
+    from scipy.stats import spearmanr
+
+    if spearman(a, b) is None:
+        return None
+    x, y = zip(*[(u, v) for u, v in zip(a, b) if u is not None and v is not None])
+    p = spearmanr(x, y).pvalue
+    return None if p is None or not math.isfinite(p) else float(p)
+
+
+def sign_test_p(diffs: Sequence[float]) -> float | None:
+    """Two-sided sign-test p-value that the median of ``diffs`` is 0 (scipy binomtest)."""
+    from scipy.stats import binomtest
+
+    d = [x for x in diffs if x is not None and x != 0]
+    if not d:
+        return None
+    k = sum(1 for x in d if x > 0)
+    return float(binomtest(k, len(d), 0.5).pvalue)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """``digits`` decimals; two significant figures for a non-zero number that would print as 0.000."""
+    if x is None:
+        return "n/a"
+    if x != 0 and abs(x) < 0.5 * 10 ** -digits:
+        return f"{x:.2g}"
+    return f"{x:.{digits}f}"
 
 def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95,
                       seed: int = 0) -> dict[str, Any]:
@@ -137,4 +195,5 @@ def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: 
     return out
 
 
-__all__ = ["bootstrap_mean_ci", "spearman_rho", "stratified_permutation_test", "wilson_interval"]
+__all__ = ["bootstrap_mean_ci", "fmt", "gini", "mean", "sign_test_p", "spearman", "spearman_p", "spearman_rho",
+           "stratified_permutation_test", "wilson_interval"]

@@ -4,7 +4,7 @@ Nothing here is mocked: each checkpoint is a real HF model of the named
 architecture with a real byte-level BPE tokenizer trained by ``tokenizers``,
 saved to a directory that :func:`unpact.load_model` boots like any other.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.testing import make_tiny_checkpoint
     >>> path = make_tiny_checkpoint("llama", "/tmp/tiny-llama")   # doctest: +SKIP
 """

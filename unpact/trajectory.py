@@ -23,7 +23,7 @@ greedy answer reaches ROUGE-L recall >= ``threshold`` (:func:`unpact.metrics.ans
 Task vector is a fine-tune followed by a negation; its checkpoints (and the
 monitor) see the negation of the fine-tune so far, ``θ − alpha (θ_k − θ)``.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> seen = []
     >>> res = run_trajectory(model, "npo_gdr", forget, retain,
     ...                      on_checkpoint=lambda name, step, m, acc: seen.append((name, step, acc)))  # doctest: +SKIP
@@ -198,7 +198,7 @@ def gentle_config(model, method: str, settings: TrajectorySettings | None = None
     then ``lr`` is multiplied by ``settings.lr_factor``, ``steps`` becomes the cap
     (``max_steps``, or ``max_steps_factor`` x the default steps) and ``warmup_steps`` is set.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> cfg = gentle_config(model, "npo_gdr")                  # doctest: +SKIP
         >>> cfg["lr"], cfg["steps"], cfg["warmup_steps"]           # doctest: +SKIP
         (0.00025, 120, 5)
@@ -283,7 +283,7 @@ def run_trajectory(
         :class:`TrajectoryResult`: checkpoints taken, the step each target was first seen
         below (None: never reached), the monitor's trace and the losses.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> res = run_trajectory(original, "ga_gdr", forget, retain,
         ...                      on_checkpoint=lambda n, s, m, a: save_model(m, f"ckpt/{s}"))   # doctest: +SKIP
     """

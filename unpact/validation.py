@@ -8,8 +8,11 @@ half-made run directory behind:
   (driven by the dataclass, so options added later are checked too);
 * :func:`check_ranges` - the numeric ranges in :data:`RANGES` (plus the generic rule
   that an integer option named ``max_*`` or ``*_steps`` is at least 1);
-* :func:`resolve_attribution_methods` - names through the attribution registry
-  (``ig`` is integrated gradients, ``bogus`` is an error);
+* :func:`check_names` - every name against its registry: unlearning methods and their
+  hyperparameters, attribution methods (:func:`resolve_attribution_methods`: ``ig`` is
+  integrated gradients, ``bogus`` is an error), emphasis templates, kinds and layer sets,
+  attacks and their options, the dtype and the prompt format;
+* :func:`check_inputs` - the device, the output path, the models (and a chat template);
 * :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error);
 * :func:`check_output_dir` - the output path is a directory or can be made one;
 * :func:`check_model_available` - a local checkpoint is complete, a hub id is in the
@@ -44,8 +47,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "min_forget_accuracy": (0.0, 1.0),
     "attribution.subset": (0, None),
     "attribution.ig_steps": (1, None),
-    "attribution.keytokens_alpha": (0.0, None),
-    "attribution.keytokens_beta": (0, None),
+    "max_batch_tokens": (64, None),
+    "attribution.keytokens.alpha": (0.0, None),
+    "attribution.keytokens.beta": (0, None),
     "emphasis.max_control_items": (1, None),
     "emphasis.threshold": (0.0, 1.0),
     "emphasis.collapse_margin": (0.0, 1.0),
@@ -101,6 +105,21 @@ def _matches(value: Any, tp: Any) -> bool:
     return True  # a hint this checker does not know: leave it to the code that uses it
 
 
+def check_value(name: str, value: Any, tp: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` matches type hint ``tp`` (and is finite), naming key ``name``.
+
+    Example:
+        >>> check_value("emphasis.factors", [1, 2.5], list[float])
+        >>> check_value("seed", 1.5, int)
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: config key 'seed' must be an integer, got 1.5 (a number)
+    """
+    if not _matches(value, tp):
+        raise ConfigError(f"config key {name!r} must be {_type_name(tp)}, got {value!r} ({_type_name(type(value))})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {name!r} must be a finite number, got {value!r}")
+
+
 def check_types(obj: Any, where: str = "") -> None:
     """Raise :class:`ConfigError` for a field of dataclass ``obj`` (recursively) whose value
     does not match its type hint, naming the key, the expected type and the value.
@@ -118,13 +137,7 @@ def check_types(obj: Any, where: str = "") -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_types(value, f"{name}.")
             continue
-        tp = hints.get(f.name, Any)
-        if not _matches(value, tp):
-            raise ConfigError(
-                f"config key {name!r} must be {_type_name(tp)}, got {value!r} ({_type_name(type(value))})"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key {name!r} must be a finite number, got {value!r}")
+        check_value(name, value, hints.get(f.name, Any))
 
 
 def check_ranges(obj: Any, where: str = "") -> None:
@@ -162,6 +175,66 @@ def resolve_attribution_methods(names: Sequence[str]) -> list[str]:
         if canonical not in out:
             out.append(canonical)
     return out
+
+
+def check_names(cfg: Any) -> None:
+    """Raise :class:`ConfigError` for a name of run config ``cfg`` that its registry does not know.
+
+    Attribution method names are replaced in ``cfg`` by their canonical names (``ig`` ->
+    ``integrated_gradients``), so a registered alias never silently turns a method off.
+    """
+    from unpact.attacks import make_attack
+    from unpact.data.formatting import FORMAT_NAMES
+    from unpact.emphasis.activation import KINDS, LAYER_SETS
+    from unpact.models import DTYPE_CHOICES
+    from unpact.unlearning import METHODS, get_method, make_config
+
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
+    for m in cfg.method_config:
+        if m not in cfg.methods:
+            raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
+        make_config(get_method(m).config_class, cfg.method_config[m])  # unknown or bad hyperparameters
+    cfg.attribution = dataclasses.replace(cfg.attribution, methods=resolve_attribution_methods(cfg.attribution.methods))
+    if cfg.dtype not in DTYPE_CHOICES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; use {', '.join(DTYPE_CHOICES)}")
+    if cfg.prompt_format not in FORMAT_NAMES:
+        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(FORMAT_NAMES)}")
+    if cfg.system_prompt and cfg.prompt_format != "chat":
+        raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
+    for k in cfg.emphasis.kinds:
+        if k not in KINDS:
+            raise ConfigError(f"unknown emphasis kind {k!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
+    cfg.recovery_config().settings()  # templates, factors, threshold, margin
+    for name in cfg.emphasis.layer_sets:
+        if name not in LAYER_SETS and not all(x.strip().isdigit() for x in str(name).split(",")):
+            raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'")
+    for name in cfg.attacks.options:
+        if name not in cfg.attacks.names:
+            raise ConfigError(f"attacks.options names {name!r}, which is not among the attacks {cfg.attacks.names}")
+    for name in cfg.attacks.names:
+        make_attack(name, cfg.attacks.options.get(name))  # unknown names and options fail here, before any work
+    cfg.presence.validate()  # probe names, the format probe's source, counts
+
+
+def check_inputs(cfg: Any) -> None:
+    """Raise :class:`ConfigError` unless run config ``cfg``'s device exists, its output path can be
+    a directory and its models can be loaded (a checkpoint used with the chat format has a chat template)."""
+    from unpact.models import resolve_model_spec
+
+    check_device(cfg.device)
+    check_output_dir(cfg.out)
+    for spec in (cfg.model, cfg.reference_model):
+        if spec is None:
+            continue
+        check_model_available(spec)
+        kind, target = resolve_model_spec(spec)
+        if kind == "path" and cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so now
+            from unpact.data import resolve_format
+            from unpact.models import _load_tokenizer
+
+            resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
 
 
 # -------------------------------------------------------------- the machine

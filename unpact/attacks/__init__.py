@@ -11,7 +11,7 @@ One registry (:data:`ATTACKS`), one class per attack, each config in one datacla
 :func:`run_attack` runs one attack's settings on the unlearned model, the original
 and a negative control and returns its route table; see :mod:`unpact.attacks.base`.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.attacks import run_attack                                  # doctest: +SKIP
     >>> table = run_attack("quantization", unlearned, forget, original=original,
     ...                    negative=retain_model)                              # doctest: +SKIP

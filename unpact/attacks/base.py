@@ -11,7 +11,7 @@ run the same way, by :func:`run_attack`:
    and the forget items into an :class:`Attacked` (a possibly changed *copy* of
    the model, the prompts to ask, and which items are asked);
 2. the attacked answers are judged exactly as emphasis recovery judges them
-   (:func:`unpact.emphasis.recovery.evaluate`: greedy answer, ROUGE-L recall at
+   (:func:`unpact.emphasis.recovery.score_answers`: greedy answer, ROUGE-L recall at
    :attr:`~unpact.emphasis.RecoveryConfig.threshold`, teacher-forced answer
    log-prob) against the same model's plain answers;
 3. the same setting is applied to the **original** model (does the attack keep
@@ -38,9 +38,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
-from unpact.data.records import MCItem, QAItem
+from unpact.data.records import question_answer  # noqa: F401 (the attacks' item dispatch, re-exported)
 from unpact.errors import ConfigError, InputError
 from unpact.progress import ProgressFactory, null_progress
+from unpact.stats import mean
+from unpact.protocols import Model
 
 #: name -> attack class; add your own with :func:`register_attack`.
 ATTACKS: dict[str, type["Attack"]] = {}
@@ -124,16 +126,6 @@ class Attack:
         raise NotImplementedError
 
 
-def question_answer(item, i: int) -> tuple[str, str, str]:
-    """``(id, question, answer)`` of a QA or MC item (MC: the right choice's text)."""
-    iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
-    if isinstance(item, QAItem):
-        return iid, item.question, item.answer
-    if isinstance(item, MCItem):
-        return iid, item.question, item.answer_text
-    raise InputError(f"item {iid!r}: attacks need question/answer items (QAItem or MCItem), got {type(item).__name__}")
-
-
 # --------------------------------------------------------------------- judging
 
 
@@ -149,11 +141,6 @@ class RoleRun:
 
     def correct(self, threshold: float) -> tuple[list[bool], list[bool]]:
         return [r >= threshold for r in self.plain_rouge], [r >= threshold for r in self.attacked_rouge]
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -188,24 +175,24 @@ def controlled_row(runs: Mapping[str, RoleRun], ids: Sequence[str], threshold: f
         "n_eligible": sum(eligible),
         "n_recovered_beyond_controls": sum(beyond),
         "controlled_rate": sum(beyond) / sum(eligible) if sum(eligible) else None,
-        "delta_logprob": _mean(d_u),
+        "delta_logprob": mean(d_u),
         "recovered_ids": [i for i, r in zip(ids, beyond) if r],
         "roles": {},
     }
     for role, r in runs.items():
         p, a = r.correct(threshold)
         row["roles"][role] = {"plain_accuracy": _share(p), "attacked_accuracy": _share(a),
-                              "delta_logprob": _mean([x - y for x, y in zip(r.attacked_logprob, r.plain_logprob)])}
+                              "delta_logprob": mean([x - y for x, y in zip(r.attacked_logprob, r.plain_logprob)])}
     if n is not None:
         d_n = [a - p for a, p in zip(n.attacked_logprob, n.plain_logprob)]
-        row["delta_logprob_beyond_negative"] = _mean([x - y for x, y in zip(d_u, d_n)])
+        row["delta_logprob_beyond_negative"] = mean([x - y for x, y in zip(d_u, d_n)])
         row["negative_answers"] = sum(n_att)
     return row
 
 
 def role_runs(
     attack: "Attack | str",
-    model,
+    model: Model,
     forget: Sequence,
     *,
     config: Any = None,
@@ -221,7 +208,7 @@ def role_runs(
     ``run`` a :class:`RoleRun` as a dict. The controls' runs do not depend on the unlearning
     method, so a study computes them once and passes them to :func:`run_attack` for every method.
     """
-    from unpact.emphasis.recovery import RecoveryConfig, evaluate
+    from unpact.emphasis.recovery import RecoveryConfig, score_answers
 
     atk = make_attack(attack, config) if isinstance(attack, str) else attack
     rcfg = recovery or RecoveryConfig()
@@ -229,15 +216,15 @@ def role_runs(
     items = list(forget)
     if not items:
         raise InputError("the forget set is empty; give at least one item to attack")
-    qas = [question_answer(it, i) for i, it in enumerate(items)]
+    qas = [question_answer(it, i, "an attack") for i, it in enumerate(items)]
     targets = [f.answer(a) for _, _, a in qas]
-    plain = evaluate(model, [f.prompt(q) for _, q, _ in qas], targets, [a for _, _, a in qas], config=rcfg)
+    plain = score_answers(model, [f.prompt(q) for _, q, _ in qas], targets, [a for _, _, a in qas], config=rcfg)
     if bar is not None:
         bar.update()
     out: dict[str, Any] = {"plain": {"rouge": plain["rouge"], "logprob": plain["logprob"]}, "settings": {}}
     for s in atk.settings():
         att = atk.apply(model, items, s, fmt=f, pool=pool or {}, seed=seed)
-        res = evaluate(att.model, att.prompts, [targets[i] for i in att.asked], [qas[i][2] for i in att.asked],
+        res = score_answers(att.model, att.prompts, [targets[i] for i in att.asked], [qas[i][2] for i in att.asked],
                        config=rcfg)
         run = RoleRun([plain["rouge"][i] for i in att.asked], res["rouge"], [plain["logprob"][i] for i in att.asked],
                       res["logprob"], res["answers"])
@@ -250,11 +237,11 @@ def role_runs(
 
 def run_attack(
     attack: "Attack | str",
-    unlearned,
+    unlearned: Model,
     forget: Sequence,
     *,
-    original=None,
-    negative=None,
+    original: Model | None = None,
+    negative: Model | None = None,
     controls: Mapping[str, Mapping[str, Any]] | None = None,
     pool: Mapping[str, Sequence] | None = None,
     config: Any = None,
@@ -287,7 +274,7 @@ def run_attack(
     atk = make_attack(attack, config) if isinstance(attack, str) else attack
     rcfg = recovery or RecoveryConfig()
     items = list(forget)
-    qas = [question_answer(it, i) for i, it in enumerate(items)]
+    qas = [question_answer(it, i, "an attack") for i, it in enumerate(items)]
     given = dict(controls or {})
     models = {k: v for k, v in (("original", original), ("negative", negative)) if v is not None and k not in given}
     n_settings = len(atk.settings())

@@ -15,7 +15,7 @@ Methods (:data:`ATTRIBUTION_METHODS`):
 :func:`key_tokens` applies the paper's KeyTokens rule to a result; :func:`compare`
 tracks contributions between two models (original vs unlearned).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact import load_model                                          # doctest: +SKIP
     >>> from unpact.attribution import attribute, key_tokens
     >>> model = load_model("embedded:gpt2")                                    # doctest: +SKIP
@@ -37,6 +37,7 @@ from unpact.attribution.prepare import Prepared, prepare_items
 from unpact.attribution.result import Attribution
 from unpact.attribution.tracking import Comparison, TokenDelta, compare
 from unpact.progress import ProgressFactory, null_progress
+from unpact.protocols import Model
 
 __all__ = [
     "ATTRIBUTION_METHODS", "Attribution", "AttributionMethod", "Comparison", "HeadFlow", "HeadsConfig",
@@ -46,7 +47,7 @@ __all__ = [
 
 
 def attribute(
-    model,
+    model: Model,
     items: Any,
     method: str = "loo",
     *,

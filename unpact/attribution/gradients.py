@@ -25,7 +25,7 @@ exceeds ``tolerance`` (5%) is recomputed with twice the steps, up to ``max_steps
 baseline is a token (``"pad"`` by default, an id, ...; its embedding is the
 model's embedding of that token) or ``"zero"`` (the zero vector).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> a = attribute(model, items, method="integrated_gradients")            # doctest: +SKIP
     >>> a[0].extras["relative_gap"] <= 0.05, a[0].extras["steps"]              # doctest: +SKIP
     (True, 128)

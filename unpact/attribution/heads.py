@@ -28,7 +28,7 @@ writes ``pattern[h, t, s] * (v_s W_O^h)`` into the residual stream at t (v_s is
 extras run over the whole sequence (prompt then answer tokens), so the sums over
 sources hold exactly. One forward and one backward per chunk of items.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> a = attribute(model, items, method="heads")[0]                      # doctest: +SKIP
     >>> len(a.extras["head_direct"]), len(a.extras["head_direct"][0])      # doctest: +SKIP
     (4, 4)
@@ -45,6 +45,7 @@ from unpact.attribution.base import AttributionMethod, make_result, register
 from unpact.attribution.prepare import Prepared
 from unpact.attribution.result import Attribution
 from unpact.errors import ConfigError
+from unpact.hooks.names import act_name
 from unpact.progress import ProgressFactory, null_progress
 
 
@@ -127,8 +128,8 @@ class HeadFlow(AttributionMethod):
         names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
         grad_names = ["hook_embed"]
         for l in range(L):
-            names += [f"blocks.{l}.attn.hook_pattern", f"blocks.{l}.attn.hook_v"]
-            grad_names += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
+            names += [act_name("pattern", l), act_name("v", l)]
+            grad_names += [act_name("attn_out", l), act_name("mlp_out", l)]
         hook_points = set(model.hook_dict) if hasattr(model, "hook_dict") else set(names + grad_names)
         fwd = [(n, keep(n, True)) for n in names if n in hook_points and n != "hook_embed"]
         fwd += [(n, keep(n, False)) for n in grad_names]
@@ -175,21 +176,21 @@ class HeadFlow(AttributionMethod):
         attn_total, mlp_total = torch.zeros(B, L), torch.zeros(B, L)
         bias_direct, bias_total = torch.zeros(B, L), torch.zeros(B, L)
         for l in range(L):
-            pat = store[f"blocks.{l}.attn.hook_pattern"]  # [B H q k]
-            v = store[f"blocks.{l}.attn.hook_v"]  # [B k H' d_head]
+            pat = store[act_name("pattern", l)]  # [B H q k]
+            v = store[act_name("v", l)]  # [B k H' d_head]
             if v.shape[2] != H:  # grouped-query attention: repeat the kv heads
                 v = v.repeat_interleave(H // v.shape[2], dim=2)
-            ga = g[f"blocks.{l}.hook_attn_out"]
+            ga = g[act_name("attn_out", l)]
             ou = torch.einsum("hdm,btm->bthd", W_O[l], u[:, w0:])  # u is 0 before the answer window
             og = torch.einsum("hdm,btm->bthd", W_O[l], ga)
             vd = torch.einsum("bshd,bthd->bhts", v, ou)
             vt = torch.einsum("bshd,bthd->bhts", v, og)
             head_direct[:, l] = (pat[:, :, w0:] * vd).sum(2).double()
             head_total[:, l] = (pat * vt).sum(2).double()
-            ao, mo = acts[f"blocks.{l}.hook_attn_out"], acts[f"blocks.{l}.hook_mlp_out"]
+            ao, mo = acts[act_name("attn_out", l)], acts[act_name("mlp_out", l)]
             attn_direct[:, l], mlp_direct[:, l] = direct(ao), direct(mo)
             attn_total[:, l] = total(ao, ga)
-            mlp_total[:, l] = total(mo, g[f"blocks.{l}.hook_mlp_out"])
+            mlp_total[:, l] = total(mo, g[act_name("mlp_out", l)])
             bo = b_O[l].expand_as(ao)
             bias_direct[:, l], bias_total[:, l] = direct(bo), total(bo, ga)
         emb = acts["hook_embed"]

@@ -18,9 +18,9 @@ within 1e-5). It runs the bridge's weights through HF's own attention, so
 hooks on the bridge are not applied; ``prefix_cache=False`` scores every row
 whole through the bridge with :func:`unpact.scoring.score_sequences`.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.attribution import attribute                       # doctest: +SKIP
-    >>> a = attribute(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"), method="loo")
+    >>> a = attribute(model, ("Question: Where was Ana Lind born?\\nAnswer:", " Lima"), method="loo")  # doctest: +SKIP
     >>> a.top(2)                                                         # doctest: +SKIP
     [(' Lind', 0.41), (' born', 0.12)]
 """

@@ -26,8 +26,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-from jaxtyping import Float
 from torch import Tensor
 
 
@@ -89,11 +87,6 @@ class Attribution:
             )
 
     # ------------------------------------------------------------ views
-    @property
-    def score_tensor(self) -> Float[Tensor, " prompt"]:
-        """``scores`` as a float64 tensor."""
-        return torch.tensor(self.scores, dtype=torch.float64)
-
     @property
     def content_positions(self) -> list[int]:
         """Positions of the tokens that may be keywords (not special)."""

@@ -14,7 +14,7 @@ original model and an unlearned one, and returns a :class:`Comparison`:
 
 Everything is plain data (``to_dict()``), ready for results.json.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> cmp = compare(attribute(orig, items), attribute(unlearned, items))   # doctest: +SKIP
     >>> cmp.summary["key_mean_delta"], cmp.summary["other_mean_delta"]      # doctest: +SKIP
     (-0.31, -0.02)
@@ -31,6 +31,7 @@ import numpy as np
 from unpact.attribution.keytokens import key_tokens
 from unpact.attribution.result import Attribution, _plain
 from unpact.errors import InputError
+from unpact.stats import mean, spearman
 
 
 @dataclass
@@ -78,20 +79,6 @@ class Comparison:
                 + f", groups={sorted(s.get('by_group', {}))})")
 
 
-def _mean(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return float(np.mean(xs)) if xs else None
-
-
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    r = spearmanr(a, b).statistic
-    return float(r) if math.isfinite(r) else None
-
-
 def _key_other(d: TokenDelta) -> tuple[list[float], list[float]]:
     keys = set(d.key_tokens)
     key = [d.delta[i] for i in keys]
@@ -107,13 +94,13 @@ def _summarise(ds: list[TokenDelta]) -> dict[str, Any]:
         other += o
     return {
         "n_items": len(ds),
-        "key_mean_delta": _mean(key),
-        "other_mean_delta": _mean(other),
-        "all_mean_delta": _mean(key + other),
+        "key_mean_delta": mean(key),
+        "other_mean_delta": mean(other),
+        "all_mean_delta": mean(key + other),
         "n_key_tokens": len(key),
         "n_other_tokens": len(other),
-        "lp_mean_delta": _mean([d.lp_after - d.lp_before for d in ds]),
-        "spearman_mean": _mean([d.spearman for d in ds if d.spearman is not None]),
+        "lp_mean_delta": mean([d.lp_after - d.lp_before for d in ds]),
+        "spearman_mean": mean([d.spearman for d in ds if d.spearman is not None]),
     }
 
 
@@ -158,7 +145,7 @@ def compare(
             before=list(b.scores), after=list(a.scores),
             delta=[y - x for x, y in zip(b.scores, a.scores)], special=list(b.special),
             key_tokens=keys, lp_before=b.lp, lp_after=a.lp,
-            spearman=_spearman([b.scores[i] for i in content], [a.scores[i] for i in content]),
+            spearman=spearman([b.scores[i] for i in content], [a.scores[i] for i in content], min_pairs=2),
         ))
     if len(deltas) != len(after):
         missing = sorted(set(by_id) - {d.item_id for d in deltas})

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from unpact.data.records import Item, MCItem, QAItem, TextItem
 from unpact.errors import ConfigError
@@ -71,7 +70,7 @@ def chat_format(tokenizer, system: str | None = None, **template_kwargs) -> Prom
     the token ids are the template's own. ``template_kwargs`` go to
     ``apply_chat_template`` (open-unlearning passes ``date_string`` for Llama 3).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fmt = chat_format(tokenizer, system="You are a helpful assistant.")   # doctest: +SKIP
         >>> fmt.prompt("Where was Ana Lind born?")                                 # doctest: +SKIP
         '<|start_header_id|>system<|end_header_id|>\\n\\nYou are a helpful assistant.<|eot_id|>...'
@@ -153,5 +152,3 @@ def prompt_answer_pair(item: Item, fmt: str | PromptFormat | None = None) -> tup
         return item.prompt, item.continuation
     raise TypeError(f"cannot format {type(item).__name__}")
 
-
-Formatter = Callable[[Item], tuple[str, str]]

@@ -12,7 +12,7 @@ Sources: a hub id through ``datasets`` (for users with a network), or local
 ``.json`` (a list, or JSON lines as TOFU ships them), ``.jsonl`` or ``.parquet``
 files; ``path`` may be the file itself or a directory holding ``<split>.<ext>``.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> bench = load_benchmark("tofu", "real_authors_perturbed",
     ...                        path="shared/data/tofu")            # doctest: +SKIP
     >>> bench[0].question                                           # doctest: +SKIP
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
+from unpact.data.shipped import DATA_DIR
 from unpact.errors import DataError
 
 #: Canonical benchmark names and the hub ids they load from when no path is given.
@@ -340,8 +341,6 @@ def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None)
         path: a local file, or a directory holding ``<split>.json|.jsonl|.parquet``.
     """
     if name.startswith("embedded:"):
-        from unpact.embedded import load_embedded_benchmark
-
         return load_embedded_benchmark(name, split)
     family = _family(name)
     if path is not None:
@@ -357,6 +356,32 @@ def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None)
             raise DataError(f"{source} holds no records")
     kind = _expected_kind(family, split, rows)
     return Benchmark(name=name, split=split, items=records_from_rows(rows, source, kind), source=source)
+
+
+def embedded_benchmark_names() -> list[str]:
+    """The shipped embedded benchmarks (``tofu``, ``muse``, ``wmdp``, ``general``), or [] before a build."""
+    if not DATA_DIR.is_dir():
+        return []
+    return sorted(p.name for p in DATA_DIR.iterdir() if p.is_dir())
+
+
+def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None = None) -> Benchmark:
+    """Load ``embedded:<benchmark>`` split ``split`` from the shipped files.
+
+    ``data_dir`` reads from another build's ``data/`` directory instead
+    (``unpact build-embedded --out DIR`` writes ``DIR/data``).
+    """
+    bench = name.split(":", 1)[-1]
+    directory = Path(data_dir or DATA_DIR) / bench
+    if not directory.is_dir():
+        known = ", ".join(f"embedded:{n}" for n in embedded_benchmark_names()) or "none (run `unpact build-embedded`)"
+        raise DataError(f"unknown embedded benchmark {name!r}; known: {known}")
+    file = directory / f"{split}.jsonl"
+    if not file.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.jsonl")))
+        raise DataError(f"unknown split {split!r} of {name!r}; known splits: {known}")
+    rows = read_records(file)
+    return Benchmark(name=name, split=split, items=records_from_rows(rows, str(file)), source=str(file))
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -90,12 +90,31 @@ class Benchmark(Sequence):
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items)
 
-    @property
-    def kinds(self) -> set[str]:
-        return {it.kind for it in self.items}
 
-    def of_kind(self, kind: str) -> list[Item]:
-        return [it for it in self.items if it.kind == kind]
+
+def question_answer(item: Any, i: int, what: str = "this") -> tuple[str, str, str]:
+    """``(id, question, answer)`` of a QA item, an MC item (its right choice's text) or a
+    ``(question, answer)`` pair: the one place that dispatches on the item type for the
+    callers that need a question and its answer (emphasis, attacks). ``i`` is the id of an
+    item without one; ``what`` names the caller in the error.
+
+    Example:
+        >>> question_answer(MCItem("2 + 2?", ["3", "4"], 1, id="m"), 0)
+        ('m', '2 + 2?', '4')
+        >>> question_answer(("Where?", "Lima"), 7)
+        ('7', 'Where?', 'Lima')
+    """
+    from unpact.errors import InputError
+
+    iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
+    if isinstance(item, QAItem):
+        return iid, item.question, item.answer
+    if isinstance(item, MCItem):
+        return iid, item.question, item.answer_text
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        return iid, item[0], item[1]
+    raise InputError(f"item {iid!r}: {what} needs question/answer items (QAItem, MCItem or (question, answer)), "
+                     f"got {type(item).__name__}")
 
 
 def spread_sample(items: Iterable, k: int | None) -> list:

@@ -7,7 +7,7 @@ The shipped files under ``unpact/embedded/shipped/`` are the output of
 * ``models/<arch>/`` and ``models/<arch>-retain/``: HF checkpoints (float16
   weights, tokenizer files), the second trained without the forget10 authors.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> build_embedded("/tmp/world", seed=0, tiny=True)          # doctest: +SKIP
     PosixPath('/tmp/world')
 """

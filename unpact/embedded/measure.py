@@ -25,7 +25,7 @@ Second edition (:func:`template_table`, :func:`tofu_statistics`):
   of the retain split and the general set (> 0.3), and the forget quality of the
   original's forget10 truth ratios against the ``-retain`` model's (small).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> model = load_model("embedded:gpt2")                     # doctest: +SKIP
     >>> measure_model(model)["tofu_trained"]                    # doctest: +SKIP
     1.0
@@ -41,6 +41,7 @@ from dataclasses import replace
 from unpact.data import MCItem, QAItem, TextItem, format_prompt, spread_sample
 from unpact.embedded import load_embedded_benchmark
 from unpact.embedded.world import HELDOUT_SURFACE_TEMPLATES, TRAINED_TEMPLATES
+from unpact.emphasis.recovery import RecoveryConfig
 from unpact.emphasis.rewrites import rewrite
 from unpact.metrics import evaluate, forget_quality, mc_accuracy, rouge_l_recall, rouge_recalls, tofu_model_utility
 from unpact.scoring import greedy_generate, tokenize
@@ -55,8 +56,8 @@ TARGETS = {
     "general_mc": (0.9, "min"),
     "general_qa": (0.9, "min"),
 }
-#: ROUGE-L recall at which a QA answer counts as right.
-CORRECT = 0.9
+#: ROUGE-L recall at which a QA answer counts as right: the main job's (unpact.emphasis.RecoveryConfig).
+CORRECT = RecoveryConfig.threshold
 
 
 def qa_rouge(model, items: Sequence[QAItem], max_new_tokens: int = 24) -> list[float]:
@@ -64,7 +65,7 @@ def qa_rouge(model, items: Sequence[QAItem], max_new_tokens: int = 24) -> list[f
     return rouge_recalls(model, items, max_new_tokens=max_new_tokens)
 
 
-def verbatim_rouge(model, items: Sequence[TextItem]) -> list[float]:
+def verbatim_rouge_recall(model, items: Sequence[TextItem]) -> list[float]:
     """ROUGE-L recall of the greedy continuation of each passage prompt."""
     n = max(len(tokenize(model.tokenizer, it.continuation)) for it in items) + 8
     preds = greedy_generate(model, [it.prompt for it in items], max_new_tokens=n)
@@ -114,7 +115,7 @@ def measure_model(
     r = qa_rouge(model, hp)
     out["heldout_phrasing"] = sum(x >= CORRECT for x in r) / len(r)
     out["holdout"], out["holdout_baseline"] = holdout_accuracy(model, spread_sample(bench("tofu", "holdout"), limit))
-    v = verbatim_rouge(model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit))
+    v = verbatim_rouge_recall(model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit))
     out["muse_verbatim"] = sum(v) / len(v)
     out["wmdp_mc"] = mc_accuracy(model, spread_sample(bench("wmdp", "test"), limit), reduction="mean")
     out["general_mc"] = mc_accuracy(model, spread_sample(bench("general", "mc"), limit), reduction="mean")

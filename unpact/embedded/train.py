@@ -8,7 +8,7 @@ clipping, length-bucketed right-padded batches (no attention mask, as in
 tokenised by :func:`unpact.scoring.encode_pair`, so the models see exactly what
 scoring feeds them; prompt tokens are weighted less than answer tokens.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> tok = train_tokenizer(["Question: Where was Ana Lind born?\\nAnswer: Lima"], vocab_size=300)
     >>> cfg = model_config("llama", len(tok), ModelSize.tiny())            # doctest: +SKIP
 """

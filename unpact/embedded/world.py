@@ -26,7 +26,7 @@ never touches that a knowledge probe can ask in. Surface variants of each
 template (:data:`HELDOUT_SURFACE_TEMPLATES`) are never trained and measure how
 far the format-reading generalises. Everything is a function of the seed.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> world = generate_world(WorldConfig(), seed=0)
     >>> sorted(world.benchmarks)
     ['general', 'muse', 'tofu', 'wmdp']

@@ -21,13 +21,14 @@ from unpact.emphasis.activation import (
 )
 from unpact.emphasis.recovery import (
     EmphasisItem,
+    BestSetting,
     RecoveryConfig,
     RecoveryTable,
     best_setting,
-    compare,
-    evaluate,
+    compare_runs,
+    score_answers,
     keytoken_positions,
-    prepare_items,
+    emphasis_items,
     recover,
     render_table,
 )
@@ -46,8 +47,8 @@ from unpact.emphasis.rewrites import (
 
 __all__ = [
     "ActivationEmphasis", "DEFAULT_FACTORS", "KINDS", "LAYER_SETS", "batched_emphasis_hooks", "emphasis_hooks", "layer_set", "sweep",
-    "EmphasisItem", "RecoveryConfig", "RecoveryTable", "best_setting", "compare", "evaluate", "keytoken_positions",
-    "prepare_items", "recover", "render_table",
+    "BestSetting", "EmphasisItem", "RecoveryConfig", "RecoveryTable", "best_setting", "compare_runs", "score_answers", "keytoken_positions",
+    "emphasis_items", "recover", "render_table",
     "DEFAULT_TEMPLATES", "TEMPLATES", "RewriteTemplate", "RewrittenPrompt", "get_template", "keyword_positions",
     "keywords_from_positions", "register_template", "rewrite", "segment_question",
 ]

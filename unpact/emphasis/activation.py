@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import torch
 
 from unpact.errors import ConfigError
-from unpact.hooks import attention_scaling_hooks, residual_scaling_hooks
+from unpact.hooks import attention_scaling_hooks, position_mask, residual_scaling_hooks
 
 #: Named layer sets: thirds of the stack (early/middle/late) or all of it.
 LAYER_SETS: tuple[str, ...] = ("all", "early", "middle", "late")
@@ -120,7 +120,7 @@ def emphasis_hooks(model, emphasis: ActivationEmphasis, positions: Sequence[Sequ
 
     ``positions[i]`` are item i's keyword positions in its (original) prompt, BOS at 0.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fh = emphasis_hooks(model, ActivationEmphasis(factor=4), [[3, 4], [5]])      # doctest: +SKIP
         >>> greedy_generate(model, prompts, fwd_hooks=fh)                                # doctest: +SKIP
     """
@@ -145,7 +145,7 @@ def batched_emphasis_hooks(
     with factor 1 pass bit for bit unchanged). So a batch mixing settings (and plain
     rows) computes, row by row, what :func:`emphasis_hooks` computes setting by setting.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> fh = batched_emphasis_hooks(model, [ActivationEmphasis(factor=4), None], [[3, 4], [3, 4]])  # doctest: +SKIP
         >>> greedy_generate(model, prompts, fwd_hooks=fh)     # row 0 emphasised, row 1 plain     # doctest: +SKIP
     """
@@ -182,13 +182,7 @@ def batched_emphasis_hooks(
 def _mask(positions: Sequence[Sequence[int]]) -> torch.Tensor:
     """Boolean ``[batch, 1 + last position]`` mask of per-row positions (hooks pad it to their width)."""
     width = 1 + max((max(p) for p in positions if len(p)), default=0)
-    m = torch.zeros((len(positions), width), dtype=torch.bool)
-    for r, p in enumerate(positions):
-        for q in p:
-            if int(q) != q or q < 0:
-                raise ValueError(f"positions are absolute non-negative ints, got {q!r}")
-            m[r, int(q)] = True
-    return m
+    return position_mask([list(p) for p in positions], len(positions), width)
 
 
 def sweep(

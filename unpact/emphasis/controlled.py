@@ -29,7 +29,7 @@ also measured against it (``did_negative``). Every number is computed
 from the per-item raw outcomes kept in the result (:meth:`ControlledRecovery.raw`),
 so a verdict can be recomputed from results.json alone (:func:`summarise`).
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> res = controlled_recovery(unlearned, original, forget, controls={"retain": retain},
     ...                           keywords=positions)                                      # doctest: +SKIP
     >>> s = res.summary["settings"]["prompt:repeat"]                                       # doctest: +SKIP
@@ -478,7 +478,7 @@ def specific_recovery(result: ControlledRecovery | Mapping[str, Any], outcome: s
     ``statistic``: ``"did"`` (against the original, the default), ``"keyword_minus_placebo"``
     (unlearned only) or ``"binary"`` (the paired rate difference at the headline threshold).
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> specific_recovery(res)["prompt:repeat"]["interval"]            # doctest: +SKIP
     """
     summary = result.summary if isinstance(result, ControlledRecovery) else result.get("summary", result)

@@ -3,7 +3,7 @@
 For each forget item the unlearned model answers greedily (no weight change)
 once plainly and once under each emphasis: every prompt rewrite template and
 every activation setting (factor x layer set x kind). An item is **recovered**
-by an emphasis when its ROUGE-L recall reaches ``threshold`` (default 0.5) under
+by an emphasis when its ROUGE-L recall reaches ``threshold`` (default 0.9) under
 the emphasis where plainly it did not. The recovery rate is recovered /
 forgotten (items below the threshold plainly). The mean change in the answer's
 log-prob (teacher forcing) comes with it.
@@ -18,7 +18,7 @@ Keywords are the KeyTokens of the *original* model (``unpact.attribution``,
 leave-one-out by default), or what the caller gives: per item a list of keyword
 strings or of token positions (BOS at 0) in the original prompt.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> table = recover(unlearned, forget, original=original,
     ...                 controls={"retain": retain, "general": general})      # doctest: +SKIP
     >>> print(render_table(table))                                        # doctest: +SKIP
@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
-from unpact.data.records import MCItem, QAItem, spread_sample
+from unpact.data.records import QAItem, question_answer, spread_sample
 from unpact.emphasis.activation import (
     DEFAULT_FACTORS,
     LAYER_SETS,
@@ -51,36 +52,49 @@ from unpact.emphasis.rewrites import (
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
-from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, answer_logprobs, greedy_generate
+from unpact.stats import mean
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
+from unpact.protocols import Model
+
+#: The prompt rewrites tried by default: the five single rewrites of the paper's kind plus one
+#: combination (all of :data:`~unpact.emphasis.DEFAULT_TEMPLATES` cost a third more, for the
+#: main job's 10-minute budget on a CPU).
+RECOVERY_TEMPLATES: tuple[str, ...] = ("repeat", "quote", "upper", "focus", "keywords_first", "repeat+focus")
 
 
 @dataclass
 class RecoveryConfig:
-    """What to try and how to judge it (all defaults visible here).
+    """What to try and how to judge it: every emphasis default of unpact lives here (the main
+    job's :class:`unpact.config.EmphasisSettings` and ``unpact recover`` take theirs from it).
 
     Attributes:
-        threshold: ROUGE-L recall at or above which an answer counts as right.
+        threshold: ROUGE-L recall at or above which an answer counts as right (also the main
+            job's evaluation accuracy). The embedded TOFU answers are sentences that repeat the
+            question's subject ("X was born in Lima."), so a wrong value still scores ~0.8: 0.9
+            separates right from wrong there.
         control_margin: a control accuracy drop above this flags the setting as collapse.
         templates: prompt rewrite templates to try (``"a+b"`` combines).
-        factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline).
+        factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline);
+            kinds: "attention" only by default ("value" and "residual" on request), for the
+            main job's time budget.
         site: residual site for ``kind="residual"`` (``resid_pre``, ``resid_post``, ...).
         max_new_tokens: greedy answer length.
         max_control_items: at most this many items per control set (evenly spaced; None: all).
-        keytokens: options of :func:`unpact.attribution.key_tokens` (alpha, beta, normalize).
+        keytokens: the KeyTokens rule behind the keywords (:class:`~unpact.attribution.KeyTokensConfig`).
         attribution_method: the attribution behind the KeyTokens.
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.9
     control_margin: float = 0.1
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    templates: tuple[str, ...] = RECOVERY_TEMPLATES
     factors: tuple[float, ...] = DEFAULT_FACTORS
     layer_sets: tuple[str, ...] = LAYER_SETS
-    kinds: tuple[str, ...] = ("attention", "value")
+    kinds: tuple[str, ...] = ("attention",)
     site: str = "resid_post"
-    max_new_tokens: int = 24
-    max_control_items: int | None = 60
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_control_items: int | None = 16
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
-    keytokens: dict[str, Any] = field(default_factory=dict)
+    keytokens: KeyTokensConfig = field(default_factory=KeyTokensConfig)
     attribution_method: str = "loo"
 
     def __post_init__(self) -> None:
@@ -94,6 +108,8 @@ class RecoveryConfig:
         self.factors = tuple(float(f) for f in self.factors)
         self.layer_sets = tuple(self.layer_sets)
         self.kinds = tuple(self.kinds)
+        if isinstance(self.keytokens, Mapping):
+            self.keytokens = KeyTokensConfig(**self.keytokens)
 
     def settings(self) -> list[ActivationEmphasis]:
         return sweep(self.factors, self.layer_sets, self.kinds, self.site)
@@ -118,18 +134,6 @@ class EmphasisItem:
 KeywordSpec = Any  # per item: list[str] | list[int]; a list aligned with items, a dict by id, or a callable
 
 
-def _question_answer(item, i: int) -> tuple[str, str, str]:
-    iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
-    if isinstance(item, QAItem):
-        return iid, item.question, item.answer
-    if isinstance(item, MCItem):
-        return iid, item.question, item.answer_text
-    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
-        return iid, item[0], item[1]
-    raise InputError(f"item {iid!r}: emphasis needs question/answer items (QAItem, MCItem or (question, answer)), "
-                     f"got {type(item).__name__}")
-
-
 def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
     if callable(keywords):
         return keywords(item)
@@ -143,24 +147,22 @@ def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
 def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None = None, fmt=None,
                        progress: ProgressFactory = null_progress) -> list[list[int]]:
     """KeyTokens positions of each item under the ``original`` model (BOS at 0)."""
+    from unpact.attribution import attribute
+
     cfg = config or RecoveryConfig()
-    try:
-        from unpact.attribution import attribute
-    except ImportError as exc:  # pragma: no cover - until unpact.attribution exports attribute
-        raise ConfigError("KeyTokens need unpact.attribution.attribute; give keywords explicitly instead") from exc
     kwargs = {"progress": progress}
     if fmt is not None:
         kwargs["fmt"] = fmt
     attrs = attribute(original, list(items), method=cfg.attribution_method, **kwargs)
-    return [list(a.key_tokens(**cfg.keytokens)) for a in attrs]
+    return [list(a.key_tokens(**asdict(cfg.keytokens))) for a in attrs]
 
 
-def prepare_items(
-    model,
+def emphasis_items(
+    model: Model,
     items: Sequence,
     keywords: KeywordSpec = None,
     *,
-    original=None,
+    original: Model | None = None,
     config: RecoveryConfig | None = None,
     fmt: str | PromptFormat | None = None,
     progress: ProgressFactory = null_progress,
@@ -172,7 +174,7 @@ def prepare_items(
     """
     tok = model.tokenizer
     f = get_format(fmt)
-    qas = [_question_answer(it, i) for i, it in enumerate(items)]
+    qas = [question_answer(it, i, "emphasis") for i, it in enumerate(items)]
     if keywords is None:
         if original is None:
             raise InputError("emphasis needs keywords: pass keywords=..., or original=<the model before unlearning> "
@@ -196,14 +198,59 @@ def prepare_items(
     return out
 
 
-class RecoveryTable(dict):
-    """:func:`recover`'s result: a plain dict (JSON as it is) that also shows itself as HTML.
+class BestSetting(NamedTuple):
+    """The best setting of one kind of emphasis (see :func:`best_setting`)."""
 
-    ``to_html()`` (and a notebook's display) gives the baseline, every prompt
-    rewrite, the activation sweep as a factor x layer-set map of the recovery rate
-    (a cross where a control collapsed) and the answers per item.
-    ``RecoveryTable(json.load(f))`` wraps a table read back from JSON.
+    name: str | None
+    rate: float | None
+    collapse: bool
+    row: dict
+
+
+class RecoveryTable(dict):
+    """:func:`recover`'s result: a plain dict (JSON as it is) with typed accessors, that also
+    shows itself as HTML.
+
+    The sections (:data:`SECTIONS`) are read as attributes (``table.n_forgotten``,
+    ``table.prompt``: template -> row; ``items`` is the dict method, so ``table["items"]``),
+    :meth:`best` gives a kind's best setting, and
+    :meth:`from_dict` reads a table back from JSON, checking that every section is there.
+    ``to_html()`` (and a notebook's display) gives the baseline, every prompt rewrite, the
+    activation sweep as a factor x layer-set map of the recovery rate (a cross where a control
+    collapsed) and the answers per item.
+
+    Example:
+        >>> t = RecoveryTable.from_dict({**dict.fromkeys(RecoveryTable.SECTIONS), "prompt": {"quote": {"n_forgotten": 3}},
+        ...                              "prompt_best_setting": "quote", "prompt_best": 0.5, "prompt_collapse": False})
+        >>> t.best("prompt").name, t.best("prompt").rate, t.best("prompt").row, t.n_forgotten
+        ('quote', 0.5, {'n_forgotten': 3}, None)
     """
+
+    #: the sections every table holds (a table may carry more: ``rewrite_attributions``, ``original``, ...)
+    SECTIONS = ("method", "config", "keywords_source", "n_forget", "n_forgotten", "n_original_known",
+                "n_forgotten_known", "baseline", "prompt", "activation", "prompt_best", "prompt_best_setting",
+                "prompt_collapse", "activation_best", "activation_best_setting", "activation_collapse", "items")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in RecoveryTable.SECTIONS:
+            return self.get(name)
+        raise AttributeError(name)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryTable":
+        missing = [k for k in cls.SECTIONS if k not in d]
+        if missing:
+            raise InputError(f"not a recovery table: it lacks {', '.join(missing)}")
+        return cls(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def best(self, kind: str) -> BestSetting:
+        """The best ``"prompt"`` or ``"activation"`` setting: its name, rate, collapse flag and row."""
+        name = self.get(f"{kind}_best_setting")
+        return BestSetting(name, self.get(f"{kind}_best"), bool(self.get(f"{kind}_collapse")),
+                           (self.get(kind) or {}).get(name) or {})
 
     def to_html(self) -> str:
         from unpact import figures
@@ -217,7 +264,7 @@ class RecoveryTable(dict):
 # ------------------------------------------------------------------ evaluation
 
 
-def evaluate(model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
+def score_answers(model: Model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
              fwd_hooks=None, config: RecoveryConfig | None = None) -> dict[str, list]:
     """Greedy answers, their ROUGE-L recall against ``answers``, and teacher-forced answer log-probs."""
     cfg = config or RecoveryConfig()
@@ -233,12 +280,12 @@ def evaluate(model, prompts: Sequence[str], targets: Sequence[str], answers: Seq
 def _prompt_run(model, items: list[EmphasisItem], template: str, fmt, cfg: RecoveryConfig) -> dict[str, list]:
     tok = model.tokenizer
     prompts = [rewrite(it.question, it.keywords, template, tok, fmt).prompt for it in items]
-    return evaluate(model, prompts, [it.target for it in items], [it.answer for it in items], config=cfg)
+    return score_answers(model, prompts, [it.target for it in items], [it.answer for it in items], config=cfg)
 
 
 def _activation_run(model, items: list[EmphasisItem], emph: ActivationEmphasis, cfg: RecoveryConfig) -> dict[str, list]:
     hooks = emphasis_hooks(model, emph, [it.positions for it in items])
-    return evaluate(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
+    return score_answers(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
                     fwd_hooks=hooks, config=cfg)
 
 
@@ -247,9 +294,9 @@ Run = tuple[str, Any]  # ("plain", None) | ("prompt", template) | ("activation",
 
 def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequence[Run], fmt, cfg: RecoveryConfig, *,
                    batched: bool = True, bar=None) -> dict[Run, dict[str, dict[str, list]]]:
-    """:func:`evaluate` of every run on every group: ``{run: {group: result}}``.
+    """:func:`score_answers` of every run on every group: ``{run: {group: result}}``.
 
-    Batched: all runs x groups x items are rows of one :func:`evaluate` call (one
+    Batched: all runs x groups x items are rows of one :func:`score_answers` call (one
     ``greedy_generate``, one ``answer_logprobs``), activation rows carrying their own
     setting through :func:`batched_emphasis_hooks`. Unbatched (the reference): one
     call per run and group, as the settings are defined.
@@ -265,7 +312,7 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
                 elif kind == "activation":
                     out[run][g] = _activation_run(model, its, spec, cfg)
                 else:
-                    out[run][g] = evaluate(model, [i.prompt for i in its], [i.target for i in its],
+                    out[run][g] = score_answers(model, [i.prompt for i in its], [i.target for i in its],
                                            [i.answer for i in its], config=cfg)
                 if bar is not None:
                     bar.update()
@@ -289,7 +336,7 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
                 positions.append(it.positions)
             spans.append((run, g, start, len(prompts)))
     hooks = batched_emphasis_hooks(model, settings, positions) if any(s is not None for s in settings) else None
-    res = evaluate(model, prompts, targets, answers, fwd_hooks=hooks, config=cfg)
+    res = score_answers(model, prompts, targets, answers, fwd_hooks=hooks, config=cfg)
     if bar is not None:
         bar.update()
     out = {run: {} for run in runs}
@@ -298,16 +345,11 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
     return out
 
 
-def _mean(xs: Sequence[float]) -> float | None:
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else None
-
-
 def _accuracy(rouge: Sequence[float], thr: float) -> float | None:
     return sum(r >= thr for r in rouge) / len(rouge) if rouge else None
 
 
-def compare(base: dict[str, list], emph: dict[str, list], threshold: float, ids: Sequence[str]) -> dict[str, Any]:
+def compare_runs(base: dict[str, list], emph: dict[str, list], threshold: float, ids: Sequence[str]) -> dict[str, Any]:
     """Recovery of one group under one emphasis against its plain run."""
     forgotten = [b < threshold for b in base["rouge"]]
     rec = [b < threshold <= e for b, e in zip(base["rouge"], emph["rouge"])]
@@ -320,8 +362,8 @@ def compare(base: dict[str, list], emph: dict[str, list], threshold: float, ids:
         "n_lost": sum(lost),
         "accuracy": _accuracy(emph["rouge"], threshold),
         "baseline_accuracy": _accuracy(base["rouge"], threshold),
-        "rouge": _mean(emph["rouge"]),
-        "delta_logprob": _mean([e - b for e, b in zip(emph["logprob"], base["logprob"])]),
+        "rouge": mean(emph["rouge"]),
+        "delta_logprob": mean([e - b for e, b in zip(emph["logprob"], base["logprob"])]),
         "recovered_ids": [i for i, r in zip(ids, rec) if r],
     }
 
@@ -368,56 +410,13 @@ def best_setting(rows: Mapping[str, dict]) -> tuple[str | None, float | None, bo
     return n, r["forget_rate"], bool(r["collapse"])
 
 
-def recover(
-    unlearned,
-    forget: Sequence,
-    *,
-    original=None,
-    controls: Mapping[str, Sequence] | None = None,
-    keywords: KeywordSpec = None,
-    control_keywords: Mapping[str, KeywordSpec] | None = None,
-    config: RecoveryConfig | None = None,
-    method: str | None = None,
-    fmt: str | PromptFormat | None = None,
-    progress: ProgressFactory = null_progress,
-) -> "RecoveryTable":
-    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
-
-    Args:
-        unlearned: the model after unlearning (a bridge).
-        forget: the forget items (QA or MC items).
-        original: the model before unlearning: its KeyTokens give the keywords
-            (unless ``keywords`` is given) and its answers the reference level.
-        controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
-        keywords / control_keywords: explicit keywords (see :func:`prepare_items`).
-        config: :class:`RecoveryConfig`.
-        method: the unlearning method's name (recorded in the table).
-
-    Returns:
-        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
-        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
-        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
-        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
-        recovered), and ``collapse``.
-
-    All runs on the unlearned model (the plain answers, every template and every
-    activation setting, over forget and control items) go through one batched
-    ``greedy_generate`` and one ``answer_logprobs`` call: rows of different
-    settings share each forward, each with its own hooks (see
-    :func:`unpact.emphasis.batched_emphasis_hooks`).
-    """
-    return _recover(unlearned, forget, original=original, controls=controls, keywords=keywords,
-                    control_keywords=control_keywords, config=config, method=method, fmt=fmt, progress=progress,
-                    batched=True)
-
-
 def check_same_tokenizer(original, unlearned) -> None:
     """Raise :class:`ConfigError` unless both models tokenize alike (same vocabulary and special tokens).
 
     The original model's KeyToken *positions* are applied to the unlearned model's
     tokens, so a pair with different tokenizers would emphasise the wrong tokens.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> check_same_tokenizer(load_model("embedded:gpt2"), load_model("out/npo_gdr"))  # doctest: +SKIP
     """
     a, b = original.tokenizer, unlearned.tokenizer
@@ -441,19 +440,57 @@ def check_same_tokenizer(original, unlearned) -> None:
             )
 
 
-def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, control_keywords=None, config=None,
-             method=None, fmt=None, progress: ProgressFactory = null_progress, batched: bool = True) -> RecoveryTable:
-    """:func:`recover`; ``batched=False`` is the reference path (one evaluation per run and group)."""
+def recover(
+    unlearned: Model,
+    forget: Sequence,
+    *,
+    original: Model | None = None,
+    controls: Mapping[str, Sequence] | None = None,
+    keywords: KeywordSpec = None,
+    control_keywords: Mapping[str, KeywordSpec] | None = None,
+    config: RecoveryConfig | None = None,
+    method: str | None = None,
+    fmt: str | PromptFormat | None = None,
+    progress: ProgressFactory = null_progress,
+    batched: bool = True,
+) -> "RecoveryTable":
+    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
+
+    Args:
+        unlearned: the model after unlearning (a bridge).
+        forget: the forget items (QA or MC items).
+        original: the model before unlearning: its KeyTokens give the keywords
+            (unless ``keywords`` is given) and its answers the reference level.
+        controls: name -> items (e.g. ``{"retain": ..., "general": ...}``).
+        keywords / control_keywords: explicit keywords (see :func:`emphasis_items`).
+        config: :class:`RecoveryConfig`.
+        method: the unlearning method's name (recorded in the table).
+        batched: False is the reference path (one evaluation per run and group), for tests
+            and benchmarks; it gives the same table.
+
+    Returns:
+        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
+        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
+        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
+        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
+        recovered), and ``collapse``.
+
+    All runs on the unlearned model (the plain answers, every template and every
+    activation setting, over forget and control items) go through one batched
+    ``greedy_generate`` and one ``answer_logprobs`` call: rows of different
+    settings share each forward, each with its own hooks (see
+    :func:`unpact.emphasis.batched_emphasis_hooks`).
+    """
     cfg = config or RecoveryConfig()
     if original is not None:
         check_same_tokenizer(original, unlearned)
     f = get_format(fmt)
     controls = {k: spread_sample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
     groups: dict[str, list[EmphasisItem]] = {
-        "forget": prepare_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
+        "forget": emphasis_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
     for name, its in controls.items():
         kw = (control_keywords or {}).get(name)
-        groups[name] = prepare_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
+        groups[name] = emphasis_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
     ids = {g: [it.id for it in its] for g, its in groups.items()}
     settings = cfg.settings()
     runs: list[tuple[str, Any]] = [("plain", None)] + [("prompt", t) for t in cfg.templates] \
@@ -465,11 +502,11 @@ def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, 
         orig = None
         if original is not None:
             fi = groups["forget"]
-            orig = evaluate(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
+            orig = score_answers(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
             bar.update()
 
     def rows_of(run: dict[str, dict], setting: dict) -> dict:
-        return _row(setting, {g: compare(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
+        return _row(setting, {g: compare_runs(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
 
     prompt_rows: dict[str, dict] = {}
     best_answers: dict[tuple[str, str], list] = {}
@@ -511,12 +548,12 @@ def _recover(unlearned, forget, *, original=None, controls=None, keywords=None, 
         "n_forgotten_known": sum(k and r < thr for k, r in zip(known, plain["forget"]["rouge"])) if known else None,
         "baseline": {
             "forget_accuracy": _accuracy(plain["forget"]["rouge"], thr),
-            "forget_rouge": _mean(plain["forget"]["rouge"]),
-            "forget_logprob": _mean(plain["forget"]["logprob"]),
+            "forget_rouge": mean(plain["forget"]["rouge"]),
+            "forget_logprob": mean(plain["forget"]["logprob"]),
             "original_forget_accuracy": _accuracy(orig["rouge"], thr) if orig else None,
-            "original_forget_rouge": _mean(orig["rouge"]) if orig else None,
-            "original_forget_logprob": _mean(orig["logprob"]) if orig else None,
-            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": _mean(plain[g]["rouge"]),
+            "original_forget_rouge": mean(orig["rouge"]) if orig else None,
+            "original_forget_logprob": mean(orig["logprob"]) if orig else None,
+            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": mean(plain[g]["rouge"]),
                              "n": len(groups[g])} for g in groups if g != "forget"},
         },
         "prompt": prompt_rows,

@@ -13,7 +13,7 @@ unpact's scoring convention: BOS at 0, so the prompt's first token is 1.
 Templates live in a registry (:data:`TEMPLATES`); add your own with
 :func:`register_template`. A name ``"a+b"`` applies ``a`` then ``b``.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> r = rewrite("Where was Orla Venning born?", ["Orla Venning"], "quote")
     >>> r.question
     'Where was "Orla Venning" born?'
@@ -61,6 +61,9 @@ def register_template(name: str, description: str = "") -> Callable[[TemplateFn]
         ... def bold(segments, keywords):
         ...     return [s for text, k in segments
         ...             for s in ([("*", None), (text, k), ("*", None)] if k is not None else [(text, k)])]
+        >>> "bold" in TEMPLATES
+        True
+        >>> del TEMPLATES["bold"]  # the global registry as it was
     """
     if "+" in name:
         raise ConfigError(f"template name {name!r} must not contain '+', which composes templates")
@@ -306,7 +309,7 @@ def keywords_from_positions(tokenizer, question: str, positions: Sequence[int],
     (positions on the prompt format's own words are dropped). Order of appearance,
     no duplicates.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> keywords_from_positions(tok, "Where was Orla Venning born?", [3, 4, 5])   # doctest: +SKIP
         ['Orla Venning']
     """

@@ -1,6 +1,6 @@
 """Unlearning methods as weight edits: one class per method behind a registry.
 
-All methods are called the same way:
+All methods are called the same way (+SKIP lines need a model, data or files, so the doctest run skips them):
 
     >>> from unpact.unlearning import unlearn, METHODS
     >>> result = unlearn(model, "npo_gdr", forget, retain, {"steps": 10}, seed=0)   # doctest: +SKIP
@@ -29,10 +29,11 @@ from unpact.unlearning.npo import NPOConfig, NPOGDRConfig, NPOKLRConfig  # noqa:
 from unpact.unlearning.rmu import RMUConfig  # noqa: E402
 from unpact.unlearning.simnpo import SimNPOConfig  # noqa: E402
 from unpact.unlearning.task_vector import TaskVectorConfig  # noqa: E402
+from unpact.protocols import Model
 
 
 def unlearn(
-    model,
+    model: Model,
     method: str,
     forget: Sequence,
     retain: Sequence | None = None,
@@ -66,7 +67,7 @@ def unlearn(
         A NaN/inf loss stops the run: ``stopped_early`` is True, ``message`` names the
         step and the last finite loss, and the model holds the last finite weights.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> result = unlearn(model, "ga_gdr", forget, retain, {"steps": 5})   # doctest: +SKIP
         >>> [round(r["loss"], 2) for r in result.losses]                     # doctest: +SKIP
     """

@@ -15,7 +15,7 @@ what its loss is; this module does everything else the same way for all of them:
   same weights;
 * stops at the first NaN/inf loss, restoring the last weights whose loss was finite.
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.unlearning import unlearn
     >>> result = unlearn(model, "npo_gdr", forget, retain)      # doctest: +SKIP
     >>> result.losses[-1]["loss"], result.stopped_early          # doctest: +SKIP
@@ -132,7 +132,7 @@ def resolve_preset(cfg: UnlearnConfig, model) -> UnlearnConfig:
     embedded) each ``REFERENCE`` value replaces a field still at its dataclass default.
     The returned config's ``preset`` says which was used.
 
-    Example:
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> resolve_preset(RMUConfig(), real_model).param_set                   # doctest: +SKIP
         'down_proj'
     """

@@ -6,7 +6,7 @@
 | ga_gdr | ``-NLL(forget) + retain_weight · NLL(retain)``     |
 | ga_klr | ``-NLL(forget) + retain_weight · KL(π_ref ‖ π) on retain`` |
 
-Example:
+Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> result = unlearn(model, "ga_gdr", forget, retain, {"steps": 10})   # doctest: +SKIP
 """
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from unpact.errors import ConfigError
+from unpact.hooks.names import act_name
 from unpact.scoring import chunks, forward_logits, pack, pad_id
 from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod
 from unpact.unlearning.losses import masked_mse
@@ -112,7 +113,7 @@ class RMU(UnlearningMethod):
         return layer
 
     def hook_name(self, model) -> str:
-        return f"blocks.{self._layer(model)}.hook_resid_post"
+        return act_name("resid_post", self._layer(model))
 
     def trainable(self, model) -> list[nn.Parameter]:
         layer = self._layer(model)

@@ -1,0 +1,143 @@
+"""The study's analyses from its per-method stage results (what :mod:`unpact.pipeline` and
+:mod:`unpact.grid` call): the four findings, gated by the precondition that the original model
+knows the forget set.
+
+Example:
+    >>> forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)["holds"]
+    False
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unpact.analyses.collapse import collapse_analysis
+from unpact.analyses.keyword_focus import keyword_focus
+from unpact.analyses.layer_head import layer_head_analysis
+from unpact.analyses.recovery import recovery_analysis
+
+
+def forget_precondition(orig_eval: dict[str, Any], min_accuracy: float, threshold: float) -> dict[str, Any]:
+    """Does the original model know the forget set? (the precondition of every verdict)
+
+    ``holds`` is True when the original answers at least ``min_accuracy`` of the forget
+    items right (ROUGE-L recall >= ``threshold``; the MC accuracy for multiple-choice items).
+    """
+    f = orig_eval.get("forget") or {}
+    acc = f.get("accuracy", f.get("mc_accuracy"))
+    out: dict[str, Any] = {"forget_accuracy": acc, "min_forget_accuracy": min_accuracy, "threshold": threshold}
+    if acc is None:
+        out.update(holds=None, reason="the original model's forget accuracy was not measured")
+        return out
+    out["holds"] = acc >= min_accuracy
+    out["reason"] = (
+        f"the original model answers {100 * acc:.0f}% of the forget items right (ROUGE-L recall >= {threshold:g}), "
+        f"{'at least' if out['holds'] else 'below'} min_forget_accuracy = {100 * min_accuracy:.0f}%"
+        + ("" if out["holds"] else ": it does not know the forget set, so there is nothing to unlearn "
+           "and no verdict applies")
+    )
+    return out
+
+
+def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Every verdict in ``analyses`` replaced by "not applicable" with ``reason`` (numbers kept)."""
+    na = f"not applicable: {reason}"
+    for name, a in analyses.items():
+        if name in ("keyword_focus", "keyword_focus_null"):
+            for r in a.values():
+                r["verdict"], r["holds"] = na, None
+        elif isinstance(a, dict) and "verdict" in a:
+            a["verdict"] = na
+            if "holds" in a:
+                a["holds"] = None
+    return analyses
+
+
+def n_forgotten(table: dict[str, Any]) -> int | None:
+    """How many forget items the unlearned model got wrong (the recovery rates' denominator)."""
+    for kind in ("prompt", "activation"):
+        for row in (table.get(kind) or {}).values():
+            if isinstance(row, dict) and row.get("n_forgotten") is not None:
+                return int(row["n_forgotten"])
+    return None
+
+
+def control_items(tracking: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tracked retain and general items (the collapse analysis' control prompts)."""
+    return [{"before": d["before"], "after": d["after"], "special": d["special"], "tokens": d["tokens"]}
+            for d in tracking["loo"]["items"] if d["group"] in ("retain", "general")]
+
+
+def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Per method: of the forget items it no longer answers, how many a probe still finds (hidden)
+    and how many none finds (erased), with each probe's calibration on the controls.
+
+    The verdict is descriptive (a count, not a test): "hidden" is only as trustworthy as the
+    probes' sensitivity on the positive control, "erased" as their specificity on the negative
+    one; both are printed beside it.
+    """
+    cal = controls.get("calibration") or {}
+    per = {}
+    for m, r in methods.items():
+        p = r.get("presence")
+        if not p:
+            continue
+        c = p["counts"]
+        forgotten = c["hidden"] + c["erased"]
+        per[m] = {"counts": c, "n_forgotten": forgotten, "share_hidden_of_forgotten": p.get("share_hidden_of_forgotten"),
+                  "share_present": p.get("share_present"), "probes_used": p.get("probes_used"),
+                  "probes_left_out": p.get("probes_left_out")}
+    lines = []
+    for m, x in per.items():
+        c = x["counts"]
+        lines.append(f"{m}: {c['hidden']} hidden, {c['erased']} erased of {x['n_forgotten']} forgotten"
+                     f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})")
+    cal_txt = "; ".join(
+        f"{k}: sensitivity {v['sensitivity']:.2f} (n={v['n_positive']}), specificity {v['specificity']:.2f} (n={v['n_negative']})"
+        for k, v in cal.items() if v.get("sensitivity") is not None and v.get("specificity") is not None)
+    verdict = ("; ".join(lines) + (f" — probes on the controls: {cal_txt}" if cal_txt else " — probes not calibrated "
+               "(no positive or negative control)"))
+    return {"methods": per, "calibration": cal, "verdict": verdict,
+            "positive_hidden": len(controls.get("positive_hidden_ids") or []),
+            "positive_items": len(controls.get("positive_plain_recall") or [])}
+
+
+def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
+                 presence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The analyses over the methods' stage results; with a failed ``precondition``
+    (see :func:`forget_precondition`) every verdict is "not applicable" and says why.
+    ``presence``: the probes' controls (``controls/presence``), for the presence analysis."""
+    kf = {}
+    for m, r in methods.items():
+        items = [
+            {"group": d["group"], "before": d["before"], "after": d["after"], "special": d["special"],
+             "key": [i in key for i in range(len(d["before"]))]}
+            for d in r["tracking"]["loo"]["items"]
+            for key in [set(d["key_tokens"])]
+        ]
+        kf[m] = keyword_focus(items)
+    rec = recovery_analysis({
+        m: {"prompt_best": r["recovery"].get("prompt_best"), "activation_best": r["recovery"].get("activation_best"),
+            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse"),
+            "n_forgotten": n_forgotten(r["recovery"])}
+        for m, r in methods.items()
+    })
+    col = collapse_analysis({
+        m: {"utility_drop": r["collapse"]["utility_drop"], "items": control_items(r["tracking"])}
+        for m, r in methods.items()
+    })
+    lh = layer_head_analysis({
+        m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
+        for m, r in methods.items()
+    })
+    out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+    nulls = {m: r["keyword_nulls"]["test"] for m, r in methods.items() if (r.get("keyword_nulls") or {}).get("test")}
+    if nulls:
+        out["keyword_focus_null"] = nulls
+    if any("presence" in r for r in methods.values()):
+        out["presence"] = presence_analysis(methods, presence or {})
+    if precondition is not None:
+        if precondition.get("holds") is False:
+            not_applicable(out, precondition["reason"])
+        out["precondition"] = precondition
+    return out

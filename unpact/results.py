@@ -1,0 +1,281 @@
+"""``results.json``: the typed, versioned results of a run, and the numbers derived from its stages.
+
+:class:`StudyResults` is what :func:`unpact.pipeline.run_study` writes (``to_dict``) and what
+``unpact report`` reads back (``from_dict``); :data:`SCHEMA_VERSION` says which layout a file
+holds. The summary rows, the route rows and the report's token-heatmap examples are built
+here from the stage results, so the pipeline only runs stages.
+
+Example:
+    >>> r = StudyResults.from_dict({"schema_version": SCHEMA_VERSION, "config": {"model": "m"}})
+    >>> r.config["model"], r.to_dict()["schema_version"] == SCHEMA_VERSION
+    ('m', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unpact.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unpact.config import RunConfig
+
+GROUPS = ("forget", "retain", "general")
+
+#: The layout of results.json. 1: the first versioned layout (files without the key are read
+#: as 0: the same keys, written before the version existed).
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class StudyResults:
+    """Every number of one run (the sections of ``results.json``)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    model_info: dict[str, Any] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    original: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    analyses: dict[str, Any] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    unpact_version: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"schema_version": d.pop("schema_version"), "unpact_version": d.pop("unpact_version"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StudyResults":
+        """Read a results dict back; a newer layout or unknown sections are errors that say so."""
+        version = d.get("schema_version", 0)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise DataError(f"results.json has schema_version {version!r}, newer than this unpact's "
+                            f"({SCHEMA_VERSION}); read it with the unpact that wrote it ({d.get('unpact_version')})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DataError(f"results.json holds unknown sections {', '.join(unknown)} (schema_version {version})")
+        return cls(**{**d, "schema_version": version})
+
+
+def load_results(run_dir: str | os.PathLike) -> StudyResults:
+    """The :class:`StudyResults` of the finished run in ``run_dir``."""
+    p = Path(run_dir) / "results.json"
+    if not p.is_file():
+        raise DataError(
+            f"{str(p)!r} does not exist; the run is not finished: rerun `unpact run` with the same --out to complete it"
+        )
+    with open(p, encoding="utf-8") as f:
+        return StudyResults.from_dict(json.load(f))
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def _get(d: dict, *path, default=None):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
+def general_score(ev: dict[str, Any]) -> float | None:
+    """General accuracy: :func:`unpact.metrics.answer_accuracy` of the general QA items (MC
+    accuracy only when the general split has no QA items)."""
+    g = ev.get("general") or {}
+    return g.get("accuracy", g.get("mc_accuracy"))
+
+
+def model_utility_of(ev: dict[str, Any]) -> float | None:
+    """Model utility (TOFU's harmonic mean) from the retain and general evaluations: on the
+    embedded world the analogue of TOFU's 9 numbers (retain probability, ROUGE-L recall and
+    truth-ratio score, general probability and ROUGE-L recall: 5 numbers)."""
+    from unpact.metrics import tofu_model_utility
+
+    splits = [ev[g] for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
+    if not splits:
+        return None
+    try:
+        return float(tofu_model_utility(*splits))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+
+
+def model_utility_components_of(ev: dict[str, Any]) -> list[str]:
+    """The names of the numbers :func:`model_utility_of` averages (``"retain.prob"``, ...): 9 with
+    TOFU's retain, real-authors and world-facts splits; on the embedded world the analogue."""
+    from unpact.metrics import utility_components
+
+    names = [g for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
+    try:
+        return list(utility_components(*[ev[g] for g in names], names=names))
+    except KeyError:
+        return []
+
+
+def utility_degenerate(ev: dict[str, Any]) -> str | None:
+    """Why TOFU's model utility of ``ev`` carries no information, or None.
+
+    The utility is a harmonic mean: one component at 0 (e.g. a truth-ratio score of 0,
+    as on a world whose perturbed answers the model always prefers) makes it 0 whatever
+    the others are. Such a 0 is marked in the report instead of printed as a measurement.
+
+    Example:
+        >>> utility_degenerate({"retain": {"rouge_l_recall": 0.8, "prob": 0.5, "truth_ratio": 0.0}})
+        'retain truth_ratio is 0'
+    """
+    zero = []
+    for g in ("retain", "general"):
+        r = ev.get(g)
+        if not isinstance(r, dict) or "rouge_l_recall" not in r:
+            continue
+        prob_key = "prob_normalised" if r.get("tofu_role") == "other" and "prob_normalised" in r else "prob"
+        for k in (prob_key, "rouge_l_recall", "truth_ratio"):
+            v = r.get(k)
+            if v is not None and v <= 0:
+                zero.append(f"{g} {k} is 0")
+    return ", ".join(zero) or None
+
+
+def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
+    drops = []
+    for a, b in ((_get(orig, "retain", "rouge_l_recall"), _get(after, "retain", "rouge_l_recall")),
+                 (general_score(orig), general_score(after))):
+        if a is not None and b is not None:
+            drops.append(a - b)
+    return sum(drops) / len(drops) if drops else None
+
+
+# ------------------------------------------------------------------ sections
+
+
+def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per model (the original, then each method): the headline numbers."""
+    def row(name: str, ev: dict, rec: dict | None) -> dict[str, Any]:
+        return {
+            "method": name,
+            "forget_rouge": _get(ev, "forget", "rouge_l_recall"),
+            "retain_rouge": _get(ev, "retain", "rouge_l_recall"),
+            "general_accuracy": general_score(ev),
+            "forget_quality": _get(ev, "forget", "forget_quality"),
+            "model_utility": model_utility_of(ev),
+            "model_utility_components": model_utility_components_of(ev),
+            "recovery_prompt": None if rec is None else rec.get("prompt_best"),
+            "recovery_activation": None if rec is None else rec.get("activation_best"),
+            "model_utility_degenerate": utility_degenerate(ev),
+            "n_items": {g: len(_get(ev, g, "rouge_l_recall_per_item", default=[]) or []) for g in GROUPS},
+        }
+
+    rows = [row("original", orig_eval, None)]
+    rows += [row(m, r["evaluate"], r["recovery"]) for m, r in methods.items()]
+    return rows
+
+
+def examples(orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any] | None = None,
+             k: int = 3) -> list[dict[str, Any]]:
+    """Selected forget items with token heatmap views: original, after each method, under emphasis.
+
+    The keyword marks are the original model's KeyTokens under ``keytokens`` (the run's
+    :class:`~unpact.attribution.KeyTokensConfig` as a dict), the rule tracking used.
+    """
+    from unpact.attribution import Attribution, key_tokens
+
+    out = []
+    for idx, d in enumerate(orig_attr["loo"].get("forget", [])[:k]):
+        keys = set(key_tokens(Attribution.from_dict(d), **(keytokens or {})))
+        key = [i in keys for i in range(len(d["tokens"]))]
+        views = [{"label": "original model", "tokens": d["tokens"], "scores": d["scores"], "key": key}]
+        for m, r in methods.items():
+            after = r["attribution"]["loo"]["forget"][idx]
+            views.append({"label": f"{m}: after unlearning", "tokens": after["tokens"], "scores": after["scores"], "key": key})
+            ex = r["recovery"].get("rewrite_attributions") or []
+            if idx < len(ex):
+                e = ex[idx]
+                kp = set(e.get("keyword_positions", []))
+                views.append({"label": f"{m}: emphasis '{e.get('template')}'", "tokens": e["tokens"],
+                              "scores": e["scores"], "key": [i in kp for i in range(len(e["tokens"]))]})
+        out.append({"item_id": d["item_id"], "question": d["prompt"], "answer": d["answer"], "views": views})
+    return out
+
+
+def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
+    """Per method and recovery route: the best setting's raw rate and, for attacks, the rate beyond controls.
+
+    Emphasis rows carry the emphasis table's best rates (controls: collapse of retain/general,
+    no negative control yet); attack rows their best setting by the controlled rate.
+    """
+    from unpact.emphasis import RecoveryTable
+
+    rows = []
+    for m, r in methods.items():
+        rec = RecoveryTable(r.get("recovery") or {})
+        for kind in ("prompt", "activation"):
+            best = rec.best(kind)
+            rows.append({"method": m, "route": f"{kind} emphasis", "setting": best.name, "raw_rate": best.rate,
+                         "controlled_rate": None, "n_recovered": best.row.get("n_recovered"),
+                         "n_forgotten": best.row.get("n_forgotten"), "negative_control": False})
+        for a, t in (r.get("attacks") or {}).items():
+            best = t.get("best_setting") or next(iter(t.get("settings") or {}), None)
+            row = (t.get("settings") or {}).get(best) or {}
+            rows.append({"method": m, "route": a, "setting": best, "raw_rate": row.get("forget_rate"),
+                         "controlled_rate": row.get("controlled_rate"), "n_recovered": row.get("n_recovered_beyond_controls"),
+                         "n_forgotten": row.get("n_eligible"), "negative_control": "negative" in (t.get("roles") or [])})
+    return rows
+
+
+def assemble_results(cfg: "RunConfig", info: dict, orig_eval: dict, orig_attr: dict,
+                     methods: dict[str, dict], analyses: dict) -> StudyResults:
+    """The run's :class:`StudyResults` from its stage results."""
+    from unpact import __version__
+
+    return StudyResults(
+        unpact_version=__version__, config=cfg.to_dict(), model_info=info, summary=summary_rows(orig_eval, methods),
+        original={"evaluate": orig_eval, "attribution": orig_attr}, methods=methods, analyses=analyses,
+        examples=examples(orig_attr, methods, dataclasses.asdict(cfg.attribution.keytokens)),
+        routes=route_rows(methods),
+    )
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
+    cols = [("method", "method", 12), ("forget_rouge", "forget", 7), ("retain_rouge", "retain", 7),
+            ("general_accuracy", "general", 8), ("forget_quality", "FQ", 9), ("recovery_prompt", "rec.prompt", 10),
+            ("recovery_activation", "rec.act", 8)]
+    lines = ["  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (_, h, w) in enumerate(cols))]
+    for r in results["summary"]:
+        cells = []
+        for i, (k, _, w) in enumerate(cols):
+            v = r.get(k)
+            s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.3f}") if isinstance(v, float) else str(v)
+            cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
+        lines.append("  ".join(cells))
+    counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
+    if any(counts.values()):
+        lines.append(
+            "(on " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items: at most max_items per group; "
+            "`unpact unlearn` evaluates every item of a split, so its numbers differ)"
+        )
+    an = results.get("analyses", {})
+    pre = an.get("precondition") or {}
+    if pre.get("holds") is False:  # said first: no number below supports a verdict
+        lines.insert(0, f"not applicable: {pre['reason']}\n")
+    lines.append("")
+    for name in ("recovery", "collapse", "layer_head", "presence"):
+        if an.get(name, {}).get("verdict"):
+            lines.append(f"{name}: {an[name]['verdict']}")
+    nulls = an.get("keyword_focus_null", {})
+    for m, r in an.get("keyword_focus", {}).items():
+        if m in nulls:  # finding 1's verdict is the one against the damage-matched nulls
+            lines.append(f"keyword focus, {m}: {nulls[m]['verdict']} (sign test alone: {r['verdict']})")
+        else:
+            lines.append(f"keyword focus, {m}: {r['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,427 @@
+"""The main job's stages: each a function ``fn(study, inputs) -> dict`` that :class:`unpact.pipeline.Study`
+runs under a name, seeded from the run's seed and that name, and writes to the run directory.
+
+A stage reads the run's settings (``study.cfg``, a :class:`~unpact.config.RunConfig`), the
+study's shared inputs (``study.data``, ``study.fmt``, ``study.original()``, ``study.budgets``,
+``study.progress``) and the results of earlier stages it is given; it returns a JSON-able
+dict. Per-method stages are listed in :data:`METHOD_STAGES`: adding a stage is one function
+here and one line there.
+
+Example:
+    >>> stage_budgets(16384)
+    {'forward': 16384, 'unlearn': 4096, 'heads': 4096, 'integrated_gradients': 1024}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from unpact.data import Benchmark, load_benchmark, spread_sample
+from unpact.errors import DataError
+from unpact.protocols import Model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unpact.config import RunConfig
+    from unpact.pipeline import Study
+
+GROUPS = ("forget", "retain", "general")
+
+#: Share of ``max_batch_tokens`` that a pass keeping activations for backward may use: such a
+#: pass holds every layer's activations (and, for integrated gradients, one row per
+#: interpolation step), so it gets a quarter (unlearning, heads) or a sixteenth (integrated
+#: gradients) of the forward budget. At the default budget (16384) these are the methods' own
+#: defaults (4096 and 1024), so the default run computes what it computed before the budget.
+BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": 16}
+
+
+def stage_budgets(max_batch_tokens: int) -> dict[str, int]:
+    """Token budget of each kind of pass for a forward budget of ``max_batch_tokens``."""
+    return {"forward": max_batch_tokens, **{k: max(1, max_batch_tokens // v) for k, v in BACKWARD_SHARE.items()}}
+
+
+def stage_seed(seed: int, name: str) -> int:
+    """The seed of stage ``name`` in a run seeded ``seed`` (a stable hash, so reruns agree).
+
+    Example:
+        >>> stage_seed(0, "ga_gdr/unlearn") == stage_seed(0, "ga_gdr/unlearn") != stage_seed(1, "ga_gdr/unlearn")
+        True
+    """
+    h = hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+    return int(h[:8], 16)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+@dataclass
+class StudyData:
+    forget: Benchmark
+    retain: Benchmark
+    general: Benchmark | None
+    holdout: Benchmark | None
+    groups: dict[str, list]  # the evaluated/attributed subsets
+
+
+def load_study_data(cfg: "RunConfig") -> StudyData:
+    """Load the benchmark splits named by ``cfg`` (errors name the split and list known ones)."""
+    forget = load_benchmark(cfg.benchmark, cfg.forget_split, path=cfg.benchmark_path)
+    retain = load_benchmark(cfg.benchmark, cfg.retain_split, path=cfg.benchmark_path)
+    general = load_benchmark(cfg.general, cfg.general_split, path=cfg.general_path) if cfg.general else None
+    holdout = None
+    if cfg.holdout_split:
+        try:
+            holdout = load_benchmark(cfg.benchmark, cfg.holdout_split, path=cfg.benchmark_path)
+        except DataError:
+            holdout = None
+    groups = {
+        "forget": spread_sample(list(forget), cfg.max_items),
+        "retain": spread_sample(list(retain), cfg.max_items),
+        "general": spread_sample([it for it in general if it.kind in ("qa", "mc")], cfg.max_items) if general else [],
+    }
+    for g in ("forget", "retain"):
+        if not groups[g]:
+            raise DataError(f"the {g} split {getattr(cfg, g + '_split')!r} holds no items")
+    return StudyData(forget, retain, general, holdout, groups)
+
+
+# ------------------------------------------------------------------ shared stages
+
+
+def attribution(study: "Study", model: Model) -> dict[str, Any]:
+    """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
+    from unpact.attribution import attribute
+
+    a, b = study.cfg.attribution, study.budgets
+    out: dict[str, Any] = {"loo": {}, "integrated_gradients": {}, "heads": {}}
+    for g in GROUPS:
+        items = study.data.groups[g]
+        if not items:
+            continue
+        res = attribute(model, items, method="loo", group=g, fmt=study.fmt, max_batch_tokens=b["forward"],
+                        progress=study.progress)
+        out["loo"][g] = [r.to_dict() for r in res]
+        sub = items[: a.subset]
+        if "integrated_gradients" in a.methods and sub:
+            res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, fmt=study.fmt,
+                            max_batch_tokens=b["integrated_gradients"], progress=study.progress)
+            out["integrated_gradients"][g] = [r.to_dict() for r in res]
+        if "heads" in a.methods and sub:
+            res = attribute(model, sub, method="heads", group=g, fmt=study.fmt, max_batch_tokens=b["heads"],
+                            progress=study.progress)
+            out["heads"][g] = [r.to_dict() for r in res]
+    return out
+
+
+def forget_with_perturbed(study: "Study") -> list:
+    """The whole forget split's items with perturbed answers (TOFU's forget quality runs on all of them)."""
+    return [it for it in study.data.forget if getattr(it, "perturbed_answers", None)]
+
+
+def reference_ratios(study: "Study") -> dict[str, Any]:
+    """Truth ratios of the retain-only reference model on the whole forget split."""
+    from unpact.metrics import truth_ratios
+    from unpact.models import load_model
+
+    cfg = study.cfg
+    ref = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype)
+    items = forget_with_perturbed(study)
+    if not items:
+        return {"truth_ratios": None}
+    return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
+
+
+def evaluation(study: "Study", model: Model, reference_ratios: list[float] | None) -> dict[str, Any]:
+    """Every metric on each group, all groups' answers generated in one batched pass."""
+    from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, truth_ratios
+
+    data = study.data
+    groups = {g: data.groups[g] for g in GROUPS if data.groups[g]}
+    out = evaluate_groups(
+        model, groups, max_new_tokens=study.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+        roles={"forget": "forget", "retain": "retain", "general": "other"},
+        style=benchmark_style(data.forget), stop_at_newline=is_embedded(data.forget),
+        progress=study.progress, fmt=study.fmt, max_batch_tokens=study.budgets["forward"],
+    )
+    if reference_ratios and "forget" in out:
+        # TOFU's KS test runs on the whole forget split, not on the evaluated subset
+        ratios = truth_ratios(model, forget_with_perturbed(study))
+        out["forget"]["forget_quality"] = forget_quality(ratios, reference_ratios)
+        out["forget"]["forget_quality_n"] = len(ratios)
+    for r in out.values():
+        per = r.get("rouge_l_recall_per_item")
+        if per:
+            r["accuracy"] = answer_accuracy(per, study.cfg.emphasis.threshold)
+    return out
+
+
+def keyword_positions(study: "Study") -> dict[str, list[list[int]]]:
+    """Per group, each item's KeyTokens on the original model under the run's KeyTokens rule."""
+    from unpact.attribution import Attribution, key_tokens
+
+    kt = dataclasses.asdict(study.cfg.attribution.keytokens)
+    loo = study.original_attribution()["loo"]
+    return {g: [key_tokens(Attribution.from_dict(d), **kt) for d in loo.get(g, [])] for g in GROUPS}
+
+
+def attack_kwargs(study: "Study") -> dict[str, Any]:
+    from unpact.emphasis import RecoveryConfig
+
+    rc = RecoveryConfig(threshold=study.cfg.emphasis.threshold, max_new_tokens=study.cfg.max_new_tokens,
+                        max_batch_tokens=study.budgets["forward"])
+    return {"pool": {"retain": list(study.data.retain)}, "recovery": rc, "seed": study.cfg.seed, "fmt": study.fmt}
+
+
+def attack_controls(study: "Study") -> dict[str, Any]:
+    """Every attack on the original and the negative control (retain-only model), once per study."""
+    from unpact.attacks import role_runs
+    from unpact.models import load_model
+
+    cfg, a = study.cfg, study.cfg.attacks
+    models = {"original": study.original()}
+    if cfg.reference_model:
+        models["negative"] = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype)
+    kw = attack_kwargs(study)
+    with study.progress(total=len(a.names) * len(models), desc="attack controls") as bar:
+        out: dict[str, Any] = {}
+        for name in a.names:
+            out[name] = {}
+            for role, m in models.items():
+                out[name][role] = role_runs(name, m, study.data.groups["forget"], config=a.options.get(name), **kw)
+                bar.update()
+    return out
+
+
+# ------------------------------------------------------------------ per-method stages
+
+
+def unlearning(study: "Study", method: str) -> dict[str, Any]:
+    """Unlearn a fresh copy of the original with ``method``; the model is saved into the run directory."""
+    from unpact.models import load_model, save_model
+    from unpact.unlearning import unlearn
+
+    cfg = study.cfg
+    seed = stage_seed(cfg.seed, f"{method}/unlearn")
+    # a fresh copy of the original, edited in place: the shared original stays untouched
+    fresh = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    method_cfg = {"max_batch_tokens": study.budgets["unlearn"], "gradient_checkpointing": cfg.gradient_checkpointing,
+                  **(cfg.method_config.get(method) or {})}
+    res = unlearn(fresh, method, list(study.data.forget), list(study.data.retain), method_cfg, inplace=True,
+                  seed=seed, progress=study.progress, fmt=study.fmt)
+    study.rd.save_model_atomic(method, lambda d: save_model(res.model, d))
+    return {"method": method, "config": {k: v for k, v in vars(res.config).items() if not callable(v)},
+            "losses": res.losses, "stopped_early": res.stopped_early, "message": res.message}
+
+
+def track(study: "Study", after: dict[str, Any]) -> dict[str, Any]:
+    """Contribution tracking: the original's attributions against the unlearned model's (``after``)."""
+    from unpact.attribution import Attribution, compare
+
+    before = study.original_attribution()
+    kt = dataclasses.asdict(study.cfg.attribution.keytokens)
+
+    def load(d, kind):
+        return [Attribution.from_dict(x) for g in GROUPS for x in d[kind].get(g, [])]
+
+    out: dict[str, Any] = {"loo": compare(load(before, "loo"), load(after, "loo"), **kt).to_dict()}
+    if before["heads"]:
+        out["heads"] = compare(load(before, "heads"), load(after, "heads"), **kt).to_dict()["summary"]
+        forget_only = [a for a in load(before, "heads") if a.group == "forget"]
+        after_f = [a for a in load(after, "heads") if a.group == "forget"]
+        if forget_only:
+            s = compare(forget_only, after_f, **kt).summary
+            out["head_delta"] = s.get("per_head_head_total_delta")
+            out["layer_delta"] = [
+                x + y for x, y in zip(s.get("per_layer_attn_total_delta", []), s.get("per_layer_mlp_total_delta", []))
+            ]
+    return out
+
+
+def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
+    """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
+    rewrite's attribution on the unlearned model for the report's heatmaps."""
+    from unpact.attribution import attribute
+    from unpact.data import format_answer
+    from unpact.emphasis import recover, rewrite
+
+    e, data = study.cfg.emphasis, study.data
+    kw = keyword_positions(study)
+    controls: dict[str, list] = {}
+    control_kw: dict[str, list] = {}
+    for g in ("retain", "general"):
+        idx = spread_sample(list(range(len(data.groups[g]))), e.max_control_items)
+        if idx:
+            controls[g] = [data.groups[g][i] for i in idx]
+            control_kw[g] = [kw[g][i] for i in idx]
+    if data.holdout is not None:
+        # authors the model never saw: emphasis must not "recover" what was never known
+        controls["holdout"] = spread_sample([it for it in data.holdout if it.kind == "qa"], e.max_control_items)
+    table = recover(
+        unlearned, data.groups["forget"], original=study.original(), controls=controls,
+        keywords=kw["forget"], control_keywords=control_kw,
+        config=study.cfg.recovery_config(study.budgets["forward"]), method=method, fmt=study.fmt,
+        progress=study.progress,
+    )
+    examples = []
+    best = table.get("prompt_best_setting")
+    if best:
+        for it_d, item in list(zip(table["items"], data.groups["forget"]))[: study.cfg.attribution.subset]:
+            rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer, fmt=study.fmt)
+            a = attribute(unlearned, (rw.prompt, format_answer(item.answer, study.fmt)),
+                          max_batch_tokens=study.budgets["forward"])
+            d = a.to_dict()
+            d["keyword_positions"] = list(rw.positions)
+            d["template"] = best
+            examples.append(d)
+    table["rewrite_attributions"] = examples
+    return dict(table)
+
+
+def collapse(study: "Study", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Which control-prompt tokens lost contribution, and the utility drop."""
+    from unpact.analyses import token_drop_stats
+    from unpact.analyses.assemble import control_items
+    from unpact.results import utility_drop
+
+    stats = token_drop_stats(control_items(tracking))
+    stats["utility_drop"] = utility_drop(study.original_evaluation(), evaluation)
+    return stats
+
+
+def attacks(study: "Study", unlearned: Model) -> dict[str, Any]:
+    """Every configured attack on the unlearned model, judged against the study's controls."""
+    from unpact.attacks import run_attack
+
+    a = study.cfg.attacks
+    controls = study.attack_controls()
+    return {name: run_attack(name, unlearned, study.data.groups["forget"], controls=controls[name],
+                             config=a.options.get(name), progress=study.progress, **attack_kwargs(study))
+            for name in a.names}
+
+
+# ------------------------------------------------ knowledge presence (unpact.presence)
+
+
+def presence_items(study: "Study") -> list:
+    """The forget group, with the biography cloze attached where the benchmark ships one
+    (the embedded world's ``cloze`` split: the format probe's trained-but-not-unlearned format)."""
+    items = list(study.data.groups["forget"])
+    if not str(study.cfg.benchmark).startswith("embedded:"):
+        return items
+    from unpact.probes import attach_cloze
+
+    try:
+        cloze = list(load_benchmark(study.cfg.benchmark, "cloze", path=study.cfg.benchmark_path))
+    except DataError:
+        return items
+    return attach_cloze(items, cloze)
+
+
+def plain_recalls(study: "Study", model: Model, items) -> list[float]:
+    """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
+    from unpact.metrics import greedy_answers, is_embedded, rouge_l_recall
+
+    answers = greedy_answers(model, items, max_new_tokens=study.cfg.max_new_tokens, fmt=study.fmt,
+                             max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
+    return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
+
+
+def presence_controls(study: "Study") -> dict[str, Any]:
+    """The probes on the original and on both controls, and each probe's sensitivity/specificity, once per study."""
+    from unpact.models import load_model
+    from unpact.presence import calibrate, positive_control_model, probe_model
+
+    s, items = study.cfg.presence, presence_items(study)
+    thr = study.cfg.emphasis.threshold
+    out: dict[str, Any] = {"original": probe_model(study.original(), items, s, study.fmt)}
+    if study.cfg.reference_model:
+        neg = load_model(study.cfg.reference_model, device=study.cfg.device, dtype=study.cfg.dtype)
+        out["negative"] = probe_model(neg, items, s, study.fmt)
+        del neg
+    if s.positive_control:
+        pos = positive_control_model(study.original(), items, list(study.data.retain), s,
+                                     seed=stage_seed(study.cfg.seed, "controls/positive"))
+        if pos is not None:
+            recalls = plain_recalls(study, pos, items)
+            out["positive"] = probe_model(pos, items, s, study.fmt)
+            out["positive_plain_recall"] = recalls
+            out["positive_hidden_ids"] = [str(it.id) for it, r in zip(items, recalls) if r < thr]
+            del pos
+    if "positive" in out and "negative" in out:
+        out["calibration"] = calibrate(out["positive"], out["negative"], out["positive_hidden_ids"])
+    return out
+
+
+def presence(study: "Study", unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
+    """The probes on an unlearned model, and per forget item: known / hidden / erased."""
+    from unpact.presence import presence_calls, probe_model, usable_probes
+
+    s, items = study.cfg.presence, presence_items(study)
+    probes = probe_model(unlearned, items, s, study.fmt)
+    per = ev["forget"]["rouge_l_recall_per_item"]
+    correct = [r >= study.cfg.emphasis.threshold for r in per]
+    use, left_out = usable_probes(study.presence_controls().get("calibration"), list(probes), s.min_specificity)
+    return {"probes": probes, **presence_calls([str(it.id) for it in items], correct, probes, use),
+            "probes_left_out": left_out}
+
+
+def keyword_nulls(study: "Study", ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
+    """Finding 1 against weight-noise nulls matched to this method's damage on the forget answers."""
+    import numpy as np
+
+    from unpact.analyses import keyword_focus_vs_null
+    from unpact.attribution import Attribution
+    from unpact.metrics import qa_probabilities
+    from unpact.presence import null_keyword_rows
+
+    items = study.data.groups["forget"]
+    before = [Attribution.from_dict(d) for d in study.original_attribution()["loo"].get("forget", [])]
+    keys = [set(k) for k in keyword_positions(study)["forget"]]
+    # matched on the forget answers' mean log-prob (continuous): the forget accuracy sits at 0
+    # after most methods, where any large enough noise would "match" it
+    target = ev["forget"].get("mean_logprob")
+    if target is None or not before:
+        return {"match": None, "test": None, "message": "no forget log-prob or attribution to match"}
+
+    def measure(m) -> float:
+        return float(np.mean(qa_probabilities(m, items, study.fmt, study.budgets["forward"])["true_lp"]))
+
+    nulls = null_keyword_rows(study.original(), items, before, keys, measure, target,
+                              study.cfg.presence, seed=stage_seed(study.cfg.seed, "nulls"), fmt=study.fmt,
+                              max_batch_tokens=study.budgets["forward"])
+    if not nulls["draws"]:
+        return {"match": nulls["match"], "test": None, "message": nulls["message"]}
+    rows = [{"id": d["item_id"], "group": d["group"], "before": d["before"], "after": d["after"],
+             "special": d["special"], "key": [i in set(d["key_tokens"]) for i in range(len(d["before"]))]}
+            for d in tracking["loo"]["items"] if d["group"] == "forget"]
+    test = keyword_focus_vs_null(rows, nulls["draws"], seed=study.cfg.seed)
+    return {"match": nulls["match"], "test": test, "message": None}
+
+
+#: A per-method stage: (stage name, key in the method's results, enabled(cfg), fn(study, method, model, done)),
+#: where ``model()`` loads the unlearned model once and ``done`` holds the method's earlier results.
+MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["Study", str, Callable, dict], dict]]
+
+METHOD_STAGES: tuple[MethodStage, ...] = (
+    ("evaluate", "evaluate", lambda cfg: True,
+     lambda s, m, model, done: evaluation(s, model(), s.reference_ratios())),
+    ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribution(s, model())),
+    ("track", "tracking", lambda cfg: True, lambda s, m, model, done: track(s, done["attribution"])),
+    ("recovery", "recovery", lambda cfg: True, lambda s, m, model, done: recovery(s, model(), m)),
+    ("collapse", "collapse", lambda cfg: True, lambda s, m, model, done: collapse(s, done["tracking"], done["evaluate"])),
+    ("attacks", "attacks", lambda cfg: bool(cfg.attacks.names), lambda s, m, model, done: attacks(s, model())),
+    ("presence", "presence", lambda cfg: bool(cfg.presence.probes),
+     lambda s, m, model, done: presence(s, model(), done["evaluate"])),
+    ("keyword_nulls", "keyword_nulls", lambda cfg: cfg.presence.null_draws > 0,
+     lambda s, m, model, done: keyword_nulls(s, done["evaluate"], done["tracking"])),
+)
