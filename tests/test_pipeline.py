@@ -109,13 +109,18 @@ def test_run_end_to_end(finished_run):
         assert key in res, key
     assert set(res["methods"]) == {"ga_gdr", "npo_gdr"}
     for m in res["methods"].values():
-        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse", "attacks"):
+        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse", "attacks",
+                      "presence", "keyword_nulls"):
             assert stage in m, stage
+        assert set(m["presence"]["probes"]) == {"format", "choice", "logit_lens"}
+        assert sum(m["presence"]["counts"].values()) == len(m["presence"]["ids"]) == 2
         assert m["unlearn"]["losses"], "per-step losses recorded"
         assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
         assert "prompt" in m["recovery"] and "activation" in m["recovery"]
-    for name in ("keyword_focus", "recovery", "collapse", "layer_head"):
+    for name in ("keyword_focus", "recovery", "collapse", "layer_head", "presence", "keyword_focus_null"):
         assert name in res["analyses"]
+    # 2 forget items: finding 1 against its nulls cannot be tested, and says so
+    assert res["analyses"]["keyword_focus_null"]["ga_gdr"]["verdict"].startswith("not applicable")
     assert res["analyses"]["recovery"]["verdict"]
     assert set(res["methods"]["ga_gdr"]["attacks"]) == {"quantization", "paraphrase", "in_context", "relearning"}
     routes = {(r["method"], r["route"]) for r in res["routes"]}
@@ -129,7 +134,8 @@ def test_run_end_to_end(finished_run):
     html = (run_dir / "report.html").read_text()
     parser = _Images()
     parser.feed(html)
-    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "routes", "collapse"}
+    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "routes",
+                                    "presence", "collapse"}
     assert parser.imgs and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
     assert parser.tables >= 4 and not parser.links
     assert "http://" not in html and "https://" not in html

@@ -352,6 +352,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     pres = an.get("presence") or {}
     if pres.get("methods"):
         prow = [[m, x["counts"]["known"], x["counts"]["hidden"], x["counts"]["erased"], x["counts"]["unprobed"],
+                 ", ".join(x.get("probes_used") or []) or "–",
                  *[(x.get("share_present") or {}).get(p) for p in sorted(pres["calibration"] or x.get("share_present") or {})]]
                 for m, x in pres["methods"].items()]
         pnames = sorted(pres["calibration"] or next(iter(pres["methods"].values())).get("share_present") or {})
@@ -363,11 +364,14 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                      "(no probe finds it). Probes: the fact asked in another trained format (<code>format</code>), the "
                      "true answer against the perturbed ones (<code>choice</code>), the fact token read from the residual "
                      "stream at each layer (<code>logit_lens</code>); the columns on the right are the share of items each "
-                     "probe finds. Each probe is calibrated on a model known to hide the facts (sensitivity: the original "
+                     "probe finds. Only probes whose specificity on the negative control is at least "
+                     f"{html.escape(str((cfg.get('presence') or {}).get('min_specificity', '')))} make the hidden / erased "
+                     "call (the others are shown, not counted). Each probe is calibrated on a model known to hide the facts (sensitivity: the original "
                      f"fine-tuned to refuse the plain questions; it hid {pres.get('positive_hidden')} of "
                      f"{pres.get('positive_items')} items) and on one that never had them (specificity: the retain-only "
                      "model).</p>"
-                     + _table(["method", "known", "hidden", "erased", "unprobed", *[f"{p} present" for p in pnames]], prow)
+                     + _table(["method", "known", "hidden", "erased", "unprobed", "probes in the call",
+                               *[f"{p} present" for p in pnames]], prow)
                      + (_table(["probe", "sensitivity", "n", "specificity", "n"], crows) if crows else
                         "<p>No calibration: the run has no positive or negative control.</p>")
                      + "</section>")
