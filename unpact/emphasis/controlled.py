@@ -275,7 +275,7 @@ def controlled_recovery(
         controls: name -> items on which collapse is judged (e.g. retain and general items;
             at least ``settings.min_control_items`` in all for a collapse call).
         keywords, control_keywords: per item keyword strings or token positions in the
-            original prompt (BOS at 0), as :func:`unpact.emphasis.prepare_items` takes them;
+            original prompt (BOS at 0), as :func:`unpact.emphasis.emphasis_items` takes them;
             None: the original model's KeyTokens (computed here, slower).
         settings: :class:`ControlledSettings`.
         method: a label kept in the result.
@@ -297,16 +297,16 @@ def controlled_recovery(
     forget items) with the placebo; each model in one batched pass of greedy answers,
     teacher-forced log-probs and first-token ranks.
     """
-    from unpact.emphasis.recovery import check_same_tokenizer, prepare_items
+    from unpact.emphasis.recovery import check_same_tokenizer, emphasis_items
 
     cfg = settings or ControlledSettings()
     check_same_tokenizer(original, unlearned)
     f = get_format(fmt)
-    groups = {"forget": prepare_items(unlearned, forget, keywords, original=original, fmt=f, progress=progress)}
+    groups = {"forget": emphasis_items(unlearned, forget, keywords, original=original, fmt=f, progress=progress)}
     for name, its in (controls or {}).items():
         if name == "forget":
             raise InputError("a control group cannot be called 'forget'")
-        groups[name] = prepare_items(unlearned, its, (control_keywords or {}).get(name), original=original, fmt=f,
+        groups[name] = emphasis_items(unlearned, its, (control_keywords or {}).get(name), original=original, fmt=f,
                                      progress=progress)
     setting_list = cfg.setting_list()
     sources = {"forget": list(forget), **{k: list(v) for k, v in (controls or {}).items()}}
