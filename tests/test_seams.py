@@ -110,6 +110,10 @@ def test_the_named_run_flags_set_config_keys():
     ({"attribution.keytokens.beta": "three"}, "config key 'attribution.keytokens.beta' must be an integer"),
     ({"dtype": "float8"}, "unknown dtype 'float8'"),
     ({"method_config": {"ga_gdr": {"stepz": 3}}}, "stepz"),
+    ({"trajectory.templates": ["shout"]}, "shout"),
+    ({"trajectory.activations": [["laser", 2.0, "all"]]}, "unknown activation emphasis kind 'laser'"),
+    ({"trajectory.activations": [["attention", "all"]]}, "trajectory.activations entries are"),
+    ({"trajectory.targets": [1.5]}, "trajectory targets are forget accuracies"),
 ])
 def test_unknown_names_are_rejected_by_the_cli_and_the_file(pairs, needle, tmp_path):
     for make in (_from_cli, lambda p: _from_file(p, tmp_path)):
