@@ -118,7 +118,7 @@ def test_results_carry_the_dilemma_and_the_report_shows_it(with_trajectory):
     html = (run_dir / "report.html").read_text()
     assert 'id="trajectory"' in html and "alt='the dilemma" in html and (run_dir / "figures" / "dilemma.png").is_file()
     table = summary_table(res)
-    assert "trajectory, ga_gdr: forget accuracy < 0.5 first at step 0" in table and "dilemma:" in table
+    assert "trajectory, ga_gdr: monitored forget accuracy < 0.5 first at step 0" in table and "dilemma:" in table
 
 
 def test_a_rerun_reads_the_checkpoints(world, with_trajectory):

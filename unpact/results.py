@@ -310,8 +310,9 @@ def matched_lines(results: dict[str, Any], target: float = MATCHED_TARGET) -> li
 
         pres = "" if row["hidden"] is None else f", hidden {row['hidden']} / erased {row['erased']} / known {row['known']}"
         f2 = "" if row["finding2"] is None else f"; finding 2 there: {row['finding2'].split(':')[0]}"
-        out.append(f"trajectory, {m}: forget accuracy < {target:g} first at step {row['step']} "
-                   f"(forget {f(row['forget_accuracy'])}, utility {f(row['utility'])}, drop {f(row['utility_drop'])}"
+        out.append(f"trajectory, {m}: monitored forget accuracy < {target:g} first at step {row['step']} "
+                   f"(monitor {f(row['monitor_forget_accuracy'])}; evaluated forget {f(row['forget_accuracy'])}, "
+                   f"utility {f(row['utility'])}, drop {f(row['utility_drop'])}"
                    f"{pres}){f2}")
     return out
 
