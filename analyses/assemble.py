@@ -50,6 +50,14 @@ def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
             a["verdict"] = na
             if "holds" in a:
                 a["holds"] = None
+            # the dilemma's two parts and finding 2 at each checkpoint are verdicts too
+            inner = [a[k] for k in ("erasure_costs_utility", "recoverable_is_present") if isinstance(a.get(k), dict)]
+            inner += [v for cps in (a.get("per_method") or {}).values() for v in cps.values()]
+            for v in (a, *inner):
+                if "supported" in v:
+                    v["verdict"], v["supported"] = na, None
+            if "n_supported" in a:
+                a["n_supported"] = None
     return analyses
 
 
@@ -102,6 +110,60 @@ def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dic
             "positive_items": len(controls.get("positive_plain_recall") or [])}
 
 
+def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The dilemma's points (:func:`unpact.analyses.dilemma.checkpoint_point`) and the dilemma
+    plot's recovery rows from every method's measured trajectory checkpoints.
+
+    A checkpoint stands in the stratum of each forget-accuracy target it crossed (one point per
+    target; a step that crossed two targets at once is the first checkpoint below both), and a
+    step mark or the end alone is a point without a stratum. Its recovered items count once
+    (on its first point), so the dilemma's part (b) does not count a step twice. ``utility`` is
+    :func:`unpact.results.utility_score` (the quantity whose drop is ``utility_drop``).
+    """
+    from unpact.analyses.dilemma import checkpoint_point, recovered_ids
+
+    points, recovery = [], []
+    for m, r in methods.items():
+        for c in (r.get("trajectory") or {}).get("measured") or []:
+            pres = c.get("presence") or {}
+            ctrl = c.get("controlled")
+            rec = [str(i) for i in recovered_ids(ctrl)] if ctrl else []
+            targets = [n for n in c["names"] if n.startswith("forget_below_")]
+            f = (c.get("evaluate") or {}).get("forget") or {}
+            for k, stratum in enumerate(targets or [None]):
+                points.append(checkpoint_point(
+                    m, "+".join(c["names"]), pres.get("calls") or [], pres.get("ids") or [],
+                    utility_drop=c.get("utility_drop"), forget_accuracy=f.get("accuracy"), utility=c.get("utility"),
+                    step=c["step"], stratum=stratum, recovered=rec if k == 0 else ()))
+            if ctrl:
+                summ = ctrl["summary"]
+                # the setting with the most paired eligible items at the headline threshold (ties: the first)
+                best = max(summ["settings"], key=lambda n: summ["settings"][n]["binary"][f"{summ['threshold']:g}"]
+                           ["paired"]["n"], default=None)
+                if best is not None:
+                    b = summ["settings"][best]["binary"][f"{summ['threshold']:g}"]["paired"]
+                    recovery.append({"method": m, "checkpoint": f"step {c['step']}", "setting": best, "n": b["n"],
+                                     "keyword": b["keyword_rate"], "placebo": b["placebo_rate"]})
+    return points, recovery
+
+
+def trajectory_analyses(methods: dict[str, dict]) -> dict[str, Any]:
+    """Finding 2 at every checkpoint and the dilemma across all methods' checkpoints
+    (:mod:`unpact.analyses.dilemma`), from the trajectory stages' measurements; {} without any."""
+    from unpact.analyses.dilemma import dilemma_verdict, finding2_by_checkpoint
+
+    if not any((r.get("trajectory") or {}).get("measured") for r in methods.values()):
+        return {}
+    points, recovery = trajectory_points(methods)
+    out: dict[str, Any] = {"dilemma": {**dilemma_verdict(points), "points": points, "recovery": recovery}}
+    controlled = {m: {f"step_{c['step']}": c["controlled"] for c in r["trajectory"]["measured"] if c.get("controlled")}
+                  for m, r in methods.items() if (r.get("trajectory") or {}).get("measured")}
+    controlled = {m: cps for m, cps in controlled.items() if cps}
+    if controlled:
+        out["finding2_checkpoints"] = finding2_by_checkpoint(controlled)
+    return out
+
+
 def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
                  presence: dict[str, Any] | None = None) -> dict[str, Any]:
     """The analyses over the methods' stage results; with a failed ``precondition``
@@ -136,6 +198,7 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
         out["keyword_focus_null"] = nulls
     if any("presence" in r for r in methods.values()):
         out["presence"] = presence_analysis(methods, presence or {})
+    out.update(trajectory_analyses(methods))
     if precondition is not None:
         if precondition.get("holds") is False:
             not_applicable(out, precondition["reason"])

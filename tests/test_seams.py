@@ -33,6 +33,11 @@ SAMPLES = {
     "presence.probes": ["choice"], "presence.format_source": "cloze", "presence.positive_control": False,
     "presence.hide_steps": 10, "presence.hide_lr": 1e-4, "presence.keep_retain_items": 8, "presence.null_draws": 39,
     "presence.null_max_scale": 2.0, "presence.min_specificity": 0.8,
+    "trajectory.enabled": True, "trajectory.controlled": False, "trajectory.lr_factor": 0.5,
+    "trajectory.max_steps_factor": 2.0, "trajectory.max_steps": 12, "trajectory.warmup_steps": 0,
+    "trajectory.marks": [3, 6], "trajectory.targets": [0.5], "trajectory.monitor_items": 4,
+    "trajectory.check_every": 1, "trajectory.stop_when_done": False, "trajectory.templates": ["focus"],
+    "trajectory.activations": [["value", 3.0, "late"]],
 }
 #: keys that only make sense with another one set
 NEEDS = {"system_prompt": {"prompt_format": "chat"}, "method_config": {"methods": ["ga_gdr"]},
@@ -105,6 +110,10 @@ def test_the_named_run_flags_set_config_keys():
     ({"attribution.keytokens.beta": "three"}, "config key 'attribution.keytokens.beta' must be an integer"),
     ({"dtype": "float8"}, "unknown dtype 'float8'"),
     ({"method_config": {"ga_gdr": {"stepz": 3}}}, "stepz"),
+    ({"trajectory.templates": ["shout"]}, "shout"),
+    ({"trajectory.activations": [["laser", 2.0, "all"]]}, "unknown activation emphasis kind 'laser'"),
+    ({"trajectory.activations": [["attention", "all"]]}, "trajectory.activations entries are"),
+    ({"trajectory.targets": [1.5]}, "trajectory targets are forget accuracies"),
 ])
 def test_unknown_names_are_rejected_by_the_cli_and_the_file(pairs, needle, tmp_path):
     for make in (_from_cli, lambda p: _from_file(p, tmp_path)):

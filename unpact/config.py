@@ -30,10 +30,12 @@ from typing import Any
 
 from unpact.attribution.gradients import IGConfig
 from unpact.attribution.keytokens import KeyTokensConfig
+from unpact.emphasis.controlled import ControlledSettings
 from unpact.emphasis.recovery import RecoveryConfig
 from unpact.errors import ConfigError
 from unpact.presence import PresenceSettings
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
+from unpact.trajectory import TrajectorySettings
 from unpact.unlearning.registry import PAPER_METHODS
 
 
@@ -112,6 +114,76 @@ class AttackSettings:
 
 
 @dataclass
+class TrajectoryRunSettings:
+    """Unlearning strength as a trajectory (:mod:`unpact.trajectory`), measured at every checkpoint: opt-in.
+
+    Off by default: it runs each method a second time (the gentle schedule, up to
+    ``max_steps_factor`` x the method's steps) and measures every checkpoint (evaluation,
+    presence probes, controlled recovery on the unlearned, the original and the negative
+    control), several times the cost of the default run (docs/experiment.md).
+
+    The schedule and checkpoint keys are :class:`~unpact.trajectory.TrajectorySettings`'s, with
+    its defaults and reasons; :meth:`schedule` composes it. Its answer threshold and answer length
+    are the run's (``emphasis.threshold``, ``max_new_tokens``): one place per concept.
+    ``templates`` and ``activations`` are :class:`~unpact.emphasis.controlled.ControlledSettings`'
+    settings (``[kind, factor, layers]`` each); :meth:`controlled_settings` composes it.
+    """
+
+    #: run the trajectory stage (``{method}/trajectory``, one stage file per checkpoint step)
+    enabled: bool = False
+    #: controlled recovery (keyword minus placebo, against the original) at every checkpoint;
+    #: without it finding 2 per checkpoint and the dilemma's part (b) have nothing to judge
+    controlled: bool = True
+    lr_factor: float = TrajectorySettings.lr_factor
+    max_steps_factor: float = TrajectorySettings.max_steps_factor
+    max_steps: int | None = TrajectorySettings.max_steps
+    warmup_steps: int = TrajectorySettings.warmup_steps
+    marks: list[int] = field(default_factory=lambda: list(TrajectorySettings.marks))
+    targets: list[float] = field(default_factory=lambda: list(TrajectorySettings.targets))
+    monitor_items: int = TrajectorySettings.monitor_items
+    check_every: int = TrajectorySettings.check_every
+    stop_when_done: bool = TrajectorySettings.stop_when_done
+    templates: list[str] = field(default_factory=lambda: list(ControlledSettings.templates))
+    activations: list[list[str | float]] = field(
+        default_factory=lambda: [list(a) for a in ControlledSettings.activations])
+
+    def schedule(self, *, threshold: float = TrajectorySettings.threshold,
+                 max_new_tokens: int = TrajectorySettings.max_new_tokens) -> TrajectorySettings:
+        """The :class:`~unpact.trajectory.TrajectorySettings` of these settings.
+
+        Example:
+            >>> TrajectoryRunSettings(marks=[20, 5]).schedule(threshold=0.7).marks
+            (5, 20)
+        """
+        return TrajectorySettings(
+            lr_factor=self.lr_factor, max_steps_factor=self.max_steps_factor, max_steps=self.max_steps,
+            warmup_steps=self.warmup_steps, marks=tuple(self.marks), targets=tuple(self.targets),
+            monitor_items=self.monitor_items, check_every=self.check_every, threshold=threshold,
+            max_new_tokens=max_new_tokens, stop_when_done=self.stop_when_done)
+
+    def controlled_settings(self, **kwargs: Any) -> ControlledSettings:
+        """The :class:`~unpact.emphasis.controlled.ControlledSettings` of these settings (``kwargs``:
+        its other fields, e.g. the run's threshold and answer length).
+
+        Example:
+            >>> TrajectoryRunSettings(templates=["repeat"], activations=[]).controlled_settings().setting_list()
+            [{'name': 'prompt:repeat', 'kind': 'prompt', 'template': 'repeat'}]
+        """
+        acts = []
+        for a in self.activations:
+            if len(a) != 3 or not isinstance(a[1], (int, float)) or isinstance(a[1], bool):
+                raise ConfigError(f"trajectory.activations entries are [kind, factor, layers], got {a!r} "
+                                  "(e.g. [\"attention\", 2.0, \"all\"])")
+            acts.append((str(a[0]), float(a[1]), str(a[2])))
+        return ControlledSettings(templates=tuple(self.templates), activations=tuple(acts), **kwargs)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a schedule or a controlled-recovery setting that cannot run."""
+        self.schedule()
+        self.controlled_settings()
+
+
+@dataclass
 class RunConfig:
     """Everything ``unpact run`` needs; the defaults are the embedded study."""
 
@@ -154,6 +226,8 @@ class RunConfig:
     attacks: AttackSettings = field(default_factory=AttackSettings)
     #: knowledge-presence probes, their positive/negative controls, finding 1's nulls (unpact.presence)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    #: unlearning strength as a trajectory, measured per checkpoint (opt-in: enabled = false)
+    trajectory: TrajectoryRunSettings = field(default_factory=TrajectoryRunSettings)
     out: str = "unpact-run"
     device: str = "cpu"
     #: precision the models are loaded, unlearned, attributed and run in: float32, bfloat16 or float16

@@ -76,6 +76,9 @@ class Study:
         self._fmt = None
         self._data: StudyData | None = None
         self._results: dict[str, Any] = {}
+        #: the first trajectory checkpoint's controlled recovery: its original (and negative
+        #: control) runs stand for every later checkpoint's (:func:`unpact.stages.measure_checkpoint`)
+        self.controlled_reuse: dict[str, Any] | None = None
 
     def stage(self, name: str, compute: Callable[[], Any], require: Callable[[], bool] | None = None) -> Any:
         """The result of stage ``name``: from memory, from its file, or computed (seeded) and written.
@@ -165,6 +168,9 @@ class Study:
         for name, key, enabled, fn in stages.METHOD_STAGES:
             if enabled(self.cfg):
                 done[key] = self.stage(f"{method}/{name}", lambda: fn(self, method, model, done))
+        if "trajectory" in done:  # the checkpoints' measurements, from their own stage files
+            done["trajectory"] = {**done["trajectory"],
+                                  "measured": stages.checkpoint_results(self, method, done["trajectory"])}
         cache.clear()
         return done
 
@@ -211,6 +217,7 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
     if cfg_file.is_file():
         old = json.loads(cfg_file.read_text())
         old.setdefault("dtype", "float32")  # run directories from before the dtype setting ran in float32
+        old.setdefault("trajectory", RunConfig().to_dict()["trajectory"])  # before it: no trajectory (its default)
         new = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
         if diff:

@@ -23,7 +23,7 @@ from typing import Any
 from unpact.figures import CSS as FIGURE_CSS
 from unpact.figures import _mpl
 from unpact.figures import png_bytes as _png
-from unpact.results import load_results
+from unpact.results import checkpoint_rows, load_results
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -375,6 +375,39 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                      + (_table(["probe", "sensitivity", "n", "specificity", "n"], crows) if crows else
                         "<p>No calibration: the run has no positive or negative control.</p>")
                      + "</section>")
+
+    # unlearning strength as a trajectory (opt-in: trajectory.enabled)
+    dil = an.get("dilemma") or {}
+    trows = checkpoint_rows(res)
+    if trows:
+        from unpact.figures import dilemma_png
+
+        png = dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
+        figures["dilemma.png"] = png
+        verdicts = "".join(
+            f"<div class='verdict'><b>{title}</b>: {html.escape(str(v.get('verdict', '')))}</div>"
+            for title, v in (("Finding 2 per checkpoint", an.get("finding2_checkpoints") or {}),
+                             ("Erasure costs utility (within matched forgetting)", dil.get("erasure_costs_utility") or {}),
+                             ("Recoverable knowledge is probe-present", dil.get("recoverable_is_present") or {}))
+            if v.get("verdict"))
+        crow = [[r["method"], r["step"], ", ".join(r["names"]), r["monitor_forget_accuracy"], r["forget_accuracy"],
+                 r["utility"], r["utility_drop"], r["known"], r["hidden"], r["erased"], r["recovery_setting"],
+                 None if r["recovery_n"] is None else r["recovery_n"], r["recovery_keyword"], r["recovery_placebo"],
+                 None if r["finding2"] is None else r["finding2"].split(":")[0]] for r in trows]
+        parts.append('<section id="trajectory"><h2>Unlearning strength: trajectories and the dilemma</h2>'
+                     "<p>Each method run once on a gentle schedule, measured at step marks, at the first checked step "
+                     "whose monitored forget accuracy fell below each target, and at the end. Per checkpoint: forget "
+                     "accuracy on the evaluated items, utility (mean of retain ROUGE-L recall and general accuracy) and "
+                     "its drop from the original, the presence calls (known / hidden / erased), and controlled recovery: "
+                     "keyword vs placebo emphasis on the items eligible under both in the setting with the most such "
+                     "items (the original answers them under that emphasis, the checkpoint misses them plainly), and "
+                     "finding 2 at that checkpoint (keyword-specific gain against the original or the negative control, "
+                     "with intervals).</p>"
+                     f"<figure><img alt='the dilemma: trajectories in forget accuracy and utility' src='{_b64(png)}'>"
+                     "</figure>" + verdicts
+                     + _table(["method", "step", "checkpoints", "monitor forget acc.", "forget acc.", "utility",
+                               "utility drop", "known", "hidden", "erased", "setting", "eligible", "keyword recovered",
+                               "placebo recovered", "finding 2"], crow) + "</section>")
 
     # collapse
     png = collapse_png(an.get("collapse", {}))

@@ -145,6 +145,17 @@ def utility_degenerate(ev: dict[str, Any]) -> str | None:
     return ", ".join(zero) or None
 
 
+def utility_score(ev: dict[str, Any]) -> float | None:
+    """Mean of retain ROUGE-L recall and general accuracy: the utility whose drop is :func:`utility_drop`.
+
+    Example:
+        >>> utility_score({"retain": {"rouge_l_recall": 0.8}, "general": {"accuracy": 0.6}})
+        0.7
+    """
+    vals = [v for v in (_get(ev, "retain", "rouge_l_recall"), general_score(ev)) if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
@@ -245,6 +256,67 @@ def assemble_results(cfg: "RunConfig", info: dict, orig_eval: dict, orig_attr: d
     )
 
 
+#: The matched-forgetting level at which the summary compares methods' trajectories: the first
+#: checkpoint whose forget accuracy is below one half (a middle target: the method has forgotten
+#: most of the set but not all, where hiding and erasing can still differ).
+MATCHED_TARGET = 0.5
+
+
+def checkpoint_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured trajectory checkpoint (method, step, names, forget accuracy, utility,
+    presence counts, finding 2 at that checkpoint), in method then step order; [] without trajectories."""
+    an = results.get("analyses") or {}
+    f2 = (an.get("finding2_checkpoints") or {}).get("per_method") or {}
+    rec = {(r["method"], r["checkpoint"]): r for r in (an.get("dilemma") or {}).get("recovery") or []}
+    rows = []
+    for m, r in (results.get("methods") or {}).items():
+        for c in (r.get("trajectory") or {}).get("measured") or []:
+            counts = (c.get("presence") or {}).get("counts") or {}
+            v = (f2.get(m) or {}).get(f"step_{c['step']}") or {}
+            best = rec.get((m, f"step {c['step']}")) or {}
+            rows.append({"method": m, "step": c["step"], "names": list(c.get("names") or []),
+                         "monitor_forget_accuracy": c.get("monitor_forget_accuracy"),
+                         "forget_accuracy": _get(c, "evaluate", "forget", "accuracy"),
+                         "retain_rouge": _get(c, "evaluate", "retain", "rouge_l_recall"),
+                         "general_accuracy": general_score(c.get("evaluate") or {}),
+                         "utility": c.get("utility"), "utility_drop": c.get("utility_drop"),
+                         "model_utility": c.get("model_utility"),
+                         "known": counts.get("known"), "hidden": counts.get("hidden"), "erased": counts.get("erased"),
+                         "recovery_setting": best.get("setting"), "recovery_n": best.get("n"),
+                         "recovery_keyword": best.get("keyword"), "recovery_placebo": best.get("placebo"),
+                         "finding2": v.get("verdict"), "finding2_supported": v.get("supported")})
+    return rows
+
+
+def matched_lines(results: dict[str, Any], target: float = MATCHED_TARGET) -> list[str]:
+    """Per method with a trajectory: its checkpoint at matched forgetting (the first below ``target``)."""
+    name = f"forget_below_{target:g}"
+    rows = checkpoint_rows(results)
+    out = []
+    for m, r in (results.get("methods") or {}).items():
+        traj = r.get("trajectory")
+        if not traj:
+            continue
+        row = next((x for x in rows if x["method"] == m and name in x["names"]), None)
+        if row is None:
+            targets = (traj.get("result") or {}).get("settings", {}).get("targets") or []
+            why = (f"forget accuracy never fell below {target:g} in {traj['result']['steps_run']} steps"
+                   if target in targets else f"{target:g} is not among trajectory.targets {targets}")
+            out.append(f"trajectory, {m}: {why}")
+            continue
+
+        def f(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        pres = "" if row["hidden"] is None else f", hidden {row['hidden']} / erased {row['erased']} / known {row['known']}"
+        f2 = "" if row["finding2"] is None else f"; finding 2 there: {row['finding2'].split(':')[0]}"
+        out.append(f"trajectory, {m}: monitored forget accuracy < {target:g} first at step {row['step']} "
+                   f"(monitor {f(row['monitor_forget_accuracy'])}; evaluated forget {f(row['forget_accuracy'])}, "
+                   f"utility {f(row['utility'])}, drop {f(row['utility_drop'])}"
+                   f"{pres}){f2}")
+    return out
+
+
 def summary_table(results: dict[str, Any]) -> str:
     """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
     cols = [("method", "method", 12), ("forget_rouge", "forget", 7), ("retain_rouge", "retain", 7),
@@ -270,6 +342,10 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.insert(0, f"not applicable: {pre['reason']}\n")
     lines.append("")
     for name in ("recovery", "collapse", "layer_head", "presence"):
+        if an.get(name, {}).get("verdict"):
+            lines.append(f"{name}: {an[name]['verdict']}")
+    lines += matched_lines(results)
+    for name in ("finding2_checkpoints", "dilemma"):
         if an.get(name, {}).get("verdict"):
             lines.append(f"{name}: {an[name]['verdict']}")
     nulls = an.get("keyword_focus_null", {})

@@ -247,6 +247,20 @@ def track(study: "Study", after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def emphasis_controls(study: "Study", kw: dict[str, list[list[int]]]) -> tuple[dict[str, list], dict[str, list]]:
+    """The emphasis controls: at most ``emphasis.max_control_items`` retain and general items
+    (evenly spaced), and their KeyTokens from ``kw`` (:func:`keyword_positions`)."""
+    data = study.data
+    controls: dict[str, list] = {}
+    control_kw: dict[str, list] = {}
+    for g in ("retain", "general"):
+        idx = spread_sample(list(range(len(data.groups[g]))), study.cfg.emphasis.max_control_items)
+        if idx:
+            controls[g] = [data.groups[g][i] for i in idx]
+            control_kw[g] = [kw[g][i] for i in idx]
+    return controls, control_kw
+
+
 def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
     rewrite's attribution on the unlearned model for the report's heatmaps."""
@@ -256,13 +270,7 @@ def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
 
     e, data = study.cfg.emphasis, study.data
     kw = keyword_positions(study)
-    controls: dict[str, list] = {}
-    control_kw: dict[str, list] = {}
-    for g in ("retain", "general"):
-        idx = spread_sample(list(range(len(data.groups[g]))), e.max_control_items)
-        if idx:
-            controls[g] = [data.groups[g][i] for i in idx]
-            control_kw[g] = [kw[g][i] for i in idx]
+    controls, control_kw = emphasis_controls(study, kw)
     if data.holdout is not None:
         # authors the model never saw: emphasis must not "recover" what was never known
         controls["holdout"] = spread_sample([it for it in data.holdout if it.kind == "qa"], e.max_control_items)
@@ -408,6 +416,140 @@ def keyword_nulls(study: "Study", ev: dict[str, Any], tracking: dict[str, Any]) 
     return {"match": nulls["match"], "test": test, "message": None}
 
 
+# ------------------------------------------- unlearning strength (unpact.trajectory)
+
+
+def checkpoint_stage(method: str, step: int) -> str:
+    """The stage name of ``method``'s trajectory checkpoint after ``step`` updates.
+
+    Example:
+        >>> checkpoint_stage("ga_gdr", 20)
+        'ga_gdr/checkpoint/step_20'
+    """
+    return f"{method}/checkpoint/step_{int(step)}"
+
+
+def _rng_state() -> tuple:
+    import numpy as np
+
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), \
+        (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+
+def _set_rng_state(state: tuple) -> None:
+    import numpy as np
+
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    torch.set_rng_state(state[2])
+    if state[3] is not None:
+        torch.cuda.set_rng_state_all(state[3])
+
+
+def measure_checkpoint(study: "Study", method: str, step: int, model: Model, monitor_accuracy: float | None,
+                       negative: Callable[[], Model | None]) -> dict[str, Any]:
+    """One trajectory checkpoint measured as the main job measures an unlearned model.
+
+    Forget/retain/general evaluation (:func:`evaluation`), utility (TOFU's model utility and the
+    drop against the original's evaluation, :func:`unpact.results.utility_drop`), the presence
+    probes and calls with the run's usable probes (:func:`presence`, when probes are configured)
+    and controlled recovery (keyword minus placebo, against the original and, with a
+    ``reference_model``, the negative control; the original's KeyTokens as keywords). The
+    original's (and negative control's) runs of the first checkpoint measured in this session
+    are reused at every later one (they do not depend on the checkpoint).
+    """
+    from unpact.emphasis.controlled import controlled_recovery
+    from unpact.errors import InputError
+    from unpact.results import model_utility_of, utility_drop, utility_score
+
+    cfg, t = study.cfg, study.cfg.trajectory
+    with torch.no_grad():  # measurements only: the live training model's graph is left alone
+        ev = evaluation(study, model, study.reference_ratios())
+        out: dict[str, Any] = {"method": method, "step": int(step), "monitor_forget_accuracy": monitor_accuracy,
+                               "evaluate": ev, "utility": utility_score(ev), "model_utility": model_utility_of(ev),
+                               "utility_drop": utility_drop(study.original_evaluation(), ev)}
+        if cfg.presence.probes:
+            out["presence"] = presence(study, model, ev)
+        if t.controlled:
+            kw = keyword_positions(study)
+            controls, control_kw = emphasis_controls(study, kw)
+            settings = t.controlled_settings(
+                threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
+                max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
+            kwargs = dict(controls=controls, keywords=kw["forget"], control_keywords=control_kw, settings=settings,
+                          method=f"{method}@{step}", fmt=study.fmt, negative=negative())
+            try:
+                cr = controlled_recovery(model, study.original(), study.data.groups["forget"],
+                                         reuse=study.controlled_reuse, **kwargs)
+            except InputError:  # the kept runs do not fit (another item set): measure the original again
+                cr = controlled_recovery(model, study.original(), study.data.groups["forget"], **kwargs)
+            out["controlled"] = cr.to_dict()
+    return out
+
+
+def trajectory(study: "Study", method: str) -> dict[str, Any]:
+    """Unlearn a fresh copy of the original with ``method`` on the gentle schedule
+    (:func:`unpact.trajectory.run_trajectory`), measuring each checkpoint inside the callback.
+
+    Every checkpoint step is its own stage (:func:`checkpoint_stage`, written atomically): a
+    rerun after an interruption trains again (seeded, so the same weights) and reads the finished
+    checkpoints instead of measuring them. No model is saved. Returns the
+    :class:`~unpact.trajectory.TrajectoryResult` dict and the checkpoints (step, names, stage).
+    """
+    from unpact.models import load_model
+    from unpact.trajectory import run_trajectory
+
+    cfg, data = study.cfg, study.data
+    fresh = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    overrides = {"max_batch_tokens": study.budgets["unlearn"], "gradient_checkpointing": cfg.gradient_checkpointing,
+                 **(cfg.method_config.get(method) or {})}
+    neg: list = []
+
+    def negative():
+        if not cfg.reference_model:
+            return None
+        if not neg:
+            neg.append(load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype))
+        return neg[0]
+
+    steps: dict[int, list[str]] = {}
+
+    def on_checkpoint(name: str, step: int, model, acc: float | None) -> None:
+        steps.setdefault(int(step), []).append(name)
+        if len(steps[int(step)]) > 1:
+            return  # one measurement per step (a step can be a mark, a target crossing and the end)
+        state = _rng_state()  # the stage reseeds; training goes on as if nothing had run
+        try:
+            r = study.stage(checkpoint_stage(method, step),
+                            lambda: measure_checkpoint(study, method, step, model, acc, negative))
+        finally:
+            _set_rng_state(state)
+        if study.controlled_reuse is None and r.get("controlled"):
+            study.controlled_reuse = r["controlled"]
+
+    res = run_trajectory(fresh, method, list(data.forget), list(data.retain), on_checkpoint=on_checkpoint,
+                         settings=cfg.trajectory.schedule(threshold=cfg.emphasis.threshold,
+                                                          max_new_tokens=cfg.max_new_tokens),
+                         config=overrides, seed=stage_seed(cfg.seed, f"{method}/trajectory"), fmt=study.fmt,
+                         progress=study.progress)
+    return {"result": res.to_dict(),
+            "checkpoints": [{"step": s, "names": n, "stage": checkpoint_stage(method, s)} for s, n in steps.items()]}
+
+
+def checkpoint_results(study: "Study", method: str, traj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measurements of ``method``'s trajectory checkpoints (read from their stage files), in step
+    order, each with its checkpoint names."""
+    def missing(name: str):
+        raise DataError(f"the trajectory's checkpoint stage {name!r} is missing from {str(study.rd.root)!r}; "
+                        f"delete stages/{method}/trajectory.json to measure the trajectory again")
+
+    out = []
+    for c in traj["checkpoints"]:
+        r = study.stage(c["stage"], lambda name=c["stage"]: missing(name))
+        out.append({**r, "names": list(c["names"])})
+    return out
+
+
 #: A per-method stage: (stage name, key in the method's results, enabled(cfg), fn(study, method, model, done)),
 #: where ``model()`` loads the unlearned model once and ``done`` holds the method's earlier results.
 MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["Study", str, Callable, dict], dict]]
@@ -424,4 +566,5 @@ METHOD_STAGES: tuple[MethodStage, ...] = (
      lambda s, m, model, done: presence(s, model(), done["evaluate"])),
     ("keyword_nulls", "keyword_nulls", lambda cfg: cfg.presence.null_draws > 0,
      lambda s, m, model, done: keyword_nulls(s, done["evaluate"], done["tracking"])),
+    ("trajectory", "trajectory", lambda cfg: cfg.trajectory.enabled, lambda s, m, model, done: trajectory(s, m)),
 )

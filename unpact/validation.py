@@ -53,6 +53,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "emphasis.max_control_items": (1, None),
     "emphasis.threshold": (0.0, 1.0),
     "emphasis.collapse_margin": (0.0, 1.0),
+    "trajectory.warmup_steps": (0, None),  # 0: no warm-up (the generic *_steps rule would ask for 1)
 }
 
 
@@ -216,6 +217,7 @@ def check_names(cfg: Any) -> None:
     for name in cfg.attacks.names:
         make_attack(name, cfg.attacks.options.get(name))  # unknown names and options fail here, before any work
     cfg.presence.validate()  # probe names, the format probe's source, counts
+    cfg.trajectory.validate()  # the schedule, marks, targets, controlled-recovery templates and activations
 
 
 def check_inputs(cfg: Any) -> None:
