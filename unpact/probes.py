@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -365,14 +364,7 @@ def sensitivity_specificity(positive: ProbeResult, negative: ProbeResult) -> dic
     sensitivity = share it finds. ``negative``: on a model that never saw them; specificity =
     share it does not find. Both with Wilson 95% intervals and counts.
     """
-    def wilson(k: int, n: int) -> list[float] | None:
-        if n == 0:
-            return None
-        z = 1.96
-        p = k / n
-        c = (p + z * z / (2 * n)) / (1 + z * z / n)
-        h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return [max(0.0, c - h), min(1.0, c + h)]
+    from unpact.stats import wilson_interval as wilson
 
     tp, n_pos = sum(positive.present), len(positive.present)
     tn, n_neg = sum(not x for x in negative.present), len(negative.present)
