@@ -17,27 +17,16 @@ import torch
 
 from unpact.errors import ConfigError
 from unpact.grid import expand, grid_from_dict, run_grid
-from unpact.testing import make_tiny_checkpoint
+from unpact.testing import make_tiny_checkpoint, write_toy_tofu
 
-NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park"]
-PLACES = ["Lima", "Oslo", "Kyoto", "Cairo"]
 METHODS = ["ga_gdr", "npo_gdr"]
-
-
-def _rows(pairs):
-    return [{"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.", "id": f"{n}-birth",
-             "paraphrased_answer": f"{p} is where {n} was born.",
-             "perturbed_answer": [f"{n} was born in {x}." for x in PLACES if x != p][:2]} for n, p in pairs]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
     bench = root / "bench"
-    bench.mkdir()
-    pairs = list(zip(NAMES, PLACES))
-    (bench / "forget10.json").write_text(json.dumps(_rows(pairs[:2])))
-    (bench / "retain90.json").write_text(json.dumps(_rows(pairs[2:])))
+    write_toy_tofu(bench, 4, genre=False, n_perturbed=2)
     model = make_tiny_checkpoint("gpt2", root / "tiny-gpt2")
     grid = {
         "models": [str(model)],

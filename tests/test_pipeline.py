@@ -13,36 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from unpact.testing import make_tiny_checkpoint
-
-NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park", "Ed Vale", "Fa Quin"]
-PLACES = ["Lima", "Oslo", "Kyoto", "Cairo", "Quito", "Perth"]
-
-
-def _rows(pairs):
-    out = []
-    for n, p in pairs:
-        out.append({"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.",
-                    "paraphrased_answer": f"{p} is where {n} was born.",
-                    "perturbed_answer": [f"{n} was born in {x}." for x in PLACES if x != p][:3], "id": f"{n}-birth"})
-        out.append({"question": f"What does {n} write?", "answer": f"{n} writes crime fiction.",
-                    "paraphrased_answer": f"{n} writes crime novels.",
-                    "perturbed_answer": [f"{n} writes poetry.", f"{n} writes plays."], "id": f"{n}-genre"})
-    return out
+from unpact.testing import make_tiny_checkpoint, write_toy_tofu
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     bench = root / "bench"
-    bench.mkdir()
-    pairs = list(zip(NAMES, PLACES))
-    (bench / "forget10.json").write_text(json.dumps(_rows(pairs[:2])))
-    (bench / "retain90.json").write_text(json.dumps(_rows(pairs[2:])))
-    (bench / "general.json").write_text(json.dumps([
-        {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
-        {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
-    ]))
+    write_toy_tofu(bench, 6, n_perturbed=3, general=True)
     make_tiny_checkpoint("gpt2", root / "model")
     make_tiny_checkpoint("gpt2", root / "reference", seed=1)
     cfg = {

@@ -15,27 +15,16 @@ from unpact.data import QAItem, format_answer, resolve_format
 from unpact.emphasis import keyword_positions, rewrite
 from unpact.errors import ConfigError
 from unpact.scoring import encode_pair
-from unpact.testing import CHAT_TEMPLATE, make_tiny_checkpoint
+from unpact.testing import CHAT_TEMPLATE, make_tiny_checkpoint, write_toy_tofu
 
 SYSTEM = "You are a helpful assistant."
-NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park"]
-PLACES = ["Lima", "Oslo", "Kyoto", "Cairo"]
-
-
-def _rows(pairs):
-    return [{"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.", "id": f"{n}-birth",
-             "paraphrased_answer": f"{p} is where {n} was born.",
-             "perturbed_answer": [f"{n} was born in {x}." for x in PLACES if x != p][:2]} for n, p in pairs]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("chat")
     bench = root / "bench"
-    bench.mkdir()
-    pairs = list(zip(NAMES, PLACES))
-    (bench / "forget10.json").write_text(json.dumps(_rows(pairs[:2])))
-    (bench / "retain90.json").write_text(json.dumps(_rows(pairs[2:])))
+    write_toy_tofu(bench, 4, genre=False, n_perturbed=2)
     model = make_tiny_checkpoint("llama", root / "chat-llama", chat_template=CHAT_TEMPLATE)
     plain = make_tiny_checkpoint("gpt2", root / "plain-gpt2")
     return root, bench, str(model), str(plain)

@@ -132,3 +132,45 @@ def make_tiny_checkpoint(
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory
+
+
+#: the toy TOFU world the end-to-end tests build: authors and their birthplaces
+TOY_NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park", "Ed Vale", "Fa Quin"]
+TOY_PLACES = ["Lima", "Oslo", "Kyoto", "Cairo", "Quito", "Perth"]
+
+
+def toy_tofu_rows(pairs, places, *, genre: bool = True, n_perturbed: int = 2) -> list[dict]:
+    """TOFU-format rows for ``(name, place)`` pairs: a birthplace question (perturbed answers: the
+    first ``n_perturbed`` other ``places``) and, with ``genre``, a genre question per author."""
+    out = []
+    for n, p in pairs:
+        out.append({"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.",
+                    "paraphrased_answer": f"{p} is where {n} was born.",
+                    "perturbed_answer": [f"{n} was born in {x}." for x in places if x != p][:n_perturbed],
+                    "id": f"{n}-birth"})
+        if genre:
+            out.append({"question": f"What does {n} write?", "answer": f"{n} writes crime fiction.",
+                        "paraphrased_answer": f"{n} writes crime novels.",
+                        "perturbed_answer": [f"{n} writes poetry.", f"{n} writes plays."], "id": f"{n}-genre"})
+    return out
+
+
+def write_toy_tofu(bench, n_authors: int = 4, *, genre: bool = True, n_perturbed: int = 2,
+                   general: bool = False) -> None:
+    """Write a toy TOFU benchmark into the directory ``bench`` (created): ``forget10.json`` (the first two
+    authors), ``retain90.json`` (the others) and, with ``general``, a two-question ``general.json``."""
+    import json
+    from pathlib import Path
+
+    bench = Path(bench)
+    bench.mkdir(parents=True, exist_ok=True)
+    names, places = TOY_NAMES[:n_authors], TOY_PLACES[:n_authors]
+    pairs = list(zip(names, places))
+    for split, sel in (("forget10", pairs[:2]), ("retain90", pairs[2:])):
+        rows = toy_tofu_rows(sel, places, genre=genre, n_perturbed=n_perturbed)
+        (bench / f"{split}.json").write_text(json.dumps(rows))
+    if general:
+        (bench / "general.json").write_text(json.dumps([
+            {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
+            {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
+        ]))
