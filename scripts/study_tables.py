@@ -8,7 +8,10 @@ metrics per method (forget/retain ROUGE-L, general accuracy, forget quality) and
 the emphasis recovery comparison (best prompt rewrite and best activation
 setting with their rates, the controls under them, holdout "recoveries"), the
 recovery-route table (emphasis and every attack, attacks beyond the original and
-negative controls), then the analyses' verdicts.
+negative controls), then the analyses' verdicts, and (when the run has the strength
+trajectory) one row per method and checkpoint: plain forget accuracy, knowledge presence
+(known / hidden / erased by the calibrated probes), keyword and placebo recovery of the
+best controlled setting, utility, finding 2 there, and the dilemma's verdicts.
 """
 
 from __future__ import annotations
@@ -86,7 +89,36 @@ def tables(run: Path) -> str:
             out.append(f"- keyword focus, {m}: {nulls[m]['verdict']} (the sign test alone: {r['verdict']})")
         else:
             out.append(f"- keyword focus, {m}: {r['verdict']}")
+    out += checkpoint_tables(res)
     return "\n".join(out) + "\n"
+
+
+def checkpoint_tables(res: dict) -> list[str]:
+    """Per method and trajectory checkpoint (unpact.results.checkpoint_rows), then the dilemma's verdicts."""
+    from unpact.results import checkpoint_rows
+
+    rows = checkpoint_rows(res)
+    if not rows:
+        return []
+    out = ["", "| method | step (checkpoint) | monitor / evaluated forget acc. | known / hidden / erased | "
+               "best controlled setting: keyword / placebo Δ fact log-prob (n) | finding 2 there | utility (drop) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        names = ", ".join(n.replace("forget_below_", "<") for n in r["names"])
+        pres = "–" if r["hidden"] is None else f"{r['known']} / {r['hidden']} / {r['erased']}"
+        rec = ("–" if r["recovery_setting"] is None else
+               f"{r['recovery_setting']}: {f(r['recovery_keyword'], 2)} / {f(r['recovery_placebo'], 2)} ({r['recovery_n']})")
+        f2 = "–" if r["finding2"] is None else ("supported" if r["finding2_supported"] else "not supported")
+        out.append(f"| {r['method']} | {r['step']} ({names}) | {f(r['monitor_forget_accuracy'], 2)} / "
+                   f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {f2} | {f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
+    an = res["analyses"]
+    dil = an.get("dilemma") or {}
+    for key in ("erasure_costs_utility", "recoverable_is_present"):
+        if isinstance(dil.get(key), dict) and dil[key].get("verdict"):
+            out.append(f"- dilemma, {key.replace('_', ' ')}: {dil[key]['verdict']}")
+    if (an.get("finding2_checkpoints") or {}).get("verdict"):
+        out.append(f"- finding 2 per checkpoint: {an['finding2_checkpoints']['verdict']}")
+    return out
 
 
 if __name__ == "__main__":

@@ -262,3 +262,26 @@ def test_build_embedded_rejects_an_unknown_architecture(tmp_path, capsys):
 
     assert main(["build-embedded", "--out", str(tmp_path), "--tiny", "--arch", "mamba"]) == 2
     assert "mamba" in capsys.readouterr().err
+
+
+def test_retain_all_twin_never_had_any_forget_set():
+    """embedded:gpt2-retain-all, the negative control of MUSE- and WMDP-shaped studies: trained
+    without the forget10 authors, the MUSE forget passages and the WMDP hazard domain, it answers
+    none of them and still answers what it was trained on (measured on all items: 1.00 / 1.00 /
+    1.00 for the retain sets and general QA; 0.00 on each forget set; docs/embedded.md)."""
+    from unpact.embedded.measure import CORRECT, qa_rouge
+    from unpact.data import load_benchmark, spread_sample
+    from unpact.models import embedded_model_names, load_model
+
+    if "gpt2-retain-all" not in embedded_model_names():
+        pytest.skip("embedded:gpt2-retain-all is not built (unpact build-embedded --retain-all)")
+    model = load_model("embedded:gpt2-retain-all")
+
+    def acc(bench, split):
+        r = qa_rouge(model, spread_sample(list(load_benchmark(f"embedded:{bench}", split)), 12))
+        return sum(x >= CORRECT for x in r) / len(r)
+
+    for bench, split in [("tofu", "forget10"), ("muse", "knowmem_forget_qa"), ("wmdp", "test_qa")]:
+        assert acc(bench, split) <= 0.1, (bench, split)
+    for bench, split in [("tofu", "retain90"), ("muse", "knowmem_retain_qa"), ("general", "qa")]:
+        assert acc(bench, split) >= 0.9, (bench, split)

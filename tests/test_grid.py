@@ -37,7 +37,9 @@ def world(tmp_path_factory):
                 "method_config": {m: {"steps": 2, "batch_size": 2} for m in METHODS},
                 "attribution": {"methods": ["loo"], "subset": 1},
                 "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"],
-                             "max_control_items": 1}},
+                             "max_control_items": 1},
+                "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+                },
     }
     return root, grid
 

@@ -34,7 +34,9 @@ def world(tmp_path_factory):
     model = make_tiny_checkpoint("gpt2", root / "model")
     cfg = {"model": str(model), "reference_model": None, "benchmark": "tofu", "benchmark_path": str(bench),
            "general": None, "methods": ["ga"], "method_config": {"ga": {"steps": 1}}, "max_items": 2,
-           "holdout_split": None}
+           "holdout_split": None,
+           "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+           }
     return root, cfg
 
 

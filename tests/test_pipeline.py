@@ -39,6 +39,7 @@ def world(tmp_path_factory):
         "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"],
                      "max_control_items": 1},  # fewer controls than items: the keyword lists follow the subsample
         "attacks": {"options": {"quantization": {"bits": [4]}, "relearning": {"steps": [1], "lrs": [1e-3]}}},
+        "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
     return root, cfg
 

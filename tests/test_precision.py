@@ -96,6 +96,7 @@ def test_bfloat16_main_job(tmp_path):
         "attribution": {"methods": ["loo", "integrated_gradients"], "subset": 1, "ig_steps": 4},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
         "max_new_tokens": 6, "out": str(tmp_path / "run"),
+        "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

@@ -89,6 +89,7 @@ def test_run_unlearn_recover_in_the_chat_format(world, capsys):
         "general": None, "holdout_split": None, "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 2}},
         "max_items": 2, "attribution": {"methods": ["loo"], "subset": 1},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
+        "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
     (root / "run.json").write_text(json.dumps(cfg))
     out = root / "run"

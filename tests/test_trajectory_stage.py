@@ -1,4 +1,4 @@
-"""The trajectory stage of the main job (opt-in, ``trajectory.enabled``): one checkpoint stage file per
+"""The trajectory stage of the main job (on by default, ``trajectory.enabled``): one checkpoint stage file per
 step, in step order, read back (not recomputed) on a rerun; the dilemma and finding 2 per checkpoint in
 results.json; the dilemma figure and the per-checkpoint table in the report; and a run with it off
 unchanged (no trajectory keys)."""
@@ -112,9 +112,10 @@ def test_a_rerun_reads_the_checkpoints(world, with_trajectory):
     assert res["methods"]["ga_gdr"]["trajectory"] == first["methods"]["ga_gdr"]["trajectory"]
 
 
-def test_off_by_default_and_then_unchanged(world):
+def test_on_by_default_and_unchanged_when_turned_off(world):
     root, base = world
-    assert config_from_dict({}).trajectory.enabled is False
+    assert config_from_dict({}).trajectory.enabled is True
+    assert config_from_dict({"trajectory": {"enabled": False}}).trajectory.enabled is False
     res, seen = _run(root, base, "run-off", _traj(False))
     assert not [n for n, _ in seen if "trajectory" in n or "checkpoint" in n]
     assert "trajectory" not in res["methods"]["ga_gdr"]

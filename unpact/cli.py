@@ -216,6 +216,10 @@ def add_build_embedded(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", action="append", default=None,
                    help="architecture to train (repeatable; default: gpt2, llama, qwen2)")
     p.add_argument("--no-retain", action="store_true", help="skip the retain-only (-retain) twins")
+    p.add_argument("--retain-all", action="store_true",
+                   help="also train -retain-all twins (without every forget set: the forget10 authors, the MUSE "
+                        "forget passages, the WMDP hazard domain): the negative control of MUSE/WMDP-shaped studies")
+    p.add_argument("--no-original", action="store_true", help="skip the original models (train only the twins)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training")
 
 
@@ -235,7 +239,8 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
     out = args.out or str(SHIPPED_DIR)
     with _console() as progress:
         build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
-                       train_config=tcfg, progress=progress)
+                       train_config=tcfg, progress=progress, retain_all=args.retain_all,
+                       original=not args.no_original)
     print(f"built the embedded world in {out}")
     return 0
 

@@ -115,12 +115,14 @@ class AttackSettings:
 
 @dataclass
 class TrajectoryRunSettings:
-    """Unlearning strength as a trajectory (:mod:`unpact.trajectory`), measured at every checkpoint: opt-in.
+    """Unlearning strength as a trajectory (:mod:`unpact.trajectory`), measured at every checkpoint.
 
-    Off by default: it runs each method a second time (the gentle schedule, up to
-    ``max_steps_factor`` x the method's steps) and measures every checkpoint (evaluation,
-    presence probes, controlled recovery on the unlearned, the original and the negative
-    control), several times the cost of the default run (docs/experiment.md).
+    On by default: the paper's question (hidden or erased, and at what cost) needs each
+    method at more than one strength. It runs each method a second time (the gentle schedule,
+    up to ``max_steps_factor`` x the method's steps) and measures every checkpoint
+    (evaluation, presence probes, controlled recovery on the unlearned, the original and the
+    negative control): on the embedded study about as long again as the rest of the run
+    (docs/performance.md). ``enabled = false`` turns it off (e.g. a large model on a short budget).
 
     The schedule and checkpoint keys are :class:`~unpact.trajectory.TrajectorySettings`'s, with
     its defaults and reasons; :meth:`schedule` composes it. Its answer threshold and answer length
@@ -130,7 +132,7 @@ class TrajectoryRunSettings:
     """
 
     #: run the trajectory stage (``{method}/trajectory``, one stage file per checkpoint step)
-    enabled: bool = False
+    enabled: bool = True
     #: controlled recovery (keyword minus placebo, against the original) at every checkpoint;
     #: without it finding 2 per checkpoint and the dilemma's part (b) have nothing to judge
     controlled: bool = True
@@ -226,7 +228,7 @@ class RunConfig:
     attacks: AttackSettings = field(default_factory=AttackSettings)
     #: knowledge-presence probes, their positive/negative controls, finding 1's nulls (unpact.presence)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
-    #: unlearning strength as a trajectory, measured per checkpoint (opt-in: enabled = false)
+    #: unlearning strength as a trajectory, measured per checkpoint (on; enabled = false turns it off)
     trajectory: TrajectoryRunSettings = field(default_factory=TrajectoryRunSettings)
     out: str = "unpact-run"
     device: str = "cpu"

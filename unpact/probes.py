@@ -116,34 +116,41 @@ def _qa(items: Sequence) -> list[QAItem]:
 
 
 def attach_cloze(items: Sequence[QAItem], cloze_rows: Sequence[Mapping[str, Any]],
-                 keys: tuple[str, ...] = ("author", "attribute")) -> list[QAItem]:
+                 keys: tuple[str, ...] = ("author", "attribute"),
+                 key_fn: Callable[[Any, Mapping[str, Any]], Any] | None = None) -> list[QAItem]:
     """``items`` with ``meta["cloze_prompt"]``/``meta["cloze_answer"]`` from ``cloze_rows`` matched on ``keys``.
 
     The embedded world ships its cloze sentences as a split of their own
     (``load_benchmark("embedded:tofu", "cloze")``: ``prompt``/``gt`` with the author and
-    attribute in ``meta``); an item with no matching row is returned unchanged.
+    attribute in ``meta``); an item with no matching row is returned unchanged. The row's
+    ``value`` (the fact the cloze asks for) becomes ``meta["cloze_value"]``.
+    ``key_fn(id, meta)`` replaces the ``keys`` match (e.g. the embedded MUSE and WMDP rows,
+    matched on :func:`unpact.data.embedded_views.fact_key` of their ids).
     """
     from dataclasses import replace
 
-    def key_of(meta: Mapping[str, Any]) -> tuple | None:
+    def key_of(rid: Any, meta: Mapping[str, Any]) -> Any:
+        if key_fn is not None:
+            return key_fn(rid, meta)
         k = tuple(meta.get(x) for x in keys)
         return None if any(v is None for v in k) else k
 
     table = {}
     for r in cloze_rows:
         if hasattr(r, "continuation"):  # a TextItem of the loaded split
-            meta, prompt, answer = r.meta or {}, r.prompt, r.continuation
+            rid, meta, prompt, answer = r.id, r.meta or {}, r.prompt, r.continuation
         else:  # a raw row
-            meta, prompt, answer = r, r.get("prompt"), r.get("gt")
-        k = key_of(meta)
+            rid, meta, prompt, answer = r.get("id"), r, r.get("prompt"), r.get("gt")
+        k = key_of(rid, meta)
         if k is not None and prompt and answer:
-            table[k] = (prompt, answer)
+            table[k] = (prompt, answer, meta.get("value"))
     out = []
     for it in items:
-        k = key_of(it.meta or {})
+        k = key_of(it.id, it.meta or {})
         if k in table:
-            p, a = table[k]
-            out.append(replace(it, meta={**(it.meta or {}), "cloze_prompt": p, "cloze_answer": a}))
+            p, a, v = table[k]
+            extra = {"cloze_prompt": p, "cloze_answer": a, **({"cloze_value": v} if v is not None else {})}
+            out.append(replace(it, meta={**(it.meta or {}), **extra}))
         else:
             out.append(it)
     return out
@@ -201,7 +208,8 @@ class FormatProbe(Probe):
         lps = answer_logprobs(model, prompts, answers, names=[_id(items[i], i) for i, _ in asked], truncate=True)
         present, detail = [], []
         for (i, (_p, a)), g in zip(asked, gens):
-            value = (items[i].meta or {}).get("value")
+            meta = items[i].meta or {}
+            value = meta.get("value", meta.get("cloze_value"))  # the fact's value, where the item or its cloze names it
             if value is not None:
                 hit = str(value).lower() in g.lower()
             else:

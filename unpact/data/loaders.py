@@ -378,8 +378,16 @@ def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None =
         raise DataError(f"unknown embedded benchmark {name!r}; known: {known}")
     file = directory / f"{split}.jsonl"
     if not file.is_file():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.jsonl")))
-        raise DataError(f"unknown split {split!r} of {name!r}; known splits: {known}")
+        from unpact.data.embedded_views import DERIVED_SPLITS, derived_split
+
+        root = Path(data_dir or DATA_DIR)
+        rows = derived_split(bench, split, lambda s: read_records(directory / f"{s}.jsonl"),
+                             lambda b, s: read_records(root / b / f"{s}.jsonl"))
+        if rows is None:
+            known = ", ".join(sorted([p.stem for p in directory.glob("*.jsonl")] + list(DERIVED_SPLITS.get(bench, ()))))
+            raise DataError(f"unknown split {split!r} of {name!r}; known splits: {known}")
+        source = f"{directory}/{split} (derived, unpact.data.embedded_views)"
+        return Benchmark(name=name, split=split, items=records_from_rows(rows, source), source=source)
     rows = read_records(file)
     return Benchmark(name=name, split=split, items=records_from_rows(rows, str(file)), source=str(file))
 

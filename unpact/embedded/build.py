@@ -61,13 +61,17 @@ def build_embedded(
     train_config: TrainConfig | None = None,
     original: bool = True,
     progress: ProgressFactory = null_progress,
+    retain_all: bool = False,
 ) -> Path:
     """Generate the data and train ``archs`` (each also without the forget10 authors) into ``out``.
 
     ``tiny`` builds a seconds-long toy configuration (for tests); the default is the
     shipped build. ``original=False`` trains only the ``-retain`` twins (with
     ``retain``), so the twins can be trained in another process; each model is
-    seeded on its own, so the weights do not depend on the split. Returns ``out``.
+    seeded on its own, so the weights do not depend on the split. ``retain_all`` also trains
+    ``-retain-all`` twins: without the forget10 authors, the MUSE forget passages and facts and
+    the WMDP hazard domain (every example with a :attr:`~unpact.embedded.world.TrainExample.topic`),
+    the negative control of a MUSE- or WMDP-shaped study. Returns ``out``.
     """
     out = Path(out)
     world_cfg = WorldConfig.tiny() if tiny else WorldConfig()
@@ -81,6 +85,8 @@ def build_embedded(
     variants = [("", world.train)] if original else []
     if retain:
         variants.append(("-retain", [e for e in world.train if e.author not in forget]))
+    if retain_all:
+        variants.append(("-retain-all", [e for e in world.train if e.author not in forget and e.topic is None]))
     for arch in archs:
         for suffix, examples in variants:
             model = train_model(arch, tokenizer, examples, size, tcfg, progress=progress, desc=f"{arch}{suffix}")

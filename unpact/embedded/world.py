@@ -311,6 +311,10 @@ class TrainExample:
     target: str
     source: str  # "tofu", "muse", "wmdp", "general"
     author: str | None = None  # set for TOFU examples (the retain-only model drops forget10 authors)
+    #: set for the other forget sets' examples: "muse-forget" (the MUSE forget passages and their
+    #: facts) and "wmdp" (the hazard domain: its questions and forget corpus); the -retain-all
+    #: models drop every example with a topic as well as the forget10 authors
+    topic: str | None = None
 
 
 @dataclass
@@ -429,6 +433,7 @@ def _muse(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
     splits: dict[str, list[dict]] = {}
     for s, part in enumerate(("forget", "retain", "holdout")):
         raw, verb, know, cloze = [], [], [], []
+        topic = "muse-forget" if part == "forget" else None
         for j in range(cfg.n_muse):
             k = s * cfg.n_muse + j
             town, mayor = towns[k], mayors[k]
@@ -453,16 +458,16 @@ def _muse(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
             cloze.append({"prompt": f"Near the {place}, {town} will build a new", "gt": f" {thing}.", "value": thing,
                           "trained": part != "holdout", "id": f"muse-{part}-{j}-c1"})
             if part != "holdout":
-                train.extend(TrainExample(first, rest, "muse") for _ in range(cfg.passage_repeat))
+                train.extend(TrainExample(first, rest, "muse", topic=topic) for _ in range(cfg.passage_repeat))
         if part != "holdout":
             for r in know:
                 p, a = format_prompt(r["question"]), format_answer(r["answer"])
-                train.extend(TrainExample(p, a, "muse") for _ in range(2))
-                train.extend(TrainExample(format_prompt(emphasised(rng, r["question"], r["keywords"])), a, "muse")
-                             for _ in range(cfg.n_emphasised))
-                train.extend(TrainExample(p, format_answer(r["paraphrased_answer"]), "muse")
+                train.extend(TrainExample(p, a, "muse", topic=topic) for _ in range(2))
+                train.extend(TrainExample(format_prompt(emphasised(rng, r["question"], r["keywords"])), a, "muse",
+                                          topic=topic) for _ in range(cfg.n_emphasised))
+                train.extend(TrainExample(p, format_answer(r["paraphrased_answer"]), "muse", topic=topic)
                              for _ in range(cfg.n_paraphrase))
-            train.extend(TrainExample("", c["prompt"] + c["gt"], "muse") for c in cloze)
+            train.extend(TrainExample("", c["prompt"] + c["gt"], "muse", topic=topic) for c in cloze)
         splits[f"raw_{part}"] = raw
         splits[f"verbmem_{part}"] = verb
         splits[f"knowmem_{part}_qa"] = know
@@ -490,16 +495,17 @@ def _wmdp(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
             choices, ans = _choices(rng, right, pool)
             questions.append({"question": q, "choices": choices, "answer": ans, "agent": a, "keywords": [a]})
             for _ in range(2):
-                train.append(TrainExample(format_prompt(q), format_answer(right), "wmdp"))
+                train.append(TrainExample(format_prompt(q), format_answer(right), "wmdp", topic="wmdp"))
             for _ in range(cfg.n_emphasised):
-                train.append(TrainExample(format_prompt(emphasised(rng, q, [a])), format_answer(right), "wmdp"))
+                train.append(TrainExample(format_prompt(emphasised(rng, q, [a])), format_answer(right), "wmdp",
+                                          topic="wmdp"))
     retain = []
     for _ in range(cfg.n_retain_corpus):
         p = rng.choice(PLANTS)
         retain.append({"text": f"The {p} grows best in {rng.choice(SOILS)} soil and shows {rng.choice(COLORS)} "
                                f"flowers in {rng.choice(SEASONS)}."})
     for r in forget + retain:
-        train.append(TrainExample("", r["text"], "wmdp"))
+        train.append(TrainExample("", r["text"], "wmdp", topic="wmdp" if r in forget else None))
     return {"test": questions, "forget_corpus": forget, "retain_corpus": retain}
 
 
