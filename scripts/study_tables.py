@@ -100,17 +100,30 @@ def checkpoint_tables(res: dict) -> list[str]:
     rows = checkpoint_rows(res)
     if not rows:
         return []
+    f2 = (res["analyses"].get("finding2_checkpoints") or {}).get("per_method") or {}
     out = ["", "| method | step (checkpoint) | monitor / evaluated forget acc. | known / hidden / erased | "
-               "best controlled setting: keyword / placebo Δ fact log-prob (n) | finding 2 there | utility (drop) |",
-           "|---|---|---|---|---|---|---|"]
+               "keyword / placebo share recovered (eligible), setting | keyword − placebo ROUGE-L [interval] | "
+               "finding 2's statistic: mean [interval] (n), setting | finding 2 there | utility (drop) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    measured = {(m, c["step"]): c for m, r in res["methods"].items()
+                for c in (r.get("trajectory") or {}).get("measured") or []}
     for r in rows:
+        v = (f2.get(r["method"]) or {}).get(f"step_{r['step']}") or {}
+        b = (v.get("settings") or {}).get(v.get("best_setting")) or {}
+        stat = "–" if not b else (f"{f(b['mean'], 2)} [{f(b['interval'][0], 2)}, {f(b['interval'][1], 2)}] ({b['n']}), "
+                                  f"{v['best_setting']}")
         names = ", ".join(n.replace("forget_below_", "<") for n in r["names"])
         pres = "–" if r["hidden"] is None else f"{r['known']} / {r['hidden']} / {r['erased']}"
         rec = ("–" if r["recovery_setting"] is None else
-               f"{r['recovery_setting']}: {f(r['recovery_keyword'], 2)} / {f(r['recovery_placebo'], 2)} ({r['recovery_n']})")
-        f2 = "–" if r["finding2"] is None else ("supported" if r["finding2_supported"] else "not supported")
+               f"{f(r['recovery_keyword'], 2)} / {f(r['recovery_placebo'], 2)} ({r['recovery_n']}), {r['recovery_setting']}")
+        call = "–" if r["finding2"] is None else r["finding2"].split(":")[0]
+        summ = (((measured.get((r["method"], r["step"])) or {}).get("controlled") or {}).get("summary") or {})
+        kmp = (((summ.get("settings") or {}).get(r["recovery_setting"]) or {}).get("keyword_minus_placebo") or {}).get("rouge")
+        rouge = "–" if not kmp or kmp.get("mean") is None else \
+            f"{f(kmp['mean'], 2)} [{f(kmp['interval'][0], 2)}, {f(kmp['interval'][1], 2)}]"
         out.append(f"| {r['method']} | {r['step']} ({names}) | {f(r['monitor_forget_accuracy'], 2)} / "
-                   f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {f2} | {f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
+                   f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {rouge} | {stat} | {call} | "
+                   f"{f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
     an = res["analyses"]
     dil = an.get("dilemma") or {}
     for key in ("erasure_costs_utility", "recoverable_is_present"):
