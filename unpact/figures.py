@@ -331,7 +331,9 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
     if recovery:
         ax = axes[0][1]
         rows = list(recovery)
-        x = np.arange(len(rows))
+        # checkpoints grouped by method, a gap between methods; ticks: the step, the method below
+        group = list(dict.fromkeys(str(r["method"]) for r in rows))
+        x = np.array([i + group.index(str(r["method"])) for i, r in enumerate(rows)], dtype=float)
         w = 0.38
         for off, key, colour, label in ((-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
                                         (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis")):
@@ -344,8 +346,12 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
                 err = np.array([lo, hi])
             ax.bar(x + off, np.nan_to_num(vals), w, color=colour, label=label, yerr=err, capsize=2,
                    error_kw={"elinewidth": 0.8})
-        ax.set_xticks(x, [f"{r['method']}\n{r.get('checkpoint', '')}" for r in rows], rotation=60, ha="right",
-                      fontsize=7)
+        ax.set_xticks(x, [str(r.get("checkpoint", "")).replace("step ", "") for r in rows], fontsize=6)
+        for m in group:
+            xs = [xi for xi, r in zip(x, rows) if str(r["method"]) == m]
+            ax.text(float(np.mean(xs)), -0.07, m, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                    fontsize=7)
+        ax.set_xlabel("checkpoint step, by method", labelpad=20)
         ax.set_ylabel(recovery_label)
         ax.set_title("keyword vs placebo recovery per checkpoint", fontsize=10)
         ax.legend(fontsize=8)
