@@ -124,6 +124,15 @@ def checkpoint_tables(res: dict) -> list[str]:
         out.append(f"| {r['method']} | {r['step']} ({names}) | {f(r['monitor_forget_accuracy'], 2)} / "
                    f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {rouge} | {stat} | {call} | "
                    f"{f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
+    out += ["", "Median log-prob of the fact token (teacher forcing, the true answer's prefix given) on the plain "
+                "forget prompts, per checkpoint step (original / never-trained negative control: "
+                f"{_median_fact_lp(res, 'original')} / {_median_fact_lp(res, 'negative')}):", ""]
+    for m, r in res["methods"].items():
+        cells = [f"{c['step']}: {_median_fact_lp({'methods': {m: {'trajectory': {'measured': [c]}}}}, 'unlearned')}"
+                 for c in (r.get("trajectory") or {}).get("measured") or []]
+        if cells:
+            out.append(f"- {m}: " + ", ".join(cells))
+    out.append("")
     an = res["analyses"]
     dil = an.get("dilemma") or {}
     for key in ("erasure_costs_utility", "recoverable_is_present"):
@@ -132,6 +141,19 @@ def checkpoint_tables(res: dict) -> list[str]:
     if (an.get("finding2_checkpoints") or {}).get("verdict"):
         out.append(f"- finding 2 per checkpoint: {an['finding2_checkpoints']['verdict']}")
     return out
+
+
+def _median_fact_lp(res: dict, who: str) -> str:
+    """Median plain-prompt fact log-prob of ``who`` (unlearned / original / negative) in the first
+    measured checkpoint's controlled-recovery runs that has it."""
+    import statistics
+
+    for r in res["methods"].values():
+        for c in (r.get("trajectory") or {}).get("measured") or []:
+            run = (((c.get("controlled") or {}).get("raw") or {}).get("runs") or {}).get(who)
+            if run:
+                return f"{statistics.median(run['plain']['forget']['logprob']):.3f}"
+    return "–"
 
 
 if __name__ == "__main__":
