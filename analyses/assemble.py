@@ -164,6 +164,30 @@ def trajectory_analyses(methods: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """Finding 1 against the damage-matched nulls, per method whose ``keyword_nulls`` stage ran.
+
+    A method whose nulls could not be matched to its damage (the stage's ``message``) gets
+    "not applicable": the per-item sign test alone says "supported" for random weight noise
+    too (issue 11), so it cannot carry the finding.
+
+    Example:
+        >>> keyword_null_verdicts({"ga": {"keyword_nulls": {"test": None, "message": "noise too weak"}}})["ga"]["verdict"][:45]
+        'not applicable: no damage-matched null (noise'
+    """
+    nulls: dict[str, dict[str, Any]] = {}
+    for m, r in methods.items():
+        kn = r.get("keyword_nulls") or {}
+        if kn.get("test"):
+            nulls[m] = kn["test"]
+        elif kn:
+            nulls[m] = {"verdict": f"not applicable: no damage-matched null ({kn.get('message')}); without one a "
+                                   "KeyTokens loss cannot be told apart from damage (presence.null_max_scale sets "
+                                   "the largest noise tried)",
+                        "supported": False, "n_null_draws": 0, "statistic": None, "p_value": None, "interval": None}
+    return nulls
+
+
 def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
                  presence: dict[str, Any] | None = None) -> dict[str, Any]:
     """The analyses over the methods' stage results; with a failed ``precondition``
@@ -193,7 +217,7 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
         for m, r in methods.items()
     })
     out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
-    nulls = {m: r["keyword_nulls"]["test"] for m, r in methods.items() if (r.get("keyword_nulls") or {}).get("test")}
+    nulls = keyword_null_verdicts(methods)
     if nulls:
         out["keyword_focus_null"] = nulls
     if any("presence" in r for r in methods.values()):
