@@ -23,7 +23,7 @@ from typing import Any
 from unpact.figures import CSS as FIGURE_CSS
 from unpact.figures import _mpl
 from unpact.figures import png_bytes as _png
-from unpact.results import checkpoint_rows, load_results
+from unpact.results import checkpoint_rows, load_results, recovery_table
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -310,12 +310,13 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     # recovery
     rec_rows = []
     for m, r in res.get("methods", {}).items():
-        table = r.get("recovery") or {}
-        for kind in ("prompt", "activation"):
-            for setting, row in (table.get(kind) or {}).items():
-                rec_rows.append([m, kind, setting, row.get("forget_rate"), row.get("n_recovered"),
-                                 row.get("retain_accuracy"), row.get("general_accuracy"),
-                                 row.get("holdout_recovered"), row.get("collapse")])
+        table = recovery_table(r)
+        for row in table.rows() if table is not None else []:
+            ctl = row.controls
+            rec_rows.append([m, row.route, row.name, row.forget_rate, row.n_recovered,
+                             ctl["retain"].accuracy if "retain" in ctl else None,
+                             ctl["general"].accuracy if "general" in ctl else None,
+                             ctl["holdout"].recovered if "holdout" in ctl else None, row.collapse])
     png = recovery_png(summary)
     figures["recovery.png"] = png
     parts.append('<section id="recovery"><h2>Emphasis recovery</h2>'
