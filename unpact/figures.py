@@ -253,6 +253,36 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     return png_bytes(fig)
 
 
+def head_heatmap_fig(method: str, head_delta: list[list[float]]):
+    """(figure, image, colour bar) of the layer x head change in contribution (after - before),
+    in :data:`DIVERGING` (red = drop, blue = gain), as the report draws it.
+
+    The figure is at least 3 inches tall, so the colour bar's label fits beside its bar
+    whatever the number of layers.
+    """
+    import numpy as np
+
+    plt = _mpl()
+    arr = np.asarray(head_delta, dtype=float)
+    lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.55 * arr.shape[1]), max(3.0, 1.2 + 0.45 * arr.shape[0])))
+    im = ax.imshow(arr, cmap=DIVERGING, vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(arr.shape[1]))
+    ax.set_yticks(range(arr.shape[0]))
+    ax.set_title(f"{method}: change in head contribution\n(forget items; red = drop, blue = gain)", fontsize=10)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.08, pad=0.04)
+    cbar.set_label("Δ contribution (log-prob)", fontsize=9)
+    return fig, im, cbar
+
+
+def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
+    """Layer x head heatmap of the change in contribution to the answer (after - before), as PNG."""
+    fig, _im, _cbar = head_heatmap_fig(method, head_delta)
+    return png_bytes(fig)
+
+
 # ----------------------------------------------------------------- dilemma
 
 #: line colours of the methods in the dilemma plot (never red or blue, which mean a sign)
