@@ -1,6 +1,7 @@
 """The study's analyses from its per-method stage results (what :mod:`unpact.pipeline` and
 :mod:`unpact.grid` call): the four findings, gated by the precondition that the original model
-knows the forget set.
+knows the forget set. Each analysis is a function registered by name in :data:`ANALYSES`
+(:func:`register_analysis`); :func:`run_analyses` runs them in order.
 
 Example:
     >>> forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)["holds"]
@@ -9,12 +10,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from unpact.analyses.collapse import collapse_analysis
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
+from unpact.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unpact.emphasis.table import RecoveryTable
 
 
 def forget_precondition(orig_eval: dict[str, Any], min_accuracy: float, threshold: float) -> dict[str, Any]:
@@ -61,13 +66,14 @@ def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
     return analyses
 
 
-def n_forgotten(table: dict[str, Any]) -> int | None:
-    """How many forget items the unlearned model got wrong (the recovery rates' denominator)."""
-    for kind in ("prompt", "activation"):
-        for row in (table.get(kind) or {}).values():
-            if isinstance(row, dict) and row.get("n_forgotten") is not None:
-                return int(row["n_forgotten"])
-    return None
+def recovery_numbers(table: "RecoveryTable") -> dict[str, Any]:
+    """What :func:`~unpact.analyses.recovery.recovery_analysis` reads of one method's recovery table:
+    each kind's best rate and collapse flag, and how many forget items the unlearned model got
+    wrong (the rates' denominator; None without any setting)."""
+    rows = table.rows()
+    return {"prompt_best": table.prompt_best, "activation_best": table.activation_best,
+            "prompt_collapse": table.prompt_collapse, "activation_collapse": table.activation_collapse,
+            "n_forgotten": rows[0].n_forgotten if rows else None}
 
 
 def control_items(tracking: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,6 +170,21 @@ def trajectory_analyses(methods: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def focus_rows(tracking: dict[str, Any], group: str | None = None) -> list[dict[str, Any]]:
+    """The tracked items (of ``group``; all when None) as finding 1 reads them: id, group, the
+    contributions before and after, the special-token mask and the KeyTokens mask.
+
+    Example:
+        >>> focus_rows({"loo": {"items": [{"item_id": "a", "group": "forget", "before": [0.0, 0.5], "after": [0.0, 0.1],
+        ...                                "special": [True, False], "key_tokens": [1]}]}})[0]["key"]
+        [False, True]
+    """
+    return [{"id": d["item_id"], "group": d["group"], "before": d["before"], "after": d["after"],
+             "special": d["special"], "key": [i in key for i in range(len(d["before"]))]}
+            for d in tracking["loo"]["items"] if group is None or d["group"] == group
+            for key in [set(d["key_tokens"])]]
+
+
 def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]:
     """Finding 1 against the damage-matched nulls, per method whose ``keyword_nulls`` stage ran.
 
@@ -188,41 +209,99 @@ def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]
     return nulls
 
 
-def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
-                 presence: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The analyses over the methods' stage results; with a failed ``precondition``
-    (see :func:`forget_precondition`) every verdict is "not applicable" and says why.
-    ``presence``: the probes' controls (``controls/presence``), for the presence analysis."""
-    kf = {}
-    for m, r in methods.items():
-        items = [
-            {"group": d["group"], "before": d["before"], "after": d["after"], "special": d["special"],
-             "key": [i in key for i in range(len(d["before"]))]}
-            for d in r["tracking"]["loo"]["items"]
-            for key in [set(d["key_tokens"])]
-        ]
-        kf[m] = keyword_focus(items)
-    rec = recovery_analysis({
-        m: {"prompt_best": r["recovery"].get("prompt_best"), "activation_best": r["recovery"].get("activation_best"),
-            "prompt_collapse": r["recovery"].get("prompt_collapse"), "activation_collapse": r["recovery"].get("activation_collapse"),
-            "n_forgotten": n_forgotten(r["recovery"])}
-        for m, r in methods.items()
-    })
-    col = collapse_analysis({
+#: A named analysis: ``fn(methods, controls) -> sections`` adds its sections to the study's
+#: ``analyses`` ({} where it does not apply). ``methods``: each method's stage results;
+#: ``controls``: the study's once-per-study results (``{"presence": <controls/presence>}``).
+Analysis = Callable[[dict[str, dict], dict[str, Any]], dict[str, Any]]
+
+#: name -> :data:`Analysis`, run in this order by :func:`run_analyses`; add one with :func:`register_analysis`.
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register_analysis(name: str) -> Callable[[Analysis], Analysis]:
+    """Register ``fn(methods, controls) -> sections`` as analysis ``name`` (a decorator)."""
+    def deco(fn: Analysis) -> Analysis:
+        ANALYSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_analysis(name: str) -> Analysis:
+    """The registered analysis ``name``; an unknown name is a :class:`ConfigError` listing the known ones.
+
+    Example:
+        >>> get_analysis("vibes")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, trajectory
+    """
+    if name not in ANALYSES:
+        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(ANALYSES)}")
+    return ANALYSES[name]
+
+
+@register_analysis("keyword_focus")
+def _keyword_focus(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 1 per method: KeyTokens lose more contribution than the other tokens (sign test)."""
+    return {"keyword_focus": {m: keyword_focus(focus_rows(r["tracking"])) for m, r in methods.items()}}
+
+
+@register_analysis("recovery")
+def _recovery(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 2: emphasis brings answers back (prompt rewrite vs activation scaling)."""
+    from unpact.emphasis.table import RecoveryTable
+
+    return {"recovery": recovery_analysis({m: recovery_numbers(RecoveryTable.from_dict(r["recovery"]))
+                                           for m, r in methods.items()})}
+
+
+@register_analysis("collapse")
+def _collapse(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 3: indiscriminate contribution drops on the control prompts go with lost utility."""
+    return {"collapse": collapse_analysis({
         m: {"utility_drop": r["collapse"]["utility_drop"], "items": control_items(r["tracking"])}
-        for m, r in methods.items()
-    })
-    lh = layer_head_analysis({
+        for m, r in methods.items()})}
+
+
+@register_analysis("layer_head")
+def _layer_head(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Where in the network the contribution changed."""
+    return {"layer_head": layer_head_analysis({
         m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
-        for m, r in methods.items()
-    })
-    out = {"keyword_focus": kf, "recovery": rec, "collapse": col, "layer_head": lh}
+        for m, r in methods.items()})}
+
+
+@register_analysis("keyword_focus_null")
+def _keyword_focus_null(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 1 against the damage-matched weight-noise nulls (the ``keyword_nulls`` stage)."""
     nulls = keyword_null_verdicts(methods)
-    if nulls:
-        out["keyword_focus_null"] = nulls
-    if any("presence" in r for r in methods.values()):
-        out["presence"] = presence_analysis(methods, presence or {})
-    out.update(trajectory_analyses(methods))
+    return {"keyword_focus_null": nulls} if nulls else {}
+
+
+@register_analysis("presence")
+def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Hidden vs erased per method (the ``presence`` stage), with the probes' calibration."""
+    if not any("presence" in r for r in methods.values()):
+        return {}
+    return {"presence": presence_analysis(methods, controls.get("presence") or {})}
+
+
+@register_analysis("trajectory")
+def _trajectory(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 2 at every checkpoint and the dilemma (:func:`trajectory_analyses`)."""
+    return trajectory_analyses(methods)
+
+
+def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
+                 presence: dict[str, Any] | None = None, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The registered analyses (:data:`ANALYSES`, or those ``names``) over the methods' stage
+    results; with a failed ``precondition`` (see :func:`forget_precondition`) every verdict is
+    "not applicable" and says why. ``presence``: the probes' controls (``controls/presence``),
+    for the presence analysis."""
+    controls = {"presence": presence}
+    out: dict[str, Any] = {}
+    for name in ANALYSES if names is None else names:
+        out.update(get_analysis(name)(methods, controls))
     if precondition is not None:
         if precondition.get("holds") is False:
             not_applicable(out, precondition["reason"])

@@ -40,7 +40,7 @@ def _items(n: int, start: int, kind: str):
 
 
 def table_differences(a, b, tol: float = 1e-5, path: str = "") -> list[str]:
-    """Where two recovery tables differ (floats named ``*logprob*`` compared within ``tol``)."""
+    """Where two recovery tables' ``to_dict()`` differ (floats named ``*logprob*`` compared within ``tol``)."""
     diffs: list[str] = []
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
@@ -97,7 +97,7 @@ def main() -> None:
 
     old, n_old, t_old = run(False)
     new, n_new, t_new = run(True)
-    diffs = table_differences(old, new)
+    diffs = table_differences(old.to_dict(), new.to_dict())
     n_runs = 1 + len(cfg.templates) + sum(s.factor != 1 for s in cfg.settings())
     print(f"model {spec}: {model.cfg.n_layers} layers; {args.items} items x 3 groups; {n_runs} runs "
           f"(plain + {len(cfg.templates)} templates + activation settings); max_new_tokens {args.max_new_tokens}")

@@ -69,26 +69,25 @@ def main(argv=None) -> int:
             res = unlearn(original, method, forget_all, retain_all, seed=args.seed)
             t1 = time.time()
             table = recover(res.model, forget, original=original, controls=controls, config=cfg, method=method)
-            table["model"] = f"embedded:{name}"
-            table["unlearn_seconds"], table["recover_seconds"] = t1 - t0, time.time() - t1
+            table.extra.update(model=f"embedded:{name}", unlearn_seconds=t1 - t0, recover_seconds=time.time() - t1)
             with open(os.path.join(args.out, f"{name}_{method}.json"), "w") as f:
-                json.dump(table, f, indent=2)
+                json.dump(table.to_dict(), f, indent=2)
             print(render_table(table), file=sys.stderr)
-            p_row = table["prompt"].get(table["prompt_best_setting"] or "", {})
-            a_row = table["activation"].get(table["activation_best_setting"] or "", {})
-            base = table["baseline"]
+            pb, ab = table.best("prompt"), table.best("activation")
+            base = table.baseline
+
+            def general_acc(row):
+                return row.controls["general"].accuracy if row is not None and "general" in row.controls else None
+
             summary.append({
                 "model": name, "method": method,
-                "original_acc": base["original_forget_accuracy"], "forget_acc": base["forget_accuracy"],
-                "forgotten": table["n_forgotten"], "n": table["n_forget"],
-                "prompt_best": table["prompt_best"], "prompt_setting": table["prompt_best_setting"],
-                "prompt_collapse": table["prompt_collapse"],
-                "activation_best": table["activation_best"], "activation_setting": table["activation_best_setting"],
-                "activation_collapse": table["activation_collapse"],
-                "retain_acc": base["controls"]["retain"]["accuracy"], "general_acc": base["controls"]["general"]["accuracy"],
-                "holdout_recovered_max": max([r["controls"]["holdout"]["recovered"] for r in
-                                              list(table["prompt"].values()) + list(table["activation"].values())] or [0]),
-                "prompt_general_acc": p_row.get("general_accuracy"), "activation_general_acc": a_row.get("general_accuracy"),
+                "original_acc": base.original_forget_accuracy, "forget_acc": base.forget_accuracy,
+                "forgotten": table.n_forgotten, "n": table.n_forget,
+                "prompt_best": pb.rate, "prompt_setting": pb.name, "prompt_collapse": pb.collapse,
+                "activation_best": ab.rate, "activation_setting": ab.name, "activation_collapse": ab.collapse,
+                "retain_acc": base.controls["retain"].accuracy, "general_acc": base.controls["general"].accuracy,
+                "holdout_recovered_max": max([r.controls["holdout"].recovered for r in table.rows()] or [0]),
+                "prompt_general_acc": general_acc(pb.row), "activation_general_acc": general_acc(ab.row),
             })
             print(f"{name} {method}: unlearn {t1 - t0:.0f}s, recover {time.time() - t1:.0f}s", file=sys.stderr)
     with open(os.path.join(args.out, "summary.json"), "w") as f:

@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from unpact.emphasis.table import RecoveryTable
+
 
 def f(x, d=3):
     if x is None:
@@ -47,16 +49,20 @@ def tables(run: Path) -> str:
     out += ["", "| method | forgotten / forget items | best prompt rewrite | best activation | controls under best (retain / general acc.) | holdout recovered (best prompt / act.) |",
             "|---|---|---|---|---|---|"]
     for m, r in res["methods"].items():
-        rec = r["recovery"]
-        pb, ab = rec.get("prompt_best_setting"), rec.get("activation_best_setting")
-        prow = rec["prompt"].get(pb, {}) if pb else {}
-        arow = rec["activation"].get(ab, {}) if ab else {}
+        rec = RecoveryTable.from_dict(r["recovery"])
+        pb, ab = rec.best("prompt"), rec.best("activation")
+
+        def ctl(row, name, what="accuracy", d=2):
+            c = row.controls.get(name) if row is not None else None
+            v = getattr(c, what) if c is not None else None
+            return f(v, d) if what == "accuracy" else ("–" if v is None else v)
+
         flag = lambda c: " (collapse)" if c else ""
         out.append(
-            f"| {m} | {rec['n_forgotten']} / {rec['n_forget']} | {pb}: {pct(rec.get('prompt_best'))}{flag(rec.get('prompt_collapse'))} "
-            f"| {ab}: {pct(rec.get('activation_best'))}{flag(rec.get('activation_collapse'))} "
-            f"| {f(prow.get('retain_accuracy'), 2)} / {f(prow.get('general_accuracy'), 2)}; {f(arow.get('retain_accuracy'), 2)} / {f(arow.get('general_accuracy'), 2)} "
-            f"| {prow.get('holdout_recovered', '–')} / {arow.get('holdout_recovered', '–')} |")
+            f"| {m} | {rec.n_forgotten} / {rec.n_forget} | {pb.name}: {pct(pb.rate)}{flag(pb.collapse)} "
+            f"| {ab.name}: {pct(ab.rate)}{flag(ab.collapse)} "
+            f"| {ctl(pb.row, 'retain', d=2)} / {ctl(pb.row, 'general', d=2)}; {ctl(ab.row, 'retain', d=2)} / {ctl(ab.row, 'general', d=2)} "
+            f"| {ctl(pb.row, 'holdout', 'recovered')} / {ctl(ab.row, 'holdout', 'recovered')} |")
     routes = [r for r in res.get("routes", []) if "emphasis" not in r["route"]]
     if routes:
         out += ["", "| method | route | best setting | raw | beyond controls (recovered / eligible) |", "|---|---|---|---|---|"]

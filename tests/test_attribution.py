@@ -68,6 +68,37 @@ def test_loo_batched_equals_naive_loop(model, mode):
     assert worst <= 1e-5
 
 
+
+def test_the_attributed_quantity_is_chosen_by_name(tiny_gpt2):
+    """loo and integrated gradients take the quantity by name (unpact.scoring.QUANTITIES); the
+    default is LP, the mean answer log-prob; a registered quantity is accepted at once."""
+    item = QAItem("What genre does Bo Reyes write?", "crime fiction noir", id="bo")
+    n_answer = len(prepare_items(tiny_gpt2, [item])[0][0].answer_ids)
+    assert n_answer > 1
+    mean = attribute(tiny_gpt2, item, method="loo")
+    assert mean.options["quantity"] == "mean" and attribute(tiny_gpt2, item, method="loo", quantity="mean") == mean
+    total = attribute(tiny_gpt2, item, method="loo", quantity="sum")
+    # the answer tokens are the same in every ablation: the summed log-prob is n x the mean one
+    assert total.lp == pytest.approx(n_answer * mean.lp, rel=1e-5)
+    assert total.scores == pytest.approx([n_answer * s for s in mean.scores], abs=1e-4)
+    ig = attribute(tiny_gpt2, item, method="ig", quantity="sum", steps=16)
+    assert ig.lp == pytest.approx(total.lp, rel=1e-5) and ig.extras["relative_gap"] < 0.05  # completeness holds
+
+    @scoring.register_quantity("first_token")
+    def _first(tok_lp, mask):
+        return (tok_lp * (mask & (mask.cumsum(-1) == 1))).sum(-1)
+
+    try:
+        first = attribute(tiny_gpt2, item, method="loo", quantity="first_token")
+        assert first.lp == pytest.approx(float(scoring.score_sequences(
+            tiny_gpt2, [prepare_items(tiny_gpt2, [item])[0][0].seq], reduction="first_token")[0]), abs=1e-6)
+        assert first.scores != mean.scores
+    finally:
+        del scoring.QUANTITIES["first_token"]
+    with pytest.raises(ConfigError, match="unknown quantity 'first_token'; known: mean, sum"):
+        attribute(tiny_gpt2, item, method="loo", quantity="first_token")
+
+
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_loo_prefix_cache_equals_whole_rows(tiny_dirs, arch):
     """The shared-prefix KV cache (plain HF twin, left-padded rows, logits only at the

@@ -15,6 +15,7 @@ from unpact.emphasis import (
     TEMPLATES,
     ActivationEmphasis,
     RecoveryConfig,
+    RecoveryTable,
     batched_emphasis_hooks,
     best_setting,
     compare_runs,
@@ -174,8 +175,36 @@ def test_activation_emphasis_factor_one_and_per_item(tiny_gpt2):
     assert only0["logprob"][1] == base["logprob"][1] and only0["logprob"][0] != base["logprob"][0]
 
 
+def test_a_registered_emphasis_kind_is_accepted_everywhere(tiny_dirs):
+    """One registration (unpact.emphasis.register_kind) and the kind runs alone, batched and from a config."""
+    from unpact.config import config_from_dict
+    from unpact.emphasis import KINDS, register_kind
+    from unpact.hooks import residual_scaling_hooks, site_name
+
+    m = load_model(tiny_dirs["gpt2"])
+    prompts, targets = ["Where was the author Ana Lind born?", "What is the capital of France?"], [" Lima", " Paris"]
+
+    @register_kind("mlp_out", "scale the MLP output at the keyword positions (blocks.{l}.hook_mlp_out)")
+    def _mlp_out(layers, positions, factor, heads, site):
+        return residual_scaling_hooks(layers, positions, factor, site="mlp_out", heads=heads)
+
+    try:
+        e = ActivationEmphasis("mlp_out", 4.0, "all")
+        assert [h for h, _ in e.hooks(m.cfg.n_layers, [[1]])] == [site_name("mlp_out", l) for l in range(m.cfg.n_layers)]
+        pos = [[2, 3], [5]]
+        alone = score_answers(m, prompts, targets, ["Lima", "Paris"], fwd_hooks=emphasis_hooks(m, e, pos))
+        batched = score_answers(m, prompts, targets, ["Lima", "Paris"], fwd_hooks=batched_emphasis_hooks(m, [e, e], pos))
+        plain = score_answers(m, prompts, targets, ["Lima", "Paris"])
+        assert alone["logprob"] == pytest.approx(batched["logprob"], abs=1e-5) and alone["logprob"] != plain["logprob"]
+        assert config_from_dict({"emphasis": {"kinds": ["attention", "mlp_out"]}}).emphasis.kinds == ["attention", "mlp_out"]
+    finally:
+        del KINDS["mlp_out"]
+    with pytest.raises(ConfigError, match="unknown activation emphasis kind 'mlp_out'; known: attention, value, residual"):
+        ActivationEmphasis("mlp_out")
+
+
 def test_compare_row_and_collapse_logic():
-    cfg = RecoveryConfig(threshold=0.5, control_margin=0.1)
+    cfg = RecoveryConfig(threshold=0.5, collapse_margin=0.1)
     base = {"rouge": [0.0, 0.2, 1.0, 0.0], "logprob": [-3.0, -2.0, -0.5, -4.0]}
     emph = {"rouge": [0.6, 0.1, 1.0, 1.0], "logprob": [-1.0, -2.0, -0.5, -2.0]}
     c = compare_runs(base, emph, 0.5, ["a", "b", "c", "d"])
@@ -183,12 +212,58 @@ def test_compare_row_and_collapse_logic():
     assert c["recovered_ids"] == ["a", "d"] and c["delta_logprob"] == pytest.approx(1.0)
     ok_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
     bad_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
-    good = _row({"kind": "prompt"}, {"forget": c, "general": ok_ctl}, cfg)
-    broken = _row({"kind": "prompt"}, {"forget": {**c, "rate": 1.0}, "general": bad_ctl}, cfg)
-    assert not good["collapse"] and broken["collapse"]
-    assert broken["controls"]["general"]["drop"] == pytest.approx(0.2)
+    good = _row({"kind": "prompt", "template": "a"}, {"forget": c, "general": ok_ctl}, cfg)
+    broken = _row({"kind": "prompt", "template": "b"}, {"forget": {**c, "rate": 1.0}, "general": bad_ctl}, cfg)
+    assert not good.collapse and broken.collapse
+    assert broken.controls["general"].drop == pytest.approx(0.2)
     assert best_setting({"good": good, "broken": broken}) == ("good", 2 / 3, False)
     assert best_setting({"broken": broken}) == ("broken", 1.0, True)
+
+
+#: A table as results.json has held it (before the typed result, with the margin's old name).
+OLD_TABLE = {
+    "method": "ga", "config": {"threshold": 0.9, "control_margin": 0.1, "templates": ["quote"]},
+    "keywords_source": "keytokens", "n_forget": 2, "n_forgotten": 1, "n_original_known": 2, "n_forgotten_known": 1,
+    "baseline": {"forget_accuracy": 0.5, "forget_rouge": 0.7, "forget_logprob": -2.0, "original_forget_accuracy": 1.0,
+                 "original_forget_rouge": 1.0, "original_forget_logprob": -0.5,
+                 "controls": {"retain": {"accuracy": 1.0, "rouge": 1.0, "n": 1}}},
+    "prompt": {"quote": {"kind": "prompt", "template": "quote", "forget_rate": 1.0, "n_recovered": 1, "n_forgotten": 1,
+                         "forget_accuracy": 1.0, "forget_rouge": 0.95, "delta_logprob": 0.5, "recovered_ids": ["b"],
+                         "retain_accuracy": 0.0, "retain_recovered": 0, "retain_rate": 0.0,
+                         "controls": {"retain": {"accuracy": 0.0, "baseline_accuracy": 1.0, "drop": 1.0,
+                                                 "recovered": 0, "delta_logprob": -1.0}}, "collapse": True}},
+    "activation": {"value x4 @ 0,1": {"kind": "value", "factor": 4.0, "layers": [0, 1], "heads": None,
+                                      "site": "resid_post", "name": "value x4 @ 0,1", "noop": False,
+                                      "forget_rate": 0.0, "n_recovered": 0, "n_forgotten": 1, "forget_accuracy": 0.5,
+                                      "forget_rouge": 0.7, "delta_logprob": 0.1, "recovered_ids": [],
+                                      "retain_accuracy": 1.0, "retain_recovered": 0, "retain_rate": 1.0,
+                                      "controls": {"retain": {"accuracy": 1.0, "baseline_accuracy": 1.0, "drop": 0.0,
+                                                              "recovered": 0, "delta_logprob": 0.0}},
+                                      "collapse": False}},
+    "prompt_best": 1.0, "prompt_best_setting": "quote", "prompt_collapse": True,
+    "activation_best": 0.0, "activation_best_setting": "value x4 @ 0,1", "activation_collapse": False,
+    "items": [{"id": "a", "question": "q", "answer": "a", "keywords": ["k"], "positions": [3], "prompt": "p",
+               "target": " a", "baseline_answer": "a", "baseline_rouge": 1.0, "baseline_logprob": -1.0,
+               "original_answer": "a", "original_rouge": 1.0, "original_logprob": -0.5, "prompt_best_answer": "a",
+               "activation_best_answer": "a"}],
+    "rewrite_attributions": [], "original": "embedded:gpt2",
+}
+
+
+def test_recovery_table_reads_a_stored_table_back_as_it_was():
+    t = RecoveryTable.from_dict(OLD_TABLE)
+    assert t.to_dict() == OLD_TABLE  # every key and number, the extra ones included
+    assert RecoveryTable.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert t.collapse_margin == 0.1 and t.threshold == 0.9 and t.extra == {"original": "embedded:gpt2"}
+    best = t.best("prompt")
+    assert (best.name, best.rate, best.collapse, best.row.controls["retain"].drop) == ("quote", 1.0, True, 1.0)
+    act = t.activation["value x4 @ 0,1"]
+    assert act.route == "activation" and act.emphasis.layers == (0, 1) and act.name == "value x4 @ 0,1"
+    assert best_setting(t.prompt) == ("quote", 1.0, True) and best_setting(t.activation) == ("value x4 @ 0,1", 0.0, False)
+    text = render_table(t)
+    assert "* quote" in text and "COLLAPSE" in text and "10 points" in text
+    with pytest.raises(InputError, match="lacks items"):
+        RecoveryTable.from_dict({k: v for k, v in OLD_TABLE.items() if k != "items"})
 
 
 def test_prepare_items_keywords_given_or_from_keytokens(tiny_dirs):
@@ -219,14 +294,23 @@ def test_recover_table_on_tiny_model(tiny_dirs):
     cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), kinds=("attention", "value"),
                          max_new_tokens=3)
     table = recover(m, forget, original=m, controls={"general": general}, config=cfg, method="none")
-    json.loads(json.dumps(table))
-    assert set(table["prompt"]) == {"quote", "focus"}
-    assert set(table["activation"]) == {f"{k} x{f} @ {l}" for k in ("attention", "value") for f in (1, 4) for l in ("all", "late")}
+    assert isinstance(table, RecoveryTable)
+    assert set(table.prompt) == {"quote", "focus"}
+    assert set(table.activation) == {f"{k} x{f} @ {l}" for k in ("attention", "value") for f in (1, 4) for l in ("all", "late")}
     # the original model is the unlearned one here: nothing was forgotten that it knew, and factor 1 is the plain run
-    noop = table["activation"]["attention x1 @ all"]
-    assert noop["n_recovered"] == 0 and noop["delta_logprob"] == 0.0 and noop["controls"]["general"]["drop"] == 0.0
-    assert table["n_forget"] == 2 and len(table["items"]) == 2
-    assert table["keywords_source"] == "keytokens"
+    noop = table.activation["attention x1 @ all"]
+    assert noop.noop and noop.emphasis == ActivationEmphasis("attention", 1.0, "all")
+    assert noop.n_recovered == 0 and noop.delta_logprob == 0.0 and noop.controls["general"].drop == 0.0
+    assert table.n_forget == 2 and len(table.items) == 2 and table.items[0].original_answer is not None
+    assert table.keywords_source == "keytokens" and table.collapse_margin == cfg.collapse_margin
+    # plain JSON in the layout results.json has always had, and read back equal
+    d = json.loads(json.dumps(table.to_dict()))
+    assert RecoveryTable.from_dict(d) == table
+    assert d["activation"]["attention x1 @ all"]["general_accuracy"] == noop.controls["general"].accuracy
+    assert {"kind", "factor", "layers", "heads", "site", "name", "noop", "forget_rate", "controls",
+            "collapse"} <= set(d["activation"]["attention x1 @ all"])
+    assert {"kind", "template", "forget_rate", "recovered_ids", "controls", "collapse"} <= set(d["prompt"]["quote"])
+    assert set(RecoveryTable.SECTIONS) <= set(d) and "original_answer" in d["items"][0]
     text = render_table(table)
     assert "prompt rewrites" in text and "activation scaling" in text and "general acc" in text
 
@@ -246,8 +330,9 @@ def test_recover_command(tiny_dirs, tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "prompt rewrites" in printed and "retain acc" in printed
-    table = json.loads(out.read_text())
-    assert set(table["activation"]) == {"attention x1 @ all", "attention x2 @ all"}
+    table = RecoveryTable.from_dict(json.loads(out.read_text()))
+    assert set(table.activation) == {"attention x1 @ all", "attention x2 @ all"}
+    assert table.extra["unlearned"] == tiny_dirs["gpt2"] and table.extra["benchmark"] == "tofu/forget"
     assert main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
                  "--benchmark-path", str(tmp_path), "--retain", "none", "--templates", "shout"]) == 2
     assert "unknown rewrite template 'shout'" in capsys.readouterr().err
@@ -302,7 +387,7 @@ def test_batched_recover_equals_reference(tiny_dirs):
           "retain": ["Where does Cara Moll live?"], "general": ["What is the capital of France?", "What colour is the sky?"]}
     kws = {"forget": [["Ana Lind"], ["Bo Reyes", "genre"], ["Zyxquorbel"]], "retain": [["Cara Moll"]], "general": [["France"], ["sky"]]}
     cfg = RecoveryConfig(templates=("quote", "repeat+focus"), factors=(1, 8), layer_sets=("all", "late"),
-                         kinds=("attention", "value", "residual"), max_new_tokens=5, control_margin=0.0)
+                         kinds=("attention", "value", "residual"), max_new_tokens=5, collapse_margin=0.0)
     # gold answers built so that things happen: forget items are "known" under value x8 (recovered there),
     # controls are known plainly (any setting that changes their answers collapses)
     value8 = ActivationEmphasis("value", 8.0, "all")
@@ -316,12 +401,12 @@ def test_batched_recover_equals_reference(tiny_dirs):
                 keywords=kws["forget"], control_keywords={g: kws[g] for g in ("retain", "general")}, config=cfg, method="x")
     batched = recover(m, groups["forget"], **args)
     reference = recover(m, groups["forget"], batched=False, **args)
-    assert _differences(batched, reference) == []
-    assert len(batched["activation"]) == 12 and len(batched["prompt"]) == 2
+    assert _differences(batched.to_dict(), reference.to_dict()) == []
+    assert len(batched.activation) == 12 and len(batched.prompt) == 2
     # the comparison is not empty: value x8 recovers items, some settings collapse, some hold
-    assert batched["activation"][value8.name]["n_recovered"] >= 1
-    rows = list(batched["activation"].values()) + list(batched["prompt"].values())
-    assert any(r["collapse"] for r in rows) and not all(r["collapse"] for r in rows)
+    assert batched.activation[value8.name].n_recovered >= 1
+    rows = batched.rows()
+    assert any(r.collapse for r in rows) and not all(r.collapse for r in rows)
 
 
 # ------------------------------------------------------------------ embedded models (when shipped)
@@ -359,12 +444,12 @@ def test_mild_unlearning_is_recovered_and_holdout_is_not():
                          kinds=("attention", "value"), max_control_items=24,
                          threshold=EMBEDDED_THRESHOLD)
     table = recover(unlearned, forget, original=original, controls={"holdout": holdout}, config=cfg, method="ga")
-    assert table["n_original_known"] > 0, "the original model must know some forget items"
-    assert table["n_forgotten"] > 0, "mild GA must push some answers below the threshold"
-    rows = list(table["prompt"].values()) + list(table["activation"].values())
-    assert max(r["n_recovered"] for r in rows) >= 1, render_table(table)
+    assert table.n_original_known > 0, "the original model must know some forget items"
+    assert table.n_forgotten > 0, "mild GA must push some answers below the threshold"
+    rows = table.rows()
+    assert max(r.n_recovered for r in rows) >= 1, render_table(table)
     # a model that never knew the holdout authors gets nothing back by emphasis
-    assert all(r["controls"]["holdout"]["recovered"] == 0 for r in rows), render_table(table)
+    assert all(r.controls["holdout"].recovered == 0 for r in rows), render_table(table)
 
 
 @pytest.mark.slow
@@ -377,9 +462,8 @@ def test_emphasis_recovers_nothing_the_model_never_knew():
     holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
     cfg = RecoveryConfig(factors=(1, 2, 4, 8), layer_sets=("all", "early", "middle", "late"), threshold=EMBEDDED_THRESHOLD)
     table = recover(model, holdout, original=model, config=cfg)
-    assert table["n_forgotten"] >= table["n_forget"] - 1  # it never saw these authors
-    rows = list(table["prompt"].values()) + list(table["activation"].values())
-    assert all(r["n_recovered"] == 0 for r in rows), render_table(table)
+    assert table.n_forgotten >= table.n_forget - 1  # it never saw these authors
+    assert all(r.n_recovered == 0 for r in table.rows()), render_table(table)
 
 
 # ------------------------------------------------------------------ placebo

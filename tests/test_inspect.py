@@ -234,8 +234,8 @@ def test_result_types_display_themselves(tiny_pair):
     cfg = RecoveryConfig(templates=("focus",), factors=(1.0, 4.0), layer_sets=("all", "late"), kinds=("attention",),
                          max_new_tokens=4)
     table = recover(m2, items[:1], original=m1, controls={"retain": items[1:]}, config=cfg, method="stand-in")
-    assert isinstance(table, RecoveryTable) and isinstance(table, dict)
-    assert json.loads(json.dumps(table)) == json.loads(json.dumps(dict(table)))  # still plain JSON
+    assert isinstance(table, RecoveryTable)
+    assert RecoveryTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table  # plain JSON, read back
     h = table._repr_html_()
     assert "focus" in h and "stand-in" in h
     check_self_contained(h, 1)  # the factor x layer-set map of the activation sweep

@@ -124,3 +124,27 @@ def test_evaluate_returns_what_applies_to_the_split(model):
     assert set(res2) >= {"mc_accuracy", "verbatim_rouge_l"} and "rouge_l_recall" not in res2
     with pytest.raises(InputError):
         evaluate(model, mixed, reference=model)
+
+
+def test_a_registered_metric_is_computed_by_evaluate(model):
+    """One registration (unpact.metrics.register_metric) and evaluate computes it where it applies;
+    ``metrics=`` picks some by name; an unknown name lists the registered ones."""
+    from unpact.metrics import METRICS, register_metric
+
+    forget = Benchmark("demo", "forget10", ITEMS)
+
+    @register_metric("answer_words", lambda x: bool(x.qa))
+    def _words(x, out):
+        return {"answer_words": float(np.mean([len(it.answer.split()) for it in x.qa]))}
+
+    try:
+        res = evaluate(model, forget)
+        assert res["answer_words"] == pytest.approx(np.mean([len(it.answer.split()) for it in ITEMS]))
+        assert "answer_words" not in evaluate(model, Benchmark("demo", "general", [MCItem("2 + 3?", ("4", "5"), 1)]))
+        some = evaluate(model, forget, metrics=["rouge_l_recall", "answer_words"])
+        assert set(some) == {"n", "tofu_role", "style", "rouge_l_recall", "rouge_l_recall_per_item", "answer_words"}
+        assert some["rouge_l_recall"] == res["rouge_l_recall"]
+    finally:
+        del METRICS["answer_words"]
+    with pytest.raises(InputError, match="unknown metric 'answer_words'; known: rouge_l_recall, probability"):
+        evaluate(model, forget, metrics=["answer_words"])

@@ -82,6 +82,8 @@ def finished_run(world):
 
 
 def test_run_end_to_end(finished_run):
+    from unpact.emphasis import RecoveryTable
+
     run_dir, out = finished_run
     res = json.loads((run_dir / "results.json").read_text())
     for key in ("config", "model_info", "summary", "original", "methods", "analyses", "examples"):
@@ -95,7 +97,8 @@ def test_run_end_to_end(finished_run):
         assert sum(m["presence"]["counts"].values()) == len(m["presence"]["ids"]) == 2
         assert m["unlearn"]["losses"], "per-step losses recorded"
         assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
-        assert "prompt" in m["recovery"] and "activation" in m["recovery"]
+        rec = RecoveryTable.from_dict(m["recovery"])
+        assert rec.prompt and rec.activation and rec.n_forget == 2
     for name in ("keyword_focus", "recovery", "collapse", "layer_head", "presence", "keyword_focus_null"):
         assert name in res["analyses"]
     # 2 forget items: finding 1 against its nulls cannot be tested, and says so
@@ -144,6 +147,31 @@ def test_report_rebuilds_without_recomputing(finished_run):
     assert out.returncode == 0, out.stderr
     assert (run_dir / "report.html").is_file()
     assert before == {p: p.stat().st_mtime for p in (run_dir / "stages").rglob("*.json")}
+
+
+def test_report_rerenders_a_results_json_of_the_older_layout(finished_run, tmp_path):
+    """`unpact report` on a results.json as older versions wrote it (no schema_version, the recovery
+    tables' margin named control_margin) renders the same recovery rows as on the current one."""
+    from unpact.emphasis import RecoveryTable
+
+    run_dir, _ = finished_run
+    res = json.loads((run_dir / "results.json").read_text())
+    for m in res["methods"].values():
+        table = RecoveryTable.from_dict(m["recovery"])  # every stage's table reads back, and writes back equal
+        assert table.to_dict() == m["recovery"] and table.prompt and table.activation
+    old = json.loads(json.dumps(res))
+    del old["schema_version"]
+    for m in old["methods"].values():
+        m["recovery"]["config"]["control_margin"] = m["recovery"]["config"].pop("collapse_margin")
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    out = _run(["report", str(tmp_path)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+    def recovery_section(p):
+        html = p.read_text()
+        return html[html.index('<section id="recovery">'):].split("</section>")[0]
+
+    assert recovery_section(tmp_path / "report.html") == recovery_section(run_dir / "report.html")
 
 
 def test_kill_and_resume_gives_the_same_results(world, finished_run):

@@ -103,7 +103,7 @@ def test_the_named_run_flags_set_config_keys():
     ({"attribution.methods": ["integrated_gradient"]}, "unknown attribution method 'integrated_gradient'"),
     ({"methods": ["ga_gdr", "forgetall"]}, "unknown unlearning method 'forgetall'"),
     ({"emphasis.templates": ["shout"]}, "shout"),
-    ({"emphasis.kinds": ["laser"]}, "unknown emphasis kind 'laser'"),
+    ({"emphasis.kinds": ["laser"]}, "unknown activation emphasis kind 'laser'; known: attention, value, residual"),
     ({"emphasis.layer_sets": ["deep"]}, "unknown layer set 'deep'"),
     ({"attacks.names": ["bribery"]}, "bribery"),
     ({"attribution.keytokens.normalize": "median"}, "median"),
@@ -185,7 +185,7 @@ def test_emphasis_defaults_live_in_recovery_config():
     from unpact.emphasis import RecoveryConfig
 
     r, e = RecoveryConfig(), EmphasisSettings()
-    assert (e.threshold, e.collapse_margin, e.max_control_items) == (r.threshold, r.control_margin, r.max_control_items)
+    assert (e.threshold, e.collapse_margin, e.max_control_items) == (r.threshold, r.collapse_margin, r.max_control_items)
     assert tuple(e.templates) == r.templates and tuple(e.kinds) == r.kinds and tuple(e.factors) == r.factors
     assert RunConfig().recovery_config() == dataclasses.replace(r, max_batch_tokens=RunConfig().max_batch_tokens)
     args = build_parser().parse_args(["recover", "--original", "a", "--unlearned", "b"])

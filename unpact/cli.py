@@ -400,7 +400,7 @@ def recover_config(args: argparse.Namespace):
     from unpact.emphasis import RecoveryConfig
 
     given = {
-        "threshold": args.threshold, "control_margin": args.margin, "max_new_tokens": args.max_new_tokens,
+        "threshold": args.threshold, "collapse_margin": args.margin, "max_new_tokens": args.max_new_tokens,
         "max_control_items": args.max_control_items,
         "factors": _csv(args.factors, "--factors", float) if args.factors else None,
         "layer_sets": tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")) if args.layers else None,
@@ -453,14 +453,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
     with _console() as progress:
         table = recover(unlearned, items, original=original, controls=controls, config=cfg,
                         method=args.method or args.unlearned, fmt=_prompt_format(args, original), progress=progress)
-    table["original"], table["unlearned"], table["benchmark"] = args.original, args.unlearned, args.benchmark
+    table.extra.update(original=args.original, unlearned=args.unlearned, benchmark=args.benchmark)
     print(render_table(table))
     if args.out:
         directory = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(directory, exist_ok=True)
         from unpact.rundir import write_json_atomic
 
-        write_json_atomic(args.out, dict(table))
+        write_json_atomic(args.out, table.to_dict())
         print(f"\ntable: {args.out}")
     return 0
 

@@ -68,13 +68,13 @@ class EmphasisSettings:
     max_control_items: int = RecoveryConfig.max_control_items
     factors: list[float] = field(default_factory=lambda: list(RecoveryConfig.factors))
     layer_sets: list[str] = field(default_factory=lambda: list(RecoveryConfig.layer_sets))
-    #: activation emphasis kinds (see unpact.emphasis.KINDS): "attention" scales the attention
+    #: activation emphasis kinds (registered in unpact.emphasis.KINDS): "attention" scales the attention
     #: queries pay to keyword positions, "value" their value vectors, "residual" the residual stream
     kinds: list[str] = field(default_factory=lambda: list(RecoveryConfig.kinds))
     #: ROUGE-L recall at or above which an answer counts as right (emphasis and evaluation accuracy)
     threshold: float = RecoveryConfig.threshold
-    #: a control's accuracy drop above this flags the setting as collapse (RecoveryConfig.control_margin)
-    collapse_margin: float = RecoveryConfig.control_margin
+    #: a control's accuracy drop above this flags the setting as collapse
+    collapse_margin: float = RecoveryConfig.collapse_margin
 
     def recovery_config(self, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
@@ -86,7 +86,7 @@ class EmphasisSettings:
             0.5
         """
         kwargs: dict[str, Any] = dict(
-            threshold=self.threshold, control_margin=self.collapse_margin, factors=tuple(self.factors),
+            threshold=self.threshold, collapse_margin=self.collapse_margin, factors=tuple(self.factors),
             layer_sets=tuple(self.layer_sets), kinds=tuple(self.kinds), max_control_items=self.max_control_items,
             max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
             keytokens=keytokens if keytokens is not None else KeyTokensConfig(),

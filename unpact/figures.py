@@ -24,7 +24,10 @@ import base64
 import html
 import io
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from unpact.emphasis.table import RecoveryTable
 
 #: matplotlib colour map of signed contributions: blue = raises the answer's log-prob, red = lowers it
 #: (as unpact.report.CMAP).
@@ -250,6 +253,36 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     return png_bytes(fig)
 
 
+def head_heatmap_fig(method: str, head_delta: list[list[float]]):
+    """(figure, image, colour bar) of the layer x head change in contribution (after - before),
+    in :data:`DIVERGING` (red = drop, blue = gain), as the report draws it.
+
+    The figure is at least 3 inches tall, so the colour bar's label fits beside its bar
+    whatever the number of layers.
+    """
+    import numpy as np
+
+    plt = _mpl()
+    arr = np.asarray(head_delta, dtype=float)
+    lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.55 * arr.shape[1]), max(3.0, 1.2 + 0.45 * arr.shape[0])))
+    im = ax.imshow(arr, cmap=DIVERGING, vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(arr.shape[1]))
+    ax.set_yticks(range(arr.shape[0]))
+    ax.set_title(f"{method}: change in head contribution\n(forget items; red = drop, blue = gain)", fontsize=10)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.08, pad=0.04)
+    cbar.set_label("Δ contribution (log-prob)", fontsize=9)
+    return fig, im, cbar
+
+
+def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
+    """Layer x head heatmap of the change in contribution to the answer (after - before), as PNG."""
+    fig, _im, _cbar = head_heatmap_fig(method, head_delta)
+    return png_bytes(fig)
+
+
 # ----------------------------------------------------------------- dilemma
 
 #: line colours of the methods in the dilemma plot (never red or blue, which mean a sign)
@@ -472,48 +505,53 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def recovery_html(table: Mapping[str, Any]) -> str:
+def _layers_label(e) -> str:
+    return e.layers if isinstance(e.layers, str) else str(list(e.layers))
+
+
+def recovery_html(table: "RecoveryTable") -> str:
     """The body of :func:`unpact.emphasis.recover`'s table: the baseline, every prompt rewrite, the
     activation sweep as a factor x layer-set map of the recovery rate (× = a control collapsed), and the
     answers per item."""
     import numpy as np
 
     esc = html.escape
-    cfg = table.get("config", {})
-    base = table.get("baseline", {})
-    ctl = list(base.get("controls", {}))
-    parts = [f"<h3>Emphasis recovery{' — ' + esc(str(table['method'])) if table.get('method') else ''}</h3>",
-             f"<p>{table.get('n_forget')} forget items, {table.get('n_forgotten')} forgotten (ROUGE-L recall &lt; "
-             f"{cfg.get('threshold')})" + (f", {table['n_original_known']} known by the original model"
-                                           if table.get("n_original_known") is not None else "")
-             + f". Best prompt rewrite: <b>{esc(str(table.get('prompt_best_setting')))}</b> "
-             f"({_pct(table.get('prompt_best'))}{', collapsed' if table.get('prompt_collapse') else ''}); best "
-             f"activation setting: <b>{esc(str(table.get('activation_best_setting')))}</b> "
-             f"({_pct(table.get('activation_best'))}{', collapsed' if table.get('activation_collapse') else ''}). "
+    base = table.baseline
+    ctl = table.control_names
+    pb, ab = table.best("prompt"), table.best("activation")
+    parts = [f"<h3>Emphasis recovery{' — ' + esc(str(table.method)) if table.method else ''}</h3>",
+             f"<p>{table.n_forget} forget items, {table.n_forgotten} forgotten (ROUGE-L recall &lt; "
+             f"{table.threshold})" + (f", {table.n_original_known} known by the original model"
+                                      if table.n_original_known is not None else "")
+             + f". Best prompt rewrite: <b>{esc(str(pb.name))}</b> "
+             f"({_pct(pb.rate)}{', collapsed' if pb.collapse else ''}); best "
+             f"activation setting: <b>{esc(str(ab.name))}</b> "
+             f"({_pct(ab.rate)}{', collapsed' if ab.collapse else ''}). "
              f"A setting collapses when a control's accuracy falls by more than "
-             f"{100 * cfg.get('control_margin', 0):.0f} points; its recovery does not count.</p>"]
-    brow = [["forget accuracy (unlearned)", base.get("forget_accuracy")],
-            ["forget accuracy (original)", base.get("original_forget_accuracy")]]
-    brow += [[f"{c} accuracy", base["controls"][c]["accuracy"]] for c in ctl]
+             f"{100 * (table.collapse_margin or 0):.0f} points; its recovery does not count.</p>"]
+    brow = [["forget accuracy (unlearned)", base.forget_accuracy],
+            ["forget accuracy (original)", base.original_forget_accuracy]]
+    brow += [[f"{c} accuracy", base.controls[c].accuracy] for c in ctl]
     parts.append(table_html(["without emphasis", "value"], brow))
     head = ["setting", "recovered", "rate", "Δ log-prob", *[f"{c} accuracy" for c in ctl], "collapse"]
     for kind in ("prompt", "activation"):
-        rows = table.get(kind) or {}
+        rows = getattr(table, kind)
         if not rows:
             continue
-        body = [[n, f"{r['n_recovered']}/{r['n_forgotten']}", _pct(r["forget_rate"]), r["delta_logprob"],
-                 *[r["controls"].get(c, {}).get("accuracy") for c in ctl], bool(r["collapse"])] for n, r in rows.items()]
+        body = [[n, f"{r.n_recovered}/{r.n_forgotten}", _pct(r.forget_rate), r.delta_logprob,
+                 *[r.controls[c].accuracy if c in r.controls else None for c in ctl], r.collapse]
+                for n, r in rows.items()]
         if kind == "activation":
-            for k in dict.fromkeys(r.get("kind") for r in rows.values()):
-                sub = [r for r in rows.values() if r.get("kind") == k]
-                factors = sorted({float(r["factor"]) for r in sub})
-                lsets = list(dict.fromkeys(str(r["layers"]) for r in sub))
+            for k in dict.fromkeys(r.kind for r in rows.values()):
+                sub = [r for r in rows.values() if r.kind == k]
+                factors = sorted({r.emphasis.factor for r in sub})
+                lsets = list(dict.fromkeys(_layers_label(r.emphasis) for r in sub))
                 grid = np.full((len(lsets), len(factors)), np.nan)
                 marks = np.zeros_like(grid, dtype=bool)
                 for r in sub:
-                    i, j = lsets.index(str(r["layers"])), factors.index(float(r["factor"]))
-                    grid[i, j] = np.nan if r["forget_rate"] is None else r["forget_rate"]
-                    marks[i, j] = bool(r["collapse"])
+                    i, j = lsets.index(_layers_label(r.emphasis)), factors.index(r.emphasis.factor)
+                    grid[i, j] = np.nan if r.forget_rate is None else r.forget_rate
+                    marks[i, j] = r.collapse
                 parts.append(img_html(heatmap_png(grid, title=f"{k}: share of forgotten items recovered",
                                                   label="recovery rate", xlabel="factor", ylabel="layers",
                                                   xticklabels=[f"x{f:g}" for f in factors], yticklabels=lsets,
@@ -522,11 +560,10 @@ def recovery_html(table: Mapping[str, Any]) -> str:
                          + table_html(head, body) + "</details>")
         else:
             parts.append("<div><b>prompt rewrites</b></div>" + table_html(head, body))
-    items = table.get("items") or []
+    items = table.items
     if items:
-        rows = [[it.get("id"), it.get("question"), ", ".join(it.get("keywords", [])), it.get("answer"),
-                 it.get("original_answer"), it.get("baseline_answer"), it.get("prompt_best_answer"),
-                 it.get("activation_best_answer")] for it in items]
+        rows = [[it.id, it.question, ", ".join(it.keywords), it.answer, it.original_answer, it.baseline_answer,
+                 it.prompt_best_answer, it.activation_best_answer] for it in items]
         parts.append(f"<details><summary>answers per item ({len(items)})</summary>"
                      + table_html(["id", "question", "keywords", "answer", "original", "unlearned",
                                    "best rewrite", "best activation"], rows) + "</details>")

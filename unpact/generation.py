@@ -46,7 +46,7 @@ import functools
 import inspect
 import types
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -277,15 +277,7 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
     rows = list(range(len(group)))  # rows of the cache, in order; entries index ``group``
     cur = list(lens)
     last: dict[int, int] = {}
-    still = []
-    for r, j in enumerate(rows):
-        t, going = dec.step(group[j], logits[r, lens[j] - 1 - (W - keep)], cur[j])
-        if t is None:
-            continue
-        last[j] = t
-        cur[j] += 1
-        if going:
-            still.append(j)
+    still = _advance(dec, group, rows, lambda r, j: logits[r, lens[j] - 1 - (W - keep)], cur, last)
     steps = 0  # decoding forwards run so far (cache columns beyond the prompt)
     while still and steps + 1 < max_new_tokens:
         if len(still) != len(rows):
@@ -304,16 +296,25 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
         with position_layout(Layout(query=pos, key=key)):
             logits = runner(new, hooks, cache=cache, keep=1, attention_mask=(key >= 0).long(), position_ids=pos)
         steps += 1
-        still = []
-        for r, j in enumerate(rows):
-            t, going = dec.step(group[j], logits[r, -1], cur[j])
-            if t is None:
-                continue
-            last[j] = t
-            cur[j] += 1
-            if going:
-                still.append(j)
+        still = _advance(dec, group, rows, lambda r, j: logits[r, -1], cur, last)
     return True
+
+
+def _advance(dec, group: list[int], rows: list[int], row_logits: Callable[[int, int], Tensor], cur: list[int],
+             last: dict[int, int]) -> list[int]:
+    """One decoding step of the cached path: each of ``rows`` (indices into ``group``; ``r`` its
+    row in the batch) picks its next token from ``row_logits(r, j)``; ``last[j]`` and ``cur[j]``
+    (its length) advance. Returns the rows still generating."""
+    still = []
+    for r, j in enumerate(rows):
+        t, going = dec.step(group[j], row_logits(r, j), cur[j])
+        if t is None:
+            continue
+        last[j] = t
+        cur[j] += 1
+        if going:
+            still.append(j)
+    return still
 
 
 def _cache_arg(hf) -> str:

@@ -46,8 +46,9 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -454,9 +455,13 @@ def greedy_answers(model: Model, items: Sequence, *, max_new_tokens: int = 32, m
                            names=[str(getattr(it, "id", i)) for i, it in enumerate(items)], truncate=True)
 
 
-def rouge_recalls(model: Model, items: Sequence[QAItem], *, max_new_tokens: int = 32) -> list[float]:
-    """ROUGE-L recall of each item's greedy answer against its reference answer."""
-    answers = greedy_answers(model, items, max_new_tokens=max_new_tokens)
+def rouge_recalls(model: Model, items: Sequence[QAItem], *, max_new_tokens: int = 32,
+                  max_batch_tokens: int = 16384, stop_at_newline: bool = True,
+                  fmt: str | PromptFormat | None = None) -> list[float]:
+    """ROUGE-L recall of each item's greedy answer (:func:`greedy_answers`, same options) against
+    its reference answer."""
+    answers = greedy_answers(model, items, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
+                             stop_at_newline=stop_at_newline, fmt=fmt)
     return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
 
 
@@ -635,6 +640,133 @@ def _degenerate(out: dict[str, Any]) -> list[str]:
     return bad
 
 
+@dataclass
+class SplitInputs:
+    """What a split metric (:data:`METRICS`) reads: the model, the split's items by type and how
+    :func:`evaluate` was asked to score them (see its arguments)."""
+
+    model: Model
+    qa: list[QAItem]
+    mc: list[MCItem]
+    tx: list[TextItem]
+    style: str
+    role: str
+    is_forget: bool
+    embedded: bool
+    max_new_tokens: int
+    mc_style: str
+    reference: Any = None
+    icl: Sequence | None = None
+    answers: Sequence[str] | None = None
+    probabilities: dict[str, Any] | None = None
+    fmt: str | PromptFormat | None = None
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+
+
+@dataclass(frozen=True)
+class SplitMetric:
+    """A registered split metric: ``applies(inputs)`` says whether it has items to score,
+    ``compute(inputs, out)`` returns its keys (``out``: the keys of the metrics before it)."""
+
+    name: str
+    applies: Callable[[SplitInputs], bool]
+    compute: Callable[[SplitInputs, dict[str, Any]], dict[str, Any]]
+
+
+#: name -> :class:`SplitMetric`, computed in this order by :func:`evaluate`; add one with
+#: :func:`register_metric`.
+METRICS: dict[str, SplitMetric] = {}
+
+
+def register_metric(name: str, applies: Callable[[SplitInputs], bool]) -> Callable:
+    """Register ``compute(inputs, out) -> {key: value}`` as split metric ``name`` (a decorator),
+    computed by :func:`evaluate` on every split where ``applies(inputs)``."""
+    def deco(fn: Callable[[SplitInputs, dict[str, Any]], dict[str, Any]]) -> Callable:
+        METRICS[name] = SplitMetric(name, applies, fn)
+        return fn
+
+    return deco
+
+
+def get_metric(name: str) -> SplitMetric:
+    """The registered split metric ``name``; an unknown name is an :class:`InputError` listing the known ones.
+
+    Example:
+        >>> get_metric("bleu")
+        Traceback (most recent call last):
+        unpact.errors.InputError: unknown metric 'bleu'; known: rouge_l_recall, probability, knowmem, forget_quality, mc_accuracy, verbatim_rouge_l
+    """
+    if name not in METRICS:
+        raise InputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+@register_metric("rouge_l_recall", lambda x: bool(x.qa))
+def _rouge_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """ROUGE-L recall of the greedy answers (TOFU)."""
+    answers = x.answers
+    if answers is None:
+        answers = greedy_answers(x.model, x.qa, max_new_tokens=x.max_new_tokens, stop_at_newline=x.embedded,
+                                 fmt=x.fmt, max_batch_tokens=x.max_batch_tokens)
+    recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, x.qa)]
+    return {"rouge_l_recall": float(np.mean(recalls)), "rouge_l_recall_per_item": recalls}
+
+
+@register_metric("probability", lambda x: bool(x.qa))
+def _probability_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """Answer probability and mean log-prob; with perturbed answers the normalised probability
+    and the truth ratios (TOFU)."""
+    pr = qa_probabilities(x.model, x.qa, x.fmt, x.max_batch_tokens) if x.probabilities is None else x.probabilities
+    true_lp = np.asarray(pr["true_lp"], dtype=np.float64)
+    res: dict[str, Any] = {"prob": float(np.mean(np.exp(true_lp))), "mean_logprob": float(np.mean(true_lp)),
+                           "mean_logprob_per_item": true_lp.tolist()}
+    has_pert = [i for i, it in enumerate(x.qa) if it.perturbed_answers]
+    if has_pert:
+        pert_lp = [pr["perturbed_lp"][i] for i in has_pert]
+        res["prob_normalised"] = float(np.mean(normalised_probability_from_losses(
+            -true_lp[has_pert], [[-v for v in row] for row in pert_lp])))
+        tr = _truth_ratios_of(np.asarray(pr["para_lp"])[has_pert], pert_lp)
+        res["truth_ratios"] = tr.tolist()
+        res["truth_ratio"] = truth_ratio_score(tr, forget=x.is_forget)
+    return res
+
+
+@register_metric("knowmem", lambda x: bool(x.qa) and x.style == "muse")
+def _knowmem_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """MUSE's KnowMem (few-shot prompt from ``icl``)."""
+    km = knowmem_scores(x.model, x.qa, x.icl or (), max_new_tokens=GENERATION_DEFAULTS["muse"])
+    return {"knowmem_rouge_l_f1": float(np.mean(km["scores"])), "knowmem_rouge_l_f1_per_item": km["scores"],
+            "knowmem_prompts": km["prompts"], "answers": km["answers"], "knowmem_shots": len(x.icl or ())}
+
+
+@register_metric("forget_quality", lambda x: x.reference is not None)
+def _forget_quality_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """TOFU's forget quality against ``reference`` (a model, an earlier result or truth ratios)."""
+    if "truth_ratios" not in out:
+        raise InputError("forget quality needs QA items with perturbed answers in the split")
+    if isinstance(x.reference, dict):
+        ref = x.reference["truth_ratios"]
+    elif hasattr(x.reference, "parameters"):
+        ref = truth_ratios(x.reference, x.qa, x.fmt, x.max_batch_tokens).tolist()
+    else:
+        ref = list(x.reference)
+    return {"forget_quality": forget_quality(out["truth_ratios"], ref)}
+
+
+@register_metric("mc_accuracy", lambda x: bool(x.mc))
+def _mc_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """Multiple-choice accuracy (WMDP)."""
+    return {"mc_accuracy": mc_accuracy(x.model, x.mc, style=x.mc_style, fmt=x.fmt, max_batch_tokens=x.max_batch_tokens),
+            "mc_style": x.mc_style}
+
+
+@register_metric("verbatim_rouge_l", lambda x: bool(x.tx))
+def _verbatim_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """ROUGE-L F1 of the passages' continuations (MUSE's VerbMem on a MUSE benchmark)."""
+    scores = verbmem_scores(x.model, x.tx) if x.style == "muse" else verbatim_rouge(x.model, x.tx)
+    return {"verbatim_rouge_l": float(np.mean(scores))}
+
+
 def evaluate(
     model: Model,
     benchmark: Sequence,
@@ -651,8 +783,10 @@ def evaluate(
     probabilities: dict[str, Any] | None = None,
     fmt: str | PromptFormat | None = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Every metric that applies to ``benchmark``'s items, as one dict.
+    """Every registered metric (:data:`METRICS`; or those named in ``metrics``) that applies to
+    ``benchmark``'s items, as one dict.
 
     * QA items (TOFU style): ``rouge_l_recall``, ``prob`` (mean of ``exp(mean log p)``),
       ``mean_logprob`` (finite where ``prob`` underflows); with perturbed answers also
@@ -681,6 +815,7 @@ def evaluate(
             when already computed (:func:`evaluate_groups` computes them for several splits at once).
         fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
         max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
+        metrics: the names of the metrics to compute (default: every one in :data:`METRICS`).
 
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> evaluate(model, load_benchmark("embedded:tofu", "forget10"), reference=retain_model)  # doctest: +SKIP
@@ -696,61 +831,17 @@ def evaluate(
         max_new_tokens = GENERATION_DEFAULTS["embedded" if embedded else style]
     if mc_style is None:
         mc_style = "letters" if style == "wmdp" and not embedded else "cloze"
-    is_forget = (role == "forget") if forget is None else forget
-    qa = [it for it in items if isinstance(it, QAItem)]
-    mc = [it for it in items if isinstance(it, MCItem)]
-    tx = [it for it in items if isinstance(it, TextItem)]
+    inputs = SplitInputs(
+        model, [it for it in items if isinstance(it, QAItem)], [it for it in items if isinstance(it, MCItem)],
+        [it for it in items if isinstance(it, TextItem)], style=style, role=role,
+        is_forget=(role == "forget") if forget is None else forget, embedded=embedded, max_new_tokens=max_new_tokens,
+        mc_style=mc_style, reference=reference, icl=icl, answers=answers, probabilities=probabilities, fmt=fmt,
+        max_batch_tokens=max_batch_tokens)
+    todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
     out: dict[str, Any] = {"n": len(items), "tofu_role": role, "style": style}
-    total = int(bool(qa)) * 2 + int(bool(mc)) + int(bool(tx)) + int(reference is not None) + int(bool(qa) and style == "muse")
-    with progress(total=total, desc="evaluate") as bar:
-        if qa:
-            if answers is None:
-                answers = greedy_answers(model, qa, max_new_tokens=max_new_tokens, stop_at_newline=embedded,
-                                         fmt=fmt, max_batch_tokens=max_batch_tokens)
-            recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, qa)]
-            out["rouge_l_recall"] = float(np.mean(recalls))
-            out["rouge_l_recall_per_item"] = recalls
-            bar.update()
-            pr = qa_probabilities(model, qa, fmt, max_batch_tokens) if probabilities is None else probabilities
-            true_lp = np.asarray(pr["true_lp"], dtype=np.float64)
-            out["prob"] = float(np.mean(np.exp(true_lp)))
-            out["mean_logprob"] = float(np.mean(true_lp))
-            out["mean_logprob_per_item"] = true_lp.tolist()
-            has_pert = [i for i, it in enumerate(qa) if it.perturbed_answers]
-            if has_pert:
-                pert_lp = [pr["perturbed_lp"][i] for i in has_pert]
-                out["prob_normalised"] = float(np.mean(normalised_probability_from_losses(
-                    -true_lp[has_pert], [[-x for x in row] for row in pert_lp])))
-                tr = _truth_ratios_of(np.asarray(pr["para_lp"])[has_pert], pert_lp)
-                out["truth_ratios"] = tr.tolist()
-                out["truth_ratio"] = truth_ratio_score(tr, forget=is_forget)
-            bar.update()
-            if style == "muse":
-                km = knowmem_scores(model, qa, icl or (), max_new_tokens=GENERATION_DEFAULTS["muse"])
-                out["knowmem_rouge_l_f1"] = float(np.mean(km["scores"]))
-                out["knowmem_rouge_l_f1_per_item"] = km["scores"]
-                out["knowmem_prompts"] = km["prompts"]
-                out["answers"] = km["answers"]
-                out["knowmem_shots"] = len(icl or ())
-                bar.update()
-        if reference is not None:
-            if "truth_ratios" not in out:
-                raise InputError("forget quality needs QA items with perturbed answers in the split")
-            if isinstance(reference, dict):
-                ref = reference["truth_ratios"]
-            elif hasattr(reference, "parameters"):
-                ref = truth_ratios(reference, qa, fmt, max_batch_tokens).tolist()
-            else:
-                ref = list(reference)
-            out["forget_quality"] = forget_quality(out["truth_ratios"], ref)
-            bar.update()
-        if mc:
-            out["mc_accuracy"] = mc_accuracy(model, mc, style=mc_style, fmt=fmt, max_batch_tokens=max_batch_tokens)
-            out["mc_style"] = mc_style
-            bar.update()
-        if tx:
-            scores = verbmem_scores(model, tx) if style == "muse" else verbatim_rouge(model, tx)
-            out["verbatim_rouge_l"] = float(np.mean(scores))
+    with progress(total=len(todo), desc="evaluate") as bar:
+        for m in todo:
+            out.update(m.compute(inputs, out))
             bar.update()
     bad = _degenerate(out)
     if bad:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from unpact.figures import CSS as FIGURE_CSS
-from unpact.figures import _mpl
+from unpact.figures import _mpl, head_heatmap_png, token_heatmap_html
 from unpact.figures import png_bytes as _png
-from unpact.results import checkpoint_rows, load_results
+from unpact.results import checkpoint_rows, load_results, recovery_table
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
@@ -32,40 +32,6 @@ SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "c
 # ------------------------------------------------------------------ figures
 
 
-
-
-#: One colour meaning everywhere: a diverging map, red = negative (lowers the answer's log-prob,
-#: or a drop in contribution), blue = positive (raises it, or a gain), white = 0.
-CMAP = "RdBu"
-
-
-def head_heatmap_fig(method: str, head_delta: list[list[float]]):
-    """(figure, image, colour bar) of the layer x head change in contribution (after - before).
-
-    The figure is at least 3 inches tall, so the colour bar's label fits beside its bar
-    whatever the number of layers.
-    """
-    import numpy as np
-
-    plt = _mpl()
-    arr = np.asarray(head_delta, dtype=float)
-    lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.55 * arr.shape[1]), max(3.0, 1.2 + 0.45 * arr.shape[0])))
-    im = ax.imshow(arr, cmap=CMAP, vmin=-lim or -1, vmax=lim or 1, aspect="auto")
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_xticks(range(arr.shape[1]))
-    ax.set_yticks(range(arr.shape[0]))
-    ax.set_title(f"{method}: change in head contribution\n(forget items; red = drop, blue = gain)", fontsize=10)
-    cbar = fig.colorbar(im, ax=ax, fraction=0.08, pad=0.04)
-    cbar.set_label("Δ contribution (log-prob)", fontsize=9)
-    return fig, im, cbar
-
-
-def head_heatmap_png(method: str, head_delta: list[list[float]]) -> bytes:
-    """Layer x head heatmap of the change in contribution to the answer (after - before), as PNG."""
-    fig, _im, _cbar = head_heatmap_fig(method, head_delta)
-    return _png(fig)
 
 
 def recovery_png(rows: list[dict[str, Any]]) -> bytes:
@@ -151,38 +117,6 @@ def fmt_number(v: float) -> str:
     if v != 0 and abs(v) < 0.01:
         return f"{v:.2g}"
     return f"{v:.3f}"
-
-
-def _rgba(value: float, lim: float) -> tuple[int, int, int]:
-    from matplotlib import colormaps
-
-    r, g, b, _ = colormaps[CMAP](0.5 + 0.5 * max(-1.0, min(1.0, value / lim)))
-    return int(255 * r), int(255 * g), int(255 * b)
-
-
-def colour_scale_html(lim: float, what: str = "contribution") -> str:
-    """A small colour scale from -lim (red) through 0 (white) to +lim (blue)."""
-    stops = ",".join("rgb({},{},{})".format(*_rgba(x * lim, lim)) for x in (-1, -0.5, 0, 0.5, 1))
-    return (f'<span class="scale" title="colour scale of this row: {what}">−{fmt_number(lim)} '
-            f'<span class="bar" style="background:linear-gradient(to right,{stops})"></span> +{fmt_number(lim)}</span>')
-
-
-def token_heatmap_html(tokens: list[str], scores: list[float], key: list[bool] | None = None) -> str:
-    """One prompt as coloured token spans, in the report's one colour meaning (:data:`CMAP`):
-    blue = raises the answer's log-prob, red = lowers it; with its colour scale."""
-    lim = max((abs(s) for s in scores if s is not None), default=0.0) or 1.0
-    spans = []
-    for i, (t, s) in enumerate(zip(tokens, scores)):
-        s = s or 0.0
-        r, g, b = _rgba(s, lim)
-        ink = "#fff" if 0.299 * r + 0.587 * g + 0.114 * b < 128 else "#222"  # readable on dark colours
-        border = " kw" if key and key[i] else ""
-        text = html.escape(t.replace("Ġ", " ").replace("Ċ", "⏎").replace("\n", "⏎"))
-        spans.append(
-            f'<span class="tok{border}" style="background:rgba({r},{g},{b},1);color:{ink}" title="{s:+.4g}">'
-            f'{text or "&nbsp;"}</span>'
-        )
-    return '<div class="toks">' + "".join(spans) + colour_scale_html(lim) + "</div>"
 
 
 _CSS = """
@@ -310,12 +244,13 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     # recovery
     rec_rows = []
     for m, r in res.get("methods", {}).items():
-        table = r.get("recovery") or {}
-        for kind in ("prompt", "activation"):
-            for setting, row in (table.get(kind) or {}).items():
-                rec_rows.append([m, kind, setting, row.get("forget_rate"), row.get("n_recovered"),
-                                 row.get("retain_accuracy"), row.get("general_accuracy"),
-                                 row.get("holdout_recovered"), row.get("collapse")])
+        table = recovery_table(r)
+        for row in table.rows() if table is not None else []:
+            ctl = row.controls
+            rec_rows.append([m, row.route, row.name, row.forget_rate, row.n_recovered,
+                             ctl["retain"].accuracy if "retain" in ctl else None,
+                             ctl["general"].accuracy if "general" in ctl else None,
+                             ctl["holdout"].recovered if "holdout" in ctl else None, row.collapse])
     png = recovery_png(summary)
     figures["recovery.png"] = png
     parts.append('<section id="recovery"><h2>Emphasis recovery</h2>'

@@ -24,6 +24,7 @@ from unpact.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
+    from unpact.emphasis.table import RecoveryTable
 
 GROUPS = ("forget", "retain", "general")
 
@@ -166,12 +167,20 @@ def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     return sum(drops) / len(drops) if drops else None
 
 
+def recovery_table(method_results: dict[str, Any]) -> "RecoveryTable | None":
+    """The :class:`~unpact.emphasis.RecoveryTable` of one method's stage results (None without one)."""
+    from unpact.emphasis.table import RecoveryTable
+
+    rec = method_results.get("recovery")
+    return RecoveryTable.from_dict(rec) if rec else None
+
+
 # ------------------------------------------------------------------ sections
 
 
 def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, Any]]:
     """One row per model (the original, then each method): the headline numbers."""
-    def row(name: str, ev: dict, rec: dict | None) -> dict[str, Any]:
+    def row(name: str, ev: dict, rec: "RecoveryTable | None") -> dict[str, Any]:
         return {
             "method": name,
             "forget_rouge": _get(ev, "forget", "rouge_l_recall"),
@@ -180,14 +189,14 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "forget_quality": _get(ev, "forget", "forget_quality"),
             "model_utility": model_utility_of(ev),
             "model_utility_components": model_utility_components_of(ev),
-            "recovery_prompt": None if rec is None else rec.get("prompt_best"),
-            "recovery_activation": None if rec is None else rec.get("activation_best"),
+            "recovery_prompt": None if rec is None else rec.prompt_best,
+            "recovery_activation": None if rec is None else rec.activation_best,
             "model_utility_degenerate": utility_degenerate(ev),
             "n_items": {g: len(_get(ev, g, "rouge_l_recall_per_item", default=[]) or []) for g in GROUPS},
         }
 
     rows = [row("original", orig_eval, None)]
-    rows += [row(m, r["evaluate"], r["recovery"]) for m, r in methods.items()]
+    rows += [row(m, r["evaluate"], recovery_table(r)) for m, r in methods.items()]
     return rows
 
 
@@ -208,7 +217,8 @@ def examples(orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any
         for m, r in methods.items():
             after = r["attribution"]["loo"]["forget"][idx]
             views.append({"label": f"{m}: after unlearning", "tokens": after["tokens"], "scores": after["scores"], "key": key})
-            ex = r["recovery"].get("rewrite_attributions") or []
+            rec = recovery_table(r)
+            ex = (rec.rewrite_attributions if rec is not None else None) or []
             if idx < len(ex):
                 e = ex[idx]
                 kp = set(e.get("keyword_positions", []))
@@ -224,16 +234,16 @@ def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
     Emphasis rows carry the emphasis table's best rates (controls: collapse of retain/general,
     no negative control yet); attack rows their best setting by the controlled rate.
     """
-    from unpact.emphasis import RecoveryTable
+    from unpact.emphasis.table import BestSetting
 
     rows = []
     for m, r in methods.items():
-        rec = RecoveryTable(r.get("recovery") or {})
+        rec = recovery_table(r)
         for kind in ("prompt", "activation"):
-            best = rec.best(kind)
+            best = rec.best(kind) if rec is not None else BestSetting(None, None, False, None)
             rows.append({"method": m, "route": f"{kind} emphasis", "setting": best.name, "raw_rate": best.rate,
-                         "controlled_rate": None, "n_recovered": best.row.get("n_recovered"),
-                         "n_forgotten": best.row.get("n_forgotten"), "negative_control": False})
+                         "controlled_rate": None, "n_recovered": best.row.n_recovered if best.row else None,
+                         "n_forgotten": best.row.n_forgotten if best.row else None, "negative_control": False})
         for a, t in (r.get("attacks") or {}).items():
             best = t.get("best_setting") or next(iter(t.get("settings") or {}), None)
             row = (t.get("settings") or {}).get(best) or {}

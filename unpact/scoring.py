@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from unpact.errors import InputError
+from unpact.errors import ConfigError, InputError
 from unpact.protocols import Model
 
 #: Default token budget of one forward batch (rows x padded length).
@@ -195,16 +195,57 @@ def answer_window(target_mask: Bool[Tensor, "batch pos"]) -> int:
     return target_mask.shape[1] - max(int(cols.min()) - 1, 0)
 
 
+#: A scored quantity of an answer: ``fn(token log-probs [batch pos], target mask [batch pos]) -> [batch]``.
+Quantity = Callable[[Float[Tensor, "batch pos"], Bool[Tensor, "batch pos"]], Float[Tensor, " batch"]]
+
+#: The quantities an answer is scored (and attributed) by, by name (the ``reduction`` of every
+#: scoring function; the ``quantity`` of every attribution method): add one with
+#: :func:`register_quantity` (inseq's step functions are the model).
+QUANTITIES: dict[str, Quantity] = {}
+
+
+def register_quantity(name: str) -> Callable[[Quantity], Quantity]:
+    """Register ``fn(tok_lp, target_mask) -> [batch]`` as quantity ``name`` (a decorator)."""
+    def deco(fn: Quantity) -> Quantity:
+        QUANTITIES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_quantity(name: str) -> Quantity:
+    """The registered quantity ``name``; an unknown name is a :class:`ConfigError` listing the known ones.
+
+    Example:
+        >>> get_quantity("mean")(torch.tensor([[0.0, -1.0, -3.0]]), torch.tensor([[False, True, True]]))
+        tensor([-2.])
+        >>> get_quantity("median")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown quantity 'median'; known: mean, sum
+    """
+    if name not in QUANTITIES:
+        raise ConfigError(f"unknown quantity {name!r}; known: {', '.join(QUANTITIES)}")
+    return QUANTITIES[name]
+
+
+@register_quantity("mean")
+def mean_logprob(tok_lp: Float[Tensor, "batch pos"], target_mask: Bool[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
+    """LP(x, y): the mean log-prob of the answer tokens (the paper's attributed quantity)."""
+    return (tok_lp * target_mask).sum(-1) / target_mask.sum(-1).clamp(min=1)
+
+
+@register_quantity("sum")
+def sum_logprob(tok_lp: Float[Tensor, "batch pos"], target_mask: Bool[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
+    """The answer's log-likelihood: the summed log-prob of its tokens."""
+    return (tok_lp * target_mask).sum(-1)
+
+
 def reduce_logprobs(
     tok_lp: Float[Tensor, "batch pos"], target_mask: Bool[Tensor, "batch pos"], reduction: str = "mean"
 ) -> Float[Tensor, " batch"]:
-    """Sum or mean of the target log-probs of each row."""
-    total = (tok_lp * target_mask).sum(-1)
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / target_mask.sum(-1).clamp(min=1)
-    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    """The quantity ``reduction`` (a name in :data:`QUANTITIES`: ``"mean"`` or ``"sum"`` of the
+    target log-probs) of each row."""
+    return get_quantity(reduction)(tok_lp, target_mask)
 
 
 def forward_logits(

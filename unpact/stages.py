@@ -263,7 +263,8 @@ def emphasis_controls(study: "Study", kw: dict[str, list[list[int]]]) -> tuple[d
 
 def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
-    rewrite's attribution on the unlearned model for the report's heatmaps."""
+    rewrite's attribution on the unlearned model for the report's heatmaps: the
+    :class:`~unpact.emphasis.RecoveryTable`'s ``to_dict``."""
     from unpact.attribution import attribute
     from unpact.data import format_answer
     from unpact.emphasis import recover, rewrite
@@ -281,18 +282,18 @@ def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
         progress=study.progress,
     )
     examples = []
-    best = table.get("prompt_best_setting")
+    best = table.prompt_best_setting
     if best:
-        for it_d, item in list(zip(table["items"], data.groups["forget"]))[: study.cfg.attribution.subset]:
-            rw = rewrite(item.question, it_d["keywords"], best, tokenizer=unlearned.tokenizer, fmt=study.fmt)
+        for it, item in list(zip(table.items, data.groups["forget"]))[: study.cfg.attribution.subset]:
+            rw = rewrite(item.question, it.keywords, best, tokenizer=unlearned.tokenizer, fmt=study.fmt)
             a = attribute(unlearned, (rw.prompt, format_answer(item.answer, study.fmt)),
                           max_batch_tokens=study.budgets["forward"])
             d = a.to_dict()
             d["keyword_positions"] = list(rw.positions)
             d["template"] = best
             examples.append(d)
-    table["rewrite_attributions"] = examples
-    return dict(table)
+    table.rewrite_attributions = examples
+    return table.to_dict()
 
 
 def collapse(study: "Study", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -343,11 +344,10 @@ def presence_items(study: "Study") -> list:
 
 def plain_recalls(study: "Study", model: Model, items) -> list[float]:
     """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
-    from unpact.metrics import greedy_answers, is_embedded, rouge_l_recall
+    from unpact.metrics import is_embedded, rouge_recalls
 
-    answers = greedy_answers(model, items, max_new_tokens=study.cfg.max_new_tokens, fmt=study.fmt,
-                             max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
-    return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
+    return rouge_recalls(model, items, max_new_tokens=study.cfg.max_new_tokens, fmt=study.fmt,
+                         max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
 
 
 def presence_controls(study: "Study") -> dict[str, Any]:
@@ -394,6 +394,7 @@ def keyword_nulls(study: "Study", ev: dict[str, Any], tracking: dict[str, Any]) 
     import numpy as np
 
     from unpact.analyses import keyword_focus_vs_null
+    from unpact.analyses.assemble import focus_rows
     from unpact.attribution import Attribution
     from unpact.metrics import qa_probabilities
     from unpact.presence import null_keyword_rows
@@ -415,10 +416,7 @@ def keyword_nulls(study: "Study", ev: dict[str, Any], tracking: dict[str, Any]) 
                               max_batch_tokens=study.budgets["forward"])
     if not nulls["draws"]:
         return {"match": nulls["match"], "test": None, "message": nulls["message"]}
-    rows = [{"id": d["item_id"], "group": d["group"], "before": d["before"], "after": d["after"],
-             "special": d["special"], "key": [i in set(d["key_tokens"]) for i in range(len(d["before"]))]}
-            for d in tracking["loo"]["items"] if d["group"] == "forget"]
-    test = keyword_focus_vs_null(rows, nulls["draws"], seed=study.cfg.seed)
+    test = keyword_focus_vs_null(focus_rows(tracking, "forget"), nulls["draws"], seed=study.cfg.seed)
     return {"match": nulls["match"], "test": test, "message": None}
 
 

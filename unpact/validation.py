@@ -186,7 +186,7 @@ def check_names(cfg: Any) -> None:
     """
     from unpact.attacks import make_attack
     from unpact.data.formatting import FORMAT_NAMES
-    from unpact.emphasis.activation import KINDS, LAYER_SETS
+    from unpact.emphasis.activation import LAYER_SETS, get_kind
     from unpact.models import DTYPE_CHOICES
     from unpact.unlearning import METHODS, get_method, make_config
 
@@ -205,8 +205,7 @@ def check_names(cfg: Any) -> None:
     if cfg.system_prompt and cfg.prompt_format != "chat":
         raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
     for k in cfg.emphasis.kinds:
-        if k not in KINDS:
-            raise ConfigError(f"unknown emphasis kind {k!r}; use {', '.join(KINDS[:-1])} or {KINDS[-1]}")
+        get_kind(k)  # unknown kinds name the registered ones (unpact.emphasis.KINDS)
     cfg.recovery_config().settings()  # templates, factors, threshold, margin
     for name in cfg.emphasis.layer_sets:
         if name not in LAYER_SETS and not all(x.strip().isdigit() for x in str(name).split(",")):

@@ -91,6 +91,8 @@ class IGConfig:
             LP(x) and LP(baseline) are nearly equal the relative gap is meaningless).
         max_batch_tokens: token budget of one forward+backward batch (rows x padded length);
             smaller than for plain scoring because activations are kept for the backward.
+        quantity: the attributed quantity, a name in :data:`unpact.scoring.QUANTITIES`
+            (``"mean"``: LP, the mean answer log-prob, the paper's).
     """
 
     steps: int = 64
@@ -100,9 +102,11 @@ class IGConfig:
     max_steps: int = 1024
     atol: float = 1e-4
     max_batch_tokens: int = 1024
+    quantity: str = "mean"
 
     def __post_init__(self) -> None:
         quadrature(self.steps, self.method)
+        scoring.get_quantity(self.quantity)
         if self.max_steps < self.steps:
             raise ConfigError(f"integrated gradients needs max_steps >= steps, got {self.max_steps} < {self.steps}")
         if not self.tolerance > 0:
@@ -162,7 +166,7 @@ class IntegratedGradients(AttributionMethod):
                 logits = scoring.forward_logits(model, packed.input_ids, [("hook_embed", hook)],
                                                 keep=scoring.answer_window(packed.target_mask))
                 lp = scoring.reduce_logprobs(
-                    scoring.token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask
+                    scoring.token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask, cfg.quantity
                 )
                 e, b, out = store[-1]
                 (g,) = torch.autograd.grad((lp.double() * w).sum(), out)
@@ -194,8 +198,8 @@ class IntegratedGradients(AttributionMethod):
             return [("hook_embed", _ZeroHook(firsts))]
 
         lp_ends = scoring.score_sequences(
-            model, ends, fwd_hooks=zero_hooks if bid is None else None, max_batch_tokens=cfg.max_batch_tokens * 4
-        ).double().cpu()
+            model, ends, fwd_hooks=zero_hooks if bid is None else None, max_batch_tokens=cfg.max_batch_tokens * 4,
+            reduction=cfg.quantity).double().cpu()
         diffs = [float(lp_ends[2 * k]) - float(lp_ends[2 * k + 1]) for k in range(len(items))]
 
         # refinement: every item at cfg.steps, then those whose gap exceeds the tolerance at 2x, ...

@@ -55,6 +55,10 @@ class HeadsConfig:
 
     Attributes:
         max_batch_tokens: token budget of one forward+backward batch.
+
+    The attributed quantity is LP, the mean answer log-prob, always (no ``quantity`` option as
+    ``loo`` and integrated gradients have): the direct reading decomposes the *mean* answer logit,
+    so another quantity would leave the two readings about different things.
     """
 
     max_batch_tokens: int = 4096

@@ -50,16 +50,20 @@ class LooConfig:
         prefix_cache: reuse each prompt's keys/values for the tokens an ablation leaves
             unchanged (:func:`unpact.scoring.score_variants`); ``False`` scores every
             ablated sequence whole through the bridge (hooks on the bridge apply).
+        quantity: the attributed quantity, a name in :data:`unpact.scoring.QUANTITIES`
+            (``"mean"``: LP, the mean answer log-prob, the paper's).
     """
 
     mode: str = "delete"
     baseline: int | str = "pad"
     max_batch_tokens: int = scoring.DEFAULT_MAX_BATCH_TOKENS
     prefix_cache: bool = True
+    quantity: str = "mean"
 
     def __post_init__(self) -> None:
         if self.mode not in ("delete", "baseline"):
             raise ConfigError(f"loo mode must be 'delete' or 'baseline', got {self.mode!r}")
+        scoring.get_quantity(self.quantity)
 
 
 def ablated_prompts(prep: Prepared, mode: str, baseline_id: int | None = None) -> list[list[int]]:
@@ -107,9 +111,9 @@ class LeaveOneOut(AttributionMethod):
         with progress(total=1, desc="loo") as bar:
             if cfg.prefix_cache:
                 lp = scoring.score_variants(model, [prep.prompt_ids for prep in items], seqs, base_of, shared,
-                                            reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
+                                            reduction=cfg.quantity, max_batch_tokens=cfg.max_batch_tokens)
             else:
-                lp = scoring.score_sequences(model, seqs, reduction="mean", max_batch_tokens=cfg.max_batch_tokens)
+                lp = scoring.score_sequences(model, seqs, reduction=cfg.quantity, max_batch_tokens=cfg.max_batch_tokens)
             bar.update()
         lp = lp.double().cpu()
         options = self.options

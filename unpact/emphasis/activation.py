@@ -8,7 +8,7 @@ value vectors of the keyword positions, i.e. what every head reads from them, on
 component's output) at the keyword positions by ``factor``, on
 ``blocks.{l}.hook_{site}``; in pre-LN models the whole residual at a position is
 scale-invariant to the next layer's norm, so this one is weak), the factor, and the layers (a named layer set or
-explicit indices) and heads. :func:`emphasis_hooks` turns it, with per-item
+explicit indices) and heads. The kinds are registered in :data:`KINDS` (:func:`register_kind`). :func:`emphasis_hooks` turns it, with per-item
 keyword positions in the *original* prompt, into the ``fwd_hooks`` callable that
 ``unpact.scoring`` passes each batch's item indices to. :func:`sweep` lists the
 default grid: factors 1, 2, 4, 8 x layer sets all/early/middle/late.
@@ -39,8 +39,78 @@ from unpact.hooks import attention_scaling_hooks, position_mask, residual_scalin
 
 #: Named layer sets: thirds of the stack (early/middle/late) or all of it.
 LAYER_SETS: tuple[str, ...] = ("all", "early", "middle", "late")
-KINDS: tuple[str, ...] = ("attention", "value", "residual")
 DEFAULT_FACTORS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(frozen=True)
+class EmphasisKind:
+    """A registered kind of activation emphasis.
+
+    Attributes:
+        name: its name (``ActivationEmphasis.kind``, ``emphasis.kinds`` in the config).
+        description: one line: what it scales, on which hook points.
+        hooks: ``hooks(layers, positions, factor, heads, site) -> [(hook_name, fn)]``; ``factor``
+            is a number or a per-row tensor ``[batch]`` (rows at 1 pass unchanged).
+        uses_site: the kind reads ``site`` (settings differing only in site differ).
+    """
+
+    name: str
+    description: str
+    hooks: Callable[..., list]
+    uses_site: bool = False
+
+
+#: name -> :class:`EmphasisKind`; add one with :func:`register_kind`.
+KINDS: dict[str, EmphasisKind] = {}
+
+
+def register_kind(name: str, description: str, *, uses_site: bool = False) -> Callable:
+    """Register ``fn(layers, positions, factor, heads, site) -> [(hook_name, fn)]`` as activation
+    emphasis kind ``name`` (a decorator). ``ActivationEmphasis(kind=name)``, ``emphasis.kinds``
+    and ``unpact recover --kinds`` then accept it.
+
+    Example:
+        >>> sorted(KINDS)
+        ['attention', 'residual', 'value']
+        >>> get_kind("attention").description
+        'scale the attention every query pays to the keyword positions (blocks.{l}.attn.hook_pattern)'
+    """
+    def deco(fn: Callable[..., list]) -> Callable[..., list]:
+        KINDS[name] = EmphasisKind(name, description, fn, uses_site)
+        return fn
+
+    return deco
+
+
+def get_kind(name: str) -> EmphasisKind:
+    """The registered kind ``name``; an unknown name is a :class:`ConfigError` listing the known ones.
+
+    Example:
+        >>> get_kind("gain")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown activation emphasis kind 'gain'; known: attention, value, residual
+    """
+    if name not in KINDS:
+        raise ConfigError(f"unknown activation emphasis kind {name!r}; known: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+@register_kind("attention", "scale the attention every query pays to the keyword positions "
+               "(blocks.{l}.attn.hook_pattern)")
+def _attention(layers, positions, factor, heads, site):
+    return attention_scaling_hooks(layers, positions, factor, heads=heads)
+
+
+@register_kind("value", "scale the value vectors at the keyword positions: what every head reads "
+               "from them (blocks.{l}.attn.hook_v)")
+def _value(layers, positions, factor, heads, site):
+    return residual_scaling_hooks(layers, positions, factor, site="v", heads=heads)
+
+
+@register_kind("residual", "scale the residual stream (or a component's output) at the keyword "
+               "positions (blocks.{l}.hook_{site})", uses_site=True)
+def _residual(layers, positions, factor, heads, site):
+    return residual_scaling_hooks(layers, positions, factor, site=site, heads=heads)
 
 
 def layer_set(n_layers: int, name: str | Sequence[int]) -> list[int]:
@@ -87,8 +157,7 @@ class ActivationEmphasis:
     site: str = "resid_post"
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown activation emphasis kind {self.kind!r}; known: {', '.join(KINDS)}")
+        get_kind(self.kind)
         if self.factor < 0:
             raise ConfigError(f"the emphasis factor must be >= 0, got {self.factor}")
 
@@ -96,7 +165,7 @@ class ActivationEmphasis:
     def name(self) -> str:
         layers = self.layers if isinstance(self.layers, str) else ",".join(map(str, self.layers))
         heads = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
-        kind = f"residual[{self.site}]" if self.kind == "residual" else self.kind
+        kind = f"{self.kind}[{self.site}]" if get_kind(self.kind).uses_site else self.kind
         return f"{kind} x{self.factor:g} @ {layers}{heads}"
 
     def to_dict(self) -> dict:
@@ -107,12 +176,7 @@ class ActivationEmphasis:
 
     def hooks(self, n_layers: int, positions) -> list[tuple[str, Callable]]:
         """``[(hook_name, fn)]`` for these ``positions`` (a list, per-row lists or a mask)."""
-        layers = layer_set(n_layers, self.layers)
-        if self.kind == "attention":
-            return attention_scaling_hooks(layers, positions, self.factor, heads=self.heads)
-        if self.kind == "value":
-            return residual_scaling_hooks(layers, positions, self.factor, site="v", heads=self.heads)
-        return residual_scaling_hooks(layers, positions, self.factor, site=self.site, heads=self.heads)
+        return KINDS[self.kind].hooks(layer_set(n_layers, self.layers), positions, self.factor, self.heads, self.site)
 
 
 def emphasis_hooks(model, emphasis: ActivationEmphasis, positions: Sequence[Sequence[int]]) -> Callable[[list[int]], list]:
@@ -160,7 +224,7 @@ def batched_emphasis_hooks(
         groups: dict[tuple, list[int]] = {}
         for j, s in enumerate(rows):
             if s is not None and s.factor != 1:
-                groups.setdefault((s.kind, s.site if s.kind == "residual" else None, s.heads), []).append(j)
+                groups.setdefault((s.kind, s.site if KINDS[s.kind].uses_site else None, s.heads), []).append(j)
         hooks: list = []
         for (kind, site, heads), js in groups.items():
             for layer in range(n_layers):
@@ -170,10 +234,7 @@ def batched_emphasis_hooks(
                         f[j] = rows[j].factor
                 if bool((f == 1).all()):
                     continue
-                if kind == "attention":
-                    hooks += attention_scaling_hooks([layer], pos, f, heads=heads)
-                else:
-                    hooks += residual_scaling_hooks([layer], pos, f, site="v" if kind == "value" else site, heads=heads)
+                hooks += KINDS[kind].hooks([layer], pos, f, heads, site)
         return hooks
 
     return for_batch

@@ -10,7 +10,7 @@ log-prob (teacher forcing) comes with it.
 
 The same emphasis is applied to control items (retain, general, or holdout
 items the model never knew). If a control's accuracy (share of items at or
-above the threshold) falls by more than ``control_margin`` the setting is
+above the threshold) falls by more than ``collapse_margin`` the setting is
 flagged ``collapse``: what it "recovers" is not counted as recovery, and the
 best setting of each kind is chosen among settings whose controls held.
 
@@ -26,9 +26,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
@@ -48,6 +47,16 @@ from unpact.emphasis.rewrites import (
     keywords_from_positions,
     rewrite,
     validate_keywords,
+)
+from unpact.emphasis.table import (
+    Baseline,
+    ControlBaseline,
+    ControlOutcome,
+    EmphasisItem,
+    RecoveryItem,
+    RecoveryRow,
+    RecoveryTable,
+    best_setting,
 )
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import rouge_l_recall
@@ -72,7 +81,9 @@ class RecoveryConfig:
             job's evaluation accuracy). The embedded TOFU answers are sentences that repeat the
             question's subject ("X was born in Lima."), so a wrong value still scores ~0.8: 0.9
             separates right from wrong there.
-        control_margin: a control accuracy drop above this flags the setting as collapse.
+        collapse_margin: a control accuracy drop above this flags the setting as collapse (the main
+            job's ``emphasis.collapse_margin``; :class:`~unpact.emphasis.controlled.ControlledSettings` has
+            its own, on the controlled rate).
         templates: prompt rewrite templates to try (``"a+b"`` combines).
         factors, layer_sets, kinds: the activation sweep (factor 1 is the no-op baseline);
             kinds: "attention" only by default ("value" and "residual" on request), for the
@@ -85,7 +96,7 @@ class RecoveryConfig:
     """
 
     threshold: float = 0.9
-    control_margin: float = 0.1
+    collapse_margin: float = 0.1
     templates: tuple[str, ...] = RECOVERY_TEMPLATES
     factors: tuple[float, ...] = DEFAULT_FACTORS
     layer_sets: tuple[str, ...] = LAYER_SETS
@@ -100,8 +111,8 @@ class RecoveryConfig:
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"recovery threshold must be in (0, 1], got {self.threshold}")
-        if self.control_margin < 0:
-            raise ConfigError(f"control margin must be >= 0, got {self.control_margin}")
+        if self.collapse_margin < 0:
+            raise ConfigError(f"collapse margin must be >= 0, got {self.collapse_margin}")
         for t in self.templates:
             get_template(t)
         self.templates = tuple(self.templates)
@@ -113,22 +124,6 @@ class RecoveryConfig:
 
     def settings(self) -> list[ActivationEmphasis]:
         return sweep(self.factors, self.layer_sets, self.kinds, self.site)
-
-
-@dataclass
-class EmphasisItem:
-    """An item ready for emphasis: its keywords and their positions in the original prompt."""
-
-    id: str
-    question: str
-    answer: str
-    keywords: list[str]
-    positions: list[int]
-    prompt: str
-    target: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 KeywordSpec = Any  # per item: list[str] | list[int]; a list aligned with items, a dict by id, or a callable
@@ -196,69 +191,6 @@ def emphasis_items(
             positions = keyword_positions(tok, q, kws, f)
         out.append(EmphasisItem(iid, q, a, kws, positions, prompt, format_answer(a, f)))
     return out
-
-
-class BestSetting(NamedTuple):
-    """The best setting of one kind of emphasis (see :func:`best_setting`)."""
-
-    name: str | None
-    rate: float | None
-    collapse: bool
-    row: dict
-
-
-class RecoveryTable(dict):
-    """:func:`recover`'s result: a plain dict (JSON as it is) with typed accessors, that also
-    shows itself as HTML.
-
-    The sections (:data:`SECTIONS`) are read as attributes (``table.n_forgotten``,
-    ``table.prompt``: template -> row; ``items`` is the dict method, so ``table["items"]``),
-    :meth:`best` gives a kind's best setting, and
-    :meth:`from_dict` reads a table back from JSON, checking that every section is there.
-    ``to_html()`` (and a notebook's display) gives the baseline, every prompt rewrite, the
-    activation sweep as a factor x layer-set map of the recovery rate (a cross where a control
-    collapsed) and the answers per item.
-
-    Example:
-        >>> t = RecoveryTable.from_dict({**dict.fromkeys(RecoveryTable.SECTIONS), "prompt": {"quote": {"n_forgotten": 3}},
-        ...                              "prompt_best_setting": "quote", "prompt_best": 0.5, "prompt_collapse": False})
-        >>> t.best("prompt").name, t.best("prompt").rate, t.best("prompt").row, t.n_forgotten
-        ('quote', 0.5, {'n_forgotten': 3}, None)
-    """
-
-    #: the sections every table holds (a table may carry more: ``rewrite_attributions``, ``original``, ...)
-    SECTIONS = ("method", "config", "keywords_source", "n_forget", "n_forgotten", "n_original_known",
-                "n_forgotten_known", "baseline", "prompt", "activation", "prompt_best", "prompt_best_setting",
-                "prompt_collapse", "activation_best", "activation_best_setting", "activation_collapse", "items")
-
-    def __getattr__(self, name: str) -> Any:
-        if name in RecoveryTable.SECTIONS:
-            return self.get(name)
-        raise AttributeError(name)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryTable":
-        missing = [k for k in cls.SECTIONS if k not in d]
-        if missing:
-            raise InputError(f"not a recovery table: it lacks {', '.join(missing)}")
-        return cls(d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self)
-
-    def best(self, kind: str) -> BestSetting:
-        """The best ``"prompt"`` or ``"activation"`` setting: its name, rate, collapse flag and row."""
-        name = self.get(f"{kind}_best_setting")
-        return BestSetting(name, self.get(f"{kind}_best"), bool(self.get(f"{kind}_collapse")),
-                           (self.get(kind) or {}).get(name) or {})
-
-    def to_html(self) -> str:
-        from unpact import figures
-
-        return figures.fragment(figures.recovery_html(self))
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
 
 
 # ------------------------------------------------------------------ evaluation
@@ -368,46 +300,21 @@ def compare_runs(base: dict[str, list], emph: dict[str, list], threshold: float,
     }
 
 
-def _row(setting: dict, groups: dict[str, dict], cfg: RecoveryConfig) -> dict[str, Any]:
+def _row(setting: dict[str, Any], groups: dict[str, dict], cfg: RecoveryConfig) -> RecoveryRow:
+    """The :class:`RecoveryRow` of one setting (``setting``: its ``kind`` and ``template``, or
+    ``emphasis`` and ``noop``) from :func:`compare_runs` of each group (``"forget"`` and the controls)."""
     f = groups["forget"]
-    row = dict(setting)
-    row.update({
-        "forget_rate": f["rate"], "n_recovered": f["n_recovered"], "n_forgotten": f["n_forgotten"],
-        "forget_accuracy": f["accuracy"], "forget_rouge": f["rouge"], "delta_logprob": f["delta_logprob"],
-        "recovered_ids": f["recovered_ids"],
-    })
     controls = {}
-    collapse = False
     for name, g in groups.items():
         if name == "forget":
             continue
         drop = None if g["accuracy"] is None else g["baseline_accuracy"] - g["accuracy"]
-        collapse = collapse or (drop is not None and drop > cfg.control_margin)
-        controls[name] = {"accuracy": g["accuracy"], "baseline_accuracy": g["baseline_accuracy"], "drop": drop,
-                          "recovered": g["n_recovered"], "delta_logprob": g["delta_logprob"]}
-        row[f"{name}_accuracy"] = g["accuracy"]
-        row[f"{name}_recovered"] = g["n_recovered"]
-    if "retain" in controls:
-        row["retain_rate"] = controls["retain"]["accuracy"]
-    row["controls"] = controls
-    row["collapse"] = collapse
-    return row
-
-
-def best_setting(rows: Mapping[str, dict]) -> tuple[str | None, float | None, bool]:
-    """``(name, rate, collapse)`` of the best setting: highest forget rate among settings whose
-    controls held (ties: larger log-prob gain); if every setting collapsed, the best of those."""
-    def key(item):
-        _n, r = item
-        return (r["forget_rate"] if r["forget_rate"] is not None else -1.0,
-                r["delta_logprob"] if r["delta_logprob"] is not None else -math.inf)
-
-    valid = [(n, r) for n, r in rows.items() if not r["collapse"] and r["forget_rate"] is not None]
-    pool = valid or [(n, r) for n, r in rows.items() if r["forget_rate"] is not None]
-    if not pool:
-        return None, None, False
-    n, r = max(pool, key=key)
-    return n, r["forget_rate"], bool(r["collapse"])
+        controls[name] = ControlOutcome(accuracy=g["accuracy"], baseline_accuracy=g["baseline_accuracy"], drop=drop,
+                                        recovered=g["n_recovered"], delta_logprob=g["delta_logprob"])
+    collapse = any(c.drop is not None and c.drop > cfg.collapse_margin for c in controls.values())
+    return RecoveryRow(**setting, forget_rate=f["rate"], n_recovered=f["n_recovered"], n_forgotten=f["n_forgotten"],
+                       forget_accuracy=f["accuracy"], forget_rouge=f["rouge"], delta_logprob=f["delta_logprob"],
+                       recovered_ids=f["recovered_ids"], controls=controls, collapse=collapse)
 
 
 def check_same_tokenizer(original, unlearned) -> None:
@@ -453,8 +360,8 @@ def recover(
     fmt: str | PromptFormat | None = None,
     progress: ProgressFactory = null_progress,
     batched: bool = True,
-) -> "RecoveryTable":
-    """The comparison table of emphasis recovery for one unlearned model (a JSON-serialisable dict).
+) -> RecoveryTable:
+    """The comparison table of emphasis recovery for one unlearned model (:class:`RecoveryTable`).
 
     Args:
         unlearned: the model after unlearning (a bridge).
@@ -469,11 +376,11 @@ def recover(
             and benchmarks; it gives the same table.
 
     Returns:
-        ``{"prompt": {template: row}, "activation": {setting: row}, "prompt_best", "prompt_best_setting",
-        "prompt_collapse", "activation_best", ..., "baseline", "items", "config"}``; a row holds
-        ``forget_rate`` (recovered / forgotten), ``n_recovered``, ``n_forgotten``, ``forget_accuracy``,
-        ``delta_logprob``, per control ``<name>_accuracy`` and ``controls[name]`` (accuracy, drop,
-        recovered), and ``collapse``.
+        a :class:`RecoveryTable`: ``prompt`` (template -> :class:`RecoveryRow`), ``activation``
+        (setting name -> row), each kind's best setting (``best("prompt")``), the ``baseline``
+        and the ``items``; a row holds ``forget_rate`` (recovered / forgotten), ``n_recovered``,
+        ``n_forgotten``, ``delta_logprob``, ``controls[name]`` (accuracy, drop, recovered) and
+        ``collapse``. ``to_dict()`` is plain JSON.
 
     All runs on the unlearned model (the plain answers, every template and every
     activation setting, over forget and control items) go through one batched
@@ -505,113 +412,53 @@ def recover(
             orig = score_answers(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
             bar.update()
 
-    def rows_of(run: dict[str, dict], setting: dict) -> dict:
+    def rows_of(run: dict[str, dict], setting: dict) -> RecoveryRow:
         return _row(setting, {g: compare_runs(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
 
-    prompt_rows: dict[str, dict] = {}
+    prompt_rows: dict[str, RecoveryRow] = {}
     best_answers: dict[tuple[str, str], list] = {}
     for t in cfg.templates:
         run = results[("prompt", t)]
         prompt_rows[t] = rows_of(run, {"kind": "prompt", "template": t})
         best_answers[("prompt", t)] = run["forget"]["answers"]
-    act_rows: dict[str, dict] = {}
+    act_rows: dict[str, RecoveryRow] = {}
     for s in settings:
         run = plain if s.factor == 1 else results[("activation", s)]
-        act_rows[s.name] = rows_of(run, {**s.to_dict(), "noop": s.factor == 1})
+        act_rows[s.name] = rows_of(run, {"kind": s.kind, "emphasis": s, "noop": s.factor == 1})
         best_answers[("activation", s.name)] = run["forget"]["answers"]
 
     pb, pr, pc = best_setting(prompt_rows)
     ab, ar, ac = best_setting(act_rows)
     thr = cfg.threshold
     fi = groups["forget"]
-    items = []
-    for j, it in enumerate(fi):
-        d = it.to_dict()
-        d.update({"baseline_answer": plain["forget"]["answers"][j], "baseline_rouge": plain["forget"]["rouge"][j],
-                  "baseline_logprob": plain["forget"]["logprob"][j]})
-        if orig is not None:
-            d.update({"original_answer": orig["answers"][j], "original_rouge": orig["rouge"][j],
-                      "original_logprob": orig["logprob"][j]})
-        if pb is not None:
-            d["prompt_best_answer"] = best_answers[("prompt", pb)][j]
-        if ab is not None:
-            d["activation_best_answer"] = best_answers[("activation", ab)][j]
-        items.append(d)
-    known = [d["original_rouge"] >= thr for d in items] if orig is not None else None
-    return RecoveryTable({
-        "method": method,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "keywords_source": "keytokens" if keywords is None else "given",
-        "n_forget": len(fi),
-        "n_forgotten": sum(r < thr for r in plain["forget"]["rouge"]),
-        "n_original_known": sum(known) if known is not None else None,
-        "n_forgotten_known": sum(k and r < thr for k, r in zip(known, plain["forget"]["rouge"])) if known else None,
-        "baseline": {
-            "forget_accuracy": _accuracy(plain["forget"]["rouge"], thr),
-            "forget_rouge": mean(plain["forget"]["rouge"]),
-            "forget_logprob": mean(plain["forget"]["logprob"]),
-            "original_forget_accuracy": _accuracy(orig["rouge"], thr) if orig else None,
-            "original_forget_rouge": mean(orig["rouge"]) if orig else None,
-            "original_forget_logprob": mean(orig["logprob"]) if orig else None,
-            "controls": {g: {"accuracy": _accuracy(plain[g]["rouge"], thr), "rouge": mean(plain[g]["rouge"]),
-                             "n": len(groups[g])} for g in groups if g != "forget"},
-        },
-        "prompt": prompt_rows,
-        "activation": act_rows,
-        "prompt_best": pr, "prompt_best_setting": pb, "prompt_collapse": pc,
-        "activation_best": ar, "activation_best_setting": ab, "activation_collapse": ac,
-        "items": items,
-    })
-
-
-# ------------------------------------------------------------------ rendering
-
-
-def _pct(x) -> str:
-    return "  -  " if x is None else f"{100 * x:5.1f}%"
-
-
-def _num(x, d: int = 3) -> str:
-    return "-" if x is None else f"{x:+.{d}f}"
-
-
-def render_table(table: Mapping[str, Any]) -> str:
-    """A plain-text rendering of :func:`recover`'s table (for the command line)."""
-    cfg = table.get("config", {})
-    base = table.get("baseline", {})
-    ctl_names = list(base.get("controls", {}))
-    lines = []
-    title = f"Emphasis recovery{' — ' + table['method'] if table.get('method') else ''}"
-    lines += [title, "=" * len(title)]
-    lines.append(f"forget items: {table['n_forget']}, forgotten (ROUGE-L recall < {cfg.get('threshold')}): "
-                 f"{table['n_forgotten']}" + (f", known by the original model: {table['n_original_known']}"
-                                              if table.get("n_original_known") is not None else ""))
-    b = [f"forget accuracy {_pct(base.get('forget_accuracy')).strip()}"]
-    if base.get("original_forget_accuracy") is not None:
-        b.append(f"original model {_pct(base['original_forget_accuracy']).strip()}")
-    for c in ctl_names:
-        b.append(f"{c} accuracy {_pct(base['controls'][c]['accuracy']).strip()} (n={base['controls'][c]['n']})")
-    lines.append("without emphasis: " + ", ".join(b))
-    lines.append(f"keywords: {table.get('keywords_source')}; collapse = a control's accuracy falls by more than "
-                 f"{100 * cfg.get('control_margin', 0):.0f} points")
-    head = ["setting", "recovered", "rate", "Δ logprob"] + [f"{c} acc" for c in ctl_names] + ["collapse"]
-    for kind in ("prompt", "activation"):
-        rows = table.get(kind) or {}
-        if not rows:
-            continue
-        best = table.get(f"{kind}_best_setting")
-        body = []
-        for name, r in rows.items():
-            body.append([("* " if name == best else "  ") + name, f"{r['n_recovered']}/{r['n_forgotten']}",
-                         _pct(r["forget_rate"]), _num(r["delta_logprob"])]
-                        + [_pct(r["controls"][c]["accuracy"]) for c in ctl_names]
-                        + ["COLLAPSE" if r["collapse"] else ""])
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        lines.append("")
-        lines.append(f"{'prompt rewrites' if kind == 'prompt' else 'activation scaling'} (best: {best or '-'}, "
-                     f"rate {_pct(table.get(kind + '_best')).strip()}{', collapsed' if table.get(kind + '_collapse') else ''})")
-        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-        lines.append("  ".join("-" * w for w in widths))
-        for row in body:
-            lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
-    return "\n".join(lines)
+    pf = plain["forget"]
+    items = [RecoveryItem(
+        **it.to_dict(), baseline_answer=pf["answers"][j], baseline_rouge=pf["rouge"][j], baseline_logprob=pf["logprob"][j],
+        original_answer=orig["answers"][j] if orig else None, original_rouge=orig["rouge"][j] if orig else None,
+        original_logprob=orig["logprob"][j] if orig else None,
+        prompt_best_answer=best_answers[("prompt", pb)][j] if pb is not None else None,
+        activation_best_answer=best_answers[("activation", ab)][j] if ab is not None else None,
+    ) for j, it in enumerate(fi)]
+    known = [it.original_rouge >= thr for it in items] if orig is not None else None
+    return RecoveryTable(
+        method=method,
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        keywords_source="keytokens" if keywords is None else "given",
+        n_forget=len(fi),
+        n_forgotten=sum(r < thr for r in pf["rouge"]),
+        n_original_known=sum(known) if known is not None else None,
+        n_forgotten_known=sum(k and r < thr for k, r in zip(known, pf["rouge"])) if known else None,
+        baseline=Baseline(
+            forget_accuracy=_accuracy(pf["rouge"], thr), forget_rouge=mean(pf["rouge"]),
+            forget_logprob=mean(pf["logprob"]),
+            original_forget_accuracy=_accuracy(orig["rouge"], thr) if orig else None,
+            original_forget_rouge=mean(orig["rouge"]) if orig else None,
+            original_forget_logprob=mean(orig["logprob"]) if orig else None,
+            controls={g: ControlBaseline(_accuracy(plain[g]["rouge"], thr), mean(plain[g]["rouge"]), len(groups[g]))
+                      for g in groups if g != "forget"},
+        ),
+        prompt=prompt_rows, activation=act_rows,
+        prompt_best=pr, prompt_best_setting=pb, prompt_collapse=pc,
+        activation_best=ar, activation_best_setting=ab, activation_collapse=ac,
+        items=items,
+    )
