@@ -21,79 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from unpact.figures import CSS as FIGURE_CSS
-from unpact.figures import _mpl, head_heatmap_png, token_heatmap_html
-from unpact.figures import png_bytes as _png
+from unpact.figures import collapse_png, head_heatmap_png, recovery_png, routes_png, token_heatmap_html
 from unpact.results import checkpoint_rows, load_results, recovery_table
 from unpact.rundir import write_text_atomic
 
 SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
-
-
-# ------------------------------------------------------------------ figures
-
-
-
-
-def recovery_png(rows: list[dict[str, Any]]) -> bytes:
-    import numpy as np
-
-    plt = _mpl()
-    rows = [r for r in rows if r["method"] != "original"]
-    names = [r["method"] for r in rows]
-    p = [r.get("recovery_prompt") or 0.0 for r in rows]
-    a = [r.get("recovery_activation") or 0.0 for r in rows]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.2))
-    ax.bar(x - 0.2, p, 0.4, label="prompt rewrite (best)")
-    ax.bar(x + 0.2, a, 0.4, label="activation scaling (best)")
-    ax.set_xticks(x, names, rotation=20)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of forgotten items recovered")
-    ax.set_title("Emphasis recovery on forget items")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def routes_png(routes: list[dict[str, Any]]) -> bytes:
-    """Grouped bars: per method, each recovery route's rate (beyond controls for attacks, raw for emphasis)."""
-    import numpy as np
-
-    plt = _mpl()
-    methods = list(dict.fromkeys(r["method"] for r in routes))
-    names = list(dict.fromkeys(r["route"] for r in routes))
-    x = np.arange(len(methods))
-    w = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(methods), 3.4))
-    for j, name in enumerate(names):
-        vals = []
-        for m in methods:
-            r = next((r for r in routes if r["method"] == m and r["route"] == name), {})
-            v = r.get("controlled_rate") if r.get("controlled_rate") is not None else r.get("raw_rate")
-            vals.append(v or 0.0)
-        hatch = "//" if "emphasis" in name else None
-        ax.bar(x - 0.4 + w * (j + 0.5), vals, w, label=name, hatch=hatch)
-    ax.set_xticks(x, methods, rotation=20)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of forgotten items recovered")
-    ax.set_title("Recovery routes (attacks: beyond original and negative controls; hatched: emphasis, raw)")
-    ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
-
-
-def collapse_png(collapse: dict[str, Any]) -> bytes:
-    plt = _mpl()
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
-    for m, r in collapse.get("methods", {}).items():
-        x, y = r.get("share_tokens_fell"), r.get("utility_drop")
-        if x is None or y is None:
-            continue
-        ax.scatter([x], [y], s=40)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("share of control-prompt tokens whose contribution fell")
-    ax.set_ylabel("utility drop")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_title("Collapse: spread of the contribution drop vs utility drop")
-    return _png(fig)
 
 
 # ------------------------------------------------------------------- html
