@@ -16,7 +16,7 @@ from unpact.analyses.collapse import collapse_analysis
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
-from unpact.errors import ConfigError
+from unpact.errors import lookup
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.emphasis.table import RecoveryTable
@@ -235,9 +235,7 @@ def get_analysis(name: str) -> Analysis:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, trajectory
     """
-    if name not in ANALYSES:
-        raise ConfigError(f"unknown analysis {name!r}; known: {', '.join(ANALYSES)}")
-    return ANALYSES[name]
+    return lookup(ANALYSES, name, "analysis")
 
 
 @register_analysis("keyword_focus")

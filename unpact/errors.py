@@ -8,6 +8,10 @@ command line prints the message on one line and exits with status 2.
 
 from __future__ import annotations
 
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
+
 
 class UnpactError(Exception):
     """Base class of every error unpact raises for bad input."""
@@ -31,3 +35,17 @@ class InputError(UnpactError):
 
 class TrainingError(UnpactError):
     """An unlearning run stopped, for example because its loss became NaN or infinite."""
+
+
+def lookup(registry: Mapping[str, T], name: str, what: str, error: type[UnpactError] = ConfigError) -> T:
+    """``registry[name]``; an unknown name raises ``error`` naming ``what`` and listing the known
+    names in registration order (the one lookup of every name-to-thing registry).
+
+    Example:
+        >>> lookup({"mean": 1, "sum": 2}, "median", "quantity")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown quantity 'median'; known: mean, sum
+    """
+    if name not in registry:
+        raise error(f"unknown {what} {name!r}; known: {', '.join(registry)}")
+    return registry[name]

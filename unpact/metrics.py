@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
-from unpact.errors import InputError
+from unpact.errors import InputError, lookup
 from unpact.progress import ProgressFactory, null_progress
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS
 from unpact.protocols import Model
@@ -696,9 +696,7 @@ def get_metric(name: str) -> SplitMetric:
         Traceback (most recent call last):
         unpact.errors.InputError: unknown metric 'bleu'; known: rouge_l_recall, probability, knowmem, forget_quality, mc_accuracy, verbatim_rouge_l
     """
-    if name not in METRICS:
-        raise InputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
-    return METRICS[name]
+    return lookup(METRICS, name, "metric", InputError)
 
 
 @register_metric("rouge_l_recall", lambda x: bool(x.qa))

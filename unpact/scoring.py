@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from unpact.errors import ConfigError, InputError
+from unpact.errors import ConfigError, InputError, lookup
 from unpact.protocols import Model
 
 #: Default token budget of one forward batch (rows x padded length).
@@ -223,9 +223,7 @@ def get_quantity(name: str) -> Quantity:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown quantity 'median'; known: mean, sum
     """
-    if name not in QUANTITIES:
-        raise ConfigError(f"unknown quantity {name!r}; known: {', '.join(QUANTITIES)}")
-    return QUANTITIES[name]
+    return lookup(QUANTITIES, name, "quantity")
 
 
 @register_quantity("mean")

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from unpact.errors import ConfigError
+from unpact.errors import ConfigError, lookup
 from unpact.hooks import attention_scaling_hooks, position_mask, residual_scaling_hooks
 
 #: Named layer sets: thirds of the stack (early/middle/late) or all of it.
@@ -90,9 +90,7 @@ def get_kind(name: str) -> EmphasisKind:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown activation emphasis kind 'gain'; known: attention, value, residual
     """
-    if name not in KINDS:
-        raise ConfigError(f"unknown activation emphasis kind {name!r}; known: {', '.join(KINDS)}")
-    return KINDS[name]
+    return lookup(KINDS, name, "activation emphasis kind")
 
 
 @register_kind("attention", "scale the attention every query pays to the keyword positions "
