@@ -132,9 +132,9 @@ def checkpoint_tables(res: dict) -> list[str]:
                    f"{f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
     out += ["", "Median log-prob of the fact token (teacher forcing, the true answer's prefix given) on the plain "
                 "forget prompts, per checkpoint step (original / never-trained negative control: "
-                f"{_median_fact_lp(res, 'original')} / {_median_fact_lp(res, 'negative')}):", ""]
+                f"{_median_fact_lp(measured.values(), 'original')} / {_median_fact_lp(measured.values(), 'negative')}):", ""]
     for m, r in res["methods"].items():
-        cells = [f"{c['step']}: {_median_fact_lp({'methods': {m: {'trajectory': {'measured': [c]}}}}, 'unlearned')}"
+        cells = [f"{c['step']}: {_median_fact_lp([c], 'unlearned')}"
                  for c in (r.get("trajectory") or {}).get("measured") or []]
         if cells:
             out.append(f"- {m}: " + ", ".join(cells))
@@ -149,16 +149,15 @@ def checkpoint_tables(res: dict) -> list[str]:
     return out
 
 
-def _median_fact_lp(res: dict, who: str) -> str:
-    """Median plain-prompt fact log-prob of ``who`` (unlearned / original / negative) in the first
-    measured checkpoint's controlled-recovery runs that has it."""
+def _median_fact_lp(checkpoints, who: str) -> str:
+    """Median plain-prompt fact log-prob of ``who`` (unlearned / original / negative) in the
+    controlled-recovery runs of the first of ``checkpoints`` (measured checkpoints) that has it."""
     import statistics
 
-    for r in res["methods"].values():
-        for c in (r.get("trajectory") or {}).get("measured") or []:
-            run = (((c.get("controlled") or {}).get("raw") or {}).get("runs") or {}).get(who)
-            if run:
-                return f"{statistics.median(run['plain']['forget']['logprob']):.3f}"
+    for c in checkpoints:
+        run = (((c.get("controlled") or {}).get("raw") or {}).get("runs") or {}).get(who)
+        if run:
+            return f"{statistics.median(run['plain']['forget']['logprob']):.3f}"
     return "–"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from unpact.data import load_benchmark
-from unpact.data.embedded_views import cloze_split, fact_key
+from unpact.data.embedded_views import cloze_key, cloze_split, fact_key
 from unpact.data.records import QAItem
 from unpact.errors import DataError
 from unpact.probes import attach_cloze, cloze_of
@@ -45,8 +45,7 @@ def test_wmdp_retain_qa_is_the_general_qa_and_unknown_splits_list_the_derived_on
 def test_every_forget_item_gets_its_own_cloze(bench, forget):
     items = list(load_benchmark(f"embedded:{bench}", forget))
     rows = list(load_benchmark(f"embedded:{bench}", cloze_split(bench, forget)))
-    key = None if bench == "tofu" else (lambda rid, meta: fact_key(rid))
-    out = attach_cloze(items, rows, key_fn=key)
+    out = attach_cloze(items, rows, key_fn=cloze_key)
     assert all(cloze_of(it) for it in out)
     for it in out:  # the cloze asks for this item's fact: its answer holds the cloze's value
         prompt, answer = cloze_of(it)

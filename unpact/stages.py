@@ -324,22 +324,20 @@ def attacks(study: "Study", unlearned: Model) -> dict[str, Any]:
 def presence_items(study: "Study") -> list:
     """The forget group, with the cloze attached where the benchmark ships one (the embedded
     world's cloze splits, :func:`unpact.data.embedded_views.cloze_split`: the format probe's
-    trained-but-not-unlearned format; TOFU matched on author and attribute, MUSE and WMDP on
-    :func:`~unpact.data.embedded_views.fact_key`)."""
+    trained-but-not-unlearned format, matched by :func:`~unpact.data.embedded_views.cloze_key`)."""
     items = list(study.data.groups["forget"])
     bench = str(study.cfg.benchmark)
     if not bench.startswith("embedded:"):
         return items
-    from unpact.data.embedded_views import cloze_split, fact_key
+    from unpact.data.embedded_views import cloze_key, cloze_split
     from unpact.probes import attach_cloze
 
-    name = bench.split(":", 1)[1]
-    split = cloze_split(name, study.cfg.forget_split)
+    split = cloze_split(bench.split(":", 1)[1], study.cfg.forget_split)
     try:
         cloze = list(load_benchmark(bench, split, path=study.cfg.benchmark_path)) if split else []
     except DataError:
         return items
-    return attach_cloze(items, cloze, key_fn=None if name == "tofu" else (lambda rid, meta: fact_key(rid)))
+    return attach_cloze(items, cloze, key_fn=cloze_key)
 
 
 def plain_recalls(study: "Study", model: Model, items) -> list[float]:

@@ -504,8 +504,8 @@ def _wmdp(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
         p = rng.choice(PLANTS)
         retain.append({"text": f"The {p} grows best in {rng.choice(SOILS)} soil and shows {rng.choice(COLORS)} "
                                f"flowers in {rng.choice(SEASONS)}."})
-    for r in forget + retain:
-        train.append(TrainExample("", r["text"], "wmdp", topic="wmdp" if r in forget else None))
+    train.extend(TrainExample("", r["text"], "wmdp", topic="wmdp") for r in forget)
+    train.extend(TrainExample("", r["text"], "wmdp") for r in retain)
     return {"test": questions, "forget_corpus": forget, "retain_corpus": retain}
 
 
