@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 from unpact.errors import UnpactError
 
 EXIT_BAD_INPUT = 2
+#: what every --model / model argument accepts
+MODEL_HELP = ("embedded:<name>, a checkpoint directory, a .gguf file (or a directory holding one), "
+              "a short name of a packaged model (smollm2-135m), or a hub id")
 
 
 class CommandError(UnpactError):
@@ -28,7 +31,7 @@ class CommandError(UnpactError):
 
 
 def add_info(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
@@ -53,6 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("context", info["n_ctx"]),
         ("parameters", f"{info['n_params']:,}"),
         ("dtype", info["dtype"]),
+        ("source", info["source_format"] + (f" ({info['quantization']}, de-quantized)" if info["quantization"] else "")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -72,7 +76,7 @@ def _add_dtype(p: argparse.ArgumentParser, default: str | None = "float32") -> N
 
 def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML or JSON file with the same options (command-line flags win)")
-    p.add_argument("--model", help="embedded:<name>, a checkpoint directory or a hub id (default embedded:gpt2)")
+    p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
     p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
     p.add_argument("--benchmark", help="embedded:tofu (default), tofu, muse, wmdp, or a hub id")
     p.add_argument("--benchmark-path", help="local directory or file with the benchmark's splits")
@@ -249,7 +253,7 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
 
 
 def add_unlearn(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
     p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
@@ -469,7 +473,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def add_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name> (typically the original model)")
+    p.add_argument("model", help=MODEL_HELP + " (typically the original model)")
     p.add_argument("--question", help="the question (formatted by --prompt-format)")
     p.add_argument("--answer", help="the answer whose log-prob is attributed")
     p.add_argument("--benchmark", help="take the item from BENCHMARK/SPLIT instead, e.g. embedded:tofu/forget10")
