@@ -342,6 +342,44 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- known-facts
+
+
+def add_known_facts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--source", action="append", required=True, metavar="FILE",
+                   help="a TOFU-format QA file (json/jsonl/parquet) to ask the model (repeatable), e.g. "
+                        "world_facts_perturbed.json and real_authors_perturbed.json")
+    p.add_argument("--out", required=True, help="directory for forget/retain/general/unknown.json and manifest.json")
+    p.add_argument("--seed", type=int, default=0, help="the shuffle's seed (default 0)")
+    p.add_argument("--device", default=None)
+    _add_dtype(p)
+    _add_format_args(p)
+
+
+def cmd_known_facts(args: argparse.Namespace) -> int:
+    from unpact.known_facts import KnownFactsConfig, build_known_facts, write_known_facts
+    from unpact.models import load_model
+    from unpact.validation import check_device, check_model_available, check_output_dir
+
+    check_device(args.device)
+    check_output_dir(args.out)
+    missing = [f for f in args.source if not os.path.isfile(f)]
+    if missing:
+        raise CommandError(f"--source {missing[0]!r} does not exist; give a TOFU-format QA file")
+    check_model_available(args.model)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    fmt = _prompt_format(args, model)
+    facts = build_known_facts(model, args.source, fmt, KnownFactsConfig(seed=args.seed))
+    facts.manifest.update(model=args.model, system_prompt=args.system_prompt)
+    write_known_facts(facts, args.out)
+    known = sum(facts.manifest["known_by_source"].values())
+    print(f"{known} of {sum(facts.manifest['sources'].values())} questions answered right "
+          f"({', '.join(f'{k}: {v}' for k, v in facts.manifest['known_by_source'].items())}) -> {args.out}")
+    print("  " + ", ".join(f"{k} {v}" for k, v in facts.counts().items()))
+    return 0
+
+
 # ------------------------------------------------------------------- recover
 
 
@@ -680,7 +718,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                        cmd_build_embedded),
     "grid": ("run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
              add_grid, cmd_grid),
-    "info": ("print a model's architecture and sizes", add_info, cmd_info),
+    "info": ("print a model's architecture, sizes and source format", add_info, cmd_info),
+    "known-facts": ("split the questions a model answers right into forget/retain/general (and unknown) splits",
+                    add_known_facts, cmd_known_facts),
     "inspect": ("one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
                 add_inspect, cmd_inspect),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",

@@ -21,6 +21,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -130,9 +132,10 @@ def load_gguf(file: str | os.PathLike, dtype: torch.dtype = torch.float32):
     folder, name = str(file.parent), file.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        read = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, dtype=dtype, attn_implementation="eager"
-        )
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' own tqdm bar over the tensors
+            read = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=dtype, attn_implementation="eager"
+            )
     except Exception as exc:  # noqa: BLE001 - re-raised naming the file
         raise ModelLoadError(
             f"transformers could not read {str(file)!r} (architecture {source.architecture!r}, "
