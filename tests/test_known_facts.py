@@ -6,11 +6,12 @@ embedded TOFU facts, with its general-ability questions as a second source."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from unpact.cli import main
-from unpact.data import PLAIN, load_benchmark
+from unpact.data import PLAIN, load_benchmark, read_records
 from unpact.known_facts import KNOWN_SPLITS, UNKNOWN_SPLIT, KnownFactsConfig, build_known_facts
 from unpact.models import load_model
 
@@ -62,3 +63,17 @@ def test_known_facts_command_writes_loadable_splits(sources, tmp_path, capsys):
     assert main(["known-facts", "--model", "embedded:gpt2", "--out", str(tmp_path / "x"),
                  "--source", str(tmp_path / "missing.json")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_shipped_paraphrases_match_tofu_questions_and_attach(tmp_path):
+    from unpact.known_facts import read_paraphrases
+
+    para = read_paraphrases()
+    tofu = {r["question"] for f in ("world_facts_perturbed.json", "real_authors_perturbed.json")
+            for r in read_records(Path(__file__).parent / "data" / "tofu" / f)}
+    assert len(para) >= 77 and set(para) <= tofu  # each keyed by a real TOFU question, verbatim
+    assert all(p and p != q for q, p in para.items())
+    rows = [{"question": q, "answer": "x", "id": str(i)} for i, q in enumerate(list(para)[:3])]
+    (tmp_path / "s.json").write_text(json.dumps(rows))
+    cfg = KnownFactsConfig()
+    assert cfg.paraphrases and read_paraphrases(cfg.paraphrases)[rows[0]["question"]] == para[rows[0]["question"]]

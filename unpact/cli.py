@@ -149,9 +149,7 @@ def _run_config(args: argparse.Namespace):
         v = getattr(args, flag)
         if v is None:
             continue
-        if flag in ("reference_model", "general") and str(v).lower() == "none":
-            v = None
-        elif flag == "attribution":
+        if flag == "attribution":
             v = [m.strip() for m in v.split(",") if m.strip()]
         elif flag == "factors":
             v = list(_csv(v, "--factors", float))

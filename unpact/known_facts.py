@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from unpact.data import PromptFormat, records_from_rows
+from unpact.data.shipped import RESOURCES_DIR
 from unpact.data.loaders import read_records
 from unpact.data.records import QAItem
 from unpact.errors import ConfigError, DataError
@@ -39,6 +40,19 @@ from unpact.metrics import ANSWER_THRESHOLD, greedy_answers, rouge_l_recall
 #: the splits :func:`build_known_facts` writes, in order
 KNOWN_SPLITS = ("forget", "retain", "general")
 UNKNOWN_SPLIT = "unknown"
+#: hand-written paraphrased questions for TOFU's world facts and real authors (the facts' second
+#: format, which the presence probes and the positive control need; TOFU ships none)
+TOFU_PARAPHRASES = RESOURCES_DIR / "tofu_paraphrased_questions.json"
+
+
+def read_paraphrases(path: str | os.PathLike = TOFU_PARAPHRASES) -> dict[str, str]:
+    """``{question: paraphrased question}`` from a file of ``{"paraphrases": [{"question", "paraphrased_question"}]}``."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {r["question"]: r["paraphrased_question"] for r in doc["paraphrases"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"paraphrase file {str(path)!r} is unreadable or malformed ({exc}); it needs "
+                        '{"paraphrases": [{"question": ..., "paraphrased_question": ...}]}') from None
 
 
 @dataclass
@@ -53,12 +67,15 @@ class KnownFactsConfig:
     fractions: the shares of the known facts in forget, retain and general (equal thirds:
         no split is favoured; the main job takes ``max_items`` of each).
     seed: the shuffle's seed; the same model, format, files and seed give the same splits.
+    paraphrases: a file of paraphrased questions attached to rows that have none (matched by
+        the question's exact text), the facts' second format; None attaches none.
     """
 
     threshold: float = ANSWER_THRESHOLD
     max_new_tokens: int = 24
     fractions: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     seed: int = 0
+    paraphrases: str | None = str(TOFU_PARAPHRASES)
 
     def validate(self) -> None:
         if len(self.fractions) != len(KNOWN_SPLITS) or any(f < 0 for f in self.fractions) or sum(self.fractions) <= 0:
@@ -115,12 +132,17 @@ def build_known_facts(model, sources: Sequence[str | os.PathLike], fmt: PromptFo
     config.validate()
     if not sources:
         raise ConfigError("give at least one TOFU-format QA file (--source FILE)")
+    paraphrases = read_paraphrases(config.paraphrases) if config.paraphrases else {}
     by_source: dict[str, list[dict[str, Any]]] = {}
     for src in sources:
         path = Path(src)
         if not path.is_file():
             raise DataError(f"source file {str(path)!r} does not exist; give a TOFU-format QA file")
-        by_source[path.name] = _rows_of(path)
+        by_source[path.name] = [
+            {**row, "paraphrased_question": paraphrases[row["question"]], "paraphrase_source": Path(config.paraphrases).name}
+            if not row.get("paraphrased_question") and row["question"] in paraphrases else row
+            for row in _rows_of(path)
+        ]
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in (*KNOWN_SPLITS, UNKNOWN_SPLIT)}
     rng = random.Random(config.seed)
     done = 0
