@@ -114,7 +114,8 @@ def attribution(study: "Study", model: Model) -> dict[str, Any]:
         sub = items[: a.subset]
         if "integrated_gradients" in a.methods and sub:
             res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, fmt=study.fmt,
-                            max_batch_tokens=b["integrated_gradients"], progress=study.progress)
+                            max_passes=max(a.ig_max_passes, a.ig_steps), max_batch_tokens=b["integrated_gradients"],
+                            progress=study.progress)
             out["integrated_gradients"][g] = [r.to_dict() for r in res]
         if "heads" in a.methods and sub:
             res = attribute(model, sub, method="heads", group=g, fmt=study.fmt, max_batch_tokens=b["heads"],
