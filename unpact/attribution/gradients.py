@@ -81,7 +81,7 @@ def _fejer2_weights(n: int) -> np.ndarray:
     return w / 2
 
 
-def nodes(steps: int, method: str = "fejer2", warp: float = 1.0) -> list[Node]:
+def nodes(steps: int, rule: str = "fejer2", warp: float = 1.0) -> list[Node]:
     """The ``steps`` points of an IG quadrature on [0, 1]: ``(key, alpha, weight)``, alpha ascending.
 
     The rule places points t on [0, 1]; ``warp`` p substitutes alpha = t ** p (weight
@@ -105,25 +105,25 @@ def nodes(steps: int, method: str = "fejer2", warp: float = 1.0) -> list[Node]:
     """
     if warp < 1:
         raise ConfigError(f"integrated gradients needs warp >= 1, got {warp}")
-    got = _rule_nodes(steps, method)
+    got = _rule_nodes(steps, rule)
     if warp == 1:
         return got
     return [(k, t ** warp, w * warp * t ** (warp - 1)) for k, t, w in got]
 
 
-def _rule_nodes(steps: int, method: str) -> list[Node]:
+def _rule_nodes(steps: int, rule: str) -> list[Node]:
     """:func:`nodes` before the warp."""
     if steps < 1:
         raise ConfigError(f"integrated gradients needs steps >= 1, got {steps}")
-    if method == "fejer2":
+    if rule == "fejer2":
         n = steps + 1
         keys = [Fraction(j, n) for j in range(1, n)]
         return [(k, (1 - math.cos(math.pi * k.numerator / k.denominator)) / 2, float(w))
                 for k, w in zip(keys, _fejer2_weights(n))]
-    if method == "gausslegendre":
+    if rule == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(steps)
         return [(("gausslegendre", steps, i), float(0.5 * (a + 1)), float(0.5 * v)) for i, (a, v) in enumerate(zip(x, w))]
-    if method == "riemann_trapezoid":
+    if rule == "riemann_trapezoid":
         if steps < 2:
             raise ConfigError("riemann_trapezoid needs steps >= 2")
         w = [1.0 / (steps - 1)] * steps
@@ -131,14 +131,14 @@ def _rule_nodes(steps: int, method: str) -> list[Node]:
         w[-1] /= 2
         keys = [Fraction(k, steps - 1) for k in range(steps)]
         return [(k, k.numerator / k.denominator, v) for k, v in zip(keys, w)]
-    if method in ("riemann_left", "riemann_right", "riemann_middle"):
-        shift = {"riemann_left": 0, "riemann_right": 2, "riemann_middle": 1}[method]
+    if rule in ("riemann_left", "riemann_right", "riemann_middle"):
+        shift = {"riemann_left": 0, "riemann_right": 2, "riemann_middle": 1}[rule]
         keys = [Fraction(2 * k + shift, 2 * steps) for k in range(steps)]
         return [(k, k.numerator / k.denominator, 1.0 / steps) for k in keys]
-    raise ConfigError(f"unknown IG quadrature {method!r}; known: {', '.join(QUADRATURES)}")
+    raise ConfigError(f"unknown IG quadrature {rule!r}; known: {', '.join(QUADRATURES)}")
 
 
-def quadrature(steps: int, method: str = "fejer2", warp: float = 1.0) -> tuple[list[float], list[float]]:
+def quadrature(steps: int, rule: str = "fejer2", warp: float = 1.0) -> tuple[list[float], list[float]]:
     """``(alphas, weights)`` of an IG quadrature on [0, 1] (see :func:`nodes`).
 
     Example:
@@ -146,11 +146,11 @@ def quadrature(steps: int, method: str = "fejer2", warp: float = 1.0) -> tuple[l
         >>> [round(x, 3) for x in a], [round(x, 3) for x in w]
         ([0.0, 0.333, 0.667, 1.0], [0.167, 0.333, 0.333, 0.167])
     """
-    got = nodes(steps, method, warp)
+    got = nodes(steps, rule, warp)
     return [a for _, a, _ in got], [w for _, _, w in got]
 
 
-def refined_steps(steps: int, method: str) -> int:
+def refined_steps(steps: int, rule: str) -> int:
     """The step count a refinement of ``steps`` moves to: the smallest one with halved spacing
     whose points include the current ones for a nested rule, twice the steps otherwise.
 
@@ -158,16 +158,17 @@ def refined_steps(steps: int, method: str) -> int:
         >>> refined_steps(63, "fejer2"), refined_steps(65, "riemann_trapezoid"), refined_steps(64, "gausslegendre")
         (127, 129, 128)
     """
-    if method == "fejer2":
+    if rule == "fejer2":
         return 2 * steps + 1
-    if method == "riemann_trapezoid":
+    if rule == "riemann_trapezoid":
         return 2 * steps - 1
     return 2 * steps
 
 
-#: The study's batch budget is unpact.scoring.DEFAULT_MAX_BATCH_TOKENS for forward-only
-#: passes; a forward+backward pass keeps every layer's activations, so IG gets a sixteenth
-#: (unpact.stages.BACKWARD_SHARE, the same split the main job makes).
+#: A forward+backward pass keeps every layer's activations (and IG runs one row per
+#: interpolation point), so IG's batches get a sixteenth of the forward budget
+#: (unpact.scoring.DEFAULT_MAX_BATCH_TOKENS by default; the main job's
+#: unpact.stages.BACKWARD_SHARE takes the same share of its own budget).
 IG_BATCH_SHARE = 16
 
 
@@ -196,7 +197,7 @@ class IGConfig:
             item keeps the gap it has and says the budget stopped it (256: the first pass and
             two refinements, 255 points, closed every gap on the shipped models; 4x the first
             pass bounds the cost of IG at 4x a fixed 64-step run, where the old refinement to
-            1024 Gauss-Legendre steps could cost 30x). ``max_passes = steps`` turns refinement off.
+            1024 Gauss-Legendre steps could spend 1984 passes, 31x). ``max_passes = steps`` turns refinement off.
         max_seconds: an optional wall-clock budget per item (None: no time limit, so results do
             not depend on the machine). An item's time is its share (by tokens) of the batches
             its points ran in; a refinement whose predicted time would pass the budget is not started.
