@@ -175,13 +175,13 @@ def rss():
         return int(f.read().split()[1]) * 4096
 m = load_model({str(model_dir)!r})
 items = make_items(m.tokenizer, 1, seed=7, lo={n_tokens}, hi={n_tokens})
-attribute(m, (items[0][0][:200], items[0][1]), method="integrated_gradients", steps=2, max_steps=2)  # warm-up
+attribute(m, (items[0][0][:200], items[0][1]), method="integrated_gradients", steps=2, max_passes=2)  # warm-up
 before = rss(); peak = [before]; done = threading.Event()
 def sample():
     while not done.is_set():
         peak[0] = max(peak[0], rss()); time.sleep(0.005)
 t = threading.Thread(target=sample); t.start()
-attribute(m, items, method="integrated_gradients", steps={steps}, max_steps={steps})
+attribute(m, items, method="integrated_gradients", steps={steps}, max_passes={steps})
 done.set(); t.join()
 print(before, max(peak[0], rss()))
 """
@@ -234,7 +234,7 @@ def main() -> None:
             rows.append((name, f"loo vs captum FeatureAblation one batch ({n} prompts)", t_loo, t_fab, t_fab / t_loo, ">= 1"))
             t_del = timed(lambda: attribute(model, items, method="loo", mode="delete"))
             rows.append((name, f"loo delete mode (paper) vs baseline mode ({n} prompts)", t_del, t_loo, t_loo / t_del, "info"))
-            t_ig = timed(lambda: attribute(model, sub, method="integrated_gradients", steps=steps, max_steps=steps))
+            t_ig = timed(lambda: attribute(model, sub, method="integrated_gradients", steps=steps, max_passes=steps))
             t_cig = timed(lambda: run_captum_ig(hf, tok, sub, bid, steps))
             rows.append((name, f"IG vs captum LLMGradientAttribution(LIG), {steps} steps ({n_cap} prompts)", t_ig, t_cig, t_cig / t_ig, ">= 3"))
             seqs = scoring.encode_many(model, [p for p, _ in items], [a for _, a in items])

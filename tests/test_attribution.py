@@ -211,7 +211,7 @@ def test_key_tokens_never_special():
 
 @pytest.mark.parametrize("baseline", ["pad", "zero"])
 def test_ig_completeness_at_64_steps(model, baseline):
-    results = attribute(model, ITEMS, method="integrated_gradients", steps=64, max_steps=64, baseline=baseline)
+    results = attribute(model, ITEMS, method="integrated_gradients", steps=64, max_passes=64, baseline=baseline)
     for r in results:
         diff = r.lp - r.extras["lp_baseline"]
         assert abs(diff) > 1e-4  # the test means something

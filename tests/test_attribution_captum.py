@@ -56,7 +56,8 @@ def test_integrated_gradients_matches_captum_layer_ig(tiny_gpt2, hf_gpt2):
     from captum.attr import LayerIntegratedGradients, LLMGradientAttribution
 
     steps = 64
-    res = attribute(tiny_gpt2, ITEM, method="integrated_gradients", steps=steps, max_steps=steps, baseline="pad")
+    res = attribute(tiny_gpt2, ITEM, method="integrated_gradients", steps=steps, max_passes=steps, baseline="pad",
+                    rule="gausslegendre", warp=1.0)
     bid = res.options["baseline_id"]
     lig = LayerIntegratedGradients(hf_gpt2, hf_gpt2.get_input_embeddings())
     llm = LLMGradientAttribution(lig, tiny_gpt2.tokenizer)

@@ -40,7 +40,7 @@ def test_ig_zero_baseline_on_qwen2_adds_up_too():
 def test_ig_without_refinement_reports_the_gap_it_has():
     model = load_model("embedded:llama")
     items = list(load_benchmark("embedded:tofu", "forget10"))[:3]
-    res = attribute(model, items, method="integrated_gradients", steps=8, max_steps=8)
+    res = attribute(model, items, method="integrated_gradients", steps=8, max_passes=8)
     assert all(a.extras["steps"] == 8 for a in res)
     assert all(a.extras["relative_gap"] is not None for a in res)
     assert any(a.extras["relative_gap"] > 0.05 for a in res)  # 8 steps are too few on llama

@@ -23,7 +23,7 @@ SAMPLES = {
     "method_config": {"ga_gdr": {"steps": 5}}, "max_items": 7, "max_new_tokens": 9, "prompt_format": "chat",
     "system_prompt": "You are a helpful assistant.", "chat_template_args": {"date_string": "10 Apr 2025"},
     "max_batch_tokens": 4096, "gradient_checkpointing": True,
-    "attribution.methods": ["loo", "heads"], "attribution.subset": 2, "attribution.ig_steps": 16,
+    "attribution.methods": ["loo", "heads"], "attribution.subset": 2, "attribution.ig_steps": 16, "attribution.ig_max_passes": 64,
     "attribution.keytokens.alpha": 0.25, "attribution.keytokens.beta": 1, "attribution.keytokens.normalize": "max",
     "emphasis.templates": ["quote"], "emphasis.max_control_items": 3, "emphasis.factors": [1.0, 3.0],
     "emphasis.layer_sets": ["late", "0,1"], "emphasis.kinds": ["value", "residual"], "emphasis.threshold": 0.7,

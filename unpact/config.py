@@ -46,9 +46,12 @@ class AttributionSettings:
     #: names in unpact.attribution.ATTRIBUTION_METHODS; aliases (``ig``) become canonical names at config time
     methods: list[str] = field(default_factory=lambda: ["loo", "integrated_gradients", "heads"])
     #: how many forget/retain/general items get the costlier integrated gradients and heads
-    #: (ig_steps: the first pass; items are refined until completeness holds within 5%)
+    #: (ig_steps: the first pass; items are refined until completeness holds within 5% or
+    #: their ig_max_passes forward+backward passes are spent; a budget below ig_steps turns
+    #: refinement off)
     subset: int = 4
     ig_steps: int = IGConfig.steps
+    ig_max_passes: int = IGConfig.max_passes
     #: the KeyTokens rule (alpha, beta, normalize): the one setting behind tracking, the
     #: emphasis keywords and the report's keyword marks
     keytokens: KeyTokensConfig = field(default_factory=KeyTokensConfig)

@@ -517,7 +517,10 @@ def attribution_html(a, **key_options) -> str:
     x = a.extras
     if "completeness_gap" in x:
         parts.append(f"<p class='note'>Completeness gap |Σ IG − (LP(x) − LP(baseline))| = "
-                     f"{fmt_value(x['completeness_gap'])} (relative {fmt_value(x.get('relative_gap'))}).</p>")
+                     f"{fmt_value(x['completeness_gap'])} (relative {fmt_value(x.get('relative_gap'))})"
+                     + (f", {x['steps']} quadrature points" if "steps" in x else "")
+                     + (f"; the {x['stopped_by']} budget stopped the refinement" if x.get("stopped_by") else "")
+                     + ".</p>")
     if "head_total" in x:
         parts.append(img_html(layer_head_png(_head_source_sums(x["head_total"]),
                                              "head total contribution (summed over sources)"), "layer x head"))

@@ -77,6 +77,36 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def ig_gaps_html(res: dict[str, Any]) -> str:
+    """The integrated-gradients items whose completeness gap exceeds their tolerance, as a short table
+    (model, group, item, steps, passes, relative gap, whether the pass/time budget stopped the
+    refinement); a one-line note when every item adds up, and nothing when the run computed no IG."""
+    models = [("original", (res.get("original") or {}).get("attribution") or {})]
+    models += [(m, r.get("attribution") or {}) for m, r in (res.get("methods") or {}).items()]
+    rows, n = [], 0
+    for name, attr in models:
+        for group, items in (attr.get("integrated_gradients") or {}).items():
+            for a in items:
+                n += 1
+                x, tol = a.get("extras") or {}, (a.get("options") or {}).get("tolerance")
+                rel = x.get("relative_gap")
+                over = (x["converged"] is False) if "converged" in x else (
+                    rel is not None and tol is not None and rel > tol)
+                if over:
+                    rows.append([name, group, a.get("item_id"), x.get("steps"), x.get("passes"), rel,
+                                 x.get("stopped_by") or "no"])
+    if not n:
+        return ""
+    if not rows:
+        return (f"<p>Integrated gradients: all {n} items add up (completeness gap within the tolerance, "
+                "|Σ IG − (LP(x) − LP(baseline))| over |LP(x) − LP(baseline)|).</p>")
+    return (f"<p>Integrated gradients: {len(rows)} of {n} items do not add up within the tolerance "
+            "(relative completeness gap |Σ IG − (LP(x) − LP(baseline))| / |LP(x) − LP(baseline)|); "
+            "their token scores are less exact. <i>stopped by</i>: the per-item budget that ended the "
+            "refinement (passes or seconds).</p>"
+            + _table(["model", "group", "item", "steps", "passes", "relative gap", "stopped by"], rows))
+
+
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Write ``report.html`` and ``figures/*.png`` for the finished run in ``run_dir``."""
     run_dir = Path(run_dir)
@@ -161,6 +191,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                         + token_heatmap_html(view["tokens"], view["scores"], view.get("key")) + "</div>")
         rows.append("</div>")
         tok_html.append("".join(rows))
+    tok_html.append(ig_gaps_html(res))
     parts.append('<section id="tokens"><h2>Token heatmaps</h2>' + "".join(tok_html) + "</section>")
 
     # heads

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from unpact.attribution.gradients import IG_BATCH_SHARE
 from unpact.data import Benchmark, load_benchmark, spread_sample
 from unpact.errors import DataError
 from unpact.protocols import Model
@@ -37,7 +38,7 @@ GROUPS = ("forget", "retain", "general")
 #: interpolation step), so it gets a quarter (unlearning, heads) or a sixteenth (integrated
 #: gradients) of the forward budget. At the default budget (16384) these are the methods' own
 #: defaults (4096 and 1024), so the default run computes what it computed before the budget.
-BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": 16}
+BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": IG_BATCH_SHARE}
 
 
 def stage_budgets(max_batch_tokens: int) -> dict[str, int]:
@@ -114,7 +115,8 @@ def attribution(study: "Study", model: Model) -> dict[str, Any]:
         sub = items[: a.subset]
         if "integrated_gradients" in a.methods and sub:
             res = attribute(model, sub, method="integrated_gradients", group=g, steps=a.ig_steps, fmt=study.fmt,
-                            max_batch_tokens=b["integrated_gradients"], progress=study.progress)
+                            max_passes=max(a.ig_max_passes, a.ig_steps), max_batch_tokens=b["integrated_gradients"],
+                            progress=study.progress)
             out["integrated_gradients"][g] = [r.to_dict() for r in res]
         if "heads" in a.methods and sub:
             res = attribute(model, sub, method="heads", group=g, fmt=study.fmt, max_batch_tokens=b["heads"],

@@ -9,7 +9,8 @@ Methods (:data:`ATTRIBUTION_METHODS`):
 * ``"loo"`` - leave-one-out, C_i = LP(x, y) - LP(x without x_i, y) (the paper's measure);
   ``mode="baseline"`` replaces x_i by a baseline token instead (captum's convention);
 * ``"integrated_gradients"`` (``"ig"``) - IG on the token embeddings through ``hook_embed``,
-  with the completeness gap in ``extras``;
+  refined on nested quadrature points within a per-item pass budget, with the completeness gap,
+  the points and passes used and whether the budget stopped it in ``extras``;
 * ``"heads"`` - per layer/head/source-token direct and first-order total contributions.
 
 :func:`key_tokens` applies the paper's KeyTokens rule to a result; :func:`compare`
