@@ -274,3 +274,32 @@ def test_original_against_its_retain_twin_points_the_documented_way(models, spli
         assert abs(o[f"mia_{attack}_auc"] - 0.5) > abs(r[f"mia_{attack}_auc"] - 0.5), attack
         assert o[f"mia_{attack}_auc"] > r[f"mia_{attack}_auc"], attack
     assert o["privleak"] < -50 and r["privleak"] == 0.0
+
+
+def test_unpact_unlearn_reports_them_with_a_holdout_split(tiny_dirs, tmp_path, capsys):
+    import json
+
+    from unpact.cli import main
+    from unpact.testing import TOY_PLACES, toy_tofu_rows
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for split, pairs in (("forget", [("Ana Lind", "Lima"), ("Bo Reyes", "Oslo")]),
+                         ("retain", [("Cy Moss", "Kyoto")]), ("holdout", [("Di Park", "Cairo"), ("Ed Vale", "Quito")])):
+        (bench / f"{split}.json").write_text(json.dumps(toy_tofu_rows(pairs, TOY_PLACES)))
+    out = tmp_path / "out"
+    args = ["unlearn", tiny_dirs["gpt2"], "--method", "ga_gdr", "--benchmark", "tofu", "--benchmark-path", str(bench),
+            "--forget", "forget", "--retain", "retain", "--holdout", "holdout", "--out", str(out),
+            "--reference-model", tiny_dirs["gpt2"], "--set", "steps=1", "--set", "batch_size=2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    report = json.loads((out / "unlearn.json").read_text())
+    assert report["holdout"] == "holdout"
+    before, after = report["metrics"]["before"]["forget"], report["metrics"]["after"]["forget"]
+    for ev in (before, after):
+        assert {"mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak",
+                "exact_memorization", "extraction_strength"} <= set(ev)
+        assert ev["mia_forget_n"] == 4 and ev["mia_holdout_n"] == 4
+    assert before["privleak"] == 0.0  # before unlearning the model is its own reference
+    assert "mia_loss_auc" not in report["metrics"]["after"]["retain"]
+    assert "exact_memorization" in report["metrics"]["after"]["retain"]
