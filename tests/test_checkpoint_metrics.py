@@ -303,3 +303,12 @@ def test_unpact_unlearn_reports_them_with_a_holdout_split(tiny_dirs, tmp_path, c
     assert before["privleak"] == 0.0  # before unlearning the model is its own reference
     assert "mia_loss_auc" not in report["metrics"]["after"]["retain"]
     assert "exact_memorization" in report["metrics"]["after"]["retain"]
+
+
+def test_a_holdout_without_questions_is_an_input_error(models, splits):
+    from unpact.data import TextItem
+
+    orig, _ = models
+    forget, _ = splits
+    with pytest.raises(InputError, match="holdout split holds no question-answer items"):
+        evaluate(orig, forget, holdout=[TextItem("a passage", "that goes on")], role="forget", metrics=["mia"])

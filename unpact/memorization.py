@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 from typing import Sequence
@@ -245,7 +244,3 @@ def attack_scores(logprobs: Sequence[float], vocab_mean: Sequence[float], vocab_
         "min_k": min_k_score(logprobs, config.min_k_ratio),
         "min_k_plus_plus": min_k_plus_plus_score(logprobs, vocab_mean, vocab_var, config.min_k_ratio, config.var_floor),
     }
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -947,6 +947,10 @@ def evaluate(
         {'n': 40, 'rouge_l_recall': 0.93, 'prob': 0.81, 'truth_ratio': 0.42, 'forget_quality': 1e-05, ...}
     """
     items = list(benchmark)
+    holdout_qa = [it for it in holdout if isinstance(it, QAItem)] if holdout is not None else None
+    if holdout is not None and not holdout_qa:
+        raise InputError("the holdout split holds no question-answer items; the membership-inference attacks "
+                         "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)")
     role = role or _tofu_role(benchmark)
     style = style or benchmark_style(benchmark)
     if style not in STYLES:
@@ -961,7 +965,7 @@ def evaluate(
         [it for it in items if isinstance(it, TextItem)], style=style, role=role,
         is_forget=(role == "forget") if forget is None else forget, embedded=embedded, max_new_tokens=max_new_tokens,
         mc_style=mc_style, reference=reference, icl=icl, answers=answers, probabilities=probabilities, fmt=fmt,
-        max_batch_tokens=max_batch_tokens, holdout=[it for it in holdout or () if isinstance(it, QAItem)] or None,
+        max_batch_tokens=max_batch_tokens, holdout=holdout_qa,
         mia=mia or MIAConfig())
     todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
     out: dict[str, Any] = {"n": len(items), "tofu_role": role, "style": style}
