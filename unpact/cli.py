@@ -324,7 +324,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "holdout": args.holdout, "seed": args.seed, "prompt_format": args.prompt_format, "system_prompt": args.system_prompt,
+              "holdout": args.holdout, "seed": args.seed, "prompt_format": args.prompt_format,
+              "system_prompt": args.system_prompt,
               **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}

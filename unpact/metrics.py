@@ -60,7 +60,8 @@ import numpy as np
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError, lookup
-from unpact.memorization import ATTACKS, MIAConfig, attack_scores, exact_memorization, extraction_strength, mia_auc, privleak
+from unpact.memorization import (ATTACKS, MIAConfig, attack_scores, exact_memorization, extraction_strength, mia_auc,
+                                 privleak)
 from unpact.progress import ProgressFactory, null_progress
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, TokenStats, answer_token_stats, encode_many
 from unpact.protocols import Model
@@ -789,7 +790,13 @@ def _verbatim_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
 def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = None,
                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> list[TokenStats]:
     """The answer tokens' :class:`~unpact.scoring.TokenStats` of each item under teacher forcing (the
-    prompt and answer as every log-prob metric formats them; a prompt too long loses tokens from the left)."""
+    prompt and answer as every log-prob metric formats them; a prompt too long loses tokens from the left).
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> st = token_stats(model, load_benchmark("embedded:tofu", "forget10"))   # doctest: +SKIP
+        >>> exact_memorization(st[0].argmax, st[0].targets)                        # doctest: +SKIP
+        1.0
+    """
     pairs = [prompt_answer_pair(it, fmt) for it in items]
     seqs = encode_many(model, [p for p, _ in pairs], [a for _, a in pairs], truncate=True,
                        names=[str(getattr(it, "id", i)) for i, it in enumerate(items)])
@@ -799,7 +806,12 @@ def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = 
 def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig = MIAConfig()) -> dict[str, list[float]]:
     """Each attack's per-answer score (:func:`unpact.memorization.attack_scores`) from the answers'
     token stats; ZLib's text is the answer's tokens decoded without special tokens (open-unlearning's
-    ``extract_target_texts_from_processed_data``)."""
+    ``extract_target_texts_from_processed_data``).
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> mia_scores(model, token_stats(model, items))["min_k"][:2]   # doctest: +SKIP
+        [0.0123, 0.0457]
+    """
     per = [attack_scores(s.logprobs.numpy(), s.vocab_mean.numpy(), s.vocab_var.numpy(),
                          model.tokenizer.decode(s.targets.tolist(), skip_special_tokens=True), config)
            for s in stats]
@@ -813,7 +825,8 @@ def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | Promp
     ``mia_<attack>_auc`` for each of :data:`unpact.memorization.ATTACKS`, and the per-item scores.
 
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
-        >>> mia_aucs(model, load_benchmark("embedded:tofu", "forget10"), load_benchmark("embedded:tofu", "holdout10"))  # doctest: +SKIP
+        >>> forget, holdout = load_benchmark("embedded:tofu", "forget10"), load_benchmark("embedded:tofu", "holdout10")  # doctest: +SKIP
+        >>> mia_aucs(model, forget, holdout)                                                                # doctest: +SKIP
         {'mia_loss_auc': 0.99, 'mia_zlib_auc': 0.99, 'mia_min_k_auc': 0.98, 'mia_min_k_plus_plus_auc': 0.93, ...}
     """
     forget, holdout = _qa(forget), _qa(holdout)
@@ -841,7 +854,8 @@ def _mia_applies(x: SplitInputs) -> bool:
 @register_metric("mia", _mia_applies)
 def _mia_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """The membership-inference attacks' AUC between this forget split and the holdout items."""
-    return mia_aucs(x.model, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia, forget_stats=_split_token_stats(x))
+    return mia_aucs(x.model, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia,
+                    forget_stats=_split_token_stats(x))
 
 
 #: why privleak has no value without a reference model (the result's ``privleak_note``)
