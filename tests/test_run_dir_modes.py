@@ -101,3 +101,9 @@ def test_the_run_reports_the_checkpoint_metrics(small_run):
         for g in ("forget", "retain"):
             assert 0.0 <= ev[g]["exact_memorization"] <= 1.0 and 0.0 <= ev[g]["extraction_strength"] <= 1.0
         assert "mia_loss_auc" not in ev["retain"]  # the attacks run on the forget split only
+    rows = {r["method"]: r for r in res["summary"]}
+    for name, ev in (("original", res["original"]["evaluate"]), ("ga_gdr", res["methods"]["ga_gdr"]["evaluate"])):
+        assert rows[name]["privleak"] == ev["forget"]["privleak"]
+        assert rows[name]["forget_mia_min_k_auc"] == ev["forget"]["mia_min_k_auc"]
+        assert rows[name]["forget_extraction_strength"] == ev["forget"]["extraction_strength"]
+        assert rows[name]["forget_exact_memorization"] == ev["forget"]["exact_memorization"]
