@@ -26,7 +26,7 @@ from unpact.memorization import (
     privleak,
     zlib_score,
 )
-from unpact.metrics import PRIVLEAK_NOT_APPLICABLE, evaluate, mia_aucs
+from unpact.metrics import PRIVLEAK_NOT_APPLICABLE, evaluate, mia_aucs, qa_probabilities
 from unpact.models import hf_model_of
 from unpact.scoring import encode_many
 
@@ -230,6 +230,9 @@ def test_every_metric_equals_its_reference_on_the_embedded_model(models, splits)
         "min_k": lambda d: ref_min_k(d["target_lp"].tolist(), k),
         "min_k_plus_plus": lambda d: ref_min_k_pp(d["rows"].double(), d["target_lp"].double(), k),
     }
+    # LOSS is minus the LP every other unpact metric uses (unpact.scoring, one place)
+    lp = qa_probabilities(orig, forget)["true_lp"]
+    assert res["mia_scores_per_item"]["forget"]["loss"] == pytest.approx((-lp).tolist(), rel=1e-5, abs=1e-6)
     for attack, fn in refs.items():
         f_scores, h_scores = [fn(d) for d in df], [fn(d) for d in dh]
         got = res["mia_scores_per_item"]
