@@ -261,7 +261,10 @@ def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality (optional)")
+    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality and privleak (optional)")
+    p.add_argument("--holdout", default=None,
+                   help="holdout split never trained on, e.g. holdout10: the membership-inference AUCs (forget vs "
+                        "holdout) and, with --reference-model, privleak (optional)")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
     p.add_argument("--device", default=None)
     _add_dtype(p)
@@ -295,6 +298,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     forget = load_benchmark(args.benchmark, args.forget, path=args.benchmark_path)
     retain = load_benchmark(args.benchmark, args.retain, path=args.benchmark_path) if args.retain else None
+    holdout = load_benchmark(args.benchmark, args.holdout, path=args.benchmark_path) if args.holdout else None
     for spec in (args.model, args.reference_model):
         if spec:
             check_model_available(spec)
@@ -309,7 +313,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         out = {}
         for name, bench in splits.items():
             res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=progress, fmt=fmt)
+                           forget=(name == "forget"), progress=progress, fmt=fmt,
+                           holdout=holdout if name == "forget" else None)
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
@@ -321,7 +326,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
     report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "seed": args.seed, "prompt_format": args.prompt_format, "system_prompt": args.system_prompt,
+              "holdout": args.holdout, "seed": args.seed, "prompt_format": args.prompt_format,
+              "system_prompt": args.system_prompt,
               **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}

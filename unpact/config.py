@@ -193,12 +193,14 @@ class RunConfig:
     """Everything ``unpact run`` needs; the defaults are the embedded study."""
 
     model: str = "embedded:gpt2"
-    #: retain-only model for TOFU's forget quality (None: skip forget quality)
+    #: retain-only model for TOFU's forget quality and MUSE's privleak (None: skip both)
     reference_model: str | None = "embedded:gpt2-retain"
     benchmark: str = "embedded:tofu"
     benchmark_path: str | None = None
     forget_split: str = "forget10"
     retain_split: str = "retain90"
+    #: items never trained on: a control of emphasis recovery, and the non-members of the
+    #: membership-inference attacks (forget vs holdout AUC, privleak); None: neither
     holdout_split: str | None = "holdout"
     general: str | None = "embedded:general"
     general_split: str = "qa"

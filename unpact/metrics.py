@@ -31,6 +31,12 @@ computes (docs/unlearning.md, "Compared with the references", lists each one):
   in-context few-shot prompt, cut at the next question.
 * **VerbMem** (MUSE): ROUGE-L F1 (no stemmer) of a 128-token greedy continuation
   of the passage prefix against the first 128 tokens of the true continuation.
+* **MIA AUC** (open-unlearning's ``mia_loss``, ``mia_zlib``, ``mia_min_k``,
+  ``mia_min_k_plus_plus``): each attack's per-answer score on the forget items and on the
+  holdout items, and the ROC AUC between them (forget labelled 0); **privleak** (MUSE): the
+  Min-K% AUC's relative change against the reference model's; **exact memorization** and
+  **extraction strength** (open-unlearning): from the teacher-forced top-1 tokens of the answer.
+  The formulas are in :mod:`unpact.memorization`.
 
 Everything is computed from log-probabilities (losses, log-sum-exp): a collapsed
 model whose probabilities underflow to 0 gets finite numbers or numbers marked
@@ -46,7 +52,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -54,8 +60,10 @@ import numpy as np
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError, lookup
+from unpact.memorization import (ATTACKS, MIAConfig, attack_scores, exact_memorization, extraction_strength, mia_auc,
+                                 privleak)
 from unpact.progress import ProgressFactory, null_progress
-from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, TokenStats, answer_token_stats, encode_many
 from unpact.protocols import Model
 
 
@@ -661,6 +669,11 @@ class SplitInputs:
     probabilities: dict[str, Any] | None = None
     fmt: str | PromptFormat | None = None
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    #: the non-member items of the membership-inference attacks (a holdout split's QA items)
+    holdout: list[QAItem] | None = None
+    mia: MIAConfig = field(default_factory=MIAConfig)
+    #: what one metric computed that another reads (the QA items' :class:`~unpact.scoring.TokenStats`)
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -694,7 +707,7 @@ def get_metric(name: str) -> SplitMetric:
     Example:
         >>> get_metric("bleu")
         Traceback (most recent call last):
-        unpact.errors.InputError: unknown metric 'bleu'; known: rouge_l_recall, probability, knowmem, forget_quality, mc_accuracy, verbatim_rouge_l
+        unpact.errors.InputError: unknown metric 'bleu'; known: rouge_l_recall, probability, knowmem, forget_quality, mc_accuracy, verbatim_rouge_l, mia, privleak, exact_memorization, extraction_strength
     """
     return lookup(METRICS, name, "metric", InputError)
 
@@ -737,7 +750,13 @@ def _knowmem_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
             "knowmem_prompts": km["prompts"], "answers": km["answers"], "knowmem_shots": len(x.icl or ())}
 
 
-@register_metric("forget_quality", lambda x: x.reference is not None)
+def _has_ratio_reference(reference) -> bool:
+    """Whether ``reference`` gives forget quality's reference truth ratios (a model, a sequence of
+    ratios, or an earlier result that has them; not a result holding only an MIA AUC)."""
+    return reference is not None and not (isinstance(reference, dict) and "truth_ratios" not in reference)
+
+
+@register_metric("forget_quality", lambda x: _has_ratio_reference(x.reference))
 def _forget_quality_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """TOFU's forget quality against ``reference`` (a model, an earlier result or truth ratios)."""
     if "truth_ratios" not in out:
@@ -765,6 +784,118 @@ def _verbatim_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     return {"verbatim_rouge_l": float(np.mean(scores))}
 
 
+# ------------------------------------------- membership inference and memorization
+
+
+def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = None,
+                max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> list[TokenStats]:
+    """The answer tokens' :class:`~unpact.scoring.TokenStats` of each item under teacher forcing (the
+    prompt and answer as every log-prob metric formats them; a prompt too long loses tokens from the left).
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> st = token_stats(model, load_benchmark("embedded:tofu", "forget10"))   # doctest: +SKIP
+        >>> exact_memorization(st[0].argmax, st[0].targets)                        # doctest: +SKIP
+        1.0
+    """
+    pairs = [prompt_answer_pair(it, fmt) for it in items]
+    seqs = encode_many(model, [p for p, _ in pairs], [a for _, a in pairs], truncate=True,
+                       names=[str(getattr(it, "id", i)) for i, it in enumerate(items)])
+    return answer_token_stats(model, seqs, max_batch_tokens=max_batch_tokens)
+
+
+def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig = MIAConfig()) -> dict[str, list[float]]:
+    """Each attack's per-answer score (:func:`unpact.memorization.attack_scores`) from the answers'
+    token stats; ZLib's text is the answer's tokens decoded without special tokens (open-unlearning's
+    ``extract_target_texts_from_processed_data``).
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> mia_scores(model, token_stats(model, items))["min_k"][:2]   # doctest: +SKIP
+        [0.0123, 0.0457]
+    """
+    per = [attack_scores(s.logprobs.numpy(), s.vocab_mean.numpy(), s.vocab_var.numpy(),
+                         model.tokenizer.decode(s.targets.tolist(), skip_special_tokens=True), config)
+           for s in stats]
+    return {a: [p[a] for p in per] for a in ATTACKS}
+
+
+def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | PromptFormat | None = None,
+             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, config: MIAConfig = MIAConfig(),
+             forget_stats: Sequence[TokenStats] | None = None) -> dict[str, Any]:
+    """Every attack's AUC between the ``forget`` items (labelled 0) and the ``holdout`` items (1):
+    ``mia_<attack>_auc`` for each of :data:`unpact.memorization.ATTACKS`, and the per-item scores.
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> forget, holdout = load_benchmark("embedded:tofu", "forget10"), load_benchmark("embedded:tofu", "holdout10")  # doctest: +SKIP
+        >>> mia_aucs(model, forget, holdout)                                                                # doctest: +SKIP
+        {'mia_loss_auc': 0.99, 'mia_zlib_auc': 0.99, 'mia_min_k_auc': 0.98, 'mia_min_k_plus_plus_auc': 0.93, ...}
+    """
+    forget, holdout = _qa(forget), _qa(holdout)
+    if forget_stats is None:
+        forget_stats = token_stats(model, forget, fmt, max_batch_tokens)
+    f = mia_scores(model, forget_stats, config)
+    h = mia_scores(model, token_stats(model, holdout, fmt, max_batch_tokens), config)
+    out: dict[str, Any] = {f"mia_{a}_auc": mia_auc(f[a], h[a]) for a in ATTACKS}
+    out.update({"mia_forget_n": len(forget), "mia_holdout_n": len(holdout), "mia_min_k_ratio": config.min_k_ratio,
+                "mia_scores_per_item": {"forget": f, "holdout": h}})
+    return out
+
+
+def _split_token_stats(x: SplitInputs) -> list[TokenStats]:
+    """The split's QA items' token stats, computed once per :func:`evaluate` call."""
+    if "token_stats" not in x.cache:
+        x.cache["token_stats"] = token_stats(x.model, x.qa, x.fmt, x.max_batch_tokens)
+    return x.cache["token_stats"]
+
+
+def _mia_applies(x: SplitInputs) -> bool:
+    return bool(x.qa) and x.is_forget and bool(x.holdout)
+
+
+@register_metric("mia", _mia_applies)
+def _mia_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """The membership-inference attacks' AUC between this forget split and the holdout items."""
+    return mia_aucs(x.model, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia,
+                    forget_stats=_split_token_stats(x))
+
+
+#: why privleak has no value without a reference model (the result's ``privleak_note``)
+PRIVLEAK_NOT_APPLICABLE = ("not applicable: no reference (retain-only) model; privleak is the MIA AUC's change "
+                           "relative to the reference model's (set reference_model, or --reference-model)")
+
+
+@register_metric("privleak", _mia_applies)
+def _privleak_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """MUSE's privleak against the reference: a model (its AUC is computed on the same items) or an
+    earlier result holding ``mia_<attack>_auc``; "not applicable" without one."""
+    key = f"mia_{x.mia.privleak_attack}_auc"
+    ref = x.reference
+    if isinstance(ref, dict) and ref.get(key) is not None:
+        ref_auc = float(ref[key])
+    elif hasattr(ref, "parameters"):
+        ref_auc = mia_aucs(ref, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia)[key]
+    else:
+        return {"privleak": None, "privleak_attack": x.mia.privleak_attack, "privleak_note": PRIVLEAK_NOT_APPLICABLE}
+    if key not in out:
+        out = {**out, **_mia_metric(x, out)}
+    return {"privleak": privleak(out[key], ref_auc, x.mia.privleak_epsilon), "privleak_attack": x.mia.privleak_attack,
+            "privleak_reference_auc": ref_auc}
+
+
+@register_metric("exact_memorization", lambda x: bool(x.qa))
+def _exact_memorization_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """open-unlearning's exact memorization: the share of answer tokens the teacher-forced top-1 gets right."""
+    per = [exact_memorization(s.argmax.numpy(), s.targets.numpy()) for s in _split_token_stats(x)]
+    return {"exact_memorization": float(np.mean(per)), "exact_memorization_per_item": per}
+
+
+@register_metric("extraction_strength", lambda x: bool(x.qa))
+def _extraction_strength_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
+    """Extraction strength: ``1 - k/|y|`` for the shortest answer prefix ``k`` after which greedy decoding
+    gives the rest of the answer."""
+    per = [extraction_strength(s.argmax.numpy(), s.targets.numpy()) for s in _split_token_stats(x)]
+    return {"extraction_strength": float(np.mean(per)), "extraction_strength_per_item": per}
+
+
 def evaluate(
     model: Model,
     benchmark: Sequence,
@@ -782,6 +913,8 @@ def evaluate(
     fmt: str | PromptFormat | None = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     metrics: Sequence[str] | None = None,
+    holdout: Sequence | None = None,
+    mia: MIAConfig | None = None,
 ) -> dict[str, Any]:
     """Every registered metric (:data:`METRICS`; or those named in ``metrics``) that applies to
     ``benchmark``'s items, as one dict.
@@ -795,13 +928,18 @@ def evaluate(
     * MC items: ``mc_accuracy`` (``mc_style``: "letters" by default for real WMDP,
       "cloze" elsewhere).
     * Text items: ``verbatim_rouge_l`` (MUSE's VerbMem on a MUSE benchmark).
+    * QA items: ``exact_memorization`` and ``extraction_strength`` (open-unlearning's); on a
+      forget split with ``holdout`` items also ``mia_<attack>_auc`` for the attacks LOSS, ZLib,
+      Min-K% and Min-K%++ (forget vs holdout), and ``privleak`` against the ``reference`` (a model
+      or a result holding its ``mia_min_k_auc``; without one ``privleak`` is None and
+      ``privleak_note`` says why).
     * ``degenerate``: the names of numbers that came out NaN/infinite (a collapsed
       model); the evaluation never raises on them.
 
     Args:
-        reference: the reference for forget quality: a model (its truth ratios are
-            computed on the same items), an earlier :func:`evaluate` result, or a
-            sequence of truth ratios.
+        reference: the reference (retain-only) model's part: a model (its truth ratios and MIA
+            AUC are computed on the same items), an earlier :func:`evaluate` result, or a
+            sequence of truth ratios (forget quality only).
         forget: treat the split as a forget split for the truth-ratio score
             (default: its role is "forget").
         role: TOFU role "forget", "retain" or "other" (default: from the split name).
@@ -814,12 +952,19 @@ def evaluate(
         fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
         max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
         metrics: the names of the metrics to compute (default: every one in :data:`METRICS`).
+        holdout: the membership-inference attacks' non-members (QA items never trained on, e.g.
+            TOFU's ``holdout10``); none: no MIA AUC and no privleak.
+        mia: the attacks' settings (default :class:`unpact.memorization.MIAConfig`: open-unlearning's).
 
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> evaluate(model, load_benchmark("embedded:tofu", "forget10"), reference=retain_model)  # doctest: +SKIP
         {'n': 40, 'rouge_l_recall': 0.93, 'prob': 0.81, 'truth_ratio': 0.42, 'forget_quality': 1e-05, ...}
     """
     items = list(benchmark)
+    holdout_qa = [it for it in holdout if isinstance(it, QAItem)] if holdout is not None else None
+    if holdout is not None and not holdout_qa:
+        raise InputError("the holdout split holds no question-answer items; the membership-inference attacks "
+                         "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)")
     role = role or _tofu_role(benchmark)
     style = style or benchmark_style(benchmark)
     if style not in STYLES:
@@ -834,7 +979,8 @@ def evaluate(
         [it for it in items if isinstance(it, TextItem)], style=style, role=role,
         is_forget=(role == "forget") if forget is None else forget, embedded=embedded, max_new_tokens=max_new_tokens,
         mc_style=mc_style, reference=reference, icl=icl, answers=answers, probabilities=probabilities, fmt=fmt,
-        max_batch_tokens=max_batch_tokens)
+        max_batch_tokens=max_batch_tokens, holdout=holdout_qa,
+        mia=mia or MIAConfig())
     todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
     out: dict[str, Any] = {"n": len(items), "tofu_role": role, "style": style}
     with progress(total=len(todo), desc="evaluate") as bar:
@@ -860,6 +1006,7 @@ def evaluate_groups(
     progress: ProgressFactory = null_progress,
     fmt: str | PromptFormat | None = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    holdouts: Mapping[str, Sequence] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`evaluate` of several splits, their QA items' greedy answers and answer
     probabilities computed in one batched pass each (far fewer forward calls than
@@ -867,7 +1014,8 @@ def evaluate_groups(
 
     Each group's TOFU role comes from ``roles``, else from its split name, else from
     the group's name (a plain list under ``"retain"`` is the retain split: model
-    utility takes its raw probability, as TOFU). ``style`` (see :func:`evaluate`) applies
+    utility takes its raw probability, as TOFU). ``holdouts`` gives a group the
+    membership-inference attacks' holdout items (see :func:`evaluate`'s ``holdout``). ``style`` (see :func:`evaluate`) applies
     to every group; plain lists carry no benchmark name to take it from. Greedy answers
     stop at a newline on the embedded world only (``stop_at_newline`` overrides).
 
@@ -892,6 +1040,6 @@ def evaluate_groups(
         role = (roles or {}).get(g) or _tofu_role(bench, g)
         out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role, style=style,
                           forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr,
-                          fmt=fmt, max_batch_tokens=max_batch_tokens)
+                          fmt=fmt, max_batch_tokens=max_batch_tokens, holdout=(holdouts or {}).get(g))
         k += n
     return out

@@ -135,9 +135,16 @@ class Study:
         # on the whole forget split (TOFU's forget quality), hence a new stage name
         return self.stage("reference/truth_ratios_forget_split", lambda: stages.reference_ratios(self))["truth_ratios"]
 
+    def reference_mia(self) -> dict[str, Any] | None:
+        """The reference model's MIA AUCs (privleak's reference); None without a reference model or holdout split."""
+        if not self.cfg.reference_model or not self.cfg.holdout_split:
+            return None
+        return self.stage("reference/mia_forget_holdout", lambda: stages.reference_mia(self)) or None
+
     def original_evaluation(self) -> dict[str, Any]:
         return self.stage("original/evaluate",
-                          lambda: stages.evaluation(self, self.original(), self.reference_ratios()))
+                          lambda: stages.evaluation(self, self.original(), self.reference_ratios(),
+                                                    self.reference_mia()))
 
     def original_attribution(self) -> dict[str, Any]:
         return self.stage("original/attribute", lambda: stages.attribution(self, self.original()))
@@ -181,6 +188,7 @@ class Study:
         write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
         with self.progress(total=3 + len(cfg.methods), desc="study") as bar:
             self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
+            self.reference_mia()
             orig_eval = self.original_evaluation()
             orig_attr = self.original_attribution()
             if cfg.attacks.names:

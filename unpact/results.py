@@ -187,6 +187,11 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
             "retain_rouge": _get(ev, "retain", "rouge_l_recall"),
             "general_accuracy": general_score(ev),
             "forget_quality": _get(ev, "forget", "forget_quality"),
+            # open-unlearning's and MUSE's checkpoint evaluations on the forget items (None where not computed)
+            "forget_mia_min_k_auc": _get(ev, "forget", "mia_min_k_auc"),
+            "privleak": _get(ev, "forget", "privleak"),
+            "forget_exact_memorization": _get(ev, "forget", "exact_memorization"),
+            "forget_extraction_strength": _get(ev, "forget", "extraction_strength"),
             "model_utility": model_utility_of(ev),
             "model_utility_components": model_utility_components_of(ev),
             "recovery_prompt": None if rec is None else rec.prompt_best,

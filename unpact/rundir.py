@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,11 +42,37 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(_clean(obj), indent=1, allow_nan=False))
 
 
+#: mode a new run-directory file is created with, before the umask: a plain ``open(path, "w")``'s
+#: (``0o666``), so under umask 022 the file is 0644 like any other file the user writes
+#: (``tempfile.mkstemp`` would create it 0600 whatever the umask)
+FILE_MODE = 0o666
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` (``.<name>.<random>.tmp``), opened for writing with
+    :data:`FILE_MODE` less the umask (the kernel applies the umask: nothing reads or sets it)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {str(path)!r}")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, fsync, rename."""
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, fsync, rename.
+
+    The file gets the mode a plain ``open`` would give it (``0o666`` less the umask: 0644 under
+    umask 022), not ``tempfile.mkstemp``'s owner-only 0600.
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> oct(write_text_atomic("/tmp/demo/results.json", "{}").stat().st_mode & 0o777)  # doctest: +SKIP
+        '0o644'
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = _create_temporary(path)
     data = text if isinstance(text, bytes) else text.encode("utf-8")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -368,6 +368,58 @@ def encode_many(
     return seqs
 
 
+@dataclass
+class TokenStats:
+    """One answer's tokens under teacher forcing: per answer position ``k`` the token ``y_k``
+    (``targets``), ``log p(y_k | x, y_<k)`` (``logprobs``, as :func:`token_logprobs` computes it), the
+    top-1 token of that distribution (``argmax``) and the mean and variance of ``log p(v)`` over
+    ``v ~ p(. | x, y_<k)`` (``vocab_mean``, ``vocab_var``: minus the entropy, and Min-K%++'s spread)."""
+
+    targets: Int[Tensor, " k"]
+    logprobs: Float[Tensor, " k"]
+    argmax: Int[Tensor, " k"]
+    vocab_mean: Float[Tensor, " k"]
+    vocab_var: Float[Tensor, " k"]
+
+
+def answer_token_stats(
+    model: Model,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> list[TokenStats]:
+    """:class:`TokenStats` of each already-tokenised ``(prompt_ids, answer_ids)`` pair (see
+    :func:`encode_many`), batched and right-padded as :func:`score_sequences`: the per-token numbers
+    the membership-inference attacks, exact memorization and extraction strength read
+    (:mod:`unpact.memorization`). Its ``logprobs`` average to :func:`score_sequences`' LP.
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> st = answer_token_stats(model, encode_many(model, ["Question: 2 + 3 =\\nAnswer:"], [" 5"]))  # doctest: +SKIP
+        >>> st[0].logprobs, st[0].argmax == st[0].targets                                          # doctest: +SKIP
+        (tensor([-0.0123], dtype=torch.float64), tensor([True]))
+    """
+    device = next(iter(model.parameters())).device
+    pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
+    out: list[TokenStats | None] = [None] * len(sequences)
+    with torch.no_grad():
+        for group in chunks([len(p) + len(a) for p, a in sequences], max_batch_tokens):
+            packed = pack([sequences[i] for i in group], pad).to(device)
+            logits = forward_logits(model, packed.input_ids, keep=answer_window(packed.target_mask))
+            offset = packed.input_ids.shape[1] - logits.shape[1]
+            for j, i in enumerate(group):
+                p, a = sequences[i]
+                start = len(p) - 1 - offset  # the logit row that predicts the answer's first token
+                lp = logits[j, start: start + len(a)].float().log_softmax(-1)
+                tgt = torch.tensor(list(a), dtype=torch.long, device=lp.device)
+                probs = lp.exp()
+                mean = -torch.special.entr(probs).sum(-1).double()  # sum_v p log p, 0 where p = 0
+                second = torch.where(probs > 0, probs * lp.square(), torch.zeros_like(lp)).sum(-1).double()
+                out[i] = TokenStats(targets=tgt.cpu(), logprobs=lp.gather(-1, tgt[:, None]).squeeze(-1).double().cpu(),
+                                    argmax=lp.argmax(-1).cpu(), vocab_mean=mean.cpu(),
+                                    vocab_var=(second - mean.square()).clamp(min=0.0).cpu())
+    return out  # type: ignore[return-value]
+
+
 def first_token_ranks(
     model,
     prompts: Sequence[str],

@@ -143,17 +143,46 @@ def reference_ratios(study: "Study") -> dict[str, Any]:
     return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
 
 
-def evaluation(study: "Study", model: Model, reference_ratios: list[float] | None) -> dict[str, Any]:
-    """Every metric on each group, all groups' answers generated in one batched pass."""
+def mia_holdout(study: "Study") -> list | None:
+    """The membership-inference attacks' non-members: an evenly spaced ``max_items`` sample of the
+    holdout split's QA items (as many as the evaluated forget items); None without a holdout split."""
+    data = study.data
+    if data.holdout is None:
+        return None
+    items = [it for it in data.holdout if it.kind == "qa"]
+    return spread_sample(items, study.cfg.max_items) or None
+
+
+def reference_mia(study: "Study") -> dict[str, Any]:
+    """The retain-only reference model's MIA AUCs on the evaluated forget items against
+    :func:`mia_holdout` (privleak's reference)."""
+    from unpact.metrics import mia_aucs
+    from unpact.models import load_model
+
+    cfg = study.cfg
+    holdout = mia_holdout(study)
+    if not holdout or not study.data.groups["forget"]:
+        return {}
+    ref = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype)
+    return mia_aucs(ref, study.data.groups["forget"], holdout, study.fmt, study.budgets["forward"])
+
+
+def evaluation(study: "Study", model: Model, reference_ratios: list[float] | None,
+               reference_mia: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every metric on each group, all groups' answers generated in one batched pass; on the forget
+    group also the MIA AUCs against :func:`mia_holdout` and privleak against ``reference_mia``."""
     from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, truth_ratios
 
     data = study.data
     groups = {g: data.groups[g] for g in GROUPS if data.groups[g]}
+    holdout = mia_holdout(study)
     out = evaluate_groups(
-        model, groups, max_new_tokens=study.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+        model, groups, {"forget": reference_mia} if reference_mia else None,
+        max_new_tokens=study.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
         roles={"forget": "forget", "retain": "retain", "general": "other"},
         style=benchmark_style(data.forget), stop_at_newline=is_embedded(data.forget),
         progress=study.progress, fmt=study.fmt, max_batch_tokens=study.budgets["forward"],
+        holdouts={"forget": holdout} if holdout else None,
     )
     if reference_ratios and "forget" in out:
         # TOFU's KS test runs on the whole forget split, not on the evaluated subset
@@ -474,7 +503,7 @@ def measure_checkpoint(study: "Study", method: str, step: int, model: Model, mon
 
     cfg, t = study.cfg, study.cfg.trajectory
     with torch.no_grad():  # measurements only: the live training model's graph is left alone
-        ev = evaluation(study, model, study.reference_ratios())
+        ev = evaluation(study, model, study.reference_ratios(), study.reference_mia())
         out: dict[str, Any] = {"method": method, "step": int(step), "monitor_forget_accuracy": monitor_accuracy,
                                "evaluate": ev, "utility": utility_score(ev), "model_utility": model_utility_of(ev),
                                "utility_drop": utility_drop(study.original_evaluation(), ev)}
@@ -566,7 +595,7 @@ MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["Study", 
 
 METHOD_STAGES: tuple[MethodStage, ...] = (
     ("evaluate", "evaluate", lambda cfg: True,
-     lambda s, m, model, done: evaluation(s, model(), s.reference_ratios())),
+     lambda s, m, model, done: evaluation(s, model(), s.reference_ratios(), s.reference_mia())),
     ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribution(s, model())),
     ("track", "tracking", lambda cfg: True, lambda s, m, model, done: track(s, done["attribution"])),
     ("recovery", "recovery", lambda cfg: True, lambda s, m, model, done: recovery(s, model(), m)),
