@@ -32,7 +32,7 @@ SAMPLES = {
     "dtype": "bfloat16", "seed": 3, "min_forget_accuracy": 0.25,
     "presence.probes": ["choice"], "presence.format_source": "cloze", "presence.positive_control": False,
     "presence.hide_steps": 10, "presence.hide_lr": 1e-4, "presence.keep_retain_items": 8, "presence.null_draws": 39,
-    "presence.null_max_scale": 2.0, "presence.min_specificity": 0.8,
+    "presence.null_max_scale": 2.0, "presence.min_specificity": 0.8, "presence.unknown_split": "unknown",
     "trajectory.enabled": False, "trajectory.controlled": False, "trajectory.lr_factor": 0.5,
     "trajectory.max_steps_factor": 2.0, "trajectory.max_steps": 12, "trajectory.warmup_steps": 0,
     "trajectory.marks": [3, 6], "trajectory.targets": [0.5], "trajectory.monitor_items": 4,
