@@ -160,7 +160,7 @@ def pooled_keyword_null(tests: Mapping[Any, Mapping[str, Any] | None],
     out["verdict"] = (
         f"{'supported' if supported else 'not supported'} over {len(usable)} seeds: mean normalised KeyToken gap "
         f"{fmt(rank['statistic'])} under the method vs {fmt(rank['null_mean'])} over {rank['n_null']} null draws "
-        f"(stratified rank p = {fmt(rank['p_value'], 4)}, alpha {alpha:g}); method minus nulls {fmt(ci['mean'])}, "
+        f"(stratified rank p = {rank['p_value']:.3g}, alpha {alpha:g}); method minus nulls {fmt(ci['mean'])}, "
         f"{int(100 * s.confidence)}% interval {interval} over {ci['n']} item x seed rows clustered by "
         f"{ci['n_clusters']} items{why}; {marks['text']}")
     return out
