@@ -122,7 +122,7 @@ def _controlled(rng, n: int = 12) -> dict:
     """A controlled recovery in ControlledRecovery.to_dict()'s shape: the original knows every item under
     every emphasis, the unlearned model forgets them plainly, keyword emphasis brings the fact's
     log-prob back more than placebo on average."""
-    from unpact.emphasis.controlled import ControlledSettings
+    from unpact.emphasis.controlled import ControlledSettings, summarise
 
     cfg = ControlledSettings(templates=("repeat",), activations=(("attention", 4.0, "all"),))
     settings = cfg.setting_list()
@@ -138,7 +138,8 @@ def _controlled(rng, n: int = 12) -> dict:
         for s in settings:
             gain = rng.normal(1.0, 0.5, n) if unlearned else rng.normal(0.0, 0.1, n)
             base = runs["plain"]["forget"]["logprob"]
-            runs[f"{s['name']}|keyword"] = {"forget": run([0.2 if unlearned else 1.0] * n, np.add(base, gain)),
+            rouge = [1.0 if i < n // 2 else 0.2 for i in range(n)] if unlearned else [1.0] * n  # half come back
+            runs[f"{s['name']}|keyword"] = {"forget": run(rouge, np.add(base, gain)),
                                             "retain": run([1.0] * 4, [-0.5] * 4)}
             runs[f"{s['name']}|placebo"] = {"forget": run([0.2 if unlearned else 1.0] * n,
                                                           np.add(base, rng.normal(0.0, 0.1, n)))}
@@ -146,7 +147,7 @@ def _controlled(rng, n: int = 12) -> dict:
 
     raw = {"ids": {"forget": ids, "retain": ["r0", "r1", "r2", "r3"]}, "usable": [True] * n, "settings": settings,
            "runs": {"unlearned": model(True), "original": model(False)}}
-    return {"method": "synthetic", "settings": cfg.to_dict(), "raw": raw, "summary": {}}
+    return {"method": "synthetic", "settings": cfg.to_dict(), "raw": raw, "summary": summarise(raw, cfg)}
 
 
 # ------------------------------------------------------------------ the grid and unpact run
@@ -241,3 +242,32 @@ def test_run_with_seeds_writes_a_run_per_seed_and_the_pooled_report(world, capsy
     per = [json.loads((out / f"seed{k}" / "results.json").read_text())["summary"][1]["forget_rouge"] for k in (0, 1)]
     assert row["forget_rouge"]["min"] == min(per) and row["forget_rouge"]["max"] == max(per)
     assert (out / "pooled.md").is_file() and (out / "pooled.html").is_file()
+
+
+def test_the_dilemma_pooled_over_seeds_keeps_each_seeds_strata_apart():
+    """Part (a) shuffles within seed x target strata (two copies of one seed: twice the points, the same
+    rho per stratum); part (b) counts items x seeds with an interval clustered by item."""
+    from unpact.analyses.dilemma import checkpoint_point, dilemma_verdict
+
+    pts = [checkpoint_point(m, "forget_below_0.5", ["hidden"] * (4 - e) + ["erased"] * e, list("abcd"),
+                            utility_drop=0.1 * e + 0.01 * i, stratum=f"forget_below_{t}")
+           for t in (0.5, 0.25) for i, (m, e) in enumerate(zip("vwxyz", (0, 1, 2, 3, 4)))]
+    one = dilemma_verdict(pts)
+    ctrl = _controlled(np.random.default_rng(5))
+    methods = {"ga": {"trajectory": {"measured": [{"step": 4, "names": ["forget_below_0.5"], "controlled": ctrl,
+                                                    "presence": {"ids": [f"f{i}" for i in range(12)],
+                                                                 "calls": ["hidden"] * 9 + ["erased"] * 3}}]}}}
+    from unpact.analyses.seeds import pooled_dilemma, recovered_rows
+
+    rows = recovered_rows(methods)  # keyword emphasis brings back f0-f5 (placebo none): all six probe-present
+    assert rows == [(f"f{i}", 1.0) for i in range(6)]
+    rows = [(f"f{i}", 1.0 if i < 9 else 0.0) for i in range(12)]
+
+    pooled = pooled_dilemma({0: pts, 1: pts}, {0: rows, 1: rows}, {0: one, 1: one})
+    a = pooled["erasure_costs_utility"]
+    assert a["n"] == 2 * one["erasure_costs_utility"]["n"] and a["n_strata_used"] == 4
+    assert set(a["rho_per_stratum"]) == {"seed0:forget_below_0.5", "seed0:forget_below_0.25",
+                                         "seed1:forget_below_0.5", "seed1:forget_below_0.25"}
+    b = pooled["recoverable_is_present"]
+    assert b["n_rows"] == 24 and b["n_items"] == 12 and b["share"] == 0.75 and b["supported"] is False
+    assert pooled["seeds"]["consistency"] in ("holds on every seed", "holds on no seed")

@@ -147,7 +147,7 @@ def verdict_lines(pooled: Mapping[str, Any]) -> list[str]:
     for k, v in (pooled.get("per_seed_marks") or {}).items():
         lines.append(f"{k} (per seed, not pooled): {v['text']}")
     dep = pooled.get("seed_dependent") or []
-    lines.append(f"seed-dependent claims: {', '.join(dep)}" if dep else "seed-dependent claims: none")
+    lines.append(f"seed-dependent claims: {'; '.join(dep)}" if dep else "seed-dependent claims: none")
     return lines
 
 
