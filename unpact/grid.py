@@ -3,7 +3,7 @@
 A grid config (``grid.toml``) names the models, the benchmarks and the methods; every
 combination is a *cell*, and each cell is the main job (:func:`unpact.pipeline.run_study`)
 on one model, one benchmark and one method, in its own run directory
-``<out>/cells/<model>__<benchmark>__<method>``. Cells run on **Ray** (one task per cell;
+``<out>/cells/<model>__<benchmark>__<method>`` (``...__seed<k>`` per seed with a ``seeds`` axis). Cells run on **Ray** (one task per cell;
 a local Ray is started when no cluster address is given; one GPU per cell when the
 cluster has GPUs) or one after the other in this process (``executor = "local"``). The
 driver gathers every cell's ``results.json``, re-runs the cross-method analyses of each
@@ -19,6 +19,7 @@ Example ``grid.toml``::
     out = "paper-grid"
     executor = "ray"                      # or "local"
     methods = ["ga_gdr", "npo_gdr", "rmu"]
+    seeds = [0, 1, 2]                     # optional: every cell once per seed (<cell>__seed<k>), pooled in the report
     models = [
         "embedded:gpt2",
         { name = "llama1b", model = "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
