@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from unpact.analyses.seeds import SPREAD_KEYS
 from unpact.config import RunConfig, config_from_dict, read_config_file
 from unpact.errors import ConfigError
 from unpact.rundir import write_json_atomic, write_text_atomic
@@ -456,9 +457,8 @@ _COLS = [("model", "model"), ("benchmark", "benchmark"), ("method", "method"), (
          ("model_utility", "MU"), ("recovery_prompt", "rec.prompt"), ("recovery_activation", "rec.act")]
 
 
-#: the columns shown as mean [min-max] over seeds (:data:`unpact.analyses.seeds.SPREAD_KEYS`)
-_SPREAD = ("forget_rouge", "retain_rouge", "general_accuracy", "forget_quality", "model_utility", "recovery_prompt",
-           "recovery_activation")
+#: the columns shown as mean [min-max] over seeds
+_SPREAD = SPREAD_KEYS
 
 
 def _cell_text(key: str, v: Any) -> str:
@@ -535,7 +535,7 @@ def render_html(report: dict[str, Any]) -> str:
                          + "".join(f"<th>{e(h)}</th>" for k, h in _COLS if k in _SPREAD) + "</tr>")
             for r in p["summary"]:
                 parts.append(f"<tr><td>{e(r['method'])}</td>"
-                             + "".join(f"<td>{e(spread_text(r.get(k)))}</td>" for k, _ in _COLS if k in _SPREAD)
+                             + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>" for k, _ in _COLS if k in _SPREAD)
                              + "</tr>")
             parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in verdict_lines(p)) + "</ul>")
     parts.append("</body></html>")

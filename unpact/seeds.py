@@ -117,16 +117,18 @@ _HEAD = {"forget_rouge": "forget", "retain_rouge": "retain", "general_accuracy":
          "model_utility": "MU", "recovery_prompt": "rec.prompt", "recovery_activation": "rec.act"}
 
 
-def spread_text(v: Mapping[str, Any] | None) -> str:
-    """``mean [min-max]`` of one metric over seeds (``-`` when never measured).
+def spread_text(v: Mapping[str, Any] | None, key: str = "") -> str:
+    """``mean [min-max]`` of one metric over seeds (``-`` when never measured); forget quality (a
+    p-value, often tiny) in 3 significant figures, as the one-seed summary prints it.
 
     Example:
-        >>> spread_text({"mean": 0.25, "min": 0.1, "max": 0.4})
-        '0.250 [0.100-0.400]'
+        >>> spread_text({"mean": 0.25, "min": 0.1, "max": 0.4}), spread_text({"mean": 2e-5, "min": 1e-5, "max": 3e-5}, "forget_quality")
+        ('0.250 [0.100-0.400]', '2e-05 [1e-05-3e-05]')
     """
     if not v or v.get("mean") is None:
         return "-"
-    return f"{v['mean']:.3f} [{v['min']:.3f}-{v['max']:.3f}]"
+    f = ".3g" if key == "forget_quality" else ".3f"
+    return f"{v['mean']:{f}} [{v['min']:{f}}-{v['max']:{f}}]"
 
 
 def verdict_lines(pooled: Mapping[str, Any]) -> list[str]:
@@ -159,7 +161,7 @@ def summary_text(pooled: Mapping[str, Any]) -> str:
     lines = [f"pooled over seeds {seeds}: mean [min-max] over seeds",
              "  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(cols))]
     for r in pooled.get("summary") or []:
-        lines.append("  ".join([f"{r['method']:<12}"] + [f"{spread_text(r.get(k)):>21}" for k in SPREAD_KEYS]))
+        lines.append("  ".join([f"{r['method']:<12}"] + [f"{spread_text(r.get(k), k):>21}" for k in SPREAD_KEYS]))
     return "\n".join(lines + [""] + verdict_lines(pooled))
 
 
@@ -171,7 +173,7 @@ def render_markdown(pooled: Mapping[str, Any]) -> str:
     lines += ["", "## Summary: mean [min-max] over seeds", "",
               "| method | " + " | ".join(_HEAD[k] for k in SPREAD_KEYS) + " |", "|---" * (1 + len(SPREAD_KEYS)) + "|"]
     for r in pooled.get("summary") or []:
-        lines.append(f"| {r['method']} | " + " | ".join(spread_text(r.get(k)) for k in SPREAD_KEYS) + " |")
+        lines.append(f"| {r['method']} | " + " | ".join(spread_text(r.get(k), k) for k in SPREAD_KEYS) + " |")
     lines += ["", "## Verdicts", ""] + [f"- {x}" for x in verdict_lines(pooled)] + ["", "## Rules", ""]
     rules = {}
     for v in (pooled.get("finding1") or {}).values():
@@ -196,7 +198,7 @@ def render_html(pooled: Mapping[str, Any]) -> str:
              "<h2>Summary: mean [min-max] over seeds</h2><table><tr><th>method</th>",
              "".join(f"<th>{e(_HEAD[k])}</th>" for k in SPREAD_KEYS), "</tr>"]
     for r in pooled.get("summary") or []:
-        parts.append(f"<tr><td>{e(r['method'])}</td>" + "".join(f"<td>{e(spread_text(r.get(k)))}</td>"
+        parts.append(f"<tr><td>{e(r['method'])}</td>" + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>"
                                                              for k in SPREAD_KEYS) + "</tr>")
     parts.append("</table><h2>Verdicts</h2><ul>")
     for x in verdict_lines(pooled):
