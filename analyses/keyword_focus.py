@@ -118,7 +118,9 @@ def keyword_focus_vs_null(
     so items are not independent replicates of it: the test ranks the method's T among the K null
     draws' T (a Monte Carlo rank test, p = (1 + #{T_null <= T_method}) / (K + 1)). **Supported** only
     when p <= ``alpha`` (this needs K >= 1/alpha - 1 draws, 19 at 0.05) and the percentile bootstrap
-    interval over items of T_method minus the nulls' mean T is below zero.
+    interval over items of T_method minus the nulls' mean T is below zero. ``items`` keeps each
+    paired item's id, its gap under the method and its mean gap over the null draws (what
+    :func:`unpact.analyses.seeds.pooled_keyword_null` pools over seeds).
 
     Example:
         >>> m = [{"group": "forget", "before": [1.0, 1.0], "after": [1.0, 0.0], "key": [False, True]}] * 8
@@ -141,7 +143,7 @@ def keyword_focus_vs_null(
         gm = normalised_gap(m[i])
         gn = [normalised_gap(n[i]) for n in nulls]
         if gm is not None and all(g is not None for g in gn):
-            rows.append((gm, gn))
+            rows.append((gm, gn, i))
     k = len(nulls)
     out: dict[str, Any] = {
         "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
@@ -165,7 +167,10 @@ def keyword_focus_vs_null(
     reachable = 1 / (k + 1) <= alpha
     supported = bool(reachable and p <= alpha and hi < 0)
     out.update({"statistic": t_m, "null_statistics": [float(x) for x in t_n], "p_value": p,
-                "interval": [lo, hi], "supported": supported})
+                "interval": [lo, hi], "supported": supported,
+                # per item, what pooling over seeds needs (unpact.analyses.seeds.pooled_keyword_null)
+                "items": {"ids": [r[2] for r in rows], "method_gap": [float(x) for x in gm],
+                          "null_mean_gap": [float(x) for x in gn.mean(axis=1)]}})
     why = "" if supported else (f" (with {k} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
                                 if not reachable else " (p above alpha or the interval includes zero)")
     out["verdict"] = (f"{'supported' if supported else 'not supported'}: mean normalised KeyToken gap {fmt(t_m)} "

@@ -93,6 +93,9 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu (default), cuda, ...")
     _add_dtype(p, None)
     p.add_argument("--seed", type=int)
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: the study once per seed, each in its own "
+                                   "resumable run directory OUT/seed<k>, then verdicts pooled over them in "
+                                   "OUT/pooled.json, pooled.md, pooled.html (default: one run at --seed)")
     _add_format_args(p, default=None)
     p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
@@ -166,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from unpact.threads import describe
 
     cfg = _run_config(args)
+    if getattr(args, "seeds", None) is not None:
+        return _run_seeds(args, cfg)
     start = time.time()
     stages: list[str] = []
 
@@ -180,6 +185,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
+          f"\n({time.time() - start:.0f} s)")
+    return 0
+
+
+def _run_seeds(args: argparse.Namespace, cfg) -> int:
+    """``unpact run --seeds``: the study at each seed (OUT/seed<k>), then the pooled summary."""
+    import time
+
+    from unpact.seeds import parse_seeds, run_seeds, summary_text
+    from unpact.threads import describe
+
+    seeds = parse_seeds(args.seeds)
+    if args.seed is not None or "seed" in _parse_overrides(args.set):
+        raise CommandError("--seed and --seeds both given; --seeds sets every run's seed")
+    start = time.time()
+    with _console() as progress:
+        def on_seed(seed: int, c) -> None:
+            progress.log(f"unpact run, seed {seed} -> {c.out} ({describe(args.threads_info)})")
+
+        def on_stage(name: str, computed: bool) -> None:
+            progress.log(f"  {'done' if computed else 'kept'}  {name}")
+
+        pooled = run_seeds(cfg, seeds, progress=progress, on_stage=on_stage, on_seed=on_seed)
+    print(summary_text(pooled))
+    print(f"\nper seed: {', '.join(os.path.join(cfg.out, f'seed{k}') for k in seeds)}"
+          f"\npooled:   {os.path.join(cfg.out, 'pooled.json')} (and pooled.md, pooled.html)"
           f"\n({time.time() - start:.0f} s)")
     return 0
 

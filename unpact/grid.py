@@ -3,7 +3,7 @@
 A grid config (``grid.toml``) names the models, the benchmarks and the methods; every
 combination is a *cell*, and each cell is the main job (:func:`unpact.pipeline.run_study`)
 on one model, one benchmark and one method, in its own run directory
-``<out>/cells/<model>__<benchmark>__<method>``. Cells run on **Ray** (one task per cell;
+``<out>/cells/<model>__<benchmark>__<method>`` (``...__seed<k>`` per seed with a ``seeds`` axis). Cells run on **Ray** (one task per cell;
 a local Ray is started when no cluster address is given; one GPU per cell when the
 cluster has GPUs) or one after the other in this process (``executor = "local"``). The
 driver gathers every cell's ``results.json``, re-runs the cross-method analyses of each
@@ -19,6 +19,7 @@ Example ``grid.toml``::
     out = "paper-grid"
     executor = "ray"                      # or "local"
     methods = ["ga_gdr", "npo_gdr", "rmu"]
+    seeds = [0, 1, 2]                     # optional: every cell once per seed (<cell>__seed<k>), pooled in the report
     models = [
         "embedded:gpt2",
         { name = "llama1b", model = "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from unpact.analyses.seeds import SPREAD_KEYS
 from unpact.config import RunConfig, config_from_dict, read_config_file
 from unpact.errors import ConfigError
 from unpact.rundir import write_json_atomic, write_text_atomic
@@ -81,6 +83,11 @@ class GridConfig:
     benchmarks: list[Any] = field(default_factory=lambda: ["embedded:tofu"])
     #: unlearning methods (one cell per method)
     methods: list[str] = field(default_factory=lambda: ["ga_gdr"])
+    #: seeds: each model x benchmark x method cell runs once per seed (``<cell>__seed<k>``, the run's
+    #: ``seed`` = k), and the report pools each model x benchmark over them
+    #: (:func:`unpact.seeds.pooled_report`); empty (the default): one run per cell at ``[run]``'s seed,
+    #: under today's cell names
+    seeds: list[int] = field(default_factory=list)
     #: unlearning strengths: reserved for the trajectory work (each cell x strength will be a
     #: cell of its own); must stay empty until then
     strengths: list[Any] = field(default_factory=list)
@@ -109,6 +116,8 @@ class Cell:
     config: RunConfig
     #: reserved for the trajectory work (an unlearning strength); None today
     strength: Any = None
+    #: the cell's seed when the grid has a ``seeds`` axis (None: no axis)
+    seed: int | None = None
 
     @property
     def dir(self) -> Path:
@@ -166,6 +175,13 @@ def grid_from_dict(data: dict[str, Any]) -> GridConfig:
         if k in grid.run:
             raise ConfigError(f"[run] sets {k!r}, which the grid decides per cell; use the grid's "
                               f"{'models' if k == 'model' else 'benchmarks' if k == 'benchmark' else k} instead")
+    if grid.seeds:
+        from unpact.seeds import parse_seeds
+
+        grid.seeds = parse_seeds(grid.seeds)
+        if "seed" in grid.run:
+            raise ConfigError("[run] sets 'seed' and the grid has 'seeds'; the seeds axis decides each cell's seed: "
+                              "remove one")
     if grid.cpus_per_cell < 1:
         raise ConfigError(f"cpus_per_cell must be at least 1, got {grid.cpus_per_cell}")
     return grid
@@ -194,8 +210,8 @@ def expand(grid: GridConfig) -> list[Cell]:
     root = Path(grid.out)
     for m_label, m_data in models:
         for b_label, b_data in benches:
-            for method in grid.methods:
-                name = f"{m_label}__{b_label}__{method}"
+            for method, seed in [(m, k) for m in grid.methods for k in (grid.seeds or [None])]:
+                name = f"{m_label}__{b_label}__{method}" + ("" if seed is None else f"__seed{seed}")
                 if name in seen:
                     raise ConfigError(f"two grid cells are both named {name!r}; give the models or benchmarks "
                                       "distinct 'name's")
@@ -215,11 +231,13 @@ def expand(grid: GridConfig) -> list[Cell]:
                 data["method_config"] = {method: mc[method]} if method in mc else {}
                 data["methods"] = [method]
                 data["out"] = str(root / CELLS_DIR / name)
+                if seed is not None:
+                    data["seed"] = seed
                 try:
                     cfg = config_from_dict(data)
                 except ConfigError as exc:
                     raise ConfigError(f"grid cell {name}: {exc}") from None
-                cells.append(Cell(name, cfg.model, cfg.benchmark, method, cfg))
+                cells.append(Cell(name, cfg.model, cfg.benchmark, method, cfg, seed=seed))
     return cells
 
 
@@ -312,7 +330,8 @@ def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None =
     cells = expand(grid)
     checked: set[str] = set()
     for c in cells:  # every input checked before any cell runs (one check per model x benchmark)
-        key = json.dumps({k: v for k, v in c.config.to_dict().items() if k not in ("methods", "method_config", "out")},
+        key = json.dumps({k: v for k, v in c.config.to_dict().items()
+                          if k not in ("methods", "method_config", "out", "seed")},
                          sort_keys=True)
         if key not in checked:
             checked.add(key)
@@ -364,7 +383,7 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
         label_m, label_b = c.name.split("__")[0], c.name.split("__")[1]
         entry: dict[str, Any] = {"name": c.name, "model": c.model, "model_label": label_m, "benchmark": c.benchmark,
                                  "benchmark_label": label_b, "method": c.method, "strength": c.strength,
-                                 "dir": str(c.dir)}
+                                 "dir": str(c.dir), "seed": c.seed}
         res = None
         if (c.dir / "results.json").is_file():
             try:
@@ -373,8 +392,8 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
                 res = None
         if res is not None and c.name not in failures:
             entry["status"] = "done"
-            g = groups.setdefault((label_m, label_b), {"model": c.model, "benchmark": c.benchmark, "methods": {},
-                                                       "original": None})
+            g = groups.setdefault((label_m, label_b, c.seed), {"model": c.model, "benchmark": c.benchmark,
+                                                               "methods": {}, "original": None})
             g["methods"][c.method] = res["methods"][c.method]
             for r in res["summary"]:
                 if r["method"] == "original" and g["original"] is None:
@@ -387,11 +406,12 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
             entry["error"] = f["error"] if f else "no results.json: the cell did not finish; rerun the grid"
         cell_rows.append(entry)
     findings = []
-    for (label_m, label_b), g in groups.items():
+    by_seed: dict[tuple[str, str], dict[Any, dict[str, Any]]] = {}
+    for (label_m, label_b, seed), g in groups.items():
         an = run_analyses(g["methods"])
         findings.append({
             "model": g["model"], "model_label": label_m, "benchmark": g["benchmark"], "benchmark_label": label_b,
-            "methods": sorted(g["methods"]),
+            "seed": seed, "methods": sorted(g["methods"]),
             "verdicts": {
                 "recovery": an["recovery"].get("verdict"),
                 "collapse": an["collapse"].get("verdict"),
@@ -402,11 +422,25 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
                       **{f"keyword_focus/{m}": r.get("holds") for m, r in an["keyword_focus"].items()}},
             "hidden_methods": an["recovery"].get("hidden_methods"),
         })
+        summary = []
         if g["original"] is not None:
-            rows.append({"model": label_m, "benchmark": label_b, **g["original"]})
+            summary.append(g["original"])
+            rows.append({"model": label_m, "benchmark": label_b, "seed": seed, **g["original"]})
         for c in cell_rows:
-            if c["model_label"] == label_m and c["benchmark_label"] == label_b and c.get("summary"):
-                rows.append({"model": label_m, "benchmark": label_b, **c["summary"]})
+            if (c["model_label"], c["benchmark_label"], c["seed"]) == (label_m, label_b, seed) and c.get("summary"):
+                summary.append(c["summary"])
+                rows.append({"model": label_m, "benchmark": label_b, "seed": seed, **c["summary"]})
+        if seed is not None:
+            by_seed.setdefault((label_m, label_b), {})[seed] = {"methods": g["methods"], "analyses": an,
+                                                                "summary": summary}
+    pooled = []
+    if by_seed:
+        from unpact.seeds import pooled_report
+
+        for (label_m, label_b), per in by_seed.items():
+            per = dict(sorted(per.items()))
+            pooled.append({"model_label": label_m, "benchmark_label": label_b,
+                           **pooled_report(per, title=f"{label_m} / {label_b}: {len(per)} seeds pooled")})
     return {
         "cells": cell_rows,
         "n_cells": len(cell_rows),
@@ -414,12 +448,17 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
         "n_failed": sum(c["status"] != "done" for c in cell_rows),
         "table": rows,
         "findings": findings,
+        "pooled": pooled,
     }
 
 
 _COLS = [("model", "model"), ("benchmark", "benchmark"), ("method", "method"), ("forget_rouge", "forget"),
          ("retain_rouge", "retain"), ("general_accuracy", "general"), ("forget_quality", "FQ"),
          ("model_utility", "MU"), ("recovery_prompt", "rec.prompt"), ("recovery_activation", "rec.act")]
+
+
+#: the columns shown as mean [min-max] over seeds
+_SPREAD = SPREAD_KEYS
 
 
 def _cell_text(key: str, v: Any) -> str:
@@ -437,14 +476,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     if bad:
         lines += ["## Cells not done (rerun the grid to retry them)", ""]
         lines += [f"- `{c['name']}`: {c['status']}: {c.get('error', '')}" for c in bad] + [""]
-    lines += ["## Results", "", "| " + " | ".join(h for _, h in _COLS) + " |", "|" + "---|" * len(_COLS)]
+    cols = _columns(report)
+    lines += ["## Results", "", "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for r in report["table"]:
-        lines.append("| " + " | ".join(_cell_text(k, r.get(k)) for k, _ in _COLS) + " |")
+        lines.append("| " + " | ".join(_cell_text(k, r.get(k)) for k, _ in cols) + " |")
     lines += ["", "## Findings", ""]
     for f in report["findings"]:
-        lines += [f"### {f['model_label']} / {f['benchmark_label']} ({', '.join(f['methods'])})", ""]
+        lines += [f"### {f['model_label']} / {f['benchmark_label']}{_seed_text(f)} ({', '.join(f['methods'])})", ""]
         lines += [f"- **{k}**: {v}" for k, v in f["verdicts"].items() if v] + [""]
+    for p in report.get("pooled") or []:
+        from unpact.seeds import render_markdown as pooled_markdown
+
+        lines += ["#" + pooled_markdown(p).rstrip().replace("\n#", "\n##"), ""]
     return "\n".join(lines)
+
+
+def _columns(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table's columns: a ``seed`` column after the method when the grid has a seeds axis."""
+    if any(r.get("seed") is not None for r in report["table"]):
+        return _COLS[:3] + [("seed", "seed")] + _COLS[3:]
+    return _COLS
+
+
+def _seed_text(f: dict[str, Any]) -> str:
+    return "" if f.get("seed") is None else f", seed {f['seed']}"
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -461,13 +516,27 @@ def render_html(report: dict[str, Any]) -> str:
         parts += [f"<li class='bad'><code>{e(c['name'])}</code>: {e(c['status'])}: {e(c.get('error', ''))}</li>"
                   for c in bad]
         parts.append("</ul>")
-    parts.append("<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for _, h in _COLS) + "</tr>")
+    cols = _columns(report)
+    parts.append("<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for _, h in cols) + "</tr>")
     for r in report["table"]:
-        parts.append("<tr>" + "".join(f"<td>{e(_cell_text(k, r.get(k)))}</td>" for k, _ in _COLS) + "</tr>")
+        parts.append("<tr>" + "".join(f"<td>{e(_cell_text(k, r.get(k)))}</td>" for k, _ in cols) + "</tr>")
     parts.append("</table><h2>Findings</h2>")
     for f in report["findings"]:
-        parts.append(f"<h3>{e(f['model_label'])} / {e(f['benchmark_label'])} ({e(', '.join(f['methods']))})</h3><ul>")
+        parts.append(f"<h3>{e(f['model_label'])} / {e(f['benchmark_label'])}{e(_seed_text(f))} "
+                     f"({e(', '.join(f['methods']))})</h3><ul>")
         parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in f["verdicts"].items() if v]
         parts.append("</ul>")
+    if report.get("pooled"):
+        from unpact.seeds import spread_text, verdict_lines
+
+        parts.append("<h2>Pooled over seeds</h2>")
+        for p in report["pooled"]:
+            parts.append(f"<h3>{e(p['title'])}</h3><table><tr><th>method</th>"
+                         + "".join(f"<th>{e(h)}</th>" for k, h in _COLS if k in _SPREAD) + "</tr>")
+            for r in p["summary"]:
+                parts.append(f"<tr><td>{e(r['method'])}</td>"
+                             + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>" for k, _ in _COLS if k in _SPREAD)
+                             + "</tr>")
+            parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in verdict_lines(p)) + "</ul>")
     parts.append("</body></html>")
     return "".join(parts)

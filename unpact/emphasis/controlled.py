@@ -496,4 +496,41 @@ def specific_recovery(result: ControlledRecovery | Mapping[str, Any], outcome: s
     return out
 
 
-__all__ = ["ControlledRecovery", "ControlledSettings", "OUTCOMES", "controlled_recovery", "specific_recovery", "summarise"]
+def item_effects(raw: Mapping[str, Any], settings: ControlledSettings | None = None, outcome: str = "logprob",
+                 statistic: str = "did") -> dict[str, dict[str, Any]]:
+    """Per setting, the per-item values whose mean :func:`summarise` reports as ``statistic[outcome]``.
+
+    ``statistic``: ``"did"``, ``"did_negative"`` or ``"keyword_minus_placebo"``. Returns ``{name:
+    {"ids": [eligible item ids], "values": [one number per id], "collapsed": the setting's
+    collapse call}}``: the per-item outcomes that pooling over seeds resamples
+    (:func:`unpact.analyses.seeds.pooled_finding2`); their mean is the summary's mean.
+    """
+    cfg = settings or ControlledSettings()
+    if statistic not in ("did", "did_negative", "keyword_minus_placebo"):
+        raise ConfigError(f"statistic must be 'did', 'did_negative' or 'keyword_minus_placebo', got {statistic!r}")
+    if statistic == "did_negative" and "negative" not in raw["runs"]:
+        raise ConfigError("did_negative needs a negative control: controlled_recovery(..., negative=model)")
+    runs_u, runs_o = raw["runs"]["unlearned"], raw["runs"]["original"]
+    usable, t0 = list(raw["usable"]), cfg.threshold
+    pu = runs_u["plain"]["forget"]
+    boot = dict(n_boot=cfg.n_boot, confidence=cfg.confidence, seed=cfg.seed)
+    out: dict[str, dict[str, Any]] = {}
+    for s in raw["settings"]:
+        name = s["name"]
+        uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
+        ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
+        elig = [i for i in range(len(usable)) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0
+                and op["rouge"][i] >= t0]
+        base_u = _outcome(pu, outcome)
+        vals = [(_outcome(uk, outcome)[i] - base_u[i]) - (_outcome(up_, outcome)[i] - base_u[i]) for i in elig]
+        if statistic != "keyword_minus_placebo":
+            ref = raw["runs"]["original" if statistic == "did" else "negative"]
+            base_r = _outcome(ref["plain"]["forget"], outcome)
+            rk, rp = _outcome(ref[f"{name}|keyword"]["forget"], outcome), _outcome(ref[f"{name}|placebo"]["forget"], outcome)
+            vals = [v - ((rk[i] - base_r[i]) - (rp[i] - base_r[i])) for v, i in zip(vals, elig)]
+        _, collapsed = _collapse(runs_u, runs_o, name, raw["ids"], cfg, boot)
+        out[name] = {"ids": [raw["ids"]["forget"][i] for i in elig], "values": vals, "collapsed": collapsed}
+    return out
+
+
+__all__ = ["ControlledRecovery", "ControlledSettings", "OUTCOMES", "controlled_recovery", "item_effects", "specific_recovery", "summarise"]
