@@ -13,6 +13,7 @@ the end plant an upward import and a cycle in a temporary package and see it fai
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class Import:
     line: int
     in_function: bool
     internal: bool  #: whether target is one of the package's modules
+
+
+def _shown(path: Path) -> str:
+    """A file as the messages show it: from the repository root (else from above its package)."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.relative_to(path.parents[1]))
 
 
 def package_modules(dirs: dict[str, Path]) -> dict[str, tuple[Path, bool]]:
@@ -175,7 +181,7 @@ def upward_imports(imports: list[Import], layers, root: str) -> list[str]:
         lo, hi = layer_of(imp.importer, layers, root), layer_of(imp.target, layers, root)
         if lo is not None and hi is not None and hi > lo:
             where = "inside a function" if imp.in_function else "at module level"
-            out.append(f"{imp.path.relative_to(imp.path.parents[1])}:{imp.line}: {imp.importer} "
+            out.append(f"{_shown(imp.path)}:{imp.line}: {imp.importer} "
                        f"(layer {lo}, {layers[lo][0]}) imports {imp.target} (layer {hi}, {layers[hi][0]}) {where}")
     return out
 
@@ -244,7 +250,7 @@ def import_cycles(imports: list[Import]) -> list[list[str]]:
 
 def function_level_violations(imports: list[Import]) -> list[str]:
     """Imports inside functions that are neither optional third-party nor in a lazy importer."""
-    return [f"{imp.path.relative_to(imp.path.parents[1])}:{imp.line}: {imp.importer} imports {imp.target} "
+    return [f"{_shown(imp.path)}:{imp.line}: {imp.importer} imports {imp.target} "
             f"inside a function" for imp in imports
             if imp.in_function and imp.importer not in LAZY_IMPORTERS
             and (imp.internal or imp.target not in OPTIONAL_THIRD_PARTY)]
@@ -261,20 +267,21 @@ def private_imports(modules: dict[str, tuple[Path, bool]]) -> list[str]:
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in roots):
                 for a in node.names:
                     if a.name.startswith("_") and not a.name.startswith("__"):
-                        out.append(f"{path.name}:{node.lineno}: {name} imports {node.module}.{a.name}")
+                        out.append(f"{_shown(path)}:{node.lineno}: {name} imports {node.module}.{a.name}")
                     aliases.add(a.asname or a.name)
             elif isinstance(node, ast.Import):
                 aliases |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in roots}
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
                     and node.attr.startswith("_") and not node.attr.startswith("__")):
-                out.append(f"{path.name}:{node.lineno}: {name} uses {node.value.id}.{node.attr}")
+                out.append(f"{_shown(path)}:{node.lineno}: {name} uses {node.value.id}.{node.attr}")
     return out
 
 
 # ------------------------------------------------------------------ the package
 
 
+@functools.cache
 def _package():
     modules = package_modules(PACKAGE_DIRS)
     return modules, read_imports(modules), read_layer_table(ARCHITECTURE.read_text())
@@ -283,28 +290,32 @@ def _package():
 def test_every_module_has_a_layer():
     modules, _, layers = _package()
     assert 8 <= len(layers) <= 14, [name for name, _ in layers]
-    assert unassigned(modules, layers, "unpact") == []
+    missing = unassigned(modules, layers, "unpact")
+    assert not missing, "no layer of docs/architecture.md names: " + ", ".join(missing)
 
 
 def test_imports_go_down_the_layers():
     _, imports, layers = _package()
-    assert upward_imports(imports, layers, "unpact") == []
+    found = upward_imports(imports, layers, "unpact")
+    assert not found, "imports that go up the layer table:\n" + "\n".join(found)
 
 
 def test_import_graph_has_no_cycle():
     _, imports, _ = _package()
     cycles = [c for c in import_cycles(imports) if tuple(sorted(set(c))) not in KNOWN_CYCLES]
-    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_function_level_imports_only_where_needed():
     _, imports, _ = _package()
-    assert function_level_violations(imports) == []
+    found = function_level_violations(imports)
+    assert not found, "imports inside functions (move them to module level):\n" + "\n".join(found)
 
 
 def test_no_private_names_across_modules():
     modules, _, _ = _package()
-    assert private_imports(modules) == []
+    found = private_imports(modules)
+    assert not found, "private names used across modules:\n" + "\n".join(found)
 
 
 # ------------------------------------------------------------------ the checker can fail
@@ -365,4 +376,5 @@ def test_checker_reports_a_planted_cycle(tmp_path):
 def test_checker_reports_private_names(tmp_path):
     modules, _, _ = _planted(tmp_path, {"low.py": "def _hidden():\n    return 1\n",
                                         "high.py": "from pkg import low\nfrom pkg.low import _hidden\nlow._hidden()\n"})
-    assert private_imports(modules) == ["high.py:2: pkg.high imports pkg.low._hidden", "high.py:3: pkg.high uses low._hidden"]
+    assert private_imports(modules) == ["pkg/high.py:2: pkg.high imports pkg.low._hidden",
+                                        "pkg/high.py:3: pkg.high uses low._hidden"]
