@@ -1,6 +1,6 @@
 """What every layer that runs a loaded model needs, below models, generation and scoring.
 
-A leaf (it imports nothing of unpact but :mod:`unpact.errors`), so the model loader,
+A leaf (of unpact it imports only :mod:`unpact.errors` and :mod:`unpact.protocols`), so the model loader,
 the greedy decoder and the log-prob scorer all take these from here and none of them
 imports another for them:
 
