@@ -92,13 +92,13 @@ def package_modules(dirs: dict[str, Path]) -> dict[str, tuple[Path, bool]]:
 def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> tuple[bool, bool]:
     """(inside a function, under ``if TYPE_CHECKING``) for an import node."""
     in_function = type_checking = False
-    p = parents.get(node)
+    child, p = node, parents.get(node)
     while p is not None:
         if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             in_function = True
-        if isinstance(p, ast.If) and "TYPE_CHECKING" in ast.unparse(p.test):
-            type_checking = True
-        p = parents.get(p)
+        if isinstance(p, ast.If) and "TYPE_CHECKING" in ast.unparse(p.test) and child in p.body:
+            type_checking = True  # the else branch runs
+        child, p = p, parents.get(p)
     return in_function, type_checking
 
 
