@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from unpact.analyses.collapse import collapse_analysis
+from unpact.analyses.dilemma import checkpoint_point, dilemma_verdict, finding2_by_checkpoint, recovered_ids
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
+from unpact.emphasis.table import RecoveryTable
 from unpact.errors import lookup
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,8 +128,6 @@ def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], l
     (on its first point), so the dilemma's part (b) does not count a step twice. ``utility`` is
     :func:`unpact.results.utility_score` (the quantity whose drop is ``utility_drop``).
     """
-    from unpact.analyses.dilemma import checkpoint_point, recovered_ids
-
     points, recovery = [], []
     for m, r in methods.items():
         for c in (r.get("trajectory") or {}).get("measured") or []:
@@ -156,8 +156,6 @@ def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], l
 def trajectory_analyses(methods: dict[str, dict]) -> dict[str, Any]:
     """Finding 2 at every checkpoint and the dilemma across all methods' checkpoints
     (:mod:`unpact.analyses.dilemma`), from the trajectory stages' measurements; {} without any."""
-    from unpact.analyses.dilemma import dilemma_verdict, finding2_by_checkpoint
-
     if not any((r.get("trajectory") or {}).get("measured") for r in methods.values()):
         return {}
     points, recovery = trajectory_points(methods)
@@ -247,8 +245,6 @@ def _keyword_focus(methods: dict[str, dict], controls: dict[str, Any]) -> dict[s
 @register_analysis("recovery")
 def _recovery(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2: emphasis brings answers back (prompt rewrite vs activation scaling)."""
-    from unpact.emphasis.table import RecoveryTable
-
     return {"recovery": recovery_analysis({m: recovery_numbers(RecoveryTable.from_dict(r["recovery"]))
                                            for m, r in methods.items()})}
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from unpact.analyses._stats import fmt
+from unpact.emphasis.controlled import ControlledRecovery, specific_recovery, summarise
+from unpact.stats import spearman_rho, stratified_permutation_test, wilson_interval
 
 
 @dataclass
@@ -93,8 +95,6 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
         >>> v = finding2_verdict(controlled)                # doctest: +SKIP
         >>> v["supported"], v["verdict"]                    # doctest: +SKIP
     """
-    from unpact.emphasis.controlled import ControlledRecovery, specific_recovery, summarise
-
     s = settings or DilemmaSettings()
     res = result if isinstance(result, ControlledRecovery) else ControlledRecovery.from_dict(result)
     k = len(res.raw["settings"])
@@ -163,8 +163,6 @@ def recovered_ids(result, specific: bool = True) -> list[str]:
         >>> recovered_ids(controlled)                    # doctest: +SKIP
         ['forget10/3']
     """
-    from unpact.emphasis.controlled import ControlledRecovery
-
     res = result if isinstance(result, ControlledRecovery) else ControlledRecovery.from_dict(result)
     t = res.summary["threshold"]
     ids = res.raw["ids"]["forget"]
@@ -223,8 +221,6 @@ def dilemma_verdict(points: Sequence[Mapping[str, Any]], settings: DilemmaSettin
     items, with a Wilson interval; supported when its lower end reaches ``always_share``. An item
     recovered at several checkpoints of a method counts at each.
     """
-    from unpact.stats import spearman_rho, stratified_permutation_test, wilson_interval
-
     s = settings or DilemmaSettings()
     perms = n_perm or s.n_perm
     pts = [p for p in points if p.get("erased_share") is not None and p.get("utility_drop") is not None]

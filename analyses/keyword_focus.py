@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 from unpact.analyses._stats import fmt, mean, sign_test_p
 
 
@@ -129,8 +131,6 @@ def keyword_focus_vs_null(
         >>> keyword_focus_vs_null(m, nulls)["supported"]
         True
     """
-    import numpy as np
-
     def by_id(items):
         sel = [it for it in items if it.get("group", group) == group]
         return {str(it.get("id", i)): it for i, it in enumerate(sel)}

@@ -11,7 +11,7 @@ what                               hook names                                   
 :func:`residual_scaling_hooks`     ``blocks.{l}.hook_resid_pre/mid/post``,        ``[batch pos d_model]``
                                    ``hook_attn_out``, ``hook_mlp_out``
                                    (``attn.hook_z`` with heads)                   ``[batch pos head d_head]``
-:func:`ablation_hooks`             any ``[batch pos ...]`` hook                   
+:func:`ablation_hooks`             any ``[batch pos ...]`` hook
 :class:`Capture`                   any hook (forward and backward)
 =================================  =============================================  ===========================
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def act_name(name: str, layer: int | None = None) -> str:
     """The hook name of activation ``name`` (``"pattern"``, ``"v"``, ``"z"``, ``"resid_post"``,
     ``"attn_out"``, ``"mlp_out"``, ...) at ``layer`` (TransformerLens's ``get_act_name``)."""

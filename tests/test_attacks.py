@@ -14,7 +14,6 @@ from unpact.attacks import (
     controlled_row,
     dequantize,
     make_attack,
-    quantize_model_,
     quantize_rtn,
     run_attack,
     split_forget,

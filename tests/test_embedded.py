@@ -158,7 +158,7 @@ def test_shipped_benchmarks_load(name, split, kind):
 def test_shipped_data_is_the_generator_output():
     w = generate_world(WorldConfig(), seed=0)
     for bench, splits in w.benchmarks.items():
-        for split, rows in splits.items():
+        for split in splits:
             assert (SHIPPED_DIR / "data" / bench / f"{split}.jsonl").is_file(), (bench, split)
     rows = w.benchmarks["tofu"]["forget10"]
     items = load_embedded_benchmark("embedded:tofu", "forget10")

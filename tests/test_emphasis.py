@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -103,7 +102,7 @@ def test_templates_write_what_they_say(tok):
     assert rewrite(q, kws, "repeat").question == "What genre genre does Bo Reyes Bo Reyes write in Peru Peru?"
     assert rewrite(q, kws, "focus").question == f"Focus on: Bo Reyes, genre, Peru. {q}"
     assert rewrite(q, kws, "keywords_first").question == f"Bo Reyes, genre, Peru: {q}"
-    assert rewrite(q, kws, "quote+focus").question == f'Focus on: Bo Reyes, genre, Peru. What "genre" does "Bo Reyes" write in "Peru"?'
+    assert rewrite(q, kws, "quote+focus").question == 'Focus on: Bo Reyes, genre, Peru. What "genre" does "Bo Reyes" write in "Peru"?'
     assert rewrite(q, kws, "none").question == q
     assert len(rewrite(q, kws, "focus", tok).positions) > len(rewrite(q, kws, "none", tok).positions)
 

@@ -189,7 +189,7 @@ def test_a_failed_cell_is_reported_and_retried(world, capsys):
     cfg = root / "fail.json"
     cfg.write_text(json.dumps({**data, "models": [str(broken)], "methods": ["ga"], "out": str(root / "fail"),
                                "executor": "local"}))
-    for attempt in range(2):
+    for _attempt in range(2):
         assert main(["grid", "--config", str(cfg)]) == 1
         err = capsys.readouterr().err
         assert "1 to run" in err and "failed tiny-gpt2__toy__ga: " in err, err

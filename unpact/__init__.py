@@ -11,6 +11,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
     >>> bench = unpact.load_benchmark("embedded:tofu", "forget10")  # doctest: +SKIP
 """
 
+import importlib
+
 from unpact.errors import UnpactError
 
 __version__ = "0.1.0"
@@ -25,8 +27,6 @@ _LAZY = {"load_model": "unpact.models", "save_model": "unpact.models", "model_in
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

@@ -10,12 +10,20 @@ Each command is one ``add_<name>`` function (its arguments) and one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import time
 from typing import Callable, Sequence
 
-from unpact.errors import UnpactError
+from unpact import __version__, threads
+from unpact.data import QAItem, load_benchmark, resolve_format, spread_sample
+from unpact.embedded import SHIPPED_DIR
+from unpact.errors import InputError, UnpactError
+from unpact.progress import ConsoleProgress, tqdm_progress
+from unpact.rundir import write_json_atomic, write_text_atomic
+from unpact.threads import describe
 
 EXIT_BAD_INPUT = 2
 #: what every --model / model argument accepts
@@ -139,8 +147,6 @@ def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") 
 
 
 def _prompt_format(args: argparse.Namespace, model):
-    from unpact.data import resolve_format
-
     return resolve_format(args.prompt_format, model.tokenizer, args.system_prompt)
 
 
@@ -163,10 +169,8 @@ def _run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import time
 
     from unpact.pipeline import run_study, summary_table
-    from unpact.threads import describe
 
     cfg = _run_config(args)
     if getattr(args, "seeds", None) is not None:
@@ -217,8 +221,6 @@ def _run_seeds(args: argparse.Namespace, cfg) -> int:
 
 def _console():
     """The one progress display of every command (see :class:`unpact.progress.ConsoleProgress`)."""
-    from unpact.progress import ConsoleProgress
-
     return ConsoleProgress()
 
 
@@ -257,7 +259,6 @@ def add_build_embedded(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build_embedded(args: argparse.Namespace) -> int:
-    from unpact.embedded import SHIPPED_DIR
     from unpact.embedded.build import build_embedded
     from unpact.embedded.train import ARCHITECTURES, TrainConfig
     archs = args.arch or list(ARCHITECTURES)
@@ -316,7 +317,6 @@ def _parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from unpact.data import load_benchmark
     from unpact.metrics import evaluate
     from unpact.models import load_model, save_model
     from unpact.unlearning import get_method, make_config, unlearn
@@ -362,8 +362,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
               **result.summary()}
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
-    from unpact.rundir import write_json_atomic
-
     write_json_atomic(os.path.join(args.out, "unlearn.json"), report)
     last = result.losses[-1]["loss"] if result.losses else float("nan")
     print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
@@ -488,11 +486,9 @@ def recover_config(args: argparse.Namespace):
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from unpact.data import load_benchmark
     from unpact.emphasis import recover, render_table
-    from unpact.data import spread_sample
-    from unpact.models import load_model
     from unpact.emphasis.recovery import check_same_tokenizer
+    from unpact.models import load_model
     from unpact.validation import check_device, check_model_available, check_output_dir
 
     cfg = recover_config(args)
@@ -535,8 +531,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if args.out:
         directory = os.path.dirname(os.path.abspath(args.out))
         os.makedirs(directory, exist_ok=True)
-        from unpact.rundir import write_json_atomic
-
         write_json_atomic(args.out, table.to_dict())
         print(f"\ntable: {args.out}")
     return 0
@@ -568,8 +562,6 @@ def add_inspect(p: argparse.ArgumentParser) -> None:
 
 def _inspect_item(args: argparse.Namespace):
     """The item to inspect and its label: from --question/--answer or from --benchmark/--item."""
-    from unpact.data import QAItem, load_benchmark
-
     if args.benchmark:
         if args.question is not None or args.answer is not None:
             raise CommandError("give either --question/--answer or --benchmark/--item, not both")
@@ -593,12 +585,8 @@ def _inspect_item(args: argparse.Namespace):
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from unpact.errors import InputError
     from unpact.inspection import canonical_methods, inspect_item
     from unpact.models import load_model
-    from unpact.progress import tqdm_progress
-    from unpact.rundir import write_text_atomic
-
     methods = canonical_methods(args.method)
     heads = []
     for h in args.head:
@@ -662,10 +650,8 @@ def add_attack(p: argparse.ArgumentParser) -> None:
 def cmd_attack(args: argparse.Namespace) -> int:
     from unpact.attacks import ATTACKS, get_attack, make_attack, render_attack_table, run_attack
     from unpact.config import RunConfig
-    from unpact.data import load_benchmark, spread_sample
     from unpact.emphasis import RecoveryConfig
     from unpact.models import load_model
-    from unpact.progress import tqdm_progress
 
     names = _csv(args.attacks, "--attacks") if args.attacks else tuple(ATTACKS)
     overrides: dict[str, dict] = {n: {} for n in names}
@@ -694,8 +680,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
                          seed=args.seed, progress=tqdm_progress) for a in attacks]
     print(render_attack_table(tables))
     if args.out:
-        from unpact.rundir import write_json_atomic
-
         write_json_atomic(args.out, {"unlearned": args.unlearned, "original": args.original, "negative": args.negative,
                                      "benchmark": args.benchmark, "attacks": tables})
         print(f"\nroute tables: {args.out}")
@@ -713,8 +697,6 @@ def add_grid(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    import dataclasses
-    import time
 
     from unpact.grid import read_grid, render_markdown, run_grid
 
@@ -767,8 +749,6 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from unpact import __version__
-
     parser = argparse.ArgumentParser(
         prog="unpact",
         description="See what LLM unlearning really does to a model: unlearn, attribute, "
@@ -789,8 +769,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from unpact import threads
-
     threads.set_wait_policy()  # before anything imports torch (see unpact.threads)
     _help, _add, run = COMMANDS[args.command]
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from unpact.attribution.gradients import IGConfig
 from unpact.attribution.keytokens import KeyTokensConfig
+from unpact.data.loaders import read_text_utf8
 from unpact.emphasis.controlled import ControlledSettings
 from unpact.emphasis.recovery import RecoveryConfig
 from unpact.errors import ConfigError
@@ -37,6 +39,7 @@ from unpact.presence import PresenceSettings
 from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS
 from unpact.trajectory import TrajectorySettings
 from unpact.unlearning.registry import PAPER_METHODS
+from unpact.validation import check_names, check_ranges, check_types, check_value
 
 
 @dataclass
@@ -289,8 +292,6 @@ def _check_keys(cls, data: dict, where: str) -> None:
 
 def _merge(obj: Any, data: dict[str, Any], where: str = "") -> Any:
     """A copy of dataclass ``obj`` with ``data``'s keys set; nested settings merge table by table."""
-    from unpact.validation import check_value
-
     _check_keys(type(obj), data, where)
     hints = typing.get_type_hints(type(obj))
     updates: dict[str, Any] = {}
@@ -335,8 +336,6 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods:
         raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
-    from unpact.validation import check_names, check_ranges, check_types
-
     check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
     check_ranges(cfg)
     check_names(cfg)
@@ -348,8 +347,6 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    from unpact.data.loaders import read_text_utf8
-
     text = read_text_utf8(p, "config file", ConfigError)
     if p.suffix.lower() == ".json":
         try:
@@ -357,8 +354,6 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid JSON: line {exc.lineno}: {exc.msg}") from exc
     elif p.suffix.lower() == ".toml":
-        import tomllib
-
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

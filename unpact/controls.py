@@ -35,9 +35,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from unpact.attacks.relearning import fine_tune_method
 from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
-
+from unpact.models import hf_model_of, sync_fused_weights
+from unpact.unlearning import unlearn
+from unpact.unlearning.base import UnlearnConfig, copy_model, train
 
 # ------------------------------------------------------------------ positive control
 
@@ -75,8 +78,6 @@ def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideC
     and some retain items. Returns the edited copy (the original is untouched); its
     plain accuracy on ``forget`` falls while the kept formats stay answered.
     """
-    from unpact.unlearning import unlearn
-
     cfg = config or HideConfig()
     res = unlearn(original, "idk", list(forget), list(keep),
                   {"lr": cfg.lr, "steps": cfg.steps, "batch_size": cfg.batch_size, "retain_weight": cfg.keep_weight},
@@ -97,9 +98,6 @@ def noise_model(model, scale: float, seed: int = 0):
     split q/k/v copies are then written back into the fused weights
     (:func:`unpact.models.sync_fused_weights`), so the bridge and a saved checkpoint agree.
     """
-    from unpact.models import hf_model_of, sync_fused_weights
-    from unpact.unlearning.base import copy_model
-
     if scale < 0:
         raise ConfigError(f"noise scale must be >= 0, got {scale}")
     out = copy_model(model)
@@ -146,13 +144,10 @@ def match_noise(model, measure: Callable[[Any], float], target: float, *, lo: fl
 def retain_finetune_model(model, retain: Sequence, *, lr: float = 1e-4, steps: int = 20, batch_size: int = 16,
                           seed: int = 0):
     """A copy of ``model`` fine-tuned (NLL) on ``retain`` only: training without any forget objective."""
-    from unpact.attacks.relearning import _FineTune
-    from unpact.unlearning.base import UnlearnConfig, copy_model, train
-
     cfg = UnlearnConfig(lr=lr, steps=steps, batch_size=batch_size)
     cfg.validate()
     out = copy_model(model)
-    _losses, stopped, message = train(_FineTune(cfg), out, list(retain), None, seed=seed)
+    _losses, stopped, message = train(fine_tune_method(cfg), out, list(retain), None, seed=seed)
     if stopped:
         raise ConfigError(f"the retain fine-tune null stopped: {message}")
     return out

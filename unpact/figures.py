@@ -26,6 +26,8 @@ import io
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.emphasis.table import RecoveryTable
 
@@ -98,7 +100,8 @@ def clean_token(t: str, newline: str = "⏎") -> str:
     return t.replace("Ġ", " ").replace("Ċ", newline).replace("\n", newline)
 
 
-def _limit(values: Sequence[float | None]) -> float:
+def score_limit(values: Sequence[float | None]) -> float:
+    """The largest finite absolute value of ``values`` (1.0 when there is none): a symmetric colour scale's end."""
     lim = max((abs(v) for v in values if v is not None and math.isfinite(v)), default=0.0)
     return lim or 1.0
 
@@ -126,7 +129,7 @@ def token_heatmap_html(tokens: Sequence[str], scores: Sequence[float | None], ke
         scale: draw the colour scale after the tokens.
         label: what the scale measures.
     """
-    lim = float(lim) if lim else _limit(scores)
+    lim = float(lim) if lim else score_limit(scores)
     spans = []
     for i, (t, s) in enumerate(zip(tokens, scores)):
         s = 0.0 if s is None or not math.isfinite(s) else float(s)
@@ -167,8 +170,6 @@ def heatmap_png(arr, *, title: str, label: str, xlabel: str = "", ylabel: str = 
     ``"rate"``: :data:`RATE` from 0 to 1. ``marks``: a boolean matrix of cells to
     mark with a cross (for example settings whose controls collapsed).
     """
-    import numpy as np
-
     plt = _mpl()
     a = np.asarray(arr, dtype=float)
     if a.ndim == 1:
@@ -205,8 +206,6 @@ def heatmap_png(arr, *, title: str, label: str, xlabel: str = "", ylabel: str = 
 def layer_head_png(arr, title: str, label: str = "contribution to the answer's log-prob",
                    lim: float | None = None) -> bytes:
     """Layer x head heatmap of a signed contribution (blue raises the answer's log-prob)."""
-    import numpy as np
-
     a = np.asarray(arr, dtype=float)
     return heatmap_png(a, title=title, label=label, xlabel="head", ylabel="layer",
                        xticklabels=[str(i) for i in range(a.shape[1])],
@@ -218,8 +217,6 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
                title: str = "Where the answer appears, and which component writes it") -> bytes:
     """Left: the logit lens (answer log-prob read after each layer), one line per model.
     Right (when given): per-layer contributions (``{model: {"attention": [...], "MLP": [...]}}``) as bars."""
-    import numpy as np
-
     plt = _mpl()
     ncols = 2 if components else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.3), squeeze=False)
@@ -260,8 +257,6 @@ def head_heatmap_fig(method: str, head_delta: list[list[float]]):
     The figure is at least 3 inches tall, so the colour bar's label fits beside its bar
     whatever the number of layers.
     """
-    import numpy as np
-
     plt = _mpl()
     arr = np.asarray(head_delta, dtype=float)
     lim = float(np.nanmax(np.abs(arr))) if arr.size else 1.0
@@ -329,7 +324,6 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
         >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
         True
     """
-    import numpy as np
     from matplotlib.lines import Line2D
 
     plt = _mpl()
@@ -399,8 +393,6 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
 def recovery_png(rows: list[dict[str, Any]]) -> bytes:
     """Bars per method: the share of forgotten items the best prompt rewrite and the best
     activation scaling brought back (the summary rows' ``recovery_prompt`` / ``recovery_activation``)."""
-    import numpy as np
-
     plt = _mpl()
     rows = [r for r in rows if r["method"] != "original"]
     names = [r["method"] for r in rows]
@@ -420,8 +412,6 @@ def recovery_png(rows: list[dict[str, Any]]) -> bytes:
 
 def routes_png(routes: list[dict[str, Any]]) -> bytes:
     """Grouped bars: per method, each recovery route's rate (beyond controls for attacks, raw for emphasis)."""
-    import numpy as np
-
     plt = _mpl()
     methods = list(dict.fromkeys(r["method"] for r in routes))
     names = list(dict.fromkeys(r["route"] for r in routes))
@@ -539,8 +529,6 @@ _SUMMARY_ROWS = (("key_mean_delta", "mean change on KeyTokens"), ("other_mean_de
 def comparison_html(c, max_items: int = 12) -> str:
     """The body of a :class:`~unpact.attribution.Comparison`'s view: summaries (overall and per
     group), each item before / after / change, and the per-layer and per-head changes."""
-    import numpy as np
-
     esc = html.escape
     s = c.summary
     groups = list(s.get("by_group", {}))
@@ -551,7 +539,7 @@ def comparison_html(c, max_items: int = 12) -> str:
              table_html(["", "all", *groups], rows)]
     for d in c.items[:max_items]:
         key = [i in set(d.key_tokens) for i in range(len(d.tokens))]
-        lim = max(_limit(d.before), _limit(d.after))
+        lim = max(score_limit(d.before), score_limit(d.after))
         parts.append(f"<div><b>{esc(str(d.item_id))}</b>{' (' + esc(d.group) + ')' if d.group else ''}: "
                      f"LP {fmt_value(d.lp_before)} → {fmt_value(d.lp_after)}, Spearman ρ {fmt_value(d.spearman)}</div>")
         parts.append("<div><span class='lbl'>before</span>" + token_heatmap_html(d.tokens, d.before, key, lim=lim) + "</div>")
@@ -584,8 +572,6 @@ def recovery_html(table: "RecoveryTable") -> str:
     """The body of :func:`unpact.emphasis.recover`'s table: the baseline, every prompt rewrite, the
     activation sweep as a factor x layer-set map of the recovery rate (× = a control collapsed), and the
     answers per item."""
-    import numpy as np
-
     esc = html.escape
     base = table.baseline
     ctl = table.control_names

@@ -30,7 +30,7 @@ residual scaling still act on the keyword positions (whose cached keys and
 values were computed under them), and the logits equal the uncached path's
 within float error (tests: 1e-5, identical greedy tokens).
 
-Hook-free calls run on :func:`unpact.models.plain_hf_model` (the bridge's own
+Hook-free calls run on :func:`unpact.bridge.plain_hf_model` (the bridge's own
 tensors under HF's modules: no hook points to pass through), with the same loop.
 
 Example (+SKIP lines need a model, data or files, so the doctest run skips them):
@@ -51,6 +51,21 @@ from typing import Callable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from unpact.bridge import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    bos_id,
+    chunks,
+    context_length,
+    forward_logits,
+    hooks_for,
+    pad_id,
+    plain_hf_model,
+    stop_ids,
+    tokenize,
+)
+from unpact.errors import ModelLoadError
+from unpact.hooks.positions import Layout, position_layout
 
 #: Largest relative gap ``max|cached - uncached| / max(1, max|uncached|)`` between the
 #: logits of a cached and an uncached forward that :func:`prepare_generation` accepts,
@@ -98,8 +113,6 @@ def _param_dtype(model) -> torch.dtype:
 
 
 def _check_ids(model) -> Tensor:
-    from unpact.scoring import bos_id, tokenize
-
     tok = getattr(model, "tokenizer", None)
     ids: list[int] = []
     if tok is not None:
@@ -173,18 +186,10 @@ def kv_cache_ok(model) -> bool:
 # ----------------------------------------------------------------- greedy loops
 
 
-def _hooks_for(fwd_hooks, group: list[int]):
-    if callable(fwd_hooks):
-        return fwd_hooks(group)
-    return fwd_hooks
-
-
 class _Decoder:
     """Shared bookkeeping of a greedy loop: stops, newline detection, results."""
 
     def __init__(self, model, n: int, stop_at_newline: bool, keep_logits: bool, stop_at_eos: bool = True):
-        from unpact.scoring import context_length, stop_ids
-
         self.tok = model.tokenizer
         self.stops = stop_ids(self.tok) if stop_at_eos else set()
         self.n_ctx = context_length(model) or 10**9
@@ -218,8 +223,6 @@ def _bridge_forward(model, ids, hooks, **kwargs) -> Tensor:
 
 def _uncached(model, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, device, pad) -> None:
     """The reference loop: right-padded, every step re-runs the whole sequence (rows ``idx`` of ``seqs``)."""
-    from unpact.scoring import forward_logits
-
     group = list(idx)
     width = max(len(seqs[i]) for i in group) + max_new_tokens
     ids = torch.full((len(group), width), pad, dtype=torch.long)
@@ -227,7 +230,7 @@ def _uncached(model, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, dev
     for j, i in enumerate(group):
         ids[j, : cur[j]] = torch.tensor(seqs[i], dtype=torch.long)
     active = list(range(len(group)))
-    hooks = _hooks_for(fwd_hooks, group)
+    hooks = hooks_for(fwd_hooks, group)
     for _ in range(max_new_tokens):
         if not active:
             break
@@ -245,7 +248,7 @@ def _uncached(model, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, dev
             if going:
                 still.append(j)
         if len(still) != len(active) and still:
-            hooks = _hooks_for(fwd_hooks, [group[j] for j in still])
+            hooks = hooks_for(fwd_hooks, [group[j] for j in still])
         active = still
 
 
@@ -259,8 +262,6 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
     """The cached loop on rows ``idx``; False (nothing recorded) when the cache cannot be laid out."""
     from transformers.cache_utils import DynamicCache
 
-    from unpact.hooks.positions import Layout, position_layout
-
     group = list(idx)
     lens = [len(seqs[i]) for i in group]
     W = max(lens)
@@ -268,7 +269,7 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
     for j, i in enumerate(group):
         ids[j, : lens[j]] = torch.tensor(seqs[i], dtype=torch.long)
     cache = DynamicCache()
-    hooks = _hooks_for(fwd_hooks, group)
+    hooks = hooks_for(fwd_hooks, group)
     keep = W - min(lens) + 1
     # the prompt: exactly the uncached path's first forward (no mask, right padding), filling the cache
     logits = runner(ids.to(device), hooks, cache=cache, keep=keep)
@@ -284,7 +285,7 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
             keep_rows = torch.tensor([rows.index(j) for j in still], device=device)
             for layer in cache.layers:
                 layer.batch_select_indices(keep_rows)
-            hooks = _hooks_for(fwd_hooks, [group[j] for j in still])
+            hooks = hooks_for(fwd_hooks, [group[j] for j in still])
         rows = still
         cols = W + steps + 1  # cache columns after this step's token
         new = torch.tensor([[last[j]] for j in rows], dtype=torch.long, device=device)
@@ -296,7 +297,7 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
         with position_layout(Layout(query=pos, key=key)):
             logits = runner(new, hooks, cache=cache, keep=1, attention_mask=(key >= 0).long(), position_ids=pos)
         steps += 1
-        still = _advance(dec, group, rows, lambda r, j: logits[r, -1], cur, last)
+        still = _advance(dec, group, rows, lambda r, j: logits[r, -1], cur, last)  # noqa: B023 (called in this step)
     return True
 
 
@@ -344,9 +345,6 @@ def _hf_runner(hf):
 
 def _runner(model, fwd_hooks):
     """The forward of the cached loop, or None when it must not be used (then: uncached)."""
-    from unpact.errors import ModelLoadError
-    from unpact.models import plain_hf_model
-
     if not _is_bridge(model):
         return None if (hasattr(model, "hooks") or fwd_hooks) else _hf_runner(model)
     if fwd_hooks is None:
@@ -384,8 +382,6 @@ def greedy_tokens(
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> toks, _ = greedy_tokens(model, [[0, 11, 12, 13]], max_new_tokens=4)   # doctest: +SKIP
     """
-    from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, chunks, pad_id
-
     budget = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
     seqs = [list(s) for s in seqs]
     dec = _Decoder(model, len(seqs), stop_at_newline, keep_logits, stop_at_eos)

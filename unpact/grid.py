@@ -55,10 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from unpact.analyses.seeds import SPREAD_KEYS
 from unpact.config import RunConfig, config_from_dict, read_config_file
 from unpact.errors import ConfigError
+from unpact.pipeline import run_analyses, run_study, validate
 from unpact.rundir import write_json_atomic, write_text_atomic
+from unpact.unlearning import METHODS
 
 #: Where a cell's run directory lives under the grid's ``out``.
 CELLS_DIR = "cells"
@@ -198,8 +202,6 @@ def expand(grid: GridConfig) -> list[Cell]:
     Raises :class:`~unpact.errors.ConfigError` naming the cell for a bad setting, and for
     two cells that would share a directory (give the entries distinct ``name``s).
     """
-    from unpact.unlearning import METHODS
-
     unknown = [m for m in grid.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r} in the grid; known: {', '.join(sorted(METHODS))}")
@@ -251,9 +253,6 @@ def run_cell(cfg_dict: dict[str, Any], threads: int | None = None) -> dict[str, 
     "traceback": ...}``. A ``device`` of ``"auto"`` becomes ``cuda`` when this process sees
     a GPU, else ``cpu``. ``threads`` sets torch's CPU threads (Ray workers: the cell's CPUs).
     """
-    import torch
-
-    from unpact.pipeline import run_study
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -325,8 +324,6 @@ def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None =
     outcome)`` as each one ends. A failed cell's error is in the report (``status:
     "failed"``); rerun the grid to retry it.
     """
-    from unpact.pipeline import validate
-
     cells = expand(grid)
     checked: set[str] = set()
     for c in cells:  # every input checked before any cell runs (one check per model x benchmark)
@@ -373,8 +370,6 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
     recomputed per model x benchmark over all its finished cells, as one run with all
     those methods would compute them.
     """
-    from unpact.pipeline import run_analyses
-
     failures = failures or {}
     rows: list[dict[str, Any]] = []
     cell_rows: list[dict[str, Any]] = []

@@ -39,17 +39,19 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from unpact import scoring
+from unpact import figures, scoring
+from unpact import figures as F
 from unpact.attribution import ATTRIBUTION_METHODS, Attribution, Comparison, attribute, compare, key_tokens
 from unpact.attribution.prepare import Prepared, prepare_items
-from unpact.hooks.names import act_name
-from unpact.attribution.result import _plain
+from unpact.attribution.result import plain_data
 from unpact.data import PLAIN, PromptFormat, chat_format
 from unpact.errors import ConfigError, InputError
+from unpact.hooks.names import act_name
 from unpact.progress import ProgressFactory, null_progress
 
 #: Prompt formats ``unpact inspect`` accepts: the plain format, or the tokenizer's own chat template.
@@ -114,7 +116,7 @@ class LayerReadout:
     lp: float
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerReadout":
@@ -271,7 +273,7 @@ class Inspection:
         if self.after is not None:
             models["after"] = {"model": self.against, "attributions": {m: a.to_dict() for m, a in self.after.items()},
                                "readout": self.readout_after.to_dict() if self.readout_after else None}
-        return _plain({
+        return plain_data({
             "model": self.model, "against": self.against, "item": self.item, "prompt_format": self.prompt_format,
             "methods": self.methods, "key_tokens": self.key_tokens, "key_from": self.key_from,
             "heads": [list(h) for h in self.heads], "head_ranking": self.head_ranking, "top_heads": self.top_heads,
@@ -303,8 +305,6 @@ class Inspection:
 
     def to_html(self, standalone: bool = False) -> str:
         """The HTML view: a fragment (notebook), or a whole self-contained page with ``standalone=True``."""
-        from unpact import figures
-
         body = _html_body(self)
         if standalone:
             return figures.page(f"unpact inspect — {self.item.get('id')}", body)
@@ -590,9 +590,6 @@ def _text(ins: Inspection, width: int) -> str:
 
 
 def _html_body(ins: Inspection) -> str:
-    import numpy as np
-
-    from unpact import figures as F
 
     two = ins.after is not None
     rb, ra = ins.readout_before, ins.readout_after
@@ -614,7 +611,7 @@ def _html_body(ins: Inspection) -> str:
         parts.append(f"<div><b>{esc(m)}</b></div>")
         if two:
             a = ins.after[m]
-            lim = max(F._limit(b.scores), F._limit(a.scores))
+            lim = max(F.score_limit(b.scores), F.score_limit(a.scores))
             parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>" + F.token_heatmap_html(b.tokens, b.scores, key, lim=lim) + "</div>")
             parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>" + F.token_heatmap_html(a.tokens, a.scores, key, lim=lim) + "</div>")
             d = [y - x for x, y in zip(b.scores, a.scores)]

@@ -57,14 +57,17 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import hmean, ks_2samp
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError, lookup
 from unpact.memorization import (ATTACKS, MIAConfig, attack_scores, exact_memorization, extraction_strength, mia_auc,
                                  privleak)
 from unpact.progress import ProgressFactory, null_progress
-from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, TokenStats, answer_token_stats, encode_many
 from unpact.protocols import Model
+from unpact.scoring import (DEFAULT_MAX_BATCH_TOKENS, TokenStats, answer_logprobs, answer_token_stats, encode_many,
+                            greedy_generate, tokenize)
 
 
 @lru_cache(maxsize=2)
@@ -158,8 +161,6 @@ def forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]) -
         >>> forget_quality([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
         1.0
     """
-    from scipy.stats import ks_2samp
-
     a = np.asarray(ratios, dtype=np.float64)
     b = np.asarray(reference_ratios, dtype=np.float64)
     if a.size == 0 or b.size == 0:
@@ -178,8 +179,6 @@ def normalised_probability_from_losses(true_loss: Sequence[float], perturbed_los
         >>> normalised_probability_from_losses([2000.0], [[2000.0]]).round(12).tolist()
         [0.5]
     """
-    from scipy.special import logsumexp
-
     t = np.asarray(true_loss, dtype=np.float64)
     out = np.empty(t.shape, dtype=np.float64)
     for i, (ti, row) in enumerate(zip(t, perturbed_losses)):
@@ -211,8 +210,6 @@ def model_utility(values: Iterable[float]) -> float:
         >>> round(model_utility([0.5, 1.0]), 4)
         0.6667
     """
-    from scipy.stats import hmean
-
     v = [float(x) for x in values]
     if not v:
         raise InputError("model utility needs at least one component")
@@ -370,8 +367,6 @@ def knowmem_answer_cut(output: str) -> str:
 
 def verbmem_reference(tokenizer, continuation: str, max_tokens: int = 128) -> str:
     """The true continuation cut to its first ``max_tokens`` tokens (MUSE ``metrics/verbmem.py``)."""
-    from unpact.scoring import tokenize
-
     ids = tokenize(tokenizer, continuation)[:max_tokens]
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
@@ -379,8 +374,6 @@ def verbmem_reference(tokenizer, continuation: str, max_tokens: int = 128) -> st
 def knowmem_scores(model: Model, items: Sequence[QAItem], icl: Sequence = (), *, max_new_tokens: int = 32) -> dict[str, Any]:
     """MUSE KnowMem: per item ROUGE-L F1 (no stemmer) of the greedy answer to the few-shot
     prompt (``icl``: QA items or ``(question, answer)`` pairs), cut at the next question."""
-    from unpact.scoring import greedy_generate
-
     shots = [(q.question, q.answer) if isinstance(q, QAItem) else tuple(q) for q in icl]
     prompts = [knowmem_prompt(it.question, shots) for it in items]
     outs = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, stop_at_newline=False)
@@ -392,8 +385,6 @@ def knowmem_scores(model: Model, items: Sequence[QAItem], icl: Sequence = (), *,
 def verbmem_scores(model: Model, items: Sequence[TextItem], *, max_new_tokens: int = 128) -> list[float]:
     """MUSE VerbMem: ROUGE-L F1 (no stemmer) of the ``max_new_tokens`` greedy continuation
     against the true continuation's first ``max_new_tokens`` tokens."""
-    from unpact.scoring import greedy_generate
-
     outs = greedy_generate(model, [it.prompt for it in items], max_new_tokens=max_new_tokens, stop_at_newline=False)
     return [muse_rouge_l_f1(o, verbmem_reference(model.tokenizer, it.continuation, max_new_tokens))
             for o, it in zip(outs, items)]
@@ -455,8 +446,6 @@ def greedy_answers(model: Model, items: Sequence, *, max_new_tokens: int = 32, m
     A prompt longer than the context loses tokens from the left, as the log-prob
     metrics' prompts do (``truncate=True`` there).
     """
-    from unpact.scoring import greedy_generate
-
     prompts = [prompt_answer_pair(it, fmt)[0] for it in items]
     return greedy_generate(model, prompts, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
                            stop_at_newline=stop_at_newline,
@@ -475,8 +464,6 @@ def rouge_recalls(model: Model, items: Sequence[QAItem], *, max_new_tokens: int 
 
 def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean",
                    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
-    from unpact.scoring import answer_logprobs
-
     if not prompts:
         return np.zeros(0)
     return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True,
@@ -588,8 +575,6 @@ def verbatim_rouge(model: Model, items: Sequence[TextItem], *, max_new_tokens: i
 
     ``max_new_tokens`` defaults to the longest true continuation's token count.
     """
-    from unpact.scoring import greedy_generate, tokenize
-
     texts = [it for it in items if isinstance(it, TextItem)]
     if not texts:
         raise InputError("verbatim ROUGE needs passage items (TextItem); the split has none")

@@ -9,6 +9,10 @@
 * anything else is treated as a hub id and goes through the normal
   ``TransformerBridge.boot_transformers`` path (this needs a network).
 
+:func:`check_device` (the device exists on this machine) and :func:`check_checkpoint_dir`
+(the directory is a complete checkpoint) are the checks the loader makes;
+:mod:`unpact.validation` makes them before a run too.
+
 ``save_model`` writes a plain HF checkpoint directory (safetensors,
 ``config.json``, tokenizer files) from the bridge's *current* weights, so an
 unlearned model can be read by any other tool.
@@ -22,6 +26,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -30,13 +35,23 @@ from typing import Any
 
 import torch
 
-from unpact.errors import ModelLoadError
+from unpact.bridge import (  # noqa: F401 (re-exported: callers import the HF twin from here)
+    hf_config_copy,
+    hf_model_of,
+    hf_state_dict,
+    plain_hf_model,
+    rebuilt_hf_model,
+    sync_fused_weights,
+)
+
+# where the embedded checkpoints live inside the installed package (one place for the folder)
+from unpact.data.shipped import MODELS_DIR as EMBEDDED_MODELS_DIR
+from unpact.errors import ConfigError, ModelLoadError
+from unpact.generation import prepare_generation
 from unpact.gguf_checkpoint import GGUF_SUFFIX, gguf_file_in, load_gguf
 from unpact.packaged_models import PACKAGED_MODELS, packaged_model_file
 
 EMBEDDED_PREFIX = "embedded:"
-#: Where the embedded checkpoints live inside the installed package.
-from unpact.data.shipped import MODELS_DIR as EMBEDDED_MODELS_DIR  # noqa: E402 (one place for the folder)
 
 _DTYPES = {
     "float32": torch.float32,
@@ -164,7 +179,42 @@ def check_hub_model(spec: str, target: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def _check_checkpoint_dir(directory: Path) -> None:
+def check_device(device: Any) -> None:
+    """Raise :class:`ConfigError` unless ``device`` exists here (``cuda`` needs a visible GPU).
+
+    Example:
+        >>> check_device("tpu")
+        Traceback (most recent call last):
+        unpact.errors.ConfigError: unknown device 'tpu': use cpu, cuda, cuda:<index> or mps
+    """
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(
+                f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
+                f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or run on a GPU machine"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {device!r}: only {n} CUDA GPU(s) visible (cuda:0..cuda:{n - 1})")
+        return
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
+        return
+    raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps")
+
+
+def check_checkpoint_dir(directory: Path) -> None:
+    """Raise :class:`ModelLoadError` naming what a checkpoint directory lacks (the directory itself,
+    ``config.json``, tokenizer files or weights)."""
     if not directory.exists():
         raise ModelLoadError(
             f"checkpoint directory {str(directory)!r} does not exist; "
@@ -197,13 +247,12 @@ def _check_checkpoint_dir(directory: Path) -> None:
 _GENERIC_TOKENIZER_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
 
 
-def _load_tokenizer(directory: Path):
+def load_tokenizer(directory: Path):
     """The checkpoint's tokenizer. A directory whose ``tokenizer_config.json`` names a
     generic class (a plain ``tokenizers`` tokenizer, as unpact and ``tokenizers``-built
     checkpoints save) is loaded as exactly its ``tokenizer.json``: ``AutoTokenizer``
     would pick the model type's own class instead (e.g. ``Qwen2Tokenizer``, whose
     pre-tokenizer splits digits) and tokenise differently from training."""
-    import json
 
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -222,7 +271,7 @@ def _load_hf(directory: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:
-        tokenizer = _load_tokenizer(directory)
+        tokenizer = load_tokenizer(directory)
     except Exception as exc:  # noqa: BLE001 - re-raised with the directory named
         raise ModelLoadError(
             f"could not read the tokenizer in {str(directory)!r}: {exc}"
@@ -282,8 +331,6 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     kind, target = resolve_model_spec(spec)
     if device is not None:
-        from unpact.validation import check_device
-
         check_device(device)  # "cuda" without a GPU is an error, never a silent CPU load
     if device is not None and "device_map" in boot_kwargs:
         raise ModelLoadError("give either device or device_map, not both")
@@ -297,7 +344,7 @@ def load_model(
                 hf_model, tokenizer, gguf_source = load_gguf(Path(target), torch_dtype)
                 source = gguf_source.to_dict()
             else:
-                _check_checkpoint_dir(Path(target))
+                check_checkpoint_dir(Path(target))
                 hf_model, tokenizer = _load_hf(Path(target), torch_dtype)
             _finish_tokenizer(tokenizer)
             bridge = _boot_loaded(target, hf_model, tokenizer, device, torch_dtype, boot_kwargs)
@@ -317,8 +364,6 @@ def load_model(
     bridge.eval()
     bridge.unpact_spec = str(spec)
     bridge.unpact_source = source
-    from unpact.generation import prepare_generation
-
     prepare_generation(bridge)  # the bridge's KV cache fixed and checked; else generate() runs uncached
     return bridge
 
@@ -341,7 +386,7 @@ def _boot_loaded(name: str, hf_model, tokenizer, device, dtype: torch.dtype, boo
     if type(bridge.tokenizer) is not type(tokenizer) or bridge.tokenizer(probe).input_ids != tokenizer(probe).input_ids:
         # the bridge re-reads the tokenizer by model type to add BOS handling (a Llama's then
         # prepends BOS where the checkpoint's, e.g. a GGUF's, does not); keep the checkpoint's
-        # own (see _load_tokenizer), with the bridge's padding side (the property setter would
+        # own (see load_tokenizer), with the bridge's padding side (the property setter would
         # re-read it by model type again, hence _tokenizer)
         tokenizer.padding_side = bridge.tokenizer.padding_side
         bridge._tokenizer = tokenizer
@@ -385,164 +430,6 @@ class _quiet_loggers:
         return False
 
 
-def hf_model_of(model) -> torch.nn.Module:
-    """The HF model a bridge wraps (its modules are the bridge's components, in place)."""
-    return getattr(model, "original_model", model)
-
-
-def _split_qkv_map(att) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
-    """Where each entry of a bridge's split q/k/v copies lives in the fused HF parameter.
-
-    Some bridges (GPT-NeoX's interleaved ``query_key_value``) give q/k/v their own
-    *copies* of the fused weight, and the bridge computes with the copies. To find
-    the layout for any architecture without knowing it, the fused parameters are
-    temporarily filled with their own flat indices (float64, exact) and the bridge's
-    ``split_qkv_matrix`` is run on them: each split entry then names its source.
-    Returns ``[(split tensor, fused parameter, flat indices)]``, or None when the
-    split tensors are views of the fused ones (GPT-2) and nothing needs syncing.
-    """
-    orig = getattr(att, "_original_component", None)
-    split = [getattr(getattr(att, n, None), "_original_component", None) for n in ("q", "k", "v")]
-    if orig is None or any(m is None for m in split):
-        return None
-    fused = [p for p in orig.parameters()]
-    fused_storages = {p.untyped_storage().data_ptr() for p in fused}
-    tensors = [t for m in split for t in (m.weight, getattr(m, "bias", None)) if t is not None]
-    if all(t.untyped_storage().data_ptr() in fused_storages for t in tensors):
-        return None
-    saved = [p.data for p in fused]
-    offsets, total = [], 0
-    try:
-        with torch.no_grad():
-            for p in fused:
-                offsets.append(total)
-                p.data = torch.arange(total, total + p.numel(), dtype=torch.float64).view(p.shape)
-                total += p.numel()
-            probe = att.split_qkv_matrix(orig)
-    finally:
-        for p, d in zip(fused, saved):
-            p.data = d
-    probed = [t for m in probe for t in (m.weight, getattr(m, "bias", None)) if t is not None]
-    if len(probed) != len(tensors):
-        raise ModelLoadError("cannot map the bridge's split q/k/v weights back to the fused HF weight")
-    out = []
-    for t, idx in zip(tensors, probed):
-        idx = idx.detach().reshape(-1)
-        if not torch.equal(idx, idx.round()):
-            raise ModelLoadError("cannot map the bridge's split q/k/v weights back to the fused HF weight")
-        idx = idx.long()
-        k = max(i for i, o in enumerate(offsets) if o <= int(idx[0]))
-        if int(idx.min()) < offsets[k] or int(idx.max()) >= offsets[k] + fused[k].numel():
-            raise ModelLoadError("a split q/k/v tensor draws from several fused HF parameters; cannot sync")
-        out.append((t, fused[k], idx - offsets[k]))
-    return out
-
-
-def sync_fused_weights(model) -> None:
-    """Copy split q/k/v weights the bridge computes with back into the fused HF weight.
-
-    A no-op for bridges whose split weights are views (GPT-2, and every architecture
-    with separate q/k/v projections); for GPT-NeoX-style fused, interleaved
-    ``query_key_value`` it makes the HF weights (what :func:`save_model` writes and
-    :func:`plain_hf_model` runs) equal to what the bridge computes after an edit.
-    """
-    for att in hf_model_of(model).modules():
-        if not callable(getattr(att, "split_qkv_matrix", None)):
-            continue
-        if not hasattr(att, "_unpact_qkv_map"):
-            att._unpact_qkv_map = _split_qkv_map(att)
-        for t, fused, idx in att._unpact_qkv_map or ():
-            with torch.no_grad():
-                fused.view(-1)[idx] = t.detach().reshape(-1).to(fused.dtype)
-
-
-def _bridge_tensors(model, wanted: set[str]) -> dict[str, torch.Tensor]:
-    """The bridge's current tensors under the plain HF key names in ``wanted``, each once
-    (split q/k/v copies synced back first); raises naming the keys the bridge lacks."""
-    sync_fused_weights(model)
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in hf_model_of(model).state_dict().items():
-        plain = key.replace("._original_component", "")
-        if plain in wanted and plain not in out:
-            out[plain] = tensor.detach()
-    missing = wanted - set(out)
-    tied = {k for k in missing if k.endswith("lm_head.weight")}
-    if missing - tied:
-        raise ModelLoadError(
-            f"cannot rebuild the HF state dict: keys {sorted(missing - tied)[:5]} not found in the bridge"
-        )
-    return out
-
-
-def hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """The bridge's current weights under plain HF key names, each tensor once.
-
-    The bridge wraps HF modules in place (``._original_component``) and adds
-    views (split q/k/v) that share storage with the HF parameters; this strips the
-    wrapper segments and keeps only the keys a fresh HF model of the same config has.
-    Split q/k/v *copies* (GPT-NeoX) are first written back into the fused weight
-    (:func:`sync_fused_weights`), so the result is what the bridge computes with.
-    """
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(hf_model_of(model).config)
-    return _bridge_tensors(model, set(fresh.state_dict().keys()))
-
-
-def _rebuilt_hf_model(model, config, device=None, **from_config_kwargs) -> torch.nn.Module:
-    """A fresh HF model of ``config``, built on the meta device and given the bridge's
-    current tensors by reference (moved to ``device`` when given), weights tied."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        fresh = AutoModelForCausalLM.from_config(config, **from_config_kwargs)
-    state = _bridge_tensors(model, set(fresh.state_dict().keys()))
-    if device is not None:
-        state = {k: v.to(device) for k, v in state.items()}
-    fresh.load_state_dict(state, assign=True, strict=False)
-    fresh.tie_weights()
-    return fresh
-
-
-def _config_copy(model):
-    config = hf_model_of(model).config
-    return config.__class__.from_dict(config.to_dict())
-
-
-def plain_hf_model(model, attn_implementation: str | None = None) -> torch.nn.Module:
-    """A plain HF model (no hook wrappers) whose weights are the bridge's own tensors.
-
-    Built on the meta device and given the bridge's parameters and buffers by
-    reference (``load_state_dict(assign=True)``), so it costs no weight memory and
-    sees every edit made to the bridge up to the moment it is built. It runs HF's
-    own attention, so it takes a KV cache, ``attention_mask``/``position_ids`` with
-    gaps and ``logits_to_keep``; hooks on the bridge are *not* applied. Used where
-    only output log-probs are needed (leave-one-out with a shared-prefix cache).
-    A plain HF model is returned as it is.
-
-    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
-        >>> hf = plain_hf_model(load_model("embedded:gpt2"))      # doctest: +SKIP
-        >>> hf(torch.tensor([[0, 5, 6]])).logits.shape           # doctest: +SKIP
-        torch.Size([1, 3, 2048])
-    """
-    if not hasattr(model, "original_model"):
-        return model
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    twin = _rebuilt_hf_model(model, _config_copy(model), **kwargs)
-    buffers = {k.replace("._original_component", ""): v for k, v in hf_model_of(model).named_buffers()}
-    for name, buf in list(twin.named_buffers()):
-        if buf.is_meta:
-            if name not in buffers:
-                raise ModelLoadError(f"cannot build a plain HF twin of the bridge: buffer {name!r} not found")
-            owner, _, attr = name.rpartition(".")
-            twin.get_submodule(owner)._buffers[attr] = buffers[name]
-    still_meta = [n for n, p in twin.named_parameters() if p.is_meta]
-    if still_meta:
-        raise ModelLoadError(f"cannot build a plain HF twin of the bridge: parameters {still_meta[:3]} missing")
-    return twin.eval()
-
-
 def save_model(model, directory: str | os.PathLike) -> Path:
     """Write ``model`` (a bridge from :func:`load_model`) as a normal HF checkpoint.
 
@@ -555,11 +442,11 @@ def save_model(model, directory: str | os.PathLike) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = _config_copy(model)
+    config = hf_config_copy(model)
     for attr in ("output_attentions",):
         if getattr(config, attr, None):
             setattr(config, attr, False)
-    fresh = _rebuilt_hf_model(model, config, device="cpu")
+    fresh = rebuilt_hf_model(model, config, device="cpu")
     with warnings.catch_warnings(), _quiet_loggers():
         warnings.simplefilter("ignore")
         fresh.save_pretrained(str(directory), safe_serialization=True)

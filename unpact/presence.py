@@ -29,8 +29,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+from unpact.attribution import attribute
+from unpact.controls import HideConfig, hide_facts, match_noise, noise_model
+from unpact.data import spread_sample
 from unpact.data.records import QAItem, TextItem
 from unpact.errors import ConfigError
+from unpact.probes import PROBES, ProbeResult, classify, cloze_of, probe, sensitivity_specificity
 
 
 @dataclass
@@ -80,8 +84,6 @@ class PresenceSettings:
         return {"source": self.format_source} if name == "format" else None
 
     def validate(self) -> None:
-        from unpact.probes import PROBES
-
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ConfigError(f"unknown probe {unknown[0]!r} in presence.probes; known: {', '.join(sorted(PROBES))}")
@@ -101,8 +103,6 @@ def probe_model(model, items: Sequence[QAItem], settings: PresenceSettings, fmt=
         >>> probe_model(model, forget, PresenceSettings())["choice"]["share_present"]   # doctest: +SKIP
         0.96
     """
-    from unpact.probes import probe
-
     qa = [it for it in items if isinstance(it, QAItem)]
     return {name: probe(model, qa, name, settings=settings.probe_settings(name), fmt=fmt).to_dict()
             for name in settings.probes}
@@ -142,8 +142,6 @@ def presence_calls(ids: Sequence[str], plain_correct: Sequence[bool], probes: di
         >>> presence_calls(["a", "b"], [False, False], p)["counts"]
         {'known': 0, 'hidden': 1, 'erased': 1, 'unprobed': 0}
     """
-    from unpact.probes import ProbeResult, classify
-
     res = {k: ProbeResult.from_dict(v) for k, v in probes.items()}
     used = list(res) if use is None else [k for k in use if k in res]
     calls = classify(list(plain_correct), {k: res[k] for k in used}, [str(i) for i in ids])
@@ -162,8 +160,6 @@ def calibrate(positive: dict[str, dict[str, Any]], negative: dict[str, dict[str,
     wrong); sensitivity is counted on those only, so an item the fine-tune failed to hide
     does not count as a probe's success.
     """
-    from unpact.probes import ProbeResult, sensitivity_specificity
-
     out = {}
     for name in positive:
         pos = ProbeResult.from_dict(positive[name])
@@ -180,8 +176,6 @@ def calibrate(positive: dict[str, dict[str, Any]], negative: dict[str, dict[str,
 def keep_formats(forget: Sequence[QAItem]) -> list:
     """The forget facts in the probes' formats, for the positive control to keep answering:
     each paraphrased question (as a QA item) and each biography cloze (as a text item)."""
-    from unpact.probes import cloze_of
-
     out: list = []
     for it in forget:
         if not isinstance(it, QAItem):
@@ -198,9 +192,6 @@ def positive_control_model(original, forget: Sequence[QAItem], retain: Sequence,
                            seed: int = 0):
     """The original taught to refuse the plain forget questions while keeping :func:`keep_formats` and
     ``settings.keep_retain_items`` retain items (None when the items give nothing to keep)."""
-    from unpact.controls import HideConfig, hide_facts
-    from unpact.data import spread_sample
-
     keep = keep_formats(forget)
     if not keep:
         return None
@@ -228,9 +219,6 @@ def null_keyword_rows(original, items: Sequence, before: Sequence, keys: Sequenc
     then each draw ``seed + 1 ... seed + K`` at that scale is attributed with leave-one-out on
     ``items`` and returned in :func:`keyword_rows`' shape, with the matching's trace.
     """
-    from unpact.attribution import attribute
-    from unpact.controls import match_noise, noise_model
-
     kw: dict[str, Any] = {"fmt": fmt}
     if max_batch_tokens is not None:
         kw["max_batch_tokens"] = max_batch_tokens

@@ -34,7 +34,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
@@ -45,6 +45,9 @@ from unpact.data.formatting import PromptFormat, get_format
 from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
 from unpact.hooks.names import act_name
+from unpact.metrics import rouge_l_recall
+from unpact.scoring import answer_logprobs, encode_pair, greedy_generate, tokenize
+from unpact.stats import wilson_interval as wilson
 
 
 @dataclass
@@ -127,8 +130,6 @@ def attach_cloze(items: Sequence[QAItem], cloze_rows: Sequence[Mapping[str, Any]
     ``key_fn(id, meta)`` replaces the ``keys`` match (e.g. the embedded MUSE and WMDP rows,
     matched on :func:`unpact.data.embedded_views.fact_key` of their ids).
     """
-    from dataclasses import replace
-
     def key_of(rid: Any, meta: Mapping[str, Any]) -> Any:
         if key_fn is not None:
             return key_fn(rid, meta)
@@ -195,9 +196,6 @@ class FormatProbe(Probe):
         raise ConfigError(f"format probe source must be 'auto', 'cloze' or 'paraphrased_question', got {self.source!r}")
 
     def run(self, model, items, fmt):
-        from unpact.metrics import rouge_l_recall
-        from unpact.scoring import answer_logprobs, greedy_generate
-
         items = _qa(items)
         asked = [(i, p) for i, it in enumerate(items) for p in [self._pair(it, fmt)] if p is not None]
         if not asked:
@@ -231,8 +229,6 @@ class ChoiceProbe(Probe):
     name: ClassVar[str] = "choice"
 
     def run(self, model, items, fmt):
-        from unpact.scoring import answer_logprobs
-
         items = _qa(items)
         asked = [i for i, it in enumerate(items) if it.perturbed_answers]
         prompts, answers, owner = [], [], []
@@ -262,8 +258,6 @@ class ChoiceProbe(Probe):
 
 def fact_token_index(tokenizer, answer: str, perturbed: Sequence[str]) -> int:
     """Index (within the answer's tokens) of the first token where ``answer`` and its perturbed answers differ."""
-    from unpact.scoring import tokenize
-
     a = tokenize(tokenizer, answer)
     others = [tokenize(tokenizer, p) for p in perturbed]
     for j, t in enumerate(a):
@@ -309,8 +303,6 @@ class LogitLensProbe(Probe):
     name: ClassVar[str] = "logit_lens"
 
     def run(self, model, items, fmt):
-        from unpact.scoring import encode_pair
-
         items = _qa(items)
         ids, present, score, detail = [], [], [], []
         for i, it in enumerate(items):
@@ -372,8 +364,6 @@ def sensitivity_specificity(positive: ProbeResult, negative: ProbeResult) -> dic
     sensitivity = share it finds. ``negative``: on a model that never saw them; specificity =
     share it does not find. Both with Wilson 95% intervals and counts.
     """
-    from unpact.stats import wilson_interval as wilson
-
     tp, n_pos = sum(positive.present), len(positive.present)
     tn, n_neg = sum(not x for x in negative.present), len(negative.present)
     return {"probe": positive.probe, "sensitivity": tp / n_pos if n_pos else None, "sensitivity_ci": wilson(tp, n_pos),

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, ContextManager, Iterator, Protocol
 
@@ -42,7 +44,6 @@ def null_progress(total: int | None = None, desc: str | None = None) -> Iterator
 @contextmanager
 def tqdm_progress(total: int | None = None, desc: str | None = None) -> Iterator[Bar]:
     """A progress factory that draws a tqdm bar on stderr (used by the command line)."""
-    import sys
 
     from tqdm.auto import tqdm
 
@@ -57,8 +58,6 @@ class _Task:
     """One task of a :class:`ConsoleProgress` (what the ``progress(...)`` context yields)."""
 
     def __init__(self, owner: "ConsoleProgress", desc: str, total: int | None, depth: int):
-        import time
-
         self.owner, self.desc, self.total, self.depth = owner, desc, total, depth
         self.n = 0
         self.start = time.monotonic()
@@ -96,7 +95,6 @@ class ConsoleProgress:
     """
 
     def __init__(self, file=None, *, force_terminal: bool | None = None, min_seconds: float = 1.0):
-        import sys
 
         from rich.console import Console
 
@@ -130,8 +128,6 @@ class ConsoleProgress:
 
     @contextmanager
     def __call__(self, total: int | None = None, desc: str | None = None) -> Iterator[Bar]:
-        import time
-
         desc = desc or "working"
         indent = "  " * self._depth
         task = _Task(self, indent + desc, total, self._depth)

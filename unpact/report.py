@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unpact.figures import CSS as FIGURE_CSS
-from unpact.figures import collapse_png, head_heatmap_png, recovery_png, routes_png, token_heatmap_html
+from unpact.figures import collapse_png, dilemma_png, head_heatmap_png, recovery_png, routes_png, token_heatmap_html
 from unpact.results import checkpoint_rows, load_results, recovery_table
 from unpact.rundir import write_text_atomic
 
@@ -278,8 +278,6 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     dil = an.get("dilemma") or {}
     trows = checkpoint_rows(res)
     if trows:
-        from unpact.figures import dilemma_png
-
         png = dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
         figures["dilemma.png"] = png
         verdicts = "".join(

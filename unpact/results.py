@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unpact import __version__
+from unpact.attribution import Attribution, key_tokens
+from unpact.emphasis.table import BestSetting, RecoveryTable
 from unpact.errors import DataError
+from unpact.metrics import tofu_model_utility, utility_components
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
@@ -99,8 +103,6 @@ def model_utility_of(ev: dict[str, Any]) -> float | None:
     """Model utility (TOFU's harmonic mean) from the retain and general evaluations: on the
     embedded world the analogue of TOFU's 9 numbers (retain probability, ROUGE-L recall and
     truth-ratio score, general probability and ROUGE-L recall: 5 numbers)."""
-    from unpact.metrics import tofu_model_utility
-
     splits = [ev[g] for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
     if not splits:
         return None
@@ -113,8 +115,6 @@ def model_utility_of(ev: dict[str, Any]) -> float | None:
 def model_utility_components_of(ev: dict[str, Any]) -> list[str]:
     """The names of the numbers :func:`model_utility_of` averages (``"retain.prob"``, ...): 9 with
     TOFU's retain, real-authors and world-facts splits; on the embedded world the analogue."""
-    from unpact.metrics import utility_components
-
     names = [g for g in ("retain", "general") if isinstance(ev.get(g), dict) and "rouge_l_recall" in ev[g]]
     try:
         return list(utility_components(*[ev[g] for g in names], names=names))
@@ -169,8 +169,6 @@ def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
 
 def recovery_table(method_results: dict[str, Any]) -> "RecoveryTable | None":
     """The :class:`~unpact.emphasis.RecoveryTable` of one method's stage results (None without one)."""
-    from unpact.emphasis.table import RecoveryTable
-
     rec = method_results.get("recovery")
     return RecoveryTable.from_dict(rec) if rec else None
 
@@ -212,8 +210,6 @@ def examples(orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any
     The keyword marks are the original model's KeyTokens under ``keytokens`` (the run's
     :class:`~unpact.attribution.KeyTokensConfig` as a dict), the rule tracking used.
     """
-    from unpact.attribution import Attribution, key_tokens
-
     out = []
     for idx, d in enumerate(orig_attr["loo"].get("forget", [])[:k]):
         keys = set(key_tokens(Attribution.from_dict(d), **(keytokens or {})))
@@ -239,8 +235,6 @@ def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
     Emphasis rows carry the emphasis table's best rates (controls: collapse of retain/general,
     no negative control yet); attack rows their best setting by the controlled rate.
     """
-    from unpact.emphasis.table import BestSetting
-
     rows = []
     for m, r in methods.items():
         rec = recovery_table(r)
@@ -261,8 +255,6 @@ def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
 def assemble_results(cfg: "RunConfig", info: dict, orig_eval: dict, orig_attr: dict,
                      methods: dict[str, dict], analyses: dict) -> StudyResults:
     """The run's :class:`StudyResults` from its stage results."""
-    from unpact import __version__
-
     return StudyResults(
         unpact_version=__version__, config=cfg.to_dict(), model_info=info, summary=summary_rows(orig_eval, methods),
         original={"evaluate": orig_eval, "attribution": orig_attr}, methods=methods, analyses=analyses,

@@ -12,6 +12,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -20,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from unpact.errors import ConfigError
 
 
 def _clean(obj: Any) -> Any:
@@ -107,9 +110,6 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
-        from unpact.errors import ConfigError
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:

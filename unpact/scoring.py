@@ -35,44 +35,27 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from unpact.errors import ConfigError, InputError, lookup
+from unpact.bridge import (  # noqa: F401 (re-exported: callers import the tokenizer helpers from here)
+    DEFAULT_MAX_BATCH_TOKENS,
+    BatchHooks,
+    HookList,
+    bos_id,
+    chunks,
+    context_length,
+    forward_logits,
+    hooks_for,
+    pad_id,
+    plain_hf_model,
+    stop_ids,
+    tokenize,
+)
+from unpact.errors import InputError, ModelLoadError, lookup
+from unpact.generation import greedy_tokens
 from unpact.protocols import Model
 
-#: Default token budget of one forward batch (rows x padded length).
-DEFAULT_MAX_BATCH_TOKENS = 16384
 #: length of greedy answers (evaluation, emphasis, attacks): the embedded answers are <= 12 tokens and
 #: TOFU's short answers fit too; one default for every caller that does not choose its own
 DEFAULT_MAX_NEW_TOKENS = 20
-
-HookList = Sequence[tuple[str | Callable[[str], bool], Callable]]
-#: Hooks for a batch: a fixed list, or a function of the batch's item indices (in row
-#: order) that returns the list, for hooks that act on per-item positions.
-BatchHooks = HookList | Callable[[list[int]], HookList] | None
-
-
-def _hooks_for(fwd_hooks: BatchHooks, group: list[int]) -> HookList | None:
-    if callable(fwd_hooks):
-        return fwd_hooks(group)
-    return fwd_hooks
-
-
-def bos_id(tokenizer) -> int | None:
-    """The BOS id unpact prepends (None when the tokenizer has no BOS token)."""
-    return getattr(tokenizer, "bos_token_id", None)
-
-
-def pad_id(tokenizer) -> int:
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        v = getattr(tokenizer, name, None)
-        if v is not None:
-            return int(v)
-    return 0
-
-
-def tokenize(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` with no special tokens added."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 def encode_pair(
     tokenizer, prompt: str, answer: str, *, prepend_bos: bool = True, name: str | None = None
@@ -95,11 +78,6 @@ def encode_pair(
     if not a:
         raise InputError(f"{label}: the answer {answer!r} tokenises to no tokens")
     return p, a
-
-
-def context_length(model: Model) -> int | None:
-    cfg = getattr(model, "cfg", None)
-    return getattr(cfg, "n_ctx", None)
 
 
 def check_length(model: Model, n_tokens: int, name: str | None = None, what: str = "prompt plus answer") -> None:
@@ -246,53 +224,6 @@ def reduce_logprobs(
     return get_quantity(reduction)(tok_lp, target_mask)
 
 
-def forward_logits(
-    model, input_ids: Int[Tensor, "batch pos"], fwd_hooks: HookList | None = None, keep: int | None = None
-) -> Float[Tensor, "batch kept vocab"]:
-    """Logits of a bridge (with temporary ``fwd_hooks``) or of a plain HF model.
-
-    ``keep`` computes the unembedding only for the last ``keep`` positions (HF's
-    ``logits_to_keep``; hooks on the residual stream still see every position).
-    """
-    extra = {"logits_to_keep": int(keep)} if keep else {}
-    if fwd_hooks and not (hasattr(model, "hooks") and hasattr(model, "cfg")):
-        raise ValueError("fwd_hooks need a TransformerLens bridge")
-    try:
-        logits = _logits(model, input_ids, fwd_hooks, extra)
-    except TypeError as e:  # an HF model whose forward has no logits_to_keep
-        if not extra or "logits_to_keep" not in str(e):
-            raise
-        logits = _logits(model, input_ids, fwd_hooks, {})
-    return logits if not keep else logits[:, -int(keep):]
-
-
-def _logits(model, input_ids, fwd_hooks, extra) -> Tensor:
-    if hasattr(model, "hooks") and hasattr(model, "cfg"):
-        ctx = model.hooks(fwd_hooks=list(fwd_hooks)) if fwd_hooks else nullcontext()
-        with ctx:
-            return model(input_ids, return_type="logits", **extra)
-    return model(input_ids=input_ids, **extra).logits
-
-
-def chunks(lengths: Sequence[int], max_batch_tokens: int) -> Iterator[list[int]]:
-    """Indices grouped so each group's rows x longest length stays within the budget.
-
-    Rows are taken in order of length so padding is small; each index appears once.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    group: list[int] = []
-    longest = 0
-    for i in order:
-        new_longest = max(longest, lengths[i])
-        if group and new_longest * (len(group) + 1) > max_batch_tokens:
-            yield group
-            group, new_longest = [], lengths[i]
-        group.append(i)
-        longest = new_longest
-    if group:
-        yield group
-
-
 def score_sequences(
     model: Model,
     sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -314,7 +245,7 @@ def score_sequences(
     with ctx:
         for group in chunks(lengths, max_batch_tokens):
             packed = pack([sequences[i] for i in group], pad).to(device)
-            logits = forward_logits(model, packed.input_ids, _hooks_for(fwd_hooks, group),
+            logits = forward_logits(model, packed.input_ids, hooks_for(fwd_hooks, group),
                                     keep=answer_window(packed.target_mask))
             lp = reduce_logprobs(token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask, reduction)
             for j, i in enumerate(group):
@@ -462,7 +393,7 @@ def token_ranks(
     with torch.no_grad():
         for group in chunks([len(p) + 1 for p, _ in seqs], max_batch_tokens):
             packed = pack([seqs[i] for i in group], pad).to(device)
-            logits = forward_logits(model, packed.input_ids, _hooks_for(fwd_hooks, group),
+            logits = forward_logits(model, packed.input_ids, hooks_for(fwd_hooks, group),
                                     keep=answer_window(packed.target_mask))
             offset = packed.input_ids.shape[1] - logits.shape[1]
             for j, i in enumerate(group):
@@ -529,7 +460,7 @@ def score_variants(
     (tests check 1e-5) at roughly half the transformer work and a fraction of the
     unembedding.
 
-    Runs :func:`unpact.models.plain_hf_model` (the bridge's weights, HF's own
+    Runs :func:`unpact.bridge.plain_hf_model` (the bridge's weights, HF's own
     attention): hooks on the bridge are not applied. Falls back to
     :func:`score_sequences` (same numbers, whole rows) for a model whose cache cannot
     be shared (sliding-window or recurrent layers), whose forward has no
@@ -541,9 +472,6 @@ def score_variants(
         >>> score_variants(model, [base], seqs, [0, 0, 0], [4, 1, 2])         # doctest: +SKIP
         tensor([-3.1, -3.4, -3.2])
     """
-    from unpact.errors import ModelLoadError
-    from unpact.models import plain_hf_model
-
     n = len(sequences)
     if not (len(base_of) == len(shared) == n):
         raise ValueError(f"{n} sequences but {len(base_of)} base indices and {len(shared)} shared lengths")
@@ -630,15 +558,6 @@ def score_variants(
 # ------------------------------------------------------------------ generation
 
 
-def stop_ids(tokenizer) -> set[int]:
-    ids = set()
-    for name in ("eos_token_id", "pad_token_id"):
-        v = getattr(tokenizer, name, None)
-        if v is not None:
-            ids.add(int(v))
-    return ids
-
-
 def greedy_generate(
     model: Model,
     prompts: Sequence[str] | Sequence[Sequence[int]],
@@ -669,8 +588,6 @@ def greedy_generate(
     each time with a subset of the previous call). Decoding stops at EOS (and at a
     newline when ``stop_at_newline``).
     """
-    from unpact.generation import greedy_tokens
-
     tok = model.tokenizer
     seqs: list[list[int]] = []
     for p in prompts:

@@ -1,5 +1,10 @@
 """Small statistics, one place for every module (analyses, tracking, emphasis, attacks): numbers in, numbers out.
 
+scipy.stats computes everything it has (Spearman's rho and its p-value, the binomial sign
+test, the Wilson interval, the percentile bootstrap, ranks); what is written here is what
+it lacks: the None-skipping wrappers, the Gini coefficient, and the permutation test whose
+pairing is shuffled only *within* strata.
+
 Example:
     >>> mean([1.0, None, float("nan"), 3.0]), spearman([1, 2], [2, 1]), round(spearman([1, 2], [2, 1], min_pairs=2), 6)
     (2.0, None, -1.0)
@@ -19,6 +24,7 @@ import math
 from typing import Any, Hashable, Sequence
 
 import numpy as np
+from scipy.stats import binomtest, bootstrap, rankdata, spearmanr
 
 
 def mean(xs: Sequence[float | None]) -> float | None:
@@ -40,8 +46,6 @@ def gini(values: Sequence[float]) -> float | None:
 def spearman(a: Sequence[float], b: Sequence[float], min_pairs: int = 3) -> float | None:
     """Spearman rank correlation of the pairs without None (None with fewer than ``min_pairs``
     pairs or a constant side)."""
-    from scipy.stats import spearmanr
-
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if len(pairs) < min_pairs:
         return None
@@ -54,8 +58,6 @@ def spearman(a: Sequence[float], b: Sequence[float], min_pairs: int = 3) -> floa
 
 def spearman_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of the Spearman correlation (None where :func:`spearman` is None)."""
-    from scipy.stats import spearmanr
-
     if spearman(a, b) is None:
         return None
     x, y = zip(*[(u, v) for u, v in zip(a, b) if u is not None and v is not None])
@@ -65,8 +67,6 @@ def spearman_p(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 def sign_test_p(diffs: Sequence[float]) -> float | None:
     """Two-sided sign-test p-value that the median of ``diffs`` is 0 (scipy binomtest)."""
-    from scipy.stats import binomtest
-
     d = [x for x in diffs if x is not None and x != 0]
     if not d:
         return None
@@ -82,9 +82,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
         return f"{x:.2g}"
     return f"{x:.{digits}f}"
 
+
 def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95,
                       seed: int = 0) -> dict[str, Any]:
-    """Mean of ``values`` with its percentile bootstrap interval (items resampled with replacement).
+    """Mean of the finite ``values`` with its percentile bootstrap interval (items resampled with
+    replacement, ``n_boot`` times, by ``scipy.stats.bootstrap`` drawing from ``default_rng(seed)``).
 
     Returns ``{"mean", "interval", "n", "confidence"}``; mean and interval are None for no values.
 
@@ -97,16 +99,18 @@ def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence
     out: dict[str, Any] = {"mean": None, "interval": None, "n": int(v.size), "confidence": confidence}
     if v.size == 0:
         return out
-    rng = np.random.default_rng(seed)
-    boots = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    a = (1 - confidence) / 2
-    lo, hi = np.quantile(boots, [a, 1 - a])
-    out.update(mean=float(v.mean()), interval=[float(lo), float(hi)])
+    if v.size == 1:  # every resample is the one value (scipy needs two observations)
+        lo = hi = float(v[0])
+    else:
+        ci = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                       rng=np.random.default_rng(seed)).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+    out.update(mean=float(v.mean()), interval=[lo, hi])
     return out
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> list[float] | None:
-    """Wilson score interval of the share ``k / n`` (None when ``n`` is 0).
+    """Wilson score interval of the share ``k / n`` (``scipy.stats.binomtest``'s; None when ``n`` is 0).
 
     Example:
         >>> [round(x, 3) for x in wilson_interval(10, 10)]
@@ -114,28 +118,16 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> list[float] | N
     """
     if n <= 0:
         return None
-    from scipy.stats import norm
-
-    z = float(norm.ppf(1 - (1 - confidence) / 2))
-    p = k / n
-    c = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, c - h), min(1.0, c + h)]
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(x)
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return [max(0.0, float(ci.low)), min(1.0, float(ci.high))]
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho (Pearson correlation of average ranks); None with < 3 pairs or a constant side."""
+    """Spearman's rho of the arrays (``scipy.stats.spearmanr``); None with < 3 pairs or a constant side."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: Sequence[Hashable] | None = None, *,
@@ -147,7 +139,9 @@ def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: 
     accuracy), so an association that only comes from that shared variable is not counted.
     Strata with fewer than 3 points or a constant side add nothing. ``alternative``:
     ``"greater"`` (positive association), ``"less"`` or ``"two-sided"``. p = (1 + #{T_perm as
-    or more extreme}) / (n_perm + 1).
+    or more extreme}) / (n_perm + 1), as ``scipy.stats.permutation_test`` counts; scipy has no
+    within-strata shuffle, so the resampling is written here (with one stratum it is scipy's
+    ``permutation_type="pairings"`` test on Spearman's rho).
 
     Returns ``{"statistic", "p_value", "n", "n_strata_used", "rho_per_stratum", "test"}``
     (statistic and p None when no stratum can be used).
@@ -173,8 +167,8 @@ def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: 
                            "statistic": None, "p_value": None}
     if not used:
         return out
-    rx = {k: _ranks(xs[v]) for k, v in used.items()}
-    ry = {k: _ranks(ys[v]) for k, v in used.items()}
+    rx = {k: rankdata(xs[v]) for k, v in used.items()}
+    ry = {k: rankdata(ys[v]) for k, v in used.items()}
 
     def stat(perm: dict[Hashable, np.ndarray] | None) -> float:
         t = 0.0

@@ -11,6 +11,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -244,9 +245,6 @@ def write_toy_tofu(bench, n_authors: int = 4, *, genre: bool = True, n_perturbed
                    general: bool = False) -> None:
     """Write a toy TOFU benchmark into the directory ``bench`` (created): ``forget10.json`` (the first two
     authors), ``retain90.json`` (the others) and, with ``general``, a two-question ``general.json``."""
-    import json
-    from pathlib import Path
-
     bench = Path(bench)
     bench.mkdir(parents=True, exist_ok=True)
     names, places = TOY_NAMES[:n_authors], TOY_PLACES[:n_authors]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 #: environment switch: "off" disables the wait policy and the thread count choice
@@ -66,8 +67,6 @@ def machine_load(samples: int = LOAD_SAMPLES, interval: float = LOAD_INTERVAL_S)
     task count (``/proc/loadavg``'s fourth field, ``running/total``) minus this process.
     Where there is no ``/proc/loadavg``, the 1-minute load average; None where neither exists.
     """
-    import time
-
     counts = []
     for i in range(samples):
         try:

@@ -34,11 +34,17 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
+
+from unpact.data import spread_sample
 from unpact.errors import ConfigError, InputError
+from unpact.metrics import answer_accuracy, greedy_answers, rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
+from unpact.unlearning import get_method, unlearn
+from unpact.unlearning.base import UnlearningMethod, copy_model, make_config, resolve_preset, unique_storage
 
 #: on_checkpoint(name, step, model, monitor_forget_accuracy)
 CheckpointFn = Callable[[str, int, Any, float], None]
@@ -203,9 +209,6 @@ def gentle_config(model, method: str, settings: TrajectorySettings | None = None
         >>> cfg["lr"], cfg["steps"], cfg["warmup_steps"]           # doctest: +SKIP
         (0.00025, 120, 5)
     """
-    from unpact.unlearning import get_method
-    from unpact.unlearning.base import make_config, resolve_preset
-
     s = settings or TrajectorySettings()
     cls = get_method(method)
     cfg = resolve_preset(make_config(cls.config_class, dict(overrides or {})), model)
@@ -220,9 +223,6 @@ def _checkpoint_view(method: str, config: Mapping[str, Any], original) -> Callab
     """For a method whose result is a post-training edit of the trained weights (task vector:
     the negation), a function live model -> the edited copy; None for the others (the live
     model *is* the checkpoint)."""
-    from unpact.unlearning import get_method
-    from unpact.unlearning.base import UnlearningMethod, _unique_storage, copy_model, make_config
-
     cls = get_method(method)
     if cls.finish is UnlearningMethod.finish:
         return None
@@ -234,12 +234,10 @@ def _checkpoint_view(method: str, config: Mapping[str, Any], original) -> Callab
     def view(live):
         out = copy_model(live)
         impl = cls(cfg)
-        impl.params = _unique_storage(impl.trainable(out))
-        impl.theta0 = [p.detach() for p in _unique_storage(impl.trainable(original))]
+        impl.params = unique_storage(impl.trainable(out))
+        impl.theta0 = [p.detach() for p in unique_storage(impl.trainable(original))]
         if [p.shape for p in impl.params] != [p.shape for p in impl.theta0]:
             raise ConfigError("task_vector trajectory: the model's parameters do not line up with the original's")
-        import torch
-
         with torch.no_grad():
             impl.finish(None)  # θ − alpha (θ_k − θ), the same code as the method's own end
         return out
@@ -287,10 +285,6 @@ def run_trajectory(
         >>> res = run_trajectory(original, "ga_gdr", forget, retain,
         ...                      on_checkpoint=lambda n, s, m, a: save_model(m, f"ckpt/{s}"))   # doctest: +SKIP
     """
-    from unpact.data import spread_sample
-    from unpact.metrics import answer_accuracy, greedy_answers, rouge_l_recall
-    from unpact.unlearning import unlearn
-
     s = settings or TrajectorySettings()
     if not callable(on_checkpoint):
         raise InputError("run_trajectory needs on_checkpoint=callable(name, step, model, accuracy)")

@@ -13,7 +13,8 @@ half-made run directory behind:
   integrated gradients, ``bogus`` is an error), emphasis templates, kinds and layer sets,
   attacks and their options, the dtype and the prompt format;
 * :func:`check_inputs` - the device, the output path, the models (and a chat template);
-* :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error);
+* :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error;
+  :mod:`unpact.models`'s, the check the loader makes);
 * :func:`check_output_dir` - the output path is a directory or can be made one;
 * :func:`check_model_available` - a local checkpoint is complete, a hub id is in the
   local cache or the hub answers (quickly, with no retries).
@@ -36,7 +37,15 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from unpact.errors import ConfigError
+from unpact.attacks import make_attack
+from unpact.attribution import ATTRIBUTION_METHODS
+from unpact.data import resolve_format
+from unpact.data.formatting import FORMAT_NAMES
+from unpact.emphasis.activation import LAYER_SETS, get_kind
+from unpact.errors import ConfigError, ModelLoadError
+from unpact.models import (DTYPE_CHOICES, check_checkpoint_dir, check_device, check_hub_model, load_tokenizer,
+                           resolve_model_spec)
+from unpact.unlearning import METHODS, get_method, make_config
 
 #: (lowest, highest) allowed for numeric options, by dotted config name (None: unbounded).
 #: Options not listed get only their type checked (and the generic ``max_*``/``*_steps`` >= 1 rule).
@@ -164,8 +173,6 @@ def check_ranges(obj: Any, where: str = "") -> None:
 
 def resolve_attribution_methods(names: Sequence[str]) -> list[str]:
     """Canonical names of attribution methods through the registry (aliases resolve: ``ig``)."""
-    from unpact.attribution import ATTRIBUTION_METHODS
-
     out = []
     for n in names:
         if n not in ATTRIBUTION_METHODS:
@@ -184,12 +191,6 @@ def check_names(cfg: Any) -> None:
     Attribution method names are replaced in ``cfg`` by their canonical names (``ig`` ->
     ``integrated_gradients``), so a registered alias never silently turns a method off.
     """
-    from unpact.attacks import make_attack
-    from unpact.data.formatting import FORMAT_NAMES
-    from unpact.emphasis.activation import LAYER_SETS, get_kind
-    from unpact.models import DTYPE_CHOICES
-    from unpact.unlearning import METHODS, get_method, make_config
-
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
@@ -222,8 +223,6 @@ def check_names(cfg: Any) -> None:
 def check_inputs(cfg: Any) -> None:
     """Raise :class:`ConfigError` unless run config ``cfg``'s device exists, its output path can be
     a directory and its models can be loaded (a checkpoint used with the chat format has a chat template)."""
-    from unpact.models import resolve_model_spec
-
     check_device(cfg.device)
     check_output_dir(cfg.out)
     for spec in (cfg.model, cfg.reference_model):
@@ -232,48 +231,10 @@ def check_inputs(cfg: Any) -> None:
         check_model_available(spec)
         kind, target = resolve_model_spec(spec)
         if kind == "path" and cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so now
-            from unpact.data import resolve_format
-            from unpact.models import _load_tokenizer
-
-            resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
+            resolve_format("chat", load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
 
 
 # -------------------------------------------------------------- the machine
-
-
-def check_device(device: Any) -> None:
-    """Raise :class:`ConfigError` unless ``device`` exists here (``cuda`` needs a visible GPU).
-
-    Example:
-        >>> check_device("tpu")
-        Traceback (most recent call last):
-        unpact.errors.ConfigError: unknown device 'tpu': use cpu, cuda, cuda:<index> or mps
-    """
-    import torch
-
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps") from None
-    if dev.type == "cpu":
-        return
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise ConfigError(
-                f"device {device!r}: no CUDA GPU is visible to this process (torch {torch.__version__}, "
-                f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or run on a GPU machine"
-            )
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"device {device!r}: only {n} CUDA GPU(s) visible (cuda:0..cuda:{n - 1})")
-        return
-    if dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
-        return
-    raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps")
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
@@ -298,13 +259,10 @@ def check_model_available(spec: str, timeout: float = 10.0) -> None:
     Hugging Face cache, or (when the hub is not switched off with ``HF_HUB_OFFLINE``)
     the hub must answer within ``timeout`` seconds - one request, no retries.
     """
-    from unpact.errors import ModelLoadError
-    from unpact.models import _check_checkpoint_dir, check_hub_model, resolve_model_spec
-
     try:
         kind, target = resolve_model_spec(spec)
         if kind == "path":
-            _check_checkpoint_dir(Path(target))
+            check_checkpoint_dir(Path(target))
         elif kind == "hub":
             check_hub_model(spec, target, timeout)
     except ModelLoadError as exc:

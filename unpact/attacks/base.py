@@ -39,10 +39,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.data.records import question_answer  # noqa: F401 (the attacks' item dispatch, re-exported)
+from unpact.emphasis.recovery import RecoveryConfig, score_answers
 from unpact.errors import ConfigError, InputError
 from unpact.progress import ProgressFactory, null_progress
-from unpact.stats import mean
 from unpact.protocols import Model
+from unpact.stats import mean
 
 #: name -> attack class; add your own with :func:`register_attack`.
 ATTACKS: dict[str, type["Attack"]] = {}
@@ -208,8 +209,6 @@ def role_runs(
     ``run`` a :class:`RoleRun` as a dict. The controls' runs do not depend on the unlearning
     method, so a study computes them once and passes them to :func:`run_attack` for every method.
     """
-    from unpact.emphasis.recovery import RecoveryConfig, score_answers
-
     atk = make_attack(attack, config) if isinstance(attack, str) else attack
     rcfg = recovery or RecoveryConfig()
     f = get_format(fmt)
@@ -269,8 +268,6 @@ def run_attack(
         ``{"attack", "config", "settings": {name: row}, "best_setting", "best_controlled_rate", "items"}``;
         a row (see :func:`controlled_row`) holds the raw ``forget_rate`` and the ``controlled_rate``.
     """
-    from unpact.emphasis.recovery import RecoveryConfig
-
     atk = make_attack(attack, config) if isinstance(attack, str) else attack
     rcfg = recovery or RecoveryConfig()
     items = list(forget)

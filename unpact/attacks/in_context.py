@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from unpact.attacks.base import Attack, Attacked, question_answer, register_attack
 from unpact.errors import ConfigError, InputError
+from unpact.scoring import context_length, tokenize
 
 
 @dataclass
@@ -81,8 +82,6 @@ class InContext(Attack):
         source = list(pool.get(cfg.source) or [])
         if not source:
             raise InputError(f"in-context examples come from pool[{cfg.source!r}]; pass pool={{'{cfg.source}': items}}")
-        from unpact.scoring import context_length, tokenize
-
         n_ctx = context_length(model)
         rng = random.Random(seed)
         prompts, shown = [], {}

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from unpact.attacks.base import Attack, Attacked, question_answer, register_attack
 from unpact.errors import ConfigError
 from unpact.models import hf_model_of
+from unpact.unlearning.base import copy_model
 
 
 def quantize_rtn(
@@ -149,8 +150,6 @@ class Quantization(Attack):
         return [{"name": f"int{b}" + (f"-g{g}" if g else ""), "bits": b, "group_size": g} for b in self.config.bits]
 
     def apply(self, model, items: Sequence, setting, *, fmt, pool, seed: int = 0) -> Attacked:
-        from unpact.unlearning.base import copy_model
-
         q = copy_model(model)
         info = quantize_model_(q, setting["bits"], setting["group_size"], self.config.include_lm_head)
         prompts = [fmt.prompt(question_answer(it, i)[1]) for i, it in enumerate(items)]

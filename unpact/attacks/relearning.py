@@ -33,6 +33,8 @@ from typing import Any, Sequence
 
 from unpact.attacks.base import Attack, Attacked, question_answer, register_attack
 from unpact.errors import ConfigError, InputError
+from unpact.unlearning.base import UnlearnConfig, UnlearningMethod, answer_logprobs_of, copy_model, train
+from unpact.unlearning.losses import nll
 
 
 @dataclass
@@ -122,35 +124,28 @@ class Relearning(Attack):
         return chosen, list(range(len(items))), [question_answer(r, i)[0] for i, r in enumerate(chosen)]
 
     def apply(self, model, items: Sequence, setting, *, fmt, pool, seed: int = 0) -> Attacked:
-        from unpact.unlearning.base import UnlearnConfig, copy_model, train
-
         train_items, asked, train_ids = self._data(items, pool, seed)
         tuned = copy_model(model)
         cfg = UnlearnConfig(lr=setting["lr"], steps=setting["steps"], batch_size=self.config.batch_size)
         cfg.validate()
-        losses, stopped, message = train(_FineTune(cfg), tuned, train_items, None, seed=seed)
+        losses, stopped, message = train(fine_tune_method(cfg), tuned, train_items, None, seed=seed)
         prompts = [fmt.prompt(question_answer(items[i], i)[1]) for i in asked]
         info = {"trained_ids": train_ids, "n_trained": len(train_items), "source": self.config.source,
                 "final_loss": losses[-1]["loss"] if losses else None, "stopped_early": stopped, "message": message}
         return Attacked(tuned, prompts, asked, info)
 
 
-def _fine_tune_class():
-    from unpact.unlearning.base import UnlearningMethod, answer_logprobs_of
-    from unpact.unlearning.losses import nll
+class FineTune(UnlearningMethod):
+    """Plain NLL on the given items' answers (the relearning step; not an unlearning method)."""
 
-    class FineTune(UnlearningMethod):
-        """Plain NLL on the given items' answers (the relearning step; not an unlearning method)."""
+    name = "relearn"
 
-        name = "relearn"
-
-        def loss(self, model, batch):
-            _, lp = answer_logprobs_of(model, batch.forget)
-            loss = nll(lp, batch.forget.target_mask)
-            return loss, {"nll": loss}
-
-    return FineTune
+    def loss(self, model, batch):
+        _, lp = answer_logprobs_of(model, batch.forget)
+        loss = nll(lp, batch.forget.target_mask)
+        return loss, {"nll": loss}
 
 
-def _FineTune(cfg):  # noqa: N802 - a class factory, imported late to keep unpact.attacks light
-    return _fine_tune_class()(cfg)
+def fine_tune_method(cfg) -> FineTune:
+    """The relearning step as a method :func:`unpact.unlearning.base.train` runs, with settings ``cfg``."""
+    return FineTune(cfg)

@@ -149,7 +149,6 @@ class HeadFlow(AttributionMethod):
         store = {n: t.detach().float() for n, t in store.items()}
         logits = logits.detach().float()
         B, T = ids.shape
-        dev = ids.device
         # u[b, t]: d(mean answer logit)/d(final residual at t) with the final-norm scale frozen
         pred = tmask.clone()
         pred[:, 0] = False

@@ -28,17 +28,20 @@ from typing import Any
 
 from torch import Tensor
 
+from unpact import figures
+from unpact.attribution.keytokens import key_tokens
 
-def _plain(x: Any) -> Any:
+
+def plain_data(x: Any) -> Any:
     """Tensors/numpy arrays/tuples -> nested lists and floats (JSON-safe)."""
     if isinstance(x, Tensor):
         return x.detach().cpu().tolist()
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
         return x.tolist()
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): plain_data(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [plain_data(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -94,8 +97,6 @@ class Attribution:
 
     def key_tokens(self, **options) -> list[int]:
         """Positions of this item's KeyTokens (see :func:`unpact.attribution.key_tokens`)."""
-        from unpact.attribution.keytokens import key_tokens
-
         return key_tokens(self, **options)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
@@ -106,7 +107,7 @@ class Attribution:
     # ------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (lists, floats, strings); non-finite floats become None."""
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Attribution":
@@ -122,8 +123,6 @@ class Attribution:
     def to_html(self, **key_options) -> str:
         """An HTML view (a fragment with its own styles): the token heatmap (red raises the answer's
         log-prob, blue lowers it, KeyTokens outlined) and, for ``heads``, the layer x head map."""
-        from unpact import figures
-
         return figures.fragment(figures.attribution_html(self, **key_options))
 
     def _repr_html_(self) -> str:  # a notebook displays the object with this

@@ -22,14 +22,14 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
+from unpact import figures
 from unpact.attribution.keytokens import key_tokens
-from unpact.attribution.result import Attribution, _plain
+from unpact.attribution.result import Attribution, plain_data
 from unpact.errors import InputError
 from unpact.stats import mean, spearman
 
@@ -59,13 +59,11 @@ class Comparison:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
     def to_html(self, max_items: int = 12) -> str:
         """An HTML view (a fragment with its own styles): the summaries, each item before / after /
         change as token heatmaps, and the per-layer and per-head changes when both sides are ``heads``."""
-        from unpact import figures
-
         return figures.fragment(figures.comparison_html(self, max_items=max_items))
 
     def _repr_html_(self) -> str:  # a notebook displays the object with this

@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from unpact.data.embedded_views import DERIVED_SPLITS, derived_split
 from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
 from unpact.data.shipped import DATA_DIR
 from unpact.errors import DataError
@@ -378,8 +379,6 @@ def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None =
         raise DataError(f"unknown embedded benchmark {name!r}; known: {known}")
     file = directory / f"{split}.jsonl"
     if not file.is_file():
-        from unpact.data.embedded_views import DERIVED_SPLITS, derived_split
-
         root = Path(data_dir or DATA_DIR)
         rows = derived_split(bench, split, lambda s: read_records(directory / f"{s}.jsonl"),
                              lambda b, s: read_records(root / b / f"{s}.jsonl"))

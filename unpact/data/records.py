@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence
+
+from unpact.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class TextItem:
         return self.prompt + self.continuation
 
 
-Item = Union[QAItem, MCItem, TextItem]
+Item = QAItem | MCItem | TextItem
 
 
 @dataclass
@@ -104,8 +106,6 @@ def question_answer(item: Any, i: int, what: str = "this") -> tuple[str, str, st
         >>> question_answer(("Where?", "Lima"), 7)
         ('7', 'Where?', 'Lima')
     """
-    from unpact.errors import InputError
-
     iid = str(item.id) if getattr(item, "id", None) is not None else str(i)
     if isinstance(item, QAItem):
         return iid, item.question, item.answer

@@ -43,7 +43,7 @@ from unpact.embedded import load_embedded_benchmark
 from unpact.embedded.world import HELDOUT_SURFACE_TEMPLATES, TRAINED_TEMPLATES
 from unpact.emphasis.recovery import RecoveryConfig
 from unpact.emphasis.rewrites import rewrite
-from unpact.metrics import evaluate, forget_quality, mc_accuracy, rouge_l_recall, rouge_recalls, tofu_model_utility
+from unpact.metrics import evaluate, mc_accuracy, rouge_l_recall, rouge_recalls, tofu_model_utility
 from unpact.scoring import greedy_generate, tokenize
 
 #: metric -> (target, "min" or "max" or "baseline") ; "baseline": must not exceed holdout_baseline

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unpact.data.formatting import format_answer, format_prompt
-from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, RewriteTemplate, get_template, rewrite
+from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, RewriteTemplate, rewrite
 
 # ------------------------------------------------------------------ vocabulary
 

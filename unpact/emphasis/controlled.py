@@ -38,16 +38,20 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
-from unpact.data.formatting import PromptFormat, get_format
+from unpact.data.formatting import PromptFormat, format_answer, get_format
 from unpact.emphasis.activation import ActivationEmphasis, batched_emphasis_hooks
 from unpact.emphasis.placebo import placebo_keywords, placebo_positions
+from unpact.emphasis.recovery import check_same_tokenizer, emphasis_items
 from unpact.emphasis.rewrites import get_template, rewrite
 from unpact.errors import ConfigError, InputError
+from unpact.metrics import rouge_l_recall
+from unpact.probes import fact_token_index
 from unpact.progress import ProgressFactory, null_progress
+from unpact.scoring import encode_many, greedy_generate, score_sequences, token_ranks
+from unpact.stats import bootstrap_mean_ci
 
 #: the continuous outcomes, each a per-item change from the same model's plain prompt
 OUTCOMES = ("logprob", "rouge", "top1")
@@ -176,6 +180,12 @@ class ControlledRecovery:
 # ------------------------------------------------------------------ measuring
 
 
+def _mean_or_none(xs: Sequence[float]) -> float | None:
+    """The plain mean of ``xs`` (None for none)."""
+    return sum(xs) / len(xs) if xs else None
+
+
+
 def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int, facts: Mapping[str, list[int]]):
     """Every row (prompt, target, answer, activation setting, positions, fact index) and where each run's rows are."""
     tok = model.tokenizer
@@ -219,9 +229,6 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int,
 
 
 def _measure(model, rows, spans, cfg: ControlledSettings) -> dict[str, dict[str, dict[str, list]]]:
-    from unpact.metrics import rouge_l_recall
-    from unpact.scoring import encode_many, greedy_generate, score_sequences, token_ranks
-
     prompts, targets, answers, acts, positions, facts = rows
     hooks = batched_emphasis_hooks(model, acts, positions) if any(a is not None for a in acts) else None
     gens = greedy_generate(model, prompts, max_new_tokens=cfg.max_new_tokens, fwd_hooks=hooks,
@@ -241,9 +248,6 @@ def _measure(model, rows, spans, cfg: ControlledSettings) -> dict[str, dict[str,
 
 def _fact_indices(tokenizer, items: Sequence, prepared, fmt: PromptFormat) -> list[int]:
     """Per item, the index of its fact token within the answer's tokens (0 without perturbed answers)."""
-    from unpact.data.formatting import format_answer
-    from unpact.probes import fact_token_index
-
     out = []
     for it, e in zip(items, prepared):
         perturbed = [format_answer(p, fmt) for p in (getattr(it, "perturbed_answers", None) or ())]
@@ -297,8 +301,6 @@ def controlled_recovery(
     forget items) with the placebo; each model in one batched pass of greedy answers,
     teacher-forced log-probs and first-token ranks.
     """
-    from unpact.emphasis.recovery import check_same_tokenizer, emphasis_items
-
     cfg = settings or ControlledSettings()
     check_same_tokenizer(original, unlearned)
     f = get_format(fmt)
@@ -379,8 +381,6 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
       under the setting) − (the same plainly) with its interval, and ``collapse`` (None
       below ``min_control_items``); the setting's ``collapse`` is True when any group's is.
     """
-    from unpact.stats import bootstrap_mean_ci
-
     cfg = settings or ControlledSettings()
     runs_u, runs_o = raw["runs"]["unlearned"], raw["runs"]["original"]
     usable = list(raw["usable"])
@@ -420,9 +420,8 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             du_p = [_outcome(up_, o)[i] - base_u[i] for i in elig]
             do_k = [_outcome(ok, o)[i] - base_o[i] for i in elig]
             do_p = [_outcome(op, o)[i] - base_o[i] for i in elig]
-            mean = (lambda xs: sum(xs) / len(xs) if xs else None)
-            entry["unlearned"][o] = {"keyword": mean(du_k), "placebo": mean(du_p)}
-            entry["original"][o] = {"keyword": mean(do_k), "placebo": mean(do_p)}
+            entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
+            entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
             entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
             entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
             if "negative" in raw["runs"]:
@@ -430,7 +429,7 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
                 base_n = _outcome(rn["plain"]["forget"], o)
                 dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o)[i] - base_n[i] for i in elig]
                 dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
-                entry.setdefault("negative", {})[o] = {"keyword": mean(dn_k), "placebo": mean(dn_p)}
+                entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
                 entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
                     [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot)
         not_top = [i for i in elig if pu["rank"][i] > 1]
@@ -446,8 +445,6 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
 
 
 def _collapse(runs_u, runs_o, name: str, ids: Mapping[str, list], cfg: ControlledSettings, boot) -> tuple[dict, bool | None]:
-    from unpact.stats import bootstrap_mean_ci
-
     t = cfg.threshold
     groups = {}
     calls = []
@@ -464,9 +461,8 @@ def _collapse(runs_u, runs_o, name: str, ids: Mapping[str, list], cfg: Controlle
         if n >= cfg.min_control_items:
             call = bool(ci["mean"] > cfg.collapse_margin and ci["interval"][0] > 0)
             calls.append(call)
-        mean = (lambda xs: sum(xs) / len(xs) if xs else None)
-        groups[g] = {"n": n, "unlearned_accuracy": mean(us), "original_accuracy": mean(os_),
-                     "unlearned_plain_accuracy": mean(up), "original_plain_accuracy": mean(op),
+        groups[g] = {"n": n, "unlearned_accuracy": _mean_or_none(us), "original_accuracy": _mean_or_none(os_),
+                     "unlearned_plain_accuracy": _mean_or_none(up), "original_plain_accuracy": _mean_or_none(op),
                      "added_drop": ci, "collapse": call}
     return groups, (any(calls) if calls else None)
 

@@ -24,7 +24,7 @@ import random
 from typing import Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
-from unpact.emphasis.rewrites import _bos_shift, _offsets, keywords_from_positions
+from unpact.emphasis.rewrites import bos_shift, keywords_from_positions, token_offsets
 
 
 def runs(positions: Sequence[int]) -> list[list[int]]:
@@ -52,8 +52,8 @@ def _word_tokens(tokenizer, question: str, fmt, prepend_bos: bool) -> dict[int, 
             if c == q0 or not prompt[c - 1].isalnum():
                 w += 1
             word[c] = w
-    _ids, offs = _offsets(tokenizer, prompt)
-    shift = _bos_shift(tokenizer, prepend_bos)
+    _ids, offs = token_offsets(tokenizer, prompt)
+    shift = bos_shift(tokenizer, prepend_bos)
     out = {}
     for t, (a, b) in enumerate(offs):
         if b > a and a >= q0 and b <= q1:

@@ -27,8 +27,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from unpact.attribution import attribute
 from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.data.formatting import PromptFormat, format_answer, get_format
 from unpact.data.records import QAItem, question_answer, spread_sample
@@ -41,7 +42,6 @@ from unpact.emphasis.activation import (
     sweep,
 )
 from unpact.emphasis.rewrites import (
-    DEFAULT_TEMPLATES,
     get_template,
     keyword_positions,
     keywords_from_positions,
@@ -61,9 +61,9 @@ from unpact.emphasis.table import (
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
-from unpact.stats import mean
-from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
 from unpact.protocols import Model
+from unpact.scoring import DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NEW_TOKENS, answer_logprobs, greedy_generate
+from unpact.stats import mean
 
 #: The prompt rewrites tried by default: the five single rewrites of the paper's kind plus one
 #: combination (all of :data:`~unpact.emphasis.DEFAULT_TEMPLATES` cost a third more, for the
@@ -142,8 +142,6 @@ def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
 def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None = None, fmt=None,
                        progress: ProgressFactory = null_progress) -> list[list[int]]:
     """KeyTokens positions of each item under the ``original`` model (BOS at 0)."""
-    from unpact.attribution import attribute
-
     cfg = config or RecoveryConfig()
     kwargs = {"progress": progress}
     if fmt is not None:

@@ -222,7 +222,8 @@ class RewrittenPrompt:
                 "keywords": list(self.keywords), "positions": list(self.positions)}
 
 
-def _offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of ``text`` (no special tokens) and each token's character span; needs a fast tokenizer."""
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("keyword position tracking needs a fast tokenizer (return_offsets_mapping); "
                           "load the model with its tokenizer.json")
@@ -230,7 +231,8 @@ def _offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def _bos_shift(tokenizer, prepend_bos: bool) -> int:
+def bos_shift(tokenizer, prepend_bos: bool) -> int:
+    """How far token positions move when BOS is prepended: 1 with ``prepend_bos`` and a BOS token, else 0."""
     return 1 if prepend_bos and getattr(tokenizer, "bos_token_id", None) is not None else 0
 
 
@@ -240,8 +242,8 @@ def char_spans_to_positions(tokenizer, text: str, spans: Sequence[tuple[int, int
 
     Returns ``(positions, keyword index per position, token ids of text)``.
     """
-    ids, offs = _offsets(tokenizer, text)
-    shift = _bos_shift(tokenizer, prepend_bos)
+    ids, offs = token_offsets(tokenizer, text)
+    shift = bos_shift(tokenizer, prepend_bos)
     pos: dict[int, int] = {}
     for t, (a, b) in enumerate(offs):
         if b <= a:
@@ -318,8 +320,8 @@ def keywords_from_positions(tokenizer, question: str, positions: Sequence[int],
     q0 = shell.index("\x00")
     q1 = q0 + len(question)
     prompt = f.prompt(question)
-    _ids, offs = _offsets(tokenizer, prompt)
-    shift = _bos_shift(tokenizer, prepend_bos)
+    _ids, offs = token_offsets(tokenizer, prompt)
+    shift = bos_shift(tokenizer, prepend_bos)
     chars = [False] * len(prompt)
     for p in positions:
         t = p - shift

@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, NamedTuple
 
+from unpact import figures
 from unpact.emphasis.activation import ActivationEmphasis
 from unpact.errors import InputError
 
@@ -358,8 +359,6 @@ class RecoveryTable:
         )
 
     def to_html(self) -> str:
-        from unpact import figures
-
         return figures.fragment(figures.recovery_html(self))
 
     def _repr_html_(self) -> str:

@@ -24,9 +24,10 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -136,8 +137,6 @@ def resolve_preset(cfg: UnlearnConfig, model) -> UnlearnConfig:
         >>> resolve_preset(RMUConfig(), real_model).param_set                   # doctest: +SKIP
         'down_proj'
     """
-    from dataclasses import replace
-
     preset = cfg.preset
     if preset == "auto":
         preset = "embedded" if is_embedded_model(model) else "reference"
@@ -350,7 +349,7 @@ class _Objective(nn.Module):
         return self._method.loss(self.model, batch)
 
 
-def _unique_storage(params: list[nn.Parameter]) -> list[nn.Parameter]:
+def unique_storage(params: list[nn.Parameter]) -> list[nn.Parameter]:
     """One parameter per storage (the bridge's split q/k/v are views of a fused qkv)."""
     best: dict[int, nn.Parameter] = {}
     for p in params:
@@ -368,8 +367,6 @@ def copy_model(model):
     :func:`unpact.save_model`) use; here each storage is cloned once and every
     parameter becomes the same view of the clone.
     """
-    import copy
-
     groups: dict[int, list[nn.Parameter]] = {}
     for p in model.parameters():
         groups.setdefault(p.untyped_storage().data_ptr(), []).append(p)
@@ -504,7 +501,7 @@ def train(
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
 
-    kept = _unique_storage(trainable)
+    kept = unique_storage(trainable)
     snapshot = [p.detach().clone() for p in kept]
     pad = pad_id(model.tokenizer)
     losses: list[dict[str, float]] = []

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from unpact.scoring import score_sequences
-from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of, logits_of
+from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of
 from unpact.unlearning.losses import npo_loss, nll, sequence_logprobs
 from unpact.unlearning.registry import register
 from unpact.unlearning.retain import RetainTerm

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of
-from unpact.unlearning.losses import nll, sequence_logprobs, simnpo_loss
+from unpact.unlearning.losses import sequence_logprobs, simnpo_loss
 from unpact.unlearning.registry import register
 from unpact.unlearning.retain import RetainTerm
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, _unique_storage, answer_logprobs_of
+from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of, unique_storage
 from unpact.unlearning.losses import nll
 from unpact.unlearning.registry import register
 
@@ -37,7 +37,7 @@ class TaskVector(UnlearningMethod):
     description = "fine-tune on forget, then negate the task vector"
 
     def setup(self, run: Run) -> None:
-        self.params = _unique_storage(self.trainable(run.model))
+        self.params = unique_storage(self.trainable(run.model))
         self.theta0 = [p.detach().clone() for p in self.params]
 
     def loss(self, model, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
