@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from unpact.analyses._stats import fmt, mean
 from unpact.analyses.dilemma import DilemmaSettings, dilemma_verdict, finding2_verdict, recovered_ids
+from unpact.emphasis.controlled import ControlledRecovery, item_effects
 from unpact.stats import cluster_bootstrap_mean_ci, stratified_rank_test
 
 
@@ -183,8 +184,6 @@ def pooled_finding2(controlled: Mapping[Any, Mapping[str, Any] | None], settings
     ``controlled``: seed -> that checkpoint's controlled recovery (``ControlledRecovery.to_dict()``;
     None where the seed never reached the checkpoint, e.g. its forget accuracy never crossed the target).
     """
-    from unpact.emphasis.controlled import ControlledRecovery, item_effects
-
     s = settings or SeedSettings()
     d = s.dilemma_settings
     present = {k: c for k, c in controlled.items() if c}

@@ -46,6 +46,7 @@ OPTIONAL_THIRD_PARTY = {
     "rouge_score": "ROUGE-L only",
     "rich": "the progress display chosen at run time",
     "tqdm": "the progress display chosen at run time",
+    "gguf": "optional extra (unpact[gguf]): GGUF checkpoints only",
 }
 
 #: Modules that may import unpact modules and torch inside functions, with the reason.

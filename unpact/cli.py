@@ -195,8 +195,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_seeds(args: argparse.Namespace, cfg) -> int:
     """``unpact run --seeds``: the study at each seed (OUT/seed<k>), then the pooled summary."""
-    import time
-
     from unpact.seeds import parse_seeds, run_seeds, summary_text
     from unpact.threads import describe
 

@@ -62,6 +62,8 @@ from unpact.config import RunConfig, config_from_dict, read_config_file
 from unpact.errors import ConfigError
 from unpact.pipeline import run_analyses, run_study, validate
 from unpact.rundir import write_json_atomic, write_text_atomic
+from unpact.seeds import parse_seeds, pooled_report, spread_text, verdict_lines
+from unpact.seeds import render_markdown as pooled_markdown
 from unpact.unlearning import METHODS
 
 #: Where a cell's run directory lives under the grid's ``out``.
@@ -180,8 +182,6 @@ def grid_from_dict(data: dict[str, Any]) -> GridConfig:
             raise ConfigError(f"[run] sets {k!r}, which the grid decides per cell; use the grid's "
                               f"{'models' if k == 'model' else 'benchmarks' if k == 'benchmark' else k} instead")
     if grid.seeds:
-        from unpact.seeds import parse_seeds
-
         grid.seeds = parse_seeds(grid.seeds)
         if "seed" in grid.run:
             raise ConfigError("[run] sets 'seed' and the grid has 'seeds'; the seeds axis decides each cell's seed: "
@@ -430,8 +430,6 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
                                                                 "summary": summary}
     pooled = []
     if by_seed:
-        from unpact.seeds import pooled_report
-
         for (label_m, label_b), per in by_seed.items():
             per = dict(sorted(per.items()))
             pooled.append({"model_label": label_m, "benchmark_label": label_b,
@@ -480,8 +478,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"### {f['model_label']} / {f['benchmark_label']}{_seed_text(f)} ({', '.join(f['methods'])})", ""]
         lines += [f"- **{k}**: {v}" for k, v in f["verdicts"].items() if v] + [""]
     for p in report.get("pooled") or []:
-        from unpact.seeds import render_markdown as pooled_markdown
-
         lines += ["#" + pooled_markdown(p).rstrip().replace("\n#", "\n##"), ""]
     return "\n".join(lines)
 
@@ -522,8 +518,6 @@ def render_html(report: dict[str, Any]) -> str:
         parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in f["verdicts"].items() if v]
         parts.append("</ul>")
     if report.get("pooled"):
-        from unpact.seeds import spread_text, verdict_lines
-
         parts.append("<h2>Pooled over seeds</h2>")
         for p in report["pooled"]:
             parts.append(f"<h3>{e(p['title'])}</h3><table><tr><th>method</th>"

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from unpact.data import PromptFormat, records_from_rows
-from unpact.data.shipped import RESOURCES_DIR
 from unpact.data.loaders import read_records
 from unpact.data.records import QAItem
+from unpact.data.shipped import RESOURCES_DIR
 from unpact.errors import ConfigError, DataError
 from unpact.metrics import ANSWER_THRESHOLD, greedy_answers, rouge_l_recall
 

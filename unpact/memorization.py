@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 from unpact.errors import ConfigError, InputError
 
@@ -163,8 +164,6 @@ def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> 
         >>> mia_auc([1.0, 2.0], [2.0, 3.0])   # pairs: (1,2) (1,3) (2,3) won, (2,2) tied
         0.875
     """
-    from scipy.stats import rankdata
-
     f = np.asarray(forget_scores, dtype=np.float64).reshape(-1)
     h = np.asarray(holdout_scores, dtype=np.float64).reshape(-1)
     if f.size == 0 or h.size == 0:

@@ -62,12 +62,26 @@ from scipy.stats import hmean, ks_2samp
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
 from unpact.errors import InputError, lookup
-from unpact.memorization import (ATTACKS, MIAConfig, attack_scores, exact_memorization, extraction_strength, mia_auc,
-                                 privleak)
+from unpact.memorization import (
+    ATTACKS,
+    MIAConfig,
+    attack_scores,
+    exact_memorization,
+    extraction_strength,
+    mia_auc,
+    privleak,
+)
 from unpact.progress import ProgressFactory, null_progress
 from unpact.protocols import Model
-from unpact.scoring import (DEFAULT_MAX_BATCH_TOKENS, TokenStats, answer_logprobs, answer_token_stats, encode_many,
-                            greedy_generate, tokenize)
+from unpact.scoring import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    TokenStats,
+    answer_logprobs,
+    answer_token_stats,
+    encode_many,
+    greedy_generate,
+    tokenize,
+)
 
 
 @lru_cache(maxsize=2)
@@ -788,7 +802,7 @@ def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = 
     return answer_token_stats(model, seqs, max_batch_tokens=max_batch_tokens)
 
 
-def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig = MIAConfig()) -> dict[str, list[float]]:
+def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig | None = None) -> dict[str, list[float]]:
     """Each attack's per-answer score (:func:`unpact.memorization.attack_scores`) from the answers'
     token stats; ZLib's text is the answer's tokens decoded without special tokens (open-unlearning's
     ``extract_target_texts_from_processed_data``).
@@ -797,6 +811,7 @@ def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig = MI
         >>> mia_scores(model, token_stats(model, items))["min_k"][:2]   # doctest: +SKIP
         [0.0123, 0.0457]
     """
+    config = config or MIAConfig()
     per = [attack_scores(s.logprobs.numpy(), s.vocab_mean.numpy(), s.vocab_var.numpy(),
                          model.tokenizer.decode(s.targets.tolist(), skip_special_tokens=True), config)
            for s in stats]
@@ -804,7 +819,7 @@ def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig = MI
 
 
 def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | PromptFormat | None = None,
-             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, config: MIAConfig = MIAConfig(),
+             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, config: MIAConfig | None = None,
              forget_stats: Sequence[TokenStats] | None = None) -> dict[str, Any]:
     """Every attack's AUC between the ``forget`` items (labelled 0) and the ``holdout`` items (1):
     ``mia_<attack>_auc`` for each of :data:`unpact.memorization.ATTACKS`, and the per-item scores.
@@ -814,6 +829,7 @@ def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | Promp
         >>> mia_aucs(model, forget, holdout)                                                                # doctest: +SKIP
         {'mia_loss_auc': 0.99, 'mia_zlib_auc': 0.99, 'mia_min_k_auc': 0.98, 'mia_min_k_plus_plus_auc': 0.93, ...}
     """
+    config = config or MIAConfig()
     forget, holdout = _qa(forget), _qa(holdout)
     if forget_stats is None:
         forget_stats = token_stats(model, forget, fmt, max_batch_tokens)

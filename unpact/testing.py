@@ -158,8 +158,6 @@ def write_tiny_gguf(path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d
 
     Returns the path; the HF model the file holds is rebuilt by ``unpact.load_model(path)``.
     """
-    import json
-
     import gguf
 
     path = Path(path)

@@ -43,8 +43,14 @@ from unpact.data import resolve_format
 from unpact.data.formatting import FORMAT_NAMES
 from unpact.emphasis.activation import LAYER_SETS, get_kind
 from unpact.errors import ConfigError, ModelLoadError
-from unpact.models import (DTYPE_CHOICES, check_checkpoint_dir, check_device, check_hub_model, load_tokenizer,
-                           resolve_model_spec)
+from unpact.models import (
+    DTYPE_CHOICES,
+    check_checkpoint_dir,
+    check_device,
+    check_hub_model,
+    load_tokenizer,
+    resolve_model_spec,
+)
 from unpact.unlearning import METHODS, get_method, make_config
 
 #: (lowest, highest) allowed for numeric options, by dotted config name (None: unbounded).
