@@ -35,13 +35,14 @@ from unpact.models import _check_checkpoint_dir, _load_tokenizer, resolve_model_
 
 #: Largest relative weight distance ``||U - O|| / ||O||`` (all tensors together) at which an
 #: unlearned checkpoint U still counts as a descendant of the original O. Measured with
-#: ``scripts/measure_descendant_distance.py`` on the embedded models at each method's default
-#: strength: unpact's own methods move the weights by at most 0.037 (task_vector on
-#: embedded:llama; gradient-ascent methods 0.001-0.01); a retain-only twin trained from scratch
-#: with the same configuration sits at 1.13-1.25 and independently initialised weights near
-#: sqrt(2). 0.5 lies an order of magnitude above every unlearning run and at less than half the
-#: distance of an unrelated model. ``audit.max_relative_distance`` (None: no check) overrides it.
-MAX_RELATIVE_DISTANCE = 0.5
+#: ``scripts/measure_descendant_distance.py`` (docs/audit.md has the table): the ten registered
+#: methods at their default strength (seed 0, embedded:tofu forget10) move the embedded gpt2,
+#: llama and qwen2 models by 0.048 (npo on qwen2) to 0.179 (rmu on gpt2); the retain-only twins,
+#: same configuration trained without the forget set, sit at 0.80 (gpt2), 0.87 (qwen2) and 0.90
+#: (llama); independently drawn weights sit near sqrt(2). 0.4 is more than twice the largest
+#: unlearning run and half the nearest unrelated model. ``audit.max_relative_distance``
+#: (None: no check) overrides it.
+MAX_RELATIVE_DISTANCE = 0.4
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}

@@ -12,7 +12,10 @@ half-made run directory behind:
   hyperparameters, attribution methods (:func:`resolve_attribution_methods`: ``ig`` is
   integrated gradients, ``bogus`` is an error), emphasis templates, kinds and layer sets,
   attacks and their options, the dtype and the prompt format;
-* :func:`check_inputs` - the device, the output path, the models (and a chat template);
+* :func:`check_inputs` - the device, the output path, the models (and a chat template), the
+  safetensors headers of local checkpoints (a truncated file fails here, not mid-run);
+* :func:`check_checkpoints` - audited checkpoints against the original (tokenizer,
+  architecture, NaN/inf weights, descent; :mod:`unpact.checkpoints`);
 * :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error);
 * :func:`check_output_dir` - the output path is a directory or can be made one;
 * :func:`check_model_available` - a local checkpoint is complete, a hub id is in the
@@ -36,7 +39,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from unpact.errors import ConfigError
+from unpact.errors import ConfigError, UnpactError
 
 #: (lowest, highest) allowed for numeric options, by dotted config name (None: unbounded).
 #: Options not listed get only their type checked (and the generic ``max_*``/``*_steps`` >= 1 rule).
@@ -193,6 +196,14 @@ def check_names(cfg: Any) -> None:
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
+    from unpact.checkpoints import RESERVED_NAMES
+
+    for name, spec in cfg.checkpoints.items():
+        if name in cfg.methods or name in RESERVED_NAMES or not name or "/" in name or name.startswith("."):
+            why = ("is also a method of the run" if name in cfg.methods else
+                   "is a name the study uses for its own stages" if name in RESERVED_NAMES else
+                   "is not a plain name (no '/', no leading '.')")
+            raise ConfigError(f"checkpoints names {name!r} ({spec!r}), which {why}; give it another name")
     for m in cfg.method_config:
         if m not in cfg.methods:
             raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
@@ -224,18 +235,39 @@ def check_inputs(cfg: Any) -> None:
     a directory and its models can be loaded (a checkpoint used with the chat format has a chat template)."""
     from unpact.models import resolve_model_spec
 
+    from unpact.checkpoints import read_header
+
     check_device(cfg.device)
     check_output_dir(cfg.out)
-    for spec in (cfg.model, cfg.reference_model):
+    for spec in (cfg.model, cfg.reference_model, *cfg.checkpoints.values()):
         if spec is None:
             continue
         check_model_available(spec)
         kind, target = resolve_model_spec(spec)
+        if kind == "path":
+            for f in sorted(Path(target).glob("*.safetensors")):
+                read_header(f)  # a truncated or corrupt file: here, not after an hour of work
         if kind == "path" and cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so now
             from unpact.data import resolve_format
             from unpact.models import _load_tokenizer
 
             resolve_format("chat", _load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
+
+
+def check_checkpoints(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Every audited checkpoint of run config ``cfg`` against its original (``cfg.model``) and the
+    negative control (``cfg.reference_model``): :func:`unpact.checkpoints.check_audit_inputs`.
+    Returns each checkpoint's lineage (relative weight distance, identical weights, warnings);
+    {} when the run audits none."""
+    from unpact.checkpoints import check_audit_inputs
+
+    if not cfg.checkpoints:
+        return {}
+    try:
+        return check_audit_inputs(cfg.model, dict(cfg.checkpoints), cfg.reference_model,
+                                  cfg.audit.max_relative_distance)
+    except UnpactError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # -------------------------------------------------------------- the machine
