@@ -178,3 +178,16 @@ def test_read_header_and_names(ckpts):
     assert name_checkpoints(["x/ga", "y/ga/", "embedded:gpt2-retain"]) == {
         "ga": "x/ga", "ga-2": "y/ga/", "gpt2-retain": "embedded:gpt2-retain"}
     assert torch.isfinite(torch.tensor(MAX_RELATIVE_DISTANCE))
+
+
+def test_grid_cells_with_given_checkpoints(ckpts, tmp_path):
+    from unpact.grid import expand, grid_from_dict
+
+    grid = grid_from_dict({"models": [{"name": "g", "model": ORIGINAL,
+                                       "unlearned": [str(ckpts["ga"]), "embedded:gpt2-retain"]}],
+                           "methods": ["npo"], "out": str(tmp_path / "grid")})
+    cells = {c.name: c for c in expand(grid)}
+    assert set(cells) == {"g__embedded-tofu__npo", "g__embedded-tofu__ga", "g__embedded-tofu__gpt2-retain"}
+    ga = cells["g__embedded-tofu__ga"].config
+    assert ga.methods == [] and ga.checkpoints == {"ga": str(ckpts["ga"])} and not ga.trajectory.enabled
+    assert cells["g__embedded-tofu__npo"].config.methods == ["npo"]
