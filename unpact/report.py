@@ -69,8 +69,8 @@ figure{display:inline-block;margin:.4em} img{max-width:100%}
 .answer{border:1px solid #ddd;border-radius:6px;padding:.2em 1em .6em;background:#fcfcfa}
 .answer h1{margin:.3em 0 .2em} .answer p{margin:.3em 0} .answer table{margin:.3em 0}
 .answer .cols{display:flex;gap:1.2em;align-items:flex-start}
-.answer .cols>div{flex:1 1 auto;min-width:0} .answer figure{margin:0;flex:0 0 auto;display:block}
-.answer img{max-height:230px;display:block} .answer figcaption{max-width:22em}
+.answer .cols>div{flex:0 1 auto;max-width:46em} .answer figure{margin:0;flex:1 1 0;min-width:16em;display:block}
+.answer img{max-height:250px;max-width:100%;height:auto;width:auto;display:block} .answer figcaption{max-width:24em}
 .oneline{margin:.15em 0;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:.92em}
 .oneline b{display:inline-block;min-width:17em}
 .warn{background:#fff8e0;border-left:4px solid #cb4b16;padding:.3em .8em;margin:.3em 0}
