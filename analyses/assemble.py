@@ -284,6 +284,25 @@ def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
     return {"presence": presence_analysis(methods, controls.get("presence") or {})}
 
 
+@register_analysis("finding2")
+def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 2 with the placebo, per unlearned (or audited) model: keyword-specific recovery
+    (the ``controlled`` stage; :func:`unpact.analyses.dilemma.finding2_verdict`)."""
+    from unpact.analyses.dilemma import finding2_verdict
+
+    per = {m: finding2_verdict(r["controlled"]) for m, r in methods.items() if r.get("controlled")}
+    if not per:
+        return {}
+    yes = [m for m, v in per.items() if v["supported"]]
+    na = all(str(v["verdict"]).startswith("not applicable") for v in per.values())
+    outcome = "supported" if yes else "not applicable" if na else "not supported"
+    return {"finding2": {"per_method": per, "n_methods": len(per), "n_supported": len(yes),
+                         "verdict": (f"{outcome}: keyword emphasis recovered more than "
+                                     f"the placebo in {len(yes)} of {len(per)} models"
+                                     + (f" ({', '.join(yes)})" if yes else "") + "; "
+                                     + "; ".join(f"{m}: {v['verdict']}" for m, v in per.items()))}}
+
+
 @register_analysis("trajectory")
 def _trajectory(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2 at every checkpoint and the dilemma (:func:`trajectory_analyses`)."""

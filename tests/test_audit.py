@@ -103,9 +103,9 @@ def test_audit_of_an_unlearn_checkpoint_equals_the_run(ckpts, tmp_path, capsys):
     compare_results.walk(run, audit, "", out)
     assert out["numbers"] > 1000
     # where the checkpoint came from necessarily differs; nothing else
-    assert {p for p, _, _ in out["diff"]} == {"methods.ga.checkpoint.source", "methods.ga.checkpoint.spec"}, out["diff"]
+    assert {p for p, _, _ in out["diff"]} == {"methods.ga.lineage.source", "methods.ga.lineage.spec"}, out["diff"]
     assert out["only_before"] == {"methods.ga.unlearn"} and not out["only_after"]
-    assert 0 < audit["methods"]["ga"]["checkpoint"]["relative_distance"] < MAX_RELATIVE_DISTANCE
+    assert 0 < audit["methods"]["ga"]["lineage"]["relative_distance"] < MAX_RELATIVE_DISTANCE
     assert (audit_dir / "report.html").is_file() and not (audit_dir / "models").exists()
     assert "trajectory" not in audit["methods"]["ga"]
     # the audit's stage files are the run's (atomic, resumable): a second audit keeps them all
@@ -166,7 +166,7 @@ def test_identical_checkpoint_is_a_warning_and_the_audit_runs(ckpts, tmp_path, c
     warns = [ln for ln in err.splitlines() if ln.startswith("unpact: warning:")]
     assert len(warns) == 1 and "exactly the original's weights" in warns[0]
     res = json.loads((out / "results.json").read_text())
-    ck = res["methods"]["copy-of-original"]["checkpoint"]
+    ck = res["methods"]["copy-of-original"]["lineage"]
     assert ck["identical"] is True and ck["relative_distance"] == 0.0 and ck["warnings"]
     assert res["summary"][1]["forget_rouge"] == res["summary"][0]["forget_rouge"]
 

@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start)
     for m, r in results["methods"].items():  # e.g. an unlearning run that changed nothing
-        for w in (r.get("checkpoint") or {}).get("warnings") or []:
+        for w in (r.get("lineage") or {}).get("warnings") or []:
             print(f"unpact: warning: {m}: {w}", file=sys.stderr)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"

@@ -105,7 +105,7 @@ def _short(verdict: str) -> str:
 
 
 #: the verdicts of the answer, in order: (analysis key, title)
-ANSWER_VERDICTS = (("recovery", "Finding 2: recovery"), ("presence", "Hidden or erased"),
+ANSWER_VERDICTS = (("recovery", "Finding 2: recovery"), ("finding2", "Finding 2: keyword vs placebo"), ("presence", "Hidden or erased"),
                    ("collapse", "Finding 3: collapse"), ("layer_head", "Layers and heads"),
                    ("finding2_checkpoints", "Finding 2 per checkpoint"), ("dilemma", "The dilemma"))
 
@@ -121,7 +121,7 @@ def _answer(res: dict[str, Any], figures: dict[str, bytes]) -> str:
     e = html.escape
 
     def who(m: str, r: dict) -> str:
-        ck = r.get("checkpoint") or {}
+        ck = r.get("lineage") or {}
         d = ck.get("relative_distance")
         dist = "" if d is None else f", weights moved {fmt_number(float(d))} of the original's norm"
         src = f"<code>{e(str(ck['spec']))}</code>" if ck.get("spec") else "unlearned by unpact"
@@ -140,7 +140,7 @@ def _answer(res: dict[str, Any], figures: dict[str, bytes]) -> str:
             + (", " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items evaluated" if any(counts.values())
                else "") + ").</p>"]
     for m, r in methods.items():
-        for w in (r.get("checkpoint") or {}).get("warnings") or []:
+        for w in (r.get("lineage") or {}).get("warnings") or []:
             head.append(f"<div class='warn'><b>Warning</b> ({e(m)}): {e(w)}</div>")
     pre = an.get("precondition") or {}
     if pre.get("holds") is False:
@@ -233,6 +233,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     # verdicts
     v_html = []
     for name, title in (("keyword_focus", "Finding 1 — keyword focus"), ("recovery", "Finding 2 — emphasis recovery"),
+                        ("finding2", "Finding 2 — keyword vs placebo emphasis"),
                         ("collapse", "Finding 3 — collapse"), ("layer_head", "Where it changed — layers and heads")):
         a = an.get(name, {})
         if name == "keyword_focus":

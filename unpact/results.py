@@ -351,7 +351,7 @@ def summary_table(results: dict[str, Any]) -> str:
     if pre.get("holds") is False:  # said first: no number below supports a verdict
         lines.insert(0, f"not applicable: {pre['reason']}\n")
     lines.append("")
-    for name in ("recovery", "collapse", "layer_head", "presence"):
+    for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
         if an.get(name, {}).get("verdict"):
             lines.append(f"{name}: {an[name]['verdict']}")
     lines += matched_lines(results)

@@ -262,17 +262,17 @@ def unlearning(study: "StudyView", method: str) -> dict[str, Any]:
             "losses": res.losses, "stopped_early": res.stopped_early, "message": res.message}
 
 
-def checkpoint(study: "StudyView", name: str) -> dict[str, Any]:
+def lineage(study: "StudyView", name: str) -> dict[str, Any]:
     """Where the measured model comes from and how far it moved: its relative weight distance
     from the original and whether it is identical (:func:`unpact.checkpoints.lineage`; for an
     audited checkpoint the input checks' measurement, not a second read of the weights)."""
-    from unpact.checkpoints import lineage
+    from unpact import checkpoints
 
     spec = study.cfg.checkpoints.get(name)
     if spec is None:  # a method: unpact unlearned it into the run directory
-        out = lineage(study.cfg.model, study.model_dir(name))
+        out = checkpoints.lineage(study.cfg.model, study.model_dir(name))
         return {**out, "spec": None, "source": f"unlearned by unpact ({name})"}
-    out = study.data.lineage.get(name) or lineage(study.cfg.model, spec)
+    out = study.data.lineage.get(name) or checkpoints.lineage(study.cfg.model, spec)
     return {**out, "spec": spec, "source": "given checkpoint (unpact audit)"}
 
 
@@ -513,8 +513,6 @@ def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model,
     original's (and negative control's) runs of the first checkpoint measured in this session
     are reused at every later one (they do not depend on the checkpoint).
     """
-    from unpact.emphasis.controlled import controlled_recovery
-    from unpact.errors import InputError
     from unpact.results import model_utility_of, utility_drop, utility_score
 
     cfg, t = study.cfg, study.cfg.trajectory
@@ -526,19 +524,45 @@ def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model,
         if cfg.presence.probes:
             out["presence"] = presence(study, model, ev)
         if t.controlled:
-            kw = keyword_positions(study)
-            controls, control_kw = emphasis_controls(study, kw)
-            settings = t.controlled_settings(
-                threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
-                max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
-            kwargs = dict(controls=controls, keywords=kw["forget"], control_keywords=control_kw, settings=settings,
-                          method=f"{method}@{step}", fmt=study.fmt, negative=negative())
-            try:
-                cr = controlled_recovery(model, study.original(), study.data.groups["forget"],
-                                         reuse=study.controlled_reuse, **kwargs)
-            except InputError:  # the kept runs do not fit (another item set): measure the original again
-                cr = controlled_recovery(model, study.original(), study.data.groups["forget"], **kwargs)
-            out["controlled"] = cr.to_dict()
+            out["controlled"] = controlled_block(study, f"{method}@{step}", model, negative())
+    return out
+
+
+def controlled_block(study: "StudyView", label: str, model: Model, negative: Model | None) -> dict[str, Any]:
+    """Controlled recovery of ``model``: keyword minus placebo emphasis, against the original and
+    (with one) the negative control; the original's KeyTokens as keywords, the settings of
+    ``trajectory.templates`` / ``trajectory.activations``. The original's (and negative control's)
+    runs kept in ``study.controlled_reuse`` are reused when they fit."""
+    from unpact.emphasis.controlled import controlled_recovery
+    from unpact.errors import InputError
+
+    cfg = study.cfg
+    kw = keyword_positions(study)
+    controls, control_kw = emphasis_controls(study, kw)
+    settings = cfg.trajectory.controlled_settings(
+        threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
+        max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
+    kwargs = dict(controls=controls, keywords=kw["forget"], control_keywords=control_kw, settings=settings,
+                  method=label, fmt=study.fmt, negative=negative)
+    try:
+        cr = controlled_recovery(model, study.original(), study.data.groups["forget"],
+                                 reuse=study.controlled_reuse, **kwargs)
+    except InputError:  # the kept runs do not fit (another item set): measure the original again
+        cr = controlled_recovery(model, study.original(), study.data.groups["forget"], **kwargs)
+    return cr.to_dict()
+
+
+def controlled(study: "StudyView", name: str, model: Model) -> dict[str, Any]:
+    """Controlled emphasis recovery of the unlearned (or audited) model itself: keyword vs placebo
+    (:func:`controlled_block`), with the retain-only ``reference_model`` as the negative control."""
+    from unpact.models import load_model
+
+    cfg = study.cfg
+    neg = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype) if cfg.reference_model else None
+    with torch.no_grad():
+        out = controlled_block(study, name, model, neg)
+    if study.controlled_reuse is None:
+        study.controlled_reuse = out
     return out
 
 
@@ -610,12 +634,14 @@ def checkpoint_results(study: "StudyView", method: str, traj: dict[str, Any]) ->
 MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["StudyView", str, Callable, dict], dict]]
 
 METHOD_STAGES: tuple[MethodStage, ...] = (
-    ("checkpoint", "checkpoint", lambda cfg: True, lambda s, m, model, done: checkpoint(s, m)),
+    ("lineage", "lineage", lambda cfg: True, lambda s, m, model, done: lineage(s, m)),
     ("evaluate", "evaluate", lambda cfg: True,
      lambda s, m, model, done: evaluation(s, model(), s.reference_ratios())),
     ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribution(s, model())),
     ("track", "tracking", lambda cfg: True, lambda s, m, model, done: track(s, done["attribution"])),
     ("recovery", "recovery", lambda cfg: True, lambda s, m, model, done: recovery(s, model(), m)),
+    ("controlled", "controlled", lambda cfg: cfg.trajectory.controlled,
+     lambda s, m, model, done: controlled(s, m, model())),
     ("collapse", "collapse", lambda cfg: True, lambda s, m, model, done: collapse(s, done["tracking"], done["evaluate"])),
     ("attacks", "attacks", lambda cfg: bool(cfg.attacks.names), lambda s, m, model, done: attacks(s, model())),
     ("presence", "presence", lambda cfg: bool(cfg.presence.probes),
