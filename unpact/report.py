@@ -67,7 +67,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:.4em} img{max-width:100%}
 .scale{font-size:.75em;color:#555;margin-left:1em;white-space:nowrap} .scale .bar{display:inline-block;width:6em;height:.8em;vertical-align:middle;border:1px solid #ccc}
 .answer{border:1px solid #ddd;border-radius:6px;padding:.2em 1em .6em;background:#fcfcfa}
-.answer h1{margin:.3em 0 .2em} .answer p{margin:.3em 0} .answer table{margin:.3em 0}
+.answer td,.answer th{white-space:nowrap} .answer h1{margin:.3em 0 .2em} .answer p{margin:.3em 0} .answer table{margin:.3em 0}
 .answer .cols{display:flex;gap:1.2em;align-items:flex-start}
 .answer .cols>div{flex:0 1 auto;max-width:46em} .answer figure{margin:0;flex:1 1 0;min-width:16em;display:block}
 .answer img{max-height:250px;max-width:100%;height:auto;width:auto;display:block} .answer figcaption{max-width:24em}
@@ -151,15 +151,22 @@ def _answer(res: dict[str, Any], figures: dict[str, bytes]) -> str:
     by_name = {r.get("method"): r for r in summary}
     o = by_name.get("original") or {}
     rows = [["original", None, None, None, o.get("forget_rouge"), o.get("retain_rouge"), None, None]]
+    routes = res.get("routes") or []
+    rows[0].append(None)
     for m in methods:
         c = (pres.get(m) or {}).get("counts") or {}
         s = by_name.get(m) or {}
+        attacks = [r for r in routes if r["method"] == m and r.get("controlled_rate") is not None and r.get("n_forgotten")]
+        best = max(attacks, key=lambda r: (r["controlled_rate"], r["n_forgotten"]), default=None)
         rows.append([m, c.get("known"), c.get("hidden"), c.get("erased"), s.get("forget_rouge"), s.get("retain_rouge"),
-                     s.get("recovery_prompt"), s.get("recovery_activation")])
-    table = _table(["model", "known", "hidden", "erased", "forget", "retain", "rec. prompt", "rec. activation"], rows)
+                     s.get("recovery_prompt"), s.get("recovery_activation"),
+                     None if best is None else f"{best['route']} {best['n_recovered']}/{best['n_forgotten']}"])
+    table = _table(["model", "known", "hidden", "erased", "forget", "retain", "rec. prompt", "rec. activation",
+                    "best attack"], rows)
     note = ("<p class='lbl'>Per forget item: <em>known</em> (the plain prompt answers it), <em>hidden</em> (only a "
             "probe finds it), <em>erased</em> (no probe finds it); rec.: share of forgotten items emphasis "
-            "brought back (best setting whose controls held); forget, retain: ROUGE-L recall of the greedy answers.</p>" if pres else "<p class='lbl'>No presence probes ran (presence.probes is empty).</p>")
+            "brought back (best setting whose controls held); best attack: forgotten items it brings back beyond the "
+            "controls, of those eligible; forget, retain: ROUGE-L recall of the greedy answers.</p>" if pres else "<p class='lbl'>No presence probes ran (presence.probes is empty).</p>")
     dil = an.get("dilemma") or {}
     if checkpoint_rows(res):
         from unpact.figures import dilemma_png
@@ -167,6 +174,14 @@ def _answer(res: dict[str, Any], figures: dict[str, bytes]) -> str:
         png = dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
         figures["dilemma.png"] = png
         fig = f"<figure><img alt='the dilemma: trajectories in forget accuracy and utility' src='{_b64(png)}'></figure>"
+    elif any(r["route"] not in ("prompt emphasis", "activation emphasis") for r in routes):
+        png = routes_png(routes)
+        figures["routes.png"] = png
+        fig = (f"<figure><img alt='recovery routes by model' src='{_b64(png)}'><figcaption class='lbl'>Every recovery "
+               "route's best setting per model (attacks: beyond the original's and the negative control's runs) "
+               "(the strength trajectory, and so the dilemma plot, is "
+               + ("an <code>unpact run</code> feature: it needs the unlearning run" if audited else "off in this run")
+               + ")</figcaption></figure>")
     else:
         png = recovery_png(summary)
         figures["recovery.png"] = png
