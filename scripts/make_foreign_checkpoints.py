@@ -11,9 +11,10 @@ Writes two HF checkpoint directories made from the embedded original ``embedded:
   Nothing else is trained, so the facts stay in the formats the original learned them in
   beside the QA (the embedded world's cloze sentences): by construction the knowledge is
   hidden behind a refusal, not erased.
-* ``foreign/noise``: the original's weights plus Gaussian noise, each tensor's noise scaled
-  to ``--noise`` times that tensor's root-mean-square: damage spread over everything, with
-  no target (relative weight distance about ``--noise``).
+* ``foreign/noise`` (``foreign/noise-<scale>`` for another ``--noise``): the original's weights
+  plus Gaussian noise, each tensor's noise scaled to ``--noise`` times that tensor's
+  root-mean-square: damage spread over everything, with no target (relative weight distance
+  about ``--noise``).
 
 The third checkpoint of docs/audit.md is the retain-only twin itself (``embedded:gpt2-retain``,
 shipped), which never saw the forget set: nothing to hide, nothing to recover.
@@ -112,9 +113,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.only in (None, "refusal"):
         refusal(original, out / "refusal", args.steps, args.seed)
+    name = "noise" if args.noise == 0.1 else f"noise-{args.noise:g}"
     if args.only in (None, "noise"):
-        noise(original, out / "noise", args.noise, args.seed)
-    print(f"wrote {out / 'refusal'} and {out / 'noise'}")
+        noise(original, out / name, args.noise, args.seed)
+    print(f"wrote {', '.join(str(out / n) for n, k in (('refusal', 'refusal'), (name, 'noise')) if args.only in (None, k))}")
     return 0
 
 
