@@ -58,6 +58,7 @@ def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
             # the dilemma's two parts and finding 2 at each checkpoint are verdicts too
             inner = [a[k] for k in ("erasure_costs_utility", "recoverable_is_present") if isinstance(a.get(k), dict)]
             inner += [v for cps in (a.get("per_method") or {}).values() for v in cps.values()]
+            inner += list((a.get("per_model") or {}).values())  # finding 2 with the placebo, per model
             for v in (a, *inner):
                 if "supported" in v:
                     v["verdict"], v["supported"] = na, None
@@ -296,7 +297,7 @@ def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
     yes = [m for m, v in per.items() if v["supported"]]
     na = all(str(v["verdict"]).startswith("not applicable") for v in per.values())
     outcome = "supported" if yes else "not applicable" if na else "not supported"
-    return {"finding2": {"per_method": per, "n_methods": len(per), "n_supported": len(yes),
+    return {"finding2": {"per_model": per, "n_models": len(per), "n_supported": len(yes),
                          "verdict": (f"{outcome}: keyword emphasis recovered more than "
                                      f"the placebo in {len(yes)} of {len(per)} models"
                                      + (f" ({', '.join(yes)})" if yes else "") + "; "
