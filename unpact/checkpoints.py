@@ -72,6 +72,9 @@ def local_directory(spec: str) -> Path:
         raise InputError(str(exc)) from None
     if kind == "path":
         return Path(target)
+    if kind == "gguf":
+        raise InputError(f"checkpoint {spec!r} is a GGUF file; the audit's checks compare safetensors checkpoints: "
+                         "save it as one first (unpact.save_model(unpact.load_model(spec), directory)) and give that directory")
     try:
         from huggingface_hub import snapshot_download
 

@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 from unpact.errors import UnpactError
 
 EXIT_BAD_INPUT = 2
+#: what every --model / model argument accepts
+MODEL_HELP = ("embedded:<name>, a checkpoint directory, a .gguf file (or a directory holding one), "
+              "a short name of a packaged model (smollm2-135m), or a hub id")
 
 
 class CommandError(UnpactError):
@@ -28,7 +31,7 @@ class CommandError(UnpactError):
 
 
 def add_info(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
@@ -53,6 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("context", info["n_ctx"]),
         ("parameters", f"{info['n_params']:,}"),
         ("dtype", info["dtype"]),
+        ("source", info["source_format"] + (f" ({info['quantization']}, de-quantized)" if info["quantization"] else "")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -97,7 +101,7 @@ def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run
 
 
 def add_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="embedded:<name>, a checkpoint directory or a hub id (default embedded:gpt2)")
+    p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
     p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
     p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
@@ -158,9 +162,7 @@ def _config_data(args: argparse.Namespace, flags: dict[str, str]) -> tuple[dict,
         v = getattr(args, flag)
         if v is None:
             continue
-        if flag in ("reference_model", "general") and str(v).lower() == "none":
-            v = None
-        elif flag == "attribution":
+        if flag == "attribution":
             v = [m.strip() for m in v.split(",") if m.strip()]
         elif flag == "factors":
             v = list(_csv(v, "--factors", float))
@@ -340,7 +342,7 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
 
 
 def add_unlearn(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
     p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
@@ -426,6 +428,44 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                 # all the split's items: `unpact run` evaluates at most max_items of them, so its numbers differ
                 print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
                       f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)")
+    return 0
+
+
+# ---------------------------------------------------------------- known-facts
+
+
+def add_known_facts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--source", action="append", required=True, metavar="FILE",
+                   help="a TOFU-format QA file (json/jsonl/parquet) to ask the model (repeatable), e.g. "
+                        "world_facts_perturbed.json and real_authors_perturbed.json")
+    p.add_argument("--out", required=True, help="directory for forget/retain/general/unknown.json and manifest.json")
+    p.add_argument("--seed", type=int, default=0, help="the shuffle's seed (default 0)")
+    p.add_argument("--device", default=None)
+    _add_dtype(p)
+    _add_format_args(p)
+
+
+def cmd_known_facts(args: argparse.Namespace) -> int:
+    from unpact.known_facts import KnownFactsConfig, build_known_facts, write_known_facts
+    from unpact.models import load_model
+    from unpact.validation import check_device, check_model_available, check_output_dir
+
+    check_device(args.device)
+    check_output_dir(args.out)
+    missing = [f for f in args.source if not os.path.isfile(f)]
+    if missing:
+        raise CommandError(f"--source {missing[0]!r} does not exist; give a TOFU-format QA file")
+    check_model_available(args.model)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    fmt = _prompt_format(args, model)
+    facts = build_known_facts(model, args.source, fmt, KnownFactsConfig(seed=args.seed))
+    facts.manifest.update(model=args.model, system_prompt=args.system_prompt)
+    write_known_facts(facts, args.out)
+    known = sum(facts.manifest["known_by_source"].values())
+    print(f"{known} of {sum(facts.manifest['sources'].values())} questions answered right "
+          f"({', '.join(f'{k}: {v}' for k, v in facts.manifest['known_by_source'].items())}) -> {args.out}")
+    print("  " + ", ".join(f"{k} {v}" for k, v in facts.counts().items()))
     return 0
 
 
@@ -560,7 +600,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def add_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="checkpoint directory, hub id or embedded:<name> (typically the original model)")
+    p.add_argument("model", help=MODEL_HELP + " (typically the original model)")
     p.add_argument("--question", help="the question (formatted by --prompt-format)")
     p.add_argument("--answer", help="the answer whose log-prob is attributed")
     p.add_argument("--benchmark", help="take the item from BENCHMARK/SPLIT instead, e.g. embedded:tofu/forget10")
@@ -768,7 +808,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                        cmd_build_embedded),
     "grid": ("run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
              add_grid, cmd_grid),
-    "info": ("print a model's architecture and sizes", add_info, cmd_info),
+    "info": ("print a model's architecture, sizes and source format", add_info, cmd_info),
+    "known-facts": ("split the questions a model answers right into forget/retain/general (and unknown) splits",
+                    add_known_facts, cmd_known_facts),
     "inspect": ("one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
                 add_inspect, cmd_inspect),
     "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",

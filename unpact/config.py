@@ -330,6 +330,10 @@ def _merge(obj: Any, data: dict[str, Any], where: str = "") -> Any:
     return dataclasses.replace(obj, **updates)
 
 
+#: the settings a file or flag switches off with the string "none" (TOML has no null)
+NONE_KEYS = ("reference_model", "general", "holdout_split")
+
+
 def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """A :class:`RunConfig` from ``data`` layered over ``base`` (defaults); unknown keys and names are errors.
 
@@ -344,6 +348,9 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
         unpact.errors.ConfigError: unknown attribution method 'nonsense'; known: ...
     """
     cfg = _merge(base if base is not None else RunConfig(), data)
+    for key in NONE_KEYS:  # "none" switches these off in a file as it does on the command line
+        if isinstance(getattr(cfg, key), str) and getattr(cfg, key).lower() == "none":
+            setattr(cfg, key, None)
     if isinstance(cfg.methods, str):
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods and not cfg.checkpoints:

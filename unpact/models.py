@@ -31,6 +31,8 @@ from typing import Any
 import torch
 
 from unpact.errors import ModelLoadError
+from unpact.gguf_checkpoint import GGUF_SUFFIX, gguf_file_in, load_gguf
+from unpact.packaged_models import PACKAGED_MODELS, packaged_model_file
 
 EMBEDDED_PREFIX = "embedded:"
 #: Where the embedded checkpoints live inside the installed package.
@@ -80,10 +82,19 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
-    """Classify a model spec as ``("path", dir)`` or ``("hub", id)``.
+    """Classify a model spec as ``("path", dir)``, ``("gguf", file)`` or ``("hub", id)``.
 
-    ``embedded:<name>`` resolves to the shipped directory; a string that names an
-    existing directory, or that looks like a filesystem path, is a local path.
+    ``embedded:<name>`` resolves to the shipped directory; a short name of
+    :data:`unpact.packaged_models.PACKAGED_MODELS` (``smollm2-135m``) to the GGUF file
+    inside its installed package; a ``.gguf`` file, or a directory holding one GGUF file
+    and no ``config.json``, is ``"gguf"``; a string that names an existing directory, or
+    that looks like a filesystem path, is a local path; anything else a hub id.
+
+    Example:
+        >>> resolve_model_spec("./runs/npo_gdr/model")
+        ('path', 'runs/npo_gdr/model')
+        >>> resolve_model_spec("EleutherAI/pythia-70m")
+        ('hub', 'EleutherAI/pythia-70m')
     """
     s = str(spec)
     if s.startswith(EMBEDDED_PREFIX):
@@ -99,14 +110,58 @@ def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
             raise ModelLoadError(f"unknown embedded model {s!r}; {hint}")
         return "path", str(directory)
     p = Path(s).expanduser()
+    if s in PACKAGED_MODELS and not p.exists():
+        return "gguf", str(packaged_model_file(s))
+    gguf = gguf_file_in(p)
+    if gguf is not None:
+        return "gguf", str(gguf)
     looks_like_path = (
         s.startswith((".", "/", "~"))
         or os.sep in s.strip("/") and s.count("/") != 1
         or p.exists()
+        or s.lower().endswith(GGUF_SUFFIX)
     )
     if p.is_dir() or looks_like_path:
         return "path", str(p)
     return "hub", s
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_hub_model(spec: str, target: str, timeout: float = 10.0) -> None:
+    """Raise :class:`ModelLoadError` at once when hub id ``target`` cannot be loaded: it must
+    be in the local Hugging Face cache or, unless ``HF_HUB_OFFLINE`` is set, the hub must
+    answer for it within ``timeout`` seconds (one request, no retries). Without this a
+    name that is neither a path nor a known name is retried against the hub for ~40 s.
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(target, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - an invalid repo id is reported below
+        pass
+    known = f"; short names: {', '.join(PACKAGED_MODELS)}" if PACKAGED_MODELS else ""
+    if hub_offline():
+        raise ModelLoadError(
+            f"model {spec!r} is not a local directory, a GGUF file or a known name, not in the Hugging Face "
+            f"cache, and HF_HUB_OFFLINE is set; download it first (unset HF_HUB_OFFLINE) or give a "
+            f"checkpoint directory{known}"
+        )
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(target, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means the load could not work
+        first = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(
+            f"model {spec!r} is not a local directory, a GGUF file or a known name, and the hub did not "
+            f"answer for it ({type(exc).__name__}: {first}); check the id and the network, or give a "
+            f"checkpoint directory{known}"
+        ) from None
 
 
 def _check_checkpoint_dir(directory: Path) -> None:
@@ -234,43 +289,20 @@ def load_model(
         raise ModelLoadError("give either device or device_map, not both")
     if device is None and "device_map" not in boot_kwargs:
         device = "cpu"
+    source: dict[str, Any] = {"format": "hf"}
     with warnings.catch_warnings(), _quiet_loggers():
         warnings.simplefilter("ignore")
-        if kind == "path":
-            directory = Path(target)
-            _check_checkpoint_dir(directory)
-            hf_model, tokenizer = _load_hf(directory, torch_dtype)
+        if kind in ("path", "gguf"):
+            if kind == "gguf":
+                hf_model, tokenizer, gguf_source = load_gguf(Path(target), torch_dtype)
+                source = gguf_source.to_dict()
+            else:
+                _check_checkpoint_dir(Path(target))
+                hf_model, tokenizer = _load_hf(Path(target), torch_dtype)
             _finish_tokenizer(tokenizer)
-            try:
-                bridge = TransformerBridge.boot_transformers(
-                    str(directory),
-                    hf_model=hf_model,
-                    tokenizer=tokenizer,
-                    device=device,
-                    dtype=torch_dtype,
-                    **boot_kwargs,
-                )
-                if type(bridge.tokenizer) is not type(tokenizer):
-                    # the bridge re-reads the tokenizer by model type to add BOS handling;
-                    # keep the checkpoint's own (see _load_tokenizer), with the bridge's settings
-                    # (the property setter would re-read it by model type again, hence _tokenizer)
-                    tokenizer.padding_side = bridge.tokenizer.padding_side
-                    bridge._tokenizer = tokenizer
-                    try:
-                        from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
-
-                        bridge.cfg.tokenizer_prepends_bos, bridge.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
-                    except ImportError:  # pragma: no cover - older TransformerLens
-                        pass
-                    driver = getattr(bridge, "_driver", None)
-                    if driver is not None and hasattr(driver, "tokenizer"):
-                        driver.tokenizer = tokenizer
-            except Exception as exc:  # noqa: BLE001
-                raise ModelLoadError(
-                    f"TransformerLens could not wrap the model in {str(directory)!r} "
-                    f"(architecture {getattr(hf_model.config, 'architectures', None)}): {exc}"
-                ) from exc
+            bridge = _boot_loaded(target, hf_model, tokenizer, device, torch_dtype, boot_kwargs)
         else:
+            check_hub_model(str(spec), target)  # fails at once where the hub is off or unreachable
             try:
                 bridge = TransformerBridge.boot_transformers(
                     target, device=device, dtype=torch_dtype, **boot_kwargs
@@ -284,9 +316,44 @@ def load_model(
                 _finish_tokenizer(bridge.tokenizer)
     bridge.eval()
     bridge.unpact_spec = str(spec)
+    bridge.unpact_source = source
     from unpact.generation import prepare_generation
 
     prepare_generation(bridge)  # the bridge's KV cache fixed and checked; else generate() runs uncached
+    return bridge
+
+
+def _boot_loaded(name: str, hf_model, tokenizer, device, dtype: torch.dtype, boot_kwargs: dict):
+    """Wrap an HF model read from disk (a checkpoint directory or a GGUF file) in a bridge
+    that keeps the checkpoint's own tokenizer."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            str(name), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **boot_kwargs
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"TransformerLens could not wrap the model in {str(name)!r} "
+            f"(architecture {getattr(hf_model.config, 'architectures', None)}): {exc}"
+        ) from exc
+    probe = "Question: a b\nAnswer:"
+    if type(bridge.tokenizer) is not type(tokenizer) or bridge.tokenizer(probe).input_ids != tokenizer(probe).input_ids:
+        # the bridge re-reads the tokenizer by model type to add BOS handling (a Llama's then
+        # prepends BOS where the checkpoint's, e.g. a GGUF's, does not); keep the checkpoint's
+        # own (see _load_tokenizer), with the bridge's padding side (the property setter would
+        # re-read it by model type again, hence _tokenizer)
+        tokenizer.padding_side = bridge.tokenizer.padding_side
+        bridge._tokenizer = tokenizer
+        try:
+            from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+            bridge.cfg.tokenizer_prepends_bos, bridge.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
+        except ImportError:  # pragma: no cover - older TransformerLens
+            pass
+        driver = getattr(bridge, "_driver", None)
+        if driver is not None and hasattr(driver, "tokenizer"):
+            driver.tokenizer = tokenizer
     return bridge
 
 
@@ -533,6 +600,7 @@ def model_info(model) -> dict[str, Any]:
             seen.add(t.data_ptr())
             n_params += t.numel()
     archs = getattr(hf.config, "architectures", None) or [type(hf).__name__]
+    source = getattr(model, "unpact_source", None) or {}
     return {
         "spec": getattr(model, "unpact_spec", None),
         "architecture": archs[0],
@@ -545,4 +613,6 @@ def model_info(model) -> dict[str, Any]:
         "n_ctx": cfg.n_ctx,
         "n_params": n_params,
         "dtype": str(next(hf.parameters()).dtype).removeprefix("torch."),
+        "source_format": source.get("format", "hf"),
+        "quantization": source.get("file_type"),
     }

@@ -58,6 +58,11 @@ class PresenceSettings:
             (specificity >= 0.9): otherwise a "hidden" from it is as likely a false alarm on an
             erased fact. Probes below it are still run and reported, with the reason they were
             left out. Without a negative control every probe takes part, and the call says so.
+        unknown_split: a split of the benchmark holding facts the original does *not* know
+            (``unpact known-facts`` writes it as ``unknown``). Where no retain-only reference model
+            exists (a real pretrained model learned its facts in pretraining), the original on
+            these items is the negative control: a probe that finds the answers of questions the
+            model gets wrong raises false alarms. Used only without ``reference_model``.
     """
 
     probes: list[str] = field(default_factory=lambda: ["format", "choice", "logit_lens"])
@@ -69,6 +74,7 @@ class PresenceSettings:
     null_draws: int = 19
     null_max_scale: float = 3.0
     min_specificity: float = 0.9
+    unknown_split: str | None = None
 
     def probe_settings(self, name: str) -> dict[str, Any] | None:
         return {"source": self.format_source} if name == "format" else None

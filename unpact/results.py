@@ -350,6 +350,12 @@ def summary_table(results: dict[str, Any]) -> str:
     pre = an.get("precondition") or {}
     if pre.get("holds") is False:  # said first: no number below supports a verdict
         lines.insert(0, f"not applicable: {pre['reason']}\n")
+    if results["summary"] and all(r.get("forget_quality") is None for r in results["summary"]):
+        config = results.get("config") or {}
+        why = ("no retain-only reference model (reference_model is none)" if not config.get("reference_model")
+               else "not computed")
+        lines.append(f"FQ: not applicable: {why}; TOFU's forget quality compares truth ratios with a model "
+                     "that never saw the forget set")
     lines.append("")
     for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
         if an.get(name, {}).get("verdict"):

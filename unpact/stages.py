@@ -412,7 +412,13 @@ def presence_controls(study: "StudyView") -> dict[str, Any]:
     if study.cfg.reference_model:
         neg = load_model(study.cfg.reference_model, device=study.cfg.device, dtype=study.cfg.dtype)
         out["negative"] = probe_model(neg, items, s, study.fmt)
+        out["negative_source"] = f"reference model {study.cfg.reference_model}"
         del neg
+    elif s.unknown_split:
+        unknown = [it for it in load_benchmark(study.cfg.benchmark, s.unknown_split, path=study.cfg.benchmark_path)
+                   if it.kind == "qa"]
+        out["negative"] = probe_model(study.original(), spread_sample(unknown, len(items)), s, study.fmt)
+        out["negative_source"] = f"the original on split {s.unknown_split!r} (facts it does not know)"
     if s.positive_control:
         pos = positive_control_model(study.original(), items, list(study.data.retain), s,
                                      seed=stage_seed(study.cfg.seed, "controls/positive"))

@@ -134,6 +134,91 @@ def make_tiny_checkpoint(
     return directory
 
 
+
+#: A ChatML chat template (SmolLM2's kind: ``<|im_start|>role\n...<|im_end|>``), for GGUF tests.
+CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """The row order llama.cpp stores q/k projections in (its converter's rotary permutation),
+    which transformers' GGUF reader undoes."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d_model: int = 32,
+                    n_heads: int = 4) -> Path:
+    """Write a random tiny Llama as a GGUF file (float32 tensors) with ``gguf.GGUFWriter``, the
+    way llama.cpp's converter lays it out: a byte-level BPE tokenizer (token list, types, merges,
+    BOS/EOS/pad ids, ``add_bos_token = False``, the ChatML template :data:`CHATML_TEMPLATE`) and
+    the weights under llama.cpp's tensor names, q/k rows permuted. transformers reads it back.
+
+    Returns the path; the HF model the file holds is rebuilt by ``unpact.load_model(path)``.
+    """
+    import json
+
+    import gguf
+
+    path = Path(path)
+    tokenizer = make_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    config = tiny_config("llama", vocab_size=len(tokenizer), d_model=d_model, n_layers=n_layers, n_heads=n_heads)
+    torch.manual_seed(seed)
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_config(config).eval()
+    sd = {k: v.detach().float() for k, v in hf.state_dict().items()}
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(tokenizer.all_special_ids)
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("unpact tiny llama")
+    w.add_block_count(n_layers)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(d_model)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    w.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    w.add_rope_dimension_count(d_model // n_heads)
+    w.add_vocab_size(len(tokenizer))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(tokenizer.bos_token_id)
+    w.add_eos_token_id(tokenizer.eos_token_id)
+    w.add_pad_token_id(tokenizer.pad_token_id)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML_TEMPLATE)
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"].numpy())
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"].numpy())
+    w.add_tensor("output.weight", sd["lm_head.weight"].numpy())
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        names = {
+            "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+            "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        }
+        for g, h in names.items():
+            w.add_tensor(f"blk.{i}.{g}.weight", sd[p + h + ".weight"].numpy())
+        w.add_tensor(f"blk.{i}.attn_q.weight", _llama_cpp_permute(sd[p + "self_attn.q_proj.weight"], n_heads).numpy())
+        w.add_tensor(f"blk.{i}.attn_k.weight",
+                     _llama_cpp_permute(sd[p + "self_attn.k_proj.weight"], config.num_key_value_heads).numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
 #: the toy TOFU world the end-to-end tests build: authors and their birthplaces
 TOY_NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park", "Ed Vale", "Fa Quin"]
 TOY_PLACES = ["Lima", "Oslo", "Kyoto", "Cairo", "Quito", "Perth"]

@@ -325,39 +325,19 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> None:
 def check_model_available(spec: str, timeout: float = 10.0) -> None:
     """Raise :class:`ConfigError` (fast) when model ``spec`` cannot be loaded.
 
-    A local or embedded checkpoint must be complete; a hub id must be in the local
+    A local or embedded checkpoint must be complete; a GGUF file or a packaged model's
+    short name must exist (its package installed); a hub id must be in the local
     Hugging Face cache, or (when the hub is not switched off with ``HF_HUB_OFFLINE``)
     the hub must answer within ``timeout`` seconds - one request, no retries.
     """
     from unpact.errors import ModelLoadError
-    from unpact.models import _check_checkpoint_dir, resolve_model_spec
+    from unpact.models import _check_checkpoint_dir, check_hub_model, resolve_model_spec
 
     try:
         kind, target = resolve_model_spec(spec)
         if kind == "path":
             _check_checkpoint_dir(Path(target))
-            return
+        elif kind == "hub":
+            check_hub_model(spec, target, timeout)
     except ModelLoadError as exc:
         raise ConfigError(str(exc)) from None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(target, "config.json"), str):
-            return
-    except Exception:  # noqa: BLE001 - an invalid repo id is reported below
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ConfigError(
-            f"model {spec!r} is not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set; "
-            "download it first (unset HF_HUB_OFFLINE) or give a checkpoint directory"
-        )
-    try:
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(target, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - any failure means the run could not load it
-        first = " ".join(str(exc).split())[:200]
-        raise ConfigError(
-            f"model {spec!r} is not a local directory and the hub did not answer for it "
-            f"({type(exc).__name__}: {first}); check the id and the network, or give a checkpoint directory"
-        ) from None

@@ -23,7 +23,7 @@ __all__ = [
     "load_benchmark", "read_lines", "read_records", "records_from_rows", "spread_sample",
 ]
 
-from pathlib import Path as _Path
+from unpact.data.shipped import RESOURCES_DIR
 
 #: TOFU's refusal strings (one per line), shipped with the package (MIT, see TOFU-LICENSE).
-IDK_FILE = _Path(__file__).parent / "resources" / "idontknow.jsonl"
+IDK_FILE = RESOURCES_DIR / "idontknow.jsonl"

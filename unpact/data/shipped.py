@@ -19,3 +19,5 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "embedded" / "shipped"
 DATA_DIR = SHIPPED_DIR / "data"
 #: the embedded models, one HF checkpoint folder per name
 MODELS_DIR = SHIPPED_DIR / "models"
+#: data files shipped with the library (TOFU's refusal strings, hand-written paraphrases)
+RESOURCES_DIR = Path(__file__).resolve().parent / "resources"
