@@ -39,7 +39,7 @@ SAMPLES = {
     "trajectory.marks": [3, 6], "trajectory.targets": [0.5], "trajectory.monitor_items": 4,
     "trajectory.check_every": 1, "trajectory.stop_when_done": False, "trajectory.templates": ["focus"],
     "trajectory.activations": [["value", 3.0, "late"]],
-    "checkpoints": {"mine": "runs/mine"}, "audit.max_relative_distance": 0.25,
+    "checkpoints": {"mine": "runs/mine"}, "audit.max_relative_distance": 0.25, "presence.unknown_split": "unknown",
 }
 #: keys that only make sense with another one set
 NEEDS = {"system_prompt": {"prompt_format": "chat"}, "method_config": {"methods": ["ga_gdr"]},
