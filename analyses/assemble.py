@@ -234,7 +234,7 @@ def get_analysis(name: str) -> Analysis:
     Example:
         >>> get_analysis("vibes")
         Traceback (most recent call last):
-        unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, trajectory
+        unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, finding2, trajectory
     """
     return lookup(ANALYSES, name, "analysis")
 
