@@ -60,6 +60,7 @@ def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
             # the dilemma's two parts and finding 2 at each checkpoint are verdicts too
             inner = [a[k] for k in ("erasure_costs_utility", "recoverable_is_present") if isinstance(a.get(k), dict)]
             inner += [v for cps in (a.get("per_method") or {}).values() for v in cps.values()]
+            inner += list((a.get("per_model") or {}).values())  # finding 2 with the placebo, per model
             for v in (a, *inner):
                 if "supported" in v:
                     v["verdict"], v["supported"] = na, None
@@ -231,7 +232,7 @@ def get_analysis(name: str) -> Analysis:
     Example:
         >>> get_analysis("vibes")
         Traceback (most recent call last):
-        unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, trajectory
+        unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, finding2, trajectory
     """
     return lookup(ANALYSES, name, "analysis")
 
@@ -278,6 +279,25 @@ def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
     if not any("presence" in r for r in methods.values()):
         return {}
     return {"presence": presence_analysis(methods, controls.get("presence") or {})}
+
+
+@register_analysis("finding2")
+def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
+    """Finding 2 with the placebo, per unlearned (or audited) model: keyword-specific recovery
+    (the ``controlled`` stage; :func:`unpact.analyses.dilemma.finding2_verdict`)."""
+    from unpact.analyses.dilemma import finding2_verdict
+
+    per = {m: finding2_verdict(r["controlled"]) for m, r in methods.items() if r.get("controlled")}
+    if not per:
+        return {}
+    yes = [m for m, v in per.items() if v["supported"]]
+    na = all(str(v["verdict"]).startswith("not applicable") for v in per.values())
+    outcome = "supported" if yes else "not applicable" if na else "not supported"
+    return {"finding2": {"per_model": per, "n_models": len(per), "n_supported": len(yes),
+                         "verdict": (f"{outcome}: keyword emphasis recovered more than "
+                                     f"the placebo in {len(yes)} of {len(per)} models"
+                                     + (f" ({', '.join(yes)})" if yes else "") + "; "
+                                     + "; ".join(f"{m}: {v['verdict']}" for m, v in per.items()))}}
 
 
 @register_analysis("trajectory")

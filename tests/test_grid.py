@@ -182,10 +182,21 @@ def test_a_failed_cell_is_reported_and_retried(world, capsys):
                                "run": {**data["run"], "method_config": {"ga": {"lr": -1.0}}}}))
     assert main(["grid", "--config", str(cfg)]) == 2
     assert "lr must be" in capsys.readouterr().err and not (root / "bad" / "grid.json").exists()
-    # weights that exist but cannot be read: the cell fails at run time
+    # a safetensors file that is not one: caught by the input checks before any cell runs (exit status 2)
+    corrupt = root / "corrupt" / "tiny-gpt2"
+    shutil.copytree(data["models"][0], corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    cfg = root / "corrupt.json"
+    cfg.write_text(json.dumps({**data, "models": [str(corrupt)], "methods": ["ga"], "out": str(root / "corrupt-grid"),
+                               "executor": "local"}))
+    assert main(["grid", "--config", str(cfg)]) == 2
+    assert "model.safetensors" in capsys.readouterr().err and not (root / "corrupt-grid" / "grid.json").exists()
+    # weights whose shapes do not fit the config: readable files, so the cell fails at run time (loading)
     broken = root / "broken" / "tiny-gpt2"
     shutil.copytree(data["models"][0], broken)
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    conf = json.loads((broken / "config.json").read_text())
+    conf["n_embd"] = 2 * conf["n_embd"]
+    (broken / "config.json").write_text(json.dumps(conf))
     cfg = root / "fail.json"
     cfg.write_text(json.dumps({**data, "models": [str(broken)], "methods": ["ga"], "out": str(root / "fail"),
                                "executor": "local"}))

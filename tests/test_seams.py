@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,7 @@ SAMPLES = {
     "trajectory.marks": [3, 6], "trajectory.targets": [0.5], "trajectory.monitor_items": 4,
     "trajectory.check_every": 1, "trajectory.stop_when_done": False, "trajectory.templates": ["focus"],
     "trajectory.activations": [["value", 3.0, "late"]],
+    "checkpoints": {"mine": "runs/mine"}, "audit.max_relative_distance": 0.25,
 }
 #: keys that only make sense with another one set
 NEEDS = {"system_prompt": {"prompt_format": "chat"}, "method_config": {"methods": ["ga_gdr"]},
@@ -200,3 +202,15 @@ def test_no_import_cycle_between_the_data_loaders_and_the_embedded_world():
             "assert 'unpact.embedded' not in sys.modules, 'the data loaders imported the embedded world'\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_stages_never_import_the_pipeline():
+    """The pipeline runs the stages; the stages see the study through ``stages.StudyView`` (no cycle)."""
+    import ast
+
+    import unpact.stages
+
+    tree = ast.parse(Path(unpact.stages.__file__).read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(n == "unpact.pipeline" or n.startswith("unpact.pipeline.") for n in names), names

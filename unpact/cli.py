@@ -82,10 +82,10 @@ def _add_dtype(p: argparse.ArgumentParser, default: str | None = "float32") -> N
                    help="precision of the models: float32 (default), bfloat16 or float16")
 
 
-def add_run(p: argparse.ArgumentParser) -> None:
+def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run") -> None:
+    """The options ``unpact run`` and ``unpact audit`` share (the benchmark, its splits, the answer
+    format, the budget, --set ...): one builder, so both commands take them alike."""
     p.add_argument("--config", help="a TOML or JSON file with the same options (command-line flags win)")
-    p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
-    p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
     p.add_argument("--benchmark", help="embedded:tofu (default), tofu, muse, wmdp, or a hub id")
     p.add_argument("--benchmark-path", help="local directory or file with the benchmark's splits")
     p.add_argument("--forget-split", help="forget split (default forget10)")
@@ -93,11 +93,10 @@ def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--general", help="general-ability benchmark (default embedded:general; 'none' to skip)")
     p.add_argument("--general-split", help="its split (default qa)")
     p.add_argument("--general-path", help="local directory or file with the general benchmark")
-    p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
     p.add_argument("--max-items", type=int, help="items per group to evaluate and attribute (default 24)")
     p.add_argument("--attribution", help="comma-separated attribution methods (loo is always computed)")
     p.add_argument("--factors", help="comma-separated activation-emphasis factors (default 1,2,4,8)")
-    p.add_argument("--out", help="run directory (default ./unpact-run); an existing one is resumed")
+    p.add_argument("--out", help=f"run directory (default {out_default}); an existing one is resumed")
     p.add_argument("--device", help="cpu (default), cuda, ...")
     _add_dtype(p, None)
     p.add_argument("--seed", type=int)
@@ -106,12 +105,19 @@ def add_run(p: argparse.ArgumentParser) -> None:
                                    "OUT/pooled.json, pooled.md, pooled.html (default: one run at --seed)")
     _add_format_args(p, default=None)
     p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                   help="recompute activations in unlearning's backward pass (less memory, more compute)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested settings, with a JSON value (repeatable; wins over "
                         "--config and the flags above), e.g. --set emphasis.threshold=0.8 --set "
                         "attribution.keytokens.alpha=0.2 --set 'method_config={\"ga_gdr\": {\"steps\": 5}}'")
+
+
+def add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
+    p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
+    p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in unlearning's backward pass (less memory, more compute)")
+    _add_study_args(p)
 
 
 #: ``unpact run``'s named flags -> the config key each sets (every other key: ``--set KEY=VALUE``)
@@ -150,11 +156,18 @@ def _prompt_format(args: argparse.Namespace, model):
     return resolve_format(args.prompt_format, model.tokenizer, args.system_prompt)
 
 
-def _run_config(args: argparse.Namespace):
-    from unpact.config import config_from_dict, read_config_file
+#: ``unpact audit``'s named flags -> the config key each sets (the shared ones are ``unpact run``'s)
+AUDIT_FLAGS = {**{f: k for f, k in RUN_FLAGS.items()
+                  if f not in ("model", "reference_model", "methods", "gradient_checkpointing")},
+               "original": "model", "reference": "reference_model"}
+
+
+def _config_data(args: argparse.Namespace, flags: dict[str, str]) -> tuple[dict, dict]:
+    """The config file's settings with the flags and ``--set`` on top, and the ``--set`` pairs alone."""
+    from unpact.config import read_config_file
 
     data = read_config_file(args.config) if args.config else {}
-    for flag, key in RUN_FLAGS.items():
+    for flag, key in flags.items():
         v = getattr(args, flag)
         if v is None:
             continue
@@ -163,9 +176,16 @@ def _run_config(args: argparse.Namespace):
         elif flag == "factors":
             v = list(_csv(v, "--factors", float))
         _set_dotted(data, key, v)
-    for key, value in _parse_overrides(args.set).items():
+    overrides = _parse_overrides(args.set)
+    for key, value in overrides.items():
         _set_dotted(data, key, value)
-    return config_from_dict(data)
+    return data, overrides
+
+
+def _run_config(args: argparse.Namespace):
+    from unpact.config import config_from_dict
+
+    return config_from_dict(_config_data(args, RUN_FLAGS)[0])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -187,6 +207,77 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.log(f"  {'done' if computed else 'kept'}  {name}")
 
         results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start)
+    for m, r in results["methods"].items():  # e.g. an unlearning run that changed nothing
+        for w in (r.get("lineage") or {}).get("warnings") or []:
+            print(f"unpact: warning: {m}: {w}", file=sys.stderr)
+    print(summary_table(results))
+    print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
+          f"\n({time.time() - start:.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------- audit
+
+AUDIT_HELP = ("audit unlearned checkpoints someone else made: every stage of `unpact run` after unlearning "
+              "(evaluation, presence, attribution and tracking, emphasis recovery with its placebo, the other "
+              "recovery routes, collapse, the verdicts) on each, against the original")
+
+
+def add_audit(p: argparse.ArgumentParser) -> None:
+    p.description = (AUDIT_HELP + ". The inputs are checked before any work: the same tokenizer and architecture "
+                     "as the original, descent from it (relative weight distance at most audit.max_relative_distance), "
+                     "intact safetensors files, finite weights; a checkpoint identical to the original is a warning. "
+                     "The strength trajectory is an `unpact run` feature (it needs the unlearning run), so the audit "
+                     "has none; methods in --config are not run (the audit unlearns nothing).")
+    p.add_argument("--original", required=True,
+                   help="the model before unlearning: a checkpoint directory, hub id or embedded:<name>")
+    p.add_argument("--unlearned", required=True, nargs="+", metavar="CHECKPOINT",
+                   help="one or more unlearned checkpoints (directories, hub ids, embedded:<name>); each is named by "
+                        "its directory name (a repeated name gets -2, -3, ...)")
+    p.add_argument("--reference", default=None,
+                   help="a model that never saw the forget set (e.g. the retain-only twin): forget quality and the "
+                        "negative control of presence and the attacks (default none: those say 'not applicable')")
+    _add_study_args(p, out_default="./unpact-audit")
+
+
+def _audit_config(args: argparse.Namespace):
+    from unpact.checkpoints import name_checkpoints
+    from unpact.config import config_from_dict
+
+    data, overrides = _config_data(args, AUDIT_FLAGS)
+    if (data.get("trajectory") or {}).get("enabled") is True or overrides.get("trajectory.enabled") is True:
+        raise CommandError("trajectory.enabled = true: the strength trajectory unlearns the original again on a gentle "
+                           "schedule, so it is an `unpact run` feature; `unpact audit` measures given checkpoints "
+                           "(drop the setting, or run `unpact run --methods ...`)")
+    data.setdefault("trajectory", {})["enabled"] = False
+    data["methods"], data["method_config"] = [], {}
+    if args.reference is None and "reference_model" not in data:
+        data["reference_model"] = None  # no negative control unless one is given
+    data["checkpoints"] = name_checkpoints(list(args.unlearned))
+    data.setdefault("out", "unpact-audit")
+    return config_from_dict(data)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import time
+
+    from unpact.pipeline import run_study, summary_table
+    from unpact.threads import describe
+
+    cfg = _audit_config(args)
+    start = time.time()
+    with _console() as progress:
+        def on_start() -> None:
+            names = ", ".join(f"{k} ({v})" for k, v in cfg.checkpoints.items())
+            progress.log(f"unpact audit -> {cfg.out}: {names} against {cfg.model} ({describe(args.threads_info)})")
+
+        def on_warning(msg: str) -> None:
+            print(f"unpact: warning: {msg}", file=sys.stderr)
+
+        def on_stage(name: str, computed: bool) -> None:
+            progress.log(f"  {'done' if computed else 'kept'}  {name}")
+
+        results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start, on_warning=on_warning)
     print(summary_table(results))
     print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
           f"\n({time.time() - start:.0f} s)")
@@ -727,6 +818,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "audit": (AUDIT_HELP, add_audit, cmd_audit),
     "attack": ("recovery attacks beyond emphasis (relearning, quantization, in-context, paraphrase), with controls",
                add_attack, cmd_attack),
     "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,

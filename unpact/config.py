@@ -31,6 +31,7 @@ from typing import Any
 
 from unpact.attribution.gradients import IGConfig
 from unpact.attribution.keytokens import KeyTokensConfig
+from unpact.checkpoints import MAX_RELATIVE_DISTANCE
 from unpact.data.loaders import read_text_utf8
 from unpact.emphasis.controlled import ControlledSettings
 from unpact.emphasis.recovery import RecoveryConfig
@@ -192,6 +193,16 @@ class TrajectoryRunSettings:
 
 
 @dataclass
+class AuditSettings:
+    """The input checks of audited checkpoints (``checkpoints``, ``unpact audit``; :mod:`unpact.checkpoints`)."""
+
+    #: largest relative weight distance ||U - O|| / ||O|| at which an audited checkpoint still
+    #: counts as unlearned from the original (unpact.checkpoints.MAX_RELATIVE_DISTANCE, with its
+    #: measured basis); None: no check (e.g. to audit a retain-only model trained from scratch)
+    max_relative_distance: float | None = MAX_RELATIVE_DISTANCE
+
+
+@dataclass
 class RunConfig:
     """Everything ``unpact run`` needs; the defaults are the embedded study."""
 
@@ -209,6 +220,10 @@ class RunConfig:
     general_split: str = "qa"
     general_path: str | None = None
     methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
+    #: unlearned checkpoints to audit (``unpact audit``), name -> checkpoint directory, hub id or
+    #: embedded:<name>: each gets every stage after unlearning, where a method would, after the methods
+    #: (no trajectory: it needs the unlearning run). Checked before any work (unpact.checkpoints).
+    checkpoints: dict[str, str] = field(default_factory=dict)
     #: per-method hyperparameter overrides, e.g. {"ga_gdr": {"steps": 20}}
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: at most this many items per group (forget, retain, general) are evaluated and attributed
@@ -238,6 +253,7 @@ class RunConfig:
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     #: unlearning strength as a trajectory, measured per checkpoint (on; enabled = false turns it off)
     trajectory: TrajectoryRunSettings = field(default_factory=TrajectoryRunSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     out: str = "unpact-run"
     device: str = "cpu"
     #: precision the models are loaded, unlearned, attributed and run in: float32, bfloat16 or float16
@@ -252,6 +268,15 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def subjects(self) -> dict[str, str | None]:
+        """The measured models by name: each method (None: unpact unlearns it), then each audited checkpoint (its spec).
+
+        Example:
+            >>> RunConfig(methods=["ga"], checkpoints={"mine": "runs/mine"}).subjects()
+            {'ga': None, 'mine': 'runs/mine'}
+        """
+        return {**{m: None for m in self.methods}, **self.checkpoints}
 
     def recovery_config(self, max_batch_tokens: int | None = None) -> RecoveryConfig:
         """The run's :class:`~unpact.emphasis.RecoveryConfig`: its emphasis settings, answer length and KeyTokens."""
@@ -334,8 +359,10 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
             setattr(cfg, key, None)
     if isinstance(cfg.methods, str):
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
-    if not cfg.methods:
-        raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr'])")
+    if not cfg.methods and not cfg.checkpoints:
+        raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr']), "
+                          "or checkpoints to audit (checkpoints = {name = 'path'}, `unpact audit`)")
+
     check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
     check_ranges(cfg)
     check_names(cfg)

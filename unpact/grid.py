@@ -35,6 +35,11 @@ Example ``grid.toml``::
     [run]                                 # settings every cell shares (any unpact run key)
     max_items = 24
 
+A model entry may also name checkpoints of that model that someone else unlearned,
+``unlearned = ["path/or/hub-id", ...]`` (or a table ``{name = "path"}``): each is a cell of its
+own, audited as ``unpact audit`` audits it (no unlearning, no trajectory), named
+``<model>__<benchmark>__<checkpoint name>``.
+
 Example (Python) (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> from unpact.grid import read_grid, run_grid
     >>> grid = read_grid("grid.toml")                           # doctest: +SKIP
@@ -73,7 +78,7 @@ EXECUTORS = ("ray", "local")
 _OPTIONAL = ("reference_model", "general", "holdout_split")
 #: Keys a model entry may set (with ``name``): the model and everything tied to it.
 MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "chat_template_args", "device", "max_batch_tokens",
-              "gradient_checkpointing", "method_config"}
+              "gradient_checkpointing", "method_config", "unlearned"}
 #: Keys a benchmark entry may set (with ``name``).
 BENCHMARK_KEYS = {"benchmark", "benchmark_path", "forget_split", "retain_split", "holdout_split", "general",
                   "general_split", "general_path", "max_items", "max_new_tokens"}
@@ -163,12 +168,13 @@ def grid_from_dict(data: dict[str, Any]) -> GridConfig:
     if unknown:
         raise ConfigError(f"unknown grid key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
     grid = GridConfig(**data)
+    audits = any(isinstance(m, dict) and m.get("unlearned") for m in (grid.models if isinstance(grid.models, list) else []))
     for key in ("models", "benchmarks", "methods"):
         value = getattr(grid, key)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()] if key == "methods" else [value]
             setattr(grid, key, value)
-        if not value:
+        if not value and not (key == "methods" and audits):
             raise ConfigError(f"the grid has no {key}; name at least one")
     if grid.strengths:
         raise ConfigError("strengths are not supported yet (they come with the trajectory work); "
@@ -211,8 +217,10 @@ def expand(grid: GridConfig) -> list[Cell]:
     seen: dict[str, str] = {}
     root = Path(grid.out)
     for m_label, m_data in models:
+        m_data = dict(m_data)
+        audited = _unlearned(m_data.pop("unlearned", None), m_label, tuple(grid.methods))
         for b_label, b_data in benches:
-            for method, seed in [(m, k) for m in grid.methods for k in (grid.seeds or [None])]:
+            for method, seed in [(m, k) for m in [*grid.methods, *audited] for k in (grid.seeds or [None])]:
                 name = f"{m_label}__{b_label}__{method}" + ("" if seed is None else f"__seed{seed}")
                 if name in seen:
                     raise ConfigError(f"two grid cells are both named {name!r}; give the models or benchmarks "
@@ -232,6 +240,9 @@ def expand(grid: GridConfig) -> list[Cell]:
                 mc = data.get("method_config") or {}
                 data["method_config"] = {method: mc[method]} if method in mc else {}
                 data["methods"] = [method]
+                if method in audited:  # a given checkpoint: audited, not unlearned (no trajectory: it needs the run)
+                    data.update(methods=[], method_config={}, checkpoints={method: audited[method]},
+                                trajectory={**(data.get("trajectory") or {}), "enabled": False})
                 data["out"] = str(root / CELLS_DIR / name)
                 if seed is not None:
                     data["seed"] = seed
@@ -241,6 +252,26 @@ def expand(grid: GridConfig) -> list[Cell]:
                     raise ConfigError(f"grid cell {name}: {exc}") from None
                 cells.append(Cell(name, cfg.model, cfg.benchmark, method, cfg, seed=seed))
     return cells
+
+
+def _unlearned(value: Any, model_label: str, methods: tuple[str, ...]) -> dict[str, str]:
+    """A model entry's ``unlearned`` checkpoints, name -> spec (a list is named as ``unpact audit`` names them)."""
+    from unpact.checkpoints import name_checkpoints
+
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return name_checkpoints(value, taken=methods)
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        clash = [k for k in value if k in methods]
+        if clash:
+            raise ConfigError(f"models entry {model_label!r}: unlearned checkpoint {clash[0]!r} has a method's name; "
+                              "rename it")
+        return dict(value)
+    raise ConfigError(f"models entry {model_label!r}: 'unlearned' must be a list of checkpoints or a table "
+                      f"{{name = \"path\"}}, got {value!r}")
 
 
 # ------------------------------------------------------------------ running

@@ -1,5 +1,10 @@
 """The main job: unlearn -> evaluate -> attribute -> track -> recover -> collapse -> report.
 
+``unpact run`` unlearns each method into the run directory and then runs the stages after
+unlearning (:data:`unpact.stages.METHOD_STAGES`) on that checkpoint; ``unpact audit`` runs the
+same stages on checkpoints someone else made (``RunConfig.checkpoints``). One code path:
+:meth:`Study.subject_stages` differs only in where the model comes from.
+
 Every stage writes its result atomically into the run directory (see
 :mod:`unpact.rundir`); a rerun reads finished stages and computes only what is
 missing, so a run killed at any point resumes and ends with the same
@@ -11,7 +16,7 @@ Layout of a run directory::
 
     config.json           the resolved settings
     stages/*.json         one file per finished stage
-    models/<method>/      each unlearned model, a plain HF checkpoint
+    models/<method>/      each unlearned model, a plain HF checkpoint (audited checkpoints stay where they are)
     results.json          every number (written last)
     report.html, figures/ the report (``unpact report RUN_DIR`` rebuilds it)
 
@@ -27,11 +32,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from unpact import stages
+from unpact import stages, validation
 from unpact.analyses.assemble import forget_precondition, not_applicable, run_analyses  # noqa: F401 (re-exported)
 from unpact.config import RunConfig
+from unpact.data import resolve_format
 from unpact.errors import ConfigError
+from unpact.models import load_model, model_info
 from unpact.progress import ProgressFactory, null_progress
+from unpact.report import build_report
 from unpact.results import (  # noqa: F401 (re-exported: the names the grid, scripts and tests use)
     assemble_results,
     general_score,
@@ -52,14 +60,16 @@ _not_applicable = not_applicable  # the old private name (tests)
 def validate(cfg: RunConfig) -> StudyData:
     """Check every input before anything is written (see :mod:`unpact.validation`): option
     types and ranges, names against their registries (aliases such as ``ig`` become their
-    canonical names in ``cfg``), the device, the output path, the models and the benchmark splits."""
-    from unpact import validation
-
+    canonical names in ``cfg``), the device, the output path, the models, the audited checkpoints
+    against the original (their lineage is kept in the returned data) and the benchmark splits."""
     validation.check_types(cfg)
     validation.check_ranges(cfg)
     validation.check_names(cfg)
     validation.check_inputs(cfg)
-    return load_study_data(cfg)
+    lineage = validation.check_checkpoints(cfg)
+    data = load_study_data(cfg)
+    data.lineage = lineage
+    return data
 
 
 class Study:
@@ -108,8 +118,6 @@ class Study:
 
     def original(self):
         if self._original is None:
-            from unpact.models import load_model
-
             self._original = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._original
 
@@ -117,16 +125,18 @@ class Study:
     def fmt(self):
         """The run's :class:`~unpact.data.PromptFormat` (``chat``: built from the original's tokenizer)."""
         if self._fmt is None:
-            from unpact.data import resolve_format
-
             tok = self.original().tokenizer if self.cfg.prompt_format == "chat" else None
             self._fmt = resolve_format(self.cfg.prompt_format, tok, self.cfg.system_prompt, self.cfg.chat_template_args)
         return self._fmt
 
-    def unlearned(self, method: str):
-        from unpact.models import load_model
+    def model_dir(self, name: str) -> str:
+        """Where measured model ``name`` is: a method's checkpoint in the run directory, or the
+        audited checkpoint's spec (a directory, hub id or embedded:<name>)."""
+        spec = self.cfg.checkpoints.get(name)
+        return str(self.rd.model_dir(name)) if spec is None else spec
 
-        return load_model(self.rd.model_dir(method), device=self.cfg.device, dtype=self.cfg.dtype)
+    def unlearned(self, name: str):
+        return load_model(self.model_dir(name), device=self.cfg.device, dtype=self.cfg.dtype)
 
     # ------------------------------------------------------------ study stages
     def reference_ratios(self) -> list[float] | None:
@@ -157,36 +167,43 @@ class Study:
         return self.stage("controls/presence", lambda: stages.presence_controls(self))
 
     def model_info(self) -> dict[str, Any]:
-        from unpact.models import model_info
-
         return self.stage("original/model_info", lambda: model_info(self.original()))
 
-    def method_stages(self, method: str) -> dict[str, Any]:
-        """Unlearn with ``method``, then every stage of :data:`unpact.stages.METHOD_STAGES` in order."""
-        done: dict[str, Any] = {"unlearn": self.stage(f"{method}/unlearn", lambda: stages.unlearning(self, method),
-                                                      require=lambda: self.rd.has_model(method))}
+    def subject_stages(self, subject: str) -> dict[str, Any]:
+        """The stages of one measured model: a method is unlearned first (into the run directory),
+        an audited checkpoint is taken as given; then every stage of
+        :data:`unpact.stages.METHOD_STAGES` in order on it (those of
+        :data:`~unpact.stages.UNLEARNING_ONLY` for methods only)."""
+        method = subject not in self.cfg.checkpoints
+        done: dict[str, Any] = {}
+        if method:
+            done["unlearn"] = self.stage(f"{subject}/unlearn", lambda: stages.unlearning(self, subject),
+                                         require=lambda: self.rd.has_model(subject))
         cache: list = []
 
         def model():
             if not cache:
-                cache.append(self.unlearned(method))
+                cache.append(self.unlearned(subject))
             return cache[0]
 
         for name, key, enabled, fn in stages.METHOD_STAGES:
-            if enabled(self.cfg):
-                done[key] = self.stage(f"{method}/{name}", lambda: fn(self, method, model, done))
+            if enabled(self.cfg) and (method or name not in stages.UNLEARNING_ONLY):
+                done[key] = self.stage(f"{subject}/{name}", lambda: fn(self, subject, model, done))
         if "trajectory" in done:  # the checkpoints' measurements, from their own stage files
             done["trajectory"] = {**done["trajectory"],
-                                  "measured": stages.checkpoint_results(self, method, done["trajectory"])}
+                                  "measured": stages.checkpoint_results(self, subject, done["trajectory"])}
         cache.clear()
         return done
+
+    method_stages = subject_stages  # the name from before audited checkpoints
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         self.rd.root.mkdir(parents=True, exist_ok=True)
         self.rd.clean_temporaries()
         write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
-        with self.progress(total=3 + len(cfg.methods), desc="study") as bar:
+        subjects = cfg.subjects()
+        with self.progress(total=3 + len(subjects), desc="study") as bar:
             self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
             self.reference_mia()
             orig_eval = self.original_evaluation()
@@ -196,16 +213,14 @@ class Study:
             presence = self.presence_controls() if cfg.presence.probes else None
             bar.update()
             methods = {}
-            for m in cfg.methods:
-                methods[m] = self.method_stages(m)
+            for m in subjects:
+                methods[m] = self.subject_stages(m)
                 bar.update()
             pre = forget_precondition(orig_eval, cfg.min_forget_accuracy, cfg.emphasis.threshold)
             analyses = self.stage("analyses", lambda: run_analyses(methods, pre, presence))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses).to_dict()
             write_json_atomic(self.rd.root / "results.json", results)
-            from unpact.report import build_report
-
             build_report(self.rd.root)
             bar.update()
         return results
@@ -213,19 +228,27 @@ class Study:
 
 def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
               on_stage: Callable[[str, bool], None] | None = None,
-              on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+              on_start: Callable[[], None] | None = None,
+              on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole study described by ``cfg``; return the results dict.
 
     Every input is validated before the run directory is created, so bad input
-    leaves nothing behind. An existing run directory with a different config is an
+    leaves nothing behind; ``on_warning`` gets each warning of the checks (an audited checkpoint
+    identical to the original: the run goes on, the warning is in results.json too). An existing run directory with a different config is an
     error (use a new ``out``), so a resumed run never mixes two studies.
     """
     data = validate(cfg)
+    if on_warning is not None:
+        for lin in data.lineage.values():
+            for w in lin.get("warnings", []):
+                on_warning(w)
     cfg_file = Path(cfg.out) / "config.json"
     if cfg_file.is_file():
         old = json.loads(cfg_file.read_text())
         old.setdefault("dtype", "float32")  # run directories from before the dtype setting ran in float32
         old.setdefault("trajectory", RunConfig().to_dict()["trajectory"])  # before it: no trajectory (its default)
+        old.setdefault("checkpoints", {})  # before audited checkpoints: none
+        old.setdefault("audit", RunConfig().to_dict()["audit"])
         new = json.loads(json.dumps(cfg.to_dict()))
         diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
         if diff:

@@ -6,9 +6,13 @@ rebuilds it without recomputing anything, reading ``results.json`` back through
 ``data:`` URI and there is no script or external link, so the page opens from
 disk with no network. The same figures are written as PNG files beside it.
 
-Sections: settings; results per method; the analyses' verdicts; token heatmaps
-(before / after unlearning / under emphasis) for selected forget items; layer x
-head heatmaps of the contribution change; the recovery and collapse plots.
+The page opens with the answer, on one screen (section ``answer``): what was measured (the
+original, each method or audited checkpoint, the benchmark), the presence counts, the dilemma
+plot (when the trajectory ran; else the recovery summary figure) and each verdict in one
+line. Then: results per model; the analyses' verdicts in full; token heatmaps (before /
+after unlearning / under emphasis) for selected forget items; layer x head heatmaps of the
+contribution change; the recovery, routes, presence, trajectory and collapse sections; and
+the settings, folded, at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from unpact.figures import collapse_png, dilemma_png, head_heatmap_png, recovery
 from unpact.results import checkpoint_rows, load_results, recovery_table
 from unpact.rundir import write_text_atomic
 
-SECTIONS = ("settings", "results", "verdicts", "tokens", "heads", "recovery", "collapse")
+SECTIONS = ("answer", "results", "verdicts", "tokens", "heads", "recovery", "collapse", "settings")
 
 
 # ------------------------------------------------------------------- html
@@ -62,6 +66,14 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .item{margin-bottom:1.2em} .lbl{font-size:.8em;color:#666;display:inline-block;min-width:14em}
 figure{display:inline-block;margin:.4em} img{max-width:100%}
 .scale{font-size:.75em;color:#555;margin-left:1em;white-space:nowrap} .scale .bar{display:inline-block;width:6em;height:.8em;vertical-align:middle;border:1px solid #ccc}
+.answer{border:1px solid #ddd;border-radius:6px;padding:.2em 1em .6em;background:#fcfcfa}
+.answer td,.answer th{white-space:nowrap} .answer h1{margin:.3em 0 .2em} .answer p{margin:.3em 0} .answer table{margin:.3em 0}
+.answer .cols{display:flex;gap:1.2em;align-items:flex-start}
+.answer .cols>div{flex:0 1 auto;max-width:46em} .answer figure{margin:0;flex:1 1 0;min-width:16em;display:block}
+.answer img{max-height:250px;max-width:100%;height:auto;width:auto;display:block} .answer figcaption{max-width:24em}
+.oneline{margin:.15em 0;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:.92em}
+.oneline b{display:inline-block;min-width:17em}
+.warn{background:#fff8e0;border-left:4px solid #cb4b16;padding:.3em .8em;margin:.3em 0}
 .na{background:#fff4f4;border-left:4px solid #dc322f;padding:.4em .8em;margin:.4em 0} .deg{color:#b00;font-size:.85em}
 """
 
@@ -107,6 +119,121 @@ def ig_gaps_html(res: dict[str, Any]) -> str:
             + _table(["model", "group", "item", "steps", "passes", "relative gap", "stopped by"], rows))
 
 
+def _audited(res: dict[str, Any]) -> bool:
+    """Whether the run audited given checkpoints only (``unpact audit``)."""
+    cfg = res.get("config") or {}
+    return bool(cfg.get("checkpoints")) and not cfg.get("methods")
+
+
+def _title(res: dict[str, Any]) -> str:
+    return "unpact audit" if _audited(res) else "unpact report"
+
+
+def _short(verdict: str) -> str:
+    """A verdict's outcome and reason on one line (the full text is in the Analyses section)."""
+    return " ".join(str(verdict).split())
+
+
+#: the verdicts of the answer, in order: (analysis key, title)
+ANSWER_VERDICTS = (("recovery", "Finding 2: recovery"), ("finding2", "Finding 2: keyword vs placebo"), ("presence", "Hidden or erased"),
+                   ("collapse", "Finding 3: collapse"), ("layer_head", "Layers and heads"),
+                   ("finding2_checkpoints", "Finding 2 per checkpoint"), ("dilemma", "The dilemma"))
+
+
+def _answer(res: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """The report's first screen: what was measured, the presence counts, the dilemma (or the
+    recovery) figure and each verdict in one line."""
+    cfg, an = res.get("config") or {}, res.get("analyses") or {}
+    methods = res.get("methods") or {}
+    summary = res.get("summary") or []
+    counts = (summary[0].get("n_items") or {}) if summary else {}
+    audited = _audited(res)
+    e = html.escape
+
+    def who(m: str, r: dict) -> str:
+        ck = r.get("lineage") or {}
+        d = ck.get("relative_distance")
+        dist = "" if d is None else f", weights moved {fmt_number(float(d))} of the original's norm"
+        src = f"<code>{e(str(ck['spec']))}</code>" if ck.get("spec") else "unlearned by unpact"
+        return f"<b>{e(m)}</b> ({src}{dist})"
+
+    what = "; ".join(who(m, r) for m, r in methods.items()) or "nothing"
+    ref = cfg.get("reference_model")
+    head = [f"<h1>{e(_title(res))}</h1>",
+            f"<p>{'Audited' if audited else 'Unlearned and measured'}: {what}; against the original "
+            f"<b>{e(str(cfg.get('model')))}</b>"
+            + (f" and the negative control <b>{e(str(ref))}</b>" if ref else
+               " (no negative control: forget quality, the probes' specificity and the attacks' negative control are "
+               "not applicable)")
+            + f". Benchmark <b>{e(str(cfg.get('benchmark')))}</b> (forget <code>{e(str(cfg.get('forget_split')))}"
+            f"</code>, retain <code>{e(str(cfg.get('retain_split')))}</code>"
+            + (", " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items evaluated" if any(counts.values())
+               else "") + ").</p>"]
+    for m, r in methods.items():
+        for w in (r.get("lineage") or {}).get("warnings") or []:
+            head.append(f"<div class='warn'><b>Warning</b> ({e(m)}): {e(w)}</div>")
+    pre = an.get("precondition") or {}
+    if pre.get("holds") is False:
+        head.append(f"<div class='na'><b>Not applicable:</b> {e(pre.get('reason', ''))}</div>")
+
+    # presence counts and the headline numbers, side by side with the figure
+    pres = (an.get("presence") or {}).get("methods") or {}
+    by_name = {r.get("method"): r for r in summary}
+    o = by_name.get("original") or {}
+    rows = [["original", None, None, None, o.get("forget_rouge"), o.get("retain_rouge"), None, None]]
+    routes = res.get("routes") or []
+    rows[0].append(None)
+    for m in methods:
+        c = (pres.get(m) or {}).get("counts") or {}
+        s = by_name.get(m) or {}
+        attacks = [r for r in routes if r["method"] == m and r.get("controlled_rate") is not None and r.get("n_forgotten")]
+        best = max(attacks, key=lambda r: (r["controlled_rate"], r["n_forgotten"]), default=None)
+        rows.append([m, c.get("known"), c.get("hidden"), c.get("erased"), s.get("forget_rouge"), s.get("retain_rouge"),
+                     s.get("recovery_prompt"), s.get("recovery_activation"),
+                     None if best is None else f"{best['route']} {best['n_recovered']}/{best['n_forgotten']}"])
+    table = _table(["model", "known", "hidden", "erased", "forget", "retain", "rec. prompt", "rec. activation",
+                    "best attack"], rows)
+    note = ("<p class='lbl'>Per forget item: <em>known</em> (the plain prompt answers it), <em>hidden</em> (only a "
+            "probe finds it), <em>erased</em> (no probe finds it); rec.: share of forgotten items emphasis "
+            "brought back (best setting whose controls held); best attack: forgotten items it brings back beyond the "
+            "controls, of those eligible; forget, retain: ROUGE-L recall of the greedy answers.</p>" if pres else "<p class='lbl'>No presence probes ran (presence.probes is empty).</p>")
+    dil = an.get("dilemma") or {}
+    if checkpoint_rows(res):
+        png = dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
+        figures["dilemma.png"] = png
+        fig = f"<figure><img alt='the dilemma: trajectories in forget accuracy and utility' src='{_b64(png)}'></figure>"
+    elif any(r["route"] not in ("prompt emphasis", "activation emphasis") for r in routes):
+        png = routes_png(routes)
+        figures["routes.png"] = png
+        fig = (f"<figure><img alt='recovery routes by model' src='{_b64(png)}'><figcaption class='lbl'>Every recovery "
+               "route's best setting per model (attacks: beyond the original's and the negative control's runs) "
+               "(the strength trajectory, and so the dilemma plot, is "
+               + ("an <code>unpact run</code> feature: it needs the unlearning run" if audited else "off in this run")
+               + ")</figcaption></figure>")
+    else:
+        png = recovery_png(summary)
+        figures["recovery.png"] = png
+        fig = (f"<figure><img alt='recovery by model' src='{_b64(png)}'><figcaption class='lbl'>Emphasis recovery, best setting per model "
+               "(the strength trajectory, and so the dilemma plot, is "
+               + ("an <code>unpact run</code> feature: it needs the unlearning run" if audited else "off in this run")
+               + ")</figcaption></figure>")
+    lines = []
+    nulls = an.get("keyword_focus_null") or {}
+    for m, r in (an.get("keyword_focus") or {}).items():
+        v = (nulls.get(m) or {}).get("verdict") or r.get("verdict")
+        if v:
+            lines.append((f"Finding 1: keyword focus, {m}", v))
+    for key, title in ANSWER_VERDICTS:
+        v = (an.get(key) or {}).get("verdict")
+        if v:
+            lines.append((title, v))
+    verdicts = "".join(f"<div class='oneline' title='{e(_short(v))}'><b>{e(t)}</b> {e(_short(v))}</div>"
+                       for t, v in lines)
+    return ("<section id='answer' class='answer'>" + "".join(head)
+            + f"<div class='cols'><div>{table}{note}</div>{fig}</div>{verdicts}"
+            + "<p class='lbl'>Each verdict in full, every number and the settings follow below.</p></section>")
+
+
 def build_report(run_dir: str | os.PathLike) -> Path:
     """Write ``report.html`` and ``figures/*.png`` for the finished run in ``run_dir``."""
     run_dir = Path(run_dir)
@@ -117,26 +244,11 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     parts: list[str] = []
 
     cfg = res.get("config", {})
-    parts.append(f"<h1>unpact report</h1><p>Model <b>{html.escape(str(cfg.get('model')))}</b>, "
-                 f"benchmark <b>{html.escape(str(cfg.get('benchmark')))}</b> "
-                 f"(forget <code>{html.escape(str(cfg.get('forget_split')))}</code>, retain "
-                 f"<code>{html.escape(str(cfg.get('retain_split')))}</code>), "
-                 f"{len(res.get('methods', {}))} unlearning methods.</p>")
-
-    pre = res.get("analyses", {}).get("precondition") or {}
-    if pre.get("holds") is False:  # said before anything else: no verdict below applies
-        parts.append(f"<div class='na'><b>Not applicable:</b> {html.escape(pre.get('reason', ''))}</div>")
-
-    # settings
-    flat = []
-    for k, v in cfg.items():
-        flat.append([k, json.dumps(v) if isinstance(v, (dict, list)) else v])
-    info = res.get("model_info", {})
-    parts.append('<section id="settings"><h2>Settings</h2>' + _table(["setting", "value"], flat)
-                 + (_table(["model", "value"], [[k, v] for k, v in info.items()]) if info else "") + "</section>")
+    an = res.get("analyses", {})
+    summary = res.get("summary", [])
+    parts.append(_answer(res, figures))
 
     # results
-    summary = res.get("summary", [])
     cols = ["method", "forget_rouge", "retain_rouge", "general_accuracy", "forget_quality",
             "model_utility", "recovery_prompt", "recovery_activation"]
     counts = (summary[0].get("n_items") or {}) if summary else {}
@@ -162,9 +274,9 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                  + _table(cols, rows) + "</section>")
 
     # verdicts
-    an = res.get("analyses", {})
     v_html = []
     for name, title in (("keyword_focus", "Finding 1 — keyword focus"), ("recovery", "Finding 2 — emphasis recovery"),
+                        ("finding2", "Finding 2 — keyword vs placebo emphasis"),
                         ("collapse", "Finding 3 — collapse"), ("layer_head", "Where it changed — layers and heads")):
         a = an.get(name, {})
         if name == "keyword_focus":
@@ -214,7 +326,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                              ctl["retain"].accuracy if "retain" in ctl else None,
                              ctl["general"].accuracy if "general" in ctl else None,
                              ctl["holdout"].recovered if "holdout" in ctl else None, row.collapse])
-    png = recovery_png(summary)
+    png = figures.get("recovery.png") or recovery_png(summary)
     figures["recovery.png"] = png
     parts.append('<section id="recovery"><h2>Emphasis recovery</h2>'
                  f"<figure><img alt='recovery by method' src='{_b64(png)}'></figure>"
@@ -278,7 +390,7 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     dil = an.get("dilemma") or {}
     trows = checkpoint_rows(res)
     if trows:
-        png = dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
+        png = figures.get("dilemma.png") or dilemma_png(dil.get("points") or [], dil.get("recovery") or None)
         figures["dilemma.png"] = png
         verdicts = "".join(
             f"<div class='verdict'><b>{title}</b>: {html.escape(str(v.get('verdict', '')))}</div>"
@@ -314,8 +426,16 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                  f"<figure><img alt='collapse plot' src='{_b64(png)}'></figure>"
                  + _table(["method", "tokens fell", "function words fell", "drop Gini", "utility drop"], crow) + "</section>")
 
+    # settings, folded at the end
+    flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in cfg.items()]
+    info = res.get("model_info", {})
+    parts.append('<section id="settings"><details><summary><b>Settings</b> '
+                 f"({len(flat)} settings and the original model's sizes)</summary>" + _table(["setting", "value"], flat)
+                 + (_table(["model", "value"], [[k, v] for k, v in info.items()]) if info else "")
+                 + "</details></section>")
+
     for name, png in figures.items():
         (fig_dir / name).write_bytes(png)
-    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>unpact report</title>"
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(_title(res))}</title>"
             f"<style>{_CSS}{FIGURE_CSS}</style></head><body class='unpact'>" + "\n".join(parts) + "</body></html>")
     return write_text_atomic(run_dir / "report.html", page)

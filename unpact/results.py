@@ -354,7 +354,7 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.append(f"FQ: not applicable: {why}; TOFU's forget quality compares truth ratios with a model "
                      "that never saw the forget set")
     lines.append("")
-    for name in ("recovery", "collapse", "layer_head", "presence"):
+    for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
         if an.get(name, {}).get("verdict"):
             lines.append(f"{name}: {an[name]['verdict']}")
     lines += matched_lines(results)

@@ -1,11 +1,14 @@
-"""The main job's stages: each a function ``fn(study, inputs) -> dict`` that :class:`unpact.pipeline.Study`
-runs under a name, seeded from the run's seed and that name, and writes to the run directory.
+"""The main job's stages: each a function ``fn(study, inputs) -> dict`` that the study
+(:class:`unpact.pipeline.Study`, seen here through the :class:`StudyView` protocol, so this
+module never imports the pipeline) runs under a name, seeded from the run's seed and that
+name, and writes to the run directory.
 
 A stage reads the run's settings (``study.cfg``, a :class:`~unpact.config.RunConfig`), the
 study's shared inputs (``study.data``, ``study.fmt``, ``study.original()``, ``study.budgets``,
 ``study.progress``) and the results of earlier stages it is given; it returns a JSON-able
-dict. Per-method stages are listed in :data:`METHOD_STAGES`: adding a stage is one function
-here and one line there.
+dict. The stages after unlearning are listed in :data:`METHOD_STAGES`: ``unpact run`` runs
+them on each method's unlearned model, ``unpact audit`` on each given checkpoint (the same
+code path); adding a stage is one function here and one line there.
 
 Example:
     >>> stage_budgets(16384)
@@ -17,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import torch
 
@@ -29,7 +32,8 @@ from unpact.protocols import Model
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
-    from unpact.pipeline import Study
+    from unpact.progress import ProgressFactory
+    from unpact.rundir import RunDir
 
 GROUPS = ("forget", "retain", "general")
 
@@ -72,6 +76,43 @@ class StudyData:
     general: Benchmark | None
     holdout: Benchmark | None
     groups: dict[str, list]  # the evaluated/attributed subsets
+    #: per audited checkpoint, what the input checks measured (unpact.checkpoints.check_audit_inputs):
+    #: kept so the checkpoint stage does not read the weights a second time
+    lineage: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class StudyView(Protocol):
+    """What a stage sees of the study (:class:`unpact.pipeline.Study` implements it)."""
+
+    cfg: "RunConfig"
+    rd: "RunDir"
+    progress: "ProgressFactory"
+    budgets: dict[str, int]
+    controlled_reuse: dict[str, Any] | None
+
+    @property
+    def data(self) -> StudyData: ...
+
+    @property
+    def fmt(self) -> Any: ...
+
+    def original(self) -> Model: ...
+
+    def model_dir(self, name: str) -> str: ...
+
+    def stage(self, name: str, compute: Callable[[], Any], require: Callable[[], bool] | None = None) -> Any: ...
+
+    def reference_ratios(self) -> list[float] | None: ...
+
+    def reference_mia(self) -> dict[str, Any] | None: ...
+
+    def original_evaluation(self) -> dict[str, Any]: ...
+
+    def original_attribution(self) -> dict[str, Any]: ...
+
+    def attack_controls(self) -> dict[str, Any]: ...
+
+    def presence_controls(self) -> dict[str, Any]: ...
 
 
 def load_study_data(cfg: "RunConfig") -> StudyData:
@@ -99,7 +140,7 @@ def load_study_data(cfg: "RunConfig") -> StudyData:
 # ------------------------------------------------------------------ shared stages
 
 
-def attribution(study: "Study", model: Model) -> dict[str, Any]:
+def attribution(study: "StudyView", model: Model) -> dict[str, Any]:
     """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
     from unpact.attribution import attribute
 
@@ -125,12 +166,12 @@ def attribution(study: "Study", model: Model) -> dict[str, Any]:
     return out
 
 
-def forget_with_perturbed(study: "Study") -> list:
+def forget_with_perturbed(study: "StudyView") -> list:
     """The whole forget split's items with perturbed answers (TOFU's forget quality runs on all of them)."""
     return [it for it in study.data.forget if getattr(it, "perturbed_answers", None)]
 
 
-def reference_ratios(study: "Study") -> dict[str, Any]:
+def reference_ratios(study: "StudyView") -> dict[str, Any]:
     """Truth ratios of the retain-only reference model on the whole forget split."""
     from unpact.metrics import truth_ratios
     from unpact.models import load_model
@@ -143,7 +184,7 @@ def reference_ratios(study: "Study") -> dict[str, Any]:
     return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
 
 
-def mia_holdout(study: "Study") -> list | None:
+def mia_holdout(study: "StudyView") -> list | None:
     """The membership-inference attacks' non-members: an evenly spaced ``max_items`` sample of the
     holdout split's QA items (as many as the evaluated forget items); None without a holdout split."""
     data = study.data
@@ -153,7 +194,7 @@ def mia_holdout(study: "Study") -> list | None:
     return spread_sample(items, study.cfg.max_items) or None
 
 
-def reference_mia(study: "Study") -> dict[str, Any]:
+def reference_mia(study: "StudyView") -> dict[str, Any]:
     """The retain-only reference model's MIA AUCs on the evaluated forget items against
     :func:`mia_holdout` (privleak's reference)."""
     from unpact.metrics import mia_aucs
@@ -167,7 +208,7 @@ def reference_mia(study: "Study") -> dict[str, Any]:
     return mia_aucs(ref, study.data.groups["forget"], holdout, study.fmt, study.budgets["forward"])
 
 
-def evaluation(study: "Study", model: Model, reference_ratios: list[float] | None,
+def evaluation(study: "StudyView", model: Model, reference_ratios: list[float] | None,
                reference_mia: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every metric on each group, all groups' answers generated in one batched pass; on the forget
     group also the MIA AUCs against :func:`mia_holdout` and privleak against ``reference_mia``."""
@@ -196,7 +237,7 @@ def evaluation(study: "Study", model: Model, reference_ratios: list[float] | Non
     return out
 
 
-def keyword_positions(study: "Study") -> dict[str, list[list[int]]]:
+def keyword_positions(study: "StudyView") -> dict[str, list[list[int]]]:
     """Per group, each item's KeyTokens on the original model under the run's KeyTokens rule."""
     from unpact.attribution import Attribution, key_tokens
 
@@ -205,7 +246,7 @@ def keyword_positions(study: "Study") -> dict[str, list[list[int]]]:
     return {g: [key_tokens(Attribution.from_dict(d), **kt) for d in loo.get(g, [])] for g in GROUPS}
 
 
-def attack_kwargs(study: "Study") -> dict[str, Any]:
+def attack_kwargs(study: "StudyView") -> dict[str, Any]:
     from unpact.emphasis import RecoveryConfig
 
     rc = RecoveryConfig(threshold=study.cfg.emphasis.threshold, max_new_tokens=study.cfg.max_new_tokens,
@@ -213,7 +254,7 @@ def attack_kwargs(study: "Study") -> dict[str, Any]:
     return {"pool": {"retain": list(study.data.retain)}, "recovery": rc, "seed": study.cfg.seed, "fmt": study.fmt}
 
 
-def attack_controls(study: "Study") -> dict[str, Any]:
+def attack_controls(study: "StudyView") -> dict[str, Any]:
     """Every attack on the original and the negative control (retain-only model), once per study."""
     from unpact.attacks import role_runs
     from unpact.models import load_model
@@ -236,7 +277,7 @@ def attack_controls(study: "Study") -> dict[str, Any]:
 # ------------------------------------------------------------------ per-method stages
 
 
-def unlearning(study: "Study", method: str) -> dict[str, Any]:
+def unlearning(study: "StudyView", method: str) -> dict[str, Any]:
     """Unlearn a fresh copy of the original with ``method``; the model is saved into the run directory."""
     from unpact.models import load_model, save_model
     from unpact.unlearning import unlearn
@@ -254,7 +295,21 @@ def unlearning(study: "Study", method: str) -> dict[str, Any]:
             "losses": res.losses, "stopped_early": res.stopped_early, "message": res.message}
 
 
-def track(study: "Study", after: dict[str, Any]) -> dict[str, Any]:
+def lineage(study: "StudyView", name: str) -> dict[str, Any]:
+    """Where the measured model comes from and how far it moved: its relative weight distance
+    from the original and whether it is identical (:func:`unpact.checkpoints.lineage`; for an
+    audited checkpoint the input checks' measurement, not a second read of the weights)."""
+    from unpact import checkpoints
+
+    spec = study.cfg.checkpoints.get(name)
+    if spec is None:  # a method: unpact unlearned it into the run directory
+        out = checkpoints.lineage(study.cfg.model, study.model_dir(name))
+        return {**out, "spec": None, "source": f"unlearned by unpact ({name})"}
+    out = study.data.lineage.get(name) or checkpoints.lineage(study.cfg.model, spec)
+    return {**out, "spec": spec, "source": "given checkpoint (unpact audit)"}
+
+
+def track(study: "StudyView", after: dict[str, Any]) -> dict[str, Any]:
     """Contribution tracking: the original's attributions against the unlearned model's (``after``)."""
     from unpact.attribution import Attribution, compare
 
@@ -278,7 +333,7 @@ def track(study: "Study", after: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def emphasis_controls(study: "Study", kw: dict[str, list[list[int]]]) -> tuple[dict[str, list], dict[str, list]]:
+def emphasis_controls(study: "StudyView", kw: dict[str, list[list[int]]]) -> tuple[dict[str, list], dict[str, list]]:
     """The emphasis controls: at most ``emphasis.max_control_items`` retain and general items
     (evenly spaced), and their KeyTokens from ``kw`` (:func:`keyword_positions`)."""
     data = study.data
@@ -292,7 +347,7 @@ def emphasis_controls(study: "Study", kw: dict[str, list[list[int]]]) -> tuple[d
     return controls, control_kw
 
 
-def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
+def recovery(study: "StudyView", unlearned: Model, method: str) -> dict[str, Any]:
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
     rewrite's attribution on the unlearned model for the report's heatmaps: the
     :class:`~unpact.emphasis.RecoveryTable`'s ``to_dict``."""
@@ -327,7 +382,7 @@ def recovery(study: "Study", unlearned: Model, method: str) -> dict[str, Any]:
     return table.to_dict()
 
 
-def collapse(study: "Study", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def collapse(study: "StudyView", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Which control-prompt tokens lost contribution, and the utility drop."""
     from unpact.analyses import token_drop_stats
     from unpact.analyses.assemble import control_items
@@ -338,7 +393,7 @@ def collapse(study: "Study", tracking: dict[str, Any], evaluation: dict[str, Any
     return stats
 
 
-def attacks(study: "Study", unlearned: Model) -> dict[str, Any]:
+def attacks(study: "StudyView", unlearned: Model) -> dict[str, Any]:
     """Every configured attack on the unlearned model, judged against the study's controls."""
     from unpact.attacks import run_attack
 
@@ -352,7 +407,7 @@ def attacks(study: "Study", unlearned: Model) -> dict[str, Any]:
 # ------------------------------------------------ knowledge presence (unpact.presence)
 
 
-def presence_items(study: "Study") -> list:
+def presence_items(study: "StudyView") -> list:
     """The forget group, with the cloze attached where the benchmark ships one (the embedded
     world's cloze splits, :func:`unpact.data.embedded_views.cloze_split`: the format probe's
     trained-but-not-unlearned format, matched by :func:`~unpact.data.embedded_views.cloze_key`)."""
@@ -371,7 +426,7 @@ def presence_items(study: "Study") -> list:
     return attach_cloze(items, cloze, key_fn=cloze_key)
 
 
-def plain_recalls(study: "Study", model: Model, items) -> list[float]:
+def plain_recalls(study: "StudyView", model: Model, items) -> list[float]:
     """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
     from unpact.metrics import is_embedded, rouge_recalls
 
@@ -379,7 +434,7 @@ def plain_recalls(study: "Study", model: Model, items) -> list[float]:
                          max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
 
 
-def presence_controls(study: "Study") -> dict[str, Any]:
+def presence_controls(study: "StudyView") -> dict[str, Any]:
     """The probes on the original and on both controls, and each probe's sensitivity/specificity, once per study."""
     from unpact.models import load_model
     from unpact.presence import calibrate, positive_control_model, probe_model
@@ -411,7 +466,7 @@ def presence_controls(study: "Study") -> dict[str, Any]:
     return out
 
 
-def presence(study: "Study", unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
+def presence(study: "StudyView", unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
     """The probes on an unlearned model, and per forget item: known / hidden / erased."""
     from unpact.presence import presence_calls, probe_model, usable_probes
 
@@ -424,7 +479,7 @@ def presence(study: "Study", unlearned: Model, ev: dict[str, Any]) -> dict[str, 
             "probes_left_out": left_out}
 
 
-def keyword_nulls(study: "Study", ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
+def keyword_nulls(study: "StudyView", ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
     """Finding 1 against weight-noise nulls matched to this method's damage on the forget answers."""
     import numpy as np
 
@@ -485,7 +540,7 @@ def _set_rng_state(state: tuple) -> None:
         torch.cuda.set_rng_state_all(state[3])
 
 
-def measure_checkpoint(study: "Study", method: str, step: int, model: Model, monitor_accuracy: float | None,
+def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model, monitor_accuracy: float | None,
                        negative: Callable[[], Model | None]) -> dict[str, Any]:
     """One trajectory checkpoint measured as the main job measures an unlearned model.
 
@@ -497,8 +552,6 @@ def measure_checkpoint(study: "Study", method: str, step: int, model: Model, mon
     original's (and negative control's) runs of the first checkpoint measured in this session
     are reused at every later one (they do not depend on the checkpoint).
     """
-    from unpact.emphasis.controlled import controlled_recovery
-    from unpact.errors import InputError
     from unpact.results import model_utility_of, utility_drop, utility_score
 
     cfg, t = study.cfg, study.cfg.trajectory
@@ -510,23 +563,49 @@ def measure_checkpoint(study: "Study", method: str, step: int, model: Model, mon
         if cfg.presence.probes:
             out["presence"] = presence(study, model, ev)
         if t.controlled:
-            kw = keyword_positions(study)
-            controls, control_kw = emphasis_controls(study, kw)
-            settings = t.controlled_settings(
-                threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
-                max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
-            kwargs = dict(controls=controls, keywords=kw["forget"], control_keywords=control_kw, settings=settings,
-                          method=f"{method}@{step}", fmt=study.fmt, negative=negative())
-            try:
-                cr = controlled_recovery(model, study.original(), study.data.groups["forget"],
-                                         reuse=study.controlled_reuse, **kwargs)
-            except InputError:  # the kept runs do not fit (another item set): measure the original again
-                cr = controlled_recovery(model, study.original(), study.data.groups["forget"], **kwargs)
-            out["controlled"] = cr.to_dict()
+            out["controlled"] = controlled_block(study, f"{method}@{step}", model, negative())
     return out
 
 
-def trajectory(study: "Study", method: str) -> dict[str, Any]:
+def controlled_block(study: "StudyView", label: str, model: Model, negative: Model | None) -> dict[str, Any]:
+    """Controlled recovery of ``model``: keyword minus placebo emphasis, against the original and
+    (with one) the negative control; the original's KeyTokens as keywords, the settings of
+    ``trajectory.templates`` / ``trajectory.activations``. The original's (and negative control's)
+    runs kept in ``study.controlled_reuse`` are reused when they fit."""
+    from unpact.emphasis.controlled import controlled_recovery
+    from unpact.errors import InputError
+
+    cfg = study.cfg
+    kw = keyword_positions(study)
+    controls, control_kw = emphasis_controls(study, kw)
+    settings = cfg.trajectory.controlled_settings(
+        threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
+        max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
+    kwargs = dict(controls=controls, keywords=kw["forget"], control_keywords=control_kw, settings=settings,
+                  method=label, fmt=study.fmt, negative=negative)
+    try:
+        cr = controlled_recovery(model, study.original(), study.data.groups["forget"],
+                                 reuse=study.controlled_reuse, **kwargs)
+    except InputError:  # the kept runs do not fit (another item set): measure the original again
+        cr = controlled_recovery(model, study.original(), study.data.groups["forget"], **kwargs)
+    return cr.to_dict()
+
+
+def controlled(study: "StudyView", name: str, model: Model) -> dict[str, Any]:
+    """Controlled emphasis recovery of the unlearned (or audited) model itself: keyword vs placebo
+    (:func:`controlled_block`), with the retain-only ``reference_model`` as the negative control."""
+    from unpact.models import load_model
+
+    cfg = study.cfg
+    neg = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype) if cfg.reference_model else None
+    with torch.no_grad():
+        out = controlled_block(study, name, model, neg)
+    if study.controlled_reuse is None:
+        study.controlled_reuse = out
+    return out
+
+
+def trajectory(study: "StudyView", method: str) -> dict[str, Any]:
     """Unlearn a fresh copy of the original with ``method`` on the gentle schedule
     (:func:`unpact.trajectory.run_trajectory`), measuring each checkpoint inside the callback.
 
@@ -575,7 +654,7 @@ def trajectory(study: "Study", method: str) -> dict[str, Any]:
             "checkpoints": [{"step": s, "names": n, "stage": checkpoint_stage(method, s)} for s, n in steps.items()]}
 
 
-def checkpoint_results(study: "Study", method: str, traj: dict[str, Any]) -> list[dict[str, Any]]:
+def checkpoint_results(study: "StudyView", method: str, traj: dict[str, Any]) -> list[dict[str, Any]]:
     """The measurements of ``method``'s trajectory checkpoints (read from their stage files), in step
     order, each with its checkpoint names."""
     def missing(name: str):
@@ -591,14 +670,17 @@ def checkpoint_results(study: "Study", method: str, traj: dict[str, Any]) -> lis
 
 #: A per-method stage: (stage name, key in the method's results, enabled(cfg), fn(study, method, model, done)),
 #: where ``model()`` loads the unlearned model once and ``done`` holds the method's earlier results.
-MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["Study", str, Callable, dict], dict]]
+MethodStage = tuple[str, str, Callable[["RunConfig"], bool], Callable[["StudyView", str, Callable, dict], dict]]
 
 METHOD_STAGES: tuple[MethodStage, ...] = (
+    ("lineage", "lineage", lambda cfg: True, lambda s, m, model, done: lineage(s, m)),
     ("evaluate", "evaluate", lambda cfg: True,
      lambda s, m, model, done: evaluation(s, model(), s.reference_ratios(), s.reference_mia())),
     ("attribute", "attribution", lambda cfg: True, lambda s, m, model, done: attribution(s, model())),
     ("track", "tracking", lambda cfg: True, lambda s, m, model, done: track(s, done["attribution"])),
     ("recovery", "recovery", lambda cfg: True, lambda s, m, model, done: recovery(s, model(), m)),
+    ("controlled", "controlled", lambda cfg: cfg.trajectory.controlled,
+     lambda s, m, model, done: controlled(s, m, model())),
     ("collapse", "collapse", lambda cfg: True, lambda s, m, model, done: collapse(s, done["tracking"], done["evaluate"])),
     ("attacks", "attacks", lambda cfg: bool(cfg.attacks.names), lambda s, m, model, done: attacks(s, model())),
     ("presence", "presence", lambda cfg: bool(cfg.presence.probes),
@@ -607,3 +689,7 @@ METHOD_STAGES: tuple[MethodStage, ...] = (
      lambda s, m, model, done: keyword_nulls(s, done["evaluate"], done["tracking"])),
     ("trajectory", "trajectory", lambda cfg: cfg.trajectory.enabled, lambda s, m, model, done: trajectory(s, m)),
 )
+
+#: Stages of :data:`METHOD_STAGES` that need the unlearning run itself (the strength trajectory
+#: unlearns again on a gentle schedule): a method's, never an audited checkpoint's.
+UNLEARNING_ONLY = frozenset({"trajectory"})

@@ -12,7 +12,10 @@ half-made run directory behind:
   hyperparameters, attribution methods (:func:`resolve_attribution_methods`: ``ig`` is
   integrated gradients, ``bogus`` is an error), emphasis templates, kinds and layer sets,
   attacks and their options, the dtype and the prompt format;
-* :func:`check_inputs` - the device, the output path, the models (and a chat template);
+* :func:`check_inputs` - the device, the output path, the models (and a chat template), the
+  safetensors headers of local checkpoints (a truncated file fails here, not mid-run);
+* :func:`check_checkpoints` - audited checkpoints against the original (tokenizer,
+  architecture, NaN/inf weights, descent; :mod:`unpact.checkpoints`);
 * :func:`check_device` - the device exists on this machine (``cuda`` without a GPU is an error;
   :mod:`unpact.models`'s, the check the loader makes);
 * :func:`check_output_dir` - the output path is a directory or can be made one;
@@ -39,10 +42,11 @@ from typing import Any, Sequence
 
 from unpact.attacks import make_attack
 from unpact.attribution import ATTRIBUTION_METHODS
+from unpact.checkpoints import RESERVED_NAMES, check_audit_inputs, read_header
 from unpact.data import resolve_format
 from unpact.data.formatting import FORMAT_NAMES
 from unpact.emphasis.activation import LAYER_SETS, get_kind
-from unpact.errors import ConfigError, ModelLoadError
+from unpact.errors import ConfigError, ModelLoadError, UnpactError
 from unpact.models import (
     DTYPE_CHOICES,
     check_checkpoint_dir,
@@ -200,6 +204,12 @@ def check_names(cfg: Any) -> None:
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
+    for name, spec in cfg.checkpoints.items():
+        if name in cfg.methods or name in RESERVED_NAMES or not name or "/" in name or name.startswith("."):
+            why = ("is also a method of the run" if name in cfg.methods else
+                   "is a name the study uses for its own stages" if name in RESERVED_NAMES else
+                   "is not a plain name (no '/', no leading '.')")
+            raise ConfigError(f"checkpoints names {name!r} ({spec!r}), which {why}; give it another name")
     for m in cfg.method_config:
         if m not in cfg.methods:
             raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
@@ -231,13 +241,30 @@ def check_inputs(cfg: Any) -> None:
     a directory and its models can be loaded (a checkpoint used with the chat format has a chat template)."""
     check_device(cfg.device)
     check_output_dir(cfg.out)
-    for spec in (cfg.model, cfg.reference_model):
+    for spec in (cfg.model, cfg.reference_model, *cfg.checkpoints.values()):
         if spec is None:
             continue
         check_model_available(spec)
         kind, target = resolve_model_spec(spec)
+        if kind == "path":
+            for f in sorted(Path(target).glob("*.safetensors")):
+                read_header(f)  # a truncated or corrupt file: here, not after an hour of work
         if kind == "path" and cfg.prompt_format == "chat" and spec == cfg.model:  # no chat template: say so now
             resolve_format("chat", load_tokenizer(Path(target)), cfg.system_prompt, cfg.chat_template_args)
+
+
+def check_checkpoints(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Every audited checkpoint of run config ``cfg`` against its original (``cfg.model``) and the
+    negative control (``cfg.reference_model``): :func:`unpact.checkpoints.check_audit_inputs`.
+    Returns each checkpoint's lineage (relative weight distance, identical weights, warnings);
+    {} when the run audits none."""
+    if not cfg.checkpoints:
+        return {}
+    try:
+        return check_audit_inputs(cfg.model, dict(cfg.checkpoints), cfg.reference_model,
+                                  cfg.audit.max_relative_distance)
+    except UnpactError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 # -------------------------------------------------------------- the machine
