@@ -13,7 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from unpact.analyses.collapse import collapse_analysis
-from unpact.analyses.dilemma import checkpoint_point, dilemma_verdict, finding2_by_checkpoint, recovered_ids
+from unpact.analyses.dilemma import (
+    checkpoint_point,
+    dilemma_verdict,
+    finding2_by_checkpoint,
+    finding2_verdict,
+    recovered_ids,
+)
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
@@ -285,8 +291,6 @@ def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
 def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2 with the placebo, per unlearned (or audited) model: keyword-specific recovery
     (the ``controlled`` stage; :func:`unpact.analyses.dilemma.finding2_verdict`)."""
-    from unpact.analyses.dilemma import finding2_verdict
-
     per = {m: finding2_verdict(r["controlled"]) for m, r in methods.items() if r.get("controlled")}
     if not per:
         return {}

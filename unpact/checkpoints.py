@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+
 from unpact.errors import InputError, ModelLoadError
 from unpact.models import check_checkpoint_dir, load_tokenizer, resolve_model_spec
 
@@ -207,9 +210,6 @@ def weight_pass(original: CheckpointFiles, others: dict[str, CheckpointFiles]) -
     checkpoint: ``relative_distance`` (``||U - O|| / ||O||`` over the tensors both hold, in
     float64) and ``identical`` (every tensor equal bit for bit, the same tensor names).
     """
-    import torch
-    from safetensors import safe_open
-
     handles: dict[Path, Any] = {}
 
     def tensor(c: CheckpointFiles, name: str):

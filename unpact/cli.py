@@ -259,8 +259,6 @@ def _audit_config(args: argparse.Namespace):
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    import time
-
     from unpact.pipeline import run_study, summary_table
     from unpact.threads import describe
 

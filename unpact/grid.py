@@ -63,6 +63,7 @@ from typing import Any, Callable
 import torch
 
 from unpact.analyses.seeds import SPREAD_KEYS
+from unpact.checkpoints import name_checkpoints
 from unpact.config import RunConfig, config_from_dict, read_config_file
 from unpact.errors import ConfigError
 from unpact.pipeline import run_analyses, run_study, validate
@@ -256,8 +257,6 @@ def expand(grid: GridConfig) -> list[Cell]:
 
 def _unlearned(value: Any, model_label: str, methods: tuple[str, ...]) -> dict[str, str]:
     """A model entry's ``unlearned`` checkpoints, name -> spec (a list is named as ``unpact audit`` names them)."""
-    from unpact.checkpoints import name_checkpoints
-
     if value is None:
         return {}
     if isinstance(value, str):

@@ -29,6 +29,24 @@ from unpact.attribution.gradients import IG_BATCH_SHARE
 from unpact.data import Benchmark, load_benchmark, spread_sample
 from unpact.errors import DataError
 from unpact.protocols import Model
+import numpy as np
+from unpact import checkpoints
+from unpact.analyses import keyword_focus_vs_null, token_drop_stats
+from unpact.analyses.assemble import control_items, focus_rows
+from unpact.attacks import role_runs, run_attack
+from unpact.attribution import Attribution, attribute, compare, key_tokens
+from unpact.data import format_answer
+from unpact.data.embedded_views import cloze_key, cloze_split
+from unpact.emphasis import RecoveryConfig, recover, rewrite
+from unpact.emphasis.controlled import controlled_recovery
+from unpact.errors import InputError
+from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, mia_aucs, qa_probabilities, rouge_recalls, truth_ratios
+from unpact.models import load_model, save_model
+from unpact.presence import calibrate, null_keyword_rows, positive_control_model, presence_calls, probe_model, usable_probes
+from unpact.probes import attach_cloze
+from unpact.results import model_utility_of, utility_drop, utility_score
+from unpact.trajectory import run_trajectory
+from unpact.unlearning import unlearn
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
@@ -62,7 +80,6 @@ def stage_seed(seed: int, name: str) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
 
     random.seed(seed)
     torch.manual_seed(seed)
@@ -83,7 +100,6 @@ class StudyData:
 
 class StudyView(Protocol):
     """What a stage sees of the study (:class:`unpact.pipeline.Study` implements it)."""
-
     cfg: "RunConfig"
     rd: "RunDir"
     progress: "ProgressFactory"
@@ -142,8 +158,6 @@ def load_study_data(cfg: "RunConfig") -> StudyData:
 
 def attribution(study: "StudyView", model: Model) -> dict[str, Any]:
     """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
-    from unpact.attribution import attribute
-
     a, b = study.cfg.attribution, study.budgets
     out: dict[str, Any] = {"loo": {}, "integrated_gradients": {}, "heads": {}}
     for g in GROUPS:
@@ -173,9 +187,6 @@ def forget_with_perturbed(study: "StudyView") -> list:
 
 def reference_ratios(study: "StudyView") -> dict[str, Any]:
     """Truth ratios of the retain-only reference model on the whole forget split."""
-    from unpact.metrics import truth_ratios
-    from unpact.models import load_model
-
     cfg = study.cfg
     ref = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype)
     items = forget_with_perturbed(study)
@@ -197,9 +208,6 @@ def mia_holdout(study: "StudyView") -> list | None:
 def reference_mia(study: "StudyView") -> dict[str, Any]:
     """The retain-only reference model's MIA AUCs on the evaluated forget items against
     :func:`mia_holdout` (privleak's reference)."""
-    from unpact.metrics import mia_aucs
-    from unpact.models import load_model
-
     cfg = study.cfg
     holdout = mia_holdout(study)
     if not holdout or not study.data.groups["forget"]:
@@ -212,8 +220,6 @@ def evaluation(study: "StudyView", model: Model, reference_ratios: list[float] |
                reference_mia: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every metric on each group, all groups' answers generated in one batched pass; on the forget
     group also the MIA AUCs against :func:`mia_holdout` and privleak against ``reference_mia``."""
-    from unpact.metrics import answer_accuracy, benchmark_style, evaluate_groups, forget_quality, is_embedded, truth_ratios
-
     data = study.data
     groups = {g: data.groups[g] for g in GROUPS if data.groups[g]}
     holdout = mia_holdout(study)
@@ -239,15 +245,12 @@ def evaluation(study: "StudyView", model: Model, reference_ratios: list[float] |
 
 def keyword_positions(study: "StudyView") -> dict[str, list[list[int]]]:
     """Per group, each item's KeyTokens on the original model under the run's KeyTokens rule."""
-    from unpact.attribution import Attribution, key_tokens
-
     kt = dataclasses.asdict(study.cfg.attribution.keytokens)
     loo = study.original_attribution()["loo"]
     return {g: [key_tokens(Attribution.from_dict(d), **kt) for d in loo.get(g, [])] for g in GROUPS}
 
 
 def attack_kwargs(study: "StudyView") -> dict[str, Any]:
-    from unpact.emphasis import RecoveryConfig
 
     rc = RecoveryConfig(threshold=study.cfg.emphasis.threshold, max_new_tokens=study.cfg.max_new_tokens,
                         max_batch_tokens=study.budgets["forward"])
@@ -256,9 +259,6 @@ def attack_kwargs(study: "StudyView") -> dict[str, Any]:
 
 def attack_controls(study: "StudyView") -> dict[str, Any]:
     """Every attack on the original and the negative control (retain-only model), once per study."""
-    from unpact.attacks import role_runs
-    from unpact.models import load_model
-
     cfg, a = study.cfg, study.cfg.attacks
     models = {"original": study.original()}
     if cfg.reference_model:
@@ -279,9 +279,6 @@ def attack_controls(study: "StudyView") -> dict[str, Any]:
 
 def unlearning(study: "StudyView", method: str) -> dict[str, Any]:
     """Unlearn a fresh copy of the original with ``method``; the model is saved into the run directory."""
-    from unpact.models import load_model, save_model
-    from unpact.unlearning import unlearn
-
     cfg = study.cfg
     seed = stage_seed(cfg.seed, f"{method}/unlearn")
     # a fresh copy of the original, edited in place: the shared original stays untouched
@@ -299,8 +296,6 @@ def lineage(study: "StudyView", name: str) -> dict[str, Any]:
     """Where the measured model comes from and how far it moved: its relative weight distance
     from the original and whether it is identical (:func:`unpact.checkpoints.lineage`; for an
     audited checkpoint the input checks' measurement, not a second read of the weights)."""
-    from unpact import checkpoints
-
     spec = study.cfg.checkpoints.get(name)
     if spec is None:  # a method: unpact unlearned it into the run directory
         out = checkpoints.lineage(study.cfg.model, study.model_dir(name))
@@ -311,8 +306,6 @@ def lineage(study: "StudyView", name: str) -> dict[str, Any]:
 
 def track(study: "StudyView", after: dict[str, Any]) -> dict[str, Any]:
     """Contribution tracking: the original's attributions against the unlearned model's (``after``)."""
-    from unpact.attribution import Attribution, compare
-
     before = study.original_attribution()
     kt = dataclasses.asdict(study.cfg.attribution.keytokens)
 
@@ -351,10 +344,6 @@ def recovery(study: "StudyView", unlearned: Model, method: str) -> dict[str, Any
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
     rewrite's attribution on the unlearned model for the report's heatmaps: the
     :class:`~unpact.emphasis.RecoveryTable`'s ``to_dict``."""
-    from unpact.attribution import attribute
-    from unpact.data import format_answer
-    from unpact.emphasis import recover, rewrite
-
     e, data = study.cfg.emphasis, study.data
     kw = keyword_positions(study)
     controls, control_kw = emphasis_controls(study, kw)
@@ -384,10 +373,6 @@ def recovery(study: "StudyView", unlearned: Model, method: str) -> dict[str, Any
 
 def collapse(study: "StudyView", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Which control-prompt tokens lost contribution, and the utility drop."""
-    from unpact.analyses import token_drop_stats
-    from unpact.analyses.assemble import control_items
-    from unpact.results import utility_drop
-
     stats = token_drop_stats(control_items(tracking))
     stats["utility_drop"] = utility_drop(study.original_evaluation(), evaluation)
     return stats
@@ -395,8 +380,6 @@ def collapse(study: "StudyView", tracking: dict[str, Any], evaluation: dict[str,
 
 def attacks(study: "StudyView", unlearned: Model) -> dict[str, Any]:
     """Every configured attack on the unlearned model, judged against the study's controls."""
-    from unpact.attacks import run_attack
-
     a = study.cfg.attacks
     controls = study.attack_controls()
     return {name: run_attack(name, unlearned, study.data.groups["forget"], controls=controls[name],
@@ -415,8 +398,6 @@ def presence_items(study: "StudyView") -> list:
     bench = str(study.cfg.benchmark)
     if not bench.startswith("embedded:"):
         return items
-    from unpact.data.embedded_views import cloze_key, cloze_split
-    from unpact.probes import attach_cloze
 
     split = cloze_split(bench.split(":", 1)[1], study.cfg.forget_split)
     try:
@@ -428,17 +409,12 @@ def presence_items(study: "StudyView") -> list:
 
 def plain_recalls(study: "StudyView", model: Model, items) -> list[float]:
     """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
-    from unpact.metrics import is_embedded, rouge_recalls
-
     return rouge_recalls(model, items, max_new_tokens=study.cfg.max_new_tokens, fmt=study.fmt,
                          max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
 
 
 def presence_controls(study: "StudyView") -> dict[str, Any]:
     """The probes on the original and on both controls, and each probe's sensitivity/specificity, once per study."""
-    from unpact.models import load_model
-    from unpact.presence import calibrate, positive_control_model, probe_model
-
     s, items = study.cfg.presence, presence_items(study)
     thr = study.cfg.emphasis.threshold
     out: dict[str, Any] = {"original": probe_model(study.original(), items, s, study.fmt)}
@@ -468,8 +444,6 @@ def presence_controls(study: "StudyView") -> dict[str, Any]:
 
 def presence(study: "StudyView", unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
     """The probes on an unlearned model, and per forget item: known / hidden / erased."""
-    from unpact.presence import presence_calls, probe_model, usable_probes
-
     s, items = study.cfg.presence, presence_items(study)
     probes = probe_model(unlearned, items, s, study.fmt)
     per = ev["forget"]["rouge_l_recall_per_item"]
@@ -481,14 +455,6 @@ def presence(study: "StudyView", unlearned: Model, ev: dict[str, Any]) -> dict[s
 
 def keyword_nulls(study: "StudyView", ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
     """Finding 1 against weight-noise nulls matched to this method's damage on the forget answers."""
-    import numpy as np
-
-    from unpact.analyses import keyword_focus_vs_null
-    from unpact.analyses.assemble import focus_rows
-    from unpact.attribution import Attribution
-    from unpact.metrics import qa_probabilities
-    from unpact.presence import null_keyword_rows
-
     items = study.data.groups["forget"]
     before = [Attribution.from_dict(d) for d in study.original_attribution()["loo"].get("forget", [])]
     keys = [set(k) for k in keyword_positions(study)["forget"]]
@@ -524,14 +490,12 @@ def checkpoint_stage(method: str, step: int) -> str:
 
 
 def _rng_state() -> tuple:
-    import numpy as np
 
     return random.getstate(), np.random.get_state(), torch.get_rng_state(), \
         (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
 
 def _set_rng_state(state: tuple) -> None:
-    import numpy as np
 
     random.setstate(state[0])
     np.random.set_state(state[1])
@@ -552,8 +516,6 @@ def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model,
     original's (and negative control's) runs of the first checkpoint measured in this session
     are reused at every later one (they do not depend on the checkpoint).
     """
-    from unpact.results import model_utility_of, utility_drop, utility_score
-
     cfg, t = study.cfg, study.cfg.trajectory
     with torch.no_grad():  # measurements only: the live training model's graph is left alone
         ev = evaluation(study, model, study.reference_ratios(), study.reference_mia())
@@ -572,9 +534,6 @@ def controlled_block(study: "StudyView", label: str, model: Model, negative: Mod
     (with one) the negative control; the original's KeyTokens as keywords, the settings of
     ``trajectory.templates`` / ``trajectory.activations``. The original's (and negative control's)
     runs kept in ``study.controlled_reuse`` are reused when they fit."""
-    from unpact.emphasis.controlled import controlled_recovery
-    from unpact.errors import InputError
-
     cfg = study.cfg
     kw = keyword_positions(study)
     controls, control_kw = emphasis_controls(study, kw)
@@ -594,8 +553,6 @@ def controlled_block(study: "StudyView", label: str, model: Model, negative: Mod
 def controlled(study: "StudyView", name: str, model: Model) -> dict[str, Any]:
     """Controlled emphasis recovery of the unlearned (or audited) model itself: keyword vs placebo
     (:func:`controlled_block`), with the retain-only ``reference_model`` as the negative control."""
-    from unpact.models import load_model
-
     cfg = study.cfg
     neg = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype) if cfg.reference_model else None
     with torch.no_grad():
@@ -614,9 +571,6 @@ def trajectory(study: "StudyView", method: str) -> dict[str, Any]:
     checkpoints instead of measuring them. No model is saved. Returns the
     :class:`~unpact.trajectory.TrajectoryResult` dict and the checkpoints (step, names, stage).
     """
-    from unpact.models import load_model
-    from unpact.trajectory import run_trajectory
-
     cfg, data = study.cfg, study.data
     fresh = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     overrides = {"max_batch_tokens": study.budgets["unlearn"], "gradient_checkpointing": cfg.gradient_checkpointing,
