@@ -250,7 +250,8 @@ def build_report(run_dir: str | os.PathLike) -> Path:
 
     # results
     cols = ["method", "forget_rouge", "retain_rouge", "general_accuracy", "forget_quality",
-            "model_utility", "recovery_prompt", "recovery_activation"]
+            "model_utility", "recovery_prompt", "recovery_activation", "forget_mia_min_k_auc", "privleak",
+            "forget_exact_memorization", "forget_extraction_strength"]
     counts = (summary[0].get("n_items") or {}) if summary else {}
     counted = ", ".join(f"{n} {g}" for g, n in counts.items() if n)
     rows = []
@@ -265,7 +266,10 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                  "<p>ROUGE-L recall of greedy answers on forget and retain items, general-ability accuracy, "
                  "TOFU forget quality (KS-test p-value against the retain-only model), and the share of "
                  "forgotten items that emphasis brought back (best prompt rewrite / best activation scaling whose "
-                 "control did not collapse). "
+                 "control did not collapse), and what the checkpoint still memorises of the forget items as "
+                 "open-unlearning and MUSE measure it: the Min-K% membership-inference AUC against holdout items "
+                 "(1: the forget items still look trained on), privleak against the retain-only model's AUC, exact "
+                 "memorization and extraction strength. "
                  + (f"Evaluated on {counted} items (at most max_items = {html.escape(str(cfg.get('max_items')))} "
                     "per group, evenly spaced); <code>unpact unlearn</code> evaluates every item of a split, so its "
                     "forget and retain numbers for the same method differ. " if counted else "")

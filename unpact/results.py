@@ -328,13 +328,15 @@ def summary_table(results: dict[str, Any]) -> str:
     """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
     cols = [("method", "method", 12), ("forget_rouge", "forget", 7), ("retain_rouge", "retain", 7),
             ("general_accuracy", "general", 8), ("forget_quality", "FQ", 9), ("recovery_prompt", "rec.prompt", 10),
-            ("recovery_activation", "rec.act", 8)]
+            ("recovery_activation", "rec.act", 8), ("forget_mia_min_k_auc", "MIA.auc", 7), ("privleak", "privleak", 8),
+            ("forget_exact_memorization", "EM", 6)]
     lines = ["  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (_, h, w) in enumerate(cols))]
     for r in results["summary"]:
         cells = []
         for i, (k, _, w) in enumerate(cols):
             v = r.get(k)
-            s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.3f}") if isinstance(v, float) else str(v)
+            s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.1f}" if k == "privleak"
+                                       else f"{v:.3f}") if isinstance(v, float) else str(v)
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
     counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
