@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import torch  # noqa: F401 (the docstring examples use it)
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
