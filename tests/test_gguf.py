@@ -174,3 +174,11 @@ def test_real_model_answers_and_generates_as_transformers(real_model):
                               pad_token_id=tok.pad_token_id)
         theirs = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         assert answer.strip() == theirs.strip(), (prompt, answer, theirs)
+
+
+def test_lineage_of_a_run_on_a_gguf_original_is_noted_not_an_error(tiny_bridge, tiny_gguf, tmp_path):
+    from unpact.checkpoints import lineage
+
+    out = save_model(tiny_bridge, tmp_path / "unlearned")
+    got = lineage(str(tiny_gguf), str(out))  # `unpact run --model x.gguf` records this for each method
+    assert got["relative_distance"] is None and "not a safetensors checkpoint directory (gguf)" in got["note"]

@@ -330,6 +330,11 @@ def check_audit_inputs(original: str, checkpoints: dict[str, str], reference: st
 def lineage(original: str, checkpoint: str) -> dict[str, Any]:
     """The relative weight distance of ``checkpoint`` from ``original`` and whether they are identical
     (what :func:`check_audit_inputs` records, for a checkpoint the run made itself)."""
+    kind, _ = resolve_model_spec(original)
+    if kind != "path":  # a GGUF file or a hub id: no safetensors files of the original to compare with
+        return {"spec": str(checkpoint), "relative_distance": None, "identical": None, "warnings": [],
+                "note": f"the original {original!r} is not a safetensors checkpoint directory ({kind}): "
+                        "weights not compared"}
     stats = weight_pass(inspect_files(original), {"c": inspect_files(checkpoint)})["c"]
     warnings = ([f"checkpoint {checkpoint!r} has exactly the original's weights (every tensor identical): nothing "
                  "was unlearned"] if stats["identical"] else [])
