@@ -21,6 +21,7 @@ from unpact.cli import main
 from unpact.errors import InputError
 from unpact.models import resolve_model_spec
 from unpact.stages import stage_seed
+from unpact.testing import one_line_exit_2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import compare_results  # noqa: E402
@@ -79,15 +80,6 @@ def ckpts(tmp_path_factory):
     return out
 
 
-def _one_line_exit_2(rc: int, capsys, needle: str) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), err
-    assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 def test_audit_of_an_unlearn_checkpoint_equals_the_run(ckpts, tmp_path, capsys):
     run_dir, audit_dir = tmp_path / "run", tmp_path / "audit"
     assert main(["run", "--methods", "ga", "--out", str(run_dir), "--set", "trajectory.enabled=false", *SMALL]) == 0
@@ -127,18 +119,18 @@ def test_bad_checkpoint_one_line_exit_2_no_run_dir(ckpts, tmp_path, capsys, whic
     out = tmp_path / "audit"
     spec = which if which.startswith("embedded:") else str(ckpts[which])
     rc = main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["ga"]), spec, "--out", str(out), *SMALL])
-    _one_line_exit_2(rc, capsys, needle)
+    one_line_exit_2(rc, capsys, needle)
     assert not out.exists()
 
 
-def test_bad_shapes_one_line_exit_2(ckpts, tmp_path, capsys):
+def test_bad_shapesone_line_exit_2(ckpts, tmp_path, capsys):
     from unpact.testing import make_tiny_checkpoint
 
     tiny = make_tiny_checkpoint("gpt2", tmp_path / "tiny")  # gpt2 too, other sizes
     capsys.readouterr()
     out = tmp_path / "audit"
     rc = main(["audit", "--original", ORIGINAL, "--unlearned", str(tiny), "--out", str(out), *SMALL])
-    _one_line_exit_2(rc, capsys, "have different architectures")
+    one_line_exit_2(rc, capsys, "have different architectures")
     assert not out.exists()
 
 
@@ -146,7 +138,7 @@ def test_trajectory_is_a_run_feature(ckpts, tmp_path, capsys):
     out = tmp_path / "audit"
     rc = main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["ga"]), "--out", str(out),
                "--set", "trajectory.enabled=true", *SMALL])
-    _one_line_exit_2(rc, capsys, "`unpact run` feature")
+    one_line_exit_2(rc, capsys, "`unpact run` feature")
     assert not out.exists()
 
 

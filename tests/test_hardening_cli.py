@@ -17,6 +17,7 @@ import torch
 from unpact.cli import main
 from unpact.errors import ConfigError
 from unpact.testing import make_tiny_checkpoint
+from unpact.testing import one_line_exit_2
 
 ROWS = [
     {"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.", "id": n}
@@ -46,15 +47,6 @@ def _config(tmp_path: Path, cfg: dict, **changes) -> str:
     return str(p)
 
 
-def _one_line_exit_2(rc: int, capsys, needle: str) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), err
-    assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize("flags, needle", [
     (["--attribution", "loo,bogus"], "unknown attribution method 'bogus'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
@@ -67,7 +59,7 @@ def test_bad_option_fails_before_the_run_directory(world, tmp_path, capsys, flag
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "run"
     rc = main(["run", "--config", _config(tmp_path, cfg), "--out", str(out), *flags])
-    _one_line_exit_2(rc, capsys, needle)
+    one_line_exit_2(rc, capsys, needle)
     assert not out.exists()
 
 
@@ -76,7 +68,7 @@ def test_device_cuda_without_gpu_is_an_error(world, tmp_path, capsys):
     root, cfg = world
     out = tmp_path / "run"
     rc = main(["run", "--config", _config(tmp_path, cfg), "--out", str(out), "--device", "cuda"])
-    _one_line_exit_2(rc, capsys, "no CUDA GPU")
+    one_line_exit_2(rc, capsys, "no CUDA GPU")
     assert not out.exists()
     from unpact import load_model
 
@@ -105,14 +97,14 @@ def test_wrong_type_in_config_is_one_line(tmp_path, capsys, text, needle):
     f = tmp_path / "study.toml"
     f.write_text(text)
     rc = main(["run", "--config", str(f), "--out", str(tmp_path / "run")])
-    _one_line_exit_2(rc, capsys, needle)
+    one_line_exit_2(rc, capsys, needle)
     assert not (tmp_path / "run").exists()
 
 
 def test_config_not_utf8_is_one_line(tmp_path, capsys):
     f = tmp_path / "study.toml"
     f.write_bytes('model = "café"\n'.encode("latin-1"))
-    _one_line_exit_2(main(["run", "--config", str(f)]), capsys, "is not UTF-8")
+    one_line_exit_2(main(["run", "--config", str(f)]), capsys, "is not UTF-8")
 
 
 def test_benchmark_not_utf8_is_one_line(world, tmp_path, capsys):
@@ -123,7 +115,7 @@ def test_benchmark_not_utf8_is_one_line(world, tmp_path, capsys):
                                           .encode("latin-1"))
     (bench / "retain90.json").write_text(json.dumps(ROWS[2:]))
     rc = main(["run", "--config", _config(tmp_path, cfg, benchmark_path=str(bench)), "--out", str(tmp_path / "r")])
-    _one_line_exit_2(rc, capsys, "is not UTF-8")
+    one_line_exit_2(rc, capsys, "is not UTF-8")
     assert not (tmp_path / "r").exists()
 
 
@@ -132,10 +124,10 @@ def test_out_naming_a_file_is_one_line(world, tmp_path, capsys):
     f = tmp_path / "taken"
     f.write_text("x")
     rc = main(["run", "--config", _config(tmp_path, cfg), "--out", str(f)])
-    _one_line_exit_2(rc, capsys, "is an existing file")
+    one_line_exit_2(rc, capsys, "is an existing file")
     rc = main(["unlearn", cfg["model"], "--method", "ga", "--benchmark", "tofu", "--benchmark-path",
                cfg["benchmark_path"], "--forget", "forget10", "--out", str(f), "--no-eval"])
-    _one_line_exit_2(rc, capsys, "is an existing file")
+    one_line_exit_2(rc, capsys, "is an existing file")
     assert f.read_text() == "x"
 
 
@@ -143,14 +135,14 @@ def test_unlearn_checks_before_loading(world, tmp_path, capsys):
     root, cfg = world
     base = ["unlearn", cfg["model"], "--benchmark", "tofu", "--benchmark-path", cfg["benchmark_path"],
             "--forget", "forget10", "--out", str(tmp_path / "u"), "--no-eval"]
-    _one_line_exit_2(main([*base, "--method", "ga", "--set", "lr=-1"]), capsys, "lr must be a positive")
-    _one_line_exit_2(main([*base, "--method", "ga", "--set", "stepz=3"]), capsys, "stepz")
-    _one_line_exit_2(main([*base, "--method", "ga", "--device", "cuda:99"]), capsys, "cuda:99")
+    one_line_exit_2(main([*base, "--method", "ga", "--set", "lr=-1"]), capsys, "lr must be a positive")
+    one_line_exit_2(main([*base, "--method", "ga", "--set", "stepz=3"]), capsys, "stepz")
+    one_line_exit_2(main([*base, "--method", "ga", "--device", "cuda:99"]), capsys, "cuda:99")
     assert not (tmp_path / "u").exists()
 
 
 def test_report_on_a_missing_directory(tmp_path, capsys):
-    _one_line_exit_2(main(["report", str(tmp_path / "nope")]), capsys, "does not exist")
+    one_line_exit_2(main(["report", str(tmp_path / "nope")]), capsys, "does not exist")
 
 
 # --------------------------------------------------------------------- lock
@@ -163,7 +155,7 @@ def test_second_run_on_a_locked_directory_names_the_holder(world, tmp_path, caps
     out = tmp_path / "run"
     with RunLock(out):
         rc = main(["run", "--config", _config(tmp_path, cfg), "--out", str(out)])
-        line = _one_line_exit_2(rc, capsys, f"PID {os.getpid()}")
+        line = one_line_exit_2(rc, capsys, f"PID {os.getpid()}")
         assert "in use by another unpact run" in line
         assert not (out / "config.json").exists()
     assert not (out / ".lock").exists()  # released
@@ -216,7 +208,7 @@ def test_recover_kinds_default_is_the_run_default():
 def test_recover_refuses_different_tokenizers_from_the_cli(tiny_dirs, tmp_path, capsys):
     rc = main(["recover", "--original", "embedded:gpt2", "--unlearned", tiny_dirs["gpt_neox"],
                "--max-items", "1", "--retain", "none", "--general", "none", "--out", str(tmp_path / "t.json")])
-    _one_line_exit_2(rc, capsys, "different tokenizers")
+    one_line_exit_2(rc, capsys, "different tokenizers")
     assert not (tmp_path / "t.json").exists()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -255,3 +256,17 @@ def write_toy_tofu(bench, n_authors: int = 4, *, genre: bool = True, n_perturbed
             {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
             {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
         ]))
+
+
+def one_line_exit_2(rc: int, capsys: Any, needle: str) -> str:
+    """Assert that a command-line call failed as bad input should: exit status 2 and exactly
+    one line on stderr, ``unpact: error: ...``, containing ``needle``; returns that line.
+
+    ``capsys`` is pytest's fixture of the test (its captured stderr is read and cleared).
+    """
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), err
+    assert needle in lines[0], lines[0]
+    return lines[0]
