@@ -87,6 +87,147 @@ def _b_O(model) -> torch.Tensor:
         return torch.zeros(model.cfg.n_layers, model.cfg.d_model)
 
 
+@dataclass
+class Readout:
+    """The weights the decomposition reads the residual stream with, in float32 on the model's device.
+
+    ``kind`` is ``"LN"`` or ``"RMS"`` (the final norm), ``w_ln``/``b_ln`` its weight and bias
+    ``[d_model]``, ``W_O`` the heads' output matrices ``[layer head d_head d_model]``, ``b_O``
+    their biases ``[layer d_model]``, ``W_U``/``b_U`` the unembedding ``[d_model vocab]``/``[vocab]``.
+    """
+
+    kind: str
+    w_ln: torch.Tensor
+    b_ln: torch.Tensor
+    W_O: torch.Tensor
+    b_O: torch.Tensor
+    W_U: torch.Tensor
+    b_U: torch.Tensor
+
+    @classmethod
+    def of(cls, model) -> "Readout":
+        kind, w_ln, b_ln = _final_norm(model)
+        W_U = model.W_U.detach().float()
+        b_U = model.b_U.detach().float() if getattr(model, "b_U", None) is not None else torch.zeros(W_U.shape[1])
+        device = next(iter(model.parameters())).device
+        # float32 whatever the model's dtype, so half-precision models work and sums stay exact enough
+        return cls(kind, w_ln.float(), b_ln.float(), model.W_O.detach().float(), _b_O(model).float().to(device), W_U, b_U)
+
+
+@dataclass
+class Captured:
+    """One forward+backward of a packed batch: the activations the readings need and LP's gradients.
+
+    ``acts``: hook name -> activation (detached, float32): embeddings, each layer's attention
+    pattern ``[batch head q k]``, values ``[batch k head d_head]``, attention and MLP outputs
+    ``[batch pos d_model]`` and the final norm's scale; ``grads``: dLP/d(activation) for the
+    embeddings and each block output; ``logits``: ``[batch window vocab]`` from the first
+    position that predicts an answer token; ``lp``: LP per item ``[batch]``.
+    """
+
+    acts: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    lp: torch.Tensor
+
+
+def capture(model, packed, n_layers: int) -> Captured:
+    """Run ``packed`` forward with hooks that keep what :func:`decompose` reads, and take LP's gradients."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(name, detach):
+        def hook(act, hook=None):
+            store[name] = act.detach() if detach else act
+            return act
+        return hook
+
+    names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
+    grad_names = ["hook_embed"]
+    for layer in range(n_layers):
+        names += [act_name("pattern", layer), act_name("v", layer)]
+        grad_names += [act_name("attn_out", layer), act_name("mlp_out", layer)]
+    hook_points = set(model.hook_dict) if hasattr(model, "hook_dict") else set(names + grad_names)
+    fwd = [(n, keep(n, True)) for n in names if n in hook_points and n != "hook_embed"]
+    fwd += [(n, keep(n, False)) for n in grad_names]
+    ids, tmask = packed.input_ids, packed.target_mask
+    with torch.enable_grad():
+        window = scoring.answer_window(tmask)  # unembed only where an answer token is predicted
+        logits = scoring.forward_logits(model, ids, fwd, keep=window)
+        lp = scoring.reduce_logprobs(scoring.token_logprobs(logits, ids, tmask), tmask)
+        grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
+    return Captured(acts={n: t.detach().float() for n, t in store.items()},
+                    grads={n: g.detach().float() for n, g in zip(grad_names, grads)},
+                    logits=logits.detach().float(), lp=lp.detach())
+
+
+def answer_direction(ids: torch.Tensor, tmask: torch.Tensor, scale: torch.Tensor, readout: Readout
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``u[b, t]`` = d(mean answer logit)/d(final residual at t) with the final norm's scale frozen
+    ``[batch pos d_model]`` (zero where t predicts no answer token), and the constant term per item
+    ``[batch]`` (the final norm's bias and ``b_U`` read at the answer tokens)."""
+    pred = tmask.clone()
+    pred[:, 0] = False
+    pred = torch.roll(pred, -1, dims=1)  # positions t that predict an answer token at t+1
+    pred[:, -1] = False
+    n_answer = tmask.sum(-1).clamp(min=1).to(readout.W_U.dtype)
+    next_ids = torch.roll(ids, -1, dims=1)
+    direction = (readout.w_ln[:, None] * readout.W_U)[:, next_ids].permute(1, 2, 0)  # [B T d]
+    if readout.kind == "LN":
+        direction = direction - direction.mean(-1, keepdim=True)
+    scale = scale[..., 0] if scale.dim() == 3 else scale
+    u = direction / scale[..., None] * (pred / n_answer[:, None])[..., None]
+    const_t = (readout.b_ln @ readout.W_U)[next_ids] + readout.b_U[next_ids]
+    return u, (const_t * pred).sum(-1) / n_answer
+
+
+def mean_answer_logit(logits: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+    """The mean logit of the answer tokens per item ``[batch]``, from window logits ``[batch window vocab]``."""
+    pred = torch.roll(tmask, -1, dims=1)
+    pred[:, -1] = False
+    w0 = ids.shape[1] - logits.shape[1]
+    next_ids = torch.roll(ids, -1, dims=1)
+    n_answer = tmask.sum(-1).clamp(min=1)
+    return (logits.gather(-1, next_ids[:, w0:, None])[..., 0] * pred[:, w0:]).sum(-1) / n_answer
+
+
+def decompose(cap: Captured, u: torch.Tensor, readout: Readout, n_layers: int, n_heads: int, w0: int
+              ) -> dict[str, torch.Tensor]:
+    """Direct and total readings per layer (attention, MLP, attention bias) and per head and source
+    token (``head_direct``/``head_total`` ``[batch layer head pos]``), plus the embeddings' terms."""
+    acts, grads = cap.acts, cap.grads
+    B, T = u.shape[:2]
+
+    def direct(x):  # [B T d] -> [B]
+        return (x * u).sum((-1, -2))
+
+    def total(x, grad):
+        return (x * grad).sum((-1, -2))
+
+    out = {k: torch.zeros(B, n_layers, n_heads, T, dtype=torch.float64) for k in ("head_direct", "head_total")}
+    for k in ("attn_direct", "mlp_direct", "attn_total", "mlp_total", "attn_bias_direct", "attn_bias_total"):
+        out[k] = torch.zeros(B, n_layers)
+    for layer in range(n_layers):
+        pattern = acts[act_name("pattern", layer)]  # [B H q k]
+        v = acts[act_name("v", layer)]  # [B k H' d_head]
+        if v.shape[2] != n_heads:  # grouped-query attention: repeat the kv heads
+            v = v.repeat_interleave(n_heads // v.shape[2], dim=2)
+        grad_attn = grads[act_name("attn_out", layer)]
+        out_dir = torch.einsum("hdm,btm->bthd", readout.W_O[layer], u[:, w0:])  # u is 0 before the window
+        out_grad = torch.einsum("hdm,btm->bthd", readout.W_O[layer], grad_attn)
+        out["head_direct"][:, layer] = (pattern[:, :, w0:] * torch.einsum("bshd,bthd->bhts", v, out_dir)).sum(2).double()
+        out["head_total"][:, layer] = (pattern * torch.einsum("bshd,bthd->bhts", v, out_grad)).sum(2).double()
+        attn, mlp = acts[act_name("attn_out", layer)], acts[act_name("mlp_out", layer)]
+        out["attn_direct"][:, layer], out["mlp_direct"][:, layer] = direct(attn), direct(mlp)
+        out["attn_total"][:, layer] = total(attn, grad_attn)
+        out["mlp_total"][:, layer] = total(mlp, grads[act_name("mlp_out", layer)])
+        bias = readout.b_O[layer].expand_as(attn)
+        out["attn_bias_direct"][:, layer], out["attn_bias_total"][:, layer] = direct(bias), total(bias, grad_attn)
+    out["embed_direct"], out["embed_total"] = direct(acts["hook_embed"]), total(acts["hook_embed"], grads["hook_embed"])
+    pos = acts.get("hook_pos_embed")
+    out["pos_embed_direct"] = direct(pos) if pos is not None else torch.zeros(B)
+    return out
+
+
 @register
 class HeadFlow(AttributionMethod):
     """Direct and first-order total contributions per layer, head and source token."""
@@ -96,134 +237,49 @@ class HeadFlow(AttributionMethod):
     Config = HeadsConfig
 
     def run(self, model, items: list[Prepared], progress: ProgressFactory = null_progress) -> list[Attribution]:
-        cfg = self.config
         device = next(iter(model.parameters())).device
         pad = scoring.pad_id(model.tokenizer)
-        L, H = model.cfg.n_layers, model.cfg.n_heads
-        kind, w_ln, b_ln = _final_norm(model)
-        # the decomposition is computed in float32 whatever the model's dtype (float16/bfloat16
-        # activations are upcast below), so half-precision models work and sums stay exact enough
-        w_ln, b_ln = w_ln.float(), b_ln.float()
-        W_O = model.W_O.detach().float()  # [layer head d_head d_model]
-        W_U = model.W_U.detach().float()
-        b_U = model.b_U.detach().float() if getattr(model, "b_U", None) is not None else torch.zeros(W_U.shape[1])
-        b_O = _b_O(model).float().to(device)
+        readout = Readout.of(model)
         lengths = [len(p.prompt_ids) + len(p.answer_ids) for p in items]
         results: list[Attribution | None] = [None] * len(items)
-        groups = list(scoring.chunks(lengths, cfg.max_batch_tokens))
+        groups = list(scoring.chunks(lengths, self.config.max_batch_tokens))
         with progress(total=len(groups), desc="heads") as bar:
             for group in groups:
                 preps = [items[i] for i in group]
                 packed = scoring.pack([p.seq for p in preps], pad).to(device)
-                for j, res in enumerate(self._batch(model, preps, packed, L, H, kind, w_ln, b_ln, W_O, W_U, b_U, b_O)):
+                for j, res in enumerate(self._batch(model, preps, packed, readout)):
                     results[group[j]] = res
                 bar.update()
         return results  # type: ignore[return-value]
 
-    def _batch(self, model, preps, packed, L, H, kind, w_ln, b_ln, W_O, W_U, b_U, b_O):
-        store: dict[str, torch.Tensor] = {}
-
-        def keep(name, detach):
-            def hook(act, hook=None):
-                store[name] = act.detach() if detach else act
-                return act
-            return hook
-
-        names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
-        grad_names = ["hook_embed"]
-        for l in range(L):
-            names += [act_name("pattern", l), act_name("v", l)]
-            grad_names += [act_name("attn_out", l), act_name("mlp_out", l)]
-        hook_points = set(model.hook_dict) if hasattr(model, "hook_dict") else set(names + grad_names)
-        fwd = [(n, keep(n, True)) for n in names if n in hook_points and n != "hook_embed"]
-        fwd += [(n, keep(n, False)) for n in grad_names]
+    def _batch(self, model, preps: list[Prepared], packed, readout: Readout) -> list[Attribution]:
+        n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
         ids, tmask = packed.input_ids, packed.target_mask
-        with torch.enable_grad():
-            window = scoring.answer_window(tmask)  # unembed only where an answer token is predicted
-            logits = scoring.forward_logits(model, ids, fwd, keep=window)
-            tok_lp = scoring.token_logprobs(logits, ids, tmask)
-            lp = scoring.reduce_logprobs(tok_lp, tmask)
-            grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
-        g = {n: gr.detach().float() for n, gr in zip(grad_names, grads)}
-        acts = {n: store[n].detach().float() for n in grad_names}
-        store = {n: t.detach().float() for n, t in store.items()}
-        logits = logits.detach().float()
-        B, T = ids.shape
-        # u[b, t]: d(mean answer logit)/d(final residual at t) with the final-norm scale frozen
-        pred = tmask.clone()
-        pred[:, 0] = False
-        pred = torch.roll(pred, -1, dims=1)  # positions t that predict an answer token at t+1
-        pred[:, -1] = False
-        n_ans = tmask.sum(-1).clamp(min=1).to(W_U.dtype)
-        nxt = torch.roll(ids, -1, dims=1)
-        a = (w_ln[:, None] * W_U)[:, nxt].permute(1, 2, 0)  # [B T d]
-        if kind == "LN":
-            a = a - a.mean(-1, keepdim=True)
-        scale = store["ln_final.hook_scale"]
-        scale = scale[..., 0] if scale.dim() == 3 else scale
-        u = a / scale[..., None] * (pred / n_ans[:, None])[..., None]
-        const_t = (b_ln @ W_U)[nxt] + b_U[nxt]
-        constant = (const_t * pred).sum(-1) / n_ans
-        w0 = T - logits.shape[1]
-        logit_mean = (logits.detach().gather(-1, nxt[:, w0:, None])[..., 0] * pred[:, w0:]).sum(-1) / n_ans
+        cap = capture(model, packed, n_layers)
+        u, constant = answer_direction(ids, tmask, cap.acts["ln_final.hook_scale"], readout)
+        w0 = ids.shape[1] - cap.logits.shape[1]
+        parts = decompose(cap, u, readout, n_layers, n_heads, w0)
+        logit_mean = mean_answer_logit(cap.logits, ids, tmask)
+        return [self._item(model, p, j, parts, float(logit_mean[j]), float(constant[j]), float(cap.lp[j]))
+                for j, p in enumerate(preps)]
 
-        def direct(x):  # [B T d] -> [B]
-            return (x * u).sum((-1, -2))
-
-        def total(x, gr):
-            return (x * gr).sum((-1, -2))
-
-        head_direct = torch.zeros(B, L, H, T, dtype=torch.float64)
-        head_total = torch.zeros(B, L, H, T, dtype=torch.float64)
-        attn_direct, mlp_direct = torch.zeros(B, L), torch.zeros(B, L)
-        attn_total, mlp_total = torch.zeros(B, L), torch.zeros(B, L)
-        bias_direct, bias_total = torch.zeros(B, L), torch.zeros(B, L)
-        for l in range(L):
-            pat = store[act_name("pattern", l)]  # [B H q k]
-            v = store[act_name("v", l)]  # [B k H' d_head]
-            if v.shape[2] != H:  # grouped-query attention: repeat the kv heads
-                v = v.repeat_interleave(H // v.shape[2], dim=2)
-            ga = g[act_name("attn_out", l)]
-            ou = torch.einsum("hdm,btm->bthd", W_O[l], u[:, w0:])  # u is 0 before the answer window
-            og = torch.einsum("hdm,btm->bthd", W_O[l], ga)
-            vd = torch.einsum("bshd,bthd->bhts", v, ou)
-            vt = torch.einsum("bshd,bthd->bhts", v, og)
-            head_direct[:, l] = (pat[:, :, w0:] * vd).sum(2).double()
-            head_total[:, l] = (pat * vt).sum(2).double()
-            ao, mo = acts[act_name("attn_out", l)], acts[act_name("mlp_out", l)]
-            attn_direct[:, l], mlp_direct[:, l] = direct(ao), direct(mo)
-            attn_total[:, l] = total(ao, ga)
-            mlp_total[:, l] = total(mo, g[act_name("mlp_out", l)])
-            bo = b_O[l].expand_as(ao)
-            bias_direct[:, l], bias_total[:, l] = direct(bo), total(bo, ga)
-        emb = acts["hook_embed"]
-        embed_direct, embed_total = direct(emb), total(emb, g["hook_embed"])
-        pos = store.get("hook_pos_embed")
-        pos_direct = direct(pos) if pos is not None else torch.zeros(B)
-        options = self.options
-        out = []
-        for j, p in enumerate(preps):
-            n = len(p.prompt_ids) + len(p.answer_ids)
-            npr = len(p.prompt_ids)
-            hd, ht = head_direct[j, :, :, :n], head_total[j, :, :, :n]
-            scores = ht[:, :, :npr].sum((0, 1)).clone()
-            scores[: p.first] = 0.0
-            extras = {
-                "answer_logit": float(logit_mean[j]),
-                "constant": float(constant[j]),
-                "embed_direct": float(embed_direct[j]),
-                "pos_embed_direct": float(pos_direct[j]),
-                "embed_total": float(embed_total[j]),
-                "attn_direct": attn_direct[j].tolist(),
-                "mlp_direct": mlp_direct[j].tolist(),
-                "attn_bias_direct": bias_direct[j].tolist(),
-                "attn_total": attn_total[j].tolist(),
-                "mlp_total": mlp_total[j].tolist(),
-                "attn_bias_total": bias_total[j].tolist(),
-                "head_direct": hd.tolist(),
-                "head_total": ht.tolist(),
-                "n_sources": n,
-                "score_definition": "sum over layers and heads of head_total at each prompt token",
-            }
-            out.append(make_result(model, p, scores.tolist(), float(lp[j].detach()), self.name, options, extras))
-        return out
+    def _item(self, model, prep: Prepared, j: int, parts: dict[str, torch.Tensor], answer_logit: float,
+              constant: float, lp: float) -> Attribution:
+        n = len(prep.prompt_ids) + len(prep.answer_ids)
+        head_direct, head_total = parts["head_direct"][j, :, :, :n], parts["head_total"][j, :, :, :n]
+        scores = head_total[:, :, : len(prep.prompt_ids)].sum((0, 1)).clone()
+        scores[: prep.first] = 0.0
+        extras = {
+            "answer_logit": answer_logit,
+            "constant": constant,
+            "embed_direct": float(parts["embed_direct"][j]),
+            "pos_embed_direct": float(parts["pos_embed_direct"][j]),
+            "embed_total": float(parts["embed_total"][j]),
+            **{k: parts[k][j].tolist() for k in ("attn_direct", "mlp_direct", "attn_bias_direct",
+                                                 "attn_total", "mlp_total", "attn_bias_total")},
+            "head_direct": head_direct.tolist(),
+            "head_total": head_total.tolist(),
+            "n_sources": n,
+            "score_definition": "sum over layers and heads of head_total at each prompt token",
+        }
+        return make_result(model, prep, scores.tolist(), lp, self.name, self.options, extras)
