@@ -486,25 +486,33 @@ def _layer_values(a: Attribution, j: int) -> tuple[float | None, ...]:
 
 
 def _text(ins: Inspection, width: int) -> str:
-    two = ins.after is not None
+    """The plain-text page: the item and LP, then the tokens, layers and top heads tables."""
+    sections = [_text_header(ins), _text_tokens(ins, width), _text_layers(ins), _text_heads(ins)]
+    return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def _text_header(ins: Inspection) -> list[str]:
     rb, ra = ins.readout_before, ins.readout_after
-    lines = [f"unpact inspect: {ins.model}" + (f"  vs  {ins.against}" if two else "")]
+    lines = [f"unpact inspect: {ins.model}" + (f"  vs  {ins.against}" if ra is not None else "")]
     src = f" ({ins.item['source']})" if ins.item.get("source") else ""
     lines.append(f"item {ins.item['id']}{src}, prompt format {ins.prompt_format}")
     lines.append("prompt: " + repr(ins.item["prompt"]))
     lines.append("answer: " + repr(ins.item["answer"]))
-    if two:
+    if ra is not None:
         lines.append(f"LP(x, y) = {rb.lp:.4f} before, {ra.lp:.4f} after (Δ {_n(ra.lp - rb.lp)})   "
                      "[mean log-prob of the answer tokens]")
     else:
         lines.append(f"LP(x, y) = {rb.lp:.4f}   [mean log-prob of the answer tokens]")
+    return lines
 
-    # tokens
-    lines.append("")
+
+def _text_tokens(ins: Inspection, width: int) -> list[str]:
+    two = ins.after is not None
+    rb, ra = ins.readout_before, ins.readout_after
     keyset = set(ins.key_tokens)
     shown = ins.heads[0] if ins.heads else None
-    lines.append(f"Tokens: contribution of each prompt token to LP (* = KeyToken of {ins.model}, from {ins.key_from}; "
-                 "special tokens in brackets)")
+    lines = [f"Tokens: contribution of each prompt token to LP (* = KeyToken of {ins.model}, from {ins.key_from}; "
+             "special tokens in brackets)"]
     header = ["pos", "token"]
     for m in ins.methods:
         m = _SHORT.get(m, m)
@@ -512,69 +520,73 @@ def _text(ins: Inspection, width: int) -> str:
     if shown:
         header += [f"attn {shown[0]}.{shown[1]}"] + ([f"attn {shown[0]}.{shown[1]} after"] if two else [])
     rows = []
-    for i, t in enumerate(ins.tokens):
+    for i, token in enumerate(ins.tokens):
         mark = "*" if i in keyset else ""
-        name = f"[{_tok(t, width)}]" if ins.special[i] else _tok(t, width) + mark
-        r = [str(i), name]
+        name = f"[{_tok(token, width)}]" if ins.special[i] else _tok(token, width) + mark
+        row = [str(i), name]
         for m in ins.methods:
-            b = ins.before[m].scores[i]
+            before = ins.before[m].scores[i]
             if two:
-                a = ins.after[m].scores[i]
-                r += [_n(b), _n(a), _n(a - b)]
+                after = ins.after[m].scores[i]
+                row += [_n(before), _n(after), _n(after - before)]
             else:
-                r.append(_n(b))
+                row.append(_n(before))
         if shown:
-            l, h = shown
-            r.append(f"{rb.attention[l][h][i]:.3f}")
+            layer, head = shown
+            row.append(f"{rb.attention[layer][head][i]:.3f}")
             if two:
-                r.append(f"{ra.attention[l][h][i]:.3f}")
-        rows.append(r)
+                row.append(f"{ra.attention[layer][head][i]:.3f}")
+        rows.append(row)
     lines += _grid(header, rows)
     if shown:
         lines.append(f"  attn {shown[0]}.{shown[1]}: attention of layer {shown[0]} head {shown[1]} from the position "
                      f"that predicts the answer's first token (position {rb.query_position})")
+    return lines
 
-    # layers
-    lines.append("")
-    lines.append("Layers: logit lens = LP read after the layer through the final norm and unembedding "
-                 "(rank of the answer's first token in brackets)")
-    hb = ins.before.get("heads")
-    ha = ins.after.get("heads") if two else None
-    if hb is not None:
+
+def _text_layers(ins: Inspection) -> list[str]:
+    two = ins.after is not None
+    rb, ra = ins.readout_before, ins.readout_after
+    lines = ["Layers: logit lens = LP read after the layer through the final norm and unembedding "
+             "(rank of the answer's first token in brackets)"]
+    heads_before = ins.before.get("heads")
+    heads_after = ins.after.get("heads") if two else None
+    if heads_before is not None:
         lines.append("        attn/mlp direct = the block's output read as the mean answer logit (exact split); "
                      "total = first-order contribution to LP")
     else:
         lines.append("        (add heads to --method for the attention/MLP contribution of each layer)")
     header = ["layer", "lens"] + (["lens after", "lens Δ"] if two else [])
-    if hb is not None:
+    if heads_before is not None:
         header += ["attn direct", "mlp direct"] + (["attn direct after", "mlp direct after"] if two else
                                                    ["attn total", "mlp total"])
     rows = []
     for j, name in enumerate(rb.layers):
-        r = [name, f"{rb.lens_logprob[j]:+.4f} ({rb.lens_rank[j]})"]
+        row = [name, f"{rb.lens_logprob[j]:+.4f} ({rb.lens_rank[j]})"]
         if two:
-            r += [f"{ra.lens_logprob[j]:+.4f} ({ra.lens_rank[j]})", _n(ra.lens_logprob[j] - rb.lens_logprob[j])]
-        if hb is not None:
-            vb = _layer_values(hb, j)
+            row += [f"{ra.lens_logprob[j]:+.4f} ({ra.lens_rank[j]})", _n(ra.lens_logprob[j] - rb.lens_logprob[j])]
+        if heads_before is not None:
+            values_before = _layer_values(heads_before, j)
             if two:
-                va = _layer_values(ha, j) if ha is not None else (None,) * 4
-                r += [_n(vb[0]), _n(vb[1]), _n(va[0]), _n(va[1])]
+                values_after = _layer_values(heads_after, j) if heads_after is not None else (None,) * 4
+                row += [_n(values_before[0]), _n(values_before[1]), _n(values_after[0]), _n(values_after[1])]
             else:
-                r += [_n(v) for v in vb]
-        rows.append(r)
-    lines += _grid(header, rows)
+                row += [_n(v) for v in values_before]
+        rows.append(row)
+    return lines + _grid(header, rows)
 
-    # heads
-    lines.append("")
-    lines.append(f"Top heads by {ins.head_ranking}")
+
+def _text_heads(ins: Inspection) -> list[str]:
+    two = ins.after is not None
+    has_heads = ins.before.get("heads") is not None
     header = ["head"]
-    if hb is not None:
+    if has_heads:
         header += ["total", "direct"] + (["total after", "direct after", "total Δ"] if two else [])
     header += ["attn→keys"] + (["attn→keys after"] if two else [])
     rows = []
     for r in ins.top_heads:
         row = [f"{r['layer']}.{r['head']}"]
-        if hb is not None:
+        if has_heads:
             row += [_n(r.get("total_before")), _n(r.get("direct_before"))]
             if two:
                 row += [_n(r.get("total_after")), _n(r.get("direct_after")), _n(r.get("total_delta"))]
@@ -582,115 +594,140 @@ def _text(ins: Inspection, width: int) -> str:
         if two:
             row.append(f"{r['key_attention_after']:.3f}")
         rows.append(row)
-    lines += _grid(header, rows)
-    return "\n".join(lines)
+    return [f"Top heads by {ins.head_ranking}"] + _grid(header, rows)
 
 
 # ------------------------------------------------------------------- html
 
 
 def _html_body(ins: Inspection) -> str:
+    """The HTML page's body: the item and LP, then the tokens, layers, heads and attention sections."""
+    parts = _html_header(ins) + _html_tokens(ins) + _html_layers(ins) + _html_heads(ins) + _html_attention(ins)
+    return "\n".join(parts)
 
+
+def _html_header(ins: Inspection) -> list[str]:
     two = ins.after is not None
     rb, ra = ins.readout_before, ins.readout_after
     esc = html.escape
-    key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
     parts = [f"<h2>unpact inspect: {esc(ins.model)}" + (f" vs {esc(ins.against)}" if two else "") + "</h2>"]
     src = f" ({esc(str(ins.item['source']))})" if ins.item.get("source") else ""
     parts.append(f"<p>Item <b>{esc(str(ins.item['id']))}</b>{src}, prompt format <code>{esc(ins.prompt_format)}</code>."
                  f"<br>Prompt: <code>{esc(repr(ins.item['prompt']))}</code><br>Answer: <code>{esc(repr(ins.item['answer']))}</code></p>")
     lp_rows = [["LP(x, y) (mean answer log-prob)", rb.lp] + ([ra.lp, ra.lp - rb.lp] if two else [])]
     parts.append(F.table_html(["", ins.model] + ([ins.against, "Δ (after − before)"] if two else []), lp_rows))
+    return parts
 
-    # tokens
-    parts.append("<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
-                 f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
-                 "colour scale per method; the change has its own.</p>")
+
+def _html_tokens(ins: Inspection) -> list[str]:
+    esc = html.escape
+    key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
+    parts = ["<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
+             f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
+             "colour scale per method; the change has its own.</p>"]
     for m in ins.methods:
-        b = ins.before[m]
+        before = ins.before[m]
         parts.append(f"<div><b>{esc(m)}</b></div>")
-        if two:
-            a = ins.after[m]
-            lim = max(F.score_limit(b.scores), F.score_limit(a.scores))
-            parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>" + F.token_heatmap_html(b.tokens, b.scores, key, lim=lim) + "</div>")
-            parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>" + F.token_heatmap_html(a.tokens, a.scores, key, lim=lim) + "</div>")
-            d = [y - x for x, y in zip(b.scores, a.scores)]
-            parts.append("<div><span class='lbl'>change (after − before)</span>"
-                         + F.token_heatmap_html(b.tokens, d, key, label="change in contribution") + "</div>")
-        else:
-            parts.append(F.token_heatmap_html(b.tokens, b.scores, key))
+        if ins.after is None:
+            parts.append(F.token_heatmap_html(before.tokens, before.scores, key))
+            continue
+        after = ins.after[m]
+        lim = max(F.score_limit(before.scores), F.score_limit(after.scores))
+        parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>"
+                     + F.token_heatmap_html(before.tokens, before.scores, key, lim=lim) + "</div>")
+        parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>"
+                     + F.token_heatmap_html(after.tokens, after.scores, key, lim=lim) + "</div>")
+        change = [y - x for x, y in zip(before.scores, after.scores)]
+        parts.append("<div><span class='lbl'>change (after − before)</span>"
+                     + F.token_heatmap_html(before.tokens, change, key, label="change in contribution") + "</div>")
+    return parts
 
-    # layers
-    hb = ins.before.get("heads")
-    ha = ins.after.get("heads") if two else None
-    parts.append("<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
-                 "layer through the model's own final norm and unembedding (the last one is the model's LP). "
-                 + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
-                    "its first-order contribution to LP (heads method)." if hb is not None else
-                    "Add the heads method for each layer's attention/MLP contribution.") + "</p>")
+
+def _html_layers(ins: Inspection) -> list[str]:
+    two = ins.after is not None
+    rb, ra = ins.readout_before, ins.readout_after
+    heads_before = ins.before.get("heads")
+    heads_after = ins.after.get("heads") if two else None
+    parts = ["<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
+             "layer through the model's own final norm and unembedding (the last one is the model's LP). "
+             + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
+                "its first-order contribution to LP (heads method)." if heads_before is not None else
+                "Add the heads method for each layer's attention/MLP contribution.") + "</p>"]
     lens = {ins.model: rb.lens_logprob}
     if two:
         lens[ins.against] = ra.lens_logprob
     comps = None
-    if hb is not None:
-        comps = {ins.model: {"attention": hb.extras["attn_total"], "MLP": hb.extras["mlp_total"]}}
-        if ha is not None:
-            comps[ins.against] = {"attention": ha.extras["attn_total"], "MLP": ha.extras["mlp_total"]}
+    if heads_before is not None:
+        comps = {ins.model: {"attention": heads_before.extras["attn_total"], "MLP": heads_before.extras["mlp_total"]}}
+        if heads_after is not None:
+            comps[ins.against] = {"attention": heads_after.extras["attn_total"], "MLP": heads_after.extras["mlp_total"]}
     parts.append(F.img_html(F.layers_png(rb.layers, lens, comps), "logit lens and per-layer contributions"))
-    header = ["", *rb.layers]
     rows = [[f"logit lens LP ({ins.model})", *rb.lens_logprob], [f"first-token rank ({ins.model})", *rb.lens_rank]]
     if two:
         rows += [[f"logit lens LP ({ins.against})", *ra.lens_logprob], [f"first-token rank ({ins.against})", *ra.lens_rank],
                  ["logit lens Δ", *[a - b for a, b in zip(ra.lens_logprob, rb.lens_logprob)]]]
-    for name, h in [(ins.model, hb)] + ([(ins.against, ha)] if ha is not None else []):
-        if h is None:
+    for name, heads in [(ins.model, heads_before), (ins.against, heads_after)]:
+        if heads is None:
             continue
-        emb = h.extras["embed_direct"] + h.extras["pos_embed_direct"]
-        rows += [[f"attn direct ({name})", emb, *h.extras["attn_direct"]], [f"mlp direct ({name})", None, *h.extras["mlp_direct"]],
-                 [f"attn total ({name})", h.extras["embed_total"], *h.extras["attn_total"]],
-                 [f"mlp total ({name})", None, *h.extras["mlp_total"]]]
-    parts.append(F.table_html(header, rows))
+        emb = heads.extras["embed_direct"] + heads.extras["pos_embed_direct"]
+        rows += [[f"attn direct ({name})", emb, *heads.extras["attn_direct"]],
+                 [f"mlp direct ({name})", None, *heads.extras["mlp_direct"]],
+                 [f"attn total ({name})", heads.extras["embed_total"], *heads.extras["attn_total"]],
+                 [f"mlp total ({name})", None, *heads.extras["mlp_total"]]]
+    parts.append(F.table_html(["", *rb.layers], rows))
     parts.append("<p class='note'>Column <i>embed</i>: the residual before block 0 (for the direct and total rows, "
                  "the token and position embeddings' contribution).</p>")
+    return parts
 
-    # heads
-    parts.append(f"<h3>Heads</h3><p class='note'>Ranked by {esc(ins.head_ranking)}.</p>")
-    if hb is not None:
-        sb = np.array(_head_sums(hb, "head_total"))
-        if ha is not None:
-            sa = np.array(_head_sums(ha, "head_total"))
-            lim = float(max(np.abs(sb).max(), np.abs(sa).max())) or 1.0
-            parts.append(F.img_html(F.layer_head_png(sb, f"{ins.model}: head total contribution", lim=lim), "heads before"))
-            parts.append(F.img_html(F.layer_head_png(sa, f"{ins.against}: head total contribution", lim=lim), "heads after"))
-            parts.append(F.img_html(F.layer_head_png(sa - sb, "change (after − before)", label="change in contribution"),
-                                    "heads change"))
+
+def _html_heads(ins: Inspection) -> list[str]:
+    two = ins.after is not None
+    heads_before = ins.before.get("heads")
+    heads_after = ins.after.get("heads") if two else None
+    parts = [f"<h3>Heads</h3><p class='note'>Ranked by {html.escape(ins.head_ranking)}.</p>"]
+    if heads_before is not None:
+        sums_before = np.array(_head_sums(heads_before, "head_total"))
+        if heads_after is not None:
+            sums_after = np.array(_head_sums(heads_after, "head_total"))
+            lim = float(max(np.abs(sums_before).max(), np.abs(sums_after).max())) or 1.0
+            parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution", lim=lim),
+                                    "heads before"))
+            parts.append(F.img_html(F.layer_head_png(sums_after, f"{ins.against}: head total contribution", lim=lim),
+                                    "heads after"))
+            parts.append(F.img_html(F.layer_head_png(sums_after - sums_before, "change (after − before)",
+                                                     label="change in contribution"), "heads change"))
         else:
-            parts.append(F.img_html(F.layer_head_png(sb, f"{ins.model}: head total contribution"), "heads"))
-    cols = ["head"] + (["total", "direct"] if hb is not None else []) + (
-        ["total after", "direct after", "total Δ"] if hb is not None and two else []) + ["attention → KeyTokens"] + (
+            parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution"), "heads"))
+    has_heads = heads_before is not None
+    cols = ["head"] + (["total", "direct"] if has_heads else []) + (
+        ["total after", "direct after", "total Δ"] if has_heads and two else []) + ["attention → KeyTokens"] + (
         ["after"] if two else [])
-    trows = []
+    rows = []
     for r in ins.top_heads:
         row = [f"{r['layer']}.{r['head']}"]
-        if hb is not None:
+        if has_heads:
             row += [r.get("total_before"), r.get("direct_before")]
             if two:
                 row += [r.get("total_after"), r.get("direct_after"), r.get("total_delta")]
         row.append(r["key_attention_before"])
         if two:
             row.append(r["key_attention_after"])
-        trows.append(row)
-    parts.append(F.table_html(cols, trows))
+        rows.append(row)
+    parts.append(F.table_html(cols, rows))
+    return parts
 
-    # attention patterns
+
+def _html_attention(ins: Inspection) -> list[str]:
+    two = ins.after is not None
+    rb, ra = ins.readout_before, ins.readout_after
     n = len(ins.tokens)
-    parts.append("<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
-                 f"heads from position {rb.query_position} (the prompt's last token, whose output predicts the answer's "
-                 "first token) onto the prompt (grey: 0 = white).</p>")
-    for (l, h) in ins.heads:
-        rows_ = [rb.attention[l][h][:n]] + ([ra.attention[l][h][:n]] if two else [])
+    parts = ["<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
+             f"heads from position {rb.query_position} (the prompt's last token, whose output predicts the answer's "
+             "first token) onto the prompt (grey: 0 = white).</p>"]
+    for layer, head in ins.heads:
+        rows = [rb.attention[layer][head][:n]] + ([ra.attention[layer][head][:n]] if two else [])
         labels = [ins.model] + ([ins.against] if two else [])
-        parts.append(F.img_html(F.heatmap_png(rows_, title=f"layer {l} head {h}", label="attention weight",
+        parts.append(F.img_html(F.heatmap_png(rows, title=f"layer {layer} head {head}", label="attention weight",
                                               xticklabels=ins.tokens, yticklabels=labels, kind="attention"),
-                                f"attention of head {l}.{h}"))
-    return "\n".join(parts)
+                                f"attention of head {layer}.{head}"))
+    return parts
