@@ -401,69 +401,28 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
     those methods would compute them.
     """
     failures = failures or {}
-    rows: list[dict[str, Any]] = []
     cell_rows: list[dict[str, Any]] = []
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for c in cells:
-        label_m, label_b = c.name.split("__")[0], c.name.split("__")[1]
-        entry: dict[str, Any] = {"name": c.name, "model": c.model, "model_label": label_m, "benchmark": c.benchmark,
-                                 "benchmark_label": label_b, "method": c.method, "strength": c.strength,
-                                 "dir": str(c.dir), "seed": c.seed}
-        res = None
-        if (c.dir / "results.json").is_file():
-            try:
-                res = json.loads((c.dir / "results.json").read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                res = None
-        if res is not None and c.name not in failures:
-            entry["status"] = "done"
-            g = groups.setdefault((label_m, label_b, c.seed), {"model": c.model, "benchmark": c.benchmark,
-                                                               "methods": {}, "original": None})
-            g["methods"][c.method] = res["methods"][c.method]
-            for r in res["summary"]:
-                if r["method"] == "original" and g["original"] is None:
-                    g["original"] = r
-                if r["method"] == c.method:
-                    entry["summary"] = r
-        else:
-            f = failures.get(c.name)
-            entry["status"] = "failed" if f else "not run"
-            entry["error"] = f["error"] if f else "no results.json: the cell did not finish; rerun the grid"
-        cell_rows.append(entry)
+    groups: dict[tuple[str, str, Any], dict[str, Any]] = {}
+    for cell in cells:
+        cell_rows.append(_cell_entry(cell, failures, groups))
+    rows: list[dict[str, Any]] = []
     findings = []
     by_seed: dict[tuple[str, str], dict[Any, dict[str, Any]]] = {}
-    for (label_m, label_b, seed), g in groups.items():
-        an = run_analyses(g["methods"])
-        findings.append({
-            "model": g["model"], "model_label": label_m, "benchmark": g["benchmark"], "benchmark_label": label_b,
-            "seed": seed, "methods": sorted(g["methods"]),
-            "verdicts": {
-                "recovery": an["recovery"].get("verdict"),
-                "collapse": an["collapse"].get("verdict"),
-                "layer_head": an["layer_head"].get("verdict"),
-                **{f"keyword_focus/{m}": r.get("verdict") for m, r in an["keyword_focus"].items()},
-            },
-            "holds": {"collapse": an["collapse"].get("holds"),
-                      **{f"keyword_focus/{m}": r.get("holds") for m, r in an["keyword_focus"].items()}},
-            "hidden_methods": an["recovery"].get("hidden_methods"),
-        })
-        summary = []
-        if g["original"] is not None:
-            summary.append(g["original"])
-            rows.append({"model": label_m, "benchmark": label_b, "seed": seed, **g["original"]})
-        for c in cell_rows:
-            if (c["model_label"], c["benchmark_label"], c["seed"]) == (label_m, label_b, seed) and c.get("summary"):
-                summary.append(c["summary"])
-                rows.append({"model": label_m, "benchmark": label_b, "seed": seed, **c["summary"]})
+    for (label_m, label_b, seed), group in groups.items():
+        analyses = run_analyses(group["methods"])
+        findings.append(_group_finding(group, label_m, label_b, seed, analyses))
+        summary = [group["original"]] if group["original"] is not None else []
+        summary += [c["summary"] for c in cell_rows
+                    if (c["model_label"], c["benchmark_label"], c["seed"]) == (label_m, label_b, seed) and c.get("summary")]
+        rows += [{"model": label_m, "benchmark": label_b, "seed": seed, **r} for r in summary]
         if seed is not None:
-            by_seed.setdefault((label_m, label_b), {})[seed] = {"methods": g["methods"], "analyses": an,
+            by_seed.setdefault((label_m, label_b), {})[seed] = {"methods": group["methods"], "analyses": analyses,
                                                                 "summary": summary}
     pooled = []
-    if by_seed:
-        for (label_m, label_b), per in by_seed.items():
-            per = dict(sorted(per.items()))
-            pooled.append({"model_label": label_m, "benchmark_label": label_b,
-                           **pooled_report(per, title=f"{label_m} / {label_b}: {len(per)} seeds pooled")})
+    for (label_m, label_b), per in by_seed.items():
+        per = dict(sorted(per.items()))
+        pooled.append({"model_label": label_m, "benchmark_label": label_b,
+                       **pooled_report(per, title=f"{label_m} / {label_b}: {len(per)} seeds pooled")})
     return {
         "cells": cell_rows,
         "n_cells": len(cell_rows),
@@ -472,6 +431,56 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
         "table": rows,
         "findings": findings,
         "pooled": pooled,
+    }
+
+
+def _cell_entry(cell: Cell, failures: dict[str, dict], groups: dict[tuple[str, str, Any], dict[str, Any]]
+                ) -> dict[str, Any]:
+    """One cell's row of the grid table; a finished cell's method and original also go into its
+    model x benchmark x seed group in ``groups``."""
+    label_m, label_b = cell.name.split("__")[0], cell.name.split("__")[1]
+    entry: dict[str, Any] = {"name": cell.name, "model": cell.model, "model_label": label_m,
+                             "benchmark": cell.benchmark, "benchmark_label": label_b, "method": cell.method,
+                             "strength": cell.strength, "dir": str(cell.dir), "seed": cell.seed}
+    res = None
+    if (cell.dir / "results.json").is_file():
+        try:
+            res = json.loads((cell.dir / "results.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            res = None
+    if res is None or cell.name in failures:
+        failure = failures.get(cell.name)
+        entry["status"] = "failed" if failure else "not run"
+        entry["error"] = failure["error"] if failure else "no results.json: the cell did not finish; rerun the grid"
+        return entry
+    entry["status"] = "done"
+    group = groups.setdefault((label_m, label_b, cell.seed), {"model": cell.model, "benchmark": cell.benchmark,
+                                                               "methods": {}, "original": None})
+    group["methods"][cell.method] = res["methods"][cell.method]
+    for r in res["summary"]:
+        if r["method"] == "original" and group["original"] is None:
+            group["original"] = r
+        if r["method"] == cell.method:
+            entry["summary"] = r
+    return entry
+
+
+def _group_finding(group: dict[str, Any], label_m: str, label_b: str, seed: Any, analyses: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """The findings of one model x benchmark x seed group, from the analyses over its finished cells."""
+    focus = analyses["keyword_focus"]
+    return {
+        "model": group["model"], "model_label": label_m, "benchmark": group["benchmark"], "benchmark_label": label_b,
+        "seed": seed, "methods": sorted(group["methods"]),
+        "verdicts": {
+            "recovery": analyses["recovery"].get("verdict"),
+            "collapse": analyses["collapse"].get("verdict"),
+            "layer_head": analyses["layer_head"].get("verdict"),
+            **{f"keyword_focus/{m}": r.get("verdict") for m, r in focus.items()},
+        },
+        "holds": {"collapse": analyses["collapse"].get("holds"),
+                  **{f"keyword_focus/{m}": r.get("holds") for m, r in focus.items()}},
+        "hidden_methods": analyses["recovery"].get("hidden_methods"),
     }
 
 

@@ -326,8 +326,6 @@ def load_model(
         >>> model.cfg.n_layers, model.cfg.n_heads                 # doctest: +SKIP
         (4, 4)
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     torch_dtype = resolve_dtype(dtype)
     kind, target = resolve_model_spec(spec)
     if device is not None:
@@ -336,36 +334,43 @@ def load_model(
         raise ModelLoadError("give either device or device_map, not both")
     if device is None and "device_map" not in boot_kwargs:
         device = "cpu"
-    source: dict[str, Any] = {"format": "hf"}
     with warnings.catch_warnings(), _quiet_loggers():
         warnings.simplefilter("ignore")
-        if kind in ("path", "gguf"):
-            if kind == "gguf":
-                hf_model, tokenizer, gguf_source = load_gguf(Path(target), torch_dtype)
-                source = gguf_source.to_dict()
-            else:
-                check_checkpoint_dir(Path(target))
-                hf_model, tokenizer = _load_hf(Path(target), torch_dtype)
-            _finish_tokenizer(tokenizer)
-            bridge = _boot_loaded(target, hf_model, tokenizer, device, torch_dtype, boot_kwargs)
-        else:
-            check_hub_model(str(spec), target)  # fails at once where the hub is off or unreachable
-            try:
-                bridge = TransformerBridge.boot_transformers(
-                    target, device=device, dtype=torch_dtype, **boot_kwargs
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise ModelLoadError(
-                    f"could not load {target!r} as a local directory (none exists) or from "
-                    f"the hub: {type(exc).__name__}: {exc}"
-                ) from exc
-            if bridge.tokenizer is not None:
-                _finish_tokenizer(bridge.tokenizer)
+        bridge, source = _boot(kind, target, str(spec), device, torch_dtype, boot_kwargs)
     bridge.eval()
     bridge.unpact_spec = str(spec)
     bridge.unpact_source = source
     prepare_generation(bridge)  # the bridge's KV cache fixed and checked; else generate() runs uncached
     return bridge
+
+
+def _boot(kind: str, target: str, spec: str, device, torch_dtype: torch.dtype, boot_kwargs: dict[str, Any]
+          ) -> tuple[Any, dict[str, Any]]:
+    """Boot the bridge of a resolved spec (``kind`` from :func:`resolve_model_spec`) and say where
+    its weights came from (``{"format": "hf"}``, or the GGUF file's format and quantization)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if kind in ("path", "gguf"):
+        source: dict[str, Any] = {"format": "hf"}
+        if kind == "gguf":
+            hf_model, tokenizer, gguf_source = load_gguf(Path(target), torch_dtype)
+            source = gguf_source.to_dict()
+        else:
+            check_checkpoint_dir(Path(target))
+            hf_model, tokenizer = _load_hf(Path(target), torch_dtype)
+        _finish_tokenizer(tokenizer)
+        return _boot_loaded(target, hf_model, tokenizer, device, torch_dtype, boot_kwargs), source
+    check_hub_model(spec, target)  # fails at once where the hub is off or unreachable
+    try:
+        bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch_dtype, **boot_kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"could not load {target!r} as a local directory (none exists) or from "
+            f"the hub: {type(exc).__name__}: {exc}"
+        ) from exc
+    if bridge.tokenizer is not None:
+        _finish_tokenizer(bridge.tokenizer)
+    return bridge, {"format": "hf"}
 
 
 def _boot_loaded(name: str, hf_model, tokenizer, device, dtype: torch.dtype, boot_kwargs: dict):
