@@ -76,6 +76,19 @@ def timed(fn, repeats: int = 1):
     return out, best
 
 
+def paired(fn_unpact, fn_ref, repeats: int = 1):
+    """Both sides, alternated ``repeats`` times (so a load that drifts hits both alike):
+    ``(unpact's result, its best seconds, the reference's result, its best seconds)``."""
+    best_u = best_r = float("inf")
+    out_u = out_r = None
+    for _ in range(repeats):
+        out_u, t = timed(fn_unpact)
+        best_u = min(best_u, t)
+        out_r, t = timed(fn_ref)
+        best_r = min(best_r, t)
+    return out_u, best_u, out_r, best_r
+
+
 def load_plain_hf():
     """The GGUF read by transformers as a plain HF causal LM (float32, its default attention)."""
     import contextlib
@@ -202,16 +215,18 @@ def packed_rows(seqs, pad: int):
     return ids, att, tgt
 
 
-def plain_row_scores(net, seqs, pad: int):
-    """Plain HF, full logits: per row the mean answer log-prob (with grad) and the teacher-forced argmax."""
+def plain_row_scores(net, seqs, pad: int, argmax: bool = True):
+    """Plain HF, full logits: per row the mean answer log-prob (with grad) and, with ``argmax``, the
+    teacher-forced argmax at the answer positions."""
     ids, att, tgt = packed_rows(seqs, pad)
     logits = net(input_ids=ids, attention_mask=att).logits[:, :-1]
     lp = logits.float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
     m = tgt[:, 1:].to(lp.dtype)
     mean_lp = (lp * m).sum(-1) / m.sum(-1)
+    if not argmax:
+        return mean_lp, None
     arg = logits.argmax(-1)
-    argmax = [arg[j][tgt[j, 1:]].tolist() for j in range(len(seqs))]
-    return mean_lp, argmax
+    return mean_lp, [arg[j][tgt[j, 1:]].tolist() for j in range(len(seqs))]
 
 
 def plain_evaluate(hf, tok, items, seqs_true, seqs_pert, pad, stops, max_new_tokens, batch_rows=16):
@@ -272,16 +287,17 @@ def verdict(ratio: float, target: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--items", type=int, default=12, help="forget items for loo, gen and eval (default 12)")
+    ap.add_argument("--items", type=int, default=8, help="forget items for loo, gen and eval")
     ap.add_argument("--sweep-items", type=int, default=2, help="items of captum's perturbations_per_eval sweep")
-    ap.add_argument("--ig-items", type=int, default=3)
+    ap.add_argument("--ig-items", type=int, default=2)
     ap.add_argument("--ig-steps", type=int, default=16, help="IG steps, equal on both sides")
     ap.add_argument("--llm-ig-items", type=int, default=1,
                     help="items for the info row against captum's LLMGradientAttribution (0: skip it)")
     ap.add_argument("--gen-tokens", type=int, default=24, help="greedy answer length (the study's)")
-    ap.add_argument("--unlearn-batch", type=int, default=8, help="forget items and retain items per step")
-    ap.add_argument("--unlearn-steps", type=int, default=4, help="steps per side (the first is not timed)")
-    ap.add_argument("--repeats", type=int, default=2, help="best of this many runs for gen and eval")
+    ap.add_argument("--unlearn-batch", type=int, default=4, help="forget items and retain items per step")
+    ap.add_argument("--unlearn-steps", type=int, default=3, help="steps per side (the first is not timed)")
+    ap.add_argument("--repeats", type=int, default=2, help="best of this many alternated runs for gen and eval")
+    ap.add_argument("--attr-repeats", type=int, default=1, help="the same for loo and IG")
     ap.add_argument("--only", default=",".join(ALL), help=f"comparisons to run, of {','.join(ALL)}")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -302,13 +318,15 @@ def main() -> None:
     start_load = uptime()
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC; {start_load}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
-    (bridge, hf), t_load = timed(lambda: (load_model("smollm2-135m"), load_plain_hf()))
+    bridge, t_bridge = timed(lambda: load_model("smollm2-135m"))
+    hf, t_hf = timed(load_plain_hf)
     tok = bridge.tokenizer
     state = hf_state_dict(bridge)
     plain_state = hf.state_dict()
     wdiff = max(float((v - plain_state[k]).abs().max()) for k, v in state.items() if k in plain_state)
     del state, plain_state
-    print(f"loaded the bridge and the plain HF model in {t_load:.1f} s; largest weight difference {wdiff:.2g}; "
+    print(f"loaded the bridge in {t_bridge:.1f} s, the plain HF model in {t_hf:.1f} s; largest weight difference "
+          f"{wdiff:.2g}; "
           f"plain attention {getattr(hf.config, '_attn_implementation', '?')}", flush=True)
     fmt = resolve_format("chat", tok, system_prompt=SYSTEM_PROMPT)
     forget = load_benchmark("tofu", "forget", path=KNOWN_FACTS)
@@ -345,13 +363,13 @@ def main() -> None:
         ppe = best[0]
         label = f"perturbations_per_eval={'all' if ppe is None else ppe}"
         attribute(bridge, items[:1], method="loo", fmt=fmt, mode="baseline")  # warm-up
-        ours, t_u = timed(lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline"))
-        theirs, t_r = timed(lambda: captum_fa(hf, preps, bid, ppe))
+        ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline"),
+                                        lambda: captum_fa(hf, preps, bid, ppe), args.attr_repeats)
         d = max_diff([a.scores[p.first:] for a, p in zip(ours, preps)], theirs)
         add("loo", f"baseline mode vs captum FeatureAblation ({label}), {len(items)} items", t_u, t_r,
             f"max |diff| {d:.1e}", 1.0)
         attribute(bridge, items[:1], method="loo", fmt=fmt)  # warm-up
-        _, t_del = timed(lambda: attribute(bridge, items, method="loo", fmt=fmt))
+        _, t_del = timed(lambda: attribute(bridge, items, method="loo", fmt=fmt), args.attr_repeats)
         add("loo-del", f"delete mode (the paper's) vs the same captum run, {len(items)} items", t_del, t_r,
             "different ablation (deletion)", None)
 
@@ -362,8 +380,8 @@ def main() -> None:
         opts = dict(method="ig", fmt=fmt, steps=s, max_passes=s, rule="gausslegendre", warp=1.0, baseline="pad")
         attribute(bridge, items[:1], **{**opts, "steps": 2, "max_passes": 2})  # warm-up
         captum_lig(hf, preps[:1], bid, 2)
-        ours, t_u = timed(lambda: attribute(bridge, sub, **opts))
-        theirs, t_r = timed(lambda: captum_lig(hf, sub_p, bid, s))
+        ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, sub, **opts), lambda: captum_lig(hf, sub_p, bid, s),
+                                        args.attr_repeats)
         d = max_diff([a.scores[p.first:] for a, p in zip(ours, sub_p)], theirs)
         scale = max(float(torch.as_tensor(t).abs().max()) for t in theirs)
         add("ig", f"{s} Gauss-Legendre steps, pad baseline, {len(sub)} items", t_u, t_r,
@@ -372,8 +390,8 @@ def main() -> None:
             sub, sub_p = items[: args.llm_ig_items], preps[: args.llm_ig_items]
             try:
                 captum_llm_ig(hf, tok, preps[:1], bid, 2)  # warm-up
-                ours, t_u = timed(lambda: attribute(bridge, sub, **opts))
-                theirs, t_r = timed(lambda: captum_llm_ig(hf, tok, sub_p, bid, s))
+                ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, sub, **opts),  # noqa: B023
+                                                lambda: captum_llm_ig(hf, tok, sub_p, bid, s))  # noqa: B023
                 d = max_diff([a.scores[p.first:] for a, p in zip(ours, sub_p)], theirs)
                 add("ig-llm", f"the same vs captum LLMGradientAttribution(LayerIntegratedGradients), one IG per "
                     f"answer token, {len(sub)} items", t_u, t_r, f"max |diff| {d:.1e} (seq_attr / answer length)",
@@ -393,8 +411,8 @@ def main() -> None:
         kw = dict(max_new_tokens=args.gen_tokens, stop_at_newline=False)
         greedy_tokens(bridge, seqs[:2], fwd_hooks=noop, **{**kw, "max_new_tokens": 2})  # warm-up
         hf_generate(hf, seqs[:2], bid, stops, 2)
-        (ours, _), t_u = timed(lambda: greedy_tokens(bridge, seqs, fwd_hooks=noop, **kw), args.repeats)
-        theirs, t_r = timed(lambda: hf_generate(hf, seqs, bid, stops, args.gen_tokens), args.repeats)
+        (ours, _), t_u, theirs, t_r = paired(lambda: greedy_tokens(bridge, seqs, fwd_hooks=noop, **kw),
+                                             lambda: hf_generate(hf, seqs, bid, stops, args.gen_tokens), args.repeats)
         same = sum(a == b for a, b in zip(ours, theirs))
         n_tok = sum(len(t) for t in theirs)
         add("gen", f"{len(seqs)} prompts, <= {args.gen_tokens} tokens ({n_tok} generated), no-op hook on 30 "
@@ -433,14 +451,14 @@ def main() -> None:
         for _ in range(k):
             t = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            lf, _ = plain_row_scores(net, fb, bid)
-            lr_, _ = plain_row_scores(net, rb, bid)
+            lf, _ = plain_row_scores(net, fb, bid, argmax=False)
+            lr_, _ = plain_row_scores(net, rb, bid, argmax=False)
             loss = lf.mean() - rw * lr_.mean()  # -NLL(forget) + w NLL(retain)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             opt.step()
             plain_steps.append(time.perf_counter() - t)
-            plain_losses.append(float(loss))
+            plain_losses.append(float(loss.detach()))
         del net, opt
         t_u = sum(ours_steps[1:]) / max(1, len(ours_steps) - 1)
         t_r = sum(plain_steps[1:]) / max(1, len(plain_steps) - 1)
@@ -460,9 +478,9 @@ def main() -> None:
         stops = stop_ids(tok)
         evaluate(bridge, bench[:1], fmt=fmt, max_new_tokens=2)  # warm-up
         plain_evaluate(hf, tok, items[:1], seqs_true[:1], seqs_pert[:1], bid, stops, 2)
-        ours, t_u = timed(lambda: evaluate(bridge, bench, fmt=fmt, max_new_tokens=args.gen_tokens), args.repeats)
-        theirs, t_r = timed(lambda: plain_evaluate(hf, tok, items, seqs_true, seqs_pert, bid, stops, args.gen_tokens),
-                            args.repeats)
+        ours, t_u, theirs, t_r = paired(
+            lambda: evaluate(bridge, bench, fmt=fmt, max_new_tokens=args.gen_tokens),
+            lambda: plain_evaluate(hf, tok, items, seqs_true, seqs_pert, bid, stops, args.gen_tokens), args.repeats)
         keys = ["rouge_l_recall", "prob", "mean_logprob", "prob_normalised", "truth_ratio", "exact_memorization",
                 "extraction_strength"]
         per = ["rouge_l_recall_per_item", "mean_logprob_per_item", "truth_ratios", "exact_memorization_per_item",
