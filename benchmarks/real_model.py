@@ -41,7 +41,7 @@ means unpact is faster):
 Each row prints how far the two sides' outputs agree (largest absolute difference, or identical ids).
 
 Usage (one torch thread by default):
-    OMP_NUM_THREADS=1 python benchmarks/real_model.py    # 11 min on the 2-core VM at load 9-12 (busy)
+    OMP_NUM_THREADS=1 python benchmarks/real_model.py    # 11-12 min on the 2-core VM at load 9-16 (busy)
     OMP_NUM_THREADS=1 python benchmarks/real_model.py --items 2 --ig-items 1 --ig-steps 4 \\
         --unlearn-batch 2 --unlearn-steps 2 --sweep-items 1              # a quick check that it runs
 """
