@@ -590,107 +590,135 @@ def _text(ins: Inspection, width: int) -> str:
 
 
 def _html_body(ins: Inspection) -> str:
-
-    two = ins.after is not None
-    rb, ra = ins.readout_before, ins.readout_after
+    """The HTML view's body: the item and LP, then the tokens, layers, heads and attention parts."""
     esc = html.escape
-    key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
+    two = ins.after is not None
     parts = [f"<h2>unpact inspect: {esc(ins.model)}" + (f" vs {esc(ins.against)}" if two else "") + "</h2>"]
     src = f" ({esc(str(ins.item['source']))})" if ins.item.get("source") else ""
     parts.append(f"<p>Item <b>{esc(str(ins.item['id']))}</b>{src}, prompt format <code>{esc(ins.prompt_format)}</code>."
                  f"<br>Prompt: <code>{esc(repr(ins.item['prompt']))}</code><br>Answer: <code>{esc(repr(ins.item['answer']))}</code></p>")
-    lp_rows = [["LP(x, y) (mean answer log-prob)", rb.lp] + ([ra.lp, ra.lp - rb.lp] if two else [])]
+    before, after = ins.readout_before, ins.readout_after
+    lp_rows = [["LP(x, y) (mean answer log-prob)", before.lp] + ([after.lp, after.lp - before.lp] if two else [])]
     parts.append(F.table_html(["", ins.model] + ([ins.against, "Δ (after − before)"] if two else []), lp_rows))
+    parts += _tokens_html(ins) + _layers_html(ins) + _heads_html(ins) + _attention_html(ins)
+    return "\n".join(parts)
 
-    # tokens
-    parts.append("<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
-                 f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
-                 "colour scale per method; the change has its own.</p>")
+
+def _tokens_html(ins: Inspection) -> list[str]:
+    """Per attribution method, the token heatmap (before, after and the change when comparing)."""
+    esc = html.escape
+    key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
+    parts = ["<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
+             f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
+             "colour scale per method; the change has its own.</p>"]
     for m in ins.methods:
-        b = ins.before[m]
+        before = ins.before[m]
         parts.append(f"<div><b>{esc(m)}</b></div>")
-        if two:
-            a = ins.after[m]
-            lim = max(F.score_limit(b.scores), F.score_limit(a.scores))
-            parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>" + F.token_heatmap_html(b.tokens, b.scores, key, lim=lim) + "</div>")
-            parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>" + F.token_heatmap_html(a.tokens, a.scores, key, lim=lim) + "</div>")
-            d = [y - x for x, y in zip(b.scores, a.scores)]
-            parts.append("<div><span class='lbl'>change (after − before)</span>"
-                         + F.token_heatmap_html(b.tokens, d, key, label="change in contribution") + "</div>")
-        else:
-            parts.append(F.token_heatmap_html(b.tokens, b.scores, key))
-
-    # layers
-    hb = ins.before.get("heads")
-    ha = ins.after.get("heads") if two else None
-    parts.append("<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
-                 "layer through the model's own final norm and unembedding (the last one is the model's LP). "
-                 + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
-                    "its first-order contribution to LP (heads method)." if hb is not None else
-                    "Add the heads method for each layer's attention/MLP contribution.") + "</p>")
-    lens = {ins.model: rb.lens_logprob}
-    if two:
-        lens[ins.against] = ra.lens_logprob
-    comps = None
-    if hb is not None:
-        comps = {ins.model: {"attention": hb.extras["attn_total"], "MLP": hb.extras["mlp_total"]}}
-        if ha is not None:
-            comps[ins.against] = {"attention": ha.extras["attn_total"], "MLP": ha.extras["mlp_total"]}
-    parts.append(F.img_html(F.layers_png(rb.layers, lens, comps), "logit lens and per-layer contributions"))
-    header = ["", *rb.layers]
-    rows = [[f"logit lens LP ({ins.model})", *rb.lens_logprob], [f"first-token rank ({ins.model})", *rb.lens_rank]]
-    if two:
-        rows += [[f"logit lens LP ({ins.against})", *ra.lens_logprob], [f"first-token rank ({ins.against})", *ra.lens_rank],
-                 ["logit lens Δ", *[a - b for a, b in zip(ra.lens_logprob, rb.lens_logprob)]]]
-    for name, h in [(ins.model, hb)] + ([(ins.against, ha)] if ha is not None else []):
-        if h is None:
+        if ins.after is None:
+            parts.append(F.token_heatmap_html(before.tokens, before.scores, key))
             continue
-        emb = h.extras["embed_direct"] + h.extras["pos_embed_direct"]
-        rows += [[f"attn direct ({name})", emb, *h.extras["attn_direct"]], [f"mlp direct ({name})", None, *h.extras["mlp_direct"]],
-                 [f"attn total ({name})", h.extras["embed_total"], *h.extras["attn_total"]],
-                 [f"mlp total ({name})", None, *h.extras["mlp_total"]]]
-    parts.append(F.table_html(header, rows))
+        after = ins.after[m]
+        lim = max(F.score_limit(before.scores), F.score_limit(after.scores))
+        parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>"
+                     + F.token_heatmap_html(before.tokens, before.scores, key, lim=lim) + "</div>")
+        parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>"
+                     + F.token_heatmap_html(after.tokens, after.scores, key, lim=lim) + "</div>")
+        change = [y - x for x, y in zip(before.scores, after.scores)]
+        parts.append("<div><span class='lbl'>change (after − before)</span>"
+                     + F.token_heatmap_html(before.tokens, change, key, label="change in contribution") + "</div>")
+    return parts
+
+
+def _layers_html(ins: Inspection) -> list[str]:
+    """The logit lens per layer (and each block's contribution with the heads method), plotted and tabled."""
+    two = ins.after is not None
+    before, after = ins.readout_before, ins.readout_after
+    heads_before = ins.before.get("heads")
+    heads_after = ins.after.get("heads") if two else None
+    parts = ["<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
+             "layer through the model's own final norm and unembedding (the last one is the model's LP). "
+             + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
+                "its first-order contribution to LP (heads method)." if heads_before is not None else
+                "Add the heads method for each layer's attention/MLP contribution.") + "</p>"]
+    lens = {ins.model: before.lens_logprob}
+    if two:
+        lens[ins.against] = after.lens_logprob
+    comps = None
+    if heads_before is not None:
+        comps = {ins.model: {"attention": heads_before.extras["attn_total"], "MLP": heads_before.extras["mlp_total"]}}
+        if heads_after is not None:
+            comps[ins.against] = {"attention": heads_after.extras["attn_total"], "MLP": heads_after.extras["mlp_total"]}
+    parts.append(F.img_html(F.layers_png(before.layers, lens, comps), "logit lens and per-layer contributions"))
+    rows = [[f"logit lens LP ({ins.model})", *before.lens_logprob], [f"first-token rank ({ins.model})", *before.lens_rank]]
+    if two:
+        rows += [[f"logit lens LP ({ins.against})", *after.lens_logprob],
+                 [f"first-token rank ({ins.against})", *after.lens_rank],
+                 ["logit lens Δ", *[y - x for y, x in zip(after.lens_logprob, before.lens_logprob)]]]
+    for name, heads in [(ins.model, heads_before)] + ([(ins.against, heads_after)] if heads_after is not None else []):
+        if heads is None:
+            continue
+        x = heads.extras
+        rows += [[f"attn direct ({name})", x["embed_direct"] + x["pos_embed_direct"], *x["attn_direct"]],
+                 [f"mlp direct ({name})", None, *x["mlp_direct"]],
+                 [f"attn total ({name})", x["embed_total"], *x["attn_total"]],
+                 [f"mlp total ({name})", None, *x["mlp_total"]]]
+    parts.append(F.table_html(["", *before.layers], rows))
     parts.append("<p class='note'>Column <i>embed</i>: the residual before block 0 (for the direct and total rows, "
                  "the token and position embeddings' contribution).</p>")
+    return parts
 
-    # heads
-    parts.append(f"<h3>Heads</h3><p class='note'>Ranked by {esc(ins.head_ranking)}.</p>")
-    if hb is not None:
-        sb = np.array(_head_sums(hb, "head_total"))
-        if ha is not None:
-            sa = np.array(_head_sums(ha, "head_total"))
-            lim = float(max(np.abs(sb).max(), np.abs(sa).max())) or 1.0
-            parts.append(F.img_html(F.layer_head_png(sb, f"{ins.model}: head total contribution", lim=lim), "heads before"))
-            parts.append(F.img_html(F.layer_head_png(sa, f"{ins.against}: head total contribution", lim=lim), "heads after"))
-            parts.append(F.img_html(F.layer_head_png(sa - sb, "change (after − before)", label="change in contribution"),
-                                    "heads change"))
+
+def _heads_html(ins: Inspection) -> list[str]:
+    """The layer x head total contributions (with the heads method) and the top heads' table."""
+    esc = html.escape
+    two = ins.after is not None
+    heads_before = ins.before.get("heads")
+    heads_after = ins.after.get("heads") if two else None
+    parts = [f"<h3>Heads</h3><p class='note'>Ranked by {esc(ins.head_ranking)}.</p>"]
+    if heads_before is not None:
+        sums_before = np.array(_head_sums(heads_before, "head_total"))
+        if heads_after is not None:
+            sums_after = np.array(_head_sums(heads_after, "head_total"))
+            lim = float(max(np.abs(sums_before).max(), np.abs(sums_after).max())) or 1.0
+            parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution", lim=lim),
+                                    "heads before"))
+            parts.append(F.img_html(F.layer_head_png(sums_after, f"{ins.against}: head total contribution", lim=lim),
+                                    "heads after"))
+            parts.append(F.img_html(F.layer_head_png(sums_after - sums_before, "change (after − before)",
+                                                     label="change in contribution"), "heads change"))
         else:
-            parts.append(F.img_html(F.layer_head_png(sb, f"{ins.model}: head total contribution"), "heads"))
-    cols = ["head"] + (["total", "direct"] if hb is not None else []) + (
-        ["total after", "direct after", "total Δ"] if hb is not None and two else []) + ["attention → KeyTokens"] + (
+            parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution"), "heads"))
+    has_heads = heads_before is not None
+    cols = ["head"] + (["total", "direct"] if has_heads else []) + (
+        ["total after", "direct after", "total Δ"] if has_heads and two else []) + ["attention → KeyTokens"] + (
         ["after"] if two else [])
-    trows = []
+    rows = []
     for r in ins.top_heads:
         row = [f"{r['layer']}.{r['head']}"]
-        if hb is not None:
+        if has_heads:
             row += [r.get("total_before"), r.get("direct_before")]
             if two:
                 row += [r.get("total_after"), r.get("direct_after"), r.get("total_delta")]
         row.append(r["key_attention_before"])
         if two:
             row.append(r["key_attention_after"])
-        trows.append(row)
-    parts.append(F.table_html(cols, trows))
+        rows.append(row)
+    parts.append(F.table_html(cols, rows))
+    return parts
 
-    # attention patterns
+
+def _attention_html(ins: Inspection) -> list[str]:
+    """The chosen heads' attention from the prompt's last position onto the prompt."""
+    two = ins.after is not None
+    before, after = ins.readout_before, ins.readout_after
     n = len(ins.tokens)
-    parts.append("<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
-                 f"heads from position {rb.query_position} (the prompt's last token, whose output predicts the answer's "
-                 "first token) onto the prompt (grey: 0 = white).</p>")
-    for (l, h) in ins.heads:
-        rows_ = [rb.attention[l][h][:n]] + ([ra.attention[l][h][:n]] if two else [])
-        labels = [ins.model] + ([ins.against] if two else [])
-        parts.append(F.img_html(F.heatmap_png(rows_, title=f"layer {l} head {h}", label="attention weight",
+    parts = ["<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
+             f"heads from position {before.query_position} (the prompt's last token, whose output predicts the answer's "
+             "first token) onto the prompt (grey: 0 = white).</p>"]
+    labels = [ins.model] + ([ins.against] if two else [])
+    for layer, head in ins.heads:
+        weights = [before.attention[layer][head][:n]] + ([after.attention[layer][head][:n]] if two else [])
+        parts.append(F.img_html(F.heatmap_png(weights, title=f"layer {layer} head {head}", label="attention weight",
                                               xticklabels=ins.tokens, yticklabels=labels, kind="attention"),
-                                f"attention of head {l}.{h}"))
-    return "\n".join(parts)
+                                f"attention of head {layer}.{head}"))
+    return parts
