@@ -208,7 +208,7 @@ def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]
 
     A method whose nulls could not be matched to its damage (the stage's ``message``) gets
     "not applicable": the per-item sign test alone says "supported" for random weight noise
-    too (issue 11), so it cannot carry the finding.
+    too, so it cannot carry the finding.
 
     Example:
         >>> keyword_null_verdicts({"ga": {"keyword_nulls": {"test": None, "message": "noise too weak"}}})["ga"]["verdict"][:45]

@@ -55,7 +55,7 @@ from unpact.results import (  # noqa: F401 (re-exported: the names the grid, scr
 from unpact.rundir import RunDir, RunLock, write_json_atomic
 from unpact.stages import GROUPS, StudyData, load_study_data, seed_everything, stage_budgets, stage_seed  # noqa: F401
 
-_not_applicable = not_applicable  # the old private name (tests)
+_not_applicable = not_applicable  # the name tests import
 
 
 def validate(cfg: RunConfig) -> StudyData:
@@ -81,7 +81,7 @@ class Study:
         self.cfg = cfg
         self.progress = progress
         self.on_stage = on_stage or (lambda name, computed: None)
-        self.rd = RunDir(cfg.out)
+        self.run_dir = RunDir(cfg.out)
         self.budgets = stage_budgets(cfg.max_batch_tokens)
         self._original = None
         self._fmt = None
@@ -95,14 +95,14 @@ class Study:
         """
         if name in self._results:
             return self._results[name]
-        if require is not None and self.rd.has(name) and not require():
-            self.rd.stage_file(name).unlink()
+        if require is not None and self.run_dir.has(name) and not require():
+            self.run_dir.stage_file(name).unlink()
 
         def seeded():
             seed_everything(stage_seed(self.cfg.seed, name))
             return compute()
 
-        result, computed = self.rd.stage(name, seeded)
+        result, computed = self.run_dir.stage(name, seeded)
         self._results[name] = result
         self.on_stage(name, computed)
         return result
@@ -137,7 +137,7 @@ class Study:
         """Where measured model ``name`` is: a method's checkpoint in the run directory, or the
         audited checkpoint's spec (a directory, hub id or embedded:<name>)."""
         spec = self.cfg.checkpoints.get(name)
-        return str(self.rd.model_dir(name)) if spec is None else spec
+        return str(self.run_dir.model_dir(name)) if spec is None else spec
 
     def unlearned(self, name: str):
         """Measured model ``name`` loaded from :meth:`model_dir`."""
@@ -179,10 +179,10 @@ class Study:
         the model into the run directory (a stage file without its model counts as missing)."""
         def compute() -> dict[str, Any]:
             res = stages.unlearning(self, method)
-            self.rd.save_model_atomic(method, lambda d: save_model(res.model, d))
+            self.run_dir.save_model_atomic(method, lambda d: save_model(res.model, d))
             return stages.unlearning_summary(method, res)
 
-        return self.stage(f"{method}/unlearn", compute, require=lambda: self.rd.has_model(method))
+        return self.stage(f"{method}/unlearn", compute, require=lambda: self.run_dir.has_model(method))
 
     def subject_stages(self, subject: str) -> dict[str, Any]:
         """The stages of one measured model: a method is unlearned first (into the run directory),
@@ -211,9 +211,9 @@ class Study:
         """Run (or resume) the study's shared stages, each subject's stages and the analyses; write
         ``results.json`` and the report; return the results dict."""
         cfg = self.cfg
-        self.rd.root.mkdir(parents=True, exist_ok=True)
-        self.rd.clean_temporaries()
-        write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
+        self.run_dir.root.mkdir(parents=True, exist_ok=True)
+        self.run_dir.clean_temporaries()
+        write_json_atomic(self.run_dir.root / "config.json", cfg.to_dict())
         subjects = cfg.subjects()
         with self.progress(total=3 + len(subjects), desc="study") as bar:
             self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
@@ -232,8 +232,8 @@ class Study:
             analyses = self.stage("analyses", lambda: run_analyses(methods, pre, presence))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses).to_dict()
-            write_json_atomic(self.rd.root / "results.json", results)
-            build_report(self.rd.root)
+            write_json_atomic(self.run_dir.root / "results.json", results)
+            build_report(self.run_dir.root)
             bar.update()
         return results
 

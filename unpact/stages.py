@@ -84,7 +84,7 @@ GROUPS = ("forget", "retain", "general")
 #: pass holds every layer's activations (and, for integrated gradients, one row per
 #: interpolation step), so it gets a quarter (unlearning, heads) or a sixteenth (integrated
 #: gradients) of the forward budget. At the default budget (16384) these are the methods' own
-#: defaults (4096 and 1024), so the default run computes what it computed before the budget.
+#: defaults (4096 and 1024).
 BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": IG_BATCH_SHARE}
 
 
