@@ -1,7 +1,8 @@
 """The study's analyses from its per-method stage results (what :mod:`unpact.pipeline` and
 :mod:`unpact.grid` call): the four findings, gated by the precondition that the original model
 knows the forget set. Each analysis is a function registered by name in :data:`ANALYSES`
-(:func:`register_analysis`); :func:`run_analyses` runs them in order.
+(:func:`register_analysis`), with its renderer (:mod:`unpact.analyses.render`): :func:`run_analyses`
+runs them in order, and the report shows each through its renderer.
 
 Example:
     >>> forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)["holds"]
@@ -10,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from unpact.analyses.collapse import collapse_analysis
@@ -23,8 +25,19 @@ from unpact.analyses.dilemma import (
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
+from unpact.analyses.render import (
+    Rendered,  # noqa: F401 (re-exported: what a renderer returns)
+    Renderer,
+    render_collapse,
+    render_finding2,
+    render_keyword_focus,
+    render_layer_head,
+    render_presence,
+    render_recovery,
+    render_trajectory,
+)
 from unpact.emphasis.table import RecoveryTable
-from unpact.errors import lookup
+from unpact.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.emphasis.table import RecoveryTable
@@ -195,7 +208,7 @@ def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]
 
     A method whose nulls could not be matched to its damage (the stage's ``message``) gets
     "not applicable": the per-item sign test alone says "supported" for random weight noise
-    too (issue 11), so it cannot carry the finding.
+    too, so it cannot carry the finding.
 
     Example:
         >>> keyword_null_verdicts({"ga": {"keyword_nulls": {"test": None, "message": "noise too weak"}}})["ga"]["verdict"][:45]
@@ -214,19 +227,33 @@ def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]
     return nulls
 
 
-#: A named analysis: ``fn(methods, controls) -> sections`` adds its sections to the study's
-#: ``analyses`` ({} where it does not apply). ``methods``: each method's stage results;
+#: The function of a named analysis: ``fn(methods, controls) -> sections`` adds its sections to
+#: the study's ``analyses`` ({} where it does not apply). ``methods``: each method's stage results;
 #: ``controls``: the study's once-per-study results (``{"presence": <controls/presence>}``).
-Analysis = Callable[[dict[str, dict], dict[str, Any]], dict[str, Any]]
-
-#: name -> :data:`Analysis`, run in this order by :func:`run_analyses`; add one with :func:`register_analysis`.
-ANALYSES: dict[str, Analysis] = {}
+AnalysisFn = Callable[[dict[str, dict], dict[str, Any]], dict[str, Any]]
 
 
-def register_analysis(name: str) -> Callable[[Analysis], Analysis]:
-    """Register ``fn(methods, controls) -> sections`` as analysis ``name`` (a decorator)."""
-    def deco(fn: Analysis) -> Analysis:
-        ANALYSES[name] = fn
+@dataclass(frozen=True)
+class Analysis:
+    """A registered analysis: its name, what it computes (``run``, an :data:`AnalysisFn`) and how
+    it shows in the report (``render``, a :data:`~unpact.analyses.render.Renderer`; None: it
+    does not show)."""
+
+    name: str
+    run: AnalysisFn
+    render: Renderer | None = None
+
+
+#: The analyses, run in registration order by :func:`run_analyses` and rendered in that order by
+#: the report; add one with :func:`register_analysis`.
+ANALYSES: Registry[Analysis] = Registry("analysis")
+
+
+def register_analysis(name: str, render: Renderer | None = None) -> Callable[[AnalysisFn], AnalysisFn]:
+    """Register ``fn(methods, controls) -> sections`` as analysis ``name`` (a decorator), with
+    ``render(analyses, results) -> Rendered`` (:mod:`unpact.analyses.render`), its part of the report."""
+    def deco(fn: AnalysisFn) -> AnalysisFn:
+        ANALYSES.add(name, Analysis(name, fn, render))
         return fn
 
     return deco
@@ -240,23 +267,23 @@ def get_analysis(name: str) -> Analysis:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown analysis 'vibes'; known: keyword_focus, recovery, collapse, layer_head, keyword_focus_null, presence, finding2, trajectory
     """
-    return lookup(ANALYSES, name, "analysis")
+    return ANALYSES.get(name)
 
 
-@register_analysis("keyword_focus")
+@register_analysis("keyword_focus", render=render_keyword_focus)
 def _keyword_focus(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 1 per method: KeyTokens lose more contribution than the other tokens (sign test)."""
     return {"keyword_focus": {m: keyword_focus(focus_rows(r["tracking"])) for m, r in methods.items()}}
 
 
-@register_analysis("recovery")
+@register_analysis("recovery", render=render_recovery)
 def _recovery(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2: emphasis brings answers back (prompt rewrite vs activation scaling)."""
     return {"recovery": recovery_analysis({m: recovery_numbers(RecoveryTable.from_dict(r["recovery"]))
                                            for m, r in methods.items()})}
 
 
-@register_analysis("collapse")
+@register_analysis("collapse", render=render_collapse)
 def _collapse(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 3: indiscriminate contribution drops on the control prompts go with lost utility."""
     return {"collapse": collapse_analysis({
@@ -264,7 +291,7 @@ def _collapse(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
         for m, r in methods.items()})}
 
 
-@register_analysis("layer_head")
+@register_analysis("layer_head", render=render_layer_head)
 def _layer_head(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Where in the network the contribution changed."""
     return {"layer_head": layer_head_analysis({
@@ -279,7 +306,7 @@ def _keyword_focus_null(methods: dict[str, dict], controls: dict[str, Any]) -> d
     return {"keyword_focus_null": nulls} if nulls else {}
 
 
-@register_analysis("presence")
+@register_analysis("presence", render=render_presence)
 def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Hidden vs erased per method (the ``presence`` stage), with the probes' calibration."""
     if not any("presence" in r for r in methods.values()):
@@ -287,7 +314,7 @@ def _presence(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
     return {"presence": presence_analysis(methods, controls.get("presence") or {})}
 
 
-@register_analysis("finding2")
+@register_analysis("finding2", render=render_finding2)
 def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2 with the placebo, per unlearned (or audited) model: keyword-specific recovery
     (the ``controlled`` stage; :func:`unpact.analyses.dilemma.finding2_verdict`)."""
@@ -304,7 +331,7 @@ def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
                                      + "; ".join(f"{m}: {v['verdict']}" for m, v in per.items()))}}
 
 
-@register_analysis("trajectory")
+@register_analysis("trajectory", render=render_trajectory)
 def _trajectory(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2 at every checkpoint and the dilemma (:func:`trajectory_analyses`)."""
     return trajectory_analyses(methods)
@@ -319,7 +346,7 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
     controls = {"presence": presence}
     out: dict[str, Any] = {}
     for name in ANALYSES if names is None else names:
-        out.update(get_analysis(name)(methods, controls))
+        out.update(get_analysis(name).run(methods, controls))
     if precondition is not None:
         if precondition.get("holds") is False:
             not_applicable(out, precondition["reason"])

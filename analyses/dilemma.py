@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from unpact.analyses._stats import fmt
 from unpact.emphasis.controlled import ControlledRecovery, specific_recovery, summarise
+from unpact.metrics import general_score
 from unpact.stats import spearman_rho, stratified_permutation_test, wilson_interval
 
 
@@ -262,5 +263,44 @@ def dilemma_verdict(points: Sequence[Mapping[str, Any]], settings: DilemmaSettin
                         f"{a['verdict'].split(':')[0]}; recoverable knowledge is probe-present - {b['verdict'].split(':')[0]}")}
 
 
-__all__ = ["DilemmaSettings", "checkpoint_point", "dilemma_verdict", "finding2_by_checkpoint", "finding2_verdict",
+def checkpoint_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per measured trajectory checkpoint of a results dict (method, step, names, forget
+    accuracy, utility, presence counts, the dilemma plot's recovery, finding 2 at that checkpoint),
+    in method then step order; [] without trajectories.
+
+    Example:
+        >>> checkpoint_rows({"methods": {"ga": {"trajectory": {"measured": [{"step": 5, "names": ["end"]}]}}}})[0]["step"]
+        5
+    """
+    analyses = results.get("analyses") or {}
+    f2 = (analyses.get("finding2_checkpoints") or {}).get("per_method") or {}
+    rec = {(r["method"], r["checkpoint"]): r for r in (analyses.get("dilemma") or {}).get("recovery") or []}
+    rows = []
+    for m, r in (results.get("methods") or {}).items():
+        for c in (r.get("trajectory") or {}).get("measured") or []:
+            counts = (c.get("presence") or {}).get("counts") or {}
+            verdict = (f2.get(m) or {}).get(f"step_{c['step']}") or {}
+            best = rec.get((m, f"step {c['step']}")) or {}
+            ev = c.get("evaluate") or {}
+            rows.append({"method": m, "step": c["step"], "names": list(c.get("names") or []),
+                         "monitor_forget_accuracy": c.get("monitor_forget_accuracy"),
+                         "forget_accuracy": _metric(ev, "forget", "accuracy"),
+                         "retain_rouge": _metric(ev, "retain", "rouge_l_recall"),
+                         "general_accuracy": general_score(ev),
+                         "utility": c.get("utility"), "utility_drop": c.get("utility_drop"),
+                         "model_utility": c.get("model_utility"),
+                         "known": counts.get("known"), "hidden": counts.get("hidden"), "erased": counts.get("erased"),
+                         "recovery_setting": best.get("setting"), "recovery_n": best.get("n"),
+                         "recovery_keyword": best.get("keyword"), "recovery_placebo": best.get("placebo"),
+                         "finding2": verdict.get("verdict"), "finding2_supported": verdict.get("supported")})
+    return rows
+
+
+def _metric(ev: Mapping[str, Any], group: str, name: str) -> Any:
+    """``ev[group][name]``, None where either is missing."""
+    split = ev.get(group)
+    return split.get(name) if isinstance(split, Mapping) else None
+
+
+__all__ = ["DilemmaSettings", "checkpoint_point", "checkpoint_rows", "dilemma_verdict", "finding2_by_checkpoint", "finding2_verdict",
            "recovered_ids"]

@@ -79,7 +79,7 @@ def test_layer_head_ranks_by_size():
     assert "L2H0" in r["verdict"]
 
 
-def test_a_registered_analysis_runs_with_the_others():
+def test_a_registered_analysis_runs_with_the_others(monkeypatch):
     """One registration (unpact.analyses.assemble.register_analysis) and run_analyses runs it,
     under the precondition like every other; an unknown name lists the registered ones."""
     from unpact.analyses.assemble import ANALYSES, register_analysis, run_analyses
@@ -87,15 +87,15 @@ def test_a_registered_analysis_runs_with_the_others():
 
     assert list(ANALYSES)[:4] == ["keyword_focus", "recovery", "collapse", "layer_head"]
 
-    @register_analysis("n_methods")
-    def _n_methods(methods, controls):
-        return {"n_methods": {"n": len(methods), "verdict": f"{len(methods)} methods"}}
+    with monkeypatch.context() as scope:  # the registry as it was once the block ends
+        scope.setattr(ANALYSES, "_items", dict(ANALYSES._items))
 
-    try:
+        @register_analysis("n_methods")
+        def _n_methods(methods, controls):
+            return {"n_methods": {"n": len(methods), "verdict": f"{len(methods)} methods"}}
+
         out = run_analyses({"a": {}, "b": {}}, {"holds": False, "reason": "r"}, names=["n_methods"])
         assert out["n_methods"]["n"] == 2 and out["n_methods"]["verdict"] == "not applicable: r"
         assert set(out) == {"n_methods", "precondition"}
-    finally:
-        del ANALYSES["n_methods"]
     with pytest.raises(ConfigError, match="unknown analysis 'n_methods'; known: keyword_focus, recovery, "):
         run_analyses({}, names=["n_methods"])

@@ -95,6 +95,45 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def fmt_number(v: float) -> str:
+    """``0.087``, ``0.0025``, ``7.6e-07``, ``0.000``: decimals for ordinary numbers, significant figures for small ones.
+
+    Example:
+        >>> [fmt_number(v) for v in (0.0867, 0.00249, 7.6e-07, 0.0)]
+        ['0.087', '0.0025', '7.6e-07', '0.000']
+    """
+    if v != 0 and abs(v) < 0.01:
+        return f"{v:.2g}"
+    return f"{v:.3f}"
+
+
+def cell_html(v: Any) -> str:
+    """A cell of the report's tables: ``–`` for None, a float by :func:`fmt_number` (7.6e-07 is not
+    0.000), anything else as escaped text."""
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return fmt_number(v)
+    return html.escape(str(v))
+
+
+class RawHtml(str):
+    """A table cell that is already HTML (:func:`report_table_html` puts it in as it is)."""
+
+
+def report_table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table of the report (cells by :func:`cell_html`, :class:`RawHtml` cells as they are).
+
+    Example:
+        >>> report_table_html(["model", "forget"], [["ga", 0.25], ["npo", RawHtml("<i>none</i>")]])[-76:]
+        '<td>0.250</td></tr><tr><td>npo</td><td><i>none</i></td></tr></tbody></table>'
+    """
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, RawHtml) else cell_html(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def clean_token(t: str, newline: str = "⏎") -> str:
     """A token as shown: byte-level markers and newlines made visible."""
     return t.replace("Ġ", " ").replace("Ċ", newline).replace("\n", newline)

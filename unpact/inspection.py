@@ -601,25 +601,22 @@ def _text_heads(ins: Inspection) -> list[str]:
 
 
 def _html_body(ins: Inspection) -> str:
-    """The HTML page's body: the item and LP, then the tokens, layers, heads and attention sections."""
-    parts = _html_header(ins) + _html_tokens(ins) + _html_layers(ins) + _html_heads(ins) + _html_attention(ins)
-    return "\n".join(parts)
-
-
-def _html_header(ins: Inspection) -> list[str]:
-    two = ins.after is not None
-    rb, ra = ins.readout_before, ins.readout_after
+    """The HTML view's body: the item and LP, then the tokens, layers, heads and attention parts."""
     esc = html.escape
+    two = ins.after is not None
     parts = [f"<h2>unpact inspect: {esc(ins.model)}" + (f" vs {esc(ins.against)}" if two else "") + "</h2>"]
     src = f" ({esc(str(ins.item['source']))})" if ins.item.get("source") else ""
     parts.append(f"<p>Item <b>{esc(str(ins.item['id']))}</b>{src}, prompt format <code>{esc(ins.prompt_format)}</code>."
                  f"<br>Prompt: <code>{esc(repr(ins.item['prompt']))}</code><br>Answer: <code>{esc(repr(ins.item['answer']))}</code></p>")
-    lp_rows = [["LP(x, y) (mean answer log-prob)", rb.lp] + ([ra.lp, ra.lp - rb.lp] if two else [])]
+    before, after = ins.readout_before, ins.readout_after
+    lp_rows = [["LP(x, y) (mean answer log-prob)", before.lp] + ([after.lp, after.lp - before.lp] if two else [])]
     parts.append(F.table_html(["", ins.model] + ([ins.against, "Δ (after − before)"] if two else []), lp_rows))
-    return parts
+    parts += _tokens_html(ins) + _layers_html(ins) + _heads_html(ins) + _attention_html(ins)
+    return "\n".join(parts)
 
 
-def _html_tokens(ins: Inspection) -> list[str]:
+def _tokens_html(ins: Inspection) -> list[str]:
+    """Per attribution method, the token heatmap (before, after and the change when comparing)."""
     esc = html.escape
     key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
     parts = ["<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
@@ -643,9 +640,10 @@ def _html_tokens(ins: Inspection) -> list[str]:
     return parts
 
 
-def _html_layers(ins: Inspection) -> list[str]:
+def _layers_html(ins: Inspection) -> list[str]:
+    """The logit lens per layer (and each block's contribution with the heads method), plotted and tabled."""
     two = ins.after is not None
-    rb, ra = ins.readout_before, ins.readout_after
+    before, after = ins.readout_before, ins.readout_after
     heads_before = ins.before.get("heads")
     heads_after = ins.after.get("heads") if two else None
     parts = ["<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
@@ -653,38 +651,41 @@ def _html_layers(ins: Inspection) -> list[str]:
              + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
                 "its first-order contribution to LP (heads method)." if heads_before is not None else
                 "Add the heads method for each layer's attention/MLP contribution.") + "</p>"]
-    lens = {ins.model: rb.lens_logprob}
+    lens = {ins.model: before.lens_logprob}
     if two:
-        lens[ins.against] = ra.lens_logprob
+        lens[ins.against] = after.lens_logprob
     comps = None
     if heads_before is not None:
         comps = {ins.model: {"attention": heads_before.extras["attn_total"], "MLP": heads_before.extras["mlp_total"]}}
         if heads_after is not None:
             comps[ins.against] = {"attention": heads_after.extras["attn_total"], "MLP": heads_after.extras["mlp_total"]}
-    parts.append(F.img_html(F.layers_png(rb.layers, lens, comps), "logit lens and per-layer contributions"))
-    rows = [[f"logit lens LP ({ins.model})", *rb.lens_logprob], [f"first-token rank ({ins.model})", *rb.lens_rank]]
+    parts.append(F.img_html(F.layers_png(before.layers, lens, comps), "logit lens and per-layer contributions"))
+    rows = [[f"logit lens LP ({ins.model})", *before.lens_logprob], [f"first-token rank ({ins.model})", *before.lens_rank]]
     if two:
-        rows += [[f"logit lens LP ({ins.against})", *ra.lens_logprob], [f"first-token rank ({ins.against})", *ra.lens_rank],
-                 ["logit lens Δ", *[a - b for a, b in zip(ra.lens_logprob, rb.lens_logprob)]]]
-    for name, heads in [(ins.model, heads_before), (ins.against, heads_after)]:
+        rows += [[f"logit lens LP ({ins.against})", *after.lens_logprob],
+                 [f"first-token rank ({ins.against})", *after.lens_rank],
+                 ["logit lens Δ", *[y - x for y, x in zip(after.lens_logprob, before.lens_logprob)]]]
+    for name, heads in [(ins.model, heads_before)] + ([(ins.against, heads_after)] if heads_after is not None else []):
         if heads is None:
             continue
-        emb = heads.extras["embed_direct"] + heads.extras["pos_embed_direct"]
-        rows += [[f"attn direct ({name})", emb, *heads.extras["attn_direct"]],
-                 [f"mlp direct ({name})", None, *heads.extras["mlp_direct"]],
-                 [f"attn total ({name})", heads.extras["embed_total"], *heads.extras["attn_total"]],
-                 [f"mlp total ({name})", None, *heads.extras["mlp_total"]]]
-    parts.append(F.table_html(["", *rb.layers], rows))
+        x = heads.extras
+        rows += [[f"attn direct ({name})", x["embed_direct"] + x["pos_embed_direct"], *x["attn_direct"]],
+                 [f"mlp direct ({name})", None, *x["mlp_direct"]],
+                 [f"attn total ({name})", x["embed_total"], *x["attn_total"]],
+                 [f"mlp total ({name})", None, *x["mlp_total"]]]
+    parts.append(F.table_html(["", *before.layers], rows))
     parts.append("<p class='note'>Column <i>embed</i>: the residual before block 0 (for the direct and total rows, "
                  "the token and position embeddings' contribution).</p>")
     return parts
 
 
-def _html_heads(ins: Inspection) -> list[str]:
+def _heads_html(ins: Inspection) -> list[str]:
+    """The layer x head total contributions (with the heads method) and the top heads' table."""
+    esc = html.escape
     two = ins.after is not None
     heads_before = ins.before.get("heads")
     heads_after = ins.after.get("heads") if two else None
-    parts = [f"<h3>Heads</h3><p class='note'>Ranked by {html.escape(ins.head_ranking)}.</p>"]
+    parts = [f"<h3>Heads</h3><p class='note'>Ranked by {esc(ins.head_ranking)}.</p>"]
     if heads_before is not None:
         sums_before = np.array(_head_sums(heads_before, "head_total"))
         if heads_after is not None:
@@ -717,17 +718,18 @@ def _html_heads(ins: Inspection) -> list[str]:
     return parts
 
 
-def _html_attention(ins: Inspection) -> list[str]:
+def _attention_html(ins: Inspection) -> list[str]:
+    """The chosen heads' attention from the prompt's last position onto the prompt."""
     two = ins.after is not None
-    rb, ra = ins.readout_before, ins.readout_after
+    before, after = ins.readout_before, ins.readout_after
     n = len(ins.tokens)
     parts = ["<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
-             f"heads from position {rb.query_position} (the prompt's last token, whose output predicts the answer's "
+             f"heads from position {before.query_position} (the prompt's last token, whose output predicts the answer's "
              "first token) onto the prompt (grey: 0 = white).</p>"]
+    labels = [ins.model] + ([ins.against] if two else [])
     for layer, head in ins.heads:
-        rows = [rb.attention[layer][head][:n]] + ([ra.attention[layer][head][:n]] if two else [])
-        labels = [ins.model] + ([ins.against] if two else [])
-        parts.append(F.img_html(F.heatmap_png(rows, title=f"layer {layer} head {head}", label="attention weight",
+        weights = [before.attention[layer][head][:n]] + ([after.attention[layer][head][:n]] if two else [])
+        parts.append(F.img_html(F.heatmap_png(weights, title=f"layer {layer} head {head}", label="attention weight",
                                               xticklabels=ins.tokens, yticklabels=labels, kind="attention"),
                                 f"attention of head {layer}.{head}"))
     return parts

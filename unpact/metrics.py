@@ -442,6 +442,18 @@ def answer_accuracy(recalls: Iterable[float], threshold: float = ANSWER_THRESHOL
     return sum(x >= threshold for x in r) / len(r) if r else float("nan")
 
 
+def general_score(ev: dict[str, Any]) -> float | None:
+    """General accuracy of an evaluation (``{group: metrics}``): :func:`answer_accuracy` of the
+    general QA items (MC accuracy only when the general split has no QA items); None without one.
+
+    Example:
+        >>> general_score({"general": {"mc_accuracy": 0.5}}), general_score({})
+        (0.5, None)
+    """
+    g = ev.get("general") or {}
+    return g.get("accuracy", g.get("mc_accuracy"))
+
+
 # --------------------------------------------------------- model-based metrics
 
 

@@ -1,8 +1,8 @@
 """The main job: unlearn -> evaluate -> attribute -> track -> recover -> collapse -> report.
 
-``unpact run`` unlearns each method into the run directory and then runs the stages after
-unlearning (:data:`unpact.stages.METHOD_STAGES`) on that checkpoint; ``unpact audit`` runs the
-same stages on checkpoints someone else made (``RunConfig.checkpoints``). One code path:
+``unpact run`` unlearns each method into the run directory and then runs the registered stages
+(:data:`unpact.stages.STAGES`) on that checkpoint; ``unpact audit`` runs the same stages on
+checkpoints someone else made (``RunConfig.checkpoints``). One code path:
 :meth:`Study.subject_stages` differs only in where the model comes from.
 
 Every stage writes its result atomically into the run directory (see
@@ -30,14 +30,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from unpact import stages, validation
 from unpact.analyses.assemble import forget_precondition, not_applicable, run_analyses  # noqa: F401 (re-exported)
 from unpact.config import RunConfig
 from unpact.data import resolve_format
 from unpact.errors import ConfigError
-from unpact.models import load_model, model_info
+from unpact.models import load_model, model_info, save_model
 from unpact.progress import ProgressFactory, null_progress
 from unpact.report import build_report
 from unpact.results import (  # noqa: F401 (re-exported: the names the grid, scripts and tests use)
@@ -54,7 +55,7 @@ from unpact.results import (  # noqa: F401 (re-exported: the names the grid, scr
 from unpact.rundir import RunDir, RunLock, write_json_atomic
 from unpact.stages import GROUPS, StudyData, load_study_data, seed_everything, stage_budgets, stage_seed  # noqa: F401
 
-_not_applicable = not_applicable  # the old private name (tests)
+_not_applicable = not_applicable  # the name tests import
 
 
 def validate(cfg: RunConfig) -> StudyData:
@@ -80,15 +81,12 @@ class Study:
         self.cfg = cfg
         self.progress = progress
         self.on_stage = on_stage or (lambda name, computed: None)
-        self.rd = RunDir(cfg.out)
+        self.run_dir = RunDir(cfg.out)
         self.budgets = stage_budgets(cfg.max_batch_tokens)
         self._original = None
         self._fmt = None
         self._data: StudyData | None = None
         self._results: dict[str, Any] = {}
-        #: the first trajectory checkpoint's controlled recovery: its original (and negative
-        #: control) runs stand for every later checkpoint's (:func:`unpact.stages.measure_checkpoint`)
-        self.controlled_reuse: dict[str, Any] | None = None
 
     def stage(self, name: str, compute: Callable[[], Any], require: Callable[[], bool] | None = None) -> Any:
         """The result of stage ``name``: from memory, from its file, or computed (seeded) and written.
@@ -97,17 +95,22 @@ class Study:
         """
         if name in self._results:
             return self._results[name]
-        if require is not None and self.rd.has(name) and not require():
-            self.rd.stage_file(name).unlink()
+        if require is not None and self.run_dir.has(name) and not require():
+            self.run_dir.stage_file(name).unlink()
 
         def seeded():
             seed_everything(stage_seed(self.cfg.seed, name))
             return compute()
 
-        result, computed = self.rd.stage(name, seeded)
+        result, computed = self.run_dir.stage(name, seeded)
         self._results[name] = result
         self.on_stage(name, computed)
         return result
+
+    def finished(self) -> Mapping[str, Any]:
+        """The stages finished in this session (computed or read back), name -> result, in the
+        order they finished (read-only)."""
+        return MappingProxyType(self._results)
 
     # ----------------------------------------------------------- shared inputs
     @property
@@ -117,6 +120,7 @@ class Study:
         return self._data
 
     def original(self):
+        """The original model, loaded once."""
         if self._original is None:
             self._original = load_model(self.cfg.model, device=self.cfg.device, dtype=self.cfg.dtype)
         return self._original
@@ -133,9 +137,10 @@ class Study:
         """Where measured model ``name`` is: a method's checkpoint in the run directory, or the
         audited checkpoint's spec (a directory, hub id or embedded:<name>)."""
         spec = self.cfg.checkpoints.get(name)
-        return str(self.rd.model_dir(name)) if spec is None else spec
+        return str(self.run_dir.model_dir(name)) if spec is None else spec
 
     def unlearned(self, name: str):
+        """Measured model ``name`` loaded from :meth:`model_dir`."""
         return load_model(self.model_dir(name), device=self.cfg.device, dtype=self.cfg.dtype)
 
     # ------------------------------------------------------------ study stages
@@ -169,39 +174,46 @@ class Study:
     def model_info(self) -> dict[str, Any]:
         return self.stage("original/model_info", lambda: model_info(self.original()))
 
+    def unlearned_stage(self, method: str) -> dict[str, Any]:
+        """Stage ``<method>/unlearn``: unlearn a fresh copy of the original with ``method`` and save
+        the model into the run directory (a stage file without its model counts as missing)."""
+        def compute() -> dict[str, Any]:
+            res = stages.unlearning(self, method)
+            self.run_dir.save_model_atomic(method, lambda d: save_model(res.model, d))
+            return stages.unlearning_summary(method, res)
+
+        return self.stage(f"{method}/unlearn", compute, require=lambda: self.run_dir.has_model(method))
+
     def subject_stages(self, subject: str) -> dict[str, Any]:
         """The stages of one measured model: a method is unlearned first (into the run directory),
-        an audited checkpoint is taken as given; then every stage of
-        :data:`unpact.stages.METHOD_STAGES` in order on it (those of
-        :data:`~unpact.stages.UNLEARNING_ONLY` for methods only)."""
-        method = subject not in self.cfg.checkpoints
+        an audited checkpoint is taken as given; then every stage of :data:`unpact.stages.STAGES`
+        that applies, in order, on it (the ``unlearning_only`` ones for methods only), each given
+        the model and the results before it as a :class:`~unpact.stages.Subject`."""
+        is_method = subject not in self.cfg.checkpoints
         done: dict[str, Any] = {}
-        if method:
-            done["unlearn"] = self.stage(f"{subject}/unlearn", lambda: stages.unlearning(self, subject),
-                                         require=lambda: self.rd.has_model(subject))
-        cache: list = []
+        if is_method:
+            done["unlearn"] = self.unlearned_stage(subject)
+        loaded: list = []
 
         def model():
-            if not cache:
-                cache.append(self.unlearned(subject))
-            return cache[0]
+            if not loaded:
+                loaded.append(self.unlearned(subject))
+            return loaded[0]
 
-        for name, key, enabled, fn in stages.METHOD_STAGES:
-            if enabled(self.cfg) and (method or name not in stages.UNLEARNING_ONLY):
-                done[key] = self.stage(f"{subject}/{name}", lambda: fn(self, subject, model, done))
-        if "trajectory" in done:  # the checkpoints' measurements, from their own stage files
-            done["trajectory"] = {**done["trajectory"],
-                                  "measured": stages.checkpoint_results(self, subject, done["trajectory"])}
-        cache.clear()
+        measured = stages.Subject(subject, model, MappingProxyType(done), self.stage)
+        for stage in stages.subject_stages(self.cfg, is_method):
+            result = self.stage(f"{subject}/{stage.name}", lambda stage=stage: stage.run(self, measured))
+            done[stage.key] = stage.complete(self, measured, result)
+        loaded.clear()
         return done
 
-    method_stages = subject_stages  # the name from before audited checkpoints
-
     def run(self) -> dict[str, Any]:
+        """Run (or resume) the study's shared stages, each subject's stages and the analyses; write
+        ``results.json`` and the report; return the results dict."""
         cfg = self.cfg
-        self.rd.root.mkdir(parents=True, exist_ok=True)
-        self.rd.clean_temporaries()
-        write_json_atomic(self.rd.root / "config.json", cfg.to_dict())
+        self.run_dir.root.mkdir(parents=True, exist_ok=True)
+        self.run_dir.clean_temporaries()
+        write_json_atomic(self.run_dir.root / "config.json", cfg.to_dict())
         subjects = cfg.subjects()
         with self.progress(total=3 + len(subjects), desc="study") as bar:
             self.reference_ratios()  # first, so fresh and resumed runs list the stages in one order
@@ -220,10 +232,32 @@ class Study:
             analyses = self.stage("analyses", lambda: run_analyses(methods, pre, presence))
             bar.update()
             results = assemble_results(cfg, self.model_info(), orig_eval, orig_attr, methods, analyses).to_dict()
-            write_json_atomic(self.rd.root / "results.json", results)
-            build_report(self.rd.root)
+            write_json_atomic(self.run_dir.root / "results.json", results)
+            build_report(self.run_dir.root)
             bar.update()
         return results
+
+
+def check_resumable(cfg: RunConfig) -> None:
+    """Raise a :class:`ConfigError` when ``cfg.out`` holds a run with other settings (the device
+    aside). A setting its ``config.json`` lacks counts as that setting's value when the file was
+    written: ``float32``, the default trajectory, no audited checkpoints, the default audit."""
+    cfg_file = Path(cfg.out) / "config.json"
+    if not cfg_file.is_file():
+        return
+    old = json.loads(cfg_file.read_text())
+    defaults = RunConfig().to_dict()
+    old.setdefault("dtype", "float32")
+    old.setdefault("trajectory", defaults["trajectory"])
+    old.setdefault("checkpoints", {})
+    old.setdefault("audit", defaults["audit"])
+    new = json.loads(json.dumps(cfg.to_dict()))
+    diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
+    if diff:
+        raise ConfigError(
+            f"run directory {cfg.out!r} holds a run with different settings ({', '.join(diff)}); "
+            "give a new --out, or the same settings to resume it"
+        )
 
 
 def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
@@ -239,23 +273,10 @@ def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
     """
     data = validate(cfg)
     if on_warning is not None:
-        for lin in data.lineage.values():
-            for w in lin.get("warnings", []):
-                on_warning(w)
-    cfg_file = Path(cfg.out) / "config.json"
-    if cfg_file.is_file():
-        old = json.loads(cfg_file.read_text())
-        old.setdefault("dtype", "float32")  # run directories from before the dtype setting ran in float32
-        old.setdefault("trajectory", RunConfig().to_dict()["trajectory"])  # before it: no trajectory (its default)
-        old.setdefault("checkpoints", {})  # before audited checkpoints: none
-        old.setdefault("audit", RunConfig().to_dict()["audit"])
-        new = json.loads(json.dumps(cfg.to_dict()))
-        diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
-        if diff:
-            raise ConfigError(
-                f"run directory {cfg.out!r} holds a run with different settings ({', '.join(diff)}); "
-                "give a new --out, or the same settings to resume it"
-            )
+        for lineage in data.lineage.values():
+            for warning in lineage.get("warnings", []):
+                on_warning(warning)
+    check_resumable(cfg)
     existed = Path(cfg.out).exists()
     lock = RunLock(cfg.out)
     try:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unpact import __version__
+from unpact.analyses.dilemma import checkpoint_rows  # noqa: F401 (re-exported: scripts read it here)
 from unpact.attribution import Attribution, key_tokens
 from unpact.emphasis.table import BestSetting, RecoveryTable
 from unpact.errors import DataError
-from unpact.metrics import tofu_model_utility, utility_components
+from unpact.metrics import general_score, tofu_model_utility, utility_components
 
 if TYPE_CHECKING:  # pragma: no cover
     from unpact.config import RunConfig
@@ -90,13 +91,6 @@ def _get(d: dict, *path, default=None):
             return default
         d = d[p]
     return d
-
-
-def general_score(ev: dict[str, Any]) -> float | None:
-    """General accuracy: :func:`unpact.metrics.answer_accuracy` of the general QA items (MC
-    accuracy only when the general split has no QA items)."""
-    g = ev.get("general") or {}
-    return g.get("accuracy", g.get("mc_accuracy"))
 
 
 def model_utility_of(ev: dict[str, Any]) -> float | None:
@@ -267,32 +261,6 @@ def assemble_results(cfg: "RunConfig", info: dict, orig_eval: dict, orig_attr: d
 #: checkpoint whose forget accuracy is below one half (a middle target: the method has forgotten
 #: most of the set but not all, where hiding and erasing can still differ).
 MATCHED_TARGET = 0.5
-
-
-def checkpoint_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per measured trajectory checkpoint (method, step, names, forget accuracy, utility,
-    presence counts, finding 2 at that checkpoint), in method then step order; [] without trajectories."""
-    an = results.get("analyses") or {}
-    f2 = (an.get("finding2_checkpoints") or {}).get("per_method") or {}
-    rec = {(r["method"], r["checkpoint"]): r for r in (an.get("dilemma") or {}).get("recovery") or []}
-    rows = []
-    for m, r in (results.get("methods") or {}).items():
-        for c in (r.get("trajectory") or {}).get("measured") or []:
-            counts = (c.get("presence") or {}).get("counts") or {}
-            v = (f2.get(m) or {}).get(f"step_{c['step']}") or {}
-            best = rec.get((m, f"step {c['step']}")) or {}
-            rows.append({"method": m, "step": c["step"], "names": list(c.get("names") or []),
-                         "monitor_forget_accuracy": c.get("monitor_forget_accuracy"),
-                         "forget_accuracy": _get(c, "evaluate", "forget", "accuracy"),
-                         "retain_rouge": _get(c, "evaluate", "retain", "rouge_l_recall"),
-                         "general_accuracy": general_score(c.get("evaluate") or {}),
-                         "utility": c.get("utility"), "utility_drop": c.get("utility_drop"),
-                         "model_utility": c.get("model_utility"),
-                         "known": counts.get("known"), "hidden": counts.get("hidden"), "erased": counts.get("erased"),
-                         "recovery_setting": best.get("setting"), "recovery_n": best.get("n"),
-                         "recovery_keyword": best.get("keyword"), "recovery_placebo": best.get("placebo"),
-                         "finding2": v.get("verdict"), "finding2_supported": v.get("supported")})
-    return rows
 
 
 def matched_lines(results: dict[str, Any], target: float = MATCHED_TARGET) -> list[str]:
