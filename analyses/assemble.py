@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -349,6 +350,7 @@ def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None =
         out.update(get_analysis(name).run(methods, controls))
     if precondition is not None:
         if precondition.get("holds") is False:
-            not_applicable(out, precondition["reason"])
+            # a copy: the analyses hold some stage results by reference, and those stay as computed
+            out = not_applicable(copy.deepcopy(out), precondition["reason"])
         out["precondition"] = precondition
     return out

@@ -9,6 +9,7 @@ import pytest
 
 from unpact.analyses import collapse_analysis, keyword_focus, layer_head_analysis, recovery_analysis
 from unpact.analyses._stats import gini
+from unpact.analyses.assemble import run_analyses
 
 
 @pytest.mark.parametrize("name", ["keyword_focus", "recovery", "collapse", "layer_head"])
@@ -99,3 +100,13 @@ def test_a_registered_analysis_runs_with_the_others(monkeypatch):
         assert set(out) == {"n_methods", "precondition"}
     with pytest.raises(ConfigError, match="unknown analysis 'n_methods'; known: keyword_focus, recovery, "):
         run_analyses({}, names=["n_methods"])
+
+
+def test_not_applicable_leaves_the_stage_results_as_computed():
+    test = {"verdict": "supported: ...", "supported": True, "n_null_draws": 19, "statistic": -1.0,
+            "p_value": 0.05, "interval": [-2.0, -0.5]}
+    methods = {"ga": {"keyword_nulls": {"test": test}}}
+    out = run_analyses(methods, precondition={"holds": False, "reason": "the original does not know it"},
+                       names=["keyword_focus_null"])
+    assert out["keyword_focus_null"]["ga"]["verdict"].startswith("not applicable")
+    assert methods["ga"]["keyword_nulls"]["test"]["verdict"] == "supported: ..."  # a resumed run reads this back
