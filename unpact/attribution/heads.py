@@ -139,15 +139,14 @@ class HeadFlow(AttributionMethod):
         fwd += [(n, keep(n, False)) for n in grad_names]
         ids, tmask = packed.input_ids, packed.target_mask
         with torch.enable_grad():
-            window = scoring.answer_window(tmask)  # unembed only where an answer token is predicted
-            logits = scoring.forward_logits(model, ids, fwd, keep=window)
-            tok_lp = scoring.token_logprobs(logits, ids, tmask)
+            rows = scoring.answer_row_logits(model, ids, tmask, fwd)  # unembedded only where an answer token is predicted
+            tok_lp = scoring.row_logprobs(rows, ids, tmask)
             lp = scoring.reduce_logprobs(tok_lp, tmask)
             grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
         g = {n: gr.detach().float() for n, gr in zip(grad_names, grads)}
         acts = {n: store[n].detach().float() for n in grad_names}
         store = {n: t.detach().float() for n, t in store.items()}
-        logits = logits.detach().float()
+        rows = rows.detach().float()
         B, T = ids.shape
         # u[b, t]: d(mean answer logit)/d(final residual at t) with the final-norm scale frozen
         pred = tmask.clone()
@@ -164,8 +163,11 @@ class HeadFlow(AttributionMethod):
         u = a / scale[..., None] * (pred / n_ans[:, None])[..., None]
         const_t = (b_ln @ W_U)[nxt] + b_U[nxt]
         constant = (const_t * pred).sum(-1) / n_ans
-        w0 = T - logits.shape[1]
-        logit_mean = (logits.detach().gather(-1, nxt[:, w0:, None])[..., 0] * pred[:, w0:]).sum(-1) / n_ans
+        w0 = T - scoring.answer_window(tmask)  # the positions before the answer window predict no answer token
+        b_idx, t_idx = scoring.answer_rows(tmask)
+        answer_logit = rows.gather(-1, ids[b_idx, t_idx, None])[:, 0]  # the logit of each answer token
+        logit_mean = torch.zeros(B, dtype=answer_logit.dtype, device=answer_logit.device).index_add(
+            0, b_idx, answer_logit) / n_ans
 
         def direct(x):  # [B T d] -> [B]
             return (x * u).sum((-1, -2))
