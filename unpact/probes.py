@@ -281,12 +281,14 @@ def logit_lens(model, prompt_ids: Sequence[int], target: int) -> tuple[list[floa
     names = [act_name("resid_post", l) for l in range(n_layers)]
     cache: dict[str, Tensor] = {}
 
-    def keep(act, hook):
-        cache[hook.name] = act[0, -1]
-        return act
+    def keep(name: str):
+        def hook(act, hook=None):
+            cache[name] = act[0, -1]
+            return act
+        return hook
 
     none = torch.zeros(0, dtype=torch.long)  # the blocks' residuals only: the forward unembeds no position
-    forward_rows(model, ids, none, none, [(n, keep) for n in names])
+    forward_rows(model, ids, none, none, [(n, keep(n)) for n in names])
     resid: Float[Tensor, "layer d_model"] = torch.stack([cache[n] for n in names])
     logits = model.unembed(model.ln_final(resid.unsqueeze(1))).squeeze(1).float()
     logprobs = torch.log_softmax(logits, dim=-1)
