@@ -7,7 +7,9 @@ imports another for them:
 * the tokenizer helpers: the BOS id unpact prepends, the pad and stop ids, tokens
   without special tokens, the model's context length;
 * one forward pass (:func:`forward_logits`, of a bridge under hooks or of a plain HF
-  model) and the batching of rows to a token budget (:func:`chunks`);
+  model), the same pass unembedding only the positions that are scored
+  (:func:`forward_rows`, :func:`logits_at`) and the batching of rows to a token budget
+  (:func:`chunks`);
 * the plain HF twin of a bridge (:func:`plain_hf_model`: HF's own modules on the
   bridge's tensors) and the bridge's weights under plain HF names (:func:`hf_state_dict`).
 
@@ -23,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -95,6 +97,75 @@ def forward_logits(
             raise
         logits = _logits(model, input_ids, fwd_hooks, {})
     return logits if not keep else logits[:, -int(keep):]
+
+
+def output_head(model) -> torch.nn.Module | None:
+    """The module that maps the final normalised residual to logits: the output embedding
+    (``lm_head``) of the HF model, which a bridge wraps in place (None when there is none)."""
+    get = getattr(hf_model_of(model), "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, torch.nn.Module) else None
+
+
+@contextmanager
+def logits_at(
+    model, batch_idx: Int[Tensor, " n"], pos_idx: Int[Tensor, " n"]
+) -> Iterator[Callable[[Tensor], Float[Tensor, "n vocab"]]]:
+    """Within the block, every forward of ``model`` unembeds only the positions
+    ``(batch_idx[i], pos_idx[i])``; yields ``take(logits) -> [n, vocab]``, which turns that
+    forward's output logits into the ``n`` rows, in the order given.
+
+    The final normalised residual ``[batch, pos, d_model]`` is gathered at those positions
+    by a forward pre-hook on :func:`output_head` before the unembedding runs, so the
+    logits of the forward are ``[1, n, vocab]``, never ``[batch, pos, vocab]``. Everything
+    before the unembedding (hooks on the residual stream, attention, ``ln_final``) runs
+    on every position as before, and the rows are the same numbers as the full logits at
+    those positions (within float rounding of the smaller matrix product). The forward
+    must not slice positions itself (no ``logits_to_keep``). A model without an output
+    head gets its full logits indexed instead (same rows, full memory).
+
+    Example (+SKIP lines need a model, data or files, so the doctest run skips them):
+        >>> b, p = torch.tensor([0, 0, 1]), torch.tensor([2, 3, 1])
+        >>> with logits_at(model, b, p) as take:                             # doctest: +SKIP
+        ...     rows = take(forward_logits(model, ids))                      # doctest: +SKIP
+        >>> torch.allclose(rows, forward_logits(model, ids)[b, p], atol=1e-5)  # doctest: +SKIP
+        True
+    """
+    head = output_head(model)
+    n = int(batch_idx.numel())
+    if head is None:
+        yield lambda logits: logits[batch_idx.to(logits.device), pos_idx.to(logits.device)]
+        return
+
+    def gather(_module, args):
+        hidden = args[0]
+        b, p = batch_idx.to(hidden.device), pos_idx.to(hidden.device)
+        return (hidden[b, p].unsqueeze(0),) + tuple(args[1:])
+
+    def take(logits: Tensor) -> Tensor:
+        if logits.dim() != 3 or logits.shape[0] != 1 or logits.shape[1] != n:
+            raise ValueError(f"expected the logits of {n} gathered rows, got shape {tuple(logits.shape)}")
+        return logits[0]
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        yield take
+    finally:
+        handle.remove()
+
+
+def forward_rows(
+    model,
+    input_ids: Int[Tensor, "batch pos"],
+    batch_idx: Int[Tensor, " n"],
+    pos_idx: Int[Tensor, " n"],
+    fwd_hooks: HookList | None = None,
+) -> Float[Tensor, "n vocab"]:
+    """The logits of :func:`forward_logits` at positions ``(batch_idx[i], pos_idx[i])`` only,
+    unembedding just those ``n`` rows (see :func:`logits_at`); gradients flow as through the
+    full forward. With no rows it runs the model for its hooks and unembeds nothing."""
+    with logits_at(model, batch_idx, pos_idx) as take:
+        return take(forward_logits(model, input_ids, fwd_hooks))
 
 
 def _logits(model, input_ids, fwd_hooks, extra) -> Tensor:

@@ -57,8 +57,9 @@ from unpact.bridge import (
     bos_id,
     chunks,
     context_length,
-    forward_logits,
+    forward_rows,
     hooks_for,
+    logits_at,
     pad_id,
     plain_hf_model,
     stop_ids,
@@ -236,11 +237,11 @@ def _uncached(model, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, dev
             break
         w = max(cur[j] for j in active)
         batch = ids[:, :w] if len(active) == len(group) else ids[active, :w]
-        keep = w - min(cur[j] for j in active) + 1  # only the last token of each row
-        logits = forward_logits(model, batch.to(device), hooks, keep=keep)
+        last = torch.tensor([cur[j] - 1 for j in active])  # only the last token of each row is unembedded
+        logits = forward_rows(model, batch.to(device), torch.arange(len(active)), last, hooks)
         still = []
         for r, j in enumerate(active):
-            t, going = dec.step(group[j], logits[r, cur[j] - 1 - (w - keep)], cur[j])
+            t, going = dec.step(group[j], logits[r], cur[j])
             if t is None:
                 continue
             ids[j, cur[j]] = t
@@ -270,15 +271,15 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
         ids[j, : lens[j]] = torch.tensor(seqs[i], dtype=torch.long)
     cache = DynamicCache()
     hooks = hooks_for(fwd_hooks, group)
-    keep = W - min(lens) + 1
-    # the prompt: exactly the uncached path's first forward (no mask, right padding), filling the cache
-    logits = runner(ids.to(device), hooks, cache=cache, keep=keep)
+    # the prompt: exactly the uncached path's first forward (no mask, right padding), filling the cache;
+    # unembedded only at each row's last token
+    logits = runner(ids.to(device), hooks, cache=cache, rows=(torch.arange(len(group)), torch.tensor(lens) - 1))
     if not _plain_cache(cache):
         return False  # sliding-window or recurrent layers: columns are not positions
     rows = list(range(len(group)))  # rows of the cache, in order; entries index ``group``
     cur = list(lens)
     last: dict[int, int] = {}
-    still = _advance(dec, group, rows, lambda r, j: logits[r, lens[j] - 1 - (W - keep)], cur, last)
+    still = _advance(dec, group, rows, lambda r, j: logits[r], cur, last)
     steps = 0  # decoding forwards run so far (cache columns beyond the prompt)
     while still and steps + 1 < max_new_tokens:
         if len(still) != len(rows):
@@ -295,9 +296,9 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
         length = torch.tensor([[lens[j]] for j in rows], dtype=torch.long, device=device)
         key = torch.where(c < length, c, torch.where(c >= W, length + c - W, -1))
         with position_layout(Layout(query=pos, key=key)):
-            logits = runner(new, hooks, cache=cache, keep=1, attention_mask=(key >= 0).long(), position_ids=pos)
+            logits = runner(new, hooks, cache=cache, attention_mask=(key >= 0).long(), position_ids=pos)
         steps += 1
-        still = _advance(dec, group, rows, lambda r, j: logits[r, -1], cur, last)  # noqa: B023 (called in this step)
+        still = _advance(dec, group, rows, lambda r, j: logits[r], cur, last)  # noqa: B023 (called in this step)
     return True
 
 
@@ -327,19 +328,25 @@ def _cache_arg(hf) -> str:
 def _bridge_runner(model):
     arg = _cache_arg(model.original_model)  # handed through the bridge's **kwargs to HF under HF's own name
 
-    def run(ids, hooks, *, cache, keep, **kwargs):
-        return _bridge_forward(model, ids, hooks, use_cache=True, logits_to_keep=keep, **{arg: cache},
-                               **kwargs)[:, -keep:]
+    def run(ids, hooks, *, cache, rows=None, **kwargs):
+        if rows is None:  # one new token per row: its logits
+            return _bridge_forward(model, ids, hooks, use_cache=True, logits_to_keep=1, **{arg: cache},
+                                   **kwargs)[:, -1]
+        with logits_at(model, *rows) as take:
+            return take(_bridge_forward(model, ids, hooks, use_cache=True, **{arg: cache}, **kwargs))
     return run
 
 
 def _hf_runner(hf):
     cache_arg = _cache_arg(hf)
 
-    def run(ids, hooks, *, cache, keep, **kwargs):
+    def run(ids, hooks, *, cache, rows=None, **kwargs):
         if hooks:
             raise ValueError("hooks need a TransformerLens bridge")
-        return hf(input_ids=ids, use_cache=True, logits_to_keep=keep, **{cache_arg: cache}, **kwargs).logits[:, -keep:]
+        if rows is None:  # one new token per row: its logits
+            return hf(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache}, **kwargs).logits[:, -1]
+        with logits_at(hf, *rows) as take:
+            return take(hf(input_ids=ids, use_cache=True, **{cache_arg: cache}, **kwargs).logits)
     return run
 
 

@@ -46,7 +46,7 @@ from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
 from unpact.hooks.names import act_name
 from unpact.metrics import rouge_l_recall
-from unpact.scoring import answer_logprobs, encode_pair, greedy_generate, tokenize
+from unpact.scoring import answer_logprobs, encode_pair, forward_rows, greedy_generate, tokenize
 from unpact.stats import wilson_interval as wilson
 
 
@@ -279,8 +279,17 @@ def logit_lens(model, prompt_ids: Sequence[int], target: int) -> tuple[list[floa
     ids = torch.tensor([list(prompt_ids)], device=device)
     n_layers = model.cfg.n_layers
     names = [act_name("resid_post", l) for l in range(n_layers)]
-    _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
-    resid: Float[Tensor, "layer d_model"] = torch.stack([cache[n][0, -1] for n in names])
+    cache: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(act, hook=None):
+            cache[name] = act[0, -1]
+            return act
+        return hook
+
+    none = torch.zeros(0, dtype=torch.long)  # the blocks' residuals only: the forward unembeds no position
+    forward_rows(model, ids, none, none, [(n, keep(n)) for n in names])
+    resid: Float[Tensor, "layer d_model"] = torch.stack([cache[n] for n in names])
     logits = model.unembed(model.ln_final(resid.unsqueeze(1))).squeeze(1).float()
     logprobs = torch.log_softmax(logits, dim=-1)
     lp = logprobs[:, target]

@@ -16,7 +16,10 @@ Conventions, shared by everything in unpact:
   every row keeps absolute positions 0..n-1: a hook that acts on "position 5"
   acts on the same token whatever the batch. No attention mask is needed and
   none is passed (so hooks see exactly the unpadded computation);
-* batches are chunked to a token budget (``max_batch_tokens``).
+* batches are chunked to a token budget (``max_batch_tokens``);
+* logits are computed only at the positions that are scored (:func:`answer_rows`,
+  :func:`answer_row_logits`): ``[n answer tokens, vocab]``, never
+  ``[batch, pos, vocab]``, so memory does not grow with the vocabulary times the batch.
 
 Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> lp = answer_logprobs(model, ["Question: Where was Ana Lind born?\\nAnswer:"], [" Lima"])  # doctest: +SKIP
@@ -43,7 +46,9 @@ from unpact.bridge import (  # noqa: F401 (re-exported: callers import the token
     chunks,
     context_length,
     forward_logits,
+    forward_rows,
     hooks_for,
+    logits_at,
     pad_id,
     plain_hf_model,
     stop_ids,
@@ -138,31 +143,83 @@ def pack(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int) -> 
     return Packed(ids, mask, lengths)
 
 
+def answer_rows(target_mask: Bool[Tensor, "batch pos"]) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"]]:
+    """``(row, position)`` of every scored target token, row-major (item by item, left to right).
+
+    A target at position ``t`` is predicted by the logits at ``t - 1``; a target at position 0
+    has nothing before it and is not scored.
+
+    Example:
+        >>> answer_rows(torch.tensor([[False, True, True], [True, False, True]]))
+        (tensor([0, 0, 1]), tensor([1, 2, 2]))
+    """
+    tgt = target_mask.clone()
+    tgt[:, 0] = False
+    return tgt.nonzero(as_tuple=True)
+
+
+def answer_row_logits(
+    model: Model,
+    input_ids: Int[Tensor, "batch pos"],
+    target_mask: Bool[Tensor, "batch pos"],
+    fwd_hooks: HookList | None = None,
+) -> Float[Tensor, "n vocab"]:
+    """The logits that predict the scored target tokens, one row per :func:`answer_rows` entry:
+    the unembedding runs only at those positions (:func:`unpact.bridge.forward_rows`)."""
+    b_idx, t_idx = answer_rows(target_mask)
+    return forward_rows(model, input_ids, b_idx, t_idx - 1, fwd_hooks)
+
+
+def row_logprobs(
+    row_logits: Float[Tensor, "n vocab"],
+    input_ids: Int[Tensor, "batch pos"],
+    target_mask: Bool[Tensor, "batch pos"],
+) -> Float[Tensor, "batch pos"]:
+    """log p(token_t | tokens_<t) at every target position t (0 elsewhere), from the logits
+    at the positions that predict the targets (``row_logits``, in :func:`answer_rows` order).
+
+    Only those rows are normalised: O(answer tokens x vocab) memory and work.
+    """
+    b_idx, t_idx = answer_rows(target_mask)
+    if b_idx.numel() != row_logits.shape[0]:
+        raise ValueError(f"{row_logits.shape[0]} logit rows for {b_idx.numel()} scored targets")
+    out = torch.zeros(input_ids.shape, dtype=row_logits.dtype, device=row_logits.device)
+    if b_idx.numel() == 0:
+        return out
+    pred = row_logits.float().log_softmax(-1)
+    lp = pred.gather(-1, input_ids[b_idx, t_idx].unsqueeze(-1)).squeeze(-1)
+    return out.to(lp.dtype).index_put((b_idx, t_idx), lp)
+
+
+def scored_token_logprobs(
+    model: Model,
+    input_ids: Int[Tensor, "batch pos"],
+    target_mask: Bool[Tensor, "batch pos"],
+    fwd_hooks: HookList | None = None,
+) -> Float[Tensor, "batch pos"]:
+    """log p(token_t | tokens_<t) at every target position t (0 elsewhere) of one forward of
+    ``model`` (with ``fwd_hooks``), the logits computed only where a target is predicted:
+    :func:`token_logprobs` of the full logits, without the ``[batch, pos, vocab]`` tensor."""
+    return row_logprobs(answer_row_logits(model, input_ids, target_mask, fwd_hooks), input_ids, target_mask)
+
+
 def token_logprobs(
     logits: Float[Tensor, "batch kept vocab"],
     input_ids: Int[Tensor, "batch pos"],
     target_mask: Bool[Tensor, "batch pos"],
 ) -> Float[Tensor, "batch pos"]:
-    """log p(token_t | tokens_<t) at every target position t (0 elsewhere).
+    """log p(token_t | tokens_<t) at every target position t (0 elsewhere), from logits
+    already computed at every position (or the last ``kept``, see :func:`answer_window`;
+    they must include every position that predicts a target).
 
-    ``logits`` may cover only the last ``kept`` positions (``logits_to_keep``, see
-    :func:`answer_window`); they must include every position that predicts a target.
-    Only the rows of the logits that predict a target are normalised, so this
-    costs O(answer tokens x vocab), not O(all tokens x vocab).
+    The scoring paths of unpact never build such logits: they call
+    :func:`scored_token_logprobs`, which gives the same numbers from the predicting rows only.
     """
-    out = torch.zeros(input_ids.shape, dtype=logits.dtype, device=logits.device)
     offset = input_ids.shape[1] - logits.shape[1]
-    tgt = target_mask.clone()
-    tgt[:, 0] = False
-    b_idx, t_idx = tgt.nonzero(as_tuple=True)
-    if b_idx.numel() == 0:
-        return out
-    if int(t_idx.min()) - 1 < offset:
+    b_idx, t_idx = answer_rows(target_mask)
+    if b_idx.numel() and int(t_idx.min()) - 1 < offset:
         raise ValueError(f"logits cover positions >= {offset} but a target is predicted at {int(t_idx.min()) - 1}")
-    pred = logits[b_idx, t_idx - 1 - offset].float().log_softmax(-1)
-    lp = pred.gather(-1, input_ids[b_idx, t_idx].unsqueeze(-1)).squeeze(-1)
-    out = out.to(lp.dtype).index_put((b_idx, t_idx), lp)
-    return out
+    return row_logprobs(logits[b_idx, t_idx - 1 - offset], input_ids, target_mask)
 
 
 def answer_window(target_mask: Bool[Tensor, "batch pos"]) -> int:
@@ -245,9 +302,8 @@ def score_sequences(
     with ctx:
         for group in chunks(lengths, max_batch_tokens):
             packed = pack([sequences[i] for i in group], pad).to(device)
-            logits = forward_logits(model, packed.input_ids, hooks_for(fwd_hooks, group),
-                                    keep=answer_window(packed.target_mask))
-            lp = reduce_logprobs(token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask, reduction)
+            tok_lp = scored_token_logprobs(model, packed.input_ids, packed.target_mask, hooks_for(fwd_hooks, group))
+            lp = reduce_logprobs(tok_lp, packed.target_mask, reduction)
             for j, i in enumerate(group):
                 out[i] = lp[j]
     return torch.stack(out)  # type: ignore[arg-type]
@@ -335,13 +391,12 @@ def answer_token_stats(
     with torch.no_grad():
         for group in chunks([len(p) + len(a) for p, a in sequences], max_batch_tokens):
             packed = pack([sequences[i] for i in group], pad).to(device)
-            logits = forward_logits(model, packed.input_ids, keep=answer_window(packed.target_mask))
-            offset = packed.input_ids.shape[1] - logits.shape[1]
-            for j, i in enumerate(group):
-                p, a = sequences[i]
-                start = len(p) - 1 - offset  # the logit row that predicts the answer's first token
-                lp = logits[j, start: start + len(a)].float().log_softmax(-1)
-                tgt = torch.tensor(list(a), dtype=torch.long, device=lp.device)
+            rows = answer_row_logits(model, packed.input_ids, packed.target_mask)
+            counts = answer_rows(packed.target_mask)[0].bincount(minlength=len(group)).tolist()
+            for i, piece in zip(group, rows.split(counts)):
+                a = sequences[i][1]
+                lp = piece.float().log_softmax(-1)
+                tgt = torch.tensor(list(a), dtype=torch.long, device=lp.device)[len(a) - piece.shape[0]:]
                 probs = lp.exp()
                 mean = -torch.special.entr(probs).sum(-1).double()  # sum_v p log p, 0 where p = 0
                 second = torch.where(probs > 0, probs * lp.square(), torch.zeros_like(lp)).sum(-1).double()
@@ -393,13 +448,12 @@ def token_ranks(
     with torch.no_grad():
         for group in chunks([len(p) + 1 for p, _ in seqs], max_batch_tokens):
             packed = pack([seqs[i] for i in group], pad).to(device)
-            logits = forward_logits(model, packed.input_ids, hooks_for(fwd_hooks, group),
-                                    keep=answer_window(packed.target_mask))
-            offset = packed.input_ids.shape[1] - logits.shape[1]
-            for j, i in enumerate(group):
-                p, a = seqs[i]
-                row = logits[j, len(p) - 1 - offset].float()
-                out[i] = int((row > row[a[0]]).sum()) + 1
+            rows = answer_row_logits(model, packed.input_ids, packed.target_mask, hooks_for(fwd_hooks, group)).float()
+            if rows.shape[0] != len(group):
+                raise ValueError("token_ranks needs a non-empty prompt before every ranked token")
+            for j, i in enumerate(group):  # one answer token per row: row j is item group[j]'s prediction
+                row = rows[j]
+                out[i] = int((row > row[seqs[i][1][0]]).sum()) + 1
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -543,13 +597,16 @@ def score_variants(
                 layers = [(k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base))
                           for k, v in kv]
                 kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
-            logits = hf(
-                input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                use_cache=c > 0, logits_to_keep=k_ans, **kwargs,
-            ).logits[:, -k_ans:]
-            lp = logits.float().log_softmax(-1).gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
             tm = tmask.to(device)
-            lp = reduce_logprobs(lp * tm, tm, reduction)
+            r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
+            with logits_at(hf, r_idx, w - k_ans + k_idx) as take:
+                rows_logits = take(hf(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                    use_cache=c > 0, **kwargs,
+                ).logits)
+            picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
+            lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
+            lp = reduce_logprobs(lp, tm, reduction)
             for r, j in enumerate(group):
                 result[j] = lp[r]
     return torch.stack(result)  # type: ignore[arg-type]

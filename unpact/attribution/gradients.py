@@ -306,17 +306,15 @@ class IntegratedGradients(AttributionMethod):
             store: list = []
             hook = _interp_hook(base, alpha, mask, store)
             with torch.enable_grad():
-                logits = scoring.forward_logits(model, packed.input_ids, [("hook_embed", hook)],
-                                                keep=scoring.answer_window(packed.target_mask))
-                lp = scoring.reduce_logprobs(
-                    scoring.token_logprobs(logits, packed.input_ids, packed.target_mask), packed.target_mask, cfg.quantity
-                )
+                tok_lp = scoring.scored_token_logprobs(model, packed.input_ids, packed.target_mask,
+                                                       [("hook_embed", hook)])
+                lp = scoring.reduce_logprobs(tok_lp, packed.target_mask, cfg.quantity)
                 e, b, act = store[-1]
                 (g,) = torch.autograd.grad(lp.double().sum(), act)
             contrib = (((e - b).double() * g.double()).sum(-1) * mask).cpu()
             for j, r in enumerate(group):
                 out[r] = contrib[j, : len(items[rows[r][0]].prompt_ids)].clone()
-            del logits, lp, store, g, act
+            del tok_lp, lp, store, g, act
             dt = time.perf_counter() - t0
             total = sum(lengths[r] for r in group)
             for r in group:

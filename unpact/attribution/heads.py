@@ -121,13 +121,14 @@ class Captured:
     ``acts``: hook name -> activation (detached, float32): embeddings, each layer's attention
     pattern ``[batch head q k]``, values ``[batch k head d_head]``, attention and MLP outputs
     ``[batch pos d_model]`` and the final norm's scale; ``grads``: dLP/d(activation) for the
-    embeddings and each block output; ``logits``: ``[batch window vocab]`` from the first
-    position that predicts an answer token; ``lp``: LP per item ``[batch]``.
+    embeddings and each block output; ``rows``: the logits ``[n_answer_tokens vocab]`` of the
+    positions that predict an answer token (:func:`unpact.scoring.answer_rows` order); ``lp``: LP
+    per item ``[batch]``.
     """
 
     acts: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
-    logits: torch.Tensor
+    rows: torch.Tensor
     lp: torch.Tensor
 
 
@@ -151,13 +152,12 @@ def capture(model, packed, n_layers: int) -> Captured:
     fwd += [(n, keep(n, False)) for n in grad_names]
     ids, tmask = packed.input_ids, packed.target_mask
     with torch.enable_grad():
-        window = scoring.answer_window(tmask)  # unembed only where an answer token is predicted
-        logits = scoring.forward_logits(model, ids, fwd, keep=window)
-        lp = scoring.reduce_logprobs(scoring.token_logprobs(logits, ids, tmask), tmask)
+        rows = scoring.answer_row_logits(model, ids, tmask, fwd)  # unembedded only where an answer token is predicted
+        lp = scoring.reduce_logprobs(scoring.row_logprobs(rows, ids, tmask), tmask)
         grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
     return Captured(acts={n: t.detach().float() for n, t in store.items()},
                     grads={n: g.detach().float() for n, g in zip(grad_names, grads)},
-                    logits=logits.detach().float(), lp=lp.detach())
+                    rows=rows.detach().float(), lp=lp.detach())
 
 
 def answer_direction(ids: torch.Tensor, tmask: torch.Tensor, scale: torch.Tensor, readout: Readout
@@ -180,14 +180,14 @@ def answer_direction(ids: torch.Tensor, tmask: torch.Tensor, scale: torch.Tensor
     return u, (const_t * pred).sum(-1) / n_answer
 
 
-def mean_answer_logit(logits: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
-    """The mean logit of the answer tokens per item ``[batch]``, from window logits ``[batch window vocab]``."""
-    pred = torch.roll(tmask, -1, dims=1)
-    pred[:, -1] = False
-    w0 = ids.shape[1] - logits.shape[1]
-    next_ids = torch.roll(ids, -1, dims=1)
-    n_answer = tmask.sum(-1).clamp(min=1)
-    return (logits.gather(-1, next_ids[:, w0:, None])[..., 0] * pred[:, w0:]).sum(-1) / n_answer
+def mean_answer_logit(rows: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+    """The mean logit of the answer tokens per item ``[batch]``, from the answer rows' logits
+    ``[n_answer_tokens vocab]`` (:func:`unpact.scoring.answer_rows` order)."""
+    b_idx, t_idx = scoring.answer_rows(tmask)
+    answer_logit = rows.gather(-1, ids[b_idx, t_idx, None])[:, 0]  # the logit of each answer token
+    n_answer = tmask.sum(-1).clamp(min=1).to(answer_logit.dtype)
+    total = torch.zeros(ids.shape[0], dtype=answer_logit.dtype, device=answer_logit.device).index_add(0, b_idx, answer_logit)
+    return total / n_answer
 
 
 def decompose(cap: Captured, u: torch.Tensor, readout: Readout, n_layers: int, n_heads: int, w0: int
@@ -257,9 +257,9 @@ class HeadFlow(AttributionMethod):
         ids, tmask = packed.input_ids, packed.target_mask
         cap = capture(model, packed, n_layers)
         u, constant = answer_direction(ids, tmask, cap.acts["ln_final.hook_scale"], readout)
-        w0 = ids.shape[1] - cap.logits.shape[1]
+        w0 = ids.shape[1] - scoring.answer_window(tmask)  # the positions before the window predict no answer token
         parts = decompose(cap, u, readout, n_layers, n_heads, w0)
-        logit_mean = mean_answer_logit(cap.logits, ids, tmask)
+        logit_mean = mean_answer_logit(cap.rows, ids, tmask)
         return [self._item(model, p, j, parts, float(logit_mean[j]), float(constant[j]), float(cap.lp[j]))
                 for j, p in enumerate(preps)]
 

@@ -38,7 +38,7 @@ from unpact.data import prompt_answer_pair
 from unpact.errors import ConfigError, InputError
 from unpact.models import hf_model_of
 from unpact.progress import ProgressFactory, null_progress
-from unpact.scoring import Packed, encode_many, forward_logits, pack, pad_id, token_logprobs
+from unpact.scoring import Packed, answer_row_logits, encode_many, pack, pad_id, row_logprobs
 
 Seq = tuple[list[int], list[int]]
 
@@ -295,15 +295,17 @@ def micro_batches(idx: list[int], seqs: Sequence[Seq], max_batch_tokens: int | N
     return split(k)
 
 
-def logits_of(model, input_ids) -> Float[Tensor, "batch pos vocab"]:
-    """Training forward: the wrapped HF model's logits (same parameters as the bridge)."""
-    return forward_logits(hf_model_of(model), input_ids)
+def answer_logits_of(model, packed: Packed) -> Float[Tensor, "n_targets vocab"]:
+    """Training forward: the wrapped HF model's logits only at the positions that predict an
+    answer token (row-major, :func:`unpact.scoring.answer_rows`), with grad."""
+    return answer_row_logits(hf_model_of(model), packed.input_ids, packed.target_mask)
 
 
-def answer_logprobs_of(model, packed: Packed) -> tuple[Tensor, Tensor]:
-    """``(logits, token log-probs)`` of a packed batch (with grad), via :mod:`unpact.scoring`."""
-    logits = logits_of(model, packed.input_ids)
-    return logits, token_logprobs(logits, packed.input_ids, packed.target_mask)
+def answer_logprobs_of(model, packed: Packed) -> tuple[Float[Tensor, "n_targets vocab"], Float[Tensor, "batch pos"]]:
+    """``(answer-row logits, token log-probs)`` of a packed batch (with grad), via :mod:`unpact.scoring`:
+    the logits only at the positions that predict an answer token (:func:`answer_logits_of`)."""
+    rows = answer_logits_of(model, packed)
+    return rows, row_logprobs(rows, packed.input_ids, packed.target_mask)
 
 
 class UnlearningMethod:

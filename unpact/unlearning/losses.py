@@ -1,7 +1,8 @@
 """The loss terms the unlearning methods combine (pure tensor functions).
 
-Token log-probs come from :func:`unpact.scoring.token_logprobs` (the one
-log-prob routine); these functions only reduce them.
+Token log-probs come from :func:`unpact.scoring.row_logprobs` (the one log-prob
+routine) on logits computed only at the positions that predict answer tokens
+(:func:`unpact.unlearning.base.answer_logits_of`); these functions only reduce them.
 
 * ``nll``: mean over items of the mean answer-token negative log-likelihood;
   gradient ascent minimises ``-nll`` on the forget set.
@@ -11,7 +12,8 @@ log-prob routine); these functions only reduce them.
   inside as in the SimNPO repository (OPTML-Group/Unlearn-Simple, ``simnpo`` loss):
   ``-(2/β) E[log σ(β (NLL(y|x)/|y| - γ))]`` with ``NLL/|y| = -mean log p``.
 * ``kl_to_reference``: ``KL(π_ref ‖ π)`` of the next-token distributions at the
-  answer positions, averaged over positions (reference log-probs precomputed).
+  answer positions, averaged over positions (reference log-probs precomputed);
+  ``kl_rows_to_reference`` the same from the answer positions' logits only.
 * ``masked_mse``: RMU's mean squared distance over real (non-padding) positions.
 
 Example:
@@ -75,8 +77,22 @@ def kl_to_reference(
     target_mask: Bool[Tensor, "batch pos"],
     ref_logprobs: Float[Tensor, "n_targets vocab"],
 ) -> Float[Tensor, ""]:
-    """``KL(π_ref ‖ π)`` averaged over the answer positions of the batch."""
-    cur = answer_logits(logits, target_mask).float().log_softmax(-1)
+    """``KL(π_ref ‖ π)`` averaged over the answer positions of the batch, from logits at every position."""
+    return kl_rows_to_reference(answer_logits(logits, target_mask), ref_logprobs)
+
+
+def kl_rows_to_reference(
+    answer_rows: Float[Tensor, "n_targets vocab"], ref_logprobs: Float[Tensor, "n_targets vocab"]
+) -> Float[Tensor, ""]:
+    """``KL(π_ref ‖ π)`` averaged over the answer positions, from the logits at the positions that
+    predict answer tokens only (:func:`answer_logits`' rows; the full vocabulary at each).
+
+    Example:
+        >>> rows = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+        >>> float(kl_rows_to_reference(rows, rows.log_softmax(-1)))
+        0.0
+    """
+    cur = answer_rows.float().log_softmax(-1)
     ref = ref_logprobs.to(cur.device, cur.dtype)
     return (ref.exp() * (ref - cur)).sum(-1).mean()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from unpact.scoring import chunks, pack, pad_id
-from unpact.unlearning.base import Batch, Run, answer_logprobs_of, logits_of
-from unpact.unlearning.losses import answer_logits, kl_to_reference, nll
+from unpact.scoring import answer_rows, chunks, pack, pad_id
+from unpact.unlearning.base import Batch, Run, answer_logits_of, answer_logprobs_of
+from unpact.unlearning.losses import kl_rows_to_reference, nll
 
 
 def reference_answer_distributions(run: Run, indices: list[int], max_batch_tokens: int = 8192) -> dict[int, Tensor]:
@@ -26,8 +26,8 @@ def reference_answer_distributions(run: Run, indices: list[int], max_batch_token
         for group in chunks(lengths, max_batch_tokens):
             items = [indices[g] for g in group]
             packed = pack([run.retain_seqs[i] for i in items], pad).to(run.device)
-            rows = answer_logits(logits_of(model, packed.input_ids), packed.target_mask).float().log_softmax(-1)
-            counts = packed.target_mask.sum(-1).tolist()
+            rows = answer_logits_of(model, packed).float().log_softmax(-1)
+            counts = answer_rows(packed.target_mask)[0].bincount(minlength=len(items)).tolist()
             for i, piece in zip(items, rows.split(counts)):
                 out[i] = piece.cpu()
     return out
@@ -51,9 +51,9 @@ class RetainTerm:
         if self.kind == "nll":
             _, lp = answer_logprobs_of(model, batch.retain)
             return nll(lp, batch.retain.target_mask)
-        logits = logits_of(model, batch.retain.input_ids)
+        rows = answer_logits_of(model, batch.retain)
         ref = torch.cat([self.ref[i] for i in batch.retain_idx])  # type: ignore[union-attr]
-        return kl_to_reference(logits, batch.retain.target_mask, ref)
+        return kl_rows_to_reference(rows, ref)
 
     def add(self, loss: Tensor, parts: dict[str, Tensor], model, batch: Batch) -> Tensor:
         """``loss + weight * retain_loss`` (logged as ``parts["retain_loss"]``); ``loss`` when the batch has no retain part."""

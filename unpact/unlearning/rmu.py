@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from unpact.errors import ConfigError
 from unpact.hooks.names import act_name
-from unpact.scoring import chunks, forward_logits, pack, pad_id
+from unpact.scoring import chunks, forward_rows, pack, pad_id
 from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod
 from unpact.unlearning.losses import masked_mse
 from unpact.unlearning.registry import register
@@ -134,7 +134,8 @@ class RMU(UnlearningMethod):
             store["h"] = t
             return t
 
-        forward_logits(model, ids, [(self.hook_name(model), capture)])
+        none = torch.zeros(0, dtype=torch.long)  # the activations only: no position is unembedded
+        forward_rows(model, ids, none, none, [(self.hook_name(model), capture)])
         return store["h"]
 
     def setup(self, run: Run) -> None:
