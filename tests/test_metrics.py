@@ -17,6 +17,7 @@ from unpact.metrics import (
     mc_accuracy,
     model_utility,
     normalised_probability,
+    qa_probabilities,
     rouge_l_f1,
     rouge_l_recall,
     tofu_model_utility,
@@ -148,3 +149,13 @@ def test_a_registered_metric_is_computed_by_evaluate(model):
         del METRICS["answer_words"]
     with pytest.raises(InputError, match="unknown metric 'answer_words'; known: rouge_l_recall, probability"):
         evaluate(model, forget, metrics=["answer_words"])
+
+
+def test_an_item_without_a_paraphrase_scores_its_answer_as_the_paraphrase():
+    model = load_model("embedded:gpt2")
+    items = [QAItem("Where was Ana Lind born?", "Lima", None, ["Oslo", "Cairo"]),
+             QAItem("What does Bo Reyes write?", "crime fiction", "crime novels", ["poetry"])]
+    pr = qa_probabilities(model, items)
+    assert pr["para_lp"][0] == pr["true_lp"][0]
+    assert pr["para_lp"][1] != pr["true_lp"][1]
+    assert len(pr["perturbed_lp"][0]) == 2 and len(pr["perturbed_lp"][1]) == 1

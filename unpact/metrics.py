@@ -506,9 +506,13 @@ def qa_probabilities(model: Model, items: Sequence[QAItem], fmt: str | PromptFor
     prompts, answers, slots = [], [], []
     for i, it in enumerate(items):
         p = format_prompt(it, fmt)
-        prompts += [p, p]
-        answers += [format_answer(it.answer, fmt), format_answer(it.paraphrased_answer or it.answer, fmt)]
-        slots += [(i, "true"), (i, "para")]
+        prompts.append(p)
+        answers.append(format_answer(it.answer, fmt))
+        slots.append((i, "true"))
+        if it.paraphrased_answer:  # without one, the paraphrased answer is the answer: scored once
+            prompts.append(p)
+            answers.append(format_answer(it.paraphrased_answer, fmt))
+            slots.append((i, "para"))
         for j, pert in enumerate(it.perturbed_answers):
             prompts.append(p)
             answers.append(format_answer(pert, fmt))
@@ -517,9 +521,12 @@ def qa_probabilities(model: Model, items: Sequence[QAItem], fmt: str | PromptFor
     true = np.zeros(len(items))
     para = np.zeros(len(items))
     pert: list[list[float]] = [[] for _ in items]
+    has_para = {i for i, kind in slots if kind == "para"}
     for (i, kind), lp in zip(slots, lps):
         if kind == "true":
             true[i] = lp
+            if i not in has_para:
+                para[i] = lp
         elif kind == "para":
             para[i] = lp
         else:
