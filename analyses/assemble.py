@@ -25,6 +25,7 @@ from unpact.analyses.dilemma import (
 )
 from unpact.analyses.keyword_focus import keyword_focus
 from unpact.analyses.layer_head import layer_head_analysis
+from unpact.analyses.presence_call import calibrated_call, net_hidden
 from unpact.analyses.recovery import recovery_analysis
 from unpact.analyses.render import (
     Rendered,  # noqa: F401 (re-exported: what a renderer returns)
@@ -107,13 +108,17 @@ def control_items(tracking: dict[str, Any]) -> list[dict[str, Any]]:
 
 def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Per method: of the forget items it no longer answers, how many a probe still finds (hidden)
-    and how many none finds (erased), with each probe's calibration on the controls.
+    and how many none finds (erased), with each probe's calibration on the controls, and the
+    combined call's own calibration (:mod:`unpact.analyses.presence_call`): its false-hidden rate
+    on the negative control, its sensitivity on the positive one, the hidden count net of the
+    false alarms to expect, and whether the call clears its bar.
 
     The verdict is descriptive (a count, not a test): "hidden" is only as trustworthy as the
-    probes' sensitivity on the positive control, "erased" as their specificity on the negative
-    one; both are printed beside it.
+    call's sensitivity on the positive control, "erased" as its specificity on the negative one;
+    both are printed beside it, and a call whose false-hidden rate does not clear its bar says so.
     """
     cal = controls.get("calibration") or {}
+    calls: dict[tuple[str, ...], dict[str, Any]] = {}
     per = {}
     for m, r in methods.items():
         p = r.get("presence")
@@ -121,22 +126,35 @@ def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dic
             continue
         c = p["counts"]
         forgotten = c["hidden"] + c["erased"]
+        use = tuple(p.get("probes_used") or [])
+        if use not in calls:
+            calls[use] = calibrated_call(controls, use)
+        call = calls[use]
         per[m] = {"counts": c, "n_forgotten": forgotten, "share_hidden_of_forgotten": p.get("share_hidden_of_forgotten"),
                   "share_present": p.get("share_present"), "probes_used": p.get("probes_used"),
-                  "probes_left_out": p.get("probes_left_out")}
+                  "probes_left_out": p.get("probes_left_out"),
+                  "net_hidden": net_hidden(c["hidden"], forgotten, call["false_hidden"] or {}),
+                  "call_decides": call["decides"]}
+    return {"methods": per, "calibration": cal, "calls": [dict(v) for v in calls.values()],
+            "verdict": _presence_verdict(per, cal, calls),
+            "positive_hidden": len(controls.get("positive_hidden_ids") or []),
+            "positive_items": len(controls.get("positive_plain_recall") or [])}
+
+
+def _presence_verdict(per: dict[str, dict[str, Any]], cal: dict[str, Any],
+                      calls: dict[tuple[str, ...], dict[str, Any]]) -> str:
     lines = []
     for m, x in per.items():
-        c = x["counts"]
-        lines.append(f"{m}: {c['hidden']} hidden, {c['erased']} erased of {x['n_forgotten']} forgotten"
+        c, net = x["counts"], x["net_hidden"]
+        net_txt = "" if net is None else f"; net of false alarms {net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
+        lines.append(f"{m}: {c['hidden']} hidden{net_txt}, {c['erased']} erased of {x['n_forgotten']} forgotten"
                      f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})")
     cal_txt = "; ".join(
         f"{k}: sensitivity {v['sensitivity']:.2f} (n={v['n_positive']}), specificity {v['specificity']:.2f} (n={v['n_negative']})"
         for k, v in cal.items() if v.get("sensitivity") is not None and v.get("specificity") is not None)
-    verdict = ("; ".join(lines) + (f" — probes on the controls: {cal_txt}" if cal_txt else " — probes not calibrated "
-               "(no positive or negative control)"))
-    return {"methods": per, "calibration": cal, "verdict": verdict,
-            "positive_hidden": len(controls.get("positive_hidden_ids") or []),
-            "positive_items": len(controls.get("positive_plain_recall") or [])}
+    call_txt = "; ".join(f"the call by {', '.join(use) or 'no probe'}: {call['why']}" for use, call in calls.items())
+    return ("; ".join(lines) + (f" — probes on the controls: {cal_txt}" if cal_txt else " — probes not calibrated "
+            "(no positive or negative control)") + (f" — {call_txt}" if call_txt else ""))
 
 
 def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -132,8 +132,8 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
     if not pres.get("methods"):
         return out
     calibration = pres["calibration"]
-    method_rows = [[m, x["counts"]["known"], x["counts"]["hidden"], x["counts"]["erased"], x["counts"]["unprobed"],
-                    ", ".join(x.get("probes_used") or []) or "–",
+    method_rows = [[m, x["counts"]["known"], x["counts"]["hidden"], _net_text(x.get("net_hidden")), x["counts"]["erased"],
+                    x["counts"]["unprobed"], ", ".join(x.get("probes_used") or []) or "–",
                     *[(x.get("share_present") or {}).get(p) for p in sorted(calibration or x.get("share_present") or {})]]
                    for m, x in pres["methods"].items()]
     probes = sorted(calibration or next(iter(pres["methods"].values())).get("share_present") or {})
@@ -143,12 +143,38 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
     text = PRESENCE_TEXT.format(min_specificity=html.escape(str(min_specificity)), hidden=pres.get("positive_hidden"),
                                 items=pres.get("positive_items"))
     out.section = ('<section id="presence"><h2>Knowledge presence</h2>' + text
-                   + report_table_html(["method", "known", "hidden", "erased", "unprobed", "probes in the call",
-                                        *[f"{p} present" for p in probes]], method_rows)
+                   + report_table_html(["method", "known", "hidden", "hidden net of false alarms", "erased", "unprobed",
+                                        "probes in the call", *[f"{p} present" for p in probes]], method_rows)
+                   + _call_table(pres.get("calls") or [])
                    + (report_table_html(["probe", "sensitivity", "n", "specificity", "n"], probe_rows) if probe_rows
                       else "<p>No calibration: the run has no positive or negative control.</p>")
                    + "</section>")
     return out
+
+
+def _net_text(net: dict[str, Any] | None) -> str:
+    return "–" if not net else f"{net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
+
+
+def _share_text(share: dict[str, Any] | None, count_key: str) -> str:
+    if not share or share.get("rate") is None:
+        return "–"
+    low, high = share["interval"]
+    return f"{share['rate']:.2f} [{low:.2f}, {high:.2f}] ({share[count_key]} of {share['n']})"
+
+
+def _call_table(calls: list[dict[str, Any]]) -> str:
+    """The combined call (the union of the probes in it) on the controls, and whether it decides."""
+    if not calls:
+        return ""
+    rows = [[", ".join(c["probes"]) or "–", _share_text(c.get("false_hidden"), "n_false"),
+             _share_text(c.get("sensitivity"), "n_found"), c["why"]] for c in calls]
+    return ("<p>The call as a whole: an item is hidden when any probe in the call finds it, so the call's own "
+            "false-hidden rate (the share of the negative control's items it finds) and sensitivity (the share "
+            "of the positive control's hidden items it finds) are measured too; the hidden count net of false "
+            "alarms subtracts that rate times the forgotten items.</p>"
+            + report_table_html(["probes in the call", "false-hidden rate [95%] (negative control)",
+                                 "sensitivity [95%] (positive control)", "decides"], rows))
 
 
 TRAJECTORY_TEXT = (
