@@ -45,8 +45,8 @@ from unpact.data.formatting import PromptFormat, get_format
 from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
 from unpact.hooks.names import act_name
-from unpact.registry import Registry
 from unpact.metrics import rouge_l_recall
+from unpact.registry import Registry
 from unpact.scoring import answer_logprobs, encode_pair, greedy_generate, tokenize
 from unpact.stats import wilson_interval as wilson
 

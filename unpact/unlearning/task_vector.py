@@ -15,7 +15,13 @@ from torch import Tensor
 
 from unpact.errors import ConfigError
 from unpact.unlearning.base import (
-    Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of, copy_model, unique_storage,
+    Batch,
+    Run,
+    UnlearnConfig,
+    UnlearningMethod,
+    answer_logprobs_of,
+    copy_model,
+    unique_storage,
 )
 from unpact.unlearning.losses import nll
 from unpact.unlearning.registry import register
