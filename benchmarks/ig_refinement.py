@@ -50,16 +50,17 @@ def old_ig_class(rev: str):
     """The IntegratedGradients class of ``rev``, loaded from git without touching the registry."""
     src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:unpact/attribution/gradients.py"],
                          check=True, capture_output=True, text=True).stdout
-    saved = dict(ATTRIBUTION_METHODS)
     with tempfile.NamedTemporaryFile("w", suffix="_old_gradients.py", delete=False) as f:
         f.write(src)
     spec = importlib.util.spec_from_file_location("unpact_old_gradients", f.name)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    ATTRIBUTION_METHODS.clear()
-    ATTRIBUTION_METHODS.update(saved)
-    return mod.IntegratedGradients
+    with ATTRIBUTION_METHODS.scoped():  # the old class registers itself; the registry is restored
+        spec.loader.exec_module(mod)
+    cls = mod.IntegratedGradients
+    if not hasattr(cls, "config_class"):  # a revision whose methods name their settings class Config
+        cls.config_class = cls.Config
+    return cls
 
 
 def llama30(init: float, tok, workdir: Path) -> str:

@@ -18,9 +18,10 @@ import time
 from typing import Callable, Sequence
 
 from unpact import __version__, threads
-from unpact.data import QAItem, load_benchmark, resolve_format, spread_sample
+from unpact.data import QAItem, format_names, load_benchmark, resolve_format, spread_sample
 from unpact.embedded import SHIPPED_DIR
 from unpact.errors import InputError, UnpactError
+from unpact.packaged_models import PACKAGED_MODELS
 from unpact.progress import ConsoleProgress, tqdm_progress
 from unpact.rundir import write_json_atomic, write_text_atomic
 from unpact.threads import describe
@@ -28,7 +29,47 @@ from unpact.threads import describe
 EXIT_BAD_INPUT = 2
 #: what every --model / model argument accepts
 MODEL_HELP = ("embedded:<name>, a checkpoint directory, a .gguf file (or a directory holding one), "
-              "a short name of a packaged model (smollm2-135m), or a hub id")
+              "a short name of a packaged model ({packaged_models}), or a hub id")
+
+
+def registered_names() -> dict[str, str]:
+    """The names each registry holds now, by the placeholder that stands for them in a help text
+    (``{methods}``, ``{attacks}``, ...). The registries are imported here, when a help text is
+    shown, since they import torch: the thread policy is set first, and ``unpact --help`` stays fast.
+
+    Example:
+        >>> registered_names()["attacks"]
+        'quantization, paraphrase, in_context, relearning'
+    """
+    threads.set_wait_policy()
+    from unpact.attacks import ATTACKS
+    from unpact.attribution import ATTRIBUTION_METHODS
+    from unpact.emphasis import KINDS, TEMPLATES
+    from unpact.probes import PROBES
+    from unpact.unlearning import METHODS, PAPER_METHODS
+
+    def with_aliases(name: str) -> str:
+        aliases = ATTRIBUTION_METHODS.aliases(name)
+        return f"{name} ({', '.join(aliases)})" if aliases else name
+
+    return {"methods": ", ".join(METHODS), "paper_methods": ", ".join(PAPER_METHODS), "attacks": ", ".join(ATTACKS),
+            "probes": ", ".join(PROBES), "templates": ", ".join(TEMPLATES), "kinds": ", ".join(KINDS),
+            "attribution": ", ".join(map(with_aliases, ATTRIBUTION_METHODS)),
+            "packaged_models": ", ".join(PACKAGED_MODELS) or "none registered"}
+
+
+class RegistryHelpFormatter(argparse.HelpFormatter):
+    """Argparse's help formatter, with each ``{placeholder}`` of :func:`registered_names` in a help
+    text replaced by the names registered when the help is shown (so a registered component
+    appears in ``--help`` without editing it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if not text or "{" not in text:
+            return text
+        for key, names in registered_names().items():
+            text = text.replace("{" + key + "}", names)
+        return text
 
 
 class CommandError(UnpactError):
@@ -94,7 +135,7 @@ def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run
     p.add_argument("--general-split", help="its split (default qa)")
     p.add_argument("--general-path", help="local directory or file with the general benchmark")
     p.add_argument("--max-items", type=int, help="items per group to evaluate and attribute (default 24)")
-    p.add_argument("--attribution", help="comma-separated attribution methods (loo is always computed)")
+    p.add_argument("--attribution", help="comma-separated attribution methods: {attribution} (loo is always computed)")
     p.add_argument("--factors", help="comma-separated activation-emphasis factors (default 1,2,4,8)")
     p.add_argument("--out", help=f"run directory (default {out_default}); an existing one is resumed")
     p.add_argument("--device", help="cpu (default), cuda, ...")
@@ -108,13 +149,16 @@ def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, dotted for nested settings, with a JSON value (repeatable; wins over "
                         "--config and the flags above), e.g. --set emphasis.threshold=0.8 --set "
-                        "attribution.keytokens.alpha=0.2 --set 'method_config={\"ga_gdr\": {\"steps\": 5}}'")
+                        "attribution.keytokens.alpha=0.2 --set 'method_config={\"ga_gdr\": {\"steps\": 5}}' "
+                        "(registered: attacks.names {attacks}; presence.probes {probes}; emphasis.templates "
+                        "{templates}; emphasis.kinds {kinds})")
 
 
 def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
     p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
-    p.add_argument("--methods", help="comma-separated unlearning methods (default: the paper's six)")
+    p.add_argument("--methods", help="comma-separated unlearning methods: {methods} (default: the paper's six, "
+                                     "{paper_methods})")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute activations in unlearning's backward pass (less memory, more compute)")
     _add_study_args(p)
@@ -144,7 +188,7 @@ def _set_dotted(data: dict, key: str, value) -> None:
 
 
 def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") -> None:
-    p.add_argument("--prompt-format", choices=["plain", "chat"], default=default,
+    p.add_argument("--prompt-format", choices=format_names(), default=default,
                    help="plain: 'Question: ...\\nAnswer:' (the embedded models'); chat: the tokenizer's chat "
                         "template, as open-unlearning's TOFU instruct models were fine-tuned (default plain)")
     p.add_argument("--system-prompt", default=None,
@@ -371,7 +415,7 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
 
 def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--method", required=True, help="unlearning method (ga_gdr, ga_klr, npo_gdr, npo_klr, task_vector, rmu, ga, npo, simnpo, idk)")
+    p.add_argument("--method", required=True, help="unlearning method: {methods}")
     p.add_argument("--benchmark", default="embedded:tofu", help="benchmark of the splits (default embedded:tofu)")
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
     p.add_argument("--forget", required=True, help="forget split, e.g. forget10")
@@ -521,10 +565,10 @@ def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-control-items", type=int, default=None, help="at most this many items per control")
     p.add_argument("--threshold", type=float, default=None, help="ROUGE-L recall counted as right")
     p.add_argument("--margin", type=float, default=None, help="control accuracy drop that flags collapse")
-    p.add_argument("--templates", default=None, help="comma-separated rewrite templates")
+    p.add_argument("--templates", default=None, help="comma-separated rewrite templates: {templates} ('a+b' composes)")
     p.add_argument("--factors", default=None, help="comma-separated activation factors")
     p.add_argument("--layers", default=None, help="comma-separated layer sets, or index lists like 0-1-2")
-    p.add_argument("--kinds", default=None, help="activation kinds: attention, value, residual")
+    p.add_argument("--kinds", default=None, help="comma-separated activation emphasis kinds: {kinds}")
     p.add_argument("--max-new-tokens", type=int, default=None, help="greedy answer length")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     p.add_argument("--device", default=None)
@@ -635,7 +679,7 @@ def add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--item", type=int, default=None, help="index of the item in the split (with --benchmark)")
     p.add_argument("--against", help="a second model with the same tokenizer (typically the unlearned one)")
     p.add_argument("--method", default="loo,heads",
-                   help="comma-separated attribution methods: loo, ig (integrated_gradients), heads (default loo,heads)")
+                   help="comma-separated attribution methods: {attribution} (default loo,heads)")
     p.add_argument("--prompt-format", default="plain",
                    help="plain: 'Question: ...\\nAnswer:'; chat: the tokenizer's own chat template (default plain)")
     p.add_argument("--head", action="append", default=[], metavar="LAYER.HEAD",
@@ -721,7 +765,7 @@ def add_attack(p: argparse.ArgumentParser) -> None:
                    help="retain split (in-context examples, relearning on retain) of the same benchmark, or "
                         "BENCHMARK/SPLIT ('none' to skip; default retain90)")
     p.add_argument("--attacks", default=None,
-                   help="comma-separated attacks (default: all registered: quantization, in_context, paraphrase, relearning)")
+                   help="comma-separated attacks (default: every registered one: {attacks})")
     p.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                    help="override an attack's setting (repeatable, JSON values), e.g. --set quantization.bits=[4] "
                         "--set relearning.steps=[5,10]")
@@ -838,14 +882,14 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="unpact",
+        prog="unpact", formatter_class=RegistryHelpFormatter,
         description="See what LLM unlearning really does to a model: unlearn, attribute, "
         "emphasise, and check for collapse.",
     )
     parser.add_argument("--version", action="version", version=f"unpact {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add, _run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=RegistryHelpFormatter)
         add(p)
     return parser
 

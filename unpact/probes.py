@@ -46,6 +46,7 @@ from unpact.data.records import QAItem
 from unpact.errors import ConfigError, InputError
 from unpact.hooks.names import act_name
 from unpact.metrics import rouge_l_recall
+from unpact.registry import Registry
 from unpact.scoring import answer_logprobs, encode_pair, forward_rows, greedy_generate, tokenize
 from unpact.stats import wilson_interval as wilson
 
@@ -87,20 +88,36 @@ class ProbeResult:
 
 
 class Probe:
-    """Base class: subclasses set ``name`` and ``settings_class`` and implement :meth:`run`."""
+    """Base class: subclasses set ``name``, hold their settings as dataclass fields (with
+    defaults) and implement :meth:`run`; a probe that takes settings from the study overrides
+    :meth:`study_settings`."""
 
     name: ClassVar[str] = ""
 
     def run(self, model, items: Sequence[QAItem], fmt: PromptFormat) -> ProbeResult:
         raise NotImplementedError
 
+    @classmethod
+    def study_settings(cls, study: Any) -> dict[str, Any] | None:
+        """The probe's settings taken from the study's presence settings ``study`` (an object
+        with the study's fields, :class:`unpact.presence.PresenceSettings`); None: its defaults."""
+        return None
+
+    @classmethod
+    def check_study_settings(cls, study: Any) -> None:
+        """Raise :class:`~unpact.errors.ConfigError` when ``study`` gives this probe a setting it
+        cannot take (default: every study setting is fine)."""
+
 
 #: name -> probe class
-PROBES: dict[str, type[Probe]] = {}
+PROBES: Registry[type[Probe]] = Registry("probe")
 
 
 def register_probe(cls: type[Probe]) -> type[Probe]:
-    PROBES[cls.name] = cls
+    """Class decorator: make ``cls`` available by its ``name`` (``probe(..., name)``, ``presence.probes``)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    PROBES.add(cls.name, cls)
     return cls
 
 
@@ -183,6 +200,19 @@ class FormatProbe(Probe):
     threshold: float = 0.9
     max_new_tokens: int = 20
     name: ClassVar[str] = "format"
+    #: where the probe may ask
+    SOURCES: ClassVar[tuple[str, ...]] = ("auto", "cloze", "paraphrased_question")
+
+    @classmethod
+    def study_settings(cls, study: Any) -> dict[str, Any] | None:
+        """The study's ``format_source`` as the probe's ``source``."""
+        return {"source": study.format_source}
+
+    @classmethod
+    def check_study_settings(cls, study: Any) -> None:
+        if study.format_source not in cls.SOURCES:
+            raise ConfigError(f"presence.format_source must be {', '.join(cls.SOURCES[:-1])} or {cls.SOURCES[-1]}, "
+                              f"got {study.format_source!r}")
 
     def _pair(self, item: QAItem, fmt: PromptFormat) -> tuple[str, str] | None:
         if self.source == "cloze":
@@ -193,7 +223,7 @@ class FormatProbe(Probe):
             if item.paraphrased_question and item.paraphrased_question != item.question:
                 return fmt.prompt(item.paraphrased_question), fmt.answer(item.answer)
             return None
-        raise ConfigError(f"format probe source must be 'auto', 'cloze' or 'paraphrased_question', got {self.source!r}")
+        raise ConfigError(f"format probe source must be one of {', '.join(self.SOURCES)}, got {self.source!r}")
 
     def run(self, model, items, fmt):
         items = _qa(items)
@@ -333,9 +363,7 @@ class LogitLensProbe(Probe):
 
 def make_probe(name: str, settings: Mapping[str, Any] | None = None) -> Probe:
     """Probe ``name`` with ``settings`` overriding its defaults (unknown names and keys are errors)."""
-    if name not in PROBES:
-        raise ConfigError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}")
-    cls = PROBES[name]
+    cls = PROBES.get(name)
     try:
         return cls(**dict(settings or {}))
     except TypeError as exc:

@@ -23,11 +23,23 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
-from unpact.errors import ConfigError
+from unpact.errors import ConfigError, UnpactError
 
 T = TypeVar("T")
+_MISSING: object = object()
+
+
+def exact(name: str) -> str:
+    """The key of a registry whose names are kept as written (file names, model short names).
+
+    Example:
+        >>> exact("smollm2-135m")
+        'smollm2-135m'
+    """
+    return name
 
 
 def normalise(name: str) -> str:
@@ -43,15 +55,22 @@ def normalise(name: str) -> str:
 class Registry(Generic[T]):
     """Name -> component, in registration order, with aliases and one unknown-name error.
 
-    ``kind`` is the word the error uses ("unlearning method", "attack", ...). Components are
-    registered with :meth:`register`, used as a decorator (``@REG.register("name")``, or
-    ``@REG.register()`` on a class with a ``name`` attribute) or called directly
-    (``REG.add("name", thing)``). Registering a name twice replaces the component (a user may
-    override a built-in), and keeps its place in the order.
+    ``kind`` is the word the error uses ("unlearning method", "attack", ...); ``error`` is the
+    error type an unknown name raises (:class:`~unpact.errors.ConfigError` unless a caller
+    promised another); ``key`` turns a name into the key it is stored under (default
+    :func:`normalise`; :func:`exact` keeps names as written). Components are registered with
+    :meth:`register`, used as a decorator (``@REG.register("name")``, or ``@REG.register()``
+    on a class with a ``name`` attribute) or called directly (``REG.add("name", thing)``,
+    ``REG["name"] = thing``). Registering a name twice replaces the component (a user may
+    override a built-in), and keeps its place in the order. It reads like a dict of the
+    registered names: ``in``, iteration, ``sorted(REG)``, ``len``, ``keys``/``values``/``items``.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, error: type[UnpactError] = ConfigError,
+                 key: Callable[[str], str] = normalise) -> None:
         self.kind = kind
+        self.error = error
+        self.key = key
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -59,10 +78,11 @@ class Registry(Generic[T]):
         """Register ``component`` as ``name`` (and ``aliases``); returns the component."""
         if not name:
             raise ValueError(f"a {self.kind} needs a name")
-        key = normalise(name)
+        key = self.key(name)
         self._items[key] = component
+        self._aliases.pop(key, None)
         for alias in aliases:
-            self._aliases[normalise(alias)] = key
+            self._aliases[self.key(alias)] = key
         return component
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
@@ -78,32 +98,94 @@ class Registry(Generic[T]):
 
     def resolve(self, name: str) -> str:
         """The registered name ``name`` stands for (itself or the name it is an alias of)."""
-        key = normalise(name)
+        key = self.key(name) if isinstance(name, str) else name
         key = self._aliases.get(key, key)
         if key not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self._items)}")
+            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(self._items)}")
         return key
 
-    def get(self, name: str) -> T:
-        """The component registered as ``name`` or one of its aliases (ConfigError otherwise)."""
+    def get(self, name: str, default=_MISSING):
+        """The component registered as ``name`` or one of its aliases; an unknown name raises
+        the registry's error listing the known ones, or returns ``default`` when one is given."""
+        if default is not _MISSING and name not in self:
+            return default
         return self._items[self.resolve(name)]
+
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (and the aliases that point to it); returns its component."""
+        key = self.resolve(name)
+        self._aliases = {a: k for a, k in self._aliases.items() if k != key}
+        return self._items.pop(key)
+
+    def pop(self, name: str, default=_MISSING):
+        """:meth:`remove`, or ``default`` for an unknown name when one is given."""
+        if default is not _MISSING and name not in self:
+            return default
+        return self.remove(name)
 
     def names(self) -> tuple[str, ...]:
         """The registered names, in registration order (aliases left out)."""
         return tuple(self._items)
 
+    def aliases(self, name: str) -> tuple[str, ...]:
+        """The aliases of the registered ``name``."""
+        key = self.resolve(name)
+        return tuple(a for a, k in self._aliases.items() if k == key)
+
     def items(self) -> list[tuple[str, T]]:
         """(name, component) pairs in registration order."""
         return list(self._items.items())
 
+    def keys(self) -> list[str]:
+        """The registered names as a list (so ``dict(REG)`` works)."""
+        return list(self._items)
+
+    def values(self) -> list[T]:
+        """The components in registration order."""
+        return list(self._items.values())
+
+    def update(self, other: "Registry[T] | dict[str, T] | Iterable[tuple[str, T]]") -> None:
+        """Register every (name, component) of ``other`` (a registry brings its aliases along)."""
+        if isinstance(other, Registry):
+            for name, component in other.items():
+                self.add(name, component, other.aliases(name))
+            return
+        pairs = other.items() if isinstance(other, dict) else other
+        for name, component in pairs:
+            self.add(name, component)
+
+    @contextmanager
+    def scoped(self) -> Iterator["Registry[T]"]:
+        """The registry, restored on exit to what it held on entry (for a test or a script that
+        registers a component for a while).
+
+        Example:
+            >>> reg = Registry("colour")
+            >>> with reg.scoped():
+            ...     _ = reg.add("red", 1)
+            >>> "red" in reg
+            False
+        """
+        items, aliases = dict(self._items), dict(self._aliases)
+        try:
+            yield self
+        finally:
+            self._items, self._aliases = items, aliases
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = normalise(name)
+        key = self.key(name)
         return self._aliases.get(key, key) in self._items
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)
+
+    def __setitem__(self, name: str, component: T) -> None:
+        self.add(name, component)
+
+    def __delitem__(self, name: str) -> None:
+        self.remove(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)

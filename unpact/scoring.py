@@ -54,9 +54,10 @@ from unpact.bridge import (  # noqa: F401 (re-exported: callers import the token
     stop_ids,
     tokenize,
 )
-from unpact.errors import InputError, ModelLoadError, lookup
+from unpact.errors import InputError, ModelLoadError
 from unpact.generation import greedy_tokens
 from unpact.protocols import Model
+from unpact.registry import Registry
 
 #: length of greedy answers (evaluation, emphasis, attacks): the embedded answers are <= 12 tokens and
 #: TOFU's short answers fit too; one default for every caller that does not choose its own
@@ -236,14 +237,13 @@ Quantity = Callable[[Float[Tensor, "batch pos"], Bool[Tensor, "batch pos"]], Flo
 #: The quantities an answer is scored (and attributed) by, by name (the ``reduction`` of every
 #: scoring function; the ``quantity`` of every attribution method): add one with
 #: :func:`register_quantity` (inseq's step functions are the model).
-QUANTITIES: dict[str, Quantity] = {}
+QUANTITIES: Registry[Quantity] = Registry("quantity")
 
 
 def register_quantity(name: str) -> Callable[[Quantity], Quantity]:
     """Register ``fn(tok_lp, target_mask) -> [batch]`` as quantity ``name`` (a decorator)."""
     def deco(fn: Quantity) -> Quantity:
-        QUANTITIES[name] = fn
-        return fn
+        return QUANTITIES.add(name, fn)
 
     return deco
 
@@ -258,7 +258,7 @@ def get_quantity(name: str) -> Quantity:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown quantity 'median'; known: mean, sum
     """
-    return lookup(QUANTITIES, name, "quantity")
+    return QUANTITIES.get(name)
 
 
 @register_quantity("mean")

@@ -37,14 +37,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
-
 from unpact.data import spread_sample
 from unpact.errors import ConfigError, InputError
 from unpact.metrics import answer_accuracy, greedy_answers, rouge_l_recall
 from unpact.progress import ProgressFactory, null_progress
-from unpact.unlearning import get_method, unlearn
-from unpact.unlearning.base import UnlearningMethod, copy_model, make_config, resolve_preset, unique_storage
+from unpact.unlearning import get_method, make_method, unlearn
+from unpact.unlearning.base import make_config, resolve_preset
 
 #: on_checkpoint(name, step, model, monitor_forget_accuracy)
 CheckpointFn = Callable[[str, int, Any, float], None]
@@ -219,32 +217,6 @@ def gentle_config(model, method: str, settings: TrajectorySettings | None = None
     return out
 
 
-def _checkpoint_view(method: str, config: Mapping[str, Any], original) -> Callable[[Any], Any] | None:
-    """For a method whose result is a post-training edit of the trained weights (task vector:
-    the negation), a function live model -> the edited copy; None for the others (the live
-    model *is* the checkpoint)."""
-    cls = get_method(method)
-    if cls.finish is UnlearningMethod.finish:
-        return None
-    if cls.name != "task_vector":
-        raise ConfigError(f"method {method!r} edits its weights after training; the trajectory knows how to "
-                          "take checkpoints only for task_vector among such methods")
-    cfg = make_config(cls.config_class, {k: v for k, v in config.items() if k != "on_step"})
-
-    def view(live):
-        out = copy_model(live)
-        impl = cls(cfg)
-        impl.params = unique_storage(impl.trainable(out))
-        impl.theta0 = [p.detach() for p in unique_storage(impl.trainable(original))]
-        if [p.shape for p in impl.params] != [p.shape for p in impl.theta0]:
-            raise ConfigError("task_vector trajectory: the model's parameters do not line up with the original's")
-        with torch.no_grad():
-            impl.finish(None)  # θ − alpha (θ_k − θ), the same code as the method's own end
-        return out
-
-    return view
-
-
 def run_trajectory(
     original,
     method: str,
@@ -267,7 +239,8 @@ def run_trajectory(
         forget, retain: the items, as for :func:`unpact.unlearning.unlearn`.
         on_checkpoint: called as ``on_checkpoint(name, step, model, monitor_forget_accuracy)``
             at each mark, at each target's first crossing and at the end (``"final"``), in
-            step order. ``model`` is the live training model (for task vector, an edited copy):
+            step order. ``model`` is the method's ``checkpoint_model`` of the live training model
+            (the live model itself; for task vector, a negated copy):
             save or copy it inside the callback, never change it. A step that is both a mark
             and a target crossing gets one call per name with the same model.
         settings: :class:`TrajectorySettings` (schedule, marks, targets, monitor).
@@ -296,7 +269,7 @@ def run_trajectory(
     if not mon or not all(hasattr(it, "answer") and hasattr(it, "question") for it in mon):
         raise InputError("the trajectory monitors forget accuracy on question-answer items; the monitor set "
                          "is empty or holds other items (pass monitor=[QAItem, ...])")
-    view = _checkpoint_view(method, cfg, original)
+    impl = make_method(method, {k: v for k, v in cfg.items() if k != "on_step"})
 
     def accuracy(model) -> float:
         answers = greedy_answers(model, mon, max_new_tokens=s.max_new_tokens, fmt=fmt)
@@ -325,10 +298,10 @@ def run_trajectory(
 
     def on_step(i: int, model) -> bool:
         step = i + 1
-        shown = None  # the checkpoint's model: the live one, or (task vector) its negation so far
+        shown = None  # the checkpoint's model (the method's checkpoint_model of the live one)
         acc = None
         if step % s.check_every == 0 or step == total or step in s.marks:
-            shown = view(model) if view is not None else model
+            shown = impl.checkpoint_model(model, original)
             acc = accuracy(shown)
             trace.append({"step": step, "forget_accuracy": acc})
         names = [mark_name(step)] if step in s.marks else []

@@ -40,11 +40,11 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from unpact.attacks import make_attack
+from unpact.attacks import ATTACKS, make_attack
 from unpact.attribution import ATTRIBUTION_METHODS
 from unpact.checkpoints import RESERVED_NAMES, check_audit_inputs, read_header
 from unpact.data import resolve_format
-from unpact.data.formatting import FORMAT_NAMES
+from unpact.data.formatting import format_names
 from unpact.emphasis.activation import LAYER_SETS, get_kind
 from unpact.errors import ConfigError, ModelLoadError, UnpactError
 from unpact.models import (
@@ -55,6 +55,7 @@ from unpact.models import (
     load_tokenizer,
     resolve_model_spec,
 )
+from unpact.registry import Registry
 from unpact.unlearning import METHODS, get_method, make_config
 
 #: (lowest, highest) allowed for numeric options, by dotted config name (None: unbounded).
@@ -181,18 +182,21 @@ def check_ranges(obj: Any, where: str = "") -> None:
 # ---------------------------------------------------------------- registries
 
 
+def canonical_names(registry: Registry, names: Sequence[str]) -> list[str]:
+    """``names`` as the names ``registry`` registered them under (aliases and spellings such as
+    ``ig`` or ``NPO-GDR`` resolve), in order, once each; an unknown name raises the registry's
+    error listing the known ones."""
+    out: list[str] = []
+    for n in names:
+        key = registry.resolve(n)
+        if key not in out:
+            out.append(key)
+    return out
+
+
 def resolve_attribution_methods(names: Sequence[str]) -> list[str]:
     """Canonical names of attribution methods through the registry (aliases resolve: ``ig``)."""
-    out = []
-    for n in names:
-        if n not in ATTRIBUTION_METHODS:
-            raise ConfigError(
-                f"unknown attribution method {n!r}; known: {', '.join(sorted(ATTRIBUTION_METHODS))}"
-            )
-        canonical = ATTRIBUTION_METHODS[n].name
-        if canonical not in out:
-            out.append(canonical)
-    return out
+    return canonical_names(ATTRIBUTION_METHODS, names)
 
 
 def check_names(cfg: Any) -> None:
@@ -201,15 +205,14 @@ def check_names(cfg: Any) -> None:
     Attribution method names are replaced in ``cfg`` by their canonical names (``ig`` ->
     ``integrated_gradients``), so a registered alias never silently turns a method off.
     """
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown unlearning method {unknown[0]!r}; known: {', '.join(sorted(METHODS))}")
+    cfg.methods = canonical_names(METHODS, cfg.methods)
     for name, spec in cfg.checkpoints.items():
         if name in cfg.methods or name in RESERVED_NAMES or not name or "/" in name or name.startswith("."):
             why = ("is also a method of the run" if name in cfg.methods else
                    "is a name the study uses for its own stages" if name in RESERVED_NAMES else
                    "is not a plain name (no '/', no leading '.')")
             raise ConfigError(f"checkpoints names {name!r} ({spec!r}), which {why}; give it another name")
+    cfg.method_config = {METHODS.resolve(m) if m in METHODS else m: v for m, v in cfg.method_config.items()}
     for m in cfg.method_config:
         if m not in cfg.methods:
             raise ConfigError(f"method_config names {m!r}, which is not among the methods {cfg.methods}")
@@ -217,8 +220,8 @@ def check_names(cfg: Any) -> None:
     cfg.attribution = dataclasses.replace(cfg.attribution, methods=resolve_attribution_methods(cfg.attribution.methods))
     if cfg.dtype not in DTYPE_CHOICES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; use {', '.join(DTYPE_CHOICES)}")
-    if cfg.prompt_format not in FORMAT_NAMES:
-        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(FORMAT_NAMES)}")
+    if cfg.prompt_format not in format_names():
+        raise ConfigError(f"unknown prompt_format {cfg.prompt_format!r}; use {' or '.join(format_names())}")
     if cfg.system_prompt and cfg.prompt_format != "chat":
         raise ConfigError("system_prompt needs prompt_format = 'chat' (the plain format has no system message)")
     for k in cfg.emphasis.kinds:
@@ -227,6 +230,8 @@ def check_names(cfg: Any) -> None:
     for name in cfg.emphasis.layer_sets:
         if name not in LAYER_SETS and not all(x.strip().isdigit() for x in str(name).split(",")):
             raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'")
+    options = {ATTACKS.resolve(k) if k in ATTACKS else k: v for k, v in cfg.attacks.options.items()}
+    cfg.attacks = dataclasses.replace(cfg.attacks, names=canonical_names(ATTACKS, cfg.attacks.names), options=options)
     for name in cfg.attacks.options:
         if name not in cfg.attacks.names:
             raise ConfigError(f"attacks.options names {name!r}, which is not among the attacks {cfg.attacks.names}")

@@ -30,16 +30,15 @@ from unpact.attacks.base import (
     role_runs,
     run_attack,
 )
-from unpact.attacks.in_context import InContextConfig
-from unpact.attacks.paraphrase import ParaphraseConfig
+# Importing the attack modules registers them, in this order: the order a study runs them in
+# when it names none (unpact.config.AttackSettings) and ``unpact attack`` lists them in.
 from unpact.attacks.quantization import QuantizationConfig, dequantize, quantize_model_, quantize_rtn
+from unpact.attacks.paraphrase import ParaphraseConfig
+from unpact.attacks.in_context import InContextConfig
 from unpact.attacks.relearning import RelearningConfig, split_forget
 
-#: The attacks a study runs when none are named: cheap enough for the main job's budget.
-DEFAULT_ATTACKS: tuple[str, ...] = ("quantization", "in_context", "paraphrase", "relearning")
-
 __all__ = [
-    "ATTACKS", "Attack", "Attacked", "DEFAULT_ATTACKS", "controlled_row", "get_attack", "make_attack",
+    "ATTACKS", "Attack", "Attacked", "controlled_row", "get_attack", "make_attack",
     "register_attack", "render_attack_table", "role_runs", "run_attack",
     "InContextConfig", "ParaphraseConfig", "QuantizationConfig", "RelearningConfig",
     "dequantize", "quantize_model_", "quantize_rtn", "split_forget",

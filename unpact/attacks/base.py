@@ -43,25 +43,25 @@ from unpact.emphasis.recovery import RecoveryConfig, score_answers
 from unpact.errors import ConfigError, InputError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.protocols import Model
+from unpact.registry import Registry
 from unpact.stats import mean
 
-#: name -> attack class; add your own with :func:`register_attack`.
-ATTACKS: dict[str, type["Attack"]] = {}
+#: name -> attack class, in registration order (the order a study runs them in by default);
+#: add your own with :func:`register_attack`.
+ATTACKS: Registry[type["Attack"]] = Registry("attack")
 
 
 def register_attack(cls: type["Attack"]) -> type["Attack"]:
     """Class decorator: make ``cls`` available by its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    ATTACKS[cls.name] = cls
+    ATTACKS.add(cls.name, cls)
     return cls
 
 
 def get_attack(name: str) -> type["Attack"]:
     """The attack class registered as ``name`` (a :class:`~unpact.errors.ConfigError` names the known ones)."""
-    if name not in ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}; known: {', '.join(sorted(ATTACKS))}")
-    return ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def make_attack(name: str, config: Any = None) -> "Attack":

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unpact.attribution.base import ATTRIBUTION_METHODS, AttributionMethod, get_method, register
+from unpact.attribution.base import ATTRIBUTION_METHODS, AttributionMethod, get_method, make_method, register
 from unpact.attribution.gradients import IGConfig, IntegratedGradients, quadrature
 from unpact.attribution.heads import HeadFlow, HeadsConfig
 from unpact.attribution.keytokens import KeyTokensConfig, key_tokens
@@ -43,7 +43,8 @@ from unpact.protocols import Model
 __all__ = [
     "ATTRIBUTION_METHODS", "Attribution", "AttributionMethod", "Comparison", "HeadFlow", "HeadsConfig",
     "IGConfig", "IntegratedGradients", "KeyTokensConfig", "LeaveOneOut", "LooConfig", "Prepared",
-    "TokenDelta", "attribute", "compare", "get_method", "key_tokens", "prepare_items", "quadrature", "register",
+    "TokenDelta", "attribute", "compare", "get_method", "key_tokens", "make_method", "prepare_items", "quadrature",
+    "register",
 ]
 
 
@@ -72,13 +73,13 @@ def attribute(
         group: the items' group (``"forget"``, ``"retain"``, ``"general"``) for
             :func:`compare`; default: each record's ``meta["group"]`` or ``meta["split"]``.
         progress: progress factory (the CLI passes ``tqdm_progress``).
-        options: the method's options (its ``Config`` dataclass: ``LooConfig``, ``IGConfig``, ``HeadsConfig``).
+        options: the method's options (its ``config_class`` dataclass: ``LooConfig``, ``IGConfig``, ``HeadsConfig``).
 
     Raises:
         ConfigError: unknown method or option. InputError: empty prompt/answer, an
         answer that tokenises to nothing, or an item longer than the context.
     """
-    runner = get_method(method, **options)
+    runner = make_method(method, **options)
     prepared, single = prepare_items(model, items, fmt=fmt, truncate=truncate, group=group)
     results = runner.run(model, prepared, progress=progress)
     return results[0] if single else results

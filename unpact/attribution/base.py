@@ -15,34 +15,33 @@ from unpact.attribution.prepare import Prepared, token_strings
 from unpact.attribution.result import Attribution
 from unpact.errors import ConfigError
 from unpact.progress import ProgressFactory, null_progress
+from unpact.registry import Registry
 
-#: name -> method class (filled by :func:`register`).
-ATTRIBUTION_METHODS: dict[str, type["AttributionMethod"]] = {}
+#: name -> method class (filled by :func:`register`); aliases resolve (``ig``).
+ATTRIBUTION_METHODS: Registry[type["AttributionMethod"]] = Registry("attribution method")
 
 
 def register(cls: type["AttributionMethod"]) -> type["AttributionMethod"]:
-    ATTRIBUTION_METHODS[cls.name] = cls
-    for alias in cls.aliases:
-        ATTRIBUTION_METHODS[alias] = cls
-    return cls
+    """Class decorator: add a method under ``cls.name`` and its ``cls.aliases``."""
+    return ATTRIBUTION_METHODS.register()(cls)
 
 
 class AttributionMethod:
-    """Base class: ``Config`` holds the hyperparameters (with defaults), ``run`` does the work."""
+    """Base class: ``config_class`` holds the hyperparameters (with defaults), ``run`` does the work."""
 
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
-    Config: ClassVar[type]
+    config_class: ClassVar[type]
 
     def __init__(self, **options: Any) -> None:
-        known = {f.name for f in fields(self.Config)}
+        known = {f.name for f in fields(self.config_class)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
                 f"unknown option(s) {', '.join(map(repr, unknown))} for attribution method {self.name!r}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        self.config = self.Config(**options)
+        self.config = self.config_class(**options)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -72,9 +71,21 @@ def make_result(model, prep: Prepared, scores, lp: float, method: str, options: 
     )
 
 
-def get_method(name: str, **options: Any) -> AttributionMethod:
-    if name not in ATTRIBUTION_METHODS:
-        raise ConfigError(
-            f"unknown attribution method {name!r}; known: {', '.join(sorted(ATTRIBUTION_METHODS))}"
-        )
-    return ATTRIBUTION_METHODS[name](**options)
+def get_method(name: str) -> type[AttributionMethod]:
+    """The method class registered as ``name`` or one of its aliases (ConfigError listing the known ones).
+
+    Example:
+        >>> get_method("ig").name
+        'integrated_gradients'
+    """
+    return ATTRIBUTION_METHODS.get(name)
+
+
+def make_method(name: str, **options: Any) -> AttributionMethod:
+    """An instance of method ``name`` with ``options`` overriding its ``config_class`` defaults.
+
+    Example:
+        >>> make_method("loo", mode="baseline").options["mode"]
+        'baseline'
+    """
+    return get_method(name)(**options)

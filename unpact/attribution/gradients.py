@@ -272,7 +272,7 @@ class IntegratedGradients(AttributionMethod):
 
     name = "integrated_gradients"
     aliases = ("ig",)
-    Config = IGConfig
+    config_class = IGConfig
 
     def _baseline_rows(self, model, ids: torch.Tensor, mask: torch.Tensor, bid: int | None):
         """Baseline embeddings for packed rows (None means zeros)."""

@@ -234,7 +234,7 @@ class HeadFlow(AttributionMethod):
 
     name = "heads"
     aliases = ("head_flow",)
-    Config = HeadsConfig
+    config_class = HeadsConfig
 
     def run(self, model, items: list[Prepared], progress: ProgressFactory = null_progress) -> list[Attribution]:
         device = next(iter(model.parameters())).device

@@ -91,7 +91,7 @@ class LeaveOneOut(AttributionMethod):
 
     name = "loo"
     aliases = ("leave_one_out",)
-    Config = LooConfig
+    config_class = LooConfig
 
     def run(self, model, items: list[Prepared], progress: ProgressFactory = null_progress) -> list[Attribution]:
         cfg = self.config

@@ -4,9 +4,9 @@ from unpact.data.formatting import (
     FORMATS,
     PLAIN,
     PromptFormat,
-    FORMAT_NAMES,
     chat_format,
     format_answer,
+    format_names,
     format_prompt,
     get_format,
     prompt_answer_pair,
@@ -18,7 +18,7 @@ from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem, sprea
 
 __all__ = [
     "Benchmark", "Item", "MCItem", "QAItem", "TextItem",
-    "FORMATS", "FORMAT_NAMES", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_prompt",
+    "FORMATS", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_names", "format_prompt",
     "get_format", "prompt_answer_pair", "register_format", "resolve_format",
     "load_benchmark", "read_lines", "read_records", "records_from_rows", "spread_sample",
 ]

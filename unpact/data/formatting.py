@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from unpact.data.records import Item, MCItem, QAItem, TextItem
 from unpact.errors import ConfigError
+from unpact.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,27 @@ class PromptFormat:
 
 
 PLAIN = PromptFormat("plain")
-#: Registry of named formats; add your own with :func:`register_format`.
-FORMATS: dict[str, PromptFormat] = {"plain": PLAIN}
+#: Registry of named formats; add your own with :func:`register_format`. ``"chat"`` is not
+#: in it: it is built from a model's tokenizer (:func:`chat_format`).
+FORMATS: Registry[PromptFormat] = Registry("prompt format")
+FORMATS.add(PLAIN.name, PLAIN)
 
 
 def register_format(fmt: PromptFormat) -> PromptFormat:
-    FORMATS[fmt.name] = fmt
-    return fmt
+    """Register ``fmt`` under ``fmt.name`` (then ``prompt_format``, ``--prompt-format`` and every
+    ``fmt=`` argument accept the name)."""
+    return FORMATS.add(fmt.name, fmt)
 
 
-#: Names accepted by :func:`resolve_format` (``prompt_format`` in the run config, ``--prompt-format``).
-FORMAT_NAMES = ("plain", "chat")
+def format_names() -> tuple[str, ...]:
+    """Names accepted by :func:`resolve_format` (``prompt_format`` in the run config, ``--prompt-format``):
+    the registered formats and ``"chat"``.
+
+    Example:
+        >>> format_names()
+        ('plain', 'chat')
+    """
+    return (*FORMATS.names(), "chat")
 
 
 def chat_format(tokenizer, system: str | None = None, **template_kwargs) -> PromptFormat:
@@ -116,13 +127,17 @@ def resolve_format(name: str | PromptFormat | None, tokenizer=None, system_promp
 
 
 def get_format(fmt: str | PromptFormat | None) -> PromptFormat:
+    """``fmt`` as a :class:`PromptFormat`: None is :data:`PLAIN`, a name is looked up in :data:`FORMATS`.
+
+    Example:
+        >>> get_format("plain") is PLAIN
+        True
+    """
     if fmt is None:
         return PLAIN
     if isinstance(fmt, PromptFormat):
         return fmt
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown prompt format {fmt!r}; known: {', '.join(FORMATS)}")
-    return FORMATS[fmt]
+    return FORMATS.get(fmt)
 
 
 def format_prompt(item: Item | str, fmt: str | PromptFormat | None = None) -> str:

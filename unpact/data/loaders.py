@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from unpact.data.embedded_views import DERIVED_SPLITS, derived_split
-from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem
+from unpact.data.records import ROLES, STYLES, Benchmark, Item, MCItem, QAItem, TextItem
 from unpact.data.shipped import DATA_DIR
 from unpact.errors import DataError
 
@@ -41,6 +41,58 @@ HUB_IDS = {
 }
 _ALIASES = {v.lower(): k for k, v in HUB_IDS.items()}
 _EXTENSIONS = (".json", ".jsonl", ".parquet")
+
+#: The metrics style each benchmark family (and each embedded benchmark) declares.
+FAMILY_STYLES = {"tofu": "tofu", "muse": "muse", "wmdp": "wmdp",
+          "embedded:tofu": "tofu", "embedded:muse": "muse", "embedded:wmdp": "wmdp", "embedded:general": "tofu"}
+
+
+def _roles(forget: tuple[str, ...] = (), retain: tuple[str, ...] = (), other: tuple[str, ...] = ()) -> dict[str, str]:
+    return {**{s: "forget" for s in forget}, **{s: "retain" for s in retain}, **{s: "other" for s in other}}
+
+
+#: The role (TOFU's forget / retain / other) of each split of the benchmarks unpact knows, by
+#: family or embedded benchmark. A split not listed (a user's own file under a known family) is
+#: undeclared and falls back on its name (:func:`unpact.data.records.role_of`).
+SPLIT_ROLES: dict[str, dict[str, str]] = {
+    "tofu": _roles(
+        forget=("forget01", "forget05", "forget10", "forget01_perturbed", "forget05_perturbed", "forget10_perturbed"),
+        retain=("retain90", "retain95", "retain99", "retain_perturbed"),
+        other=("holdout01", "holdout05", "holdout10", "real_authors", "real_authors_perturbed", "world_facts",
+               "world_facts_perturbed", "full")),
+    "muse": _roles(
+        forget=("verbmem/forget", "knowmem/forget_qa", "knowmem/forget_qa_icl", "raw/forget", "privleak/forget"),
+        retain=("knowmem/retain_qa", "knowmem/retain_qa_icl", "raw/retain1", "raw/retain2", "privleak/retain"),
+        other=("raw/holdout", "privleak/holdout")),
+    "wmdp": _roles(other=("wmdp-bio", "wmdp-chem", "wmdp-cyber")),
+    "embedded:tofu": _roles(
+        forget=("forget01", "forget05", "forget10"), retain=("retain90", "retain95", "retain99"),
+        other=("bios", "cloze", "heldout_phrasing", "holdout", "holdout01", "holdout05", "holdout10")),
+    "embedded:muse": _roles(
+        forget=("cloze_forget", "knowmem_forget_qa", "raw_forget", "verbmem_forget"),
+        retain=("cloze_retain", "knowmem_retain_qa", "raw_retain", "verbmem_retain"),
+        other=("cloze_holdout", "knowmem_holdout_qa", "raw_holdout", "verbmem_holdout")),
+    # test / test_qa are the questions unlearning targets, but as splits they are scored as
+    # "other" (the main job passes each group's role itself)
+    "embedded:wmdp": _roles(forget=("forget_corpus",), retain=("retain_corpus", "retain_qa"),
+                            other=("test", "test_qa", "cloze")),
+    "embedded:general": _roles(other=("cloze", "mc", "qa")),
+}
+
+
+def declared(family: str, split: str) -> dict[str, Any]:
+    """What the loader declares about split ``split`` of ``family`` (a family of :data:`HUB_IDS`
+    or an ``embedded:<name>``): ``style``, ``role`` and ``embedded``, each None where unknown.
+
+    Example:
+        >>> declared("tofu", "forget10")
+        {'style': 'tofu', 'role': 'forget', 'embedded': False}
+        >>> declared("my-data", "set1")
+        {'style': None, 'role': None, 'embedded': None}
+    """
+    known = family in FAMILY_STYLES
+    return {"style": FAMILY_STYLES.get(family), "role": SPLIT_ROLES.get(family, {}).get(split),
+            "embedded": family.startswith("embedded:") if known else None}
 
 
 def _family(name: str) -> str:
@@ -329,6 +381,32 @@ def _load_hub(family: str, name: str, split: str) -> tuple[list[dict], str]:
     return [dict(r) for r in ds], f"{hub_id}:{split}"
 
 
+#: the file beside a user's split files that declares what they are (``unpact known-facts`` writes one)
+MANIFEST = "manifest.json"
+
+
+def declared_by_manifest(directory: Path, split: str) -> dict[str, Any]:
+    """What ``directory/manifest.json`` declares about split ``split``: ``style`` (its ``"style"``)
+    and ``role`` (its ``"roles"[split]``), each left out where the manifest does not say (or there
+    is no manifest): ``{"style": "tofu", "roles": {"forget": "forget", "general": "other"}}``."""
+    file = directory / MANIFEST
+    if not file.is_file():
+        return {}
+    try:
+        doc = json.loads(read_text_utf8(file, "manifest"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{str(file)!r} is not valid JSON ({exc.msg}); fix it or remove it") from None
+    if not isinstance(doc, dict):
+        return {}
+    roles = doc.get("roles") if isinstance(doc.get("roles"), dict) else {}
+    out = {k: v for k, v in {"style": doc.get("style"), "role": roles.get(split)}.items() if v is not None}
+    for key, allowed in (("style", STYLES), ("role", ROLES)):
+        if key in out and out[key] not in allowed:
+            raise DataError(f"{str(file)!r} declares {key} {out[key]!r} for split {split!r}; "
+                            f"use one of {', '.join(allowed)}")
+    return out
+
+
 def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None) -> Benchmark:
     """Load one split of a benchmark as typed records.
 
@@ -340,6 +418,11 @@ def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None)
             MUSE ``"verbmem/forget"``, ``"knowmem/retain_qa"``, ``"raw/forget"``...;
             WMDP ``"wmdp-bio"``...
         path: a local file, or a directory holding ``<split>.json|.jsonl|.parquet``.
+
+    The split declares its metrics style, role and whether it is embedded (:class:`Benchmark`):
+    from :data:`FAMILY_STYLES` and :data:`SPLIT_ROLES` for the benchmarks unpact knows, and from a
+    ``manifest.json`` beside a local file (:func:`declared_by_manifest`); what none of them
+    declares is left None, and the metrics fall back on the names.
     """
     if name.startswith("embedded:"):
         return load_embedded_benchmark(name, split)
@@ -351,12 +434,14 @@ def load_benchmark(name: str, split: str, path: str | os.PathLike | None = None)
         file = _find_split_file(p, split) if p.is_dir() else p
         rows = read_records(file)
         source = str(file)
+        what = {**declared(family, split), **declared_by_manifest(file.parent, split)}
     else:
         rows, source = _load_hub(family, name, split)
         if not rows:
             raise DataError(f"{source} holds no records")
+        what = declared(family, split)
     kind = _expected_kind(family, split, rows)
-    return Benchmark(name=name, split=split, items=records_from_rows(rows, source, kind), source=source)
+    return Benchmark(name=name, split=split, items=records_from_rows(rows, source, kind), source=source, **what)
 
 
 def embedded_benchmark_names() -> list[str]:
@@ -386,9 +471,11 @@ def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None =
             known = ", ".join(sorted([p.stem for p in directory.glob("*.jsonl")] + list(DERIVED_SPLITS.get(bench, ()))))
             raise DataError(f"unknown split {split!r} of {name!r}; known splits: {known}")
         source = f"{directory}/{split} (derived, unpact.data.embedded_views)"
-        return Benchmark(name=name, split=split, items=records_from_rows(rows, source), source=source)
+        return Benchmark(name=name, split=split, items=records_from_rows(rows, source), source=source,
+                         **declared(f"embedded:{bench}", split))
     rows = read_records(file)
-    return Benchmark(name=name, split=split, items=records_from_rows(rows, str(file)), source=str(file))
+    return Benchmark(name=name, split=split, items=records_from_rows(rows, str(file)), source=str(file),
+                     **declared(f"embedded:{bench}", split))
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

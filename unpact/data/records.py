@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Sequence
 
-from unpact.errors import InputError
+from unpact.errors import DataError, InputError
 
 
 @dataclass(frozen=True)
@@ -66,32 +66,103 @@ class TextItem:
 Item = QAItem | MCItem | TextItem
 
 
+#: evaluation styles: which reference defines the metrics of a split
+STYLES = ("tofu", "muse", "wmdp")
+#: a split's role in TOFU's sense (the truth ratio of a forget split is scored the other way round)
+ROLES = ("forget", "retain", "other")
+
+
 @dataclass
 class Benchmark(Sequence):
-    """One split of a benchmark: a list of records plus where they came from.
+    """One split of a benchmark: a list of records plus where they came from, and what it is.
+
+    ``style`` (one of :data:`STYLES`: which reference defines its metrics), ``role`` (one of
+    :data:`ROLES`) and ``embedded`` (a split of the embedded world, whose answers are one short
+    line) are declared by the loader that knows the benchmark
+    (:func:`unpact.data.load_benchmark`); None where nothing declared them (a split built by
+    hand, a user's file of an unknown benchmark): then :func:`style_of`, :func:`role_of` and
+    :func:`is_embedded` fall back on the names.
 
     Example:
-        >>> bench = Benchmark("demo", "forget", [QAItem("Who?", "Ana")])
-        >>> len(bench), bench[0].answer
-        (1, 'Ana')
+        >>> bench = Benchmark("demo", "forget", [QAItem("Who?", "Ana")], style="tofu", role="forget")
+        >>> len(bench), bench[0].answer, bench[:1].role
+        (1, 'Ana', 'forget')
     """
 
     name: str
     split: str
     items: list[Item]
     source: str | None = None
+    style: str | None = None
+    role: str | None = None
+    embedded: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.style is not None and self.style not in STYLES:
+            raise DataError(f"benchmark {self.name!r}: unknown style {self.style!r}; use one of {', '.join(STYLES)}")
+        if self.role is not None and self.role not in ROLES:
+            raise DataError(f"benchmark {self.name!r} split {self.split!r}: unknown role {self.role!r}; "
+                            f"use one of {', '.join(ROLES)}")
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return Benchmark(self.name, self.split, self.items[i], self.source)
+            return replace(self, items=self.items[i])
         return self.items[i]
 
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items)
 
+
+def style_of(benchmark: Any) -> str:
+    """Which reference defines the metrics of ``benchmark``: its declared ``style``.
+
+    Where none is declared (a :class:`Benchmark` built by hand or from a user's file of an
+    unknown benchmark, which cannot declare one) the benchmark's name decides: ``"muse"`` or
+    ``"wmdp"`` when it holds that word, else ``"tofu"`` (also for a plain list of items).
+
+    Example:
+        >>> style_of(Benchmark("my-muse-copy", "forget", [])), style_of([])
+        ('muse', 'tofu')
+    """
+    declared = getattr(benchmark, "style", None)
+    if declared is not None:
+        return declared
+    name = str(getattr(benchmark, "name", "") or "").lower()
+    return "muse" if "muse" in name else "wmdp" if "wmdp" in name else "tofu"
+
+
+def role_of(benchmark: Any, name: str | None = None) -> str:
+    """``"forget"``, ``"retain"`` or ``"other"``: the declared ``role`` of ``benchmark``.
+
+    Where none is declared, the split name says it (``forget`` or ``retain`` in it), else
+    ``name``, the group a plain list of items stands under (the main job's groups).
+
+    Example:
+        >>> role_of(Benchmark("mine", "my_forget_set", [])), role_of([], "retain")
+        ('forget', 'retain')
+    """
+    declared = getattr(benchmark, "role", None)
+    if declared is not None:
+        return declared
+    for label in (getattr(benchmark, "split", None), name):
+        label = str(label or "").lower()
+        if "forget" in label:
+            return "forget"
+        if "retain" in label:
+            return "retain"
+    return "other"
+
+
+def is_embedded(benchmark: Any) -> bool:
+    """Whether ``benchmark`` is a split of the embedded world: its declared ``embedded``; where
+    none is declared, whether its name starts with ``embedded:`` (a plain list: False)."""
+    declared = getattr(benchmark, "embedded", None)
+    if declared is not None:
+        return bool(declared)
+    return str(getattr(benchmark, "name", "") or "").startswith("embedded:")
 
 
 def question_answer(item: Any, i: int, what: str = "this") -> tuple[str, str, str]:

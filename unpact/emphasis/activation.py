@@ -34,8 +34,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from unpact.errors import ConfigError, lookup
+from unpact.errors import ConfigError
 from unpact.hooks import attention_scaling_hooks, position_mask, residual_scaling_hooks
+from unpact.registry import Registry
 
 #: Named layer sets: thirds of the stack (early/middle/late) or all of it.
 LAYER_SETS: tuple[str, ...] = ("all", "early", "middle", "late")
@@ -61,7 +62,7 @@ class EmphasisKind:
 
 
 #: name -> :class:`EmphasisKind`; add one with :func:`register_kind`.
-KINDS: dict[str, EmphasisKind] = {}
+KINDS: Registry[EmphasisKind] = Registry("activation emphasis kind")
 
 
 def register_kind(name: str, description: str, *, uses_site: bool = False) -> Callable:
@@ -76,7 +77,7 @@ def register_kind(name: str, description: str, *, uses_site: bool = False) -> Ca
         'scale the attention every query pays to the keyword positions (blocks.{l}.attn.hook_pattern)'
     """
     def deco(fn: Callable[..., list]) -> Callable[..., list]:
-        KINDS[name] = EmphasisKind(name, description, fn, uses_site)
+        KINDS.add(name, EmphasisKind(name, description, fn, uses_site))
         return fn
 
     return deco
@@ -90,7 +91,7 @@ def get_kind(name: str) -> EmphasisKind:
         Traceback (most recent call last):
         unpact.errors.ConfigError: unknown activation emphasis kind 'gain'; known: attention, value, residual
     """
-    return lookup(KINDS, name, "activation emphasis kind")
+    return KINDS.get(name)
 
 
 @register_kind("attention", "scale the attention every query pays to the keyword positions "

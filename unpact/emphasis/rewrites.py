@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.errors import ConfigError, InputError
+from unpact.registry import Registry
 
 #: A piece of text and the index of the keyword it holds (None: ordinary text).
 Segment = tuple[str, "int | None"]
@@ -50,7 +51,7 @@ class RewriteTemplate:
 
 
 #: name -> template. ``get_template("a+b")`` composes registered templates.
-TEMPLATES: dict[str, RewriteTemplate] = {}
+TEMPLATES: Registry[RewriteTemplate] = Registry("rewrite template")
 
 
 def register_template(name: str, description: str = "") -> Callable[[TemplateFn], TemplateFn]:
@@ -69,7 +70,7 @@ def register_template(name: str, description: str = "") -> Callable[[TemplateFn]
         raise ConfigError(f"template name {name!r} must not contain '+', which composes templates")
 
     def deco(fn: TemplateFn) -> TemplateFn:
-        TEMPLATES[name] = RewriteTemplate(name, fn, description or (fn.__doc__ or "").strip())
+        TEMPLATES.add(name, RewriteTemplate(name, fn, description or (fn.__doc__ or "").strip()))
         return fn
 
     return deco
@@ -82,8 +83,8 @@ def get_template(name: str) -> RewriteTemplate:
     if unknown:
         raise ConfigError(f"unknown rewrite template {unknown[0]!r}; known: {', '.join(TEMPLATES)} (combine with '+')")
     if len(parts) == 1:
-        return TEMPLATES[name]
-    steps = [TEMPLATES[p] for p in parts]
+        return TEMPLATES.get(name)
+    steps = [TEMPLATES.get(p) for p in parts]
 
     def composed(segments: list[Segment], keywords: Sequence[str]) -> list[Segment]:
         for s in steps:

@@ -20,7 +20,7 @@ from unpact.progress import ProgressFactory, null_progress
 from unpact.unlearning.base import (
     PRESETS, UnlearnConfig, UnlearningMethod, UnlearnResult, copy_model, make_config, resolve_preset, train,
 )
-from unpact.unlearning.registry import METHODS, PAPER_METHODS, get_method, register
+from unpact.unlearning.registry import METHODS, PAPER_METHODS, get_method, make_method, register
 
 # Importing the method modules registers them.
 from unpact.unlearning.ga import GAConfig, GAGDRConfig, GAKLRConfig  # noqa: E402
@@ -83,7 +83,7 @@ def unlearn(
 
 __all__ = [
     "METHODS", "PAPER_METHODS", "PRESETS", "UnlearnConfig", "UnlearnResult", "UnlearningMethod",
-    "get_method", "register", "unlearn",
+    "get_method", "make_method", "register", "unlearn",
     "GAConfig", "GAGDRConfig", "GAKLRConfig", "NPOConfig", "NPOGDRConfig", "NPOKLRConfig",
     "SimNPOConfig", "TaskVectorConfig", "RMUConfig", "IDKConfig",
 ]

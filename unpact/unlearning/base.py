@@ -338,6 +338,20 @@ class UnlearningMethod:
     def finish(self, run: Run) -> None:  # noqa: B027 - optional hook
         """Edit the weights after the last step (default: nothing)."""
 
+    def checkpoint_model(self, live, original):
+        """The model as it stands at a checkpoint taken during training (what
+        :func:`unpact.trajectory.run_trajectory` measures and saves): ``live`` is the model being
+        trained, ``original`` the model before unlearning; neither may be changed.
+
+        Default: the trained model itself. A method whose :meth:`finish` edits the weights after
+        training (task vector's negation) returns that edit applied to a copy of ``live``; a
+        method that overrides :meth:`finish` without saying how its checkpoints look is refused.
+        """
+        if type(self).finish is not UnlearningMethod.finish:
+            raise ConfigError(f"method {self.name!r} edits its weights after training (finish); give it a "
+                              "checkpoint_model(live, original) to take checkpoints along its training")
+        return live
+
 
 class _Objective(nn.Module):
     """The bridge plus the method's loss, as one module so DDP can wrap it."""

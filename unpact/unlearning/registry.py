@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from unpact.errors import ConfigError
-from unpact.unlearning.base import UnlearningMethod
+from unpact.registry import Registry
+from unpact.unlearning.base import UnlearnConfig, UnlearningMethod, make_config
 
 #: name -> method class, filled by :func:`register`.
-METHODS: dict[str, type[UnlearningMethod]] = {}
-#: The six methods the paper compares.
+METHODS: Registry[type[UnlearningMethod]] = Registry("unlearning method")
+#: The six methods the paper compares: a fixed subset (the paper's comparison), not every
+#: registered method, so a method added later does not join the default run by itself.
 PAPER_METHODS = ("ga_gdr", "ga_klr", "npo_gdr", "npo_klr", "task_vector", "rmu")
 
 M = TypeVar("M", bound=type[UnlearningMethod])
@@ -27,13 +28,23 @@ def register(cls: M) -> M:
     """Class decorator: add a method under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    METHODS[cls.name] = cls
+    METHODS.add(cls.name, cls)
     return cls
 
 
 def get_method(name: str) -> type[UnlearningMethod]:
     """The method class registered as ``name`` (ConfigError listing the known ones otherwise)."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in METHODS:
-        raise ConfigError(f"unknown unlearning method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[key]
+    return METHODS.get(name)
+
+
+def make_method(name: str, config: UnlearnConfig | dict | None = None) -> UnlearningMethod:
+    """An instance of method ``name`` with ``config`` (None: its defaults; a dict: overrides of
+    them; or its ``config_class`` instance). The preset is not resolved here (see
+    :func:`unpact.unlearning.base.resolve_preset`).
+
+    Example:
+        >>> make_method("npo_gdr", {"beta": 0.2}).config.beta
+        0.2
+    """
+    cls = get_method(name)
+    return cls(make_config(cls.config_class, config))

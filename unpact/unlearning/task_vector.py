@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from unpact.unlearning.base import Batch, Run, UnlearnConfig, UnlearningMethod, answer_logprobs_of, unique_storage
+from unpact.errors import ConfigError
+from unpact.unlearning.base import (
+    Batch,
+    Run,
+    UnlearnConfig,
+    UnlearningMethod,
+    answer_logprobs_of,
+    copy_model,
+    unique_storage,
+)
 from unpact.unlearning.losses import nll
 from unpact.unlearning.registry import register
 
@@ -46,8 +56,25 @@ class TaskVector(UnlearningMethod):
         return forget_nll, {"forget_nll": forget_nll}
 
     def finish(self, run: Run) -> None:
+        self.negate(self.params, self.theta0)
+        self.theta0 = []
+
+    def negate(self, params: list, theta0: list) -> None:
+        """``params`` (the fine-tuned weights θ_ft, in place) become ``θ − alpha (θ_ft − θ)``
+        with ``theta0`` the original weights θ."""
         a = self.config.alpha
-        for p, p0 in zip(self.params, self.theta0):
+        for p, p0 in zip(params, theta0):
             # θ − a (θ_ft − θ) = (1 + a) θ − a θ_ft
             p.data.mul_(-a).add_(p0, alpha=1.0 + a)
-        self.theta0 = []
+
+    def checkpoint_model(self, live, original):
+        """A copy of ``live`` negated against ``original``: the model the method would end with
+        were training stopped here."""
+        out = copy_model(live)
+        params = unique_storage(self.trainable(out))
+        theta0 = [p.detach() for p in unique_storage(self.trainable(original))]
+        if [p.shape for p in params] != [p.shape for p in theta0]:
+            raise ConfigError("task_vector checkpoint: the model's parameters do not line up with the original's")
+        with torch.no_grad():
+            self.negate(params, theta0)
+        return out
