@@ -292,7 +292,7 @@ def controlled_recovery(
             keyword-specific gain beyond what the emphasis does to a model without the facts. On
             the embedded world the retain-only gpt2 shows a "significant" ``did`` (against the
             original) for ``prompt:repeat``: the original sits at its ceiling, so ``did`` alone is
-            not specific there (tests/test_dilemma.py).
+            not specific there (tests/integration/test_dilemma.py).
 
     Returns:
         :class:`ControlledRecovery` (``to_dict`` is JSON-able).

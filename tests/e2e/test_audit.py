@@ -23,7 +23,7 @@ from unpact.models import resolve_model_spec
 from unpact.stages import stage_seed
 from unpact.testing import one_line_exit_2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import compare_results  # noqa: E402
 
 #: the smallest study that still runs every stage after unlearning except the attacks and nulls

@@ -14,7 +14,7 @@ from unpact.cli import main
 from unpact.testing import make_tiny_checkpoint
 
 EMBEDDED_ITEM = 3
-NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "examples" / "inspect.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "docs" / "examples" / "inspect.ipynb"
 
 
 class _Page(HTMLParser):

@@ -70,7 +70,7 @@ def test_shipped_paraphrases_match_tofu_questions_and_attach(tmp_path):
 
     para = read_paraphrases()
     tofu = {r["question"] for f in ("world_facts_perturbed.json", "real_authors_perturbed.json")
-            for r in read_records(Path(__file__).parent / "data" / "tofu" / f)}
+            for r in read_records(Path(__file__).parents[1] / "data" / "tofu" / f)}
     assert set(para) == tofu  # one for every TOFU question, each keyed by it verbatim
     assert all(p and p != q for q, p in para.items())
     rows = [{"question": q, "answer": "x", "id": str(i)} for i, q in enumerate(list(para)[:3])]

@@ -42,7 +42,7 @@ from unpact.metrics import (
     wmdp_letter_prompt,
 )
 
-LOGS = Path(__file__).parent / "data" / "tofu_eval_logs"
+LOGS = Path(__file__).parents[1] / "data" / "tofu_eval_logs"
 
 
 def _logs(name: str) -> dict:

@@ -21,7 +21,7 @@ from scipy.stats import permutation_test, spearmanr
 
 from unpact import stats as S
 
-BEFORE = json.loads((Path(__file__).parent / "data" / "stats_before_scipy.json").read_text())
+BEFORE = json.loads((Path(__file__).parents[1] / "data" / "stats_before_scipy.json").read_text())
 X, Y, STRATA, VALS = BEFORE["x"], BEFORE["y"], BEFORE["strata"], BEFORE["vals"]
 
 

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = {"unpact": ROOT / "unpact", "unpact.hooks": ROOT / "hooks", "unpact.analyses": ROOT / "analyses"}
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
