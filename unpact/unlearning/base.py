@@ -462,41 +462,9 @@ def train(
     fmt=None,
 ) -> tuple[list[dict[str, float]], bool, str]:
     """Run ``method`` on ``model`` in place; returns ``(losses, stopped_early, message)``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     cfg = method.config
-    device = next(iter(hf_model_of(model).parameters())).device
-    accelerator = Accelerator(
-        cpu=device.type == "cpu",
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if min(cfg.batch_size, len(forget)) < world:
-        raise ConfigError(
-            f"batch_size {cfg.batch_size} (or the forget set of {len(forget)}) is smaller than the "
-            f"{world} processes; every process needs at least one item per step"
-        )
-    torch.manual_seed(seed)
-    # separate streams, so a shorter run's schedule is a prefix of a longer one's
-    gen = torch.Generator().manual_seed(seed)
-    gen_retain = torch.Generator().manual_seed(seed + 7919)
-    forget_items = list(forget)
-    retain_items = list(retain) if retain is not None else []
-    use_retain = method.retain != "none" and len(retain_items) > 0
-    run = Run(
-        model=model,
-        forget_items=forget_items,
-        retain_items=retain_items,
-        forget_seqs=encode_items(model, forget_items, what="forget", fmt=fmt),
-        retain_seqs=encode_items(model, retain_items, what="retain", fmt=fmt) if use_retain else [],
-        forget_schedule=make_schedule(len(forget_items), cfg.batch_size, cfg.steps, gen),
-        retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen_retain) if use_retain else None,
-        seed=seed,
-        device=accelerator.device,
-        rank=rank,
-        world=world,
-    )
+    accelerator = _accelerator(model, cfg.batch_size, len(forget))
+    run = _make_run(method, model, forget, retain, seed, accelerator, fmt)
     hf = hf_model_of(model)
     was_training = hf.training
     model.eval()  # no dropout: the loss is a deterministic function of the weights
@@ -507,94 +475,20 @@ def train(
             raise ConfigError(f"gradient_checkpointing: the {type(hf).__name__} model does not support it; "
                               "set gradient_checkpointing = false")
         _set_checkpointing(hf, True)
-
     trainable = method.trainable(model)
     trainable_ids = {id(p) for p in trainable}
     old_flags = [(p, p.requires_grad) for p in hf.parameters()]
     for p in hf.parameters():
         p.requires_grad_(id(p) in trainable_ids)
-    objective = _Objective(model, method)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-
-    kept = unique_storage(trainable)
-    snapshot = [p.detach().clone() for p in kept]
-    pad = pad_id(model.tokenizer)
-    losses: list[dict[str, float]] = []
-    stopped, message = False, ""
-
-    def restore() -> None:
-        with torch.no_grad():
-            torch._foreach_copy_([p.data for p in kept], snapshot)
-
+    objective, optimizer = accelerator.prepare(_Objective(model, method), optimizer)
+    loop = _Loop(method, run, objective, optimizer, accelerator, trainable, pad_id(model.tokenizer))
     try:
         with progress(total=cfg.steps, desc=f"unlearn {method.name}") as bar:
-            for step in range(cfg.steps):
-                f_idx = _shard(run.forget_schedule[step], rank, world)
-                f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens)
-                r_parts = None
-                if run.retain_schedule is not None:
-                    r_idx = _shard(run.retain_schedule[step], rank, world)
-                    r_parts = micro_batches(r_idx, run.retain_seqs, cfg.max_batch_tokens, len(f_parts))
-                    if len(r_parts) > len(f_parts):
-                        f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens, len(r_parts))
-                optimizer.zero_grad(set_to_none=True)
-                total: Tensor | None = None
-                for j, fp in enumerate(f_parts):
-                    batch = Batch(pack([run.forget_seqs[i] for i in fp], pad).to(accelerator.device), fp)
-                    if r_parts is not None and j < len(r_parts) and r_parts[j]:
-                        batch.retain = pack([run.retain_seqs[i] for i in r_parts[j]], pad).to(accelerator.device)
-                        batch.retain_idx = r_parts[j]
-                    loss, parts = objective(batch)
-                    if len(f_parts) > 1:  # accumulate: weight each micro-batch by its share of the rows
-                        w = len(fp) / len(f_idx)
-                        loss, parts = loss * w, {k: v * w for k, v in parts.items()}
-                    # gradients of all but the last micro-batch stay local (one all-reduce per step
-                    # under DDP, whatever each rank's number of micro-batches); a non-finite loss is
-                    # still back-propagated (so ranks stay in step) and its gradient never applied
-                    with accelerator.no_sync(objective) if j < len(f_parts) - 1 else nullcontext():
-                        accelerator.backward(loss)
-                    values = torch.stack([loss.detach().float(), *[v.detach().float() for v in parts.values()]])
-                    total = values if total is None else total + values
-                names = ["loss", *parts]
-                values = accelerator.reduce(total, "mean") if world > 1 else total
-                row = {"step": step, **{k: float(v) for k, v in zip(names, values.tolist())}}  # type: ignore[union-attr]
-                if not math.isfinite(row["loss"]):
-                    last = losses[-1]["loss"] if losses else None
-                    if losses:
-                        restore()
-                        message = (
-                            f"{method.name}: the loss became {row['loss']} at step {step}; stopped, "
-                            f"the model holds the weights of step {step - 1} (last finite loss {last:.6g})"
-                        )
-                    else:
-                        message = (
-                            f"{method.name}: the loss is {row['loss']} at step 0, before any update; "
-                            "stopped, the weights are unchanged (check the model and the data)"
-                        )
-                    stopped = True
-                    break
-                losses.append(row)
-                with torch.no_grad():
-                    torch._foreach_copy_(snapshot, [p.data for p in kept])
-                if cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                if cfg.warmup_steps:
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr * warmup_factor(step, cfg.warmup_steps)
-                optimizer.step()
-                bar.update()
-                if cfg.on_step is not None and cfg.on_step(step, model) is True:
-                    break
-        if not stopped and not all(bool(torch.isfinite(p).all()) for p in kept):
-            restore()
-            stopped = True
-            message = (
-                f"{method.name}: the weights became non-finite in the last update (step {cfg.steps - 1}); "
-                f"the model holds the weights of step {cfg.steps - 1} (last finite loss {losses[-1]['loss']:.6g})"
-            )
+            loop.run_steps(bar)
+        loop.check_final_weights()
         optimizer.zero_grad(set_to_none=True)
-        if not stopped:
+        if not loop.stopped:
             with torch.no_grad():
                 method.finish(run)
     finally:
@@ -606,4 +500,155 @@ def train(
         hf.train(was_training)
         if not was_training:
             model.eval()
-    return losses, stopped, message
+    return loop.losses, loop.stopped, loop.message
+
+
+def _accelerator(model, batch_size: int, n_forget: int):
+    """accelerate's ``Accelerator`` for the model's device; every process needs an item per step."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = next(iter(hf_model_of(model).parameters())).device
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    world = accelerator.num_processes
+    if min(batch_size, n_forget) < world:
+        raise ConfigError(
+            f"batch_size {batch_size} (or the forget set of {n_forget}) is smaller than the "
+            f"{world} processes; every process needs at least one item per step"
+        )
+    return accelerator
+
+
+def _make_run(method: UnlearningMethod, model, forget: Sequence, retain: Sequence | None, seed: int,
+              accelerator, fmt) -> "Run":
+    """The run's items, encoded sequences and batch schedules, seeded by ``seed``."""
+    cfg = method.config
+    torch.manual_seed(seed)
+    # separate streams, so a shorter run's schedule is a prefix of a longer one's
+    gen = torch.Generator().manual_seed(seed)
+    gen_retain = torch.Generator().manual_seed(seed + 7919)
+    forget_items = list(forget)
+    retain_items = list(retain) if retain is not None else []
+    use_retain = method.retain != "none" and len(retain_items) > 0
+    return Run(
+        model=model,
+        forget_items=forget_items,
+        retain_items=retain_items,
+        forget_seqs=encode_items(model, forget_items, what="forget", fmt=fmt),
+        retain_seqs=encode_items(model, retain_items, what="retain", fmt=fmt) if use_retain else [],
+        forget_schedule=make_schedule(len(forget_items), cfg.batch_size, cfg.steps, gen),
+        retain_schedule=make_schedule(len(retain_items), cfg.batch_size, cfg.steps, gen_retain) if use_retain else None,
+        seed=seed,
+        device=accelerator.device,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+    )
+
+
+class _Loop:
+    """The optimisation steps of one :func:`train` call, with the weights of the last finite step
+    kept so that a non-finite loss or weight can be undone."""
+
+    def __init__(self, method: UnlearningMethod, run: "Run", objective, optimizer, accelerator,
+                 trainable: list[nn.Parameter], pad: int) -> None:
+        self.method, self.run, self.cfg = method, run, method.config
+        self.objective, self.optimizer, self.accelerator = objective, optimizer, accelerator
+        self.trainable, self.pad = trainable, pad
+        self.kept = unique_storage(trainable)
+        self.snapshot = [p.detach().clone() for p in self.kept]
+        self.losses: list[dict[str, float]] = []
+        self.stopped, self.message = False, ""
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.kept], self.snapshot)
+
+    def run_steps(self, bar) -> None:
+        cfg = self.cfg
+        for step in range(cfg.steps):
+            row = self.step_losses(step)
+            if not math.isfinite(row["loss"]):
+                self.stop_at(step, row["loss"])
+                return
+            self.losses.append(row)
+            with torch.no_grad():
+                torch._foreach_copy_(self.snapshot, [p.data for p in self.kept])
+            if cfg.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+            if cfg.warmup_steps:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * warmup_factor(step, cfg.warmup_steps)
+            self.optimizer.step()
+            bar.update()
+            if cfg.on_step is not None and cfg.on_step(step, self.run.model) is True:
+                return
+
+    def micro_batches(self, step: int) -> tuple[list[int], list[list[int]], list[list[int]] | None]:
+        """This process's forget rows of ``step`` and their micro-batches (forget, and retain when used)."""
+        run, cfg = self.run, self.cfg
+        f_idx = _shard(run.forget_schedule[step], run.rank, run.world)
+        f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens)
+        r_parts = None
+        if run.retain_schedule is not None:
+            r_idx = _shard(run.retain_schedule[step], run.rank, run.world)
+            r_parts = micro_batches(r_idx, run.retain_seqs, cfg.max_batch_tokens, len(f_parts))
+            if len(r_parts) > len(f_parts):
+                f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens, len(r_parts))
+        return f_idx, f_parts, r_parts
+
+    def step_losses(self, step: int) -> dict[str, float]:
+        """Forward and backward over the step's micro-batches; the step's loss and its parts."""
+        run, accelerator = self.run, self.accelerator
+        f_idx, f_parts, r_parts = self.micro_batches(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        total: Tensor | None = None
+        for j, fp in enumerate(f_parts):
+            batch = Batch(pack([run.forget_seqs[i] for i in fp], self.pad).to(accelerator.device), fp)
+            if r_parts is not None and j < len(r_parts) and r_parts[j]:
+                batch.retain = pack([run.retain_seqs[i] for i in r_parts[j]], self.pad).to(accelerator.device)
+                batch.retain_idx = r_parts[j]
+            loss, parts = self.objective(batch)
+            if len(f_parts) > 1:  # accumulate: weight each micro-batch by its share of the rows
+                w = len(fp) / len(f_idx)
+                loss, parts = loss * w, {k: v * w for k, v in parts.items()}
+            # gradients of all but the last micro-batch stay local (one all-reduce per step
+            # under DDP, whatever each rank's number of micro-batches); a non-finite loss is
+            # still back-propagated (so ranks stay in step) and its gradient never applied
+            with accelerator.no_sync(self.objective) if j < len(f_parts) - 1 else nullcontext():
+                accelerator.backward(loss)
+            values = torch.stack([loss.detach().float(), *[v.detach().float() for v in parts.values()]])
+            total = values if total is None else total + values
+        names = ["loss", *parts]
+        values = accelerator.reduce(total, "mean") if run.world > 1 else total
+        return {"step": step, **{k: float(v) for k, v in zip(names, values.tolist())}}  # type: ignore[union-attr]
+
+    def stop_at(self, step: int, loss: float) -> None:
+        """A non-finite loss at ``step``: back to the last finite step's weights, and say so."""
+        name = self.method.name
+        if self.losses:
+            self.restore()
+            self.message = (
+                f"{name}: the loss became {loss} at step {step}; stopped, the model holds the weights of "
+                f"step {step - 1} (last finite loss {self.losses[-1]['loss']:.6g})"
+            )
+        else:
+            self.message = (
+                f"{name}: the loss is {loss} at step 0, before any update; "
+                "stopped, the weights are unchanged (check the model and the data)"
+            )
+        self.stopped = True
+
+    def check_final_weights(self) -> None:
+        """Weights made non-finite by the last update go back to the step before it."""
+        if self.stopped or all(bool(torch.isfinite(p).all()) for p in self.kept):
+            return
+        self.restore()
+        self.stopped = True
+        steps = self.cfg.steps
+        self.message = (
+            f"{self.method.name}: the weights became non-finite in the last update (step {steps - 1}); "
+            f"the model holds the weights of step {steps - 1} (last finite loss {self.losses[-1]['loss']:.6g})"
+        )
