@@ -264,69 +264,91 @@ def run_trajectory(
     if config and "on_step" in config:
         raise ConfigError("run_trajectory sets on_step itself; take checkpoints with on_checkpoint")
     cfg = gentle_config(original, method, s, config)
-    total = cfg["steps"]
     mon = list(monitor) if monitor is not None else spread_sample(list(forget), s.monitor_items)
     if not mon or not all(hasattr(it, "answer") and hasattr(it, "question") for it in mon):
         raise InputError("the trajectory monitors forget accuracy on question-answer items; the monitor set "
                          "is empty or holds other items (pass monitor=[QAItem, ...])")
     impl = make_method(method, {k: v for k, v in cfg.items() if k != "on_step"})
+    tracker = _Tracker(original, impl, s, mon, fmt, on_checkpoint, total=cfg["steps"])
+    tracker.start()
 
-    def accuracy(model) -> float:
-        answers = greedy_answers(model, mon, max_new_tokens=s.max_new_tokens, fmt=fmt)
-        return float(answer_accuracy([rouge_l_recall(a, it.answer) for a, it in zip(answers, mon)], s.threshold))
-
-    checkpoints: list[Checkpoint] = []
-    reached: dict[float, int | None] = {t: None for t in s.targets}
-    trace: list[dict[str, Any]] = []
-
-    def emit(names: list[str], step: int, shown, acc: float | None) -> None:
-        for n in names:
-            checkpoints.append(Checkpoint(n, step, acc))
-            on_checkpoint(n, step, shown, acc)
-
-    def crossed(step: int, acc: float) -> list[str]:
-        out = []
-        for t in s.targets:
-            if reached[t] is None and acc < t:
-                reached[t] = step
-                out.append(target_name(t))
-        return out
-
-    acc0 = accuracy(original)
-    trace.append({"step": 0, "forget_accuracy": acc0})
-    emit(crossed(0, acc0), 0, original, acc0)  # a target already met before any update (step 0: the original)
-
-    def on_step(i: int, model) -> bool:
-        step = i + 1
-        shown = None  # the checkpoint's model (the method's checkpoint_model of the live one)
-        acc = None
-        if step % s.check_every == 0 or step == total or step in s.marks:
-            shown = impl.checkpoint_model(model, original)
-            acc = accuracy(shown)
-            trace.append({"step": step, "forget_accuracy": acc})
-        names = [mark_name(step)] if step in s.marks else []
-        if acc is not None:
-            names += crossed(step, acc)
-        if names:
-            emit(names, step, shown, acc)
-        done = all(v is not None for v in reached.values()) and step >= (s.marks[-1] if s.marks else 0)
-        return bool(s.stop_when_done and done and step < total)
+    def on_step(i: int, model) -> bool:  # a function, not the bound method: the config is deep-copied
+        return tracker.on_step(i, model)
 
     res = unlearn(original, method, forget, retain, {**cfg, "on_step": on_step}, seed=seed, fmt=fmt, progress=progress)
     # the weights the run ends with: after every logged update, or (a NaN/inf loss stopped it)
     # restored to before the last logged one
     steps_run = len(res.losses) - (1 if res.stopped_early and res.losses else 0)
     if steps_run:
-        if trace[-1]["step"] == steps_run and not res.stopped_early:
-            acc = trace[-1]["forget_accuracy"]
-        else:
-            acc = accuracy(res.model)  # task vector: unlearn's own finish has negated it
-            trace.append({"step": steps_run, "forget_accuracy": acc})
-        checkpoints.append(Checkpoint("final", steps_run, acc))
-        on_checkpoint("final", steps_run, res.model, acc)
+        tracker.final(steps_run, res.model, res.stopped_early)
     cfg_out = {k: v for k, v in res.config.to_dict().items()}
-    return TrajectoryResult(method, cfg_out, s.to_dict(), checkpoints, reached, trace, res.losses, steps_run,
-                            res.stopped_early, res.message)
+    return TrajectoryResult(method, cfg_out, s.to_dict(), tracker.checkpoints, tracker.reached, tracker.trace,
+                            res.losses, steps_run, res.stopped_early, res.message)
+
+
+class _Tracker:
+    """What :func:`run_trajectory` follows along one run: the monitored forget accuracy, the step
+    each target is first crossed, and the checkpoints it hands to ``on_checkpoint``."""
+
+    def __init__(self, original, impl, settings: TrajectorySettings, monitor: list, fmt,
+                 on_checkpoint: CheckpointFn, total: int) -> None:
+        self.original, self.impl, self.settings, self.monitor, self.fmt = original, impl, settings, monitor, fmt
+        self.on_checkpoint, self.total = on_checkpoint, total
+        self.checkpoints: list[Checkpoint] = []
+        self.reached: dict[float, int | None] = {t: None for t in settings.targets}
+        self.trace: list[dict[str, Any]] = []
+
+    def accuracy(self, model) -> float:
+        s = self.settings
+        answers = greedy_answers(model, self.monitor, max_new_tokens=s.max_new_tokens, fmt=self.fmt)
+        return float(answer_accuracy([rouge_l_recall(a, it.answer) for a, it in zip(answers, self.monitor)],
+                                     s.threshold))
+
+    def emit(self, names: list[str], step: int, shown, acc: float | None) -> None:
+        for name in names:
+            self.checkpoints.append(Checkpoint(name, step, acc))
+            self.on_checkpoint(name, step, shown, acc)
+
+    def crossed(self, step: int, acc: float) -> list[str]:
+        out = []
+        for t in self.settings.targets:
+            if self.reached[t] is None and acc < t:
+                self.reached[t] = step
+                out.append(target_name(t))
+        return out
+
+    def start(self) -> None:
+        """The original's accuracy; a target it already meets is crossed at step 0 (the original)."""
+        acc0 = self.accuracy(self.original)
+        self.trace.append({"step": 0, "forget_accuracy": acc0})
+        self.emit(self.crossed(0, acc0), 0, self.original, acc0)
+
+    def on_step(self, i: int, model) -> bool:
+        """unlearn's ``on_step``: measure, take the checkpoints due, and say whether to stop."""
+        s, step = self.settings, i + 1
+        shown = None  # the checkpoint's model (the method's checkpoint_model of the live one)
+        acc = None
+        if step % s.check_every == 0 or step == self.total or step in s.marks:
+            shown = self.impl.checkpoint_model(model, self.original)
+            acc = self.accuracy(shown)
+            self.trace.append({"step": step, "forget_accuracy": acc})
+        names = [mark_name(step)] if step in s.marks else []
+        if acc is not None:
+            names += self.crossed(step, acc)
+        if names:
+            self.emit(names, step, shown, acc)
+        done = all(v is not None for v in self.reached.values()) and step >= (s.marks[-1] if s.marks else 0)
+        return bool(s.stop_when_done and done and step < self.total)
+
+    def final(self, steps_run: int, model, stopped_early: bool) -> None:
+        """The checkpoint of the weights the run ends with."""
+        if self.trace[-1]["step"] == steps_run and not stopped_early:
+            acc = self.trace[-1]["forget_accuracy"]
+        else:
+            acc = self.accuracy(model)  # task vector: unlearn's own finish has negated it
+            self.trace.append({"step": steps_run, "forget_accuracy": acc})
+        self.checkpoints.append(Checkpoint("final", steps_run, acc))
+        self.on_checkpoint("final", steps_run, model, acc)
 
 
 __all__ = ["Checkpoint", "CheckpointFn", "TrajectoryResult", "TrajectorySettings", "gentle_config", "mark_name",
