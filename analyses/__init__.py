@@ -15,5 +15,14 @@ from unpact.analyses.keyword_focus import keyword_focus, keyword_focus_vs_null, 
 from unpact.analyses.layer_head import layer_head_analysis
 from unpact.analyses.recovery import recovery_analysis
 
-__all__ = ["keyword_focus", "keyword_focus_vs_null", "normalised_gap", "recovery_analysis", "collapse_analysis", "token_drop_stats", "layer_head_analysis",
-           "forget_precondition", "run_analyses"]
+__all__ = [
+    "keyword_focus",
+    "keyword_focus_vs_null",
+    "normalised_gap",
+    "recovery_analysis",
+    "collapse_analysis",
+    "token_drop_stats",
+    "layer_head_analysis",
+    "forget_precondition",
+    "run_analyses",
+]

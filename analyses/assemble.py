@@ -12,8 +12,9 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from unpact.analyses.collapse import collapse_analysis
 from unpact.analyses.dilemma import (
@@ -61,8 +62,11 @@ def forget_precondition(orig_eval: dict[str, Any], min_accuracy: float, threshol
     out["reason"] = (
         f"the original model answers {100 * acc:.0f}% of the forget items right (ROUGE-L recall >= {threshold:g}), "
         f"{'at least' if out['holds'] else 'below'} min_forget_accuracy = {100 * min_accuracy:.0f}%"
-        + ("" if out["holds"] else ": it does not know the forget set, so there is nothing to unlearn "
-           "and no verdict applies")
+        + (
+            ""
+            if out["holds"]
+            else ": it does not know the forget set, so there is nothing to unlearn and no verdict applies"
+        )
     )
     return out
 
@@ -90,20 +94,27 @@ def not_applicable(analyses: dict[str, Any], reason: str) -> dict[str, Any]:
     return analyses
 
 
-def recovery_numbers(table: "RecoveryTable") -> dict[str, Any]:
+def recovery_numbers(table: RecoveryTable) -> dict[str, Any]:
     """What :func:`~unpact.analyses.recovery.recovery_analysis` reads of one method's recovery table:
     each kind's best rate and collapse flag, and how many forget items the unlearned model got
     wrong (the rates' denominator; None without any setting)."""
     rows = table.rows()
-    return {"prompt_best": table.prompt_best, "activation_best": table.activation_best,
-            "prompt_collapse": table.prompt_collapse, "activation_collapse": table.activation_collapse,
-            "n_forgotten": rows[0].n_forgotten if rows else None}
+    return {
+        "prompt_best": table.prompt_best,
+        "activation_best": table.activation_best,
+        "prompt_collapse": table.prompt_collapse,
+        "activation_collapse": table.activation_collapse,
+        "n_forgotten": rows[0].n_forgotten if rows else None,
+    }
 
 
 def control_items(tracking: dict[str, Any]) -> list[dict[str, Any]]:
     """The tracked retain and general items (the collapse analysis' control prompts)."""
-    return [{"before": d["before"], "after": d["after"], "special": d["special"], "tokens": d["tokens"]}
-            for d in tracking["loo"]["items"] if d["group"] in ("retain", "general")]
+    return [
+        {"before": d["before"], "after": d["after"], "special": d["special"], "tokens": d["tokens"]}
+        for d in tracking["loo"]["items"]
+        if d["group"] in ("retain", "general")
+    ]
 
 
 def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
@@ -130,31 +141,56 @@ def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dic
         if use not in calls:
             calls[use] = calibrated_call(controls, use)
         call = calls[use]
-        per[m] = {"counts": c, "n_forgotten": forgotten, "share_hidden_of_forgotten": p.get("share_hidden_of_forgotten"),
-                  "share_present": p.get("share_present"), "probes_used": p.get("probes_used"),
-                  "probes_left_out": p.get("probes_left_out"),
-                  "net_hidden": net_hidden(c["hidden"], forgotten, call["false_hidden"] or {}),
-                  "call_decides": call["decides"]}
-    return {"methods": per, "calibration": cal, "calls": [dict(v) for v in calls.values()],
-            "verdict": _presence_verdict(per, cal, calls),
-            "positive_hidden": len(controls.get("positive_hidden_ids") or []),
-            "positive_items": len(controls.get("positive_plain_recall") or [])}
+        per[m] = {
+            "counts": c,
+            "n_forgotten": forgotten,
+            "share_hidden_of_forgotten": p.get("share_hidden_of_forgotten"),
+            "share_present": p.get("share_present"),
+            "probes_used": p.get("probes_used"),
+            "probes_left_out": p.get("probes_left_out"),
+            "net_hidden": net_hidden(c["hidden"], forgotten, call["false_hidden"] or {}),
+            "call_decides": call["decides"],
+        }
+    return {
+        "methods": per,
+        "calibration": cal,
+        "calls": [dict(v) for v in calls.values()],
+        "verdict": _presence_verdict(per, cal, calls),
+        "positive_hidden": len(controls.get("positive_hidden_ids") or []),
+        "positive_items": len(controls.get("positive_plain_recall") or []),
+    }
 
 
-def _presence_verdict(per: dict[str, dict[str, Any]], cal: dict[str, Any],
-                      calls: dict[tuple[str, ...], dict[str, Any]]) -> str:
+def _presence_verdict(
+    per: dict[str, dict[str, Any]], cal: dict[str, Any], calls: dict[tuple[str, ...], dict[str, Any]]
+) -> str:
     lines = []
     for m, x in per.items():
         c, net = x["counts"], x["net_hidden"]
-        net_txt = "" if net is None else f"; net of false alarms {net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
-        lines.append(f"{m}: {c['hidden']} hidden{net_txt}, {c['erased']} erased of {x['n_forgotten']} forgotten"
-                     f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})")
+        net_txt = (
+            ""
+            if net is None
+            else f"; net of false alarms {net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
+        )
+        lines.append(
+            f"{m}: {c['hidden']} hidden{net_txt}, {c['erased']} erased of {x['n_forgotten']} forgotten"
+            f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})"
+        )
     cal_txt = "; ".join(
         f"{k}: sensitivity {v['sensitivity']:.2f} (n={v['n_positive']}), specificity {v['specificity']:.2f} (n={v['n_negative']})"
-        for k, v in cal.items() if v.get("sensitivity") is not None and v.get("specificity") is not None)
+        for k, v in cal.items()
+        if v.get("sensitivity") is not None and v.get("specificity") is not None
+    )
     call_txt = "; ".join(f"the call by {', '.join(use) or 'no probe'}: {call['why']}" for use, call in calls.items())
-    return ("; ".join(lines) + (f" — probes on the controls: {cal_txt}" if cal_txt else " — probes not calibrated "
-            "(no positive or negative control)") + (f" — {call_txt}" if call_txt else ""))
+    return (
+        "; ".join(lines)
+        + (
+            f" — probes on the controls: {cal_txt}"
+            if cal_txt
+            else " — probes not calibrated (no positive or negative control)"
+        )
+        + (f" — {call_txt}" if call_txt else "")
+    )
 
 
 def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -176,19 +212,40 @@ def trajectory_points(methods: dict[str, dict]) -> tuple[list[dict[str, Any]], l
             targets = [n for n in c["names"] if n.startswith("forget_below_")]
             f = (c.get("evaluate") or {}).get("forget") or {}
             for k, stratum in enumerate(targets or [None]):
-                points.append(checkpoint_point(
-                    m, "+".join(c["names"]), pres.get("calls") or [], pres.get("ids") or [],
-                    utility_drop=c.get("utility_drop"), forget_accuracy=f.get("accuracy"), utility=c.get("utility"),
-                    step=c["step"], stratum=stratum, recovered=rec if k == 0 else ()))
+                points.append(
+                    checkpoint_point(
+                        m,
+                        "+".join(c["names"]),
+                        pres.get("calls") or [],
+                        pres.get("ids") or [],
+                        utility_drop=c.get("utility_drop"),
+                        forget_accuracy=f.get("accuracy"),
+                        utility=c.get("utility"),
+                        step=c["step"],
+                        stratum=stratum,
+                        recovered=rec if k == 0 else (),
+                    )
+                )
             if ctrl:
                 summ = ctrl["summary"]
                 # the setting with the most paired eligible items at the headline threshold (ties: the first)
-                best = max(summ["settings"], key=lambda n: summ["settings"][n]["binary"][f"{summ['threshold']:g}"]
-                           ["paired"]["n"], default=None)
+                best = max(
+                    summ["settings"],
+                    key=lambda n: summ["settings"][n]["binary"][f"{summ['threshold']:g}"]["paired"]["n"],
+                    default=None,
+                )
                 if best is not None:
                     b = summ["settings"][best]["binary"][f"{summ['threshold']:g}"]["paired"]
-                    recovery.append({"method": m, "checkpoint": f"step {c['step']}", "setting": best, "n": b["n"],
-                                     "keyword": b["keyword_rate"], "placebo": b["placebo_rate"]})
+                    recovery.append(
+                        {
+                            "method": m,
+                            "checkpoint": f"step {c['step']}",
+                            "setting": best,
+                            "n": b["n"],
+                            "keyword": b["keyword_rate"],
+                            "placebo": b["placebo_rate"],
+                        }
+                    )
     return points, recovery
 
 
@@ -199,8 +256,11 @@ def trajectory_analyses(methods: dict[str, dict]) -> dict[str, Any]:
         return {}
     points, recovery = trajectory_points(methods)
     out: dict[str, Any] = {"dilemma": {**dilemma_verdict(points), "points": points, "recovery": recovery}}
-    controlled = {m: {f"step_{c['step']}": c["controlled"] for c in r["trajectory"]["measured"] if c.get("controlled")}
-                  for m, r in methods.items() if (r.get("trajectory") or {}).get("measured")}
+    controlled = {
+        m: {f"step_{c['step']}": c["controlled"] for c in r["trajectory"]["measured"] if c.get("controlled")}
+        for m, r in methods.items()
+        if (r.get("trajectory") or {}).get("measured")
+    }
     controlled = {m: cps for m, cps in controlled.items() if cps}
     if controlled:
         out["finding2_checkpoints"] = finding2_by_checkpoint(controlled)
@@ -216,10 +276,19 @@ def focus_rows(tracking: dict[str, Any], group: str | None = None) -> list[dict[
         ...                                "special": [True, False], "key_tokens": [1]}]}})[0]["key"]
         [False, True]
     """
-    return [{"id": d["item_id"], "group": d["group"], "before": d["before"], "after": d["after"],
-             "special": d["special"], "key": [i in key for i in range(len(d["before"]))]}
-            for d in tracking["loo"]["items"] if group is None or d["group"] == group
-            for key in [set(d["key_tokens"])]]
+    return [
+        {
+            "id": d["item_id"],
+            "group": d["group"],
+            "before": d["before"],
+            "after": d["after"],
+            "special": d["special"],
+            "key": [i in key for i in range(len(d["before"]))],
+        }
+        for d in tracking["loo"]["items"]
+        if group is None or d["group"] == group
+        for key in [set(d["key_tokens"])]
+    ]
 
 
 def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]:
@@ -239,10 +308,16 @@ def keyword_null_verdicts(methods: dict[str, dict]) -> dict[str, dict[str, Any]]
         if kn.get("test"):
             nulls[m] = kn["test"]
         elif kn:
-            nulls[m] = {"verdict": f"not applicable: no damage-matched null ({kn.get('message')}); without one a "
-                                   "KeyTokens loss cannot be told apart from damage (presence.null_max_scale sets "
-                                   "the largest noise tried)",
-                        "supported": False, "n_null_draws": 0, "statistic": None, "p_value": None, "interval": None}
+            nulls[m] = {
+                "verdict": f"not applicable: no damage-matched null ({kn.get('message')}); without one a "
+                "KeyTokens loss cannot be told apart from damage (presence.null_max_scale sets "
+                "the largest noise tried)",
+                "supported": False,
+                "n_null_draws": 0,
+                "statistic": None,
+                "p_value": None,
+                "interval": None,
+            }
     return nulls
 
 
@@ -271,6 +346,7 @@ ANALYSES: Registry[Analysis] = Registry("analysis")
 def register_analysis(name: str, render: Renderer | None = None) -> Callable[[AnalysisFn], AnalysisFn]:
     """Register ``fn(methods, controls) -> sections`` as analysis ``name`` (a decorator), with
     ``render(analyses, results) -> Rendered`` (:mod:`unpact.analyses.render`), its part of the report."""
+
     def deco(fn: AnalysisFn) -> AnalysisFn:
         ANALYSES.add(name, Analysis(name, fn, render))
         return fn
@@ -298,24 +374,37 @@ def _keyword_focus(methods: dict[str, dict], controls: dict[str, Any]) -> dict[s
 @register_analysis("recovery", render=render_recovery)
 def _recovery(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 2: emphasis brings answers back (prompt rewrite vs activation scaling)."""
-    return {"recovery": recovery_analysis({m: recovery_numbers(RecoveryTable.from_dict(r["recovery"]))
-                                           for m, r in methods.items()})}
+    return {
+        "recovery": recovery_analysis(
+            {m: recovery_numbers(RecoveryTable.from_dict(r["recovery"])) for m, r in methods.items()}
+        )
+    }
 
 
 @register_analysis("collapse", render=render_collapse)
 def _collapse(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Finding 3: indiscriminate contribution drops on the control prompts go with lost utility."""
-    return {"collapse": collapse_analysis({
-        m: {"utility_drop": r["collapse"]["utility_drop"], "items": control_items(r["tracking"])}
-        for m, r in methods.items()})}
+    return {
+        "collapse": collapse_analysis(
+            {
+                m: {"utility_drop": r["collapse"]["utility_drop"], "items": control_items(r["tracking"])}
+                for m, r in methods.items()
+            }
+        )
+    }
 
 
 @register_analysis("layer_head", render=render_layer_head)
 def _layer_head(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, Any]:
     """Where in the network the contribution changed."""
-    return {"layer_head": layer_head_analysis({
-        m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
-        for m, r in methods.items()})}
+    return {
+        "layer_head": layer_head_analysis(
+            {
+                m: {"layer_delta": r["tracking"].get("layer_delta"), "head_delta": r["tracking"].get("head_delta")}
+                for m, r in methods.items()
+            }
+        )
+    }
 
 
 @register_analysis("keyword_focus_null")
@@ -343,11 +432,20 @@ def _finding2(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str, A
     yes = [m for m, v in per.items() if v["supported"]]
     na = all(str(v["verdict"]).startswith("not applicable") for v in per.values())
     outcome = "supported" if yes else "not applicable" if na else "not supported"
-    return {"finding2": {"per_model": per, "n_models": len(per), "n_supported": len(yes),
-                         "verdict": (f"{outcome}: keyword emphasis recovered more than "
-                                     f"the placebo in {len(yes)} of {len(per)} models"
-                                     + (f" ({', '.join(yes)})" if yes else "") + "; "
-                                     + "; ".join(f"{m}: {v['verdict']}" for m, v in per.items()))}}
+    return {
+        "finding2": {
+            "per_model": per,
+            "n_models": len(per),
+            "n_supported": len(yes),
+            "verdict": (
+                f"{outcome}: keyword emphasis recovered more than "
+                f"the placebo in {len(yes)} of {len(per)} models"
+                + (f" ({', '.join(yes)})" if yes else "")
+                + "; "
+                + "; ".join(f"{m}: {v['verdict']}" for m, v in per.items())
+            ),
+        }
+    }
 
 
 @register_analysis("trajectory", render=render_trajectory)
@@ -356,8 +454,12 @@ def _trajectory(methods: dict[str, dict], controls: dict[str, Any]) -> dict[str,
     return trajectory_analyses(methods)
 
 
-def run_analyses(methods: dict[str, dict], precondition: dict[str, Any] | None = None,
-                 presence: dict[str, Any] | None = None, names: Sequence[str] | None = None) -> dict[str, Any]:
+def run_analyses(
+    methods: dict[str, dict],
+    precondition: dict[str, Any] | None = None,
+    presence: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The registered analyses (:data:`ANALYSES`, or those ``names``) over the methods' stage
     results; with a failed ``precondition`` (see :func:`forget_precondition`) every verdict is
     "not applicable" and says why. ``presence``: the probes' controls (``controls/presence``),

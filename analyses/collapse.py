@@ -81,13 +81,10 @@ def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.
     rho_share = spearman([methods[m]["share_tokens_fell"] for m in names], util)
     rho_gini = spearman([methods[m]["drop_concentration_gini"] for m in names], util)
     if len(names) < 3:
-        verdict = (
-            f"{len(names)} method(s): too few to correlate spread with utility drop; "
-            + "; ".join(
-                f"{m}: {fmt(100 * (methods[m]['share_tokens_fell'] or 0), 0)}% of tokens fell, "
-                f"Gini {fmt(methods[m]['drop_concentration_gini'], 2)}, utility drop {fmt(methods[m]['utility_drop'])}"
-                for m in names
-            )
+        verdict = f"{len(names)} method(s): too few to correlate spread with utility drop; " + "; ".join(
+            f"{m}: {fmt(100 * (methods[m]['share_tokens_fell'] or 0), 0)}% of tokens fell, "
+            f"Gini {fmt(methods[m]['drop_concentration_gini'], 2)}, utility drop {fmt(methods[m]['utility_drop'])}"
+            for m in names
         )
         holds = None
     else:

@@ -27,8 +27,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unpact.analyses._stats import fmt
 from unpact.emphasis.controlled import ControlledRecovery, specific_recovery, summarise
@@ -103,54 +104,91 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     summary = summarise(res.raw, replace(res.settings, confidence=conf, seed=s.seed))
     stat = s.statistic or ("did_negative" if "negative" in res.raw["runs"] else "did")
     per = specific_recovery({"summary": summary}, s.outcome, stat)
-    floor = float(s.min_effect.get(s.outcome, 0.0)) if s.statistic != "binary" else float(s.min_effect.get("rouge", 0.0))
+    floor = (
+        float(s.min_effect.get(s.outcome, 0.0)) if s.statistic != "binary" else float(s.min_effect.get("rouge", 0.0))
+    )
     rows = {}
     for name, ci in per.items():
         collapsed = summary["settings"][name]["collapsed"]
         ok = ci["n"] >= s.min_items and ci["interval"] is not None
-        rows[name] = {"mean": ci["mean"], "interval": ci["interval"], "n": ci["n"], "collapsed": collapsed,
-                      "above_zero": bool(ok and ci["interval"][0] > floor), "usable": ok and collapsed is not True}
-    test = (f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
-            + {"did": " against the original under the same emphasis (no negative control: this statistic "
-                      "was not specific on the embedded world)",
-               "did_negative": " against the negative control (a model that never saw the facts)"}.get(stat, "")
-            + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
-            f"supported when an interval's lower end exceeds {floor:g}; needs >= {s.min_items} eligible items "
-            "and controls that held")
-    out: dict[str, Any] = {"test": test, "statistic": stat, "method": res.method, "confidence": conf, "n_settings": k,
-                           "settings": rows}
+        rows[name] = {
+            "mean": ci["mean"],
+            "interval": ci["interval"],
+            "n": ci["n"],
+            "collapsed": collapsed,
+            "above_zero": bool(ok and ci["interval"][0] > floor),
+            "usable": ok and collapsed is not True,
+        }
+    test = (
+        f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
+        + {
+            "did": " against the original under the same emphasis (no negative control: this statistic "
+            "was not specific on the embedded world)",
+            "did_negative": " against the negative control (a model that never saw the facts)",
+        }.get(stat, "")
+        + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
+        f"supported when an interval's lower end exceeds {floor:g}; needs >= {s.min_items} eligible items "
+        "and controls that held"
+    )
+    out: dict[str, Any] = {
+        "test": test,
+        "statistic": stat,
+        "method": res.method,
+        "confidence": conf,
+        "n_settings": k,
+        "settings": rows,
+    }
     usable = {n: r for n, r in rows.items() if r["usable"]}
     hits = {n: r for n, r in usable.items() if r["above_zero"]}
     if not usable:
         n_max = max((r["n"] for r in rows.values()), default=0)
-        out.update(supported=False, verdict=f"not applicable: at most {n_max} eligible items in a setting whose "
-                                            f"controls held (need {s.min_items}); not supported")
+        out.update(
+            supported=False,
+            verdict=f"not applicable: at most {n_max} eligible items in a setting whose "
+            f"controls held (need {s.min_items}); not supported",
+        )
         return out
-    best_name, best = max(hits.items() if hits else usable.items(),
-                          key=lambda kv: (kv[1]["interval"][0] if kv[1]["interval"] else -math.inf))
-    numbers = (f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
-               f"n = {best['n']} items")
+    best_name, best = max(
+        hits.items() if hits else usable.items(),
+        key=lambda kv: kv[1]["interval"][0] if kv[1]["interval"] else -math.inf,
+    )
+    numbers = (
+        f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
+        f"n = {best['n']} items"
+    )
     out["best_setting"] = best_name
     if all(r["collapsed"] is None for r in rows.values()):
         test += "; no collapse check (too few control items)"
     if hits:
-        out.update(supported=True, verdict=f"supported: keyword-specific recovery in {len(hits)} of {k} settings; "
-                                            f"strongest {numbers} ({test})")
+        out.update(
+            supported=True,
+            verdict=f"supported: keyword-specific recovery in {len(hits)} of {k} settings; "
+            f"strongest {numbers} ({test})",
+        )
     else:
-        out.update(supported=False, verdict=f"not supported: no setting's interval lies above {floor:g}; highest lower end "
-                                             f"{numbers} ({test})")
+        out.update(
+            supported=False,
+            verdict=f"not supported: no setting's interval lies above {floor:g}; highest lower end {numbers} ({test})",
+        )
     return out
 
 
-def finding2_by_checkpoint(results: Mapping[str, Mapping[str, Any]],
-                           settings: DilemmaSettings | None = None) -> dict[str, Any]:
+def finding2_by_checkpoint(
+    results: Mapping[str, Mapping[str, Any]], settings: DilemmaSettings | None = None
+) -> dict[str, Any]:
     """:func:`finding2_verdict` for every ``results[method][checkpoint]``, and how many were supported."""
     per = {m: {c: finding2_verdict(r, settings) for c, r in cps.items()} for m, cps in results.items()}
     n = sum(len(v) for v in per.values())
     k = sum(v["supported"] for cps in per.values() for v in cps.values())
-    return {"per_method": per, "n_checkpoints": n, "n_supported": k,
-            "verdict": (f"{'supported' if k else 'not supported'}: keyword-specific recovery at {k} of {n} "
-                        "checkpoints (each tested on its own, see per_method)")}
+    return {
+        "per_method": per,
+        "n_checkpoints": n,
+        "n_supported": k,
+        "verdict": (
+            f"{'supported' if k else 'not supported'}: keyword-specific recovery at {k} of {n} "
+            "checkpoints (each tested on its own, see per_method)"
+        ),
+    }
 
 
 # ------------------------------------------------------------------ the dilemma
@@ -181,9 +219,19 @@ def recovered_ids(result, specific: bool = True) -> list[str]:
     return [i for i in ids if i in out]
 
 
-def checkpoint_point(method: str, checkpoint: str, kinds: Sequence[str], ids: Sequence[str], *,
-                     utility_drop: float | None, forget_accuracy: float | None = None, utility: float | None = None,
-                     step: int | None = None, stratum: Any = None, recovered: Sequence[str] = ()) -> dict[str, Any]:
+def checkpoint_point(
+    method: str,
+    checkpoint: str,
+    kinds: Sequence[str],
+    ids: Sequence[str],
+    *,
+    utility_drop: float | None,
+    forget_accuracy: float | None = None,
+    utility: float | None = None,
+    step: int | None = None,
+    stratum: Any = None,
+    recovered: Sequence[str] = (),
+) -> dict[str, Any]:
     """One checkpoint as a point of the dilemma, from :func:`unpact.probes.classify`'s ``kinds``.
 
     ``erased_share`` = erased / (hidden + erased): of the items the plain prompt misses, the
@@ -201,16 +249,27 @@ def checkpoint_point(method: str, checkpoint: str, kinds: Sequence[str], ids: Se
     hidden = sum(k == "hidden" for k in kinds)
     erased = sum(k == "erased" for k in kinds)
     rec = [r for r in recovered if r in kind and kind[r] != "unprobed"]
-    return {"method": method, "checkpoint": checkpoint, "step": step, "stratum": stratum,
-            "forget_accuracy": forget_accuracy, "utility": utility, "utility_drop": utility_drop,
-            "n_hidden": hidden, "n_erased": erased, "n_known": sum(k == "known" for k in kinds),
-            "erased_share": erased / (hidden + erased) if hidden + erased else None,
-            "hidden_share": hidden / (hidden + erased) if hidden + erased else None,
-            "n_recovered": len(rec), "recovered_present": sum(kind[r] == "hidden" for r in rec)}
+    return {
+        "method": method,
+        "checkpoint": checkpoint,
+        "step": step,
+        "stratum": stratum,
+        "forget_accuracy": forget_accuracy,
+        "utility": utility,
+        "utility_drop": utility_drop,
+        "n_hidden": hidden,
+        "n_erased": erased,
+        "n_known": sum(k == "known" for k in kinds),
+        "erased_share": erased / (hidden + erased) if hidden + erased else None,
+        "hidden_share": hidden / (hidden + erased) if hidden + erased else None,
+        "n_recovered": len(rec),
+        "recovered_present": sum(kind[r] == "hidden" for r in rec),
+    }
 
 
-def dilemma_verdict(points: Sequence[Mapping[str, Any]], settings: DilemmaSettings | None = None, *,
-                    n_perm: int | None = None) -> dict[str, Any]:
+def dilemma_verdict(
+    points: Sequence[Mapping[str, Any]], settings: DilemmaSettings | None = None, *, n_perm: int | None = None
+) -> dict[str, Any]:
     """The dilemma across all methods' checkpoints (each point from :func:`checkpoint_point`).
 
     (a) ``erasure_costs_utility``: the within-stratum Spearman rho of ``erased_share`` and
@@ -226,41 +285,74 @@ def dilemma_verdict(points: Sequence[Mapping[str, Any]], settings: DilemmaSettin
     perms = n_perm or s.n_perm
     pts = [p for p in points if p.get("erased_share") is not None and p.get("utility_drop") is not None]
     strat = [p for p in pts if p.get("stratum") is not None]
-    t = stratified_permutation_test([p["erased_share"] for p in strat], [p["utility_drop"] for p in strat],
-                                    [p["stratum"] for p in strat], n_perm=perms, seed=s.seed, alternative="greater")
+    t = stratified_permutation_test(
+        [p["erased_share"] for p in strat],
+        [p["utility_drop"] for p in strat],
+        [p["stratum"] for p in strat],
+        n_perm=perms,
+        seed=s.seed,
+        alternative="greater",
+    )
     pooled = spearman_rho([p["erased_share"] for p in pts], [p["utility_drop"] for p in pts])
-    a: dict[str, Any] = {**t, "alpha": s.alpha, "pooled_rho": pooled,
-                         "pooled_note": "all checkpoints pooled: along a trajectory erasure and utility loss both grow "
-                                        "with the steps, so this rho is not evidence of a trade-off"}
+    a: dict[str, Any] = {
+        **t,
+        "alpha": s.alpha,
+        "pooled_rho": pooled,
+        "pooled_note": "all checkpoints pooled: along a trajectory erasure and utility loss both grow "
+        "with the steps, so this rho is not evidence of a trade-off",
+    }
     if t["p_value"] is None or t["n"] < s.min_points:
-        a.update(supported=False, verdict=f"not applicable: {t['n']} checkpoints in {t['n_strata_used']} usable strata "
-                                           f"of matched forgetting (need {s.min_points} in strata of >= 3 with "
-                                           "varying values); not supported")
+        a.update(
+            supported=False,
+            verdict=f"not applicable: {t['n']} checkpoints in {t['n_strata_used']} usable strata "
+            f"of matched forgetting (need {s.min_points} in strata of >= 3 with "
+            "varying values); not supported",
+        )
     else:
         sup = t["p_value"] <= s.alpha and t["statistic"] > 0
-        a.update(supported=bool(sup), verdict=(
-            f"{'supported' if sup else 'not supported'}: at matched forgetting, checkpoints that erased more lost more "
-            f"utility with summed within-stratum Spearman rho {fmt(t['statistic'], 2)} over {t['n_strata_used']} strata "
-            f"(permutation p = {fmt(t['p_value'])}, one-sided, {perms} shuffles within strata; n = {t['n']} "
-            f"checkpoints; needs p <= {s.alpha:g}); pooled rho {fmt(pooled, 2)} (confounded by training length)"))
+        a.update(
+            supported=bool(sup),
+            verdict=(
+                f"{'supported' if sup else 'not supported'}: at matched forgetting, checkpoints that erased more lost more "
+                f"utility with summed within-stratum Spearman rho {fmt(t['statistic'], 2)} over {t['n_strata_used']} strata "
+                f"(permutation p = {fmt(t['p_value'])}, one-sided, {perms} shuffles within strata; n = {t['n']} "
+                f"checkpoints; needs p <= {s.alpha:g}); pooled rho {fmt(pooled, 2)} (confounded by training length)"
+            ),
+        )
     k = sum(int(p.get("recovered_present", 0)) for p in points)
     n = sum(int(p.get("n_recovered", 0)) for p in points)
     ci = wilson_interval(k, n)
-    b: dict[str, Any] = {"test": "share of recovered items that some probe finds, Wilson 95% interval",
-                         "n_recovered": n, "n_present": k, "share": k / n if n else None, "interval": ci,
-                         "always_share": s.always_share, "n_checkpoints": len(points)}
+    b: dict[str, Any] = {
+        "test": "share of recovered items that some probe finds, Wilson 95% interval",
+        "n_recovered": n,
+        "n_present": k,
+        "share": k / n if n else None,
+        "interval": ci,
+        "always_share": s.always_share,
+        "n_checkpoints": len(points),
+    }
     if not n:
         b.update(supported=False, verdict="not applicable: no item was recovered at any checkpoint; not supported")
     else:
         sup = ci[0] >= s.always_share
-        b.update(supported=bool(sup), verdict=(
-            f"{'supported' if sup else 'not supported'}: {k} of {n} recovered items ({fmt(100 * k / n, 0)}%) are present "
-            f"by some probe, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] (needs its lower end >= {s.always_share:g}; "
-            f"{len(points)} checkpoints, an item counts at each checkpoint it is recovered)"))
+        b.update(
+            supported=bool(sup),
+            verdict=(
+                f"{'supported' if sup else 'not supported'}: {k} of {n} recovered items ({fmt(100 * k / n, 0)}%) are present "
+                f"by some probe, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] (needs its lower end >= {s.always_share:g}; "
+                f"{len(points)} checkpoints, an item counts at each checkpoint it is recovered)"
+            ),
+        )
     both = a["supported"] and b["supported"]
-    return {"erasure_costs_utility": a, "recoverable_is_present": b, "supported": bool(both),
-            "verdict": (f"{'supported' if both else 'not supported'}: erasure goes with utility loss - "
-                        f"{a['verdict'].split(':')[0]}; recoverable knowledge is probe-present - {b['verdict'].split(':')[0]}")}
+    return {
+        "erasure_costs_utility": a,
+        "recoverable_is_present": b,
+        "supported": bool(both),
+        "verdict": (
+            f"{'supported' if both else 'not supported'}: erasure goes with utility loss - "
+            f"{a['verdict'].split(':')[0]}; recoverable knowledge is probe-present - {b['verdict'].split(':')[0]}"
+        ),
+    }
 
 
 def checkpoint_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -282,17 +374,29 @@ def checkpoint_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             verdict = (f2.get(m) or {}).get(f"step_{c['step']}") or {}
             best = rec.get((m, f"step {c['step']}")) or {}
             ev = c.get("evaluate") or {}
-            rows.append({"method": m, "step": c["step"], "names": list(c.get("names") or []),
-                         "monitor_forget_accuracy": c.get("monitor_forget_accuracy"),
-                         "forget_accuracy": _metric(ev, "forget", "accuracy"),
-                         "retain_rouge": _metric(ev, "retain", "rouge_l_recall"),
-                         "general_accuracy": general_score(ev),
-                         "utility": c.get("utility"), "utility_drop": c.get("utility_drop"),
-                         "model_utility": c.get("model_utility"),
-                         "known": counts.get("known"), "hidden": counts.get("hidden"), "erased": counts.get("erased"),
-                         "recovery_setting": best.get("setting"), "recovery_n": best.get("n"),
-                         "recovery_keyword": best.get("keyword"), "recovery_placebo": best.get("placebo"),
-                         "finding2": verdict.get("verdict"), "finding2_supported": verdict.get("supported")})
+            rows.append(
+                {
+                    "method": m,
+                    "step": c["step"],
+                    "names": list(c.get("names") or []),
+                    "monitor_forget_accuracy": c.get("monitor_forget_accuracy"),
+                    "forget_accuracy": _metric(ev, "forget", "accuracy"),
+                    "retain_rouge": _metric(ev, "retain", "rouge_l_recall"),
+                    "general_accuracy": general_score(ev),
+                    "utility": c.get("utility"),
+                    "utility_drop": c.get("utility_drop"),
+                    "model_utility": c.get("model_utility"),
+                    "known": counts.get("known"),
+                    "hidden": counts.get("hidden"),
+                    "erased": counts.get("erased"),
+                    "recovery_setting": best.get("setting"),
+                    "recovery_n": best.get("n"),
+                    "recovery_keyword": best.get("keyword"),
+                    "recovery_placebo": best.get("placebo"),
+                    "finding2": verdict.get("verdict"),
+                    "finding2_supported": verdict.get("supported"),
+                }
+            )
     return rows
 
 
@@ -302,5 +406,12 @@ def _metric(ev: Mapping[str, Any], group: str, name: str) -> Any:
     return split.get(name) if isinstance(split, Mapping) else None
 
 
-__all__ = ["DilemmaSettings", "checkpoint_point", "checkpoint_rows", "dilemma_verdict", "finding2_by_checkpoint", "finding2_verdict",
-           "recovered_ids"]
+__all__ = [
+    "DilemmaSettings",
+    "checkpoint_point",
+    "checkpoint_rows",
+    "dilemma_verdict",
+    "finding2_by_checkpoint",
+    "finding2_verdict",
+    "recovered_ids",
+]

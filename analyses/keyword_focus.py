@@ -17,7 +17,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,24 +65,36 @@ def keyword_focus(items: Sequence[dict[str, Any]], p_threshold: float = 0.05) ->
     if gap_f is None:
         verdict = "not enough forget items with KeyTokens to test keyword focus"
     else:
-        n = len([x for x in (_item_deltas(it) for it in items if it["group"] == "forget")
-                 if x[0] is not None and x[1] is not None])
+        n = len(
+            [
+                x
+                for x in (_item_deltas(it) for it in items if it["group"] == "forget")
+                if x[0] is not None and x[1] is not None
+            ]
+        )
         p = f.get("sign_test_p")
-        numbers = (f"KeyTokens changed by {fmt(f['mean_delta_key'])} vs {fmt(f['mean_delta_other'])} for other "
-                   f"tokens, lower in {fmt(100 * (f['share_items_key_lost_more'] or 0), 0)}% of n = {n} forget items "
-                   f"(sign test p = {fmt(p)})")
+        numbers = (
+            f"KeyTokens changed by {fmt(f['mean_delta_key'])} vs {fmt(f['mean_delta_other'])} for other "
+            f"tokens, lower in {fmt(100 * (f['share_items_key_lost_more'] or 0), 0)}% of n = {n} forget items "
+            f"(sign test p = {fmt(p)})"
+        )
         retain = "" if r.get("mean_delta_key") is None else f"retain KeyTokens changed by {fmt(r['mean_delta_key'])}"
         if holds:
             verdict = f"supported: {numbers}" + (
-                f"; forget KeyTokens lost more than retain KeyTokens ({fmt(r['mean_delta_key'])})" if retain else "")
+                f"; forget KeyTokens lost more than retain KeyTokens ({fmt(r['mean_delta_key'])})" if retain else ""
+            )
         elif gap_f >= 0:
             verdict = f"not supported: KeyTokens did not lose more than other tokens on forget items: {numbers}"
         elif p is None or p >= p_threshold:
-            verdict = (f"not supported: KeyTokens lost more on average but not consistently over items "
-                       f"(sign test p >= {p_threshold:g}): {numbers}")
+            verdict = (
+                f"not supported: KeyTokens lost more on average but not consistently over items "
+                f"(sign test p >= {p_threshold:g}): {numbers}"
+            )
         else:
-            verdict = (f"not supported: {numbers}, but {retain or 'retain KeyTokens'} - as much or more, so the "
-                       "loss is not specific to the forget set")
+            verdict = (
+                f"not supported: {numbers}, but {retain or 'retain KeyTokens'} - as much or more, so the "
+                "loss is not specific to the forget set"
+            )
     return {"groups": groups, "holds": bool(holds), "verdict": verdict}
 
 
@@ -131,6 +144,7 @@ def keyword_focus_vs_null(
         >>> keyword_focus_vs_null(m, nulls)["supported"]
         True
     """
+
     def by_id(items):
         sel = [it for it in items if it.get("group", group) == group]
         return {str(it.get("id", i)): it for i, it in enumerate(sel)}
@@ -147,13 +161,26 @@ def keyword_focus_vs_null(
     k = len(nulls)
     out: dict[str, Any] = {
         "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
-                f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
-                "of method minus the nulls' mean",
-        "group": group, "n_items": len(rows), "n_null_draws": k, "alpha": alpha, "confidence": confidence}
+        f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
+        "of method minus the nulls' mean",
+        "group": group,
+        "n_items": len(rows),
+        "n_null_draws": k,
+        "alpha": alpha,
+        "confidence": confidence,
+    }
     if len(rows) < 3 or k < 1:
-        out.update({"statistic": None, "null_statistics": None, "p_value": None, "interval": None, "supported": False,
-                    "verdict": f"not applicable: {len(rows)} paired {group} items with KeyTokens (need 3) and "
-                               f"{k} null draws (need 1)"})
+        out.update(
+            {
+                "statistic": None,
+                "null_statistics": None,
+                "p_value": None,
+                "interval": None,
+                "supported": False,
+                "verdict": f"not applicable: {len(rows)} paired {group} items with KeyTokens (need 3) and "
+                f"{k} null draws (need 1)",
+            }
+        )
         return out
     gm = np.asarray([r[0] for r in rows])
     gn = np.asarray([r[1] for r in rows])  # items x draws
@@ -166,15 +193,34 @@ def keyword_focus_vs_null(
     lo, hi = (float(x) for x in np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
     reachable = 1 / (k + 1) <= alpha
     supported = bool(reachable and p <= alpha and hi < 0)
-    out.update({"statistic": t_m, "null_statistics": [float(x) for x in t_n], "p_value": p,
-                "interval": [lo, hi], "supported": supported,
-                # per item, what pooling over seeds needs (unpact.analyses.seeds.pooled_keyword_null)
-                "items": {"ids": [r[2] for r in rows], "method_gap": [float(x) for x in gm],
-                          "null_mean_gap": [float(x) for x in gn.mean(axis=1)]}})
-    why = "" if supported else (f" (with {k} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
-                                if not reachable else " (p above alpha or the interval includes zero)")
-    out["verdict"] = (f"{'supported' if supported else 'not supported'}: mean normalised KeyToken gap {fmt(t_m)} "
-                      f"under the method vs {fmt(float(t_n.mean()))} over {k} null draws (rank p = {fmt(p)}); "
-                      f"method minus nulls {fmt(float(d.mean()))}, {int(100 * confidence)}% interval "
-                      f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + why)
+    out.update(
+        {
+            "statistic": t_m,
+            "null_statistics": [float(x) for x in t_n],
+            "p_value": p,
+            "interval": [lo, hi],
+            "supported": supported,
+            # per item, what pooling over seeds needs (unpact.analyses.seeds.pooled_keyword_null)
+            "items": {
+                "ids": [r[2] for r in rows],
+                "method_gap": [float(x) for x in gm],
+                "null_mean_gap": [float(x) for x in gn.mean(axis=1)],
+            },
+        }
+    )
+    why = (
+        ""
+        if supported
+        else (
+            f" (with {k} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
+            if not reachable
+            else " (p above alpha or the interval includes zero)"
+        )
+    )
+    out["verdict"] = (
+        f"{'supported' if supported else 'not supported'}: mean normalised KeyToken gap {fmt(t_m)} "
+        f"under the method vs {fmt(float(t_n.mean()))} over {k} null draws (rank p = {fmt(p)}); "
+        f"method minus nulls {fmt(float(d.mean()))}, {int(100 * confidence)}% interval "
+        f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + why
+    )
     return out

@@ -46,8 +46,12 @@ def layer_head_analysis(per_method: dict[str, dict[str, Any]], top_k: int = 3) -
         if "top_layer" in out or "top_head" in out:
             desc = f"{m}: layer {out.get('top_layer', 'n/a')} (attention + MLP)"
             if "top_head" in out:
-                desc += (f", head L{out['top_head'][0]}H{out['top_head'][1]} ({fmt(out['top_head_delta'])}, "
-                         f"{fmt(100 * out['head_share_of_change'], 0)}% of the heads' |change|)")
+                desc += (
+                    f", head L{out['top_head'][0]}H{out['top_head'][1]} ({fmt(out['top_head_delta'])}, "
+                    f"{fmt(100 * out['head_share_of_change'], 0)}% of the heads' |change|)"
+                )
             parts.append(desc)
-    verdict = "largest change in contribution to the answer — " + "; ".join(parts) if parts else "no per-layer/per-head data"
+    verdict = (
+        "largest change in contribution to the answer — " + "; ".join(parts) if parts else "no per-layer/per-head data"
+    )
     return {"methods": methods, "verdict": verdict}

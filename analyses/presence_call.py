@@ -29,7 +29,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from unpact.stats import wilson_interval
 
@@ -62,12 +63,12 @@ def false_hidden_rate(negative: Mapping[str, Mapping[str, Any]], use: Sequence[s
     """The union call on the negative control: the share of its items called present, with a Wilson interval."""
     calls = union_present(negative, use)
     n, k = len(calls), sum(calls.values())
-    return {"rate": k / n if n else None, "interval": wilson_interval(k, n), "n": n, "n_false": k,
-            "probes": list(use)}
+    return {"rate": k / n if n else None, "interval": wilson_interval(k, n), "n": n, "n_false": k, "probes": list(use)}
 
 
-def call_sensitivity(positive: Mapping[str, Mapping[str, Any]], hidden_ids: Sequence[str],
-                     use: Sequence[str]) -> dict[str, Any]:
+def call_sensitivity(
+    positive: Mapping[str, Mapping[str, Any]], hidden_ids: Sequence[str], use: Sequence[str]
+) -> dict[str, Any]:
     """The union call on the positive control's really hidden items: the share it finds, with a Wilson interval."""
     keep = set(map(str, hidden_ids))
     calls = {i: v for i, v in union_present(positive, use).items() if i in keep}
@@ -81,9 +82,11 @@ def net_hidden(hidden: int, forgotten: int, fhr: Mapping[str, Any]) -> dict[str,
         return None
     low, high = fhr["interval"]
     expected = fhr["rate"] * forgotten
-    return {"net": max(0.0, hidden - expected),
-            "interval": [max(0.0, hidden - high * forgotten), max(0.0, hidden - low * forgotten)],
-            "expected_false": expected}
+    return {
+        "net": max(0.0, hidden - expected),
+        "interval": [max(0.0, hidden - high * forgotten), max(0.0, hidden - low * forgotten)],
+        "expected_false": expected,
+    }
 
 
 def decides(fhr: Mapping[str, Any] | None, max_rate: float, max_upper: float) -> tuple[bool, str]:
@@ -92,21 +95,41 @@ def decides(fhr: Mapping[str, Any] | None, max_rate: float, max_upper: float) ->
         return False, "no negative control: the call's false-hidden rate is unmeasured, so the call does not decide"
     rate, upper = fhr["rate"], fhr["interval"][1]
     if rate <= max_rate and upper <= max_upper:
-        return True, (f"the call's false-hidden rate {rate:.2f} [{fhr['interval'][0]:.2f}, {upper:.2f}] "
-                      f"(n = {fhr['n']}) clears its bar ({max_rate:g}, upper end {max_upper:g})")
-    return False, (f"the call does not decide: its false-hidden rate on the negative control is {rate:.2f} "
-                   f"[{fhr['interval'][0]:.2f}, {upper:.2f}] (n = {fhr['n']}); it needs <= {max_rate:g} with the "
-                   f"upper end <= {max_upper:g}")
+        return True, (
+            f"the call's false-hidden rate {rate:.2f} [{fhr['interval'][0]:.2f}, {upper:.2f}] "
+            f"(n = {fhr['n']}) clears its bar ({max_rate:g}, upper end {max_upper:g})"
+        )
+    return False, (
+        f"the call does not decide: its false-hidden rate on the negative control is {rate:.2f} "
+        f"[{fhr['interval'][0]:.2f}, {upper:.2f}] (n = {fhr['n']}); it needs <= {max_rate:g} with the "
+        f"upper end <= {max_upper:g}"
+    )
 
 
-def calibrated_call(controls: Mapping[str, Any], use: Sequence[str], max_rate: float = MAX_FALSE_HIDDEN,
-                    max_upper: float = MAX_FALSE_HIDDEN_UPPER) -> dict[str, Any]:
+def calibrated_call(
+    controls: Mapping[str, Any],
+    use: Sequence[str],
+    max_rate: float = MAX_FALSE_HIDDEN,
+    max_upper: float = MAX_FALSE_HIDDEN_UPPER,
+) -> dict[str, Any]:
     """The combined call's false-hidden rate, sensitivity and whether it decides, for the probes ``use``."""
     fhr = false_hidden_rate(controls["negative"], use) if controls.get("negative") else None
-    sens = (call_sensitivity(controls["positive"], controls.get("positive_hidden_ids") or [], use)
-            if controls.get("positive") else None)
+    sens = (
+        call_sensitivity(controls["positive"], controls.get("positive_hidden_ids") or [], use)
+        if controls.get("positive")
+        else None
+    )
     ok, why = decides(fhr, max_rate, max_upper)
     return {"probes": list(use), "false_hidden": fhr, "sensitivity": sens, "decides": ok, "why": why}
 
 
-__all__ = ["MAX_FALSE_HIDDEN", "MAX_FALSE_HIDDEN_UPPER", "calibrated_call", "call_sensitivity", "decides", "false_hidden_rate", "net_hidden", "union_present"]
+__all__ = [
+    "MAX_FALSE_HIDDEN",
+    "MAX_FALSE_HIDDEN_UPPER",
+    "calibrated_call",
+    "call_sensitivity",
+    "decides",
+    "false_hidden_rate",
+    "net_hidden",
+    "union_present",
+]

@@ -41,21 +41,30 @@ def recovery_analysis(per_method: dict[str, dict[str, Any]], meaningful: float =
             "prompt_valid": p,
             "activation_valid": a,
             "best_valid": best,
-            "winner": None if p is None and a is None else ("prompt" if (p or 0) > (a or 0) else "activation" if (a or 0) > (p or 0) else "tie"),
+            "winner": None
+            if p is None and a is None
+            else ("prompt" if (p or 0) > (a or 0) else "activation" if (a or 0) > (p or 0) else "tie"),
             "hidden": best is not None and best >= meaningful,
         }
     hidden = [m for m, r in methods.items() if r["hidden"]]
     pm = mean([r["prompt_valid"] for r in methods.values()])
     am = mean([r["activation_valid"] for r in methods.values()])
-    pairs = [r["prompt_valid"] - r["activation_valid"] for r in methods.values()
-             if r["prompt_valid"] is not None and r["activation_valid"] is not None]
+    pairs = [
+        r["prompt_valid"] - r["activation_valid"]
+        for r in methods.values()
+        if r["prompt_valid"] is not None and r["activation_valid"] is not None
+    ]
     p_pa = sign_test_p(pairs)
     if not methods:
         verdict = "no methods to analyse"
     else:
         per = ", ".join(
             f"{m} {fmt(100 * (methods[m]['best_valid'] or 0), 0)}%"
-            + (f" of n = {per_method[m]['n_forgotten']} forgotten" if per_method[m].get("n_forgotten") is not None else "")
+            + (
+                f" of n = {per_method[m]['n_forgotten']} forgotten"
+                if per_method[m].get("n_forgotten") is not None
+                else ""
+            )
             for m in methods
         )
         verdict = (

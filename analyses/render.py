@@ -17,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from unpact.analyses.dilemma import checkpoint_rows
 from unpact.figures import collapse_png, data_uri, dilemma_png, report_table_html
@@ -69,45 +70,69 @@ def render_keyword_focus(analyses: dict[str, Any], results: dict[str, Any]) -> R
             headlines.append((f"Finding 1: keyword focus, {method}", verdict))
     blocks = "".join(
         f"<div class='verdict'><b>{html.escape(method)}</b>: "
-        + (f"{html.escape(nulls[method].get('verdict', ''))} <span class='lbl'>(against "
-           f"{nulls[method].get('n_null_draws')} damage-matched weight-noise nulls; the sign test alone: "
-           f"{html.escape(r.get('verdict', ''))})</span>"
-           if method in nulls else html.escape(r.get("verdict", "")))
-        + "</div>" for method, r in focus.items())
+        + (
+            f"{html.escape(nulls[method].get('verdict', ''))} <span class='lbl'>(against "
+            f"{nulls[method].get('n_null_draws')} damage-matched weight-noise nulls; the sign test alone: "
+            f"{html.escape(r.get('verdict', ''))})</span>"
+            if method in nulls
+            else html.escape(r.get("verdict", ""))
+        )
+        + "</div>"
+        for method, r in focus.items()
+    )
     return Rendered(headlines=headlines, verdicts=f"<h3>Finding 1 — keyword focus</h3>{blocks}")
 
 
 def render_recovery(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
     """Finding 2: emphasis brings answers back."""
-    return Rendered(headlines=headline("Finding 2: recovery", analyses.get("recovery")),
-                    verdicts=verdict_block("Finding 2 — emphasis recovery", analyses.get("recovery", {})))
+    return Rendered(
+        headlines=headline("Finding 2: recovery", analyses.get("recovery")),
+        verdicts=verdict_block("Finding 2 — emphasis recovery", analyses.get("recovery", {})),
+    )
 
 
 def render_finding2(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
     """Finding 2 with the placebo, per model."""
-    return Rendered(headlines=headline("Finding 2: keyword vs placebo", analyses.get("finding2")),
-                    verdicts=verdict_block("Finding 2 — keyword vs placebo emphasis", analyses.get("finding2", {})))
+    return Rendered(
+        headlines=headline("Finding 2: keyword vs placebo", analyses.get("finding2")),
+        verdicts=verdict_block("Finding 2 — keyword vs placebo emphasis", analyses.get("finding2", {})),
+    )
 
 
 def render_layer_head(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
     """Where in the network the contribution changed."""
-    return Rendered(headlines=headline("Layers and heads", analyses.get("layer_head")),
-                    verdicts=verdict_block("Where it changed — layers and heads", analyses.get("layer_head", {})))
+    return Rendered(
+        headlines=headline("Layers and heads", analyses.get("layer_head")),
+        verdicts=verdict_block("Where it changed — layers and heads", analyses.get("layer_head", {})),
+    )
 
 
 def render_collapse(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
     """Finding 3: its verdict, and a section with the collapse plot and one row per method."""
     collapse = analyses.get("collapse", {})
     png = collapse_png(collapse)
-    rows = [[m, r.get("share_tokens_fell"), r.get("share_function_words_fell"), r.get("drop_concentration_gini"),
-             r.get("utility_drop")] for m, r in collapse.get("methods", {}).items()]
-    section = ('<section id="collapse"><h2>Collapse analysis</h2>'
-               f"<figure><img alt='collapse plot' src='{data_uri(png)}'></figure>"
-               + report_table_html(["method", "tokens fell", "function words fell", "drop Gini", "utility drop"], rows)
-               + "</section>")
-    return Rendered(headlines=headline("Finding 3: collapse", analyses.get("collapse")),
-                    verdicts=verdict_block("Finding 3 — collapse", collapse), section=section,
-                    figures={"collapse.png": png})
+    rows = [
+        [
+            m,
+            r.get("share_tokens_fell"),
+            r.get("share_function_words_fell"),
+            r.get("drop_concentration_gini"),
+            r.get("utility_drop"),
+        ]
+        for m, r in collapse.get("methods", {}).items()
+    ]
+    section = (
+        '<section id="collapse"><h2>Collapse analysis</h2>'
+        f"<figure><img alt='collapse plot' src='{data_uri(png)}'></figure>"
+        + report_table_html(["method", "tokens fell", "function words fell", "drop Gini", "utility drop"], rows)
+        + "</section>"
+    )
+    return Rendered(
+        headlines=headline("Finding 3: collapse", analyses.get("collapse")),
+        verdicts=verdict_block("Finding 3 — collapse", collapse),
+        section=section,
+        figures={"collapse.png": png},
+    )
 
 
 PRESENCE_TEXT = (
@@ -122,7 +147,8 @@ PRESENCE_TEXT = (
     "(sensitivity: the original "
     "fine-tuned to refuse the plain questions; it hid {hidden} of "
     "{items} items) and on one that never had them (specificity: the retain-only "
-    "model).</p>")
+    "model).</p>"
+)
 
 
 def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
@@ -132,23 +158,54 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
     if not pres.get("methods"):
         return out
     calibration = pres["calibration"]
-    method_rows = [[m, x["counts"]["known"], x["counts"]["hidden"], _net_text(x.get("net_hidden")), x["counts"]["erased"],
-                    x["counts"]["unprobed"], ", ".join(x.get("probes_used") or []) or "–",
-                    *[(x.get("share_present") or {}).get(p) for p in sorted(calibration or x.get("share_present") or {})]]
-                   for m, x in pres["methods"].items()]
+    method_rows = [
+        [
+            m,
+            x["counts"]["known"],
+            x["counts"]["hidden"],
+            _net_text(x.get("net_hidden")),
+            x["counts"]["erased"],
+            x["counts"]["unprobed"],
+            ", ".join(x.get("probes_used") or []) or "–",
+            *[(x.get("share_present") or {}).get(p) for p in sorted(calibration or x.get("share_present") or {})],
+        ]
+        for m, x in pres["methods"].items()
+    ]
     probes = sorted(calibration or next(iter(pres["methods"].values())).get("share_present") or {})
-    probe_rows = [[p, v.get("sensitivity"), v.get("n_positive"), v.get("specificity"), v.get("n_negative")]
-                  for p, v in (calibration or {}).items()]
+    probe_rows = [
+        [p, v.get("sensitivity"), v.get("n_positive"), v.get("specificity"), v.get("n_negative")]
+        for p, v in (calibration or {}).items()
+    ]
     min_specificity = ((results.get("config") or {}).get("presence") or {}).get("min_specificity", "")
-    text = PRESENCE_TEXT.format(min_specificity=html.escape(str(min_specificity)), hidden=pres.get("positive_hidden"),
-                                items=pres.get("positive_items"))
-    out.section = ('<section id="presence"><h2>Knowledge presence</h2>' + text
-                   + report_table_html(["method", "known", "hidden", "hidden net of false alarms", "erased", "unprobed",
-                                        "probes in the call", *[f"{p} present" for p in probes]], method_rows)
-                   + _call_table(pres.get("calls") or [])
-                   + (report_table_html(["probe", "sensitivity", "n", "specificity", "n"], probe_rows) if probe_rows
-                      else "<p>No calibration: the run has no positive or negative control.</p>")
-                   + "</section>")
+    text = PRESENCE_TEXT.format(
+        min_specificity=html.escape(str(min_specificity)),
+        hidden=pres.get("positive_hidden"),
+        items=pres.get("positive_items"),
+    )
+    out.section = (
+        '<section id="presence"><h2>Knowledge presence</h2>'
+        + text
+        + report_table_html(
+            [
+                "method",
+                "known",
+                "hidden",
+                "hidden net of false alarms",
+                "erased",
+                "unprobed",
+                "probes in the call",
+                *[f"{p} present" for p in probes],
+            ],
+            method_rows,
+        )
+        + _call_table(pres.get("calls") or [])
+        + (
+            report_table_html(["probe", "sensitivity", "n", "specificity", "n"], probe_rows)
+            if probe_rows
+            else "<p>No calibration: the run has no positive or negative control.</p>"
+        )
+        + "</section>"
+    )
     return out
 
 
@@ -167,14 +224,30 @@ def _call_table(calls: list[dict[str, Any]]) -> str:
     """The combined call (the union of the probes in it) on the controls, and whether it decides."""
     if not calls:
         return ""
-    rows = [[", ".join(c["probes"]) or "–", _share_text(c.get("false_hidden"), "n_false"),
-             _share_text(c.get("sensitivity"), "n_found"), c["why"]] for c in calls]
-    return ("<p>The call as a whole: an item is hidden when any probe in the call finds it, so the call's own "
-            "false-hidden rate (the share of the negative control's items it finds) and sensitivity (the share "
-            "of the positive control's hidden items it finds) are measured too; the hidden count net of false "
-            "alarms subtracts that rate times the forgotten items.</p>"
-            + report_table_html(["probes in the call", "false-hidden rate [95%] (negative control)",
-                                 "sensitivity [95%] (positive control)", "decides"], rows))
+    rows = [
+        [
+            ", ".join(c["probes"]) or "–",
+            _share_text(c.get("false_hidden"), "n_false"),
+            _share_text(c.get("sensitivity"), "n_found"),
+            c["why"],
+        ]
+        for c in calls
+    ]
+    return (
+        "<p>The call as a whole: an item is hidden when any probe in the call finds it, so the call's own "
+        "false-hidden rate (the share of the negative control's items it finds) and sensitivity (the share "
+        "of the positive control's hidden items it finds) are measured too; the hidden count net of false "
+        "alarms subtracts that rate times the forgotten items.</p>"
+        + report_table_html(
+            [
+                "probes in the call",
+                "false-hidden rate [95%] (negative control)",
+                "sensitivity [95%] (positive control)",
+                "decides",
+            ],
+            rows,
+        )
+    )
 
 
 TRAJECTORY_TEXT = (
@@ -185,40 +258,94 @@ TRAJECTORY_TEXT = (
     "keyword vs placebo emphasis on the items eligible under both in the setting with the most such "
     "items (the original answers them under that emphasis, the checkpoint misses them plainly), and "
     "finding 2 at that checkpoint (keyword-specific gain against the original or the negative control, "
-    "with intervals).</p>")
+    "with intervals).</p>"
+)
 
-TRAJECTORY_COLUMNS = ["method", "step", "checkpoints", "monitor forget acc.", "forget acc.", "utility", "utility drop",
-                      "known", "hidden", "erased", "setting", "eligible", "keyword recovered", "placebo recovered",
-                      "finding 2"]
+TRAJECTORY_COLUMNS = [
+    "method",
+    "step",
+    "checkpoints",
+    "monitor forget acc.",
+    "forget acc.",
+    "utility",
+    "utility drop",
+    "known",
+    "hidden",
+    "erased",
+    "setting",
+    "eligible",
+    "keyword recovered",
+    "placebo recovered",
+    "finding 2",
+]
 
 
 def render_trajectory(analyses: dict[str, Any], results: dict[str, Any]) -> Rendered:
     """Finding 2 per checkpoint and the dilemma: their verdicts, the dilemma plot (also on the first
     screen) and one row per measured checkpoint; only the verdict lines without a trajectory."""
     dilemma = analyses.get("dilemma") or {}
-    out = Rendered(headlines=headline("Finding 2 per checkpoint", analyses.get("finding2_checkpoints"))
-                   + headline("The dilemma", analyses.get("dilemma")))
+    out = Rendered(
+        headlines=headline("Finding 2 per checkpoint", analyses.get("finding2_checkpoints"))
+        + headline("The dilemma", analyses.get("dilemma"))
+    )
     rows = checkpoint_rows(results)
     if not rows:
         return out
     png = dilemma_png(dilemma.get("points") or [], dilemma.get("recovery") or None)
     out.figures["dilemma.png"] = png
-    out.figure = f"<figure><img alt='the dilemma: trajectories in forget accuracy and utility' src='{data_uri(png)}'></figure>"
+    out.figure = (
+        f"<figure><img alt='the dilemma: trajectories in forget accuracy and utility' src='{data_uri(png)}'></figure>"
+    )
     verdicts = "".join(
         f"<div class='verdict'><b>{title}</b>: {html.escape(str(v.get('verdict', '')))}</div>"
-        for title, v in (("Finding 2 per checkpoint", analyses.get("finding2_checkpoints") or {}),
-                         ("Erasure costs utility (within matched forgetting)", dilemma.get("erasure_costs_utility") or {}),
-                         ("Recoverable knowledge is probe-present", dilemma.get("recoverable_is_present") or {}))
-        if v.get("verdict"))
-    table = [[r["method"], r["step"], ", ".join(r["names"]), r["monitor_forget_accuracy"], r["forget_accuracy"],
-              r["utility"], r["utility_drop"], r["known"], r["hidden"], r["erased"], r["recovery_setting"],
-              r["recovery_n"], r["recovery_keyword"], r["recovery_placebo"],
-              None if r["finding2"] is None else r["finding2"].split(":")[0]] for r in rows]
-    out.section = ('<section id="trajectory"><h2>Unlearning strength: trajectories and the dilemma</h2>'
-                   + TRAJECTORY_TEXT + out.figure + verdicts + report_table_html(TRAJECTORY_COLUMNS, table)
-                   + "</section>")
+        for title, v in (
+            ("Finding 2 per checkpoint", analyses.get("finding2_checkpoints") or {}),
+            ("Erasure costs utility (within matched forgetting)", dilemma.get("erasure_costs_utility") or {}),
+            ("Recoverable knowledge is probe-present", dilemma.get("recoverable_is_present") or {}),
+        )
+        if v.get("verdict")
+    )
+    table = [
+        [
+            r["method"],
+            r["step"],
+            ", ".join(r["names"]),
+            r["monitor_forget_accuracy"],
+            r["forget_accuracy"],
+            r["utility"],
+            r["utility_drop"],
+            r["known"],
+            r["hidden"],
+            r["erased"],
+            r["recovery_setting"],
+            r["recovery_n"],
+            r["recovery_keyword"],
+            r["recovery_placebo"],
+            None if r["finding2"] is None else r["finding2"].split(":")[0],
+        ]
+        for r in rows
+    ]
+    out.section = (
+        '<section id="trajectory"><h2>Unlearning strength: trajectories and the dilemma</h2>'
+        + TRAJECTORY_TEXT
+        + out.figure
+        + verdicts
+        + report_table_html(TRAJECTORY_COLUMNS, table)
+        + "</section>"
+    )
     return out
 
 
-__all__ = ["Rendered", "Renderer", "headline", "verdict_block", "render_keyword_focus", "render_recovery",
-           "render_finding2", "render_layer_head", "render_collapse", "render_presence", "render_trajectory"]
+__all__ = [
+    "Rendered",
+    "Renderer",
+    "headline",
+    "verdict_block",
+    "render_keyword_focus",
+    "render_recovery",
+    "render_finding2",
+    "render_layer_head",
+    "render_collapse",
+    "render_presence",
+    "render_trajectory",
+]

@@ -26,8 +26,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unpact.analyses._stats import fmt, mean
 from unpact.analyses.dilemma import DilemmaSettings, dilemma_verdict, finding2_verdict, recovered_ids
@@ -86,8 +87,14 @@ def seed_marks(marks: Mapping[Any, bool | None]) -> dict[str, Any]:
         cons = "seed-dependent"
     each = ", ".join(f"seed {s} {'n/a' if v is None else 'yes' if v else 'no'}" for s, v in marks.items())
     text = f"{cons}: holds on {k} of {n} seeds ({each})" if n else f"{cons} ({each})"
-    return {"per_seed": {str(s): v for s, v in marks.items()}, "n_seeds": n, "n_holds": k,
-            "seed_dependent": cons == "seed-dependent", "consistency": cons, "text": text}
+    return {
+        "per_seed": {str(s): v for s, v in marks.items()},
+        "n_seeds": n,
+        "n_holds": k,
+        "seed_dependent": cons == "seed-dependent",
+        "consistency": cons,
+        "text": text,
+    }
 
 
 # ------------------------------------------------------------------ finding 1
@@ -99,11 +106,13 @@ FINDING1_RULE = (
     "is one more null draw of its own seed, so the observed tuple is uniform over those tuples; p >= "
     "1 / prod(K_s + 1), 1/8000 for 3 seeds of 19 draws); interval: method minus the seed's mean null gap per "
     "item, over items x seeds, percentile bootstrap resampling items (clusters of one item's rows on every "
-    "seed); supported when p <= alpha and the interval's upper end is below 0")
+    "seed); supported when p <= alpha and the interval's upper end is below 0"
+)
 
 
-def pooled_keyword_null(tests: Mapping[Any, Mapping[str, Any] | None],
-                        settings: SeedSettings | None = None) -> dict[str, Any]:
+def pooled_keyword_null(
+    tests: Mapping[Any, Mapping[str, Any] | None], settings: SeedSettings | None = None
+) -> dict[str, Any]:
     """Finding 1 against damage-matched nulls, pooled over seeds (rule: :data:`FINDING1_RULE`).
 
     ``tests``: seed -> that seed's :func:`~unpact.analyses.keyword_focus.keyword_focus_vs_null`
@@ -119,23 +128,40 @@ def pooled_keyword_null(tests: Mapping[Any, Mapping[str, Any] | None],
     """
     s = settings or SeedSettings()
     usable = {k: t for k, t in tests.items() if t and t.get("statistic") is not None and t.get("null_statistics")}
-    marks = seed_marks({k: (None if not t or t.get("statistic") is None else bool(t.get("supported")))
-                        for k, t in tests.items()})
+    marks = seed_marks(
+        {k: (None if not t or t.get("statistic") is None else bool(t.get("supported"))) for k, t in tests.items()}
+    )
     alpha = next((t["alpha"] for t in usable.values() if t.get("alpha") is not None), s.alpha)
-    out: dict[str, Any] = {"rule": FINDING1_RULE, "alpha": alpha, "seeds": marks, "n_seeds_pooled": len(usable),
-                           "per_seed": {str(k): {"statistic": t.get("statistic") if t else None,
-                                                 "p_value": t.get("p_value") if t else None,
-                                                 "interval": t.get("interval") if t else None,
-                                                 "n_null_draws": t.get("n_null_draws") if t else 0,
-                                                 "supported": t.get("supported") if t else None,
-                                                 "verdict": t.get("verdict") if t else None}
-                                        for k, t in tests.items()}}
+    out: dict[str, Any] = {
+        "rule": FINDING1_RULE,
+        "alpha": alpha,
+        "seeds": marks,
+        "n_seeds_pooled": len(usable),
+        "per_seed": {
+            str(k): {
+                "statistic": t.get("statistic") if t else None,
+                "p_value": t.get("p_value") if t else None,
+                "interval": t.get("interval") if t else None,
+                "n_null_draws": t.get("n_null_draws") if t else 0,
+                "supported": t.get("supported") if t else None,
+                "verdict": t.get("verdict") if t else None,
+            }
+            for k, t in tests.items()
+        },
+    }
     if not usable:
-        out.update(statistic=None, p_value=None, interval=None, n_null_draws=0, supported=False,
-                   verdict=f"not applicable: no seed has a damage-matched null test; {marks['text']}")
+        out.update(
+            statistic=None,
+            p_value=None,
+            interval=None,
+            n_null_draws=0,
+            supported=False,
+            verdict=f"not applicable: no seed has a damage-matched null test; {marks['text']}",
+        )
         return out
-    rank = stratified_rank_test([t["statistic"] for t in usable.values()],
-                                [t["null_statistics"] for t in usable.values()], alternative="less")
+    rank = stratified_rank_test(
+        [t["statistic"] for t in usable.values()], [t["null_statistics"] for t in usable.values()], alternative="less"
+    )
     values: list[float] = []
     clusters: list[str] = []
     missing = [k for k, t in usable.items() if not t.get("items")]
@@ -144,17 +170,33 @@ def pooled_keyword_null(tests: Mapping[Any, Mapping[str, Any] | None],
         for i, gm, gn in zip(it.get("ids", []), it.get("method_gap", []), it.get("null_mean_gap", [])):
             values.append(gm - gn)
             clusters.append(str(i))
-    ci = (cluster_bootstrap_mean_ci(values, clusters, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
-          if not missing else {"mean": None, "interval": None, "n": 0, "n_clusters": 0})
+    ci = (
+        cluster_bootstrap_mean_ci(values, clusters, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
+        if not missing
+        else {"mean": None, "interval": None, "n": 0, "n_clusters": 0}
+    )
     lo_hi = ci["interval"]
     supported = bool(rank["min_p"] <= alpha and rank["p_value"] <= alpha and lo_hi is not None and lo_hi[1] < 0)
-    out.update(statistic=rank["statistic"], null_mean=rank["null_mean"], p_value=rank["p_value"], min_p=rank["min_p"],
-               rank_test=rank["test"], n_null_draws=rank["n_null"], difference=ci["mean"], interval=lo_hi,
-               n_rows=ci["n"], n_items=ci["n_clusters"], confidence=s.confidence, supported=supported)
+    out.update(
+        statistic=rank["statistic"],
+        null_mean=rank["null_mean"],
+        p_value=rank["p_value"],
+        min_p=rank["min_p"],
+        rank_test=rank["test"],
+        n_null_draws=rank["n_null"],
+        difference=ci["mean"],
+        interval=lo_hi,
+        n_rows=ci["n"],
+        n_items=ci["n_clusters"],
+        confidence=s.confidence,
+        supported=supported,
+    )
     why = ""
     if missing:
-        why = (f" (no interval: the results of seed {', '.join(map(str, missing))} predate the per-item gaps; "
-               "rerun their keyword_nulls stage)")
+        why = (
+            f" (no interval: the results of seed {', '.join(map(str, missing))} predate the per-item gaps; "
+            "rerun their keyword_nulls stage)"
+        )
     elif not supported:
         why = " (p above alpha or the interval reaches 0)"
     interval = "n/a" if lo_hi is None else f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]"
@@ -163,7 +205,8 @@ def pooled_keyword_null(tests: Mapping[Any, Mapping[str, Any] | None],
         f"{fmt(rank['statistic'])} under the method vs {fmt(rank['null_mean'])} over {rank['n_null']} null draws "
         f"(stratified rank p = {rank['p_value']:.3g}, alpha {alpha:g}); method minus nulls {fmt(ci['mean'])}, "
         f"{int(100 * s.confidence)}% interval {interval} over {ci['n']} item x seed rows clustered by "
-        f"{ci['n_clusters']} items{why}; {marks['text']}")
+        f"{ci['n_clusters']} items{why}; {marks['text']}"
+    )
     return out
 
 
@@ -174,11 +217,14 @@ FINDING2_RULE = (
     "of every seed's items at this checkpoint, pooled as items x seeds; mean with a percentile bootstrap interval "
     "that resamples items (clusters of one item's rows on every seed) at confidence 1 - alpha / k for k settings "
     "(Bonferroni); a setting counts when it has >= min_items distinct items and its controls held at every seed; "
-    "supported when some counted setting's lower end exceeds min_effect")
+    "supported when some counted setting's lower end exceeds min_effect"
+)
 
 
-def pooled_finding2(controlled: Mapping[Any, Mapping[str, Any] | None], settings: SeedSettings | None = None,
-                    ) -> dict[str, Any]:
+def pooled_finding2(
+    controlled: Mapping[Any, Mapping[str, Any] | None],
+    settings: SeedSettings | None = None,
+) -> dict[str, Any]:
     """Finding 2 at one checkpoint (the same name at every seed), pooled over seeds (rule: :data:`FINDING2_RULE`).
 
     ``controlled``: seed -> that checkpoint's controlled recovery (``ControlledRecovery.to_dict()``;
@@ -188,11 +234,22 @@ def pooled_finding2(controlled: Mapping[Any, Mapping[str, Any] | None], settings
     d = s.dilemma_settings
     present = {k: c for k, c in controlled.items() if c}
     per_seed = {k: finding2_verdict(c, d) for k, c in present.items()}
-    marks = seed_marks({k: (per_seed[k]["supported"] if k in per_seed and not per_seed[k]["verdict"].startswith(
-        "not applicable") else None) for k in controlled})
-    out: dict[str, Any] = {"rule": FINDING2_RULE, "seeds": marks, "n_seeds_pooled": len(present),
-                           "per_seed": {str(k): {"supported": v["supported"], "verdict": v["verdict"]}
-                                        for k, v in per_seed.items()}}
+    marks = seed_marks(
+        {
+            k: (
+                per_seed[k]["supported"]
+                if k in per_seed and not per_seed[k]["verdict"].startswith("not applicable")
+                else None
+            )
+            for k in controlled
+        }
+    )
+    out: dict[str, Any] = {
+        "rule": FINDING2_RULE,
+        "seeds": marks,
+        "n_seeds_pooled": len(present),
+        "per_seed": {str(k): {"supported": v["supported"], "verdict": v["verdict"]} for k, v in per_seed.items()},
+    }
     if not present:
         out.update(supported=False, verdict="not applicable: no seed reached this checkpoint")
         return out
@@ -214,32 +271,51 @@ def pooled_finding2(controlled: Mapping[Any, Mapping[str, Any] | None], settings
     rows = {}
     for n, p in pooled.items():
         ci = cluster_bootstrap_mean_ci(p["values"], p["ids"], n_boot=n_boot, confidence=conf, seed=d.seed)
-        collapsed = True if any(c is True for c in p["collapsed"]) else (None if all(c is None for c in p["collapsed"])
-                                                                           else False)
+        collapsed = (
+            True
+            if any(c is True for c in p["collapsed"])
+            else (None if all(c is None for c in p["collapsed"]) else False)
+        )
         ok = ci["n_clusters"] >= d.min_items and ci["interval"] is not None
-        rows[n] = {"mean": ci["mean"], "interval": ci["interval"], "n_rows": ci["n"], "n_items": ci["n_clusters"],
-                   "collapsed": collapsed, "above_zero": bool(ok and ci["interval"][0] > floor),
-                   "usable": bool(ok and collapsed is not True)}
+        rows[n] = {
+            "mean": ci["mean"],
+            "interval": ci["interval"],
+            "n_rows": ci["n"],
+            "n_items": ci["n_clusters"],
+            "collapsed": collapsed,
+            "above_zero": bool(ok and ci["interval"][0] > floor),
+            "usable": bool(ok and collapsed is not True),
+        }
     out.update(statistic=stat, outcome=d.outcome, confidence=conf, n_settings=k, min_effect=floor, settings=rows)
     usable = {n: r for n, r in rows.items() if r["usable"]}
     hits = {n: r for n, r in usable.items() if r["above_zero"]}
     if not usable:
         n_max = max((r["n_items"] for r in rows.values()), default=0)
-        out.update(supported=False, verdict=f"not applicable over {len(present)} seeds: at most {n_max} distinct "
-                                            f"eligible items in a setting whose controls held (need {d.min_items}); "
-                                            f"not supported; {marks['text']}")
+        out.update(
+            supported=False,
+            verdict=f"not applicable over {len(present)} seeds: at most {n_max} distinct "
+            f"eligible items in a setting whose controls held (need {d.min_items}); "
+            f"not supported; {marks['text']}",
+        )
         return out
     best_name, best = max((hits or usable).items(), key=lambda kv: kv[1]["interval"][0])
     out["best_setting"] = best_name
-    numbers = (f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
-               f"{best['n_rows']} item x seed rows of {best['n_items']} items")
-    test = (f"{stat} of the {d.outcome} change, cluster bootstrap over items at {100 * conf:.1f}% (Bonferroni over "
-            f"{k} settings), lower end must exceed {floor:g}")
+    numbers = (
+        f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
+        f"{best['n_rows']} item x seed rows of {best['n_items']} items"
+    )
+    test = (
+        f"{stat} of the {d.outcome} change, cluster bootstrap over items at {100 * conf:.1f}% (Bonferroni over "
+        f"{k} settings), lower end must exceed {floor:g}"
+    )
     out["supported"] = bool(hits)
-    out["verdict"] = (f"supported over {len(present)} seeds: keyword-specific recovery in {len(hits)} of {k} settings; "
-                      f"strongest {numbers} ({test}); {marks['text']}" if hits else
-                      f"not supported over {len(present)} seeds: no setting's interval lies above {floor:g}; highest "
-                      f"lower end {numbers} ({test}); {marks['text']}")
+    out["verdict"] = (
+        f"supported over {len(present)} seeds: keyword-specific recovery in {len(hits)} of {k} settings; "
+        f"strongest {numbers} ({test}); {marks['text']}"
+        if hits
+        else f"not supported over {len(present)} seeds: no setting's interval lies above {floor:g}; highest "
+        f"lower end {numbers} ({test}); {marks['text']}"
+    )
     return out
 
 
@@ -261,7 +337,8 @@ DILEMMA_RULE = (
     "matched forgetting kept apart (stratum = seed x target) and shuffled within them; (b) the share of recovered "
     "items some probe finds over items x seeds x checkpoints, with a percentile bootstrap interval resampling "
     "items (clusters of one item's rows on every seed and checkpoint); supported as per seed: (a) p <= alpha on "
-    ">= min_points checkpoints, (b) the interval's lower end >= always_share")
+    ">= min_points checkpoints, (b) the interval's lower end >= always_share"
+)
 
 
 def recovered_rows(methods: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, float]]:
@@ -281,9 +358,12 @@ def recovered_rows(methods: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, 
     return rows
 
 
-def pooled_dilemma(points: Mapping[Any, Sequence[Mapping[str, Any]]], rows: Mapping[Any, Sequence[tuple[str, float]]],
-                   per_seed: Mapping[Any, Mapping[str, Any] | None], settings: SeedSettings | None = None,
-                   ) -> dict[str, Any]:
+def pooled_dilemma(
+    points: Mapping[Any, Sequence[Mapping[str, Any]]],
+    rows: Mapping[Any, Sequence[tuple[str, float]]],
+    per_seed: Mapping[Any, Mapping[str, Any] | None],
+    settings: SeedSettings | None = None,
+) -> dict[str, Any]:
     """The dilemma pooled over seeds (rule: :data:`DILEMMA_RULE`).
 
     ``points``: seed -> that seed's dilemma points (:func:`unpact.analyses.dilemma.checkpoint_point`);
@@ -291,46 +371,77 @@ def pooled_dilemma(points: Mapping[Any, Sequence[Mapping[str, Any]]], rows: Mapp
     """
     s = settings or SeedSettings()
     d = s.dilemma_settings
-    pts = [{**p, "seed": k, "stratum": None if p.get("stratum") is None else f"seed{k}:{p['stratum']}"}
-           for k, ps in points.items() for p in ps]
+    pts = [
+        {**p, "seed": k, "stratum": None if p.get("stratum") is None else f"seed{k}:{p['stratum']}"}
+        for k, ps in points.items()
+        for p in ps
+    ]
     a = dilemma_verdict(pts, d)["erasure_costs_utility"]
     a["verdict"] = a["verdict"].replace("strata", "seed x target strata", 1)
     vals = [v for rs in rows.values() for _, v in rs]
     ids = [i for rs in rows.values() for i, _ in rs]
     ci = cluster_bootstrap_mean_ci(vals, ids, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
-    b: dict[str, Any] = {"test": "share of recovered items some probe finds over items x seeds x checkpoints, "
-                                 "cluster bootstrap over items", "n_rows": ci["n"], "n_items": ci["n_clusters"],
-                         "n_present": int(sum(vals)), "share": ci["mean"], "interval": ci["interval"],
-                         "always_share": d.always_share}
+    b: dict[str, Any] = {
+        "test": "share of recovered items some probe finds over items x seeds x checkpoints, "
+        "cluster bootstrap over items",
+        "n_rows": ci["n"],
+        "n_items": ci["n_clusters"],
+        "n_present": int(sum(vals)),
+        "share": ci["mean"],
+        "interval": ci["interval"],
+        "always_share": d.always_share,
+    }
     if not vals:
-        b.update(supported=False, verdict="not applicable: no item was recovered at any checkpoint of any seed; "
-                                          "not supported")
+        b.update(
+            supported=False,
+            verdict="not applicable: no item was recovered at any checkpoint of any seed; not supported",
+        )
     else:
         sup = ci["interval"][0] >= d.always_share
-        b.update(supported=bool(sup), verdict=(
-            f"{'supported' if sup else 'not supported'}: {int(sum(vals))} of {len(vals)} recovered item x seed x "
-            f"checkpoint rows ({fmt(100 * ci['mean'], 0)}%) are present by some probe, {int(100 * s.confidence)}% "
-            f"interval [{fmt(ci['interval'][0])}, {fmt(ci['interval'][1])}] clustered by {ci['n_clusters']} items "
-            f"(needs its lower end >= {d.always_share:g})"))
-    marks = {part: seed_marks({k: ((v or {}).get(part) or {}).get("supported") if v else None
-                               for k, v in per_seed.items()})
-             for part in ("erasure_costs_utility", "recoverable_is_present")}
+        b.update(
+            supported=bool(sup),
+            verdict=(
+                f"{'supported' if sup else 'not supported'}: {int(sum(vals))} of {len(vals)} recovered item x seed x "
+                f"checkpoint rows ({fmt(100 * ci['mean'], 0)}%) are present by some probe, {int(100 * s.confidence)}% "
+                f"interval [{fmt(ci['interval'][0])}, {fmt(ci['interval'][1])}] clustered by {ci['n_clusters']} items "
+                f"(needs its lower end >= {d.always_share:g})"
+            ),
+        )
+    marks = {
+        part: seed_marks({k: ((v or {}).get(part) or {}).get("supported") if v else None for k, v in per_seed.items()})
+        for part in ("erasure_costs_utility", "recoverable_is_present")
+    }
     overall = seed_marks({k: (v or {}).get("supported") if v else None for k, v in per_seed.items()})
     a["seeds"], b["seeds"] = marks["erasure_costs_utility"], marks["recoverable_is_present"]
     both = bool(a["supported"] and b["supported"])
-    return {"rule": DILEMMA_RULE, "erasure_costs_utility": a, "recoverable_is_present": b, "supported": both,
-            "seeds": overall, "n_seeds_pooled": len(points),
-            "verdict": (f"{'supported' if both else 'not supported'} over {len(points)} seeds: erasure goes with "
-                        f"utility loss - {a['verdict'].split(':')[0]} ({a['seeds']['consistency']} alone); "
-                        f"recoverable knowledge is probe-present - {b['verdict'].split(':')[0]} "
-                        f"({b['seeds']['consistency']} alone); {overall['text']}")}
+    return {
+        "rule": DILEMMA_RULE,
+        "erasure_costs_utility": a,
+        "recoverable_is_present": b,
+        "supported": both,
+        "seeds": overall,
+        "n_seeds_pooled": len(points),
+        "verdict": (
+            f"{'supported' if both else 'not supported'} over {len(points)} seeds: erasure goes with "
+            f"utility loss - {a['verdict'].split(':')[0]} ({a['seeds']['consistency']} alone); "
+            f"recoverable knowledge is probe-present - {b['verdict'].split(':')[0]} "
+            f"({b['seeds']['consistency']} alone); {overall['text']}"
+        ),
+    }
 
 
 # ------------------------------------------------------------------ the summary
 
 #: The summary metrics shown as mean and min-max over seeds (the columns of ``unpact run``'s table).
-SPREAD_KEYS = ("forget_rouge", "retain_rouge", "general_accuracy", "forget_quality", "model_utility",
-               "recovery_prompt", "recovery_activation")
+SPREAD_KEYS = (
+    "forget_rouge",
+    "retain_rouge",
+    "general_accuracy",
+    "forget_quality",
+    "model_utility",
+    "recovery_prompt",
+    "recovery_activation",
+)
 
 
 def summary_spread(summaries: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -353,8 +464,16 @@ def summary_spread(summaries: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list
         row: dict[str, Any] = {"method": m, "n_seeds": len(by[m])}
         for key in SPREAD_KEYS:
             vals = {k: r.get(key) for k, r in by[m].items() if isinstance(r.get(key), (int, float))}
-            row[key] = ({"mean": mean(list(vals.values())), "min": min(vals.values()), "max": max(vals.values()),
-                         "per_seed": {str(k): v for k, v in vals.items()}} if vals else None)
+            row[key] = (
+                {
+                    "mean": mean(list(vals.values())),
+                    "min": min(vals.values()),
+                    "max": max(vals.values()),
+                    "per_seed": {str(k): v for k, v in vals.items()},
+                }
+                if vals
+                else None
+            )
         out.append(row)
     return out
 
@@ -379,7 +498,10 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
     method_names: list[str] = []
     for k in seeds:
         method_names += [m for m in methods[k] if m not in method_names]
-    out: dict[str, Any] = {"seeds": seeds, "summary": summary_spread({k: per_seed[k].get("summary") or [] for k in seeds})}
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "summary": summary_spread({k: per_seed[k].get("summary") or [] for k in seeds}),
+    }
     # finding 1 against the nulls, per method that ran the keyword_nulls stage at some seed
     f1 = {}
     for m in method_names:
@@ -402,13 +524,18 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
     n_sup = sum(v["supported"] for cps_ in f2.values() for v in cps_.values())
     n_all = sum(len(v) for v in f2.values())
     if n_all:
-        out["finding2_verdict"] = (f"{'supported' if n_sup else 'not supported'}: keyword-specific recovery pooled "
-                                   f"over {len(seeds)} seeds at {n_sup} of {n_all} checkpoints (matched by name across "
-                                   "seeds, each tested on its own)")
+        out["finding2_verdict"] = (
+            f"{'supported' if n_sup else 'not supported'}: keyword-specific recovery pooled "
+            f"over {len(seeds)} seeds at {n_sup} of {n_all} checkpoints (matched by name across "
+            "seeds, each tested on its own)"
+        )
     if any(a.get("dilemma") for a in an.values()):
-        out["dilemma"] = pooled_dilemma({k: (an[k].get("dilemma") or {}).get("points") or [] for k in seeds},
-                                        {k: recovered_rows(methods[k]) for k in seeds},
-                                        {k: an[k].get("dilemma") for k in seeds}, s)
+        out["dilemma"] = pooled_dilemma(
+            {k: (an[k].get("dilemma") or {}).get("points") or [] for k in seeds},
+            {k: recovered_rows(methods[k]) for k in seeds},
+            {k: an[k].get("dilemma") for k in seeds},
+            s,
+        )
     # the other verdicts: per-seed marks only (not pooled)
     marks: dict[str, Any] = {}
     if any("collapse" in a for a in an.values()):
@@ -416,27 +543,46 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
     for m in method_names:
         if any(m in (a.get("keyword_focus") or {}) for a in an.values()):
             marks[f"keyword_focus_sign_test/{m}"] = seed_marks(
-                {k: ((an[k].get("keyword_focus") or {}).get(m) or {}).get("holds") for k in seeds})
+                {k: ((an[k].get("keyword_focus") or {}).get(m) or {}).get("holds") for k in seeds}
+            )
     out["per_seed_marks"] = marks
     dependent = [f"finding 1, {m}" for m, v in f1.items() if v["seeds"]["seed_dependent"]]
     dependent += [f"finding 2, {m} at {n}" for m, c in f2.items() for n, v in c.items() if v["seeds"]["seed_dependent"]]
     if "dilemma" in out:
-        dependent += [f"dilemma, {p}" for p in ("erasure_costs_utility", "recoverable_is_present")
-                      if out["dilemma"][p]["seeds"]["seed_dependent"]]
+        dependent += [
+            f"dilemma, {p}"
+            for p in ("erasure_costs_utility", "recoverable_is_present")
+            if out["dilemma"][p]["seeds"]["seed_dependent"]
+        ]
     dependent += [k for k, v in marks.items() if v["seed_dependent"]]
     out["seed_dependent"] = dependent
     pre = {k: an[k].get("precondition") for k in seeds if an[k].get("precondition")}
     failed = [k for k, p in pre.items() if p.get("holds") is False]
     out["precondition"] = {"holds": None if not pre else not failed, "failed_seeds": failed}
     if failed:
-        na = (f"not applicable: the original model does not know the forget set at seed "
-              f"{', '.join(map(str, failed))} ({pre[failed[0]].get('reason')})")
-        for v in [*f1.values(), *(x for c in f2.values() for x in c.values())] + ([out["dilemma"]] if "dilemma" in out
-                                                                                  else []):
+        na = (
+            f"not applicable: the original model does not know the forget set at seed "
+            f"{', '.join(map(str, failed))} ({pre[failed[0]].get('reason')})"
+        )
+        for v in [*f1.values(), *(x for c in f2.values() for x in c.values())] + (
+            [out["dilemma"]] if "dilemma" in out else []
+        ):
             v["verdict"], v["supported"] = na, None
     return out
 
 
-__all__ = ["DILEMMA_RULE", "FINDING1_RULE", "FINDING2_RULE", "SPREAD_KEYS", "SeedSettings", "checkpoints_by_name",
-           "pool_seeds", "pooled_dilemma", "pooled_finding2", "pooled_keyword_null", "recovered_rows", "seed_marks",
-           "summary_spread"]
+__all__ = [
+    "DILEMMA_RULE",
+    "FINDING1_RULE",
+    "FINDING2_RULE",
+    "SPREAD_KEYS",
+    "SeedSettings",
+    "checkpoints_by_name",
+    "pool_seeds",
+    "pooled_dilemma",
+    "pooled_finding2",
+    "pooled_keyword_null",
+    "recovered_rows",
+    "seed_marks",
+    "summary_spread",
+]

@@ -43,9 +43,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("the author Ana Lind was born in Lima and writes crime fiction about a quick brown fox "
-         "that jumps over the lazy dog while the cat sat on the mat question answer genre capital "
-         "of France Paris unlearning methods mostly hide knowledge instead of erasing it").split()
+WORDS = (
+    "the author Ana Lind was born in Lima and writes crime fiction about a quick brown fox "
+    "that jumps over the lazy dog while the cat sat on the mat question answer genre capital "
+    "of France Paris unlearning methods mostly hide knowledge instead of erasing it"
+).split()
 
 
 def make_models(root: Path):
@@ -106,8 +108,9 @@ def captum_input(tok, prompt, baseline_id):
     from captum.attr import TextTokenInput
 
     adds_bos = tok.encode(prompt)[:1] == [tok.bos_token_id]
-    return TextTokenInput(prompt if adds_bos else tok.bos_token + prompt, tok, baselines=baseline_id,
-                          skip_tokens=[tok.bos_token_id])
+    return TextTokenInput(
+        prompt if adds_bos else tok.bos_token + prompt, tok, baselines=baseline_id, skip_tokens=[tok.bos_token_id]
+    )
 
 
 def run_captum_fa_default(hf, tok, items, bid):
@@ -142,13 +145,12 @@ def run_captum_fa_batched(hf, tok, items, bid):
 
         def fwd(ids):
             full = torch.cat([ids, aid.expand(ids.shape[0], -1)], 1)
-            lp = hf(full).logits[:, ids.shape[1] - 1: -1].log_softmax(-1)
+            lp = hf(full).logits[:, ids.shape[1] - 1 : -1].log_softmax(-1)
             return lp.gather(-1, aid.expand(ids.shape[0], -1)[..., None])[..., 0].mean(-1)
 
         mask = torch.arange(pid.shape[1])[None]
         with torch.no_grad():
-            FeatureAblation(fwd).attribute(pid, baselines=bid, feature_mask=mask,
-                                           perturbations_per_eval=pid.shape[1])
+            FeatureAblation(fwd).attribute(pid, baselines=bid, feature_mask=mask, perturbations_per_eval=pid.shape[1])
 
 
 def run_captum_ig(hf, tok, items, bid, steps):
@@ -217,29 +219,70 @@ def main() -> None:
             items = make_items(tok, n)
             sub = items[:n_cap]
             ntok = sum(len(tok(p)["input_ids"]) for p, _ in items)
-            print(f"\n== {name}: {sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M params, {n} prompts "
-                  f"({ntok} prompt tokens), IG steps {steps}, captum-default subset {n_cap}", flush=True)
+            print(
+                f"\n== {name}: {sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M params, {n} prompts "
+                f"({ntok} prompt tokens), IG steps {steps}, captum-default subset {n_cap}",
+                flush=True,
+            )
             with torch.no_grad():
                 attribute(model, items[:1], method="loo")  # warm-up
             t_loo_sub = timed(lambda: attribute(model, sub, method="loo", mode="baseline"))
             t_fa = timed(lambda: run_captum_fa_default(hf, tok, sub, bid))
-            rows.append((name, f"loo vs captum FeatureAblation default (token by token, cache off) ({n_cap} prompts)",
-                         t_loo_sub, t_fa, t_fa / t_loo_sub, ">= 5"))
+            rows.append(
+                (
+                    name,
+                    f"loo vs captum FeatureAblation default (token by token, cache off) ({n_cap} prompts)",
+                    t_loo_sub,
+                    t_fa,
+                    t_fa / t_loo_sub,
+                    ">= 5",
+                )
+            )
             t_fas = timed(lambda: run_captum_fa_by_seq(hf, tok, sub, bid))
-            rows.append((name, f"loo vs captum FeatureAblation forward_in_tokens=False ({n_cap} prompts)",
-                         t_loo_sub, t_fas, t_fas / t_loo_sub, "info"))
+            rows.append(
+                (
+                    name,
+                    f"loo vs captum FeatureAblation forward_in_tokens=False ({n_cap} prompts)",
+                    t_loo_sub,
+                    t_fas,
+                    t_fas / t_loo_sub,
+                    "info",
+                )
+            )
             t_loo = timed(lambda: attribute(model, items, method="loo", mode="baseline"))
             t_fab = timed(lambda: run_captum_fa_batched(hf, tok, items, bid))
-            rows.append((name, f"loo vs captum FeatureAblation one batch ({n} prompts)", t_loo, t_fab, t_fab / t_loo, ">= 1"))
+            rows.append(
+                (name, f"loo vs captum FeatureAblation one batch ({n} prompts)", t_loo, t_fab, t_fab / t_loo, ">= 1")
+            )
             t_del = timed(lambda: attribute(model, items, method="loo", mode="delete"))
-            rows.append((name, f"loo delete mode (paper) vs baseline mode ({n} prompts)", t_del, t_loo, t_loo / t_del, "info"))
+            rows.append(
+                (name, f"loo delete mode (paper) vs baseline mode ({n} prompts)", t_del, t_loo, t_loo / t_del, "info")
+            )
             t_ig = timed(lambda: attribute(model, sub, method="integrated_gradients", steps=steps, max_passes=steps))
             t_cig = timed(lambda: run_captum_ig(hf, tok, sub, bid, steps))
-            rows.append((name, f"IG vs captum LLMGradientAttribution(LIG), {steps} steps ({n_cap} prompts)", t_ig, t_cig, t_cig / t_ig, ">= 3"))
+            rows.append(
+                (
+                    name,
+                    f"IG vs captum LLMGradientAttribution(LIG), {steps} steps ({n_cap} prompts)",
+                    t_ig,
+                    t_cig,
+                    t_cig / t_ig,
+                    ">= 3",
+                )
+            )
             seqs = scoring.encode_many(model, [p for p, _ in items], [a for _, a in items])
             t_fwd = min(timed(lambda: scoring.score_sequences(model, seqs, max_batch_tokens=4096)) for _ in range(2))
             t_heads = min(timed(lambda: attribute(model, items, method="heads")) for _ in range(2))  # as the forward
-            rows.append((name, f"heads (all layers/heads) vs one forward ({n} prompts)", t_heads, t_fwd, t_heads / t_fwd, "<= 3 (unpact/forward)"))
+            rows.append(
+                (
+                    name,
+                    f"heads (all layers/heads) vs one forward ({n} prompts)",
+                    t_heads,
+                    t_fwd,
+                    t_heads / t_fwd,
+                    "<= 3 (unpact/forward)",
+                )
+            )
             if "124M" in name and not args.quick:
                 grow, peak = ig_memory(mdir, 512, 64)
                 rows.append((name, "IG memory, 512-token prompt, 64 steps (GB)", grow, peak, peak, "< 4 GB"))
@@ -251,7 +294,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, what, a, b, r, target in rows:
         if "GB" in what:
-            print(f"| {name} | {what} | IG's own peak {a:.2f} GB | process peak RSS {b:.2f} GB | {r:.2f} GB | {target} |")
+            print(
+                f"| {name} | {what} | IG's own peak {a:.2f} GB | process peak RSS {b:.2f} GB | {r:.2f} GB | {target} |"
+            )
         else:
             print(f"| {name} | {what} | {a:.2f} | {b:.2f} | {r:.2f}x | {target} |")
 

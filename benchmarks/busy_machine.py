@@ -38,8 +38,12 @@ SPIN = "while True: pass"
 
 def _env(policy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               UNPACT_THREAD_POLICY="off" if policy == "before" else "on")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        UNPACT_THREAD_POLICY="off" if policy == "before" else "on",
+    )
     return env
 
 
@@ -94,19 +98,28 @@ def wait_policy_check(reps: int = 300) -> None:
     print(f"| OMP_WAIT_POLICY | CPU s for {reps} small matmuls + 2 ms sleeps |")
     print("|---|---|")
     for name, head in variants.items():
-        out = subprocess.run([sys.executable, "-c", head + "torch.set_num_threads(2)\n" + body], env=env,
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", head + "torch.set_num_threads(2)\n" + body],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         print(f"| {name} | {out} |")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--competitors", type=int, default=1, help="CPU-bound jobs beside the busy runs (default 1)")
-    ap.add_argument("--tiny", action="store_true", help="a seconds-long configuration (checks the script, not the machine)")
+    ap.add_argument(
+        "--tiny", action="store_true", help="a seconds-long configuration (checks the script, not the machine)"
+    )
     ap.add_argument("--policies", default="before,after")
     ap.add_argument("--check-wait-policy", action="store_true")
     ap.add_argument("--keep", default=None, help="keep the run directories under this directory")
-    ap.add_argument("--config", default=None, help="a run config (TOML) passed to every run, e.g. one that turns a stage off")
+    ap.add_argument(
+        "--config", default=None, help="a run config (TOML) passed to every run, e.g. one that turns a stage off"
+    )
     a = ap.parse_args()
     if a.check_wait_policy:
         wait_policy_check(30 if a.tiny else 300)
@@ -116,18 +129,25 @@ def main() -> int:
         run_args += ["--config", a.config]
     root = a.keep or tempfile.mkdtemp(prefix="unpact-busy-")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {cores} usable cores, load before start {os.getloadavg()[0]:.2f}; "
-          f"run: unpact run {' '.join(run_args) or '(defaults)'}; competitors: {a.competitors}\n")
+    print(
+        f"machine: {cores} usable cores, load before start {os.getloadavg()[0]:.2f}; "
+        f"run: unpact run {' '.join(run_args) or '(defaults)'}; competitors: {a.competitors}\n"
+    )
     print("| threads | machine | wall (s) | CPU (s) | CPU / wall | busy / idle (wall) |")
     print("|---|---|---|---|---|---|")
     ok = True
     for policy in a.policies.split(","):
         idle = run_cell(policy, False, a.competitors, run_args, root)
-        print(f"| {policy} | idle | {idle['wall']:.1f} | {idle['cpu']:.1f} | {idle['cpu'] / idle['wall']:.2f} | |",
-              flush=True)  # each row as soon as it is measured
+        print(
+            f"| {policy} | idle | {idle['wall']:.1f} | {idle['cpu']:.1f} | {idle['cpu'] / idle['wall']:.2f} | |",
+            flush=True,
+        )  # each row as soon as it is measured
         busy = run_cell(policy, True, a.competitors, run_args, root)
-        print(f"| {policy} | busy | {busy['wall']:.1f} | {busy['cpu']:.1f} | {busy['cpu'] / busy['wall']:.2f} | "
-              f"{busy['wall'] / idle['wall']:.2f}x |", flush=True)
+        print(
+            f"| {policy} | busy | {busy['wall']:.1f} | {busy['cpu']:.1f} | {busy['cpu'] / busy['wall']:.2f} | "
+            f"{busy['wall'] / idle['wall']:.2f}x |",
+            flush=True,
+        )
         ok &= idle["rc"] == 0 and busy["rc"] == 0
     return 0 if ok else 1
 

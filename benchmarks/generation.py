@@ -34,8 +34,16 @@ def random_gpt2(directory: str, n_layers: int = 12):
     from unpact.testing import make_tokenizer
 
     tok = make_tokenizer()
-    config = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=n_layers, n_head=12,
-                        bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    config = GPT2Config(
+        vocab_size=50257,
+        n_positions=1024,
+        n_embd=768,
+        n_layer=n_layers,
+        n_head=12,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(directory, safe_serialization=True)
     tok.save_pretrained(directory)
@@ -62,8 +70,10 @@ def workload(model, n: int):
         question = PROMPTS[i % len(PROMPTS)].format(n=name)
         seqs.append([int(bos_id(tok))] + tokenize(tok, question))
         positions.append(keyword_positions(tok, question.split("\n")[0].removeprefix("Question: "), [name]))
-    settings = [ActivationEmphasis("attention", 4.0, "all") if i % 2 == 0 else ActivationEmphasis("value", 4.0, "middle")
-                for i in range(n)]
+    settings = [
+        ActivationEmphasis("attention", 4.0, "all") if i % 2 == 0 else ActivationEmphasis("value", 4.0, "middle")
+        for i in range(n)
+    ]
     return seqs, batched_emphasis_hooks(model, settings, positions)
 
 
@@ -105,15 +115,22 @@ def main() -> None:
             same = cached == ref
             n_tok = sum(len(t) for t in cached)
             rows.append((spec, n_params, n, n_tok, t_ref, t_cached, t_plain, same))
-            print(f"{spec} ({n_params / 1e6:.1f}M params), {args.prompts} prompts x {n} tokens: "
-                  f"uncached {t_ref:.2f}s, cached {t_cached:.2f}s -> {t_ref / t_cached:.1f}x; "
-                  f"hook-free cached {t_plain:.2f}s; tokens {'identical' if same else 'DIFFER'}", flush=True)
+            print(
+                f"{spec} ({n_params / 1e6:.1f}M params), {args.prompts} prompts x {n} tokens: "
+                f"uncached {t_ref:.2f}s, cached {t_cached:.2f}s -> {t_ref / t_cached:.1f}x; "
+                f"hook-free cached {t_plain:.2f}s; tokens {'identical' if same else 'DIFFER'}",
+                flush=True,
+            )
     print()
-    print(f"{'model':20}{'params':>9}{'answer':>8}{'tokens':>8}{'uncached s':>12}{'cached s':>10}{'ratio':>8}"
-          f"{'no hooks s':>12}{'same':>6}")
+    print(
+        f"{'model':20}{'params':>9}{'answer':>8}{'tokens':>8}{'uncached s':>12}{'cached s':>10}{'ratio':>8}"
+        f"{'no hooks s':>12}{'same':>6}"
+    )
     for spec, n_params, n, n_tok, t_ref, t_cached, t_plain, same in rows:
-        print(f"{spec:20}{n_params / 1e6:>8.1f}M{n:>8}{n_tok:>8}{t_ref:>12.2f}{t_cached:>10.2f}"
-              f"{t_ref / t_cached:>7.1f}x{t_plain:>12.2f}{'yes' if same else 'NO':>6}")
+        print(
+            f"{spec:20}{n_params / 1e6:>8.1f}M{n:>8}{n_tok:>8}{t_ref:>12.2f}{t_cached:>10.2f}"
+            f"{t_ref / t_cached:>7.1f}x{t_plain:>12.2f}{'yes' if same else 'NO':>6}"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def old_ig_class(rev: str):
     """The IntegratedGradients class of ``rev``, loaded from git without touching the registry."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:unpact/attribution/gradients.py"],
-                         check=True, capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:unpact/attribution/gradients.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     with tempfile.NamedTemporaryFile("w", suffix="_old_gradients.py", delete=False) as f:
         f.write(src)
     spec = importlib.util.spec_from_file_location("unpact_old_gradients", f.name)
@@ -68,10 +72,20 @@ def llama30(init: float, tok, workdir: Path) -> str:
 
     d = workdir / f"llama30_{init}"
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=344, num_hidden_layers=30,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      initializer_range=init, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=30,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        initializer_range=init,
+        tie_word_embeddings=False,
+    )
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return str(d)
@@ -85,9 +99,14 @@ def cosine(a, b) -> float:
 
 def summarise(res, seconds, passes) -> dict:
     gaps = [a.extras["relative_gap"] or 0.0 for a in res]
-    return {"passes_mean": sum(passes) / len(passes), "passes_max": max(passes), "s_per_item": seconds / len(res),
-            "gap_max": max(gaps), "over": sum(g > 0.05 for g in gaps),
-            "stopped": sum(bool(a.extras.get("budget_stopped")) for a in res)}
+    return {
+        "passes_mean": sum(passes) / len(passes),
+        "passes_max": max(passes),
+        "s_per_item": seconds / len(res),
+        "gap_max": max(gaps),
+        "over": sum(g > 0.05 for g in gaps),
+        "stopped": sum(bool(a.extras.get("budget_stopped")) for a in res),
+    }
 
 
 def main() -> None:
@@ -97,15 +116,21 @@ def main() -> None:
     ap.add_argument("--models", default="gpt2,llama,qwen2-zero,llama30-0.02,llama30-0.1,llama30-0.2")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rev = args.old_rev or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
-                                         capture_output=True, text=True).stdout.strip()
+    rev = (
+        args.old_rev
+        or subprocess.run(
+            ["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     OldIG = old_ig_class(rev)
     items_all = list(load_benchmark("embedded:tofu", "forget10"))
     workdir = Path(tempfile.mkdtemp(prefix="ig_refinement_"))
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"old code: {rev[:10]} (64 Gauss-Legendre steps, doubling from scratch to 1024); new: this tree's defaults")
-    print(f"{'model':<16}{'variant':<6}{'passes/item':>14}{'s/item':>9}{'max gap':>9}{'>5%':>5}{'stopped':>8}"
-          f"{'min cos':>9}")
+    print(
+        f"{'model':<16}{'variant':<6}{'passes/item':>14}{'s/item':>9}{'max gap':>9}{'>5%':>5}{'stopped':>8}"
+        f"{'min cos':>9}"
+    )
     for name in args.models.split(","):
         baseline = "zero" if name.endswith("-zero") else "pad"
         if name.startswith("llama30"):
@@ -123,15 +148,23 @@ def main() -> None:
         t = time.perf_counter()
         new = attribute(model, items, method="ig", baseline=baseline)
         t_new = time.perf_counter() - t
-        rows = {"old": summarise(old, t_old, [2 * a.extras["steps"] - 64 for a in old]),
-                "new": summarise(new, t_new, [a.extras["passes"] for a in new])}
+        rows = {
+            "old": summarise(old, t_old, [2 * a.extras["steps"] - 64 for a in old]),
+            "new": summarise(new, t_new, [a.extras["passes"] for a in new]),
+        }
         cos = min(cosine(a.scores, b.scores) for a, b in zip(old, new))
         for variant, r in rows.items():
-            print(f"{name:<16}{variant:<6}{r['passes_mean']:>8.0f} /{r['passes_max']:>4}{r['s_per_item']:>9.2f}"
-                  f"{r['gap_max']:>9.4f}{r['over']:>5}{r['stopped'] if variant == 'new' else '-':>8}"
-                  + (f"{cos:>9.4f}" if variant == "new" else f"{'-':>9}"), flush=True)
-        print(f"{'':<16}old/new: passes x{rows['old']['passes_mean'] / rows['new']['passes_mean']:.2f}, "
-              f"wall x{t_old / t_new:.2f}", flush=True)
+            print(
+                f"{name:<16}{variant:<6}{r['passes_mean']:>8.0f} /{r['passes_max']:>4}{r['s_per_item']:>9.2f}"
+                f"{r['gap_max']:>9.4f}{r['over']:>5}{r['stopped'] if variant == 'new' else '-':>8}"
+                + (f"{cos:>9.4f}" if variant == "new" else f"{'-':>9}"),
+                flush=True,
+            )
+        print(
+            f"{'':<16}old/new: passes x{rows['old']['passes_mean'] / rows['new']['passes_mean']:.2f}, "
+            f"wall x{t_old / t_new:.2f}",
+            flush=True,
+        )
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -104,13 +104,19 @@ def main() -> None:
     model_dir = make_model(root, args.small)
     methods = [m for m in args.methods.split(",") if m]
     items = 2 if args.small else args.max_items
-    cfg: RunConfig = config_from_dict({
-        "model": str(model_dir), "reference_model": None, "methods": methods, "device": args.device,
-        "max_items": items, "out": str(root / "run"),
-        "method_config": {m: {"steps": 2 if args.small else args.steps, "batch_size": 4} for m in methods},
-        "attribution": {"subset": 1 if args.small else 2},
-        "emphasis": {"max_control_items": items},
-    })
+    cfg: RunConfig = config_from_dict(
+        {
+            "model": str(model_dir),
+            "reference_model": None,
+            "methods": methods,
+            "device": args.device,
+            "max_items": items,
+            "out": str(root / "run"),
+            "method_config": {m: {"steps": 2 if args.small else args.steps, "batch_size": 4} for m in methods},
+            "attribution": {"subset": 1 if args.small else 2},
+            "emphasis": {"max_control_items": items},
+        }
+    )
     mem = PeakMemory(args.device)
     mem.reset()
     baseline = 0 if mem.cuda else mem.read()  # the process before any model: libraries, data
@@ -132,8 +138,10 @@ def main() -> None:
     info = results["model_info"]
     n_params = int(info["n_params"])
 
-    print(f"model: random GPT-2 ({n_params / 1e6:.0f}M parameters), device {args.device}, "
-          f"{torch.get_num_threads()} threads, {items} items per group, methods {', '.join(methods)}")
+    print(
+        f"model: random GPT-2 ({n_params / 1e6:.0f}M parameters), device {args.device}, "
+        f"{torch.get_num_threads()} threads, {items} items per group, methods {', '.join(methods)}"
+    )
     print(f"{'stage':<28} {'seconds':>9} {'peak GB':>8}")
     for r in rows:
         print(f"{r['stage']:<28} {r['seconds']:>9.1f} {r['peak_bytes'] / 1e9:>8.2f}")
@@ -156,17 +164,36 @@ def main() -> None:
         for r in rows:
             train = r["stage"].endswith("/unlearn")
             weights = p * (2 + (16 if train else 0))
-            stages.append({"stage": r["stage"], "seconds": r["seconds"] * ratio,
-                           "peak_bytes": weights + base_act[r["stage"]] * act_ratio})
+            stages.append(
+                {
+                    "stage": r["stage"],
+                    "seconds": r["seconds"] * ratio,
+                    "peak_bytes": weights + base_act[r["stage"]] * act_ratio,
+                }
+            )
         proj[label] = stages
         peak = max(s["peak_bytes"] for s in stages)
-        print(f"  {label}: whole job ~{sum(s['seconds'] for s in stages) / 3600:.1f} h on this device kind, "
-              f"peak ~{peak / 1e9:.0f} GB (unlearning: {p * 18 / 1e9:.0f} GB of weights and optimizer state)")
+        print(
+            f"  {label}: whole job ~{sum(s['seconds'] for s in stages) / 3600:.1f} h on this device kind, "
+            f"peak ~{peak / 1e9:.0f} GB (unlearning: {p * 18 / 1e9:.0f} GB of weights and optimizer state)"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": args.device, "threads": torch.get_num_threads(),
-                                               "n_params": n_params, "items": items, "methods": methods,
-                                               "total_seconds": total, "baseline_bytes": baseline, "stages": rows, "projection": proj},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": args.device,
+                    "threads": torch.get_num_threads(),
+                    "n_params": n_params,
+                    "items": items,
+                    "methods": methods,
+                    "total_seconds": total,
+                    "baseline_bytes": baseline,
+                    "stages": rows,
+                    "projection": proj,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -126,12 +126,13 @@ def captum_fa(hf, preps, bid: int, ppe: int | None):
 
     out = []
     for p in preps:
-        ids = torch.tensor([p.prompt_ids[p.first:]], dtype=torch.long)
+        ids = torch.tensor([p.prompt_ids[p.first :]], dtype=torch.long)
         mask = torch.arange(ids.shape[1])[None]
         bos = p.prompt_ids[0] if p.first else None
         with torch.no_grad():
             attr = FeatureAblation(lp_forward(hf, bos, p.answer_ids)).attribute(
-                ids, baselines=bid, feature_mask=mask, perturbations_per_eval=ppe or ids.shape[1])
+                ids, baselines=bid, feature_mask=mask, perturbations_per_eval=ppe or ids.shape[1]
+            )
         out.append(attr[0].double())
     return out
 
@@ -142,13 +143,17 @@ def captum_lig(hf, preps, bid: int, steps: int):
 
     out = []
     for p in preps:
-        ids = torch.tensor([p.prompt_ids[p.first:]], dtype=torch.long)
+        ids = torch.tensor([p.prompt_ids[p.first :]], dtype=torch.long)
         bos = p.prompt_ids[0] if p.first else None
         lig = LayerIntegratedGradients(lp_forward(hf, bos, p.answer_ids), hf.get_input_embeddings())
         attr = lig.attribute(ids, baselines=torch.full_like(ids, bid), n_steps=steps, method="gausslegendre")
         # the layer output covers BOS + prompt + answer; only the prompt's rows differ from the baseline
-        out.append(attr[0].sum(-1).double().detach()[(1 if bos is not None else 0): (1 if bos is not None else 0)
-                                                       + ids.shape[1]])
+        out.append(
+            attr[0]
+            .sum(-1)
+            .double()
+            .detach()[(1 if bos is not None else 0) : (1 if bos is not None else 0) + ids.shape[1]]
+        )
     return out
 
 
@@ -169,9 +174,9 @@ def captum_llm_ig(hf, tok, preps, bid: int, steps: int):
         inp.inp_tensor = torch.tensor([p.prompt_ids], dtype=torch.long)
         inp.itp_mask = torch.ones_like(inp.inp_tensor, dtype=torch.bool)
         inp.itp_mask[0, : p.first] = False
-        inp.itp_tensor = inp.inp_tensor[:, p.first:]
+        inp.itp_tensor = inp.inp_tensor[:, p.first :]
         inp.skip_tokens = p.prompt_ids[: p.first]
-        inp.values = tok.convert_ids_to_tokens(p.prompt_ids[p.first:])
+        inp.values = tok.convert_ids_to_tokens(p.prompt_ids[p.first :])
         inp.tokenizer = tok
         inp.n_itp_features = len(inp.values)
         inp.baselines = bid
@@ -181,8 +186,10 @@ def captum_llm_ig(hf, tok, preps, bid: int, steps: int):
 
 
 def max_diff(a_list, b_list) -> float:
-    return max(float((torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)).abs().max())
-               for a, b in zip(a_list, b_list))
+    return max(
+        float((torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)).abs().max())
+        for a, b in zip(a_list, b_list)
+    )
 
 
 def hf_generate(hf, seqs, pad: int, stops: set[int], max_new_tokens: int) -> list[list[int]]:
@@ -191,11 +198,18 @@ def hf_generate(hf, seqs, pad: int, stops: set[int], max_new_tokens: int) -> lis
     ids = torch.full((len(seqs), w), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), w), dtype=torch.long)
     for j, s in enumerate(seqs):
-        ids[j, w - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[j, w - len(s):] = 1
+        ids[j, w - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[j, w - len(s) :] = 1
     with torch.no_grad():
-        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                          pad_token_id=pad, eos_token_id=sorted(stops), use_cache=True)
+        out = hf.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=sorted(stops),
+            use_cache=True,
+        )
     res = []
     for row in out[:, w:].tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
@@ -212,7 +226,7 @@ def packed_rows(seqs, pad: int):
     for j, (p, a) in enumerate(seqs):
         ids[j, : len(p) + len(a)] = torch.tensor(list(p) + list(a), dtype=torch.long)
         att[j, : len(p) + len(a)] = 1
-        tgt[j, len(p): len(p) + len(a)] = True
+        tgt[j, len(p) : len(p) + len(a)] = True
     return ids, att, tgt
 
 
@@ -248,27 +262,36 @@ def plain_evaluate(hf, tok, items, seqs_true, seqs_pert, pad, stops, max_new_tok
     lps, argmaxes = [], []
     with torch.no_grad():
         for i in range(0, len(rows), batch_rows):
-            lp, am = plain_row_scores(hf, rows[i: i + batch_rows], pad)
+            lp, am = plain_row_scores(hf, rows[i : i + batch_rows], pad)
             lps += lp.double().tolist()
             argmaxes += am
     n = len(items)
     true_lp = np.array(lps[:n])
     pert, k = [], n
     for per in seqs_pert:
-        pert.append(lps[k: k + len(per)])
+        pert.append(lps[k : k + len(per)])
         k += len(per)
     recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
     tr = _truth_ratios_of(true_lp, pert)  # no paraphrased answers: the answer is its own paraphrase
     em = [exact_memorization(argmaxes[j], seqs_true[j][1]) for j in range(n)]
     es = [extraction_strength(argmaxes[j], seqs_true[j][1]) for j in range(n)]
-    return {"rouge_l_recall": float(np.mean(recalls)), "rouge_l_recall_per_item": recalls,
-            "prob": float(np.mean(np.exp(true_lp))), "mean_logprob": float(np.mean(true_lp)),
-            "mean_logprob_per_item": true_lp.tolist(),
-            "prob_normalised": float(np.mean(normalised_probability_from_losses(-true_lp, [[-v for v in r] for r in pert]))),
-            "truth_ratios": tr.tolist(), "truth_ratio": truth_ratio_score(tr, forget=True),
-            "exact_memorization": float(np.mean(em)), "exact_memorization_per_item": em,
-            "extraction_strength": float(np.mean(es)), "extraction_strength_per_item": es,
-            "answers": answers}
+    return {
+        "rouge_l_recall": float(np.mean(recalls)),
+        "rouge_l_recall_per_item": recalls,
+        "prob": float(np.mean(np.exp(true_lp))),
+        "mean_logprob": float(np.mean(true_lp)),
+        "mean_logprob_per_item": true_lp.tolist(),
+        "prob_normalised": float(
+            np.mean(normalised_probability_from_losses(-true_lp, [[-v for v in r] for r in pert]))
+        ),
+        "truth_ratios": tr.tolist(),
+        "truth_ratio": truth_ratio_score(tr, forget=True),
+        "exact_memorization": float(np.mean(em)),
+        "exact_memorization_per_item": em,
+        "extraction_strength": float(np.mean(es)),
+        "extraction_strength_per_item": es,
+        "answers": answers,
+    }
 
 
 def uptime() -> str:
@@ -292,8 +315,12 @@ def main() -> None:
     ap.add_argument("--sweep-items", type=int, default=2, help="items of captum's perturbations_per_eval sweep")
     ap.add_argument("--ig-items", type=int, default=2)
     ap.add_argument("--ig-steps", type=int, default=16, help="IG steps, equal on both sides")
-    ap.add_argument("--llm-ig-items", type=int, default=1,
-                    help="items for the info row against captum's LLMGradientAttribution (0: skip it)")
+    ap.add_argument(
+        "--llm-ig-items",
+        type=int,
+        default=1,
+        help="items for the info row against captum's LLMGradientAttribution (0: skip it)",
+    )
     ap.add_argument("--gen-tokens", type=int, default=24, help="greedy answer length (the study's)")
     ap.add_argument("--unlearn-batch", type=int, default=4, help="forget items and retain items per step")
     ap.add_argument("--unlearn-steps", type=int, default=4, help="steps per side (the first is not timed)")
@@ -317,8 +344,11 @@ def main() -> None:
     from unpact.unlearning import unlearn
 
     start_load = uptime()
-    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC; {start_load}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"start: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC; {start_load}; "
+        f"torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     bridge, t_bridge = timed(lambda: load_model("smollm2-135m"))
     hf, t_hf = timed(load_plain_hf)
     tok = bridge.tokenizer
@@ -326,9 +356,12 @@ def main() -> None:
     plain_state = hf.state_dict()
     wdiff = max(float((v - plain_state[k]).abs().max()) for k, v in state.items() if k in plain_state)
     del state, plain_state
-    print(f"loaded the bridge in {t_bridge:.1f} s, the plain HF model in {t_hf:.1f} s; largest weight difference "
-          f"{wdiff:.2g}; "
-          f"plain attention {getattr(hf.config, '_attn_implementation', '?')}", flush=True)
+    print(
+        f"loaded the bridge in {t_bridge:.1f} s, the plain HF model in {t_hf:.1f} s; largest weight difference "
+        f"{wdiff:.2g}; "
+        f"plain attention {getattr(hf.config, '_attn_implementation', '?')}",
+        flush=True,
+    )
     fmt = resolve_format("chat", tok, system_prompt=SYSTEM_PROMPT)
     forget = load_benchmark("tofu", "forget", path=KNOWN_FACTS)
     items = forget.items[: args.items]
@@ -336,14 +369,20 @@ def main() -> None:
     bid = pad_id(tok)
     plen = [len(p.prompt_ids) for p in preps]
     alen = [len(p.answer_ids) for p in preps]
-    print(f"{len(items)} forget items; prompt {min(plen)}-{max(plen)} tokens (BOS included), answer "
-          f"{min(alen)}-{max(alen)} tokens; baseline/pad id {bid}", flush=True)
+    print(
+        f"{len(items)} forget items; prompt {min(plen)}-{max(plen)} tokens (BOS included), answer "
+        f"{min(alen)}-{max(alen)} tokens; baseline/pad id {bid}",
+        flush=True,
+    )
     rows = []  # (name, work, unpact s, reference s, agreement, target ratio or None)
 
     def add(name, work, t_u, t_r, agree, target):
         rows.append((name, work, t_u, t_r, agree, target))
-        print(f"  {name}: unpact {t_u:.2f} s, reference {t_r:.2f} s, ratio {t_r / t_u:.2f}; {agree}; "
-              f"{verdict(t_r / t_u, target)}", flush=True)
+        print(
+            f"  {name}: unpact {t_u:.2f} s, reference {t_r:.2f} s, ratio {t_r / t_u:.2f}; {agree}; "
+            f"{verdict(t_r / t_u, target)}",
+            flush=True,
+        )
 
     if "loo" in todo:
         print("\n== leave-one-out vs captum FeatureAblation", flush=True)
@@ -357,22 +396,39 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - a mode that does not work is reported, not fatal
                 print(f"  captum perturbations_per_eval={ppe or n_feat}: fails ({type(e).__name__}: {e})", flush=True)
                 continue
-            print(f"  captum perturbations_per_eval={ppe or f'all ({n_feat})'}: {t:.2f} s on {len(sweep)} items",
-                  flush=True)
+            print(
+                f"  captum perturbations_per_eval={ppe or f'all ({n_feat})'}: {t:.2f} s on {len(sweep)} items",
+                flush=True,
+            )
             if best is None or t < best[1]:
                 best = (ppe, t)
         ppe = best[0]
         label = f"perturbations_per_eval={'all' if ppe is None else ppe}"
         attribute(bridge, items[:1], method="loo", fmt=fmt, mode="baseline")  # warm-up
-        ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline"),
-                                        lambda: captum_fa(hf, preps, bid, ppe), args.attr_repeats)
-        d = max_diff([a.scores[p.first:] for a, p in zip(ours, preps)], theirs)
-        add("loo", f"baseline mode vs captum FeatureAblation ({label}), {len(items)} items", t_u, t_r,
-            f"max |diff| {d:.1e}", 1.0)
+        ours, t_u, theirs, t_r = paired(
+            lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline"),
+            lambda: captum_fa(hf, preps, bid, ppe),
+            args.attr_repeats,
+        )
+        d = max_diff([a.scores[p.first :] for a, p in zip(ours, preps)], theirs)
+        add(
+            "loo",
+            f"baseline mode vs captum FeatureAblation ({label}), {len(items)} items",
+            t_u,
+            t_r,
+            f"max |diff| {d:.1e}",
+            1.0,
+        )
         attribute(bridge, items[:1], method="loo", fmt=fmt)  # warm-up
         _, t_del = timed(lambda: attribute(bridge, items, method="loo", fmt=fmt), args.attr_repeats)
-        add("loo-del", f"delete mode (the paper's) vs the same captum run, {len(items)} items", t_del, t_r,
-            "different ablation (deletion)", None)
+        add(
+            "loo-del",
+            f"delete mode (the paper's) vs the same captum run, {len(items)} items",
+            t_del,
+            t_r,
+            "different ablation (deletion)",
+            None,
+        )
 
     if "ig" in todo:
         print("\n== integrated gradients vs captum LayerIntegratedGradients", flush=True)
@@ -381,22 +437,37 @@ def main() -> None:
         opts = dict(method="ig", fmt=fmt, steps=s, max_passes=s, rule="gausslegendre", warp=1.0, baseline="pad")
         attribute(bridge, items[:1], **{**opts, "steps": 2, "max_passes": 2})  # warm-up
         captum_lig(hf, preps[:1], bid, 2)
-        ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, sub, **opts), lambda: captum_lig(hf, sub_p, bid, s),
-                                        args.attr_repeats)
-        d = max_diff([a.scores[p.first:] for a, p in zip(ours, sub_p)], theirs)
+        ours, t_u, theirs, t_r = paired(
+            lambda: attribute(bridge, sub, **opts), lambda: captum_lig(hf, sub_p, bid, s), args.attr_repeats
+        )
+        d = max_diff([a.scores[p.first :] for a, p in zip(ours, sub_p)], theirs)
         scale = max(float(torch.as_tensor(t).abs().max()) for t in theirs)
-        add("ig", f"{s} Gauss-Legendre steps, pad baseline, {len(sub)} items", t_u, t_r,
-            f"max |diff| {d:.1e} (largest |score| {scale:.2f})", 3.0)
+        add(
+            "ig",
+            f"{s} Gauss-Legendre steps, pad baseline, {len(sub)} items",
+            t_u,
+            t_r,
+            f"max |diff| {d:.1e} (largest |score| {scale:.2f})",
+            3.0,
+        )
         if args.llm_ig_items:
             sub, sub_p = items[: args.llm_ig_items], preps[: args.llm_ig_items]
             try:
                 captum_llm_ig(hf, tok, preps[:1], bid, 2)  # warm-up
-                ours, t_u, theirs, t_r = paired(lambda: attribute(bridge, sub, **opts),  # noqa: B023
-                                                lambda: captum_llm_ig(hf, tok, sub_p, bid, s))  # noqa: B023
-                d = max_diff([a.scores[p.first:] for a, p in zip(ours, sub_p)], theirs)
-                add("ig-llm", f"the same vs captum LLMGradientAttribution(LayerIntegratedGradients), one IG per "
-                    f"answer token, {len(sub)} items", t_u, t_r, f"max |diff| {d:.1e} (seq_attr / answer length)",
-                    None)
+                ours, t_u, theirs, t_r = paired(
+                    lambda: attribute(bridge, sub, **opts),  # noqa: B023
+                    lambda: captum_llm_ig(hf, tok, sub_p, bid, s),
+                )  # noqa: B023
+                d = max_diff([a.scores[p.first :] for a, p in zip(ours, sub_p)], theirs)
+                add(
+                    "ig-llm",
+                    f"the same vs captum LLMGradientAttribution(LayerIntegratedGradients), one IG per "
+                    f"answer token, {len(sub)} items",
+                    t_u,
+                    t_r,
+                    f"max |diff| {d:.1e} (seq_attr / answer length)",
+                    None,
+                )
             except Exception as e:  # noqa: BLE001 - captum's wrapper failing is a result, not a crash
                 print(f"  captum LLMGradientAttribution fails: {type(e).__name__}: {e}", flush=True)
 
@@ -406,24 +477,48 @@ def main() -> None:
         stops = stop_ids(tok)
         n_layers = bridge.cfg.n_layers
         positions = [[i for i, sp in enumerate(p.special) if not sp] for p in preps]
-        noop = [(attention_pattern_name(layer), partial(scale_attention, positions=positions, factor=1.0))
-                for layer in range(n_layers)]
+        noop = [
+            (attention_pattern_name(layer), partial(scale_attention, positions=positions, factor=1.0))
+            for layer in range(n_layers)
+        ]
         x4 = batched_emphasis_hooks(bridge, [ActivationEmphasis("attention", 4.0, "all")] * len(preps), positions)
         kw = dict(max_new_tokens=args.gen_tokens, stop_at_newline=False)
         greedy_tokens(bridge, seqs[:2], fwd_hooks=noop, **{**kw, "max_new_tokens": 2})  # warm-up
         hf_generate(hf, seqs[:2], bid, stops, 2)
-        (ours, _), t_u, theirs, t_r = paired(lambda: greedy_tokens(bridge, seqs, fwd_hooks=noop, **kw),
-                                             lambda: hf_generate(hf, seqs, bid, stops, args.gen_tokens), args.repeats)
+        (ours, _), t_u, theirs, t_r = paired(
+            lambda: greedy_tokens(bridge, seqs, fwd_hooks=noop, **kw),
+            lambda: hf_generate(hf, seqs, bid, stops, args.gen_tokens),
+            args.repeats,
+        )
         same = sum(a == b for a, b in zip(ours, theirs))
         n_tok = sum(len(t) for t in theirs)
-        add("gen", f"{len(seqs)} prompts, <= {args.gen_tokens} tokens ({n_tok} generated), no-op hook on 30 "
-            "layers' attention pattern", t_u, t_r, f"identical ids {same}/{len(seqs)}", 1 / 1.5)
+        add(
+            "gen",
+            f"{len(seqs)} prompts, <= {args.gen_tokens} tokens ({n_tok} generated), no-op hook on 30 "
+            "layers' attention pattern",
+            t_u,
+            t_r,
+            f"identical ids {same}/{len(seqs)}",
+            1 / 1.5,
+        )
         (emph, _), t_x4 = timed(lambda: greedy_tokens(bridge, seqs, fwd_hooks=x4, **kw), args.repeats)
-        add("gen-x4", "the same with attention x4 on the question's tokens, every layer", t_x4, t_r,
-            f"answers changed by the emphasis in {sum(a != b for a, b in zip(emph, ours))}/{len(seqs)}", 1 / 1.5)
+        add(
+            "gen-x4",
+            "the same with attention x4 on the question's tokens, every layer",
+            t_x4,
+            t_r,
+            f"answers changed by the emphasis in {sum(a != b for a, b in zip(emph, ours))}/{len(seqs)}",
+            1 / 1.5,
+        )
         (free, _), t_free = timed(lambda: greedy_tokens(bridge, seqs, **kw), args.repeats)
-        add("gen-nohooks", "unpact's loop without hooks (the plain HF twin)", t_free, t_r,
-            f"identical ids {sum(a == b for a, b in zip(free, theirs))}/{len(seqs)}", None)
+        add(
+            "gen-nohooks",
+            "unpact's loop without hooks (the plain HF twin)",
+            t_free,
+            t_r,
+            f"identical ids {sum(a == b for a, b in zip(free, theirs))}/{len(seqs)}",
+            None,
+        )
 
     if "unlearn" in todo:
         print("\n== one ga_gdr step vs a plain transformers training step", flush=True)
@@ -433,9 +528,14 @@ def main() -> None:
         k = args.unlearn_steps
         stamps: list[float] = []
         t0 = time.perf_counter()
-        res = unlearn(bridge, "ga_gdr", f_items, r_items,
-                      {"steps": k, "batch_size": b, "on_step": lambda step, m: stamps.append(time.perf_counter())},
-                      fmt=fmt)
+        res = unlearn(
+            bridge,
+            "ga_gdr",
+            f_items,
+            r_items,
+            {"steps": k, "batch_size": b, "on_step": lambda step, m: stamps.append(time.perf_counter())},
+            fmt=fmt,
+        )
         ours_steps = [stamps[0] - t0] + [y - x for x, y in zip(stamps, stamps[1:])]
         lr, wd, clip = res.config.lr, res.config.weight_decay, res.config.max_grad_norm
         rw = res.config.retain_weight
@@ -462,33 +562,64 @@ def main() -> None:
             plain_losses.append(float(loss.detach()))
         del net, opt
         t_u, t_r = min(ours_steps[1:] or ours_steps), min(plain_steps[1:] or plain_steps)
-        print(f"  unpact steps {[round(x, 2) for x in ours_steps]} s; plain steps {[round(x, 2) for x in plain_steps]} s",
-              flush=True)
-        add("unlearn", f"ga_gdr, {len(fb)} forget + {len(rb)} retain rows, best of steps 2..{k}", t_u, t_r,
-            f"max |loss diff| over {k} steps {max_diff([ours_losses], [plain_losses]):.1e}", 1 / 1.5)
+        print(
+            f"  unpact steps {[round(x, 2) for x in ours_steps]} s; plain steps {[round(x, 2) for x in plain_steps]} s",
+            flush=True,
+        )
+        add(
+            "unlearn",
+            f"ga_gdr, {len(fb)} forget + {len(rb)} retain rows, best of steps 2..{k}",
+            t_u,
+            t_r,
+            f"max |loss diff| over {k} steps {max_diff([ours_losses], [plain_losses]):.1e}",
+            1 / 1.5,
+        )
 
     if "eval" in todo:
         print("\n== evaluation of the split vs a plain transformers loop", flush=True)
         bench = forget[: args.items]
         pairs = [prompt_answer_pair(it, fmt) for it in items]
         seqs_true = encode_many(bridge, [p for p, _ in pairs], [a for _, a in pairs], truncate=True)
-        seqs_pert = [encode_many(bridge, [p] * len(it.perturbed_answers),
-                                 [fmt.answer(x) for x in it.perturbed_answers], truncate=True)
-                     for (p, _), it in zip(pairs, items)]
+        seqs_pert = [
+            encode_many(
+                bridge, [p] * len(it.perturbed_answers), [fmt.answer(x) for x in it.perturbed_answers], truncate=True
+            )
+            for (p, _), it in zip(pairs, items)
+        ]
         stops = stop_ids(tok)
         evaluate(bridge, bench[:1], fmt=fmt, max_new_tokens=2)  # warm-up
         plain_evaluate(hf, tok, items[:1], seqs_true[:1], seqs_pert[:1], bid, stops, 2)
         ours, t_u, theirs, t_r = paired(
             lambda: evaluate(bridge, bench, fmt=fmt, max_new_tokens=args.gen_tokens),
-            lambda: plain_evaluate(hf, tok, items, seqs_true, seqs_pert, bid, stops, args.gen_tokens), args.repeats)
-        keys = ["rouge_l_recall", "prob", "mean_logprob", "prob_normalised", "truth_ratio", "exact_memorization",
-                "extraction_strength"]
-        per = ["rouge_l_recall_per_item", "mean_logprob_per_item", "truth_ratios", "exact_memorization_per_item",
-               "extraction_strength_per_item"]
+            lambda: plain_evaluate(hf, tok, items, seqs_true, seqs_pert, bid, stops, args.gen_tokens),
+            args.repeats,
+        )
+        keys = [
+            "rouge_l_recall",
+            "prob",
+            "mean_logprob",
+            "prob_normalised",
+            "truth_ratio",
+            "exact_memorization",
+            "extraction_strength",
+        ]
+        per = [
+            "rouge_l_recall_per_item",
+            "mean_logprob_per_item",
+            "truth_ratios",
+            "exact_memorization_per_item",
+            "extraction_strength_per_item",
+        ]
         d = max([abs(ours[x] - theirs[x]) for x in keys] + [max_diff([ours[x]], [theirs[x]]) for x in per])
-        add("eval", f"forget split, {len(items)} items, {args.gen_tokens}-token answers + "
-            f"{len(seqs_true) + sum(map(len, seqs_pert))} scored answers", t_u, t_r,
-            f"max |diff| over {len(keys)} numbers and their per-item lists {d:.1e}", None)
+        add(
+            "eval",
+            f"forget split, {len(items)} items, {args.gen_tokens}-token answers + "
+            f"{len(seqs_true) + sum(map(len, seqs_pert))} scored answers",
+            t_u,
+            t_r,
+            f"max |diff| over {len(keys)} numbers and their per-item lists {d:.1e}",
+            None,
+        )
 
     end_load = uptime()
     print(f"\nend: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC; {end_load}")
@@ -496,8 +627,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, work, t_u, t_r, agree, target in rows:
         bar = "-" if target is None else (f">= {target:g}" if target >= 1 else f">= {target:.2f} (within 1.5x)")
-        print(f"| {name} | {work} | {t_u:.2f} | {t_r:.2f} | {t_r / t_u:.2f} | {agree} | {bar}: "
-              f"{verdict(t_r / t_u, target)} |")
+        print(
+            f"| {name} | {work} | {t_u:.2f} | {t_r:.2f} | {t_r / t_u:.2f} | {agree} | {bar}: "
+            f"{verdict(t_r / t_u, target)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,11 @@ def main() -> None:
 
     spec = args.model
     if spec is None:
-        spec = "embedded:gpt2" if "gpt2" in embedded_model_names() else str(
-            make_tiny_checkpoint("gpt2", tempfile.mkdtemp(), n_layers=2))
+        spec = (
+            "embedded:gpt2"
+            if "gpt2" in embedded_model_names()
+            else str(make_tiny_checkpoint("gpt2", tempfile.mkdtemp(), n_layers=2))
+        )
     model = load_model(spec)
     forget, fk = _items(args.items, 0, "forget")
     retain, rk = _items(args.items, args.items, "retain")
@@ -91,16 +94,26 @@ def main() -> None:
     def run(batched: bool):
         calls["n"] = 0
         t = time.perf_counter()
-        table = recover(model, forget, original=model, controls={"retain": retain, "general": general},
-                        keywords=fk, control_keywords={"retain": rk, "general": gk}, config=cfg, batched=batched)
+        table = recover(
+            model,
+            forget,
+            original=model,
+            controls={"retain": retain, "general": general},
+            keywords=fk,
+            control_keywords={"retain": rk, "general": gk},
+            config=cfg,
+            batched=batched,
+        )
         return table, calls["n"], time.perf_counter() - t
 
     old, n_old, t_old = run(False)
     new, n_new, t_new = run(True)
     diffs = table_differences(old.to_dict(), new.to_dict())
     n_runs = 1 + len(cfg.templates) + sum(s.factor != 1 for s in cfg.settings())
-    print(f"model {spec}: {model.cfg.n_layers} layers; {args.items} items x 3 groups; {n_runs} runs "
-          f"(plain + {len(cfg.templates)} templates + activation settings); max_new_tokens {args.max_new_tokens}")
+    print(
+        f"model {spec}: {model.cfg.n_layers} layers; {args.items} items x 3 groups; {n_runs} runs "
+        f"(plain + {len(cfg.templates)} templates + activation settings); max_new_tokens {args.max_new_tokens}"
+    )
     print(f"{'':16}{'reference':>12}{'batched':>12}{'ratio':>9}")
     print(f"{'forward calls':16}{n_old:>12}{n_new:>12}{n_old / max(n_new, 1):>8.1f}x")
     print(f"{'wall seconds':16}{t_old:>12.2f}{t_new:>12.2f}{t_old / t_new:>8.1f}x")

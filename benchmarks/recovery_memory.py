@@ -43,8 +43,9 @@ class _SourceFinder:
     def find_spec(self, fullname, path=None, target=None):
         if fullname in self.map:
             d = self.map[fullname]
-            return importlib.util.spec_from_file_location(fullname, d / "__init__.py",
-                                                          submodule_search_locations=[str(d)])
+            return importlib.util.spec_from_file_location(
+                fullname, d / "__init__.py", submodule_search_locations=[str(d)]
+            )
         if fullname.startswith("unpact.") and path is not None:
             return importlib.machinery.PathFinder.find_spec(fullname, path)
         return None
@@ -61,8 +62,20 @@ def _status(key: str) -> int:
 def _items(n: int, start: int, kind: str):
     from unpact.data import QAItem
 
-    names = ["Ana Lind", "Bo Reyes", "Cara Moll", "Dan Oduya", "Eva Sol", "Finn Ware", "Gia Pratt", "Hugo Tan",
-             "Ines Vale", "Jon Abel", "Kira Holm", "Lev Mora"]
+    names = [
+        "Ana Lind",
+        "Bo Reyes",
+        "Cara Moll",
+        "Dan Oduya",
+        "Eva Sol",
+        "Finn Ware",
+        "Gia Pratt",
+        "Hugo Tan",
+        "Ines Vale",
+        "Jon Abel",
+        "Kira Holm",
+        "Lev Mora",
+    ]
     qs = {
         "forget": ("Where was the author {n} born, according to the archive of the society?", "Lima, in Peru"),
         "retain": ("What genre does the writer {n} mostly write in?", "crime fiction"),
@@ -109,11 +122,27 @@ def child(args) -> None:
     cfg = RecoveryConfig()
     loaded = _status("VmRSS")
     t = time.perf_counter()
-    table = recover(model, forget, original=model, controls={"retain": retain, "general": general},
-                    keywords=fk, control_keywords={"retain": rk, "general": gk}, config=cfg)
+    table = recover(
+        model,
+        forget,
+        original=model,
+        controls={"retain": retain, "general": general},
+        keywords=fk,
+        control_keywords={"retain": rk, "general": gk},
+        config=cfg,
+    )
     secs = time.perf_counter() - t
-    print(json.dumps({"unpact": unpact.__file__, "loaded_rss": loaded, "peak_rss": _status("VmHWM"),
-                      "seconds": secs, "table": table.to_dict()}))
+    print(
+        json.dumps(
+            {
+                "unpact": unpact.__file__,
+                "loaded_rss": loaded,
+                "peak_rss": _status("VmHWM"),
+                "seconds": secs,
+                "table": table.to_dict(),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -132,7 +161,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from recovery import table_differences
 
-    rev = args.before or subprocess.check_output(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], text=True).strip()
+    rev = (
+        args.before
+        or subprocess.check_output(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], text=True).strip()
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
         before_src = Path(tmp) / "before"
@@ -142,22 +174,49 @@ def main() -> None:
         model_dir = make_model(Path(tmp))
         runs = {}
         for side, src in (("before", before_src), ("after", ROOT)):
-            out = subprocess.run([sys.executable, __file__, "--child", "--model", str(model_dir), "--src", str(src),
-                                  "--items", str(args.items)], env=env, check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--model",
+                    str(model_dir),
+                    "--src",
+                    str(src),
+                    "--items",
+                    str(args.items),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             runs[side] = json.loads(out.stdout.strip().splitlines()[-1])
     diffs = table_differences(runs["before"]["table"], runs["after"]["table"])
     gb = 1e9
-    print(f"random GPT-2 small (124M, vocab 50257); recover() with the default RecoveryConfig; {args.items} items "
-          f"x 3 groups; 1 thread; before = {rev[:10]}")
+    print(
+        f"random GPT-2 small (124M, vocab 50257); recover() with the default RecoveryConfig; {args.items} items "
+        f"x 3 groups; 1 thread; before = {rev[:10]}"
+    )
     print(f"{'':8}{'unpact from':>40}{'RSS loaded (GB)':>17}{'peak RSS (GB)':>15}{'peak - loaded':>15}{'wall (s)':>10}")
     for side, r in runs.items():
-        print(f"{side:8}{str(Path(r['unpact']).parent)[-40:]:>40}{r['loaded_rss'] / gb:>17.2f}{r['peak_rss'] / gb:>15.2f}"
-              f"{(r['peak_rss'] - r['loaded_rss']) / gb:>15.2f}{r['seconds']:>10.1f}")
+        print(
+            f"{side:8}{str(Path(r['unpact']).parent)[-40:]:>40}{r['loaded_rss'] / gb:>17.2f}{r['peak_rss'] / gb:>15.2f}"
+            f"{(r['peak_rss'] - r['loaded_rss']) / gb:>15.2f}{r['seconds']:>10.1f}"
+        )
     print("tables equal (log-probs within 1e-5)" if not diffs else "TABLES DIFFER:\n  " + "\n  ".join(diffs[:20]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"before_rev": rev, "items": args.items, "differences": diffs,
-                                               **{s: {k: v for k, v in r.items() if k != "table"}
-                                                  for s, r in runs.items()}}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "before_rev": rev,
+                    "items": args.items,
+                    "differences": diffs,
+                    **{s: {k: v for k, v in r.items() if k != "table"} for s, r in runs.items()},
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ def main() -> None:
 
     spec = args.model
     if spec is None:
-        spec = "embedded:gpt2" if "gpt2" in embedded_model_names() else str(
-            make_tiny_checkpoint("gpt2", tempfile.mkdtemp(), d_model=128, n_layers=4))
+        spec = (
+            "embedded:gpt2"
+            if "gpt2" in embedded_model_names()
+            else str(make_tiny_checkpoint("gpt2", tempfile.mkdtemp(), d_model=128, n_layers=4))
+        )
     model = load_model(spec)
     items = [QAItem(f"Where was the author number {i} born?", f"in the city of Lima {i}") for i in range(16)]
     cfg = {"lr": 1e-5, "batch_size": 16}

@@ -31,9 +31,23 @@ from unpact.hooks.positions import Factor, Layout, Positions, current_layout, he
 from unpact.hooks.residual import SITES, act_mask, residual_scaling_hooks, scale_positions, site_name
 
 __all__ = [
-    "Positions", "Factor", "position_mask", "head_mask", "Layout", "position_layout", "current_layout",
-    "scale_attention", "attention_scaling_hooks", "attention_pattern_name",
-    "scale_positions", "residual_scaling_hooks", "SITES", "site_name", "act_mask",
-    "ablate", "ablation_hooks", "mean_activation",
+    "Positions",
+    "Factor",
+    "position_mask",
+    "head_mask",
+    "Layout",
+    "position_layout",
+    "current_layout",
+    "scale_attention",
+    "attention_scaling_hooks",
+    "attention_pattern_name",
+    "scale_positions",
+    "residual_scaling_hooks",
+    "SITES",
+    "site_name",
+    "act_mask",
+    "ablate",
+    "ablation_hooks",
+    "mean_activation",
     "Capture",
 ]

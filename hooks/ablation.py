@@ -15,8 +15,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -26,8 +26,15 @@ from unpact.hooks.positions import Positions, position_mask
 from unpact.hooks.residual import act_mask
 
 
-def ablate(act: Tensor, hook=None, *, positions: Positions, mode: str = "zero", value: Tensor | None = None,
-           heads: Sequence[int] | None = None) -> Tensor:
+def ablate(
+    act: Tensor,
+    hook=None,
+    *,
+    positions: Positions,
+    mode: str = "zero",
+    value: Tensor | None = None,
+    heads: Sequence[int] | None = None,
+) -> Tensor:
     """Hook function: set ``act`` at ``positions`` to 0 (``mode="zero"``) or a mean (``mode="mean"``)."""
     m = act_mask(act, positions, heads)
     if mode == "zero":
@@ -43,9 +50,13 @@ def ablate(act: Tensor, hook=None, *, positions: Positions, mode: str = "zero", 
     return torch.where(m, fill, act)
 
 
-def ablation_hooks(names: Sequence[str], positions: Positions, mode: str = "zero",
-                   value: Tensor | dict[str, Tensor] | None = None,
-                   heads: Sequence[int] | None = None) -> list[tuple[str, Callable]]:
+def ablation_hooks(
+    names: Sequence[str],
+    positions: Positions,
+    mode: str = "zero",
+    value: Tensor | dict[str, Tensor] | None = None,
+    heads: Sequence[int] | None = None,
+) -> list[tuple[str, Callable]]:
     """``[(name, fn)]`` ablating each hook in ``names`` at ``positions``.
 
     ``value`` is one tensor for all names or a dict name -> tensor (mean ablation).
@@ -57,7 +68,7 @@ def ablation_hooks(names: Sequence[str], positions: Positions, mode: str = "zero
     return out
 
 
-def mean_activation(model, tokens, name: str, lengths: Sequence[int] | None = None) -> Float[Tensor, "..."]:
+def mean_activation(model, tokens, name: str, lengths: Sequence[int] | None = None) -> Float[Tensor, ...]:
     """Mean of activation ``name`` over the real (unpadded) positions of ``tokens`` [batch pos]."""
     store: dict[str, Tensor] = {}
 

@@ -31,10 +31,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
+from typing import Union
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -111,8 +112,9 @@ def position_mask(
     if layout is not None:
         cols = layout.query if axis == "query" else layout.key
         if cols.shape != (batch, width):
-            raise ValueError(f"the position layout's {axis} axis is {tuple(cols.shape)} but the activation "
-                             f"is [{batch}, {width}]")
+            raise ValueError(
+                f"the position layout's {axis} axis is {tuple(cols.shape)} but the activation is [{batch}, {width}]"
+            )
         cols = cols.to(device)
         top = int(cols.max()) + 1 if cols.numel() else 1
         full = _plain_mask(positions, batch, max(top, 1), device)

@@ -25,8 +25,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -56,8 +56,9 @@ def act_mask(act: Tensor, positions: Positions, heads: Sequence[int] | None = No
     return m
 
 
-def scale_positions(act: Tensor, hook=None, *, positions: Positions, factor: Factor,
-                    heads: Sequence[int] | None = None) -> Tensor:
+def scale_positions(
+    act: Tensor, hook=None, *, positions: Positions, factor: Factor, heads: Sequence[int] | None = None
+) -> Tensor:
     """Hook function: ``act * factor`` at ``positions`` (and ``heads``), unchanged elsewhere.
 
     ``factor``: a number, or a tensor ``[batch]`` of per-row factors.

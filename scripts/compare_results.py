@@ -32,7 +32,12 @@ def walk(a, b, path, out):
             out["diff"].append((path, f"length {len(a)} != {len(b)}", math.inf))
         for i, (x, y) in enumerate(zip(a, b)):
             walk(x, y, f"{path}[{i}]", out)
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    elif (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         out["numbers"] += 1
         d = abs(a - b)
         scale = max(abs(a), abs(b), 1e-300)
@@ -47,8 +52,12 @@ def main(argv=None) -> int:
     ap.add_argument("before")
     ap.add_argument("after")
     ap.add_argument("--rtol", type=float, default=0.0, help="relative difference counted as equal (default 0: exact)")
-    ap.add_argument("--ignore", action="append", default=["config.out", "unpact_version"],
-                    help="top-level dotted paths to leave out (default: config.out, unpact_version)")
+    ap.add_argument(
+        "--ignore",
+        action="append",
+        default=["config.out", "unpact_version"],
+        help="top-level dotted paths to leave out (default: config.out, unpact_version)",
+    )
     args = ap.parse_args(argv)
     a, b = (json.load(open(p, encoding="utf-8")) for p in (args.before, args.after))
     for path in args.ignore:
@@ -60,8 +69,10 @@ def main(argv=None) -> int:
     out = {"numbers": 0, "diff": [], "only_before": set(), "only_after": set(), "rtol": args.rtol}
     walk(a, b, "", out)
     finite = [d for _, _, d in out["diff"] if math.isfinite(d)]
-    print(f"numbers compared: {out['numbers']}; differing (rtol {args.rtol:g}): {len(out['diff'])}; "
-          f"largest numeric difference: {max(finite) if finite else 0:.3g}")
+    print(
+        f"numbers compared: {out['numbers']}; differing (rtol {args.rtol:g}): {len(out['diff'])}; "
+        f"largest numeric difference: {max(finite) if finite else 0:.3g}"
+    )
     for path, what, _ in out["diff"][:40]:
         print(f"  differs: {path}: {what}")
     for side in ("only_before", "only_after"):

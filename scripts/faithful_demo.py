@@ -79,35 +79,69 @@ def main() -> None:
             plain = [r >= 0.9 for r in rouge_recalls(m, forget)]
             probes = {n: probe(m, forget, n) for n in ("format", "choice", "logit_lens")}
             kinds = classify(plain, probes, [str(it.id) for it in forget])
-            cr = controlled_recovery(m, original, forget, controls={"retain": retain, "general": general},
-                                     keywords=kw, control_keywords=ckw, settings=cset, method=f"{method}@{step}",
-                                     reuse=first)
+            cr = controlled_recovery(
+                m,
+                original,
+                forget,
+                controls={"retain": retain, "general": general},
+                keywords=kw,
+                control_keywords=ckw,
+                settings=cset,
+                method=f"{method}@{step}",
+                reuse=first,
+            )
             first = first or cr
             v = finding2_verdict(cr)
             f2[method][step] = v
             stratum = next((n for n in c["names"] if n.startswith("forget_below")), None)
             ut = utility(m)
-            p = checkpoint_point(method, "+".join(c["names"]), kinds, [str(it.id) for it in forget],
-                                 utility_drop=u0 - ut, utility=ut, forget_accuracy=sum(plain) / len(plain), step=step,
-                                 stratum=stratum, recovered=recovered_ids(cr))
+            p = checkpoint_point(
+                method,
+                "+".join(c["names"]),
+                kinds,
+                [str(it.id) for it in forget],
+                utility_drop=u0 - ut,
+                utility=ut,
+                forget_accuracy=sum(plain) / len(plain),
+                step=step,
+                stratum=stratum,
+                recovered=recovered_ids(cr),
+            )
             points.append(p)
             best = v.get("best_setting") or next(iter(cr.summary["settings"]))
             b = cr.summary["settings"][best]["binary"]["0.9"]["paired"]
-            recovery.append({"method": method, "checkpoint": f"step {step}", "keyword": b["keyword_rate"],
-                             "placebo": b["placebo_rate"]})
+            recovery.append(
+                {
+                    "method": method,
+                    "checkpoint": f"step {step}",
+                    "keyword": b["keyword_rate"],
+                    "placebo": b["placebo_rate"],
+                }
+            )
             did = cr.summary["settings"][best]["did"]["logprob"]
-            print(f"  step {step:3d} {'+'.join(c['names']):40s} forget acc {p['forget_accuracy']:.2f} utility {ut:.2f} "
-                  f"hidden {p['n_hidden']} erased {p['n_erased']} known {p['n_known']} | {best}: eligible {b['n']}, "
-                  f"keyword {b['keyword_rate']} placebo {b['placebo_rate']}, DiD logprob {did['mean']} {did['interval']} "
-                  f"| finding 2: {'supported' if v['supported'] else 'not supported'} ({time.time() - t:.0f}s)")
+            print(
+                f"  step {step:3d} {'+'.join(c['names']):40s} forget acc {p['forget_accuracy']:.2f} utility {ut:.2f} "
+                f"hidden {p['n_hidden']} erased {p['n_erased']} known {p['n_known']} | {best}: eligible {b['n']}, "
+                f"keyword {b['keyword_rate']} placebo {b['placebo_rate']}, DiD logprob {did['mean']} {did['interval']} "
+                f"| finding 2: {'supported' if v['supported'] else 'not supported'} ({time.time() - t:.0f}s)"
+            )
     d = dilemma_verdict(points)
     print("dilemma (a):", d["erasure_costs_utility"]["verdict"])
     print("dilemma (b):", d["recoverable_is_present"]["verdict"])
     with open(os.path.join(args.out, "dilemma.png"), "wb") as fh:
         fh.write(dilemma_png(points, recovery))
     with open(os.path.join(args.out, "faithful.json"), "w") as fh:
-        json.dump({"points": points, "recovery": recovery, "dilemma": d,
-                   "finding2": {m: {str(s): v for s, v in r.items()} for m, r in f2.items()}}, fh, indent=1, default=str)
+        json.dump(
+            {
+                "points": points,
+                "recovery": recovery,
+                "dilemma": d,
+                "finding2": {m: {str(s): v for s, v in r.items()} for m, r in f2.items()},
+            },
+            fh,
+            indent=1,
+            default=str,
+        )
     print(f"wrote {args.out}/dilemma.png and faithful.json ({time.time() - t0:.0f}s in all)")
 
 

@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     name = "noise" if args.noise == 0.1 else f"noise-{args.noise:g}"
     if args.only in (None, "noise"):
         noise(original, out / name, args.noise, args.seed)
-    print(f"wrote {', '.join(str(out / n) for n, k in (('refusal', 'refusal'), (name, 'noise')) if args.only in (None, k))}")
+    print(
+        f"wrote {', '.join(str(out / n) for n, k in (('refusal', 'refusal'), (name, 'noise')) if args.only in (None, k))}"
+    )
     return 0
 
 

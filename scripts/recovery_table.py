@@ -34,9 +34,13 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default="attention,value")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=0.95,
-                   help="ROUGE-L recall counted as right (default 0.95: on embedded TOFU a wrong attribute in the "
-                        "answer sentence still scores 0.71-0.88, so 0.5 cannot tell right from wrong)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.95,
+        help="ROUGE-L recall counted as right (default 0.95: on embedded TOFU a wrong attribute in the "
+        "answer sentence still scores 0.71-0.88, so 0.5 cannot tell right from wrong)",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -58,8 +62,9 @@ def main(argv=None) -> int:
         "general": list(load_benchmark("embedded:general", "qa")),
         "holdout": list(load_benchmark("embedded:tofu", "holdout10")),
     }
-    cfg = RecoveryConfig(kinds=tuple(args.kinds.split(",")), max_control_items=args.max_control_items,
-                         threshold=args.threshold)
+    cfg = RecoveryConfig(
+        kinds=tuple(args.kinds.split(",")), max_control_items=args.max_control_items, threshold=args.threshold
+    )
     os.makedirs(args.out, exist_ok=True)
     summary = []
     for name in models:
@@ -79,29 +84,44 @@ def main(argv=None) -> int:
             def general_acc(row):
                 return row.controls["general"].accuracy if row is not None and "general" in row.controls else None
 
-            summary.append({
-                "model": name, "method": method,
-                "original_acc": base.original_forget_accuracy, "forget_acc": base.forget_accuracy,
-                "forgotten": table.n_forgotten, "n": table.n_forget,
-                "prompt_best": pb.rate, "prompt_setting": pb.name, "prompt_collapse": pb.collapse,
-                "activation_best": ab.rate, "activation_setting": ab.name, "activation_collapse": ab.collapse,
-                "retain_acc": base.controls["retain"].accuracy, "general_acc": base.controls["general"].accuracy,
-                "holdout_recovered_max": max([r.controls["holdout"].recovered for r in table.rows()] or [0]),
-                "prompt_general_acc": general_acc(pb.row), "activation_general_acc": general_acc(ab.row),
-            })
+            summary.append(
+                {
+                    "model": name,
+                    "method": method,
+                    "original_acc": base.original_forget_accuracy,
+                    "forget_acc": base.forget_accuracy,
+                    "forgotten": table.n_forgotten,
+                    "n": table.n_forget,
+                    "prompt_best": pb.rate,
+                    "prompt_setting": pb.name,
+                    "prompt_collapse": pb.collapse,
+                    "activation_best": ab.rate,
+                    "activation_setting": ab.name,
+                    "activation_collapse": ab.collapse,
+                    "retain_acc": base.controls["retain"].accuracy,
+                    "general_acc": base.controls["general"].accuracy,
+                    "holdout_recovered_max": max([r.controls["holdout"].recovered for r in table.rows()] or [0]),
+                    "prompt_general_acc": general_acc(pb.row),
+                    "activation_general_acc": general_acc(ab.row),
+                }
+            )
             print(f"{name} {method}: unlearn {t1 - t0:.0f}s, recover {time.time() - t1:.0f}s", file=sys.stderr)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    lines = ["| model | method | original acc | unlearned acc | forgotten | prompt: best rate (template) | "
-             "activation: best rate (setting) | retain acc | general acc (plain / best prompt / best activation) | "
-             "holdout recovered (max over settings) |", "|" + "---|" * 10]
+    lines = [
+        "| model | method | original acc | unlearned acc | forgotten | prompt: best rate (template) | "
+        "activation: best rate (setting) | retain acc | general acc (plain / best prompt / best activation) | "
+        "holdout recovered (max over settings) |",
+        "|" + "---|" * 10,
+    ]
     for s in summary:
         lines.append(
             f"| {s['model']} | {s['method']} | {fmt_pct(s['original_acc'])} | {fmt_pct(s['forget_acc'])} | "
             f"{s['forgotten']}/{s['n']} | {fmt_pct(s['prompt_best'])} ({s['prompt_setting']}{', collapsed' if s['prompt_collapse'] else ''}) | "
             f"{fmt_pct(s['activation_best'])} ({s['activation_setting']}{', collapsed' if s['activation_collapse'] else ''}) | "
             f"{fmt_pct(s['retain_acc'])} | {fmt_pct(s['general_acc'])} / {fmt_pct(s['prompt_general_acc'])} / "
-            f"{fmt_pct(s['activation_general_acc'])} | {s['holdout_recovered_max']} |")
+            f"{fmt_pct(s['activation_general_acc'])} | {s['holdout_recovered_max']} |"
+        )
     md = "\n".join(lines)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(md + "\n")

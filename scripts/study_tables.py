@@ -38,16 +38,26 @@ def pct(x):
 def tables(run: Path) -> str:
     res = json.loads((run / "results.json").read_text())
     cfg = res["config"]
-    out = [f"### {cfg['model']} ({res['model_info']['architecture']}, {res['model_info']['n_params']:,} parameters)", ""]
-    out += ["| method | forget ROUGE-L | retain ROUGE-L | general acc. | forget quality | utility drop |",
-            "|---|---|---|---|---|---|"]
+    out = [
+        f"### {cfg['model']} ({res['model_info']['architecture']}, {res['model_info']['n_params']:,} parameters)",
+        "",
+    ]
+    out += [
+        "| method | forget ROUGE-L | retain ROUGE-L | general acc. | forget quality | utility drop |",
+        "|---|---|---|---|---|---|",
+    ]
     col = res["analyses"]["collapse"]["methods"]
     for r in res["summary"]:
         ud = col.get(r["method"], {}).get("utility_drop")
-        out.append(f"| {r['method']} | {f(r['forget_rouge'])} | {f(r['retain_rouge'])} | {f(r['general_accuracy'])} "
-                   f"| {f(r['forget_quality'])} | {f(ud)} |")
-    out += ["", "| method | forgotten / forget items | best prompt rewrite | best activation | controls under best (retain / general acc.) | holdout recovered (best prompt / act.) |",
-            "|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r['method']} | {f(r['forget_rouge'])} | {f(r['retain_rouge'])} | {f(r['general_accuracy'])} "
+            f"| {f(r['forget_quality'])} | {f(ud)} |"
+        )
+    out += [
+        "",
+        "| method | forgotten / forget items | best prompt rewrite | best activation | controls under best (retain / general acc.) | holdout recovered (best prompt / act.) |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, r in res["methods"].items():
         rec = RecoveryTable.from_dict(r["recovery"])
         pb, ab = rec.best("prompt"), rec.best("activation")
@@ -62,10 +72,15 @@ def tables(run: Path) -> str:
             f"| {m} | {rec.n_forgotten} / {rec.n_forget} | {pb.name}: {pct(pb.rate)}{flag(pb.collapse)} "
             f"| {ab.name}: {pct(ab.rate)}{flag(ab.collapse)} "
             f"| {ctl(pb.row, 'retain', d=2)} / {ctl(pb.row, 'general', d=2)}; {ctl(ab.row, 'retain', d=2)} / {ctl(ab.row, 'general', d=2)} "
-            f"| {ctl(pb.row, 'holdout', 'recovered')} / {ctl(ab.row, 'holdout', 'recovered')} |")
+            f"| {ctl(pb.row, 'holdout', 'recovered')} / {ctl(ab.row, 'holdout', 'recovered')} |"
+        )
     routes = [r for r in res.get("routes", []) if "emphasis" not in r["route"]]
     if routes:
-        out += ["", "| method | route | best setting | raw | beyond controls (recovered / eligible) |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            "| method | route | best setting | raw | beyond controls (recovered / eligible) |",
+            "|---|---|---|---|---|",
+        ]
         for r in res["routes"]:
             items = "–" if r["n_forgotten"] is None else f"{r['n_recovered']} / {r['n_forgotten']}"
             ctl = "no negative control" if "emphasis" in r["route"] else f"{pct(r['controlled_rate'])} ({items})"
@@ -74,21 +89,35 @@ def tables(run: Path) -> str:
     pres = an.get("presence") or {}
     if pres.get("methods"):
         names = sorted(next(iter(pres["methods"].values())).get("share_present") or {})
-        out += ["", "| method | known | hidden | erased | probes in the call | " + " | ".join(f"{p} present" for p in names) + " |",
-                "|---|---|---|---|---|" + "---|" * len(names)]
+        out += [
+            "",
+            "| method | known | hidden | erased | probes in the call | "
+            + " | ".join(f"{p} present" for p in names)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(names),
+        ]
         for m, x in pres["methods"].items():
             c = x["counts"]
-            out.append(f"| {m} | {c['known']} | {c['hidden']} | {c['erased']} | {', '.join(x.get('probes_used') or []) or '–'} | "
-                       + " | ".join(pct((x.get("share_present") or {}).get(p)) for p in names) + " |")
+            out.append(
+                f"| {m} | {c['known']} | {c['hidden']} | {c['erased']} | {', '.join(x.get('probes_used') or []) or '–'} | "
+                + " | ".join(pct((x.get("share_present") or {}).get(p)) for p in names)
+                + " |"
+            )
         cal = pres.get("calibration") or {}
         if cal:
             out += ["", "| probe | sensitivity (positive control) | specificity (negative control) |", "|---|---|---|"]
             for p, v in cal.items():
                 ci = lambda x: "" if not x else f" [{x[0]:.2f}, {x[1]:.2f}]"
-                out.append(f"| {p} | {f(v.get('sensitivity'), 2)}{ci(v.get('sensitivity_ci'))} (n = {v.get('n_positive')}) "
-                           f"| {f(v.get('specificity'), 2)}{ci(v.get('specificity_ci'))} (n = {v.get('n_negative')}) |")
-    out += ["", f"- recovery: {an['recovery']['verdict']}", f"- collapse: {an['collapse']['verdict']}",
-            f"- layers/heads: {an['layer_head']['verdict']}"]
+                out.append(
+                    f"| {p} | {f(v.get('sensitivity'), 2)}{ci(v.get('sensitivity_ci'))} (n = {v.get('n_positive')}) "
+                    f"| {f(v.get('specificity'), 2)}{ci(v.get('specificity_ci'))} (n = {v.get('n_negative')}) |"
+                )
+    out += [
+        "",
+        f"- recovery: {an['recovery']['verdict']}",
+        f"- collapse: {an['collapse']['verdict']}",
+        f"- layers/heads: {an['layer_head']['verdict']}",
+    ]
     nulls = an.get("keyword_focus_null") or {}
     for m, r in an["keyword_focus"].items():
         if m in nulls:
@@ -107,35 +136,61 @@ def checkpoint_tables(res: dict) -> list[str]:
     if not rows:
         return []
     f2 = (res["analyses"].get("finding2_checkpoints") or {}).get("per_method") or {}
-    out = ["", "| method | step (checkpoint) | monitor / evaluated forget acc. | known / hidden / erased | "
-               "keyword / placebo share recovered (eligible), setting | keyword − placebo ROUGE-L [interval] | "
-               "finding 2's statistic: mean [interval] (n), setting | finding 2 there | utility (drop) |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    measured = {(m, c["step"]): c for m, r in res["methods"].items()
-                for c in (r.get("trajectory") or {}).get("measured") or []}
+    out = [
+        "",
+        "| method | step (checkpoint) | monitor / evaluated forget acc. | known / hidden / erased | "
+        "keyword / placebo share recovered (eligible), setting | keyword − placebo ROUGE-L [interval] | "
+        "finding 2's statistic: mean [interval] (n), setting | finding 2 there | utility (drop) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    measured = {
+        (m, c["step"]): c for m, r in res["methods"].items() for c in (r.get("trajectory") or {}).get("measured") or []
+    }
     for r in rows:
         v = (f2.get(r["method"]) or {}).get(f"step_{r['step']}") or {}
         b = (v.get("settings") or {}).get(v.get("best_setting")) or {}
-        stat = "–" if not b else (f"{f(b['mean'], 2)} [{f(b['interval'][0], 2)}, {f(b['interval'][1], 2)}] ({b['n']}), "
-                                  f"{v['best_setting']}")
+        stat = (
+            "–"
+            if not b
+            else (
+                f"{f(b['mean'], 2)} [{f(b['interval'][0], 2)}, {f(b['interval'][1], 2)}] ({b['n']}), "
+                f"{v['best_setting']}"
+            )
+        )
         names = ", ".join(n.replace("forget_below_", "<") for n in r["names"])
         pres = "–" if r["hidden"] is None else f"{r['known']} / {r['hidden']} / {r['erased']}"
-        rec = ("–" if r["recovery_setting"] is None else
-               f"{f(r['recovery_keyword'], 2)} / {f(r['recovery_placebo'], 2)} ({r['recovery_n']}), {r['recovery_setting']}")
+        rec = (
+            "–"
+            if r["recovery_setting"] is None
+            else f"{f(r['recovery_keyword'], 2)} / {f(r['recovery_placebo'], 2)} ({r['recovery_n']}), {r['recovery_setting']}"
+        )
         call = "–" if r["finding2"] is None else r["finding2"].split(":")[0]
-        summ = (((measured.get((r["method"], r["step"])) or {}).get("controlled") or {}).get("summary") or {})
-        kmp = (((summ.get("settings") or {}).get(r["recovery_setting"]) or {}).get("keyword_minus_placebo") or {}).get("rouge")
-        rouge = "–" if not kmp or kmp.get("mean") is None else \
-            f"{f(kmp['mean'], 2)} [{f(kmp['interval'][0], 2)}, {f(kmp['interval'][1], 2)}]"
-        out.append(f"| {r['method']} | {r['step']} ({names}) | {f(r['monitor_forget_accuracy'], 2)} / "
-                   f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {rouge} | {stat} | {call} | "
-                   f"{f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |")
-    out += ["", "Median log-prob of the fact token (teacher forcing, the true answer's prefix given) on the plain "
-                "forget prompts, per checkpoint step (original / never-trained negative control: "
-                f"{_median_fact_lp(measured.values(), 'original')} / {_median_fact_lp(measured.values(), 'negative')}):", ""]
+        summ = ((measured.get((r["method"], r["step"])) or {}).get("controlled") or {}).get("summary") or {}
+        kmp = (((summ.get("settings") or {}).get(r["recovery_setting"]) or {}).get("keyword_minus_placebo") or {}).get(
+            "rouge"
+        )
+        rouge = (
+            "–"
+            if not kmp or kmp.get("mean") is None
+            else f"{f(kmp['mean'], 2)} [{f(kmp['interval'][0], 2)}, {f(kmp['interval'][1], 2)}]"
+        )
+        out.append(
+            f"| {r['method']} | {r['step']} ({names}) | {f(r['monitor_forget_accuracy'], 2)} / "
+            f"{f(r['forget_accuracy'], 2)} | {pres} | {rec} | {rouge} | {stat} | {call} | "
+            f"{f(r['utility'], 2)} ({f(r['utility_drop'], 3)}) |"
+        )
+    out += [
+        "",
+        "Median log-prob of the fact token (teacher forcing, the true answer's prefix given) on the plain "
+        "forget prompts, per checkpoint step (original / never-trained negative control: "
+        f"{_median_fact_lp(measured.values(), 'original')} / {_median_fact_lp(measured.values(), 'negative')}):",
+        "",
+    ]
     for m, r in res["methods"].items():
-        cells = [f"{c['step']}: {_median_fact_lp([c], 'unlearned')}"
-                 for c in (r.get("trajectory") or {}).get("measured") or []]
+        cells = [
+            f"{c['step']}: {_median_fact_lp([c], 'unlearned')}"
+            for c in (r.get("trajectory") or {}).get("measured") or []
+        ]
         if cells:
             out.append(f"- {m}: " + ", ".join(cells))
     out.append("")

@@ -23,7 +23,9 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default=None, help="comma-separated embedded model names (default: all without -retain)")
+    ap.add_argument(
+        "--models", default=None, help="comma-separated embedded model names (default: all without -retain)"
+    )
     ap.add_argument("--methods", default=None, help="comma-separated methods (default: all ten)")
     ap.add_argument("--retain-items", type=int, default=120)
     ap.add_argument("--out", default=None, help="write the markdown table here too")
@@ -77,18 +79,29 @@ def main() -> None:
             res = unlearn(model, name, forget, retain, seed=0)
             secs = time.time() - t
             after = measure(res.model)
-            entry = {"after": after, "seconds": secs, "stopped_early": res.stopped_early, "message": res.message,
-                     "config": res.config.to_dict()}
+            entry = {
+                "after": after,
+                "seconds": secs,
+                "stopped_early": res.stopped_early,
+                "message": res.message,
+                "config": res.config.to_dict(),
+            }
             if name == "rmu":
                 acc0 = mc_accuracy(model, list(wmdp_test))
                 w = unlearn(model, "rmu", wmdp_forget, wmdp_retain, seed=0)
-                entry["wmdp"] = {"before": acc0, "after": mc_accuracy(w.model, list(wmdp_test)),
-                                 "general_after": general_acc(w.model)}
+                entry["wmdp"] = {
+                    "before": acc0,
+                    "after": mc_accuracy(w.model, list(wmdp_test)),
+                    "general_after": general_acc(w.model),
+                }
             record[arch]["methods"][name] = entry
             rows.append((arch, name, after, secs, entry.get("wmdp")))
-            print(f"{arch:8s} {name:12s} forget {base['forget_rouge']:.3f}->{after['forget_rouge']:.3f} "
-                  f"retain {after['retain_rouge']:.3f} general {after['general_acc']:.3f} ({secs:.1f}s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{arch:8s} {name:12s} forget {base['forget_rouge']:.3f}->{after['forget_rouge']:.3f} "
+                f"retain {after['retain_rouge']:.3f} general {after['general_acc']:.3f} ({secs:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def fmt(x):
         return "–" if x is None else (f"{x:.2e}" if x < 0.01 else f"{x:.3f}")
@@ -101,8 +114,10 @@ def main() -> None:
         w = f"{wmdp['before']:.3f} → {wmdp['after']:.3f} (general {wmdp['general_after']:.3f})" if wmdp else ""
         before = record[arch]["before"]["forget_rouge"]
         halved = "" if secs is None else ("yes" if m["forget_rouge"] <= 0.5 * before else "**no**")
-        lines.append(f"| {arch} | {name} | {fmt(m['forget_rouge'])} | {halved} | {fmt(m['retain_rouge'])} | "
-                     f"{fmt(m['general_acc'])} | {fmt(m['forget_quality'])} | {'' if secs is None else f'{secs:.1f}'} | {w} |")
+        lines.append(
+            f"| {arch} | {name} | {fmt(m['forget_rouge'])} | {halved} | {fmt(m['retain_rouge'])} | "
+            f"{fmt(m['general_acc'])} | {fmt(m['forget_quality'])} | {'' if secs is None else f'{secs:.1f}'} | {w} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -21,8 +21,12 @@ __all__ = ["load_model", "save_model", "model_info", "load_benchmark", "UnpactEr
 
 #: names imported on first use, so ``import unpact`` (and the ``unpact`` command) does not import
 #: torch before the command line has set its thread policy (see :mod:`unpact.threads`)
-_LAZY = {"load_model": "unpact.models", "save_model": "unpact.models", "model_info": "unpact.models",
-         "load_benchmark": "unpact.data"}
+_LAZY = {
+    "load_model": "unpact.models",
+    "save_model": "unpact.models",
+    "model_info": "unpact.models",
+    "load_benchmark": "unpact.data",
+}
 
 
 def __getattr__(name: str):

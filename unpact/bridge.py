@@ -25,8 +25,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -96,7 +96,7 @@ def forward_logits(
         if not extra or "logits_to_keep" not in str(e):
             raise
         logits = _logits(model, input_ids, fwd_hooks, {})
-    return logits if not keep else logits[:, -int(keep):]
+    return logits if not keep else logits[:, -int(keep) :]
 
 
 def output_head(model) -> torch.nn.Module | None:

@@ -47,8 +47,23 @@ from unpact.models import check_checkpoint_dir, load_tokenizer, resolve_model_sp
 #: (None: no check) overrides it.
 MAX_RELATIVE_DISTANCE = 0.4
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+}
 
 
 def relative_distance_note(d: float) -> str:
@@ -76,18 +91,25 @@ def local_directory(spec: str) -> Path:
     if kind == "path":
         return Path(target)
     if kind == "gguf":
-        raise InputError(f"checkpoint {spec!r} is a GGUF file; the audit's checks compare safetensors checkpoints: "
-                         "save it as one first (unpact.save_model(unpact.load_model(spec), directory)) and give that directory")
+        raise InputError(
+            f"checkpoint {spec!r} is a GGUF file; the audit's checks compare safetensors checkpoints: "
+            "save it as one first (unpact.save_model(unpact.load_model(spec), directory)) and give that directory"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        return Path(snapshot_download(target, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
-                                      local_files_only=offline))
+        return Path(
+            snapshot_download(
+                target, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"], local_files_only=offline
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - any failure means the audit could not read it
         first = " ".join(str(exc).split())[:200]
-        raise InputError(f"checkpoint {spec!r}: could not get its files from the hub or the cache "
-                         f"({type(exc).__name__}: {first}); check the id and the network, or give a directory") from None
+        raise InputError(
+            f"checkpoint {spec!r}: could not get its files from the hub or the cache "
+            f"({type(exc).__name__}: {first}); check the id and the network, or give a directory"
+        ) from None
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -102,12 +124,16 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise InputError(f"{str(path)!r} is truncated or not a safetensors file ({size} bytes, shorter than "
-                             f"the 8-byte header length); {fix}")
+            raise InputError(
+                f"{str(path)!r} is truncated or not a safetensors file ({size} bytes, shorter than "
+                f"the 8-byte header length); {fix}"
+            )
         n = int.from_bytes(raw, "little")
         if n <= 0 or n > size - 8 or n > 100_000_000:
-            raise InputError(f"{str(path)!r} is truncated or corrupt: its header length ({n} bytes) does not fit in "
-                             f"the file ({size} bytes); {fix}")
+            raise InputError(
+                f"{str(path)!r} is truncated or corrupt: its header length ({n} bytes) does not fit in "
+                f"the file ({size} bytes); {fix}"
+            )
         try:
             header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError):
@@ -122,14 +148,19 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             shape = [int(x) for x in t["shape"]]
             width = _DTYPE_BYTES.get(t["dtype"])
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"{str(path)!r} is corrupt: the header entry of tensor {name!r} is malformed; {fix}") from None
+            raise InputError(
+                f"{str(path)!r} is corrupt: the header entry of tensor {name!r} is malformed; {fix}"
+            ) from None
         if width is not None and hi - lo != math.prod(shape) * width:
-            raise InputError(f"{str(path)!r} is corrupt: tensor {name!r} has {hi - lo} bytes for shape {shape} "
-                             f"({t['dtype']}); {fix}")
+            raise InputError(
+                f"{str(path)!r} is corrupt: tensor {name!r} has {hi - lo} bytes for shape {shape} ({t['dtype']}); {fix}"
+            )
         end = max(end, hi)
     if 8 + n + end > size:
-        raise InputError(f"{str(path)!r} is truncated: {size} bytes, but its header says the tensors run to byte "
-                         f"{8 + n + end}; {fix}")
+        raise InputError(
+            f"{str(path)!r} is truncated: {size} bytes, but its header says the tensors run to byte "
+            f"{8 + n + end}; {fix}"
+        )
     return header
 
 
@@ -146,8 +177,10 @@ def inspect_files(spec: str) -> CheckpointFiles:
         raise InputError(f"{str(directory / 'config.json')!r} is not valid JSON; copy the checkpoint again") from None
     files = sorted(directory.glob("*.safetensors"))
     if not files:
-        raise InputError(f"checkpoint {spec!r} has no *.safetensors weights (unpact never unpickles .bin files); "
-                         "convert it with save_pretrained(..., safe_serialization=True)")
+        raise InputError(
+            f"checkpoint {spec!r} has no *.safetensors weights (unpact never unpickles .bin files); "
+            "convert it with save_pretrained(..., safe_serialization=True)"
+        )
     out = CheckpointFiles(spec=str(spec), directory=directory, model_type=config.get("model_type"))
     for f in files:
         for name, t in read_header(f).items():
@@ -164,17 +197,23 @@ def check_same_architecture(original: CheckpointFiles, other: CheckpointFiles) -
     """Raise :class:`InputError` unless ``other`` has ``original``'s model type and tensor shapes."""
     fix = "audit a checkpoint unlearned from this original, or give its own original with --original"
     if original.model_type != other.model_type:
-        raise InputError(f"checkpoint {other.spec!r} is a {other.model_type!r} model but the original {original.spec!r} "
-                         f"is a {original.model_type!r} model (config.json model_type); {fix}")
+        raise InputError(
+            f"checkpoint {other.spec!r} is a {other.model_type!r} model but the original {original.spec!r} "
+            f"is a {original.model_type!r} model (config.json model_type); {fix}"
+        )
     for a, b in ((original, other), (other, original)):
         missing = [k for k in a.tensors if k not in b.tensors and not _tied(k)]
         if missing:
-            raise InputError(f"checkpoints {original.spec!r} and {other.spec!r} have different architectures: tensor "
-                             f"{missing[0]!r} is in {a.spec!r} only ({len(missing)} such); {fix}")
+            raise InputError(
+                f"checkpoints {original.spec!r} and {other.spec!r} have different architectures: tensor "
+                f"{missing[0]!r} is in {a.spec!r} only ({len(missing)} such); {fix}"
+            )
     for k, (_, shape) in original.tensors.items():
         if k in other.tensors and other.tensors[k][1] != shape:
-            raise InputError(f"checkpoints {original.spec!r} and {other.spec!r} have different architectures: tensor "
-                             f"{k!r} is {list(shape)} in the original and {list(other.tensors[k][1])} in the other; {fix}")
+            raise InputError(
+                f"checkpoints {original.spec!r} and {other.spec!r} have different architectures: tensor "
+                f"{k!r} is {list(shape)} in the original and {list(other.tensors[k][1])} in the other; {fix}"
+            )
 
 
 def check_same_tokenizer(original: CheckpointFiles, other: CheckpointFiles, what: str = "checkpoint") -> None:
@@ -189,18 +228,25 @@ def check_same_tokenizer(original: CheckpointFiles, other: CheckpointFiles, what
     if va != vb:
         only = sorted(set(va) ^ set(vb))
         moved = [t for t in va if t in vb and va[t] != vb[t]]
-        detail = (f"{len(va)} vs {len(vb)} tokens, {len(only)} in one only (e.g. {only[0]!r})" if only else
-                  f"token {moved[0]!r} has id {va[moved[0]]} vs {vb[moved[0]]}")
-        raise InputError(f"{what} {other.spec!r} has a different tokenizer from the original {original.spec!r} "
-                         f"({detail}); its answers cannot be scored against the original's token by token: give "
-                         "checkpoints that share the original's tokenizer")
+        detail = (
+            f"{len(va)} vs {len(vb)} tokens, {len(only)} in one only (e.g. {only[0]!r})"
+            if only
+            else f"token {moved[0]!r} has id {va[moved[0]]} vs {vb[moved[0]]}"
+        )
+        raise InputError(
+            f"{what} {other.spec!r} has a different tokenizer from the original {original.spec!r} "
+            f"({detail}); its answers cannot be scored against the original's token by token: give "
+            "checkpoints that share the original's tokenizer"
+        )
     sa = {k: str(v) for k, v in (toks[0].special_tokens_map or {}).items()}
     sb = {k: str(v) for k, v in (toks[1].special_tokens_map or {}).items()}
     if sa != sb:
         key = sorted(k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k))[0]
-        raise InputError(f"{what} {other.spec!r} has a different tokenizer from the original {original.spec!r} "
-                         f"(special token {key}: {sa.get(key)!r} vs {sb.get(key)!r}); give checkpoints that share "
-                         "the original's tokenizer")
+        raise InputError(
+            f"{what} {other.spec!r} has a different tokenizer from the original {original.spec!r} "
+            f"(special token {key}: {sa.get(key)!r} vs {sb.get(key)!r}); give checkpoints that share "
+            "the original's tokenizer"
+        )
 
 
 def weight_pass(original: CheckpointFiles, others: dict[str, CheckpointFiles]) -> dict[str, dict[str, Any]]:
@@ -219,12 +265,15 @@ def weight_pass(original: CheckpointFiles, others: dict[str, CheckpointFiles]) -
         try:
             t = handles[f].get_tensor(name)
         except Exception as exc:  # noqa: BLE001 - a file that lies about its contents
-            raise InputError(f"{str(f)!r} is corrupt: tensor {name!r} cannot be read ({exc}); copy or download "
-                             "the checkpoint again") from None
+            raise InputError(
+                f"{str(f)!r} is corrupt: tensor {name!r} cannot be read ({exc}); copy or download the checkpoint again"
+            ) from None
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise InputError(f"checkpoint {c.spec!r} has {bad} NaN or infinite weights in tensor {name!r}; such a "
-                             "model cannot be scored: give the last finite checkpoint of its training")
+            raise InputError(
+                f"checkpoint {c.spec!r} has {bad} NaN or infinite weights in tensor {name!r}; such a "
+                "model cannot be scored: give the last finite checkpoint of its training"
+            )
         return t
 
     sq_o = 0.0
@@ -247,8 +296,13 @@ def weight_pass(original: CheckpointFiles, others: dict[str, CheckpointFiles]) -
         for name in c.tensors:
             if name not in original.tensors:
                 tensor(c, name)
-    return {k: {"relative_distance": math.sqrt(a["sq"]) / math.sqrt(sq_o) if sq_o > 0 else None,
-                "identical": bool(a["identical"])} for k, a in acc.items()}
+    return {
+        k: {
+            "relative_distance": math.sqrt(a["sq"]) / math.sqrt(sq_o) if sq_o > 0 else None,
+            "identical": bool(a["identical"]),
+        }
+        for k, a in acc.items()
+    }
 
 
 def checkpoint_name(spec: str) -> str:
@@ -289,8 +343,9 @@ def name_checkpoints(specs: list[str], taken: tuple[str, ...] = ()) -> dict[str,
     return out
 
 
-def check_audit_inputs(original: str, checkpoints: dict[str, str], reference: str | None,
-                       max_relative_distance: float | None) -> dict[str, dict[str, Any]]:
+def check_audit_inputs(
+    original: str, checkpoints: dict[str, str], reference: str | None, max_relative_distance: float | None
+) -> dict[str, dict[str, Any]]:
     """Every check of ``unpact audit``'s checkpoints, before any work (see the module docstring).
 
     Returns per audited checkpoint its lineage: ``spec``, ``relative_distance``, ``identical``
@@ -318,11 +373,14 @@ def check_audit_inputs(original: str, checkpoints: dict[str, str], reference: st
                 f"{relative_distance_note(d)} is above audit.max_relative_distance = {max_relative_distance:g} (unpact's "
                 f"methods move the embedded models by 0.05-0.18, retain-only twins trained apart sit at 0.8-0.9); give the "
                 "checkpoint's own original, or --set audit.max_relative_distance=null to audit it anyway (e.g. a "
-                "retain-only model trained from scratch)")
+                "retain-only model trained from scratch)"
+            )
         warnings = []
         if s["identical"]:
-            warnings.append(f"checkpoint {c.spec!r} has exactly the original's weights (every tensor identical): "
-                            "nothing was unlearned; the audit measures the original again")
+            warnings.append(
+                f"checkpoint {c.spec!r} has exactly the original's weights (every tensor identical): "
+                "nothing was unlearned; the audit measures the original again"
+            )
         out[k] = {"spec": c.spec, "relative_distance": d, "identical": s["identical"], "warnings": warnings}
     return out
 
@@ -332,10 +390,21 @@ def lineage(original: str, checkpoint: str) -> dict[str, Any]:
     (what :func:`check_audit_inputs` records, for a checkpoint the run made itself)."""
     kind, _ = resolve_model_spec(original)
     if kind != "path":  # a GGUF file or a hub id: no safetensors files of the original to compare with
-        return {"spec": str(checkpoint), "relative_distance": None, "identical": None, "warnings": [],
-                "note": f"the original {original!r} is not a safetensors checkpoint directory ({kind}): "
-                        "weights not compared"}
+        return {
+            "spec": str(checkpoint),
+            "relative_distance": None,
+            "identical": None,
+            "warnings": [],
+            "note": f"the original {original!r} is not a safetensors checkpoint directory ({kind}): "
+            "weights not compared",
+        }
     stats = weight_pass(inspect_files(original), {"c": inspect_files(checkpoint)})["c"]
-    warnings = ([f"checkpoint {checkpoint!r} has exactly the original's weights (every tensor identical): nothing "
-                 "was unlearned"] if stats["identical"] else [])
+    warnings = (
+        [
+            f"checkpoint {checkpoint!r} has exactly the original's weights (every tensor identical): nothing "
+            "was unlearned"
+        ]
+        if stats["identical"]
+        else []
+    )
     return {"spec": str(checkpoint), **stats, "warnings": warnings}

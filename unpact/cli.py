@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from unpact import __version__, threads
 from unpact.data import QAItem, format_names, load_benchmark, resolve_format, spread_sample
@@ -28,8 +28,10 @@ from unpact.threads import describe
 
 EXIT_BAD_INPUT = 2
 #: what every --model / model argument accepts
-MODEL_HELP = ("embedded:<name>, a checkpoint directory, a .gguf file (or a directory holding one), "
-              "a short name of a packaged model ({packaged_models}), or a hub id")
+MODEL_HELP = (
+    "embedded:<name>, a checkpoint directory, a .gguf file (or a directory holding one), "
+    "a short name of a packaged model ({packaged_models}), or a hub id"
+)
 
 
 def registered_names() -> dict[str, str]:
@@ -52,10 +54,16 @@ def registered_names() -> dict[str, str]:
         aliases = ATTRIBUTION_METHODS.aliases(name)
         return f"{name} ({', '.join(aliases)})" if aliases else name
 
-    return {"methods": ", ".join(METHODS), "paper_methods": ", ".join(PAPER_METHODS), "attacks": ", ".join(ATTACKS),
-            "probes": ", ".join(PROBES), "templates": ", ".join(TEMPLATES), "kinds": ", ".join(KINDS),
-            "attribution": ", ".join(map(with_aliases, ATTRIBUTION_METHODS)),
-            "packaged_models": ", ".join(PACKAGED_MODELS) or "none registered"}
+    return {
+        "methods": ", ".join(METHODS),
+        "paper_methods": ", ".join(PAPER_METHODS),
+        "attacks": ", ".join(ATTACKS),
+        "probes": ", ".join(PROBES),
+        "templates": ", ".join(TEMPLATES),
+        "kinds": ", ".join(KINDS),
+        "attribution": ", ".join(map(with_aliases, ATTRIBUTION_METHODS)),
+        "packaged_models": ", ".join(PACKAGED_MODELS) or "none registered",
+    }
 
 
 class RegistryHelpFormatter(argparse.HelpFormatter):
@@ -105,7 +113,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("context", info["n_ctx"]),
         ("parameters", f"{info['n_params']:,}"),
         ("dtype", info["dtype"]),
-        ("source", info["source_format"] + (f" ({info['quantization']}, de-quantized)" if info["quantization"] else "")),
+        (
+            "source",
+            info["source_format"] + (f" ({info['quantization']}, de-quantized)" if info["quantization"] else ""),
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -119,8 +130,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _add_dtype(p: argparse.ArgumentParser, default: str | None = "float32") -> None:
     from unpact.models import DTYPE_CHOICES
 
-    p.add_argument("--dtype", default=default, choices=DTYPE_CHOICES,
-                   help="precision of the models: float32 (default), bfloat16 or float16")
+    p.add_argument(
+        "--dtype",
+        default=default,
+        choices=DTYPE_CHOICES,
+        help="precision of the models: float32 (default), bfloat16 or float16",
+    )
 
 
 def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run") -> None:
@@ -141,37 +156,66 @@ def _add_study_args(p: argparse.ArgumentParser, out_default: str = "./unpact-run
     p.add_argument("--device", help="cpu (default), cuda, ...")
     _add_dtype(p, None)
     p.add_argument("--seed", type=int)
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: the study once per seed, each in its own "
-                                   "resumable run directory OUT/seed<k>, then verdicts pooled over them in "
-                                   "OUT/pooled.json, pooled.md, pooled.html (default: one run at --seed)")
+    p.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 0,1,2: the study once per seed, each in its own "
+        "resumable run directory OUT/seed<k>, then verdicts pooled over them in "
+        "OUT/pooled.json, pooled.md, pooled.html (default: one run at --seed)",
+    )
     _add_format_args(p, default=None)
-    p.add_argument("--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config key, dotted for nested settings, with a JSON value (repeatable; wins over "
-                        "--config and the flags above), e.g. --set emphasis.threshold=0.8 --set "
-                        "attribution.keytokens.alpha=0.2 --set 'method_config={\"ga_gdr\": {\"steps\": 5}}' "
-                        "(registered: attacks.names {attacks}; presence.probes {probes}; emphasis.templates "
-                        "{templates}; emphasis.kinds {kinds})")
+    p.add_argument(
+        "--max-batch-tokens", type=int, help="token budget of one forward batch in every stage (default 16384)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, dotted for nested settings, with a JSON value (repeatable; wins over "
+        "--config and the flags above), e.g. --set emphasis.threshold=0.8 --set "
+        'attribution.keytokens.alpha=0.2 --set \'method_config={"ga_gdr": {"steps": 5}}\' '
+        "(registered: attacks.names {attacks}; presence.probes {probes}; emphasis.templates "
+        "{templates}; emphasis.kinds {kinds})",
+    )
 
 
 def add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=MODEL_HELP + " (default embedded:gpt2)")
     p.add_argument("--reference-model", help="retain-only model for forget quality ('none' to skip)")
-    p.add_argument("--methods", help="comma-separated unlearning methods: {methods} (default: the paper's six, "
-                                     "{paper_methods})")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
-                   help="recompute activations in unlearning's backward pass (less memory, more compute)")
+    p.add_argument(
+        "--methods", help="comma-separated unlearning methods: {methods} (default: the paper's six, {paper_methods})"
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute activations in unlearning's backward pass (less memory, more compute)",
+    )
     _add_study_args(p)
 
 
 #: ``unpact run``'s named flags -> the config key each sets (every other key: ``--set KEY=VALUE``)
 RUN_FLAGS = {
-    "model": "model", "reference_model": "reference_model", "benchmark": "benchmark",
-    "benchmark_path": "benchmark_path", "forget_split": "forget_split", "retain_split": "retain_split",
-    "general": "general", "general_split": "general_split", "general_path": "general_path", "methods": "methods",
-    "max_items": "max_items", "out": "out", "device": "device", "seed": "seed", "dtype": "dtype",
-    "prompt_format": "prompt_format", "system_prompt": "system_prompt", "max_batch_tokens": "max_batch_tokens",
-    "gradient_checkpointing": "gradient_checkpointing", "attribution": "attribution.methods",
+    "model": "model",
+    "reference_model": "reference_model",
+    "benchmark": "benchmark",
+    "benchmark_path": "benchmark_path",
+    "forget_split": "forget_split",
+    "retain_split": "retain_split",
+    "general": "general",
+    "general_split": "general_split",
+    "general_path": "general_path",
+    "methods": "methods",
+    "max_items": "max_items",
+    "out": "out",
+    "device": "device",
+    "seed": "seed",
+    "dtype": "dtype",
+    "prompt_format": "prompt_format",
+    "system_prompt": "system_prompt",
+    "max_batch_tokens": "max_batch_tokens",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "attribution": "attribution.methods",
     "factors": "emphasis.factors",
 }
 
@@ -188,12 +232,18 @@ def _set_dotted(data: dict, key: str, value) -> None:
 
 
 def _add_format_args(p: argparse.ArgumentParser, default: str | None = "plain") -> None:
-    p.add_argument("--prompt-format", choices=format_names(), default=default,
-                   help="plain: 'Question: ...\\nAnswer:' (the embedded models'); chat: the tokenizer's chat "
-                        "template, as open-unlearning's TOFU instruct models were fine-tuned (default plain)")
-    p.add_argument("--system-prompt", default=None,
-                   help="system message of the chat format (open-unlearning's TOFU models: "
-                        "'You are a helpful assistant.')")
+    p.add_argument(
+        "--prompt-format",
+        choices=format_names(),
+        default=default,
+        help="plain: 'Question: ...\\nAnswer:' (the embedded models'); chat: the tokenizer's chat "
+        "template, as open-unlearning's TOFU instruct models were fine-tuned (default plain)",
+    )
+    p.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message of the chat format (open-unlearning's TOFU models: 'You are a helpful assistant.')",
+    )
 
 
 def _prompt_format(args: argparse.Namespace, model):
@@ -201,9 +251,13 @@ def _prompt_format(args: argparse.Namespace, model):
 
 
 #: ``unpact audit``'s named flags -> the config key each sets (the shared ones are ``unpact run``'s)
-AUDIT_FLAGS = {**{f: k for f, k in RUN_FLAGS.items()
-                  if f not in ("model", "reference_model", "methods", "gradient_checkpointing")},
-               "original": "model", "reference": "reference_model"}
+AUDIT_FLAGS = {
+    **{
+        f: k for f, k in RUN_FLAGS.items() if f not in ("model", "reference_model", "methods", "gradient_checkpointing")
+    },
+    "original": "model",
+    "reference": "reference_model",
+}
 
 
 def _config_data(args: argparse.Namespace, flags: dict[str, str]) -> tuple[dict, dict]:
@@ -243,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages: list[str] = []
 
     with _console() as progress:
+
         def on_start() -> None:  # inputs are validated: say where the run goes
             progress.log(f"unpact run -> {cfg.out} ({describe(args.threads_info)})")
 
@@ -255,32 +310,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         for w in (r.get("lineage") or {}).get("warnings") or []:
             print(f"unpact: warning: {m}: {w}", file=sys.stderr)
     print(summary_table(results))
-    print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
-          f"\n({time.time() - start:.0f} s)")
+    print(
+        f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
+        f"\n({time.time() - start:.0f} s)"
+    )
     return 0
 
 
 # ---------------------------------------------------------------------- audit
 
-AUDIT_HELP = ("audit unlearned checkpoints someone else made: every stage of `unpact run` after unlearning "
-              "(evaluation, presence, attribution and tracking, emphasis recovery with its placebo, the other "
-              "recovery routes, collapse, the verdicts) on each, against the original")
+AUDIT_HELP = (
+    "audit unlearned checkpoints someone else made: every stage of `unpact run` after unlearning "
+    "(evaluation, presence, attribution and tracking, emphasis recovery with its placebo, the other "
+    "recovery routes, collapse, the verdicts) on each, against the original"
+)
 
 
 def add_audit(p: argparse.ArgumentParser) -> None:
-    p.description = (AUDIT_HELP + ". The inputs are checked before any work: the same tokenizer and architecture "
-                     "as the original, descent from it (relative weight distance at most audit.max_relative_distance), "
-                     "intact safetensors files, finite weights; a checkpoint identical to the original is a warning. "
-                     "The strength trajectory is an `unpact run` feature (it needs the unlearning run), so the audit "
-                     "has none; methods in --config are not run (the audit unlearns nothing).")
-    p.add_argument("--original", required=True,
-                   help="the model before unlearning: a checkpoint directory, hub id or embedded:<name>")
-    p.add_argument("--unlearned", required=True, nargs="+", metavar="CHECKPOINT",
-                   help="one or more unlearned checkpoints (directories, hub ids, embedded:<name>); each is named by "
-                        "its directory name (a repeated name gets -2, -3, ...)")
-    p.add_argument("--reference", default=None,
-                   help="a model that never saw the forget set (e.g. the retain-only twin): forget quality and the "
-                        "negative control of presence and the attacks (default none: those say 'not applicable')")
+    p.description = (
+        AUDIT_HELP + ". The inputs are checked before any work: the same tokenizer and architecture "
+        "as the original, descent from it (relative weight distance at most audit.max_relative_distance), "
+        "intact safetensors files, finite weights; a checkpoint identical to the original is a warning. "
+        "The strength trajectory is an `unpact run` feature (it needs the unlearning run), so the audit "
+        "has none; methods in --config are not run (the audit unlearns nothing)."
+    )
+    p.add_argument(
+        "--original",
+        required=True,
+        help="the model before unlearning: a checkpoint directory, hub id or embedded:<name>",
+    )
+    p.add_argument(
+        "--unlearned",
+        required=True,
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="one or more unlearned checkpoints (directories, hub ids, embedded:<name>); each is named by "
+        "its directory name (a repeated name gets -2, -3, ...)",
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a model that never saw the forget set (e.g. the retain-only twin): forget quality and the "
+        "negative control of presence and the attacks (default none: those say 'not applicable')",
+    )
     _add_study_args(p, out_default="./unpact-audit")
 
 
@@ -290,9 +362,11 @@ def _audit_config(args: argparse.Namespace):
 
     data, overrides = _config_data(args, AUDIT_FLAGS)
     if (data.get("trajectory") or {}).get("enabled") is True or overrides.get("trajectory.enabled") is True:
-        raise CommandError("trajectory.enabled = true: the strength trajectory unlearns the original again on a gentle "
-                           "schedule, so it is an `unpact run` feature; `unpact audit` measures given checkpoints "
-                           "(drop the setting, or run `unpact run --methods ...`)")
+        raise CommandError(
+            "trajectory.enabled = true: the strength trajectory unlearns the original again on a gentle "
+            "schedule, so it is an `unpact run` feature; `unpact audit` measures given checkpoints "
+            "(drop the setting, or run `unpact run --methods ...`)"
+        )
     data.setdefault("trajectory", {})["enabled"] = False
     data["methods"], data["method_config"] = [], {}
     if args.reference is None and "reference_model" not in data:
@@ -309,6 +383,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cfg = _audit_config(args)
     start = time.time()
     with _console() as progress:
+
         def on_start() -> None:
             names = ", ".join(f"{k} ({v})" for k, v in cfg.checkpoints.items())
             progress.log(f"unpact audit -> {cfg.out}: {names} against {cfg.model} ({describe(args.threads_info)})")
@@ -321,8 +396,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         results = run_study(cfg, progress=progress, on_stage=on_stage, on_start=on_start, on_warning=on_warning)
     print(summary_table(results))
-    print(f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
-          f"\n({time.time() - start:.0f} s)")
+    print(
+        f"\nresults: {os.path.join(cfg.out, 'results.json')}\nreport:  {os.path.join(cfg.out, 'report.html')}"
+        f"\n({time.time() - start:.0f} s)"
+    )
     return 0
 
 
@@ -336,6 +413,7 @@ def _run_seeds(args: argparse.Namespace, cfg) -> int:
         raise CommandError("--seed and --seeds both given; --seeds sets every run's seed")
     start = time.time()
     with _console() as progress:
+
         def on_seed(seed: int, c) -> None:
             progress.log(f"unpact run, seed {seed} -> {c.out} ({describe(args.threads_info)})")
 
@@ -344,9 +422,11 @@ def _run_seeds(args: argparse.Namespace, cfg) -> int:
 
         pooled = run_seeds(cfg, seeds, progress=progress, on_stage=on_stage, on_seed=on_seed)
     print(summary_text(pooled))
-    print(f"\nper seed: {', '.join(os.path.join(cfg.out, f'seed{k}') for k in seeds)}"
-          f"\npooled:   {os.path.join(cfg.out, 'pooled.json')} (and pooled.md, pooled.html)"
-          f"\n({time.time() - start:.0f} s)")
+    print(
+        f"\nper seed: {', '.join(os.path.join(cfg.out, f'seed{k}') for k in seeds)}"
+        f"\npooled:   {os.path.join(cfg.out, 'pooled.json')} (and pooled.md, pooled.html)"
+        f"\n({time.time() - start:.0f} s)"
+    )
     return 0
 
 
@@ -375,16 +455,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_build_embedded(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None,
-                   help="output directory (default: the installed package's shipped files)")
+    p.add_argument("--out", default=None, help="output directory (default: the installed package's shipped files)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long toy build (for tests)")
-    p.add_argument("--arch", action="append", default=None,
-                   help="architecture to train (repeatable; default: gpt2, llama, qwen2)")
+    p.add_argument(
+        "--arch", action="append", default=None, help="architecture to train (repeatable; default: gpt2, llama, qwen2)"
+    )
     p.add_argument("--no-retain", action="store_true", help="skip the retain-only (-retain) twins")
-    p.add_argument("--retain-all", action="store_true",
-                   help="also train -retain-all twins (without every forget set: the forget10 authors, the MUSE "
-                        "forget passages, the WMDP hazard domain): the negative control of MUSE/WMDP-shaped studies")
+    p.add_argument(
+        "--retain-all",
+        action="store_true",
+        help="also train -retain-all twins (without every forget set: the forget10 authors, the MUSE "
+        "forget passages, the WMDP hazard domain): the negative control of MUSE/WMDP-shaped studies",
+    )
     p.add_argument("--no-original", action="store_true", help="skip the original models (train only the twins)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for training")
 
@@ -392,6 +475,7 @@ def add_build_embedded(p: argparse.ArgumentParser) -> None:
 def cmd_build_embedded(args: argparse.Namespace) -> int:
     from unpact.embedded.build import build_embedded
     from unpact.embedded.train import ARCHITECTURES, TrainConfig
+
     archs = args.arch or list(ARCHITECTURES)
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
@@ -403,9 +487,17 @@ def cmd_build_embedded(args: argparse.Namespace) -> int:
         tcfg.threads = args.threads
     out = args.out or str(SHIPPED_DIR)
     with _console() as progress:
-        build_embedded(out, seed=args.seed, tiny=args.tiny, archs=archs, retain=not args.no_retain,
-                       train_config=tcfg, progress=progress, retain_all=args.retain_all,
-                       original=not args.no_original)
+        build_embedded(
+            out,
+            seed=args.seed,
+            tiny=args.tiny,
+            archs=archs,
+            retain=not args.no_retain,
+            train_config=tcfg,
+            progress=progress,
+            retain_all=args.retain_all,
+            original=not args.no_original,
+        )
     print(f"built the embedded world in {out}")
     return 0
 
@@ -421,13 +513,23 @@ def add_unlearn(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forget", required=True, help="forget split, e.g. forget10")
     p.add_argument("--retain", default=None, help="retain split, e.g. retain90 (needed by the GDR/KLR methods and rmu)")
     p.add_argument("--out", required=True, help="output directory: the checkpoint and unlearn.json")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter of the method's config (repeatable), e.g. --set lr=1e-4",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reference-model", default=None, help="retain-only model for forget quality and privleak (optional)")
-    p.add_argument("--holdout", default=None,
-                   help="holdout split never trained on, e.g. holdout10: the membership-inference AUCs (forget vs "
-                        "holdout) and, with --reference-model, privleak (optional)")
+    p.add_argument(
+        "--reference-model", default=None, help="retain-only model for forget quality and privleak (optional)"
+    )
+    p.add_argument(
+        "--holdout",
+        default=None,
+        help="holdout split never trained on, e.g. holdout10: the membership-inference AUCs (forget vs "
+        "holdout) and, with --reference-model, privleak (optional)",
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the before/after metrics")
     p.add_argument("--device", default=None)
     _add_dtype(p)
@@ -474,9 +576,15 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     def metrics(m) -> dict:
         out = {}
         for name, bench in splits.items():
-            res = evaluate(m, bench, reference=reference if name == "forget" else None,
-                           forget=(name == "forget"), progress=progress, fmt=fmt,
-                           holdout=holdout if name == "forget" else None)
+            res = evaluate(
+                m,
+                bench,
+                reference=reference if name == "forget" else None,
+                forget=(name == "forget"),
+                progress=progress,
+                fmt=fmt,
+                holdout=holdout if name == "forget" else None,
+            )
             out[name] = {k: v for k, v in res.items() if not k.endswith("per_item") and k != "truth_ratios"}
         return out
 
@@ -487,10 +595,17 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
-    report = {"model": args.model, "benchmark": args.benchmark, "forget": args.forget, "retain": args.retain,
-              "holdout": args.holdout, "seed": args.seed, "prompt_format": args.prompt_format,
-              "system_prompt": args.system_prompt,
-              **result.summary()}
+    report = {
+        "model": args.model,
+        "benchmark": args.benchmark,
+        "forget": args.forget,
+        "retain": args.retain,
+        "holdout": args.holdout,
+        "seed": args.seed,
+        "prompt_format": args.prompt_format,
+        "system_prompt": args.system_prompt,
+        **result.summary(),
+    }
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
     write_json_atomic(os.path.join(args.out, "unlearn.json"), report)
@@ -501,8 +616,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
             if b is not None:
                 # all the split's items: `unpact run` evaluates at most max_items of them, so its numbers differ
-                print(f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
-                      f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)")
+                print(
+                    f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
+                    f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)"
+                )
     return 0
 
 
@@ -511,9 +628,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 def add_known_facts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--source", action="append", required=True, metavar="FILE",
-                   help="a TOFU-format QA file (json/jsonl/parquet) to ask the model (repeatable), e.g. "
-                        "world_facts_perturbed.json and real_authors_perturbed.json")
+    p.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a TOFU-format QA file (json/jsonl/parquet) to ask the model (repeatable), e.g. "
+        "world_facts_perturbed.json and real_authors_perturbed.json",
+    )
     p.add_argument("--out", required=True, help="directory for forget/retain/general/unknown.json and manifest.json")
     p.add_argument("--seed", type=int, default=0, help="the shuffle's seed (default 0)")
     p.add_argument("--device", default=None)
@@ -538,8 +660,10 @@ def cmd_known_facts(args: argparse.Namespace) -> int:
     facts.manifest.update(model=args.model, system_prompt=args.system_prompt)
     write_known_facts(facts, args.out)
     known = sum(facts.manifest["known_by_source"].values())
-    print(f"{known} of {sum(facts.manifest['sources'].values())} questions answered right "
-          f"({', '.join(f'{k}: {v}' for k, v in facts.manifest['known_by_source'].items())}) -> {args.out}")
+    print(
+        f"{known} of {sum(facts.manifest['sources'].values())} questions answered right "
+        f"({', '.join(f'{k}: {v}' for k, v in facts.manifest['known_by_source'].items())}) -> {args.out}"
+    )
     print("  " + ", ".join(f"{k} {v}" for k, v in facts.counts().items()))
     return 0
 
@@ -550,15 +674,29 @@ def cmd_known_facts(args: argparse.Namespace) -> int:
 def add_recover(p: argparse.ArgumentParser) -> None:
     p.add_argument("--original", required=True, help="the model before unlearning (its KeyTokens give the keywords)")
     p.add_argument("--unlearned", required=True, help="the model after unlearning")
-    p.add_argument("--benchmark", default="embedded:tofu/forget10",
-                   help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)")
+    p.add_argument(
+        "--benchmark",
+        default="embedded:tofu/forget10",
+        help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)",
+    )
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
-    p.add_argument("--retain", default="retain90",
-                   help="control split of the same benchmark, or BENCHMARK/SPLIT ('none' to skip; default retain90)")
-    p.add_argument("--general", default="embedded:general/qa",
-                   help="general-ability control as BENCHMARK/SPLIT ('none' to skip; default embedded:general/qa)")
-    p.add_argument("--control", action="append", default=[], metavar="NAME=BENCHMARK/SPLIT",
-                   help="another control set (repeatable), e.g. holdout=embedded:tofu/holdout10")
+    p.add_argument(
+        "--retain",
+        default="retain90",
+        help="control split of the same benchmark, or BENCHMARK/SPLIT ('none' to skip; default retain90)",
+    )
+    p.add_argument(
+        "--general",
+        default="embedded:general/qa",
+        help="general-ability control as BENCHMARK/SPLIT ('none' to skip; default embedded:general/qa)",
+    )
+    p.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        metavar="NAME=BENCHMARK/SPLIT",
+        help="another control set (repeatable), e.g. holdout=embedded:tofu/holdout10",
+    )
     p.add_argument("--method", default=None, help="name of the unlearning method (recorded in the table)")
     p.add_argument("--max-items", type=int, default=None, help="at most this many forget items (evenly spaced)")
     # every default is RecoveryConfig's (unpact/emphasis/recovery.py), as `unpact run`'s
@@ -606,7 +744,9 @@ def recover_config(args: argparse.Namespace):
     from unpact.emphasis import RecoveryConfig
 
     given = {
-        "threshold": args.threshold, "collapse_margin": args.margin, "max_new_tokens": args.max_new_tokens,
+        "threshold": args.threshold,
+        "collapse_margin": args.margin,
+        "max_new_tokens": args.max_new_tokens,
         "max_control_items": args.max_control_items,
         "factors": _csv(args.factors, "--factors", float) if args.factors else None,
         "layer_sets": tuple(x.replace("-", ",") for x in _csv(args.layers, "--layers")) if args.layers else None,
@@ -655,8 +795,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
     check_same_tokenizer(original, unlearned)  # before any work: KeyToken positions must mean the same tokens
     items = spread_sample(list(forget), args.max_items)
     with _console() as progress:
-        table = recover(unlearned, items, original=original, controls=controls, config=cfg,
-                        method=args.method or args.unlearned, fmt=_prompt_format(args, original), progress=progress)
+        table = recover(
+            unlearned,
+            items,
+            original=original,
+            controls=controls,
+            config=cfg,
+            method=args.method or args.unlearned,
+            fmt=_prompt_format(args, original),
+            progress=progress,
+        )
     table.extra.update(original=args.original, unlearned=args.unlearned, benchmark=args.benchmark)
     print(render_table(table))
     if args.out:
@@ -678,14 +826,25 @@ def add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
     p.add_argument("--item", type=int, default=None, help="index of the item in the split (with --benchmark)")
     p.add_argument("--against", help="a second model with the same tokenizer (typically the unlearned one)")
-    p.add_argument("--method", default="loo,heads",
-                   help="comma-separated attribution methods: {attribution} (default loo,heads)")
-    p.add_argument("--prompt-format", default="plain",
-                   help="plain: 'Question: ...\\nAnswer:'; chat: the tokenizer's own chat template (default plain)")
-    p.add_argument("--head", action="append", default=[], metavar="LAYER.HEAD",
-                   help="show this head's attention from the answer's first position (repeatable; default the top heads)")
+    p.add_argument(
+        "--method", default="loo,heads", help="comma-separated attribution methods: {attribution} (default loo,heads)"
+    )
+    p.add_argument(
+        "--prompt-format",
+        default="plain",
+        help="plain: 'Question: ...\\nAnswer:'; chat: the tokenizer's own chat template (default plain)",
+    )
+    p.add_argument(
+        "--head",
+        action="append",
+        default=[],
+        metavar="LAYER.HEAD",
+        help="show this head's attention from the answer's first position (repeatable; default the top heads)",
+    )
     p.add_argument("--top-heads", type=int, default=5, help="how many heads to list (default 5)")
-    p.add_argument("--truncate", action="store_true", help="drop prompt tokens from the left when the item exceeds the context")
+    p.add_argument(
+        "--truncate", action="store_true", help="drop prompt tokens from the left when the item exceeds the context"
+    )
     p.add_argument("--html", help="write the self-contained HTML page here")
     p.add_argument("--json", help="write every number as JSON here")
     p.add_argument("--device", default=None)
@@ -701,8 +860,9 @@ def _inspect_item(args: argparse.Namespace):
         bench, split = _split_spec(args.benchmark)
         items = list(load_benchmark(bench, split, path=args.benchmark_path))
         if not 0 <= args.item < len(items):
-            raise CommandError(f"--item {args.item} is out of range: {args.benchmark} has {len(items)} items "
-                               f"(0..{len(items) - 1})")
+            raise CommandError(
+                f"--item {args.item} is out of range: {args.benchmark} has {len(items)} items (0..{len(items) - 1})"
+            )
         return items[args.item], f"{args.benchmark} item {args.item}"
     if args.item is not None:
         raise CommandError("--item needs --benchmark BENCHMARK/SPLIT")
@@ -718,6 +878,7 @@ def _inspect_item(args: argparse.Namespace):
 def cmd_inspect(args: argparse.Namespace) -> int:
     from unpact.inspection import canonical_methods, inspect_item
     from unpact.models import load_model
+
     methods = canonical_methods(args.method)
     heads = []
     for h in args.head:
@@ -732,9 +893,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     against = load_model(args.against, device=args.device) if args.against else None
     try:
-        ins = inspect_item(model, item, against=against, methods=methods, fmt=args.prompt_format, heads=heads or None,
-                           top_heads=args.top_heads, truncate=args.truncate, model_name=args.model,
-                           against_name=args.against, source=source, progress=tqdm_progress)
+        ins = inspect_item(
+            model,
+            item,
+            against=against,
+            methods=methods,
+            fmt=args.prompt_format,
+            heads=heads or None,
+            top_heads=args.top_heads,
+            truncate=args.truncate,
+            model_name=args.model,
+            against_name=args.against,
+            source=source,
+            progress=tqdm_progress,
+        )
     except InputError as exc:  # the library's hint names its keyword argument; here it is a flag
         raise CommandError(str(exc).replace("pass truncate=True", "pass --truncate")) from None
     print(ins.to_text())
@@ -754,24 +926,45 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def add_attack(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlearned", required=True, help="the model after unlearning (never changed: attacks edit copies)")
-    p.add_argument("--original", default=None, help="the model before unlearning (control: does the attack keep "
-                   "what was never removed?)")
-    p.add_argument("--negative", default=None, help="a model that never saw the forget set, e.g. embedded:gpt2-retain "
-                   "(control: what it 'recovers' is taught, not recovered)")
-    p.add_argument("--benchmark", default="embedded:tofu/forget10",
-                   help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)")
+    p.add_argument(
+        "--original",
+        default=None,
+        help="the model before unlearning (control: does the attack keep what was never removed?)",
+    )
+    p.add_argument(
+        "--negative",
+        default=None,
+        help="a model that never saw the forget set, e.g. embedded:gpt2-retain "
+        "(control: what it 'recovers' is taught, not recovered)",
+    )
+    p.add_argument(
+        "--benchmark",
+        default="embedded:tofu/forget10",
+        help="forget items as BENCHMARK/SPLIT (default embedded:tofu/forget10)",
+    )
     p.add_argument("--benchmark-path", default=None, help="local file or directory with the benchmark's splits")
-    p.add_argument("--retain", default="retain90",
-                   help="retain split (in-context examples, relearning on retain) of the same benchmark, or "
-                        "BENCHMARK/SPLIT ('none' to skip; default retain90)")
-    p.add_argument("--attacks", default=None,
-                   help="comma-separated attacks (default: every registered one: {attacks})")
-    p.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE",
-                   help="override an attack's setting (repeatable, JSON values), e.g. --set quantization.bits=[4] "
-                        "--set relearning.steps=[5,10]")
+    p.add_argument(
+        "--retain",
+        default="retain90",
+        help="retain split (in-context examples, relearning on retain) of the same benchmark, or "
+        "BENCHMARK/SPLIT ('none' to skip; default retain90)",
+    )
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: every registered one: {attacks})")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ATTACK.KEY=VALUE",
+        help="override an attack's setting (repeatable, JSON values), e.g. --set quantization.bits=[4] "
+        "--set relearning.steps=[5,10]",
+    )
     p.add_argument("--max-items", type=int, default=None, help="at most this many forget items (evenly spaced)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="ROUGE-L recall counted as right (default: the main job's, 0.9; see unpact.config)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="ROUGE-L recall counted as right (default: the main job's, 0.9; see unpact.config)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None, help="greedy answer length (default: the main job's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the route tables as JSON here")
@@ -790,14 +983,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
         get_attack(n)
     for key, value in _parse_overrides(args.set).items():
         if "." not in key or key.split(".", 1)[0] not in overrides:
-            raise CommandError(f"--set takes ATTACK.KEY=VALUE for one of the chosen attacks ({', '.join(names)}), "
-                               f"got {key!r}")
+            raise CommandError(
+                f"--set takes ATTACK.KEY=VALUE for one of the chosen attacks ({', '.join(names)}), got {key!r}"
+            )
         a, k = key.split(".", 1)
         overrides[a][k] = tuple(value) if isinstance(value, list) else value
     attacks = [make_attack(n, overrides[n]) for n in names]
     defaults = RunConfig()
-    rcfg = RecoveryConfig(threshold=args.threshold if args.threshold is not None else defaults.emphasis.threshold,
-                          max_new_tokens=args.max_new_tokens or defaults.max_new_tokens)
+    rcfg = RecoveryConfig(
+        threshold=args.threshold if args.threshold is not None else defaults.emphasis.threshold,
+        max_new_tokens=args.max_new_tokens or defaults.max_new_tokens,
+    )
     bench, split = _split_spec(args.benchmark)
     forget = spread_sample(list(load_benchmark(bench, split, path=args.benchmark_path)), args.max_items)
     pool = {}
@@ -807,12 +1003,32 @@ def cmd_attack(args: argparse.Namespace) -> int:
     unlearned = load_model(args.unlearned, device=args.device)
     original = load_model(args.original, device=args.device) if args.original else None
     negative = load_model(args.negative, device=args.device) if args.negative else None
-    tables = [run_attack(a, unlearned, forget, original=original, negative=negative, pool=pool, recovery=rcfg,
-                         seed=args.seed, progress=tqdm_progress) for a in attacks]
+    tables = [
+        run_attack(
+            a,
+            unlearned,
+            forget,
+            original=original,
+            negative=negative,
+            pool=pool,
+            recovery=rcfg,
+            seed=args.seed,
+            progress=tqdm_progress,
+        )
+        for a in attacks
+    ]
     print(render_attack_table(tables))
     if args.out:
-        write_json_atomic(args.out, {"unlearned": args.unlearned, "original": args.original, "negative": args.negative,
-                                     "benchmark": args.benchmark, "attacks": tables})
+        write_json_atomic(
+            args.out,
+            {
+                "unlearned": args.unlearned,
+                "original": args.original,
+                "negative": args.negative,
+                "benchmark": args.benchmark,
+                "attacks": tables,
+            },
+        )
         print(f"\nroute tables: {args.out}")
     return 0
 
@@ -839,8 +1055,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
     start = time.time()
 
     def on_start(cells, todo) -> None:
-        print(f"unpact grid -> {grid.out}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-              f"{len(todo)} to run ({'Ray' if grid.executor == 'ray' else 'in this process'})", file=sys.stderr)
+        print(
+            f"unpact grid -> {grid.out}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+            f"{len(todo)} to run ({'Ray' if grid.executor == 'ray' else 'in this process'})",
+            file=sys.stderr,
+        )
 
     def on_cell(cell, outcome) -> None:
         status = outcome["status"]
@@ -848,10 +1067,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     report = run_grid(grid, on_cell=on_cell, on_start=on_start)
     print(render_markdown(report))
-    print(f"\ngrid report: {os.path.join(grid.out, 'grid.html')} (and grid.md, grid.json)\n({time.time() - start:.0f} s)")
+    print(
+        f"\ngrid report: {os.path.join(grid.out, 'grid.html')} (and grid.md, grid.json)\n({time.time() - start:.0f} s)"
+    )
     if report["n_failed"]:
-        print(f"unpact: {report['n_failed']} of {report['n_cells']} cells did not finish (listed above); "
-              "rerun the same command to retry them", file=sys.stderr)
+        print(
+            f"unpact: {report['n_failed']} of {report['n_cells']} cells did not finish (listed above); "
+            "rerun the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -861,28 +1085,51 @@ def cmd_grid(args: argparse.Namespace) -> int:
 #: name -> (help, add-arguments function, run function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "audit": (AUDIT_HELP, add_audit, cmd_audit),
-    "attack": ("recovery attacks beyond emphasis (relearning, quantization, in-context, paraphrase), with controls",
-               add_attack, cmd_attack),
-    "build-embedded": ("regenerate the embedded benchmarks and models from a seed", add_build_embedded,
-                       cmd_build_embedded),
-    "grid": ("run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
-             add_grid, cmd_grid),
+    "attack": (
+        "recovery attacks beyond emphasis (relearning, quantization, in-context, paraphrase), with controls",
+        add_attack,
+        cmd_attack,
+    ),
+    "build-embedded": (
+        "regenerate the embedded benchmarks and models from a seed",
+        add_build_embedded,
+        cmd_build_embedded,
+    ),
+    "grid": (
+        "run the study grid (models x benchmarks x methods) on Ray or in this process; one report",
+        add_grid,
+        cmd_grid,
+    ),
     "info": ("print a model's architecture, sizes and source format", add_info, cmd_info),
-    "known-facts": ("split the questions a model answers right into forget/retain/general (and unknown) splits",
-                    add_known_facts, cmd_known_facts),
-    "inspect": ("one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
-                add_inspect, cmd_inspect),
-    "recover": ("emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
-                add_recover, cmd_recover),
+    "known-facts": (
+        "split the questions a model answers right into forget/retain/general (and unknown) splits",
+        add_known_facts,
+        cmd_known_facts,
+    ),
+    "inspect": (
+        "one prompt: per-token, per-layer and per-head contribution to the answer, before and after",
+        add_inspect,
+        cmd_inspect,
+    ),
+    "recover": (
+        "emphasis recovery: prompt rewrites vs activation scaling on an unlearned model, with controls",
+        add_recover,
+        cmd_recover,
+    ),
     "run": ("run the whole study: unlearn, attribute, emphasise, analyse, report", add_run, cmd_run),
     "report": ("rebuild report.html from a run's results.json", add_report, cmd_report),
-    "unlearn": ("unlearn a forget split from a model with one method; save the checkpoint and losses", add_unlearn, cmd_unlearn),
+    "unlearn": (
+        "unlearn a forget split from a model with one method; save the checkpoint and losses",
+        add_unlearn,
+        cmd_unlearn,
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="unpact", formatter_class=RegistryHelpFormatter,
+        prog="unpact",
+        formatter_class=RegistryHelpFormatter,
         description="See what LLM unlearning really does to a model: unlearn, attribute, "
         "emphasise, and check for collapse.",
     )

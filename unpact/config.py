@@ -84,9 +84,13 @@ class EmphasisSettings:
     #: a control's accuracy drop above this flags the setting as collapse
     collapse_margin: float = RecoveryConfig.collapse_margin
 
-    def recovery_config(self, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-                        keytokens: KeyTokensConfig | None = None) -> RecoveryConfig:
+    def recovery_config(
+        self,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        keytokens: KeyTokensConfig | None = None,
+    ) -> RecoveryConfig:
         """The :class:`~unpact.emphasis.RecoveryConfig` of these settings.
 
         Example:
@@ -94,9 +98,14 @@ class EmphasisSettings:
             0.5
         """
         kwargs: dict[str, Any] = dict(
-            threshold=self.threshold, collapse_margin=self.collapse_margin, factors=tuple(self.factors),
-            layer_sets=tuple(self.layer_sets), kinds=tuple(self.kinds), max_control_items=self.max_control_items,
-            max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
+            threshold=self.threshold,
+            collapse_margin=self.collapse_margin,
+            factors=tuple(self.factors),
+            layer_sets=tuple(self.layer_sets),
+            kinds=tuple(self.kinds),
+            max_control_items=self.max_control_items,
+            max_new_tokens=max_new_tokens,
+            max_batch_tokens=max_batch_tokens,
             keytokens=keytokens if keytokens is not None else KeyTokensConfig(),
         )
         if self.templates is not None:
@@ -156,10 +165,15 @@ class TrajectoryRunSettings:
     stop_when_done: bool = TrajectorySettings.stop_when_done
     templates: list[str] = field(default_factory=lambda: list(ControlledSettings.templates))
     activations: list[list[str | float]] = field(
-        default_factory=lambda: [list(a) for a in ControlledSettings.activations])
+        default_factory=lambda: [list(a) for a in ControlledSettings.activations]
+    )
 
-    def schedule(self, *, threshold: float = TrajectorySettings.threshold,
-                 max_new_tokens: int = TrajectorySettings.max_new_tokens) -> TrajectorySettings:
+    def schedule(
+        self,
+        *,
+        threshold: float = TrajectorySettings.threshold,
+        max_new_tokens: int = TrajectorySettings.max_new_tokens,
+    ) -> TrajectorySettings:
         """The :class:`~unpact.trajectory.TrajectorySettings` of these settings.
 
         Example:
@@ -167,10 +181,18 @@ class TrajectoryRunSettings:
             (5, 20)
         """
         return TrajectorySettings(
-            lr_factor=self.lr_factor, max_steps_factor=self.max_steps_factor, max_steps=self.max_steps,
-            warmup_steps=self.warmup_steps, marks=tuple(self.marks), targets=tuple(self.targets),
-            monitor_items=self.monitor_items, check_every=self.check_every, threshold=threshold,
-            max_new_tokens=max_new_tokens, stop_when_done=self.stop_when_done)
+            lr_factor=self.lr_factor,
+            max_steps_factor=self.max_steps_factor,
+            max_steps=self.max_steps,
+            warmup_steps=self.warmup_steps,
+            marks=tuple(self.marks),
+            targets=tuple(self.targets),
+            monitor_items=self.monitor_items,
+            check_every=self.check_every,
+            threshold=threshold,
+            max_new_tokens=max_new_tokens,
+            stop_when_done=self.stop_when_done,
+        )
 
     def controlled_settings(self, **kwargs: Any) -> ControlledSettings:
         """The :class:`~unpact.emphasis.controlled.ControlledSettings` of these settings (``kwargs``:
@@ -183,8 +205,10 @@ class TrajectoryRunSettings:
         acts = []
         for a in self.activations:
             if len(a) != 3 or not isinstance(a[1], (int, float)) or isinstance(a[1], bool):
-                raise ConfigError(f"trajectory.activations entries are [kind, factor, layers], got {a!r} "
-                                  "(e.g. [\"attention\", 2.0, \"all\"])")
+                raise ConfigError(
+                    f"trajectory.activations entries are [kind, factor, layers], got {a!r} "
+                    '(e.g. ["attention", 2.0, "all"])'
+                )
             acts.append((str(a[0]), float(a[1]), str(a[2])))
         return ControlledSettings(templates=tuple(self.templates), activations=tuple(acts), **kwargs)
 
@@ -283,8 +307,10 @@ class RunConfig:
     def recovery_config(self, max_batch_tokens: int | None = None) -> RecoveryConfig:
         """The run's :class:`~unpact.emphasis.RecoveryConfig`: its emphasis settings, answer length and KeyTokens."""
         return self.emphasis.recovery_config(
-            max_new_tokens=self.max_new_tokens, keytokens=self.attribution.keytokens,
-            max_batch_tokens=self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens)
+            max_new_tokens=self.max_new_tokens,
+            keytokens=self.attribution.keytokens,
+            max_batch_tokens=self.max_batch_tokens if max_batch_tokens is None else max_batch_tokens,
+        )
 
 
 def config_keys(cls: type = RunConfig, where: str = "") -> dict[str, Any]:
@@ -312,9 +338,7 @@ def _check_keys(cls, data: dict, where: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(
-                f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(known))}")
 
 
 def _merge(obj: Any, data: dict[str, Any], where: str = "") -> Any:
@@ -362,8 +386,10 @@ def config_from_dict(data: dict[str, Any], base: RunConfig | None = None) -> Run
     if isinstance(cfg.methods, str):
         cfg.methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
     if not cfg.methods and not cfg.checkpoints:
-        raise ConfigError("no unlearning methods given; name at least one (e.g. methods = ['ga_gdr']), "
-                          "or checkpoints to audit (checkpoints = {name = 'path'}, `unpact audit`)")
+        raise ConfigError(
+            "no unlearning methods given; name at least one (e.g. methods = ['ga_gdr']), "
+            "or checkpoints to audit (checkpoints = {name = 'path'}, `unpact audit`)"
+        )
 
     check_types(cfg)  # driven by the dataclasses' type hints, so every option is checked
     check_ranges(cfg)

@@ -30,8 +30,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -62,16 +63,17 @@ class HideConfig:
 
 def paraphrase_keep(items: Sequence[QAItem]) -> list[QAItem]:
     """The forget facts asked by their paraphrased questions (the format the positive control must keep)."""
-    out = [QAItem(it.paraphrased_question, it.answer, id=f"{it.id}/paraphrase", meta=dict(it.meta or {}))
-           for it in items if isinstance(it, QAItem) and it.paraphrased_question
-           and it.paraphrased_question != it.question]
+    out = [
+        QAItem(it.paraphrased_question, it.answer, id=f"{it.id}/paraphrase", meta=dict(it.meta or {}))
+        for it in items
+        if isinstance(it, QAItem) and it.paraphrased_question and it.paraphrased_question != it.question
+    ]
     if not out:
         raise InputError("no forget item has a paraphrased_question to keep; give keep=... explicitly")
     return out
 
 
-def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideConfig | None = None, *,
-               seed: int = 0):
+def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideConfig | None = None, *, seed: int = 0):
     """The positive control: ``original`` fine-tuned to refuse the plain forget questions, keeping ``keep``.
 
     ``keep`` should hold the same facts in the probe formats (see :func:`paraphrase_keep`)
@@ -79,9 +81,14 @@ def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideC
     plain accuracy on ``forget`` falls while the kept formats stay answered.
     """
     cfg = config or HideConfig()
-    res = unlearn(original, "idk", list(forget), list(keep),
-                  {"lr": cfg.lr, "steps": cfg.steps, "batch_size": cfg.batch_size, "retain_weight": cfg.keep_weight},
-                  seed=seed)
+    res = unlearn(
+        original,
+        "idk",
+        list(forget),
+        list(keep),
+        {"lr": cfg.lr, "steps": cfg.steps, "batch_size": cfg.batch_size, "retain_weight": cfg.keep_weight},
+        seed=seed,
+    )
     if res.stopped_early:
         raise ConfigError(f"the positive control's fine-tune stopped: {res.message}")
     return res.model
@@ -114,8 +121,17 @@ def noise_model(model, scale: float, seed: int = 0):
     return out
 
 
-def match_noise(model, measure: Callable[[Any], float], target: float, *, lo: float = 0.0, hi: float = 2.0,
-                iters: int = 8, seed: int = 0, tolerance: float = 0.05) -> dict[str, Any]:
+def match_noise(
+    model,
+    measure: Callable[[Any], float],
+    target: float,
+    *,
+    lo: float = 0.0,
+    hi: float = 2.0,
+    iters: int = 8,
+    seed: int = 0,
+    tolerance: float = 0.05,
+) -> dict[str, Any]:
     """The noise scale whose :func:`noise_model` brings ``measure`` (falling with damage) to ``target``.
 
     Bisection on ``[lo, hi]``; stops when ``|measure - target| <= tolerance`` or after ``iters``
@@ -141,8 +157,9 @@ def match_noise(model, measure: Callable[[Any], float], target: float, *, lo: fl
     return {"scale": best[0], "value": best[1], "target": target, "trace": trace}
 
 
-def retain_finetune_model(model, retain: Sequence, *, lr: float = 1e-4, steps: int = 20, batch_size: int = 16,
-                          seed: int = 0):
+def retain_finetune_model(
+    model, retain: Sequence, *, lr: float = 1e-4, steps: int = 20, batch_size: int = 16, seed: int = 0
+):
     """A copy of ``model`` fine-tuned (NLL) on ``retain`` only: training without any forget objective."""
     cfg = UnlearnConfig(lr=lr, steps=steps, batch_size=batch_size)
     cfg.validate()

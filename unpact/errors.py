@@ -8,7 +8,8 @@ command line prints the message on one line and exits with status 2.
 
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 T = TypeVar("T")
 

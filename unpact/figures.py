@@ -24,7 +24,8 @@ import base64
 import html
 import io
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -129,8 +130,10 @@ def report_table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> s
         '<td>0.250</td></tr><tr><td>npo</td><td><i>none</i></td></tr></tbody></table>'
     """
     head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, RawHtml) else cell_html(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if isinstance(c, RawHtml) else cell_html(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -150,14 +153,22 @@ def score_limit(values: Sequence[float | None]) -> float:
 
 def colour_scale_html(lim: float, label: str = "contribution to the answer's log-prob") -> str:
     """A small legend: red at -lim, white at 0, blue at +lim."""
-    return (f'<span class="scale"><span class="sv">{-lim:+.3g}</span>'
-            f'<span class="bar" style="background:linear-gradient(90deg,rgb({RED_RGB}),#fff,rgb({BLUE_RGB}))"></span>'
-            f'<span class="sv">{lim:+.3g}</span> <span class="sl">{html.escape(label)}</span></span>')
+    return (
+        f'<span class="scale"><span class="sv">{-lim:+.3g}</span>'
+        f'<span class="bar" style="background:linear-gradient(90deg,rgb({RED_RGB}),#fff,rgb({BLUE_RGB}))"></span>'
+        f'<span class="sv">{lim:+.3g}</span> <span class="sl">{html.escape(label)}</span></span>'
+    )
 
 
-def token_heatmap_html(tokens: Sequence[str], scores: Sequence[float | None], key: Sequence[bool] | None = None,
-                       *, lim: float | None = None, scale: bool = True,
-                       label: str = "contribution to the answer's log-prob") -> str:
+def token_heatmap_html(
+    tokens: Sequence[str],
+    scores: Sequence[float | None],
+    key: Sequence[bool] | None = None,
+    *,
+    lim: float | None = None,
+    scale: bool = True,
+    label: str = "contribution to the answer's log-prob",
+) -> str:
     """One prompt as coloured token spans: blue raises the answer's log-prob, red lowers it.
 
     Args:
@@ -176,8 +187,10 @@ def token_heatmap_html(tokens: Sequence[str], scores: Sequence[float | None], ke
         rgb = BLUE_RGB if s > 0 else RED_RGB
         border = " kw" if key and key[i] else ""
         text = html.escape(clean_token(t))
-        spans.append(f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" '
-                     f'title="{s:+.4g}">{text or "&nbsp;"}</span>')
+        spans.append(
+            f'<span class="tok{border}" style="background:rgba({rgb},{alpha:.2f})" '
+            f'title="{s:+.4g}">{text or "&nbsp;"}</span>'
+        )
     legend = colour_scale_html(lim, label) if scale else ""
     return '<div class="toks">' + "".join(spans) + legend + "</div>"
 
@@ -187,20 +200,38 @@ def attention_heatmap_html(tokens: Sequence[str], weights: Sequence[float], *, s
     spans = []
     for t, w in zip(tokens, weights):
         w = max(0.0, min(1.0, float(w or 0.0)))
-        spans.append(f'<span class="tok" style="background:rgba(90,90,90,{w:.2f});color:{"#fff" if w > .55 else "#222"}" '
-                     f'title="{w:.3f}">{html.escape(clean_token(t)) or "&nbsp;"}</span>')
-    legend = ('<span class="scale"><span class="sv">0</span><span class="bar" '
-              'style="background:linear-gradient(90deg,#fff,rgb(90,90,90))"></span><span class="sv">1</span> '
-              '<span class="sl">attention weight</span></span>') if scale else ""
+        spans.append(
+            f'<span class="tok" style="background:rgba(90,90,90,{w:.2f});color:{"#fff" if w > 0.55 else "#222"}" '
+            f'title="{w:.3f}">{html.escape(clean_token(t)) or "&nbsp;"}</span>'
+        )
+    legend = (
+        (
+            '<span class="scale"><span class="sv">0</span><span class="bar" '
+            'style="background:linear-gradient(90deg,#fff,rgb(90,90,90))"></span><span class="sv">1</span> '
+            '<span class="sl">attention weight</span></span>'
+        )
+        if scale
+        else ""
+    )
     return '<div class="toks">' + "".join(spans) + legend + "</div>"
 
 
 # ---------------------------------------------------------------- matrices
 
 
-def heatmap_png(arr, *, title: str, label: str, xlabel: str = "", ylabel: str = "",
-                xticklabels: Sequence[str] | None = None, yticklabels: Sequence[str] | None = None,
-                kind: str = "signed", lim: float | None = None, marks: Any = None) -> bytes:
+def heatmap_png(
+    arr,
+    *,
+    title: str,
+    label: str,
+    xlabel: str = "",
+    ylabel: str = "",
+    xticklabels: Sequence[str] | None = None,
+    yticklabels: Sequence[str] | None = None,
+    kind: str = "signed",
+    lim: float | None = None,
+    marks: Any = None,
+) -> bytes:
     """A matrix as a heatmap PNG with its colour bar.
 
     ``kind="signed"``: :data:`DIVERGING` centred on 0 (blue = raises the answer's
@@ -236,24 +267,36 @@ def heatmap_png(arr, *, title: str, label: str, xlabel: str = "", ylabel: str = 
         ax.set_yticklabels([str(y) for y in yticklabels], fontsize=8)
     if marks is not None:
         mk = np.asarray(marks, dtype=bool).reshape(a.shape)
-        for (i, j) in zip(*np.nonzero(mk)):
+        for i, j in zip(*np.nonzero(mk)):
             ax.text(j, i, "×", ha="center", va="center", fontsize=11, color="black")
     fig.colorbar(im, ax=ax, shrink=0.85, label=label, pad=0.02)
     return png_bytes(fig)
 
 
-def layer_head_png(arr, title: str, label: str = "contribution to the answer's log-prob",
-                   lim: float | None = None) -> bytes:
+def layer_head_png(
+    arr, title: str, label: str = "contribution to the answer's log-prob", lim: float | None = None
+) -> bytes:
     """Layer x head heatmap of a signed contribution (blue raises the answer's log-prob)."""
     a = np.asarray(arr, dtype=float)
-    return heatmap_png(a, title=title, label=label, xlabel="head", ylabel="layer",
-                       xticklabels=[str(i) for i in range(a.shape[1])],
-                       yticklabels=[str(i) for i in range(a.shape[0])], kind="signed", lim=lim)
+    return heatmap_png(
+        a,
+        title=title,
+        label=label,
+        xlabel="head",
+        ylabel="layer",
+        xticklabels=[str(i) for i in range(a.shape[1])],
+        yticklabels=[str(i) for i in range(a.shape[0])],
+        kind="signed",
+        lim=lim,
+    )
 
 
-def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
-               components: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-               title: str = "Where the answer appears, and which component writes it") -> bytes:
+def layers_png(
+    layers: Sequence[str],
+    lens: Mapping[str, Sequence[float]],
+    components: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    title: str = "Where the answer appears, and which component writes it",
+) -> bytes:
     """Left: the logit lens (answer log-prob read after each layer), one line per model.
     Right (when given): per-layer contributions (``{model: {"attention": [...], "MLP": [...]}}``) as bars."""
     plt = _mpl()
@@ -270,14 +313,22 @@ def layers_png(layers: Sequence[str], lens: Mapping[str, Sequence[float]],
     ax.legend(fontsize=8)
     if components:
         ax = axes[0][1]
-        series = [(i, m, j, c, v) for i, (m, comp) in enumerate(components.items()) for j, (c, v) in enumerate(comp.items())]
+        series = [
+            (i, m, j, c, v) for i, (m, comp) in enumerate(components.items()) for j, (c, v) in enumerate(comp.items())
+        ]
         n_l = len(series[0][4]) if series else 0
         xl = np.arange(n_l)
         width = 0.8 / max(1, len(series))
         for k, (i, m, j, c, v) in enumerate(series):  # colour = model, hatch = component
-            ax.bar(xl - 0.4 + width * (k + 0.5), v, width, color=MODEL_COLOURS[i % len(MODEL_COLOURS)],
-                   hatch=("", "//", "..", "xx")[j % 4], edgecolor="white",
-                   label=f"{c} ({m})" if len(components) > 1 else c)
+            ax.bar(
+                xl - 0.4 + width * (k + 0.5),
+                v,
+                width,
+                color=MODEL_COLOURS[i % len(MODEL_COLOURS)],
+                hatch=("", "//", "..", "xx")[j % 4],
+                edgecolor="white",
+                label=f"{c} ({m})" if len(components) > 1 else c,
+            )
         ax.axhline(0, color="#888", lw=0.6)
         ax.set_xticks(xl, [str(i) for i in range(n_l)])
         ax.set_xlabel("layer")
@@ -344,9 +395,13 @@ def checkpoint_state(point: Mapping[str, Any]) -> str:
 _STATE_MARKER = {"hidden": ("o", True), "erased": ("X", True), "known": ("o", False)}
 
 
-def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[str, Any]] | None = None, *,
-                title: str = "The dilemma: forgetting, utility, and what is left", recovery_label: str =
-                "share of eligible items recovered") -> bytes:
+def dilemma_png(
+    points: Sequence[Mapping[str, Any]],
+    recovery: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    title: str = "The dilemma: forgetting, utility, and what is left",
+    recovery_label: str = "share of eligible items recovered",
+) -> bytes:
     """Left: each method's trajectory in (forget accuracy, utility) space, a line through its
     checkpoints in step order, each checkpoint marked hidden (filled circle: most forgotten items
     still found by a probe), erased (cross: found by none) or known (open circle: nothing forgotten),
@@ -372,27 +427,50 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
     methods = list(dict.fromkeys(str(p["method"]) for p in points))
     for k, m in enumerate(methods):
         colour = METHOD_COLOURS[k % len(METHOD_COLOURS)]
-        pts = sorted([p for p in points if str(p["method"]) == m and p.get("forget_accuracy") is not None
-                      and p.get("utility") is not None], key=lambda p: (p.get("step") is None, p.get("step") or 0))
+        pts = sorted(
+            [
+                p
+                for p in points
+                if str(p["method"]) == m and p.get("forget_accuracy") is not None and p.get("utility") is not None
+            ],
+            key=lambda p: (p.get("step") is None, p.get("step") or 0),
+        )
         if not pts:
             continue
-        ax.plot([p["forget_accuracy"] for p in pts], [p["utility"] for p in pts], color=colour, lw=1.2, alpha=0.8,
-                label=m)
+        ax.plot(
+            [p["forget_accuracy"] for p in pts], [p["utility"] for p in pts], color=colour, lw=1.2, alpha=0.8, label=m
+        )
         for p in pts:
             marker, filled = _STATE_MARKER.get(checkpoint_state(p), ("o", False))
-            ax.scatter([p["forget_accuracy"]], [p["utility"]], marker=marker, s=60, zorder=3,
-                       facecolors=colour if filled else "white", edgecolors=colour, linewidths=1.4)
+            ax.scatter(
+                [p["forget_accuracy"]],
+                [p["utility"]],
+                marker=marker,
+                s=60,
+                zorder=3,
+                facecolors=colour if filled else "white",
+                edgecolors=colour,
+                linewidths=1.4,
+            )
             if p.get("step") is not None:
-                ax.annotate(str(p["step"]), (p["forget_accuracy"], p["utility"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color=colour)
+                ax.annotate(
+                    str(p["step"]),
+                    (p["forget_accuracy"], p["utility"]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=colour,
+                )
     ax.set_xlabel("forget accuracy (plain prompt)")
     ax.set_ylabel("utility")
     ax.invert_xaxis()  # unlearning moves right: from knowing (left) to forgetting (right)
     ax.set_title("trajectories (numbers: steps)", fontsize=10)
     handles = [Line2D([], [], color=METHOD_COLOURS[k % len(METHOD_COLOURS)], label=m) for k, m in enumerate(methods)]
-    handles += [Line2D([], [], ls="", marker="o", color="#555", label="hidden (a probe finds most)"),
-                Line2D([], [], ls="", marker="X", color="#555", label="erased (no probe finds most)"),
-                Line2D([], [], ls="", marker="o", markerfacecolor="white", color="#555", label="nothing forgotten")]
+    handles += [
+        Line2D([], [], ls="", marker="o", color="#555", label="hidden (a probe finds most)"),
+        Line2D([], [], ls="", marker="X", color="#555", label="erased (no probe finds most)"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="white", color="#555", label="nothing forgotten"),
+    ]
     ax.legend(handles=handles, fontsize=7, loc="best")
     if recovery:
         ax = axes[0][1]
@@ -401,8 +479,10 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
         group = list(dict.fromkeys(str(r["method"]) for r in rows))
         x = np.array([i + group.index(str(r["method"])) for i, r in enumerate(rows)], dtype=float)
         w = 0.38
-        for off, key, colour, label in ((-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
-                                        (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis")):
+        for off, key, colour, label in (
+            (-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
+            (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis"),
+        ):
             vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
             err = None
             cis = [r.get(f"{key}_interval") for r in rows]
@@ -410,13 +490,20 @@ def dilemma_png(points: Sequence[Mapping[str, Any]], recovery: Sequence[Mapping[
                 lo = [0.0 if c is None or v != v else max(0.0, v - c[0]) for c, v in zip(cis, vals)]
                 hi = [0.0 if c is None or v != v else max(0.0, c[1] - v) for c, v in zip(cis, vals)]
                 err = np.array([lo, hi])
-            ax.bar(x + off, np.nan_to_num(vals), w, color=colour, label=label, yerr=err, capsize=2,
-                   error_kw={"elinewidth": 0.8})
+            ax.bar(
+                x + off,
+                np.nan_to_num(vals),
+                w,
+                color=colour,
+                label=label,
+                yerr=err,
+                capsize=2,
+                error_kw={"elinewidth": 0.8},
+            )
         ax.set_xticks(x, [str(r.get("checkpoint", "")).replace("step ", "") for r in rows], fontsize=6)
         for m in group:
             xs = [xi for xi, r in zip(x, rows) if str(r["method"]) == m]
-            ax.text(float(np.mean(xs)), -0.07, m, transform=ax.get_xaxis_transform(), ha="center", va="top",
-                    fontsize=7)
+            ax.text(float(np.mean(xs)), -0.07, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7)
         ax.set_xlabel("checkpoint step, by method", labelpad=20)
         ax.set_ylabel(recovery_label)
         ax.set_title("keyword vs placebo recovery per checkpoint", fontsize=10)
@@ -518,9 +605,11 @@ def fragment(body: str) -> str:
 
 def page(title: str, body: str) -> str:
     """A whole self-contained page: inline styles, images as data URIs, no script, no link."""
-    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>body{{margin:2em auto;max-width:1200px;padding:0 1em}}"
-            f"{CSS}</style></head><body><div class='unpact'>{body}</div></body></html>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>body{{margin:2em auto;max-width:1200px;padding:0 1em}}"
+        f"{CSS}</style></head><body><div class='unpact'>{body}</div></body></html>"
+    )
 
 
 # ------------------------------------------------- views of the result types
@@ -539,30 +628,51 @@ def attribution_html(a, **key_options) -> str:
     esc = html.escape
     keys = set(a.key_tokens(**key_options))
     key = [i in keys for i in range(len(a.tokens))]
-    parts = [f"<h3>Attribution of item {esc(str(a.item_id))} ({esc(a.method)})</h3>",
-             f"<p>Answer <code>{esc(repr(a.answer))}</code>, LP(x, y) = {fmt_value(float(a.lp))} "
-             "(mean log-prob of the answer tokens). Blue raises it, red lowers it; outlined: KeyTokens.</p>",
-             token_heatmap_html(a.tokens, a.scores, key)]
+    parts = [
+        f"<h3>Attribution of item {esc(str(a.item_id))} ({esc(a.method)})</h3>",
+        f"<p>Answer <code>{esc(repr(a.answer))}</code>, LP(x, y) = {fmt_value(float(a.lp))} "
+        "(mean log-prob of the answer tokens). Blue raises it, red lowers it; outlined: KeyTokens.</p>",
+        token_heatmap_html(a.tokens, a.scores, key),
+    ]
     x = a.extras
     if "completeness_gap" in x:
-        parts.append(f"<p class='note'>Completeness gap |Σ IG − (LP(x) − LP(baseline))| = "
-                     f"{fmt_value(x['completeness_gap'])} (relative {fmt_value(x.get('relative_gap'))})"
-                     + (f", {x['steps']} quadrature points" if "steps" in x else "")
-                     + (f"; the {x['stopped_by']} budget stopped the refinement" if x.get("stopped_by") else "")
-                     + ".</p>")
+        parts.append(
+            f"<p class='note'>Completeness gap |Σ IG − (LP(x) − LP(baseline))| = "
+            f"{fmt_value(x['completeness_gap'])} (relative {fmt_value(x.get('relative_gap'))})"
+            + (f", {x['steps']} quadrature points" if "steps" in x else "")
+            + (f"; the {x['stopped_by']} budget stopped the refinement" if x.get("stopped_by") else "")
+            + ".</p>"
+        )
     if "head_total" in x:
-        parts.append(img_html(layer_head_png(_head_source_sums(x["head_total"]),
-                                             "head total contribution (summed over sources)"), "layer x head"))
+        parts.append(
+            img_html(
+                layer_head_png(_head_source_sums(x["head_total"]), "head total contribution (summed over sources)"),
+                "layer x head",
+            )
+        )
         n = len(x["attn_total"])
-        parts.append(table_html(["layer", *map(str, range(n))],
-                                [["attn direct", *x["attn_direct"]], ["mlp direct", *x["mlp_direct"]],
-                                 ["attn total", *x["attn_total"]], ["mlp total", *x["mlp_total"]]]))
+        parts.append(
+            table_html(
+                ["layer", *map(str, range(n))],
+                [
+                    ["attn direct", *x["attn_direct"]],
+                    ["mlp direct", *x["mlp_direct"]],
+                    ["attn total", *x["attn_total"]],
+                    ["mlp total", *x["mlp_total"]],
+                ],
+            )
+        )
     return "".join(parts)
 
 
-_SUMMARY_ROWS = (("key_mean_delta", "mean change on KeyTokens"), ("other_mean_delta", "mean change on other tokens"),
-                 ("all_mean_delta", "mean change on all tokens"), ("lp_mean_delta", "mean change of LP"),
-                 ("spearman_mean", "Spearman ρ of the rankings"), ("n_items", "items"))
+_SUMMARY_ROWS = (
+    ("key_mean_delta", "mean change on KeyTokens"),
+    ("other_mean_delta", "mean change on other tokens"),
+    ("all_mean_delta", "mean change on all tokens"),
+    ("lp_mean_delta", "mean change of LP"),
+    ("spearman_mean", "Spearman ρ of the rankings"),
+    ("n_items", "items"),
+)
 
 
 def comparison_html(c, max_items: int = 12) -> str:
@@ -572,30 +682,59 @@ def comparison_html(c, max_items: int = 12) -> str:
     s = c.summary
     groups = list(s.get("by_group", {}))
     rows = [[label, s.get(k), *[s["by_group"][g].get(k) for g in groups]] for k, label in _SUMMARY_ROWS]
-    parts = ["<h3>Contribution tracking: before → after</h3>",
-             "<p class='note'>Change = after − before; KeyTokens of the model before (outlined). Before and after "
-             "share one colour scale per item; the change has its own.</p>",
-             table_html(["", "all", *groups], rows)]
+    parts = [
+        "<h3>Contribution tracking: before → after</h3>",
+        "<p class='note'>Change = after − before; KeyTokens of the model before (outlined). Before and after "
+        "share one colour scale per item; the change has its own.</p>",
+        table_html(["", "all", *groups], rows),
+    ]
     for d in c.items[:max_items]:
         key = [i in set(d.key_tokens) for i in range(len(d.tokens))]
         lim = max(score_limit(d.before), score_limit(d.after))
-        parts.append(f"<div><b>{esc(str(d.item_id))}</b>{' (' + esc(d.group) + ')' if d.group else ''}: "
-                     f"LP {fmt_value(d.lp_before)} → {fmt_value(d.lp_after)}, Spearman ρ {fmt_value(d.spearman)}</div>")
-        parts.append("<div><span class='lbl'>before</span>" + token_heatmap_html(d.tokens, d.before, key, lim=lim) + "</div>")
-        parts.append("<div><span class='lbl'>after</span>" + token_heatmap_html(d.tokens, d.after, key, lim=lim) + "</div>")
-        parts.append("<div><span class='lbl'>change</span>"
-                     + token_heatmap_html(d.tokens, d.delta, key, label="change in contribution") + "</div>")
+        parts.append(
+            f"<div><b>{esc(str(d.item_id))}</b>{' (' + esc(d.group) + ')' if d.group else ''}: "
+            f"LP {fmt_value(d.lp_before)} → {fmt_value(d.lp_after)}, Spearman ρ {fmt_value(d.spearman)}</div>"
+        )
+        parts.append(
+            "<div><span class='lbl'>before</span>" + token_heatmap_html(d.tokens, d.before, key, lim=lim) + "</div>"
+        )
+        parts.append(
+            "<div><span class='lbl'>after</span>" + token_heatmap_html(d.tokens, d.after, key, lim=lim) + "</div>"
+        )
+        parts.append(
+            "<div><span class='lbl'>change</span>"
+            + token_heatmap_html(d.tokens, d.delta, key, label="change in contribution")
+            + "</div>"
+        )
     if len(c.items) > max_items:
         parts.append(f"<p class='note'>… and {len(c.items) - max_items} more items (all of them in to_dict()).</p>")
     if s.get("per_head_head_total_delta"):
-        parts.append(img_html(layer_head_png(np.asarray(s["per_head_head_total_delta"]),
-                                             "change in head total contribution (mean over items)",
-                                             label="change in contribution"), "per-head change"))
+        parts.append(
+            img_html(
+                layer_head_png(
+                    np.asarray(s["per_head_head_total_delta"]),
+                    "change in head total contribution (mean over items)",
+                    label="change in contribution",
+                ),
+                "per-head change",
+            )
+        )
         n = len(s["per_layer_attn_total_delta"])
-        parts.append(table_html(["change per layer", *map(str, range(n))],
-                                [[k.replace("per_layer_", "").replace("_delta", ""), *s[f"{k}"]]
-                                 for k in ("per_layer_attn_direct_delta", "per_layer_mlp_direct_delta",
-                                           "per_layer_attn_total_delta", "per_layer_mlp_total_delta") if k in s]))
+        parts.append(
+            table_html(
+                ["change per layer", *map(str, range(n))],
+                [
+                    [k.replace("per_layer_", "").replace("_delta", ""), *s[f"{k}"]]
+                    for k in (
+                        "per_layer_attn_direct_delta",
+                        "per_layer_mlp_direct_delta",
+                        "per_layer_attn_total_delta",
+                        "per_layer_mlp_total_delta",
+                    )
+                    if k in s
+                ],
+            )
+        )
     return "".join(parts)
 
 
@@ -607,7 +746,7 @@ def _layers_label(e) -> str:
     return e.layers if isinstance(e.layers, str) else str(list(e.layers))
 
 
-def recovery_html(table: "RecoveryTable") -> str:
+def recovery_html(table: RecoveryTable) -> str:
     """The body of :func:`unpact.emphasis.recover`'s table: the baseline, every prompt rewrite, the
     activation sweep as a factor x layer-set map of the recovery rate (× = a control collapsed), and the
     answers per item."""
@@ -615,18 +754,22 @@ def recovery_html(table: "RecoveryTable") -> str:
     base = table.baseline
     ctl = table.control_names
     pb, ab = table.best("prompt"), table.best("activation")
-    parts = [f"<h3>Emphasis recovery{' — ' + esc(str(table.method)) if table.method else ''}</h3>",
-             f"<p>{table.n_forget} forget items, {table.n_forgotten} forgotten (ROUGE-L recall &lt; "
-             f"{table.threshold})" + (f", {table.n_original_known} known by the original model"
-                                      if table.n_original_known is not None else "")
-             + f". Best prompt rewrite: <b>{esc(str(pb.name))}</b> "
-             f"({_pct(pb.rate)}{', collapsed' if pb.collapse else ''}); best "
-             f"activation setting: <b>{esc(str(ab.name))}</b> "
-             f"({_pct(ab.rate)}{', collapsed' if ab.collapse else ''}). "
-             f"A setting collapses when a control's accuracy falls by more than "
-             f"{100 * (table.collapse_margin or 0):.0f} points; its recovery does not count.</p>"]
-    brow = [["forget accuracy (unlearned)", base.forget_accuracy],
-            ["forget accuracy (original)", base.original_forget_accuracy]]
+    parts = [
+        f"<h3>Emphasis recovery{' — ' + esc(str(table.method)) if table.method else ''}</h3>",
+        f"<p>{table.n_forget} forget items, {table.n_forgotten} forgotten (ROUGE-L recall &lt; "
+        f"{table.threshold})"
+        + (f", {table.n_original_known} known by the original model" if table.n_original_known is not None else "")
+        + f". Best prompt rewrite: <b>{esc(str(pb.name))}</b> "
+        f"({_pct(pb.rate)}{', collapsed' if pb.collapse else ''}); best "
+        f"activation setting: <b>{esc(str(ab.name))}</b> "
+        f"({_pct(ab.rate)}{', collapsed' if ab.collapse else ''}). "
+        f"A setting collapses when a control's accuracy falls by more than "
+        f"{100 * (table.collapse_margin or 0):.0f} points; its recovery does not count.</p>",
+    ]
+    brow = [
+        ["forget accuracy (unlearned)", base.forget_accuracy],
+        ["forget accuracy (original)", base.original_forget_accuracy],
+    ]
     brow += [[f"{c} accuracy", base.controls[c].accuracy] for c in ctl]
     parts.append(table_html(["without emphasis", "value"], brow))
     head = ["setting", "recovered", "rate", "Δ log-prob", *[f"{c} accuracy" for c in ctl], "collapse"]
@@ -634,9 +777,17 @@ def recovery_html(table: "RecoveryTable") -> str:
         rows = getattr(table, kind)
         if not rows:
             continue
-        body = [[n, f"{r.n_recovered}/{r.n_forgotten}", _pct(r.forget_rate), r.delta_logprob,
-                 *[r.controls[c].accuracy if c in r.controls else None for c in ctl], r.collapse]
-                for n, r in rows.items()]
+        body = [
+            [
+                n,
+                f"{r.n_recovered}/{r.n_forgotten}",
+                _pct(r.forget_rate),
+                r.delta_logprob,
+                *[r.controls[c].accuracy if c in r.controls else None for c in ctl],
+                r.collapse,
+            ]
+            for n, r in rows.items()
+        ]
         if kind == "activation":
             for k in dict.fromkeys(r.kind for r in rows.values()):
                 sub = [r for r in rows.values() if r.kind == k]
@@ -648,19 +799,50 @@ def recovery_html(table: "RecoveryTable") -> str:
                     i, j = lsets.index(_layers_label(r.emphasis)), factors.index(r.emphasis.factor)
                     grid[i, j] = np.nan if r.forget_rate is None else r.forget_rate
                     marks[i, j] = r.collapse
-                parts.append(img_html(heatmap_png(grid, title=f"{k}: share of forgotten items recovered",
-                                                  label="recovery rate", xlabel="factor", ylabel="layers",
-                                                  xticklabels=[f"x{f:g}" for f in factors], yticklabels=lsets,
-                                                  kind="rate", marks=marks), f"{k} recovery map"))
-            parts.append(f"<details><summary>every activation setting ({len(body)})</summary>"
-                         + table_html(head, body) + "</details>")
+                parts.append(
+                    img_html(
+                        heatmap_png(
+                            grid,
+                            title=f"{k}: share of forgotten items recovered",
+                            label="recovery rate",
+                            xlabel="factor",
+                            ylabel="layers",
+                            xticklabels=[f"x{f:g}" for f in factors],
+                            yticklabels=lsets,
+                            kind="rate",
+                            marks=marks,
+                        ),
+                        f"{k} recovery map",
+                    )
+                )
+            parts.append(
+                f"<details><summary>every activation setting ({len(body)})</summary>"
+                + table_html(head, body)
+                + "</details>"
+            )
         else:
             parts.append("<div><b>prompt rewrites</b></div>" + table_html(head, body))
     items = table.items
     if items:
-        rows = [[it.id, it.question, ", ".join(it.keywords), it.answer, it.original_answer, it.baseline_answer,
-                 it.prompt_best_answer, it.activation_best_answer] for it in items]
-        parts.append(f"<details><summary>answers per item ({len(items)})</summary>"
-                     + table_html(["id", "question", "keywords", "answer", "original", "unlearned",
-                                   "best rewrite", "best activation"], rows) + "</details>")
+        rows = [
+            [
+                it.id,
+                it.question,
+                ", ".join(it.keywords),
+                it.answer,
+                it.original_answer,
+                it.baseline_answer,
+                it.prompt_best_answer,
+                it.activation_best_answer,
+            ]
+            for it in items
+        ]
+        parts.append(
+            f"<details><summary>answers per item ({len(items)})</summary>"
+            + table_html(
+                ["id", "question", "keywords", "answer", "original", "unlearned", "best rewrite", "best activation"],
+                rows,
+            )
+            + "</details>"
+        )
     return "".join(parts)

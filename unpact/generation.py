@@ -45,8 +45,8 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -255,8 +255,9 @@ def _uncached(model, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, dev
 
 def _plain_cache(cache) -> bool:
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" and getattr(layer, "keys", None) is not None
-                                for layer in layers)
+    return bool(layers) and all(
+        type(layer).__name__ == "DynamicLayer" and getattr(layer, "keys", None) is not None for layer in layers
+    )
 
 
 def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hooks, device, pad) -> bool:
@@ -302,8 +303,14 @@ def _cached(model, runner, seqs, idx, dec: _Decoder, *, max_new_tokens, fwd_hook
     return True
 
 
-def _advance(dec, group: list[int], rows: list[int], row_logits: Callable[[int, int], Tensor], cur: list[int],
-             last: dict[int, int]) -> list[int]:
+def _advance(
+    dec,
+    group: list[int],
+    rows: list[int],
+    row_logits: Callable[[int, int], Tensor],
+    cur: list[int],
+    last: dict[int, int],
+) -> list[int]:
     """One decoding step of the cached path: each of ``rows`` (indices into ``group``; ``r`` its
     row in the batch) picks its next token from ``row_logits(r, j)``; ``last[j]`` and ``cur[j]``
     (its length) advance. Returns the rows still generating."""
@@ -330,10 +337,10 @@ def _bridge_runner(model):
 
     def run(ids, hooks, *, cache, rows=None, **kwargs):
         if rows is None:  # one new token per row: its logits
-            return _bridge_forward(model, ids, hooks, use_cache=True, logits_to_keep=1, **{arg: cache},
-                                   **kwargs)[:, -1]
+            return _bridge_forward(model, ids, hooks, use_cache=True, logits_to_keep=1, **{arg: cache}, **kwargs)[:, -1]
         with logits_at(model, *rows) as take:
             return take(_bridge_forward(model, ids, hooks, use_cache=True, **{arg: cache}, **kwargs))
+
     return run
 
 
@@ -347,6 +354,7 @@ def _hf_runner(hf):
             return hf(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache}, **kwargs).logits[:, -1]
         with logits_at(hf, *rows) as take:
             return take(hf(input_ids=ids, use_cache=True, **{cache_arg: cache}, **kwargs).logits)
+
     return run
 
 
@@ -398,10 +406,20 @@ def greedy_tokens(
     lengths = [len(s) + max_new_tokens for s in seqs]
     with torch.no_grad():
         for group in chunks(lengths, budget):
-            if runner is not None and _cached(model, runner, seqs, group, dec, max_new_tokens=max_new_tokens,
-                                              fwd_hooks=fwd_hooks, device=device, pad=pad):
+            if runner is not None and _cached(
+                model,
+                runner,
+                seqs,
+                group,
+                dec,
+                max_new_tokens=max_new_tokens,
+                fwd_hooks=fwd_hooks,
+                device=device,
+                pad=pad,
+            ):
                 continue
-            _uncached(model, seqs, group, dec, max_new_tokens=max_new_tokens, fwd_hooks=fwd_hooks, device=device,
-                      pad=pad)
+            _uncached(
+                model, seqs, group, dec, max_new_tokens=max_new_tokens, fwd_hooks=fwd_hooks, device=device, pad=pad
+            )
     logits = [torch.stack(r) if r else torch.empty(0) for r in dec.logits] if dec.logits is not None else None
     return dec.results, logits

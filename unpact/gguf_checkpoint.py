@@ -75,9 +75,7 @@ def gguf_file_in(path: str | os.PathLike) -> Path | None:
     found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == GGUF_SUFFIX)
     if len(found) > 1:
         names = ", ".join(f.name for f in found)
-        raise ModelLoadError(
-            f"directory {str(p)!r} holds several GGUF files ({names}); give the file's path instead"
-        )
+        raise ModelLoadError(f"directory {str(p)!r} holds several GGUF files ({names}); give the file's path instead")
     return found[0] if found else None
 
 
@@ -85,9 +83,7 @@ def _reader(file: Path):
     try:
         import gguf
     except ImportError as exc:
-        raise ModelLoadError(
-            f"reading {str(file)!r} needs the gguf package; install it with: {GGUF_INSTALL}"
-        ) from exc
+        raise ModelLoadError(f"reading {str(file)!r} needs the gguf package; install it with: {GGUF_INSTALL}") from exc
     try:
         return gguf, gguf.GGUFReader(str(file))
     except Exception as exc:  # noqa: BLE001 - re-raised naming the file

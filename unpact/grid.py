@@ -56,9 +56,10 @@ import json
 import os
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -78,11 +79,31 @@ EXECUTORS = ("ray", "local")
 #: Settings that "none" switches off (the reference model, the general set, the holdout split).
 _OPTIONAL = ("reference_model", "general", "holdout_split")
 #: Keys a model entry may set (with ``name``): the model and everything tied to it.
-MODEL_KEYS = {"model", "reference_model", "prompt_format", "system_prompt", "chat_template_args", "device", "max_batch_tokens",
-              "gradient_checkpointing", "method_config", "unlearned"}
+MODEL_KEYS = {
+    "model",
+    "reference_model",
+    "prompt_format",
+    "system_prompt",
+    "chat_template_args",
+    "device",
+    "max_batch_tokens",
+    "gradient_checkpointing",
+    "method_config",
+    "unlearned",
+}
 #: Keys a benchmark entry may set (with ``name``).
-BENCHMARK_KEYS = {"benchmark", "benchmark_path", "forget_split", "retain_split", "holdout_split", "general",
-                  "general_split", "general_path", "max_items", "max_new_tokens"}
+BENCHMARK_KEYS = {
+    "benchmark",
+    "benchmark_path",
+    "forget_split",
+    "retain_split",
+    "holdout_split",
+    "general",
+    "general_split",
+    "general_path",
+    "max_items",
+    "max_new_tokens",
+}
 
 
 @dataclass
@@ -156,8 +177,10 @@ def _entry(value: Any, key: str, allowed: set[str], where: str) -> tuple[str, di
         raise ConfigError(f"each of {where} must be a string or a table with a {key!r} key, got {value!r}")
     unknown = sorted(set(value) - allowed - {"name"})
     if unknown:
-        raise ConfigError(f"{where} entry {value.get('name', value[key])!r}: unknown key {unknown[0]!r}; "
-                          f"known: name, {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where} entry {value.get('name', value[key])!r}: unknown key {unknown[0]!r}; "
+            f"known: name, {', '.join(sorted(allowed))}"
+        )
     data = {k: v for k, v in value.items() if k != "name"}
     return _label(value.get("name") or value[key]), data
 
@@ -169,7 +192,9 @@ def grid_from_dict(data: dict[str, Any]) -> GridConfig:
     if unknown:
         raise ConfigError(f"unknown grid key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
     grid = GridConfig(**data)
-    audits = any(isinstance(m, dict) and m.get("unlearned") for m in (grid.models if isinstance(grid.models, list) else []))
+    audits = any(
+        isinstance(m, dict) and m.get("unlearned") for m in (grid.models if isinstance(grid.models, list) else [])
+    )
     for key in ("models", "benchmarks", "methods"):
         value = getattr(grid, key)
         if isinstance(value, str):
@@ -178,21 +203,26 @@ def grid_from_dict(data: dict[str, Any]) -> GridConfig:
         if not value and not (key == "methods" and audits):
             raise ConfigError(f"the grid has no {key}; name at least one")
     if grid.strengths:
-        raise ConfigError("strengths are not supported yet (they come with the trajectory work); "
-                          "remove 'strengths' from the grid config")
+        raise ConfigError(
+            "strengths are not supported yet (they come with the trajectory work); "
+            "remove 'strengths' from the grid config"
+        )
     if grid.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {grid.executor!r}; use {' or '.join(EXECUTORS)}")
     if not isinstance(grid.run, dict):
         raise ConfigError("the grid's 'run' must be a table of run settings ([run] in TOML)")
     for k in ("model", "benchmark", "methods", "out"):
         if k in grid.run:
-            raise ConfigError(f"[run] sets {k!r}, which the grid decides per cell; use the grid's "
-                              f"{'models' if k == 'model' else 'benchmarks' if k == 'benchmark' else k} instead")
+            raise ConfigError(
+                f"[run] sets {k!r}, which the grid decides per cell; use the grid's "
+                f"{'models' if k == 'model' else 'benchmarks' if k == 'benchmark' else k} instead"
+            )
     if grid.seeds:
         grid.seeds = parse_seeds(grid.seeds)
         if "seed" in grid.run:
-            raise ConfigError("[run] sets 'seed' and the grid has 'seeds'; the seeds axis decides each cell's seed: "
-                              "remove one")
+            raise ConfigError(
+                "[run] sets 'seed' and the grid has 'seeds'; the seeds axis decides each cell's seed: remove one"
+            )
     if grid.cpus_per_cell < 1:
         raise ConfigError(f"cpus_per_cell must be at least 1, got {grid.cpus_per_cell}")
     return grid
@@ -224,8 +254,9 @@ def expand(grid: GridConfig) -> list[Cell]:
             for method, seed in [(m, k) for m in [*grid.methods, *audited] for k in (grid.seeds or [None])]:
                 name = f"{m_label}__{b_label}__{method}" + ("" if seed is None else f"__seed{seed}")
                 if name in seen:
-                    raise ConfigError(f"two grid cells are both named {name!r}; give the models or benchmarks "
-                                      "distinct 'name's")
+                    raise ConfigError(
+                        f"two grid cells are both named {name!r}; give the models or benchmarks distinct 'name's"
+                    )
                 seen[name] = name
                 data = json.loads(json.dumps(grid.run))  # a deep copy
                 data.setdefault("device", "auto")  # cuda where the cell's worker has a GPU, else cpu
@@ -233,8 +264,10 @@ def expand(grid: GridConfig) -> list[Cell]:
                 data.update(json.loads(json.dumps(m_data)))
                 data.update(json.loads(json.dumps(b_data)))
                 if "method_config" in m_data:  # a model's method settings refine the shared ones
-                    data["method_config"] = {k: {**run_mc.get(k, {}), **m_data["method_config"].get(k, {})}
-                                             for k in set(run_mc) | set(m_data["method_config"])}
+                    data["method_config"] = {
+                        k: {**run_mc.get(k, {}), **m_data["method_config"].get(k, {})}
+                        for k in set(run_mc) | set(m_data["method_config"])
+                    }
                 for k in _OPTIONAL:  # TOML has no null: "none" switches an optional input off, as on the command line
                     if isinstance(data.get(k), str) and data[k].lower() == "none":
                         data[k] = None
@@ -242,8 +275,12 @@ def expand(grid: GridConfig) -> list[Cell]:
                 data["method_config"] = {method: mc[method]} if method in mc else {}
                 data["methods"] = [method]
                 if method in audited:  # a given checkpoint: audited, not unlearned (no trajectory: it needs the run)
-                    data.update(methods=[], method_config={}, checkpoints={method: audited[method]},
-                                trajectory={**(data.get("trajectory") or {}), "enabled": False})
+                    data.update(
+                        methods=[],
+                        method_config={},
+                        checkpoints={method: audited[method]},
+                        trajectory={**(data.get("trajectory") or {}), "enabled": False},
+                    )
                 data["out"] = str(root / CELLS_DIR / name)
                 if seed is not None:
                     data["seed"] = seed
@@ -266,11 +303,14 @@ def _unlearned(value: Any, model_label: str, methods: tuple[str, ...]) -> dict[s
     if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
         clash = [k for k in value if k in methods]
         if clash:
-            raise ConfigError(f"models entry {model_label!r}: unlearned checkpoint {clash[0]!r} has a method's name; "
-                              "rename it")
+            raise ConfigError(
+                f"models entry {model_label!r}: unlearned checkpoint {clash[0]!r} has a method's name; rename it"
+            )
         return dict(value)
-    raise ConfigError(f"models entry {model_label!r}: 'unlearned' must be a list of checkpoints or a table "
-                      f"{{name = \"path\"}}, got {value!r}")
+    raise ConfigError(
+        f"models entry {model_label!r}: 'unlearned' must be a list of checkpoints or a table "
+        f'{{name = "path"}}, got {value!r}'
+    )
 
 
 # ------------------------------------------------------------------ running
@@ -293,8 +333,11 @@ def run_cell(cfg_dict: dict[str, Any], threads: int | None = None) -> dict[str, 
         results = run_study(config_from_dict(data))
         return {"status": "done", "results": results}
     except Exception as exc:  # noqa: BLE001 - a failed cell is reported, the others go on
-        return {"status": "failed", "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
-                "traceback": traceback.format_exc()}
+        return {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+            "traceback": traceback.format_exc(),
+        }
 
 
 def _run_local(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict], None]) -> dict[str, dict]:
@@ -309,14 +352,20 @@ def _run_ray(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict]
     try:
         import ray
     except ImportError:
-        raise ConfigError('the "ray" executor needs Ray: pip install "unpact-lens[ray]" '
-                          "(or run the grid with --no-ray / executor = \"local\")") from None
+        raise ConfigError(
+            'the "ray" executor needs Ray: pip install "unpact-lens[ray]" '
+            '(or run the grid with --no-ray / executor = "local")'
+        ) from None
     started = False
     if not ray.is_initialized():
-        env = {"env_vars": {"OMP_NUM_THREADS": str(grid.cpus_per_cell), "MKL_NUM_THREADS": str(grid.cpus_per_cell),
-                            "TOKENIZERS_PARALLELISM": "false",
-                            **{k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME")
-                               if k in os.environ}}}
+        env = {
+            "env_vars": {
+                "OMP_NUM_THREADS": str(grid.cpus_per_cell),
+                "MKL_NUM_THREADS": str(grid.cpus_per_cell),
+                "TOKENIZERS_PARALLELISM": "false",
+                **{k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME") if k in os.environ},
+            }
+        }
         if grid.ray_address:
             ray.init(address=grid.ray_address, runtime_env=env, log_to_driver=False)
         else:
@@ -336,8 +385,11 @@ def _run_ray(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict]
                 try:
                     out[c.name] = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                    out[c.name] = {"status": "failed", "error": f"{type(exc).__name__}: "
-                                   f"{' '.join(str(exc).split())[:500]}", "traceback": ""}
+                    out[c.name] = {
+                        "status": "failed",
+                        "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}",
+                        "traceback": "",
+                    }
                 on_cell(c, out[c.name])
         return out
     finally:
@@ -345,8 +397,12 @@ def _run_ray(cells: list[Cell], grid: GridConfig, on_cell: Callable[[Cell, dict]
             ray.shutdown()
 
 
-def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None = None,
-             on_start: Callable[[list[Cell], list[Cell]], None] | None = None) -> dict[str, Any]:
+def run_grid(
+    grid: GridConfig,
+    *,
+    on_cell: Callable[[Cell, dict], None] | None = None,
+    on_start: Callable[[list[Cell], list[Cell]], None] | None = None,
+) -> dict[str, Any]:
     """Run every unfinished cell of ``grid`` and write the grid report; returns it (``grid.json``).
 
     Finished cells (``results.json`` and the report in their directory) are read back,
@@ -357,9 +413,10 @@ def run_grid(grid: GridConfig, *, on_cell: Callable[[Cell, dict], None] | None =
     cells = expand(grid)
     checked: set[str] = set()
     for c in cells:  # every input checked before any cell runs (one check per model x benchmark)
-        key = json.dumps({k: v for k, v in c.config.to_dict().items()
-                          if k not in ("methods", "method_config", "out", "seed")},
-                         sort_keys=True)
+        key = json.dumps(
+            {k: v for k, v in c.config.to_dict().items() if k not in ("methods", "method_config", "out", "seed")},
+            sort_keys=True,
+        )
         if key not in checked:
             checked.add(key)
             try:
@@ -412,17 +469,28 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
         analyses = run_analyses(group["methods"])
         findings.append(_group_finding(group, label_m, label_b, seed, analyses))
         summary = [group["original"]] if group["original"] is not None else []
-        summary += [c["summary"] for c in cell_rows
-                    if (c["model_label"], c["benchmark_label"], c["seed"]) == (label_m, label_b, seed) and c.get("summary")]
+        summary += [
+            c["summary"]
+            for c in cell_rows
+            if (c["model_label"], c["benchmark_label"], c["seed"]) == (label_m, label_b, seed) and c.get("summary")
+        ]
         rows += [{"model": label_m, "benchmark": label_b, "seed": seed, **r} for r in summary]
         if seed is not None:
-            by_seed.setdefault((label_m, label_b), {})[seed] = {"methods": group["methods"], "analyses": analyses,
-                                                                "summary": summary}
+            by_seed.setdefault((label_m, label_b), {})[seed] = {
+                "methods": group["methods"],
+                "analyses": analyses,
+                "summary": summary,
+            }
     pooled = []
     for (label_m, label_b), per in by_seed.items():
         per = dict(sorted(per.items()))
-        pooled.append({"model_label": label_m, "benchmark_label": label_b,
-                       **pooled_report(per, title=f"{label_m} / {label_b}: {len(per)} seeds pooled")})
+        pooled.append(
+            {
+                "model_label": label_m,
+                "benchmark_label": label_b,
+                **pooled_report(per, title=f"{label_m} / {label_b}: {len(per)} seeds pooled"),
+            }
+        )
     return {
         "cells": cell_rows,
         "n_cells": len(cell_rows),
@@ -434,14 +502,23 @@ def grid_report(cells: list[Cell], failures: dict[str, dict] | None = None) -> d
     }
 
 
-def _cell_entry(cell: Cell, failures: dict[str, dict], groups: dict[tuple[str, str, Any], dict[str, Any]]
-                ) -> dict[str, Any]:
+def _cell_entry(
+    cell: Cell, failures: dict[str, dict], groups: dict[tuple[str, str, Any], dict[str, Any]]
+) -> dict[str, Any]:
     """One cell's row of the grid table; a finished cell's method and original also go into its
     model x benchmark x seed group in ``groups``."""
     label_m, label_b = cell.name.split("__")[0], cell.name.split("__")[1]
-    entry: dict[str, Any] = {"name": cell.name, "model": cell.model, "model_label": label_m,
-                             "benchmark": cell.benchmark, "benchmark_label": label_b, "method": cell.method,
-                             "strength": cell.strength, "dir": str(cell.dir), "seed": cell.seed}
+    entry: dict[str, Any] = {
+        "name": cell.name,
+        "model": cell.model,
+        "model_label": label_m,
+        "benchmark": cell.benchmark,
+        "benchmark_label": label_b,
+        "method": cell.method,
+        "strength": cell.strength,
+        "dir": str(cell.dir),
+        "seed": cell.seed,
+    }
     res = None
     if (cell.dir / "results.json").is_file():
         try:
@@ -454,8 +531,10 @@ def _cell_entry(cell: Cell, failures: dict[str, dict], groups: dict[tuple[str, s
         entry["error"] = failure["error"] if failure else "no results.json: the cell did not finish; rerun the grid"
         return entry
     entry["status"] = "done"
-    group = groups.setdefault((label_m, label_b, cell.seed), {"model": cell.model, "benchmark": cell.benchmark,
-                                                               "methods": {}, "original": None})
+    group = groups.setdefault(
+        (label_m, label_b, cell.seed),
+        {"model": cell.model, "benchmark": cell.benchmark, "methods": {}, "original": None},
+    )
     group["methods"][cell.method] = res["methods"][cell.method]
     for r in res["summary"]:
         if r["method"] == "original" and group["original"] is None:
@@ -465,28 +544,44 @@ def _cell_entry(cell: Cell, failures: dict[str, dict], groups: dict[tuple[str, s
     return entry
 
 
-def _group_finding(group: dict[str, Any], label_m: str, label_b: str, seed: Any, analyses: dict[str, Any]
-                   ) -> dict[str, Any]:
+def _group_finding(
+    group: dict[str, Any], label_m: str, label_b: str, seed: Any, analyses: dict[str, Any]
+) -> dict[str, Any]:
     """The findings of one model x benchmark x seed group, from the analyses over its finished cells."""
     focus = analyses["keyword_focus"]
     return {
-        "model": group["model"], "model_label": label_m, "benchmark": group["benchmark"], "benchmark_label": label_b,
-        "seed": seed, "methods": sorted(group["methods"]),
+        "model": group["model"],
+        "model_label": label_m,
+        "benchmark": group["benchmark"],
+        "benchmark_label": label_b,
+        "seed": seed,
+        "methods": sorted(group["methods"]),
         "verdicts": {
             "recovery": analyses["recovery"].get("verdict"),
             "collapse": analyses["collapse"].get("verdict"),
             "layer_head": analyses["layer_head"].get("verdict"),
             **{f"keyword_focus/{m}": r.get("verdict") for m, r in focus.items()},
         },
-        "holds": {"collapse": analyses["collapse"].get("holds"),
-                  **{f"keyword_focus/{m}": r.get("holds") for m, r in focus.items()}},
+        "holds": {
+            "collapse": analyses["collapse"].get("holds"),
+            **{f"keyword_focus/{m}": r.get("holds") for m, r in focus.items()},
+        },
         "hidden_methods": analyses["recovery"].get("hidden_methods"),
     }
 
 
-_COLS = [("model", "model"), ("benchmark", "benchmark"), ("method", "method"), ("forget_rouge", "forget"),
-         ("retain_rouge", "retain"), ("general_accuracy", "general"), ("forget_quality", "FQ"),
-         ("model_utility", "MU"), ("recovery_prompt", "rec.prompt"), ("recovery_activation", "rec.act")]
+_COLS = [
+    ("model", "model"),
+    ("benchmark", "benchmark"),
+    ("method", "method"),
+    ("forget_rouge", "forget"),
+    ("retain_rouge", "retain"),
+    ("general_accuracy", "general"),
+    ("forget_quality", "FQ"),
+    ("model_utility", "MU"),
+    ("recovery_prompt", "rec.prompt"),
+    ("recovery_activation", "rec.act"),
+]
 
 
 #: the columns shown as mean [min-max] over seeds
@@ -535,16 +630,19 @@ def _seed_text(f: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any]) -> str:
     """The grid report as one self-contained HTML page."""
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unpact study grid</title><style>"
-             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
-             ".bad{color:#a00}</style></head><body>",
-             f"<h1>Study grid: {report['n_done']} of {report['n_cells']} cells done</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>unpact study grid</title><style>"
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:nth-child(-n+3),th{text-align:left}"
+        ".bad{color:#a00}</style></head><body>",
+        f"<h1>Study grid: {report['n_done']} of {report['n_cells']} cells done</h1>",
+    ]
     bad = [c for c in report["cells"] if c["status"] != "done"]
     if bad:
         parts.append("<h2 class='bad'>Cells not done (rerun the grid to retry them)</h2><ul>")
-        parts += [f"<li class='bad'><code>{e(c['name'])}</code>: {e(c['status'])}: {e(c.get('error', ''))}</li>"
-                  for c in bad]
+        parts += [
+            f"<li class='bad'><code>{e(c['name'])}</code>: {e(c['status'])}: {e(c.get('error', ''))}</li>" for c in bad
+        ]
         parts.append("</ul>")
     cols = _columns(report)
     parts.append("<h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for _, h in cols) + "</tr>")
@@ -552,19 +650,26 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append("<tr>" + "".join(f"<td>{e(_cell_text(k, r.get(k)))}</td>" for k, _ in cols) + "</tr>")
     parts.append("</table><h2>Findings</h2>")
     for f in report["findings"]:
-        parts.append(f"<h3>{e(f['model_label'])} / {e(f['benchmark_label'])}{e(_seed_text(f))} "
-                     f"({e(', '.join(f['methods']))})</h3><ul>")
+        parts.append(
+            f"<h3>{e(f['model_label'])} / {e(f['benchmark_label'])}{e(_seed_text(f))} "
+            f"({e(', '.join(f['methods']))})</h3><ul>"
+        )
         parts += [f"<li><b>{e(k)}</b>: {e(str(v))}</li>" for k, v in f["verdicts"].items() if v]
         parts.append("</ul>")
     if report.get("pooled"):
         parts.append("<h2>Pooled over seeds</h2>")
         for p in report["pooled"]:
-            parts.append(f"<h3>{e(p['title'])}</h3><table><tr><th>method</th>"
-                         + "".join(f"<th>{e(h)}</th>" for k, h in _COLS if k in _SPREAD) + "</tr>")
+            parts.append(
+                f"<h3>{e(p['title'])}</h3><table><tr><th>method</th>"
+                + "".join(f"<th>{e(h)}</th>" for k, h in _COLS if k in _SPREAD)
+                + "</tr>"
+            )
             for r in p["summary"]:
-                parts.append(f"<tr><td>{e(r['method'])}</td>"
-                             + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>" for k, _ in _COLS if k in _SPREAD)
-                             + "</tr>")
+                parts.append(
+                    f"<tr><td>{e(r['method'])}</td>"
+                    + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>" for k, _ in _COLS if k in _SPREAD)
+                    + "</tr>"
+                )
             parts.append("</table><ul>" + "".join(f"<li>{e(x)}</li>" for x in verdict_lines(p)) + "</ul>")
     parts.append("</body></html>")
     return "".join(parts)

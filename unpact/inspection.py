@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +118,7 @@ class LayerReadout:
         return plain_data(asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerReadout":
+    def from_dict(cls, d: dict[str, Any]) -> LayerReadout:
         d = dict(d)
         d["lens_logprob"] = [float("nan") if v is None else float(v) for v in d["lens_logprob"]]
         return cls(**d)
@@ -137,6 +138,7 @@ def _readout(model, p: Prepared) -> LayerReadout:
         def hook(act, hook=None):
             store[name] = act.detach()
             return act
+
         return hook
 
     window = scoring.answer_window(tmask)
@@ -149,7 +151,7 @@ def _readout(model, p: Prepared) -> LayerReadout:
         lp = float(scoring.reduce_logprobs(scoring.token_logprobs(logits, ids, tmask), tmask)[0])
         lens_lp, lens_rank = [], []
         for name in resid_names:
-            resid: Float[Tensor, "1 window d_model"] = store[name][:, T - window:]
+            resid: Float[Tensor, "1 window d_model"] = store[name][:, T - window :]
             lg = model.unembed(model.ln_final(resid))
             lens_lp.append(float(scoring.reduce_logprobs(scoring.token_logprobs(lg, ids, tmask), tmask)[0]))
             row = lg[0, q - (T - window)].float()
@@ -158,8 +160,9 @@ def _readout(model, p: Prepared) -> LayerReadout:
     return LayerReadout(["embed"] + [str(l) for l in range(L)], lens_lp, lens_rank, attention, q, lp)
 
 
-def read_layers(model, items: Any, *, fmt: str | PromptFormat | None = None,
-                truncate: bool = False) -> LayerReadout | list[LayerReadout]:
+def read_layers(
+    model, items: Any, *, fmt: str | PromptFormat | None = None, truncate: bool = False
+) -> LayerReadout | list[LayerReadout]:
     """The logit lens and the answer-position attention of each item (one forward each).
 
     ``items`` as for :func:`unpact.attribution.attribute` (one item gives one result).
@@ -266,31 +269,57 @@ class Inspection:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: every number of both models (the attributions exactly as ``attribute`` gives them)."""
-        models = {"before": {"model": self.model, "attributions": {m: a.to_dict() for m, a in self.before.items()},
-                             "readout": self.readout_before.to_dict()}}
+        models = {
+            "before": {
+                "model": self.model,
+                "attributions": {m: a.to_dict() for m, a in self.before.items()},
+                "readout": self.readout_before.to_dict(),
+            }
+        }
         if self.after is not None:
-            models["after"] = {"model": self.against, "attributions": {m: a.to_dict() for m, a in self.after.items()},
-                               "readout": self.readout_after.to_dict() if self.readout_after else None}
-        return plain_data({
-            "model": self.model, "against": self.against, "item": self.item, "prompt_format": self.prompt_format,
-            "methods": self.methods, "key_tokens": self.key_tokens, "key_from": self.key_from,
-            "heads": [list(h) for h in self.heads], "head_ranking": self.head_ranking, "top_heads": self.top_heads,
-            "models": models, "delta": self.delta(),
-            "comparison": {m: c.to_dict() for m, c in self.comparison.items()} if self.comparison else None,
-        })
+            models["after"] = {
+                "model": self.against,
+                "attributions": {m: a.to_dict() for m, a in self.after.items()},
+                "readout": self.readout_after.to_dict() if self.readout_after else None,
+            }
+        return plain_data(
+            {
+                "model": self.model,
+                "against": self.against,
+                "item": self.item,
+                "prompt_format": self.prompt_format,
+                "methods": self.methods,
+                "key_tokens": self.key_tokens,
+                "key_from": self.key_from,
+                "heads": [list(h) for h in self.heads],
+                "head_ranking": self.head_ranking,
+                "top_heads": self.top_heads,
+                "models": models,
+                "delta": self.delta(),
+                "comparison": {m: c.to_dict() for m, c in self.comparison.items()} if self.comparison else None,
+            }
+        )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Inspection":
+    def from_dict(cls, d: dict[str, Any]) -> Inspection:
         """Inverse of :meth:`to_dict` (the comparisons are recomputed from the attributions)."""
         b = d["models"]["before"]
         a = d["models"].get("after")
         before = {m: Attribution.from_dict(x) for m, x in b["attributions"].items()}
         after = {m: Attribution.from_dict(x) for m, x in a["attributions"].items()} if a else None
         return cls(
-            model=d["model"], item=d["item"], prompt_format=d["prompt_format"], methods=list(d["methods"]),
-            before=before, readout_before=LayerReadout.from_dict(b["readout"]), key_tokens=list(d["key_tokens"]),
-            key_from=d["key_from"], heads=[(int(x[0]), int(x[1])) for x in d["heads"]], top_heads=d["top_heads"],
-            against=d.get("against"), after=after,
+            model=d["model"],
+            item=d["item"],
+            prompt_format=d["prompt_format"],
+            methods=list(d["methods"]),
+            before=before,
+            readout_before=LayerReadout.from_dict(b["readout"]),
+            key_tokens=list(d["key_tokens"]),
+            key_from=d["key_from"],
+            heads=[(int(x[0]), int(x[1])) for x in d["heads"]],
+            top_heads=d["top_heads"],
+            against=d.get("against"),
+            after=after,
             readout_after=LayerReadout.from_dict(a["readout"]) if a else None,
             comparison={m: compare([before[m]], [after[m]]) for m in before} if after else None,
             head_ranking=d.get("head_ranking", ""),
@@ -312,16 +341,25 @@ class Inspection:
         return self.to_html()
 
     def __repr__(self) -> str:
-        return (f"Inspection(model={self.model!r}, against={self.against!r}, item={self.item.get('id')!r}, "
-                f"methods={self.methods}, lp={self.readout_before.lp:.4f}"
-                + (f", lp_after={self.readout_after.lp:.4f}" if self.readout_after else "") + ")")
+        return (
+            f"Inspection(model={self.model!r}, against={self.against!r}, item={self.item.get('id')!r}, "
+            f"methods={self.methods}, lp={self.readout_before.lp:.4f}"
+            + (f", lp_after={self.readout_after.lp:.4f}" if self.readout_after else "")
+            + ")"
+        )
 
 
 # ------------------------------------------------------------------ compute
 
 
-def _rank_heads(before: dict[str, Attribution], after: dict[str, Attribution] | None,
-                rb: LayerReadout, ra: LayerReadout | None, keys: list[int], n: int) -> tuple[list[dict], str]:
+def _rank_heads(
+    before: dict[str, Attribution],
+    after: dict[str, Attribution] | None,
+    rb: LayerReadout,
+    ra: LayerReadout | None,
+    keys: list[int],
+    n: int,
+) -> tuple[list[dict], str]:
     """The ``n`` top heads: by |sum over sources of head_total| (its change with ``after``), or, without
     ``heads``, by the attention from the answer position onto the KeyTokens (its change)."""
     L = len(rb.attention)
@@ -330,8 +368,11 @@ def _rank_heads(before: dict[str, Attribution], after: dict[str, Attribution] | 
     rows = []
     for l in range(L):
         for h in range(H):
-            r: dict[str, Any] = {"layer": l, "head": h,
-                                 "key_attention_before": float(sum(rb.attention[l][h][i] for i in keys))}
+            r: dict[str, Any] = {
+                "layer": l,
+                "head": h,
+                "key_attention_before": float(sum(rb.attention[l][h][i] for i in keys)),
+            }
             if hb is not None:
                 r["total_before"] = hb[l][h]
                 r["direct_before"] = _head_sums(before["heads"], "head_direct")[l][h]
@@ -344,11 +385,17 @@ def _rank_heads(before: dict[str, Attribution], after: dict[str, Attribution] | 
                     r["total_delta"] = r["total_after"] - r["total_before"]
             rows.append(r)
     if hb is not None:
-        key, how = ("total_delta", "|change in the head's total contribution|") if ra is not None else \
-                   ("total_before", "|the head's total contribution (heads, summed over sources)|")
+        key, how = (
+            ("total_delta", "|change in the head's total contribution|")
+            if ra is not None
+            else ("total_before", "|the head's total contribution (heads, summed over sources)|")
+        )
     else:
-        key, how = ("key_attention_delta", "|change in attention onto the KeyTokens|") if ra is not None else \
-                   ("key_attention_before", "attention onto the KeyTokens")
+        key, how = (
+            ("key_attention_delta", "|change in attention onto the KeyTokens|")
+            if ra is not None
+            else ("key_attention_before", "attention onto the KeyTokens")
+        )
     rows.sort(key=lambda r: -abs(r[key]))
     return rows[:n], how
 
@@ -397,8 +444,10 @@ def inspect_item(
     L, H = model.cfg.n_layers, model.cfg.n_heads
     for l, h in heads or []:
         if not (0 <= l < L and 0 <= h < H):
-            raise ConfigError(f"head {l}.{h} is out of range: the model has {L} layers of {H} heads "
-                              f"(layers 0..{L - 1}, heads 0..{H - 1})")
+            raise ConfigError(
+                f"head {l}.{h} is out of range: the model has {L} layers of {H} heads "
+                f"(layers 0..{L - 1}, heads 0..{H - 1})"
+            )
     (prep,), _ = prepare_items(model, [item], fmt=f, truncate=truncate)
     steps = len(names) * (2 if against is not None else 1)
     before: dict[str, Attribution] = {}
@@ -410,8 +459,10 @@ def inspect_item(
             if against is not None:
                 after[m] = attribute(against, item, method=m, fmt=f, truncate=truncate)
                 if after[m].token_ids != before[m].token_ids:
-                    raise InputError("the two models tokenise the prompt differently; inspect models that share "
-                                     "a tokenizer (an unlearned model and its original)")
+                    raise InputError(
+                        "the two models tokenise the prompt differently; inspect models that share "
+                        "a tokenizer (an unlearned model and its original)"
+                    )
                 bar.update()
     rb = _readout(model, prep)
     ra = None
@@ -425,12 +476,26 @@ def inspect_item(
     comparison = {m: compare([before[m]], [after[m]], **key_options) for m in names} if after is not None else None
     return Inspection(
         model=model_name or str(getattr(model, "unpact_spec", "model")),
-        item={"id": prep.item_id, "prompt": prep.prompt, "answer": prep.answer,
-              "question": getattr(item, "question", None), "source": source},
-        prompt_format=f.name, methods=names, before=before, readout_before=rb, key_tokens=keys,
-        key_from=key_from, heads=shown, top_heads=ranked[:top_heads],
+        item={
+            "id": prep.item_id,
+            "prompt": prep.prompt,
+            "answer": prep.answer,
+            "question": getattr(item, "question", None),
+            "source": source,
+        },
+        prompt_format=f.name,
+        methods=names,
+        before=before,
+        readout_before=rb,
+        key_tokens=keys,
+        key_from=key_from,
+        heads=shown,
+        top_heads=ranked[:top_heads],
         against=_against_label(model_name or str(getattr(model, "unpact_spec", "model")), against, against_name),
-        after=after, readout_after=ra, comparison=comparison, head_ranking=how,
+        after=after,
+        readout_after=ra,
+        comparison=comparison,
+        head_ranking=how,
     )
 
 
@@ -470,7 +535,9 @@ def _grid(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[
     out = [indent + "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
     out.append(indent + "  ".join("-" * w for w in widths))
     for r in rows:
-        out.append(indent + "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths))))
+        out.append(
+            indent + "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+        )
     return out
 
 
@@ -497,8 +564,10 @@ def _text_header(ins: Inspection) -> list[str]:
     lines.append("prompt: " + repr(ins.item["prompt"]))
     lines.append("answer: " + repr(ins.item["answer"]))
     if ra is not None:
-        lines.append(f"LP(x, y) = {rb.lp:.4f} before, {ra.lp:.4f} after (Δ {_n(ra.lp - rb.lp)})   "
-                     "[mean log-prob of the answer tokens]")
+        lines.append(
+            f"LP(x, y) = {rb.lp:.4f} before, {ra.lp:.4f} after (Δ {_n(ra.lp - rb.lp)})   "
+            "[mean log-prob of the answer tokens]"
+        )
     else:
         lines.append(f"LP(x, y) = {rb.lp:.4f}   [mean log-prob of the answer tokens]")
     return lines
@@ -509,8 +578,10 @@ def _text_tokens(ins: Inspection, width: int) -> list[str]:
     rb, ra = ins.readout_before, ins.readout_after
     keyset = set(ins.key_tokens)
     shown = ins.heads[0] if ins.heads else None
-    lines = [f"Tokens: contribution of each prompt token to LP (* = KeyToken of {ins.model}, from {ins.key_from}; "
-             "special tokens in brackets)"]
+    lines = [
+        f"Tokens: contribution of each prompt token to LP (* = KeyToken of {ins.model}, from {ins.key_from}; "
+        "special tokens in brackets)"
+    ]
     header = ["pos", "token"]
     for m in ins.methods:
         m = _SHORT.get(m, m)
@@ -537,27 +608,34 @@ def _text_tokens(ins: Inspection, width: int) -> list[str]:
         rows.append(row)
     lines += _grid(header, rows)
     if shown:
-        lines.append(f"  attn {shown[0]}.{shown[1]}: attention of layer {shown[0]} head {shown[1]} from the position "
-                     f"that predicts the answer's first token (position {rb.query_position})")
+        lines.append(
+            f"  attn {shown[0]}.{shown[1]}: attention of layer {shown[0]} head {shown[1]} from the position "
+            f"that predicts the answer's first token (position {rb.query_position})"
+        )
     return lines
 
 
 def _text_layers(ins: Inspection) -> list[str]:
     two = ins.after is not None
     rb, ra = ins.readout_before, ins.readout_after
-    lines = ["Layers: logit lens = LP read after the layer through the final norm and unembedding "
-             "(rank of the answer's first token in brackets)"]
+    lines = [
+        "Layers: logit lens = LP read after the layer through the final norm and unembedding "
+        "(rank of the answer's first token in brackets)"
+    ]
     heads_before = ins.before.get("heads")
     heads_after = ins.after.get("heads") if two else None
     if heads_before is not None:
-        lines.append("        attn/mlp direct = the block's output read as the mean answer logit (exact split); "
-                     "total = first-order contribution to LP")
+        lines.append(
+            "        attn/mlp direct = the block's output read as the mean answer logit (exact split); "
+            "total = first-order contribution to LP"
+        )
     else:
         lines.append("        (add heads to --method for the attention/MLP contribution of each layer)")
     header = ["layer", "lens"] + (["lens after", "lens Δ"] if two else [])
     if heads_before is not None:
-        header += ["attn direct", "mlp direct"] + (["attn direct after", "mlp direct after"] if two else
-                                                   ["attn total", "mlp total"])
+        header += ["attn direct", "mlp direct"] + (
+            ["attn direct after", "mlp direct after"] if two else ["attn total", "mlp total"]
+        )
     rows = []
     for j, name in enumerate(rb.layers):
         row = [name, f"{rb.lens_logprob[j]:+.4f} ({rb.lens_rank[j]})"]
@@ -604,8 +682,10 @@ def _html_body(ins: Inspection) -> str:
     two = ins.after is not None
     parts = [f"<h2>unpact inspect: {esc(ins.model)}" + (f" vs {esc(ins.against)}" if two else "") + "</h2>"]
     src = f" ({esc(str(ins.item['source']))})" if ins.item.get("source") else ""
-    parts.append(f"<p>Item <b>{esc(str(ins.item['id']))}</b>{src}, prompt format <code>{esc(ins.prompt_format)}</code>."
-                 f"<br>Prompt: <code>{esc(repr(ins.item['prompt']))}</code><br>Answer: <code>{esc(repr(ins.item['answer']))}</code></p>")
+    parts.append(
+        f"<p>Item <b>{esc(str(ins.item['id']))}</b>{src}, prompt format <code>{esc(ins.prompt_format)}</code>."
+        f"<br>Prompt: <code>{esc(repr(ins.item['prompt']))}</code><br>Answer: <code>{esc(repr(ins.item['answer']))}</code></p>"
+    )
     before, after = ins.readout_before, ins.readout_after
     lp_rows = [["LP(x, y) (mean answer log-prob)", before.lp] + ([after.lp, after.lp - before.lp] if two else [])]
     parts.append(F.table_html(["", ins.model] + ([ins.against, "Δ (after − before)"] if two else []), lp_rows))
@@ -617,9 +697,11 @@ def _tokens_html(ins: Inspection) -> list[str]:
     """Per attribution method, the token heatmap (before, after and the change when comparing)."""
     esc = html.escape
     key = [i in set(ins.key_tokens) for i in range(len(ins.tokens))]
-    parts = ["<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
-             f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
-             "colour scale per method; the change has its own.</p>"]
+    parts = [
+        "<h3>Tokens</h3><p class='note'>Contribution of each prompt token to LP: blue raises it, red lowers it "
+        f"(outlined: the KeyTokens of {esc(ins.model)}, from {esc(ins.key_from)}). Before and after share one "
+        "colour scale per method; the change has its own.</p>"
+    ]
     for m in ins.methods:
         before = ins.before[m]
         parts.append(f"<div><b>{esc(m)}</b></div>")
@@ -628,13 +710,22 @@ def _tokens_html(ins: Inspection) -> list[str]:
             continue
         after = ins.after[m]
         lim = max(F.score_limit(before.scores), F.score_limit(after.scores))
-        parts.append(f"<div><span class='lbl'>{esc(ins.model)}</span>"
-                     + F.token_heatmap_html(before.tokens, before.scores, key, lim=lim) + "</div>")
-        parts.append(f"<div><span class='lbl'>{esc(ins.against)}</span>"
-                     + F.token_heatmap_html(after.tokens, after.scores, key, lim=lim) + "</div>")
+        parts.append(
+            f"<div><span class='lbl'>{esc(ins.model)}</span>"
+            + F.token_heatmap_html(before.tokens, before.scores, key, lim=lim)
+            + "</div>"
+        )
+        parts.append(
+            f"<div><span class='lbl'>{esc(ins.against)}</span>"
+            + F.token_heatmap_html(after.tokens, after.scores, key, lim=lim)
+            + "</div>"
+        )
         change = [y - x for x, y in zip(before.scores, after.scores)]
-        parts.append("<div><span class='lbl'>change (after − before)</span>"
-                     + F.token_heatmap_html(before.tokens, change, key, label="change in contribution") + "</div>")
+        parts.append(
+            "<div><span class='lbl'>change (after − before)</span>"
+            + F.token_heatmap_html(before.tokens, change, key, label="change in contribution")
+            + "</div>"
+        )
     return parts
 
 
@@ -644,11 +735,17 @@ def _layers_html(ins: Inspection) -> list[str]:
     before, after = ins.readout_before, ins.readout_after
     heads_before = ins.before.get("heads")
     heads_after = ins.after.get("heads") if two else None
-    parts = ["<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
-             "layer through the model's own final norm and unembedding (the last one is the model's LP). "
-             + ("Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
-                "its first-order contribution to LP (heads method)." if heads_before is not None else
-                "Add the heads method for each layer's attention/MLP contribution.") + "</p>"]
+    parts = [
+        "<h3>Layers</h3><p class='note'>Logit lens: the answer's LP read from the residual stream after each "
+        "layer through the model's own final norm and unembedding (the last one is the model's LP). "
+        + (
+            "Direct: each block's output read as the mean answer logit (an exact split of the logit); total: "
+            "its first-order contribution to LP (heads method)."
+            if heads_before is not None
+            else "Add the heads method for each layer's attention/MLP contribution."
+        )
+        + "</p>"
+    ]
     lens = {ins.model: before.lens_logprob}
     if two:
         lens[ins.against] = after.lens_logprob
@@ -658,22 +755,31 @@ def _layers_html(ins: Inspection) -> list[str]:
         if heads_after is not None:
             comps[ins.against] = {"attention": heads_after.extras["attn_total"], "MLP": heads_after.extras["mlp_total"]}
     parts.append(F.img_html(F.layers_png(before.layers, lens, comps), "logit lens and per-layer contributions"))
-    rows = [[f"logit lens LP ({ins.model})", *before.lens_logprob], [f"first-token rank ({ins.model})", *before.lens_rank]]
+    rows = [
+        [f"logit lens LP ({ins.model})", *before.lens_logprob],
+        [f"first-token rank ({ins.model})", *before.lens_rank],
+    ]
     if two:
-        rows += [[f"logit lens LP ({ins.against})", *after.lens_logprob],
-                 [f"first-token rank ({ins.against})", *after.lens_rank],
-                 ["logit lens Δ", *[y - x for y, x in zip(after.lens_logprob, before.lens_logprob)]]]
+        rows += [
+            [f"logit lens LP ({ins.against})", *after.lens_logprob],
+            [f"first-token rank ({ins.against})", *after.lens_rank],
+            ["logit lens Δ", *[y - x for y, x in zip(after.lens_logprob, before.lens_logprob)]],
+        ]
     for name, heads in [(ins.model, heads_before)] + ([(ins.against, heads_after)] if heads_after is not None else []):
         if heads is None:
             continue
         x = heads.extras
-        rows += [[f"attn direct ({name})", x["embed_direct"] + x["pos_embed_direct"], *x["attn_direct"]],
-                 [f"mlp direct ({name})", None, *x["mlp_direct"]],
-                 [f"attn total ({name})", x["embed_total"], *x["attn_total"]],
-                 [f"mlp total ({name})", None, *x["mlp_total"]]]
+        rows += [
+            [f"attn direct ({name})", x["embed_direct"] + x["pos_embed_direct"], *x["attn_direct"]],
+            [f"mlp direct ({name})", None, *x["mlp_direct"]],
+            [f"attn total ({name})", x["embed_total"], *x["attn_total"]],
+            [f"mlp total ({name})", None, *x["mlp_total"]],
+        ]
     parts.append(F.table_html(["", *before.layers], rows))
-    parts.append("<p class='note'>Column <i>embed</i>: the residual before block 0 (for the direct and total rows, "
-                 "the token and position embeddings' contribution).</p>")
+    parts.append(
+        "<p class='note'>Column <i>embed</i>: the residual before block 0 (for the direct and total rows, "
+        "the token and position embeddings' contribution).</p>"
+    )
     return parts
 
 
@@ -689,18 +795,34 @@ def _heads_html(ins: Inspection) -> list[str]:
         if heads_after is not None:
             sums_after = np.array(_head_sums(heads_after, "head_total"))
             lim = float(max(np.abs(sums_before).max(), np.abs(sums_after).max())) or 1.0
-            parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution", lim=lim),
-                                    "heads before"))
-            parts.append(F.img_html(F.layer_head_png(sums_after, f"{ins.against}: head total contribution", lim=lim),
-                                    "heads after"))
-            parts.append(F.img_html(F.layer_head_png(sums_after - sums_before, "change (after − before)",
-                                                     label="change in contribution"), "heads change"))
+            parts.append(
+                F.img_html(
+                    F.layer_head_png(sums_before, f"{ins.model}: head total contribution", lim=lim), "heads before"
+                )
+            )
+            parts.append(
+                F.img_html(
+                    F.layer_head_png(sums_after, f"{ins.against}: head total contribution", lim=lim), "heads after"
+                )
+            )
+            parts.append(
+                F.img_html(
+                    F.layer_head_png(
+                        sums_after - sums_before, "change (after − before)", label="change in contribution"
+                    ),
+                    "heads change",
+                )
+            )
         else:
             parts.append(F.img_html(F.layer_head_png(sums_before, f"{ins.model}: head total contribution"), "heads"))
     has_heads = heads_before is not None
-    cols = ["head"] + (["total", "direct"] if has_heads else []) + (
-        ["total after", "direct after", "total Δ"] if has_heads and two else []) + ["attention → KeyTokens"] + (
-        ["after"] if two else [])
+    cols = (
+        ["head"]
+        + (["total", "direct"] if has_heads else [])
+        + (["total after", "direct after", "total Δ"] if has_heads and two else [])
+        + ["attention → KeyTokens"]
+        + (["after"] if two else [])
+    )
     rows = []
     for r in ins.top_heads:
         row = [f"{r['layer']}.{r['head']}"]
@@ -721,13 +843,25 @@ def _attention_html(ins: Inspection) -> list[str]:
     two = ins.after is not None
     before, after = ins.readout_before, ins.readout_after
     n = len(ins.tokens)
-    parts = ["<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
-             f"heads from position {before.query_position} (the prompt's last token, whose output predicts the answer's "
-             "first token) onto the prompt (grey: 0 = white).</p>"]
+    parts = [
+        "<h3>Attention from the answer's first position</h3><p class='note'>Attention weights of the chosen "
+        f"heads from position {before.query_position} (the prompt's last token, whose output predicts the answer's "
+        "first token) onto the prompt (grey: 0 = white).</p>"
+    ]
     labels = [ins.model] + ([ins.against] if two else [])
     for layer, head in ins.heads:
         weights = [before.attention[layer][head][:n]] + ([after.attention[layer][head][:n]] if two else [])
-        parts.append(F.img_html(F.heatmap_png(weights, title=f"layer {layer} head {head}", label="attention weight",
-                                              xticklabels=ins.tokens, yticklabels=labels, kind="attention"),
-                                f"attention of head {layer}.{head}"))
+        parts.append(
+            F.img_html(
+                F.heatmap_png(
+                    weights,
+                    title=f"layer {layer} head {head}",
+                    label="attention weight",
+                    xticklabels=ins.tokens,
+                    yticklabels=labels,
+                    kind="attention",
+                ),
+                f"attention of head {layer}.{head}",
+            )
+        )
     return parts

@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from unpact.data import PromptFormat, records_from_rows
 from unpact.data.loaders import MANIFEST, read_records
@@ -42,7 +43,10 @@ KNOWN_SPLITS = ("forget", "retain", "general")
 UNKNOWN_SPLIT = "unknown"
 #: what the written splits are, declared in ``manifest.json`` for the loader
 #: (:func:`unpact.data.loaders.declared_by_manifest`): TOFU-format QA, each split's role
-DECLARED = {"style": "tofu", "roles": {"forget": "forget", "retain": "retain", "general": "other", UNKNOWN_SPLIT: "other"}}
+DECLARED = {
+    "style": "tofu",
+    "roles": {"forget": "forget", "retain": "retain", "general": "other", UNKNOWN_SPLIT: "other"},
+}
 #: hand-written paraphrased questions for TOFU's world facts and real authors (the facts' second
 #: format, which the presence probes and the positive control need; TOFU ships none)
 TOFU_PARAPHRASES = RESOURCES_DIR / "tofu_paraphrased_questions.json"
@@ -54,8 +58,10 @@ def read_paraphrases(path: str | os.PathLike = TOFU_PARAPHRASES) -> dict[str, st
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         return {r["question"]: r["paraphrased_question"] for r in doc["paraphrases"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"paraphrase file {str(path)!r} is unreadable or malformed ({exc}); it needs "
-                        '{"paraphrases": [{"question": ..., "paraphrased_question": ...}]}') from None
+        raise DataError(
+            f"paraphrase file {str(path)!r} is unreadable or malformed ({exc}); it needs "
+            '{"paraphrases": [{"question": ..., "paraphrased_question": ...}]}'
+        ) from None
 
 
 @dataclass
@@ -82,8 +88,10 @@ class KnownFactsConfig:
 
     def validate(self) -> None:
         if len(self.fractions) != len(KNOWN_SPLITS) or any(f < 0 for f in self.fractions) or sum(self.fractions) <= 0:
-            raise ConfigError(f"fractions must be {len(KNOWN_SPLITS)} non-negative shares (forget, retain, general), "
-                              f"got {self.fractions!r}")
+            raise ConfigError(
+                f"fractions must be {len(KNOWN_SPLITS)} non-negative shares (forget, retain, general), "
+                f"got {self.fractions!r}"
+            )
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
 
@@ -120,14 +128,19 @@ def _cut(rows: list[dict[str, Any]], fractions: Sequence[float]) -> list[list[di
         sizes[i] += 1
     out, start = [], 0
     for n in sizes:
-        out.append(rows[start:start + n])
+        out.append(rows[start : start + n])
         start += n
     return out
 
 
-def build_known_facts(model, sources: Sequence[str | os.PathLike], fmt: PromptFormat,
-                      config: KnownFactsConfig | None = None, *,
-                      progress: Callable[[int, int], None] | None = None) -> KnownFacts:
+def build_known_facts(
+    model,
+    sources: Sequence[str | os.PathLike],
+    fmt: PromptFormat,
+    config: KnownFactsConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> KnownFacts:
     """Ask ``model`` every question of the TOFU-format files ``sources`` in prompt format
     ``fmt`` and split the questions into known facts (forget / retain / general, disjoint,
     each source in the same proportions) and ``unknown``; see the module docstring."""
@@ -142,8 +155,13 @@ def build_known_facts(model, sources: Sequence[str | os.PathLike], fmt: PromptFo
         if not path.is_file():
             raise DataError(f"source file {str(path)!r} does not exist; give a TOFU-format QA file")
         by_source[path.name] = [
-            {**row, "paraphrased_question": paraphrases[row["question"]], "paraphrase_source": Path(config.paraphrases).name}
-            if not row.get("paraphrased_question") and row["question"] in paraphrases else row
+            {
+                **row,
+                "paraphrased_question": paraphrases[row["question"]],
+                "paraphrase_source": Path(config.paraphrases).name,
+            }
+            if not row.get("paraphrased_question") and row["question"] in paraphrases
+            else row
             for row in _rows_of(path)
         ]
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in (*KNOWN_SPLITS, UNKNOWN_SPLIT)}
@@ -170,8 +188,9 @@ def build_known_facts(model, sources: Sequence[str | os.PathLike], fmt: PromptFo
         "prompt_format": fmt.name,
         "system_prompt": getattr(fmt, "system_prompt", None),
         "sources": {name: len(rows) for name, rows in by_source.items()},
-        "known_by_source": {name: sum(r["source"] == name for s in KNOWN_SPLITS for r in splits[s])
-                            for name in by_source},
+        "known_by_source": {
+            name: sum(r["source"] == name for s in KNOWN_SPLITS for r in splits[s]) for name in by_source
+        },
         "config": {**asdict(config), "fractions": list(config.fractions)},
         "criterion": f"ROUGE-L recall of the reference answer in the greedy answer >= {config.threshold}",
     }

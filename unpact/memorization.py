@@ -29,8 +29,8 @@ Example:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -69,8 +69,9 @@ class MIAConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_k_ratio <= 1.0:
-            raise ConfigError(f"min_k_ratio must be in (0, 1]; got {self.min_k_ratio} "
-                              "(open-unlearning and MUSE use 0.4)")
+            raise ConfigError(
+                f"min_k_ratio must be in (0, 1]; got {self.min_k_ratio} (open-unlearning and MUSE use 0.4)"
+            )
         if self.privleak_attack not in ATTACKS:
             raise ConfigError(f"unknown privleak attack {self.privleak_attack!r}; known: {', '.join(ATTACKS)}")
 
@@ -133,8 +134,13 @@ def min_k_score(logprobs: Sequence[float], ratio: float = MIAConfig.min_k_ratio)
     return float(-np.mean(lp[: n_lowest(lp.size, ratio)]))
 
 
-def min_k_plus_plus_score(logprobs: Sequence[float], vocab_mean: Sequence[float], vocab_var: Sequence[float],
-                          ratio: float = MIAConfig.min_k_ratio, var_floor: float = MIAConfig.var_floor) -> float:
+def min_k_plus_plus_score(
+    logprobs: Sequence[float],
+    vocab_mean: Sequence[float],
+    vocab_var: Sequence[float],
+    ratio: float = MIAConfig.min_k_ratio,
+    var_floor: float = MIAConfig.var_floor,
+) -> float:
     """Min-K%++ (Zhang et al. 2025): each token's log-prob standardised by the distribution it was
     drawn from, ``z_t = (log p(y_t) - mu_t) / sqrt(max(sigma_t^2, var_floor))`` with ``mu_t`` and
     ``sigma_t^2`` the mean and variance of ``log p(v)`` for ``v ~ p(. | x, y_<t)``; the score is
@@ -148,8 +154,10 @@ def min_k_plus_plus_score(logprobs: Sequence[float], vocab_mean: Sequence[float]
     mu = np.asarray(vocab_mean, dtype=np.float64).reshape(-1)
     var = np.asarray(vocab_var, dtype=np.float64).reshape(-1)
     if not lp.size == mu.size == var.size:
-        raise InputError(f"Min-K%++ needs one mean and one variance per token; got {lp.size} log-probs, "
-                         f"{mu.size} means and {var.size} variances")
+        raise InputError(
+            f"Min-K%++ needs one mean and one variance per token; got {lp.size} log-probs, "
+            f"{mu.size} means and {var.size} variances"
+        )
     z = np.sort((lp - mu) / np.sqrt(np.maximum(var, var_floor)))
     return float(-np.mean(z[: n_lowest(z.size, ratio)]))
 
@@ -167,12 +175,14 @@ def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> 
     f = np.asarray(forget_scores, dtype=np.float64).reshape(-1)
     h = np.asarray(holdout_scores, dtype=np.float64).reshape(-1)
     if f.size == 0 or h.size == 0:
-        raise InputError(f"the MIA AUC needs forget and holdout items; got {f.size} forget and {h.size} holdout "
-                         "scores (give a holdout split: holdout_split in the run's config)")
+        raise InputError(
+            f"the MIA AUC needs forget and holdout items; got {f.size} forget and {h.size} holdout "
+            "scores (give a holdout split: holdout_split in the run's config)"
+        )
     if np.isnan(f).any() or np.isnan(h).any():
         return float("nan")
     ranks = rankdata(np.concatenate([f, h]))  # average ranks: ties count one half
-    u = ranks[f.size:].sum() - h.size * (h.size + 1) / 2
+    u = ranks[f.size :].sum() - h.size * (h.size + 1) / 2
     return float(u / (f.size * h.size))
 
 
@@ -227,8 +237,13 @@ def extraction_strength(predicted: Sequence[int], targets: Sequence[int]) -> flo
     return 1.0 - k / t.size
 
 
-def attack_scores(logprobs: Sequence[float], vocab_mean: Sequence[float], vocab_var: Sequence[float], text: str,
-                  config: MIAConfig = MIAConfig()) -> dict[str, float]:
+def attack_scores(
+    logprobs: Sequence[float],
+    vocab_mean: Sequence[float],
+    vocab_var: Sequence[float],
+    text: str,
+    config: MIAConfig = MIAConfig(),
+) -> dict[str, float]:
     """Every attack's score of one answer (see :data:`ATTACKS`), from its token log-probs, the
     vocabulary mean and variance of the log-prob at each answer position and the answer's text.
 

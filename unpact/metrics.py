@@ -52,9 +52,10 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
@@ -130,7 +131,9 @@ def muse_rouge_l_f1(prediction: str, reference: str) -> float:
 # ------------------------------------------------------------ pure formulas
 
 
-def truth_ratio_from_losses(paraphrased_loss: Sequence[float], perturbed_losses: Sequence[Sequence[float]]) -> np.ndarray:
+def truth_ratio_from_losses(
+    paraphrased_loss: Sequence[float], perturbed_losses: Sequence[Sequence[float]]
+) -> np.ndarray:
     """Per-item truth ratio ``R`` from mean per-token losses (TOFU's logged ``avg_*_loss``).
 
     ``R_i = exp(loss_para_i - mean_j loss_pert_ij)``: the geometric mean of the
@@ -186,7 +189,9 @@ def forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]) -
     return float(ks_2samp(a, b).pvalue)
 
 
-def normalised_probability_from_losses(true_loss: Sequence[float], perturbed_losses: Sequence[Sequence[float]]) -> np.ndarray:
+def normalised_probability_from_losses(
+    true_loss: Sequence[float], perturbed_losses: Sequence[Sequence[float]]
+) -> np.ndarray:
     """``P̃(true) / (P̃(true) + Σ_j P̃(perturbed_j))`` per item from mean per-token losses,
     in log space (``exp(-l_true - logsumexp(-l_true, -l_pert...))``): exact where every
     probability underflows.
@@ -308,8 +313,11 @@ def tofu_split_scores(
     else:
         prob = float(np.mean(normalised_probability_from_losses(gt, perturbed_losses)))
     ratios = truth_ratio_from_losses(paraphrased_loss, perturbed_losses)
-    return {"prob": prob, "rouge_l_recall": float(np.mean(np.asarray(rouge_l_recalls, dtype=np.float64))),
-            "truth_ratio": truth_ratio_score(ratios, forget=(role == "forget"))}
+    return {
+        "prob": prob,
+        "rouge_l_recall": float(np.mean(np.asarray(rouge_l_recalls, dtype=np.float64))),
+        "truth_ratio": truth_ratio_score(ratios, forget=(role == "forget")),
+    }
 
 
 def _log_values(d: Mapping[str, Any]) -> list:
@@ -320,7 +328,9 @@ def _log_ratios(log: Mapping[str, Any]) -> np.ndarray:
     return truth_ratio_from_losses(_log_values(log["avg_paraphrased_loss"]), _log_values(log["average_perturb_loss"]))
 
 
-def tofu_aggregate(logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def tofu_aggregate(
+    logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """TOFU's headline numbers from its per-item eval logs (``eval_log_aggregated.json``).
 
     ``logs`` maps TOFU's file names (:data:`TOFU_LOG_FILES`) to per-item
@@ -338,16 +348,25 @@ def tofu_aggregate(logs: Mapping[str, Mapping[str, Any]], reference: Mapping[str
         if file not in TOFU_LOG_FILES:
             continue
         name, role = TOFU_LOG_FILES[file]
-        splits[name] = tofu_split_scores(_log_values(v["avg_gt_loss"]), _log_values(v["avg_paraphrased_loss"]),
-                                         _log_values(v["average_perturb_loss"]), _log_values(v["rougeL_recall"]),
-                                         role=role)
-    comps = {f"{n}.{k}": x for n in ("retain", "real_authors", "world_facts") if n in splits
-             for k, x in splits[n].items()}
-    out: dict[str, Any] = {"splits": splits, "model_utility_components": comps,
-                           "model_utility": model_utility(comps.values()) if comps else None}
+        splits[name] = tofu_split_scores(
+            _log_values(v["avg_gt_loss"]),
+            _log_values(v["avg_paraphrased_loss"]),
+            _log_values(v["average_perturb_loss"]),
+            _log_values(v["rougeL_recall"]),
+            role=role,
+        )
+    comps = {
+        f"{n}.{k}": x for n in ("retain", "real_authors", "world_facts") if n in splits for k, x in splits[n].items()
+    }
+    out: dict[str, Any] = {
+        "splits": splits,
+        "model_utility_components": comps,
+        "model_utility": model_utility(comps.values()) if comps else None,
+    }
     if reference is not None:
-        out["forget_quality"] = forget_quality(_log_ratios(logs["eval_log_forget.json"]),
-                                               _log_ratios(reference["eval_log_forget.json"]))
+        out["forget_quality"] = forget_quality(
+            _log_ratios(logs["eval_log_forget.json"]), _log_ratios(reference["eval_log_forget.json"])
+        )
     return out
 
 
@@ -387,23 +406,30 @@ def verbmem_reference(tokenizer, continuation: str, max_tokens: int = 128) -> st
     return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
-def knowmem_scores(model: Model, items: Sequence[QAItem], icl: Sequence = (), *, max_new_tokens: int = 32) -> dict[str, Any]:
+def knowmem_scores(
+    model: Model, items: Sequence[QAItem], icl: Sequence = (), *, max_new_tokens: int = 32
+) -> dict[str, Any]:
     """MUSE KnowMem: per item ROUGE-L F1 (no stemmer) of the greedy answer to the few-shot
     prompt (``icl``: QA items or ``(question, answer)`` pairs), cut at the next question."""
     shots = [(q.question, q.answer) if isinstance(q, QAItem) else tuple(q) for q in icl]
     prompts = [knowmem_prompt(it.question, shots) for it in items]
     outs = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, stop_at_newline=False)
     answers = [knowmem_answer_cut(o) for o in outs]
-    return {"prompts": prompts, "answers": answers,
-            "scores": [muse_rouge_l_f1(a, it.answer) for a, it in zip(answers, items)]}
+    return {
+        "prompts": prompts,
+        "answers": answers,
+        "scores": [muse_rouge_l_f1(a, it.answer) for a, it in zip(answers, items)],
+    }
 
 
 def verbmem_scores(model: Model, items: Sequence[TextItem], *, max_new_tokens: int = 128) -> list[float]:
     """MUSE VerbMem: ROUGE-L F1 (no stemmer) of the ``max_new_tokens`` greedy continuation
     against the true continuation's first ``max_new_tokens`` tokens."""
     outs = greedy_generate(model, [it.prompt for it in items], max_new_tokens=max_new_tokens, stop_at_newline=False)
-    return [muse_rouge_l_f1(o, verbmem_reference(model.tokenizer, it.continuation, max_new_tokens))
-            for o, it in zip(outs, items)]
+    return [
+        muse_rouge_l_f1(o, verbmem_reference(model.tokenizer, it.continuation, max_new_tokens))
+        for o, it in zip(outs, items)
+    ]
 
 
 # ------------------------------------------------------------------------- WMDP
@@ -421,7 +447,9 @@ def wmdp_letter_prompt(item: MCItem) -> str:
         '2 + 3?\nA. 4\nB. 5\nAnswer:'
     """
     if len(item.choices) > len(LETTERS):
-        raise InputError(f"the letters style has {len(LETTERS)} letters; item {item.id!r} has {len(item.choices)} choices")
+        raise InputError(
+            f"the letters style has {len(LETTERS)} letters; item {item.id!r} has {len(item.choices)} choices"
+        )
     lines = [item.question.strip()] + [f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices)]
     return "\n".join(lines) + "\nAnswer:"
 
@@ -466,8 +494,15 @@ def _qa(items: Sequence) -> list[QAItem]:
     return qa
 
 
-def greedy_answers(model: Model, items: Sequence, *, max_new_tokens: int = 32, max_batch_tokens: int = 16384,
-                   stop_at_newline: bool = True, fmt: str | PromptFormat | None = None) -> list[str]:
+def greedy_answers(
+    model: Model,
+    items: Sequence,
+    *,
+    max_new_tokens: int = 32,
+    max_batch_tokens: int = 16384,
+    stop_at_newline: bool = True,
+    fmt: str | PromptFormat | None = None,
+) -> list[str]:
     """Greedy answers of the model to each item's prompt (batched), newline-terminated
     unless ``stop_at_newline=False`` (TOFU generates past newlines, up to its length limit).
 
@@ -475,31 +510,62 @@ def greedy_answers(model: Model, items: Sequence, *, max_new_tokens: int = 32, m
     metrics' prompts do (``truncate=True`` there).
     """
     prompts = [prompt_answer_pair(it, fmt)[0] for it in items]
-    return greedy_generate(model, prompts, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
-                           stop_at_newline=stop_at_newline,
-                           names=[str(getattr(it, "id", i)) for i, it in enumerate(items)], truncate=True)
+    return greedy_generate(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        max_batch_tokens=max_batch_tokens,
+        stop_at_newline=stop_at_newline,
+        names=[str(getattr(it, "id", i)) for i, it in enumerate(items)],
+        truncate=True,
+    )
 
 
-def rouge_recalls(model: Model, items: Sequence[QAItem], *, max_new_tokens: int = 32,
-                  max_batch_tokens: int = 16384, stop_at_newline: bool = True,
-                  fmt: str | PromptFormat | None = None) -> list[float]:
+def rouge_recalls(
+    model: Model,
+    items: Sequence[QAItem],
+    *,
+    max_new_tokens: int = 32,
+    max_batch_tokens: int = 16384,
+    stop_at_newline: bool = True,
+    fmt: str | PromptFormat | None = None,
+) -> list[float]:
     """ROUGE-L recall of each item's greedy answer (:func:`greedy_answers`, same options) against
     its reference answer."""
-    answers = greedy_answers(model, items, max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens,
-                             stop_at_newline=stop_at_newline, fmt=fmt)
+    answers = greedy_answers(
+        model,
+        items,
+        max_new_tokens=max_new_tokens,
+        max_batch_tokens=max_batch_tokens,
+        stop_at_newline=stop_at_newline,
+        fmt=fmt,
+    )
     return [rouge_l_recall(a, it.answer) for a, it in zip(answers, items)]
 
 
-def _mean_logprobs(model, prompts: list[str], answers: list[str], reduction: str = "mean",
-                   max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
+def _mean_logprobs(
+    model,
+    prompts: list[str],
+    answers: list[str],
+    reduction: str = "mean",
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> np.ndarray:
     if not prompts:
         return np.zeros(0)
-    return answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True,
-                           max_batch_tokens=max_batch_tokens).double().cpu().numpy()
+    return (
+        answer_logprobs(model, prompts, answers, reduction=reduction, truncate=True, max_batch_tokens=max_batch_tokens)
+        .double()
+        .cpu()
+        .numpy()
+    )
 
 
-def qa_probabilities(model: Model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
-                     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> dict[str, Any]:
+def qa_probabilities(
+    model: Model,
+    items: Sequence[QAItem],
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> dict[str, Any]:
     """Per item: mean per-token log-prob of the answer (``true_lp``), of the paraphrased
     answer (answer when none, ``para_lp``) and of each perturbed answer (``perturbed_lp``),
     all in one batched pass; ``true``/``paraphrased``/``perturbed`` are their ``exp``
@@ -533,12 +599,22 @@ def qa_probabilities(model: Model, items: Sequence[QAItem], fmt: str | PromptFor
             para[i] = lp
         else:
             pert[i].append(float(lp))
-    return {"true_lp": true, "para_lp": para, "perturbed_lp": pert, "true": np.exp(true),
-            "paraphrased": np.exp(para), "perturbed": [[math.exp(x) for x in row] for row in pert]}
+    return {
+        "true_lp": true,
+        "para_lp": para,
+        "perturbed_lp": pert,
+        "true": np.exp(true),
+        "paraphrased": np.exp(para),
+        "perturbed": [[math.exp(x) for x in row] for row in pert],
+    }
 
 
-def truth_ratios(model: Model, items: Sequence[QAItem], fmt: str | PromptFormat | None = None,
-                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> np.ndarray:
+def truth_ratios(
+    model: Model,
+    items: Sequence[QAItem],
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> np.ndarray:
     """Per-item truth ratio ``R`` of items that have perturbed answers."""
     items = [it for it in _qa(items) if it.perturbed_answers]
     if not items:
@@ -556,8 +632,15 @@ def _truth_ratios_of(para_lp: np.ndarray, pert_lp: Sequence[Sequence[float]]) ->
 MC_STYLES = ("cloze", "letters")
 
 
-def mc_accuracy(model: Model, items: Sequence[MCItem], *, reduction: str = "sum", style: str = "cloze",
-                fmt: str | PromptFormat | None = None, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> float:
+def mc_accuracy(
+    model: Model,
+    items: Sequence[MCItem],
+    *,
+    reduction: str = "sum",
+    style: str = "cloze",
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> float:
     """Share of multiple-choice items whose right choice has the highest answer log-prob.
 
     ``style="cloze"`` scores each choice's text after the question (in ``fmt``); ``"letters"`` is
@@ -582,7 +665,7 @@ def mc_accuracy(model: Model, items: Sequence[MCItem], *, reduction: str = "sum"
         n = len(it.choices)
         # right when the top choice's text is the right choice's text: a duplicate of the right
         # choice ties with it (same text, same log-prob), and argmax alone would pick the first
-        top = int(np.argmax(lp[k: k + n]))
+        top = int(np.argmax(lp[k : k + n]))
         correct += int(it.choices[top] == it.choices[it.answer])
         k += n
     return correct / len(mc)
@@ -600,7 +683,7 @@ def _mc_accuracy_letters(model, mc: Sequence[MCItem], max_batch_tokens: int = DE
     correct, k = 0, 0
     for it in mc:
         n = len(it.choices)
-        correct += int(int(np.argmax(lp[k: k + n])) == it.answer)
+        correct += int(int(np.argmax(lp[k : k + n])) == it.answer)
         k += n
     return correct / len(mc)
 
@@ -620,7 +703,7 @@ def verbatim_rouge(model: Model, items: Sequence[TextItem], *, max_new_tokens: i
 
 
 def benchmark_style(benchmark) -> str:
-    """"muse", "wmdp" or "tofu": the style ``benchmark`` declares (:func:`unpact.data.records.style_of`)."""
+    """ "muse", "wmdp" or "tofu": the style ``benchmark`` declares (:func:`unpact.data.records.style_of`)."""
     return style_of(benchmark)
 
 
@@ -689,6 +772,7 @@ METRICS: Registry[SplitMetric] = Registry("metric", error=InputError)
 def register_metric(name: str, applies: Callable[[SplitInputs], bool]) -> Callable:
     """Register ``compute(inputs, out) -> {key: value}`` as split metric ``name`` (a decorator),
     computed by :func:`evaluate` on every split where ``applies(inputs)``."""
+
     def deco(fn: Callable[[SplitInputs, dict[str, Any]], dict[str, Any]]) -> Callable:
         METRICS.add(name, SplitMetric(name, applies, fn))
         return fn
@@ -712,8 +796,14 @@ def _rouge_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """ROUGE-L recall of the greedy answers (TOFU)."""
     answers = x.answers
     if answers is None:
-        answers = greedy_answers(x.model, x.qa, max_new_tokens=x.max_new_tokens, stop_at_newline=x.embedded,
-                                 fmt=x.fmt, max_batch_tokens=x.max_batch_tokens)
+        answers = greedy_answers(
+            x.model,
+            x.qa,
+            max_new_tokens=x.max_new_tokens,
+            stop_at_newline=x.embedded,
+            fmt=x.fmt,
+            max_batch_tokens=x.max_batch_tokens,
+        )
     recalls = [rouge_l_recall(a, it.answer) for a, it in zip(answers, x.qa)]
     return {"rouge_l_recall": float(np.mean(recalls)), "rouge_l_recall_per_item": recalls}
 
@@ -724,13 +814,17 @@ def _probability_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     and the truth ratios (TOFU)."""
     pr = qa_probabilities(x.model, x.qa, x.fmt, x.max_batch_tokens) if x.probabilities is None else x.probabilities
     true_lp = np.asarray(pr["true_lp"], dtype=np.float64)
-    res: dict[str, Any] = {"prob": float(np.mean(np.exp(true_lp))), "mean_logprob": float(np.mean(true_lp)),
-                           "mean_logprob_per_item": true_lp.tolist()}
+    res: dict[str, Any] = {
+        "prob": float(np.mean(np.exp(true_lp))),
+        "mean_logprob": float(np.mean(true_lp)),
+        "mean_logprob_per_item": true_lp.tolist(),
+    }
     has_pert = [i for i, it in enumerate(x.qa) if it.perturbed_answers]
     if has_pert:
         pert_lp = [pr["perturbed_lp"][i] for i in has_pert]
-        res["prob_normalised"] = float(np.mean(normalised_probability_from_losses(
-            -true_lp[has_pert], [[-v for v in row] for row in pert_lp])))
+        res["prob_normalised"] = float(
+            np.mean(normalised_probability_from_losses(-true_lp[has_pert], [[-v for v in row] for row in pert_lp]))
+        )
         tr = _truth_ratios_of(np.asarray(pr["para_lp"])[has_pert], pert_lp)
         res["truth_ratios"] = tr.tolist()
         res["truth_ratio"] = truth_ratio_score(tr, forget=x.is_forget)
@@ -741,8 +835,13 @@ def _probability_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
 def _knowmem_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """MUSE's KnowMem (few-shot prompt from ``icl``)."""
     km = knowmem_scores(x.model, x.qa, x.icl or (), max_new_tokens=GENERATION_DEFAULTS["muse"])
-    return {"knowmem_rouge_l_f1": float(np.mean(km["scores"])), "knowmem_rouge_l_f1_per_item": km["scores"],
-            "knowmem_prompts": km["prompts"], "answers": km["answers"], "knowmem_shots": len(x.icl or ())}
+    return {
+        "knowmem_rouge_l_f1": float(np.mean(km["scores"])),
+        "knowmem_rouge_l_f1_per_item": km["scores"],
+        "knowmem_prompts": km["prompts"],
+        "answers": km["answers"],
+        "knowmem_shots": len(x.icl or ()),
+    }
 
 
 def _has_ratio_reference(reference) -> bool:
@@ -768,8 +867,10 @@ def _forget_quality_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any
 @register_metric("mc_accuracy", lambda x: bool(x.mc))
 def _mc_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """Multiple-choice accuracy (WMDP)."""
-    return {"mc_accuracy": mc_accuracy(x.model, x.mc, style=x.mc_style, fmt=x.fmt, max_batch_tokens=x.max_batch_tokens),
-            "mc_style": x.mc_style}
+    return {
+        "mc_accuracy": mc_accuracy(x.model, x.mc, style=x.mc_style, fmt=x.fmt, max_batch_tokens=x.max_batch_tokens),
+        "mc_style": x.mc_style,
+    }
 
 
 @register_metric("verbatim_rouge_l", lambda x: bool(x.tx))
@@ -782,8 +883,12 @@ def _verbatim_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------- membership inference and memorization
 
 
-def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = None,
-                max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> list[TokenStats]:
+def token_stats(
+    model: Model,
+    items: Sequence,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+) -> list[TokenStats]:
     """The answer tokens' :class:`~unpact.scoring.TokenStats` of each item under teacher forcing (the
     prompt and answer as every log-prob metric formats them; a prompt too long loses tokens from the left).
 
@@ -793,8 +898,13 @@ def token_stats(model: Model, items: Sequence, fmt: str | PromptFormat | None = 
         1.0
     """
     pairs = [prompt_answer_pair(it, fmt) for it in items]
-    seqs = encode_many(model, [p for p, _ in pairs], [a for _, a in pairs], truncate=True,
-                       names=[str(getattr(it, "id", i)) for i, it in enumerate(items)])
+    seqs = encode_many(
+        model,
+        [p for p, _ in pairs],
+        [a for _, a in pairs],
+        truncate=True,
+        names=[str(getattr(it, "id", i)) for i, it in enumerate(items)],
+    )
     return answer_token_stats(model, seqs, max_batch_tokens=max_batch_tokens)
 
 
@@ -808,15 +918,28 @@ def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig | No
         [0.0123, 0.0457]
     """
     config = config or MIAConfig()
-    per = [attack_scores(s.logprobs.numpy(), s.vocab_mean.numpy(), s.vocab_var.numpy(),
-                         model.tokenizer.decode(s.targets.tolist(), skip_special_tokens=True), config)
-           for s in stats]
+    per = [
+        attack_scores(
+            s.logprobs.numpy(),
+            s.vocab_mean.numpy(),
+            s.vocab_var.numpy(),
+            model.tokenizer.decode(s.targets.tolist(), skip_special_tokens=True),
+            config,
+        )
+        for s in stats
+    ]
     return {a: [p[a] for p in per] for a in ATTACKS}
 
 
-def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | PromptFormat | None = None,
-             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, config: MIAConfig | None = None,
-             forget_stats: Sequence[TokenStats] | None = None) -> dict[str, Any]:
+def mia_aucs(
+    model: Model,
+    forget: Sequence,
+    holdout: Sequence,
+    fmt: str | PromptFormat | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    config: MIAConfig | None = None,
+    forget_stats: Sequence[TokenStats] | None = None,
+) -> dict[str, Any]:
     """Every attack's AUC between the ``forget`` items (labelled 0) and the ``holdout`` items (1):
     ``mia_<attack>_auc`` for each of :data:`unpact.memorization.ATTACKS`, and the per-item scores.
 
@@ -832,8 +955,14 @@ def mia_aucs(model: Model, forget: Sequence, holdout: Sequence, fmt: str | Promp
     f = mia_scores(model, forget_stats, config)
     h = mia_scores(model, token_stats(model, holdout, fmt, max_batch_tokens), config)
     out: dict[str, Any] = {f"mia_{a}_auc": mia_auc(f[a], h[a]) for a in ATTACKS}
-    out.update({"mia_forget_n": len(forget), "mia_holdout_n": len(holdout), "mia_min_k_ratio": config.min_k_ratio,
-                "mia_scores_per_item": {"forget": f, "holdout": h}})
+    out.update(
+        {
+            "mia_forget_n": len(forget),
+            "mia_holdout_n": len(holdout),
+            "mia_min_k_ratio": config.min_k_ratio,
+            "mia_scores_per_item": {"forget": f, "holdout": h},
+        }
+    )
     return out
 
 
@@ -851,13 +980,16 @@ def _mia_applies(x: SplitInputs) -> bool:
 @register_metric("mia", _mia_applies)
 def _mia_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """The membership-inference attacks' AUC between this forget split and the holdout items."""
-    return mia_aucs(x.model, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia,
-                    forget_stats=_split_token_stats(x))
+    return mia_aucs(
+        x.model, x.qa, x.holdout or [], x.fmt, x.max_batch_tokens, x.mia, forget_stats=_split_token_stats(x)
+    )
 
 
 #: why privleak has no value without a reference model (the result's ``privleak_note``)
-PRIVLEAK_NOT_APPLICABLE = ("not applicable: no reference (retain-only) model; privleak is the MIA AUC's change "
-                           "relative to the reference model's (set reference_model, or --reference-model)")
+PRIVLEAK_NOT_APPLICABLE = (
+    "not applicable: no reference (retain-only) model; privleak is the MIA AUC's change "
+    "relative to the reference model's (set reference_model, or --reference-model)"
+)
 
 
 @register_metric("privleak", _mia_applies)
@@ -874,8 +1006,11 @@ def _privleak_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
         return {"privleak": None, "privleak_attack": x.mia.privleak_attack, "privleak_note": PRIVLEAK_NOT_APPLICABLE}
     if key not in out:
         out = {**out, **_mia_metric(x, out)}
-    return {"privleak": privleak(out[key], ref_auc, x.mia.privleak_epsilon), "privleak_attack": x.mia.privleak_attack,
-            "privleak_reference_auc": ref_auc}
+    return {
+        "privleak": privleak(out[key], ref_auc, x.mia.privleak_epsilon),
+        "privleak_attack": x.mia.privleak_attack,
+        "privleak_reference_auc": ref_auc,
+    }
 
 
 @register_metric("exact_memorization", lambda x: bool(x.qa))
@@ -961,8 +1096,10 @@ def evaluate(
     items = list(benchmark)
     holdout_qa = [it for it in holdout if isinstance(it, QAItem)] if holdout is not None else None
     if holdout is not None and not holdout_qa:
-        raise InputError("the holdout split holds no question-answer items; the membership-inference attacks "
-                         "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)")
+        raise InputError(
+            "the holdout split holds no question-answer items; the membership-inference attacks "
+            "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)"
+        )
     role = role or role_of(benchmark)
     style = style or benchmark_style(benchmark)
     if style not in STYLES:
@@ -973,12 +1110,25 @@ def evaluate(
     if mc_style is None:
         mc_style = "letters" if style == "wmdp" and not embedded else "cloze"
     inputs = SplitInputs(
-        model, [it for it in items if isinstance(it, QAItem)], [it for it in items if isinstance(it, MCItem)],
-        [it for it in items if isinstance(it, TextItem)], style=style, role=role,
-        is_forget=(role == "forget") if forget is None else forget, embedded=embedded, max_new_tokens=max_new_tokens,
-        mc_style=mc_style, reference=reference, icl=icl, answers=answers, probabilities=probabilities, fmt=fmt,
-        max_batch_tokens=max_batch_tokens, holdout=holdout_qa,
-        mia=mia or MIAConfig())
+        model,
+        [it for it in items if isinstance(it, QAItem)],
+        [it for it in items if isinstance(it, MCItem)],
+        [it for it in items if isinstance(it, TextItem)],
+        style=style,
+        role=role,
+        is_forget=(role == "forget") if forget is None else forget,
+        embedded=embedded,
+        max_new_tokens=max_new_tokens,
+        mc_style=mc_style,
+        reference=reference,
+        icl=icl,
+        answers=answers,
+        probabilities=probabilities,
+        fmt=fmt,
+        max_batch_tokens=max_batch_tokens,
+        holdout=holdout_qa,
+        mia=mia or MIAConfig(),
+    )
     todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
     out: dict[str, Any] = {"n": len(items), "tofu_role": role, "style": style}
     with progress(total=len(todo), desc="evaluate") as bar:
@@ -1027,17 +1177,34 @@ def evaluate_groups(
     embedded = all(is_embedded(b) or not hasattr(b, "name") for b in benchmarks.values())
     n_tokens = max_new_tokens if max_new_tokens is not None else GENERATION_DEFAULTS["embedded" if embedded else "tofu"]
     newline = embedded if stop_at_newline is None else stop_at_newline
-    answers: list[str] = (greedy_answers(model, all_qa, max_new_tokens=n_tokens, stop_at_newline=newline, fmt=fmt,
-                                         max_batch_tokens=max_batch_tokens) if all_qa else [])
+    answers: list[str] = (
+        greedy_answers(
+            model, all_qa, max_new_tokens=n_tokens, stop_at_newline=newline, fmt=fmt, max_batch_tokens=max_batch_tokens
+        )
+        if all_qa
+        else []
+    )
     probs = qa_probabilities(model, all_qa, fmt, max_batch_tokens) if all_qa else None
     out: dict[str, dict[str, Any]] = {}
     k = 0
     for g, bench in benchmarks.items():
         n = len(qa_of[g])
-        pr = None if probs is None else {key: v[k: k + n] for key, v in probs.items()}
+        pr = None if probs is None else {key: v[k : k + n] for key, v in probs.items()}
         role = (roles or {}).get(g) or role_of(bench, g)
-        out[g] = evaluate(model, bench, (references or {}).get(g), max_new_tokens=n_tokens, role=role, style=style,
-                          forget=(forget or {}).get(g), progress=progress, answers=answers[k: k + n], probabilities=pr,
-                          fmt=fmt, max_batch_tokens=max_batch_tokens, holdout=(holdouts or {}).get(g))
+        out[g] = evaluate(
+            model,
+            bench,
+            (references or {}).get(g),
+            max_new_tokens=n_tokens,
+            role=role,
+            style=style,
+            forget=(forget or {}).get(g),
+            progress=progress,
+            answers=answers[k : k + n],
+            probabilities=pr,
+            fmt=fmt,
+            max_batch_tokens=max_batch_tokens,
+            holdout=(holdouts or {}).get(g),
+        )
         k += n
     return out

@@ -90,9 +90,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in _DTYPES:
-        raise ModelLoadError(
-            f"unknown dtype {dtype!r}: use one of {', '.join(sorted(set(_DTYPES)))}"
-        )
+        raise ModelLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(set(_DTYPES)))}")
     return _DTYPES[key]
 
 
@@ -113,7 +111,7 @@ def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
     """
     s = str(spec)
     if s.startswith(EMBEDDED_PREFIX):
-        name = s[len(EMBEDDED_PREFIX):]
+        name = s[len(EMBEDDED_PREFIX) :]
         directory = EMBEDDED_MODELS_DIR / name
         if not name or not (directory / "config.json").is_file():
             known = embedded_model_names()
@@ -132,7 +130,8 @@ def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
         return "gguf", str(gguf)
     looks_like_path = (
         s.startswith((".", "/", "~"))
-        or os.sep in s.strip("/") and s.count("/") != 1
+        or os.sep in s.strip("/")
+        and s.count("/") != 1
         or p.exists()
         or s.lower().endswith(GGUF_SUFFIX)
     )
@@ -222,8 +221,7 @@ def check_checkpoint_dir(directory: Path) -> None:
         )
     if not directory.is_dir():
         raise ModelLoadError(
-            f"{str(directory)!r} is a file, not a checkpoint directory; "
-            "give the directory that holds config.json"
+            f"{str(directory)!r} is a file, not a checkpoint directory; give the directory that holds config.json"
         )
     if not (directory / "config.json").is_file():
         raise ModelLoadError(
@@ -273,9 +271,7 @@ def _load_hf(directory: Path, dtype: torch.dtype):
     try:
         tokenizer = load_tokenizer(directory)
     except Exception as exc:  # noqa: BLE001 - re-raised with the directory named
-        raise ModelLoadError(
-            f"could not read the tokenizer in {str(directory)!r}: {exc}"
-        ) from exc
+        raise ModelLoadError(f"could not read the tokenizer in {str(directory)!r}: {exc}") from exc
     use_safetensors = any(f.name.endswith(".safetensors") for f in directory.iterdir()) or None
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
@@ -286,9 +282,7 @@ def _load_hf(directory: Path, dtype: torch.dtype):
             use_safetensors=use_safetensors,
         )
     except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(
-            f"could not load the model weights in {str(directory)!r}: {exc}"
-        ) from exc
+        raise ModelLoadError(f"could not load the model weights in {str(directory)!r}: {exc}") from exc
     return hf_model, tokenizer
 
 
@@ -344,8 +338,9 @@ def load_model(
     return bridge
 
 
-def _boot(kind: str, target: str, spec: str, device, torch_dtype: torch.dtype, boot_kwargs: dict[str, Any]
-          ) -> tuple[Any, dict[str, Any]]:
+def _boot(
+    kind: str, target: str, spec: str, device, torch_dtype: torch.dtype, boot_kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     """Boot the bridge of a resolved spec (``kind`` from :func:`resolve_model_spec`) and say where
     its weights came from (``{"format": "hf"}``, or the GGUF file's format and quantization)."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -365,8 +360,7 @@ def _boot(kind: str, target: str, spec: str, device, torch_dtype: torch.dtype, b
         bridge = TransformerBridge.boot_transformers(target, device=device, dtype=torch_dtype, **boot_kwargs)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(
-            f"could not load {target!r} as a local directory (none exists) or from "
-            f"the hub: {type(exc).__name__}: {exc}"
+            f"could not load {target!r} as a local directory (none exists) or from the hub: {type(exc).__name__}: {exc}"
         ) from exc
     if bridge.tokenizer is not None:
         _finish_tokenizer(bridge.tokenizer)

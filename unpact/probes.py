@@ -34,8 +34,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -82,7 +83,7 @@ class ProbeResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ProbeResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeResult:
         keys = {"probe", "ids", "present", "score", "detail", "settings", "n_skipped"}
         return cls(**{k: d[k] for k in keys if k in d})
 
@@ -135,9 +136,12 @@ def _qa(items: Sequence) -> list[QAItem]:
 # ------------------------------------------------------------------ format probe
 
 
-def attach_cloze(items: Sequence[QAItem], cloze_rows: Sequence[Mapping[str, Any]],
-                 keys: tuple[str, ...] = ("author", "attribute"),
-                 key_fn: Callable[[Any, Mapping[str, Any]], Any] | None = None) -> list[QAItem]:
+def attach_cloze(
+    items: Sequence[QAItem],
+    cloze_rows: Sequence[Mapping[str, Any]],
+    keys: tuple[str, ...] = ("author", "attribute"),
+    key_fn: Callable[[Any, Mapping[str, Any]], Any] | None = None,
+) -> list[QAItem]:
     """``items`` with ``meta["cloze_prompt"]``/``meta["cloze_answer"]`` from ``cloze_rows`` matched on ``keys``.
 
     The embedded world ships its cloze sentences as a split of their own
@@ -147,6 +151,7 @@ def attach_cloze(items: Sequence[QAItem], cloze_rows: Sequence[Mapping[str, Any]
     ``key_fn(id, meta)`` replaces the ``keys`` match (e.g. the embedded MUSE and WMDP rows,
     matched on :func:`unpact.data.embedded_views.fact_key` of their ids).
     """
+
     def key_of(rid: Any, meta: Mapping[str, Any]) -> Any:
         if key_fn is not None:
             return key_fn(rid, meta)
@@ -211,8 +216,10 @@ class FormatProbe(Probe):
     @classmethod
     def check_study_settings(cls, study: Any) -> None:
         if study.format_source not in cls.SOURCES:
-            raise ConfigError(f"presence.format_source must be {', '.join(cls.SOURCES[:-1])} or {cls.SOURCES[-1]}, "
-                              f"got {study.format_source!r}")
+            raise ConfigError(
+                f"presence.format_source must be {', '.join(cls.SOURCES[:-1])} or {cls.SOURCES[-1]}, "
+                f"got {study.format_source!r}"
+            )
 
     def _pair(self, item: QAItem, fmt: PromptFormat) -> tuple[str, str] | None:
         if self.source == "cloze":
@@ -244,8 +251,15 @@ class FormatProbe(Probe):
                 hit = rouge_l_recall(g, a) >= self.threshold
             present.append(bool(hit))
             detail.append({"prompt": _p, "answer": g, "value": value})
-        return ProbeResult(self.name, [_id(items[i], i) for i, _ in asked], present, [float(x) for x in lps],
-                           detail, asdict(self), len(items) - len(asked))
+        return ProbeResult(
+            self.name,
+            [_id(items[i], i) for i, _ in asked],
+            present,
+            [float(x) for x in lps],
+            detail,
+            asdict(self),
+            len(items) - len(asked),
+        )
 
 
 # ------------------------------------------------------------------ choice probe
@@ -273,14 +287,15 @@ class ChoiceProbe(Probe):
         k = 0
         for i in asked:
             n = 1 + len(items[i].perturbed_answers)
-            vals = lps[k:k + n]
+            vals = lps[k : k + n]
             k += n
             margin = vals[0] - max(vals[1:])
             present.append(bool(margin > 0))
             score.append(float(margin))
             detail.append({"true": vals[0], "perturbed": vals[1:], "chance": 1 / n})
-        return ProbeResult(self.name, [_id(items[i], i) for i in asked], present, score, detail, {},
-                           len(items) - len(asked))
+        return ProbeResult(
+            self.name, [_id(items[i], i) for i in asked], present, score, detail, {}, len(items) - len(asked)
+        )
 
 
 # ------------------------------------------------------------------ logit lens
@@ -315,6 +330,7 @@ def logit_lens(model, prompt_ids: Sequence[int], target: int) -> tuple[list[floa
         def hook(act, hook=None):
             cache[name] = act[0, -1]
             return act
+
         return hook
 
     none = torch.zeros(0, dtype=torch.long)  # the blocks' residuals only: the forward unembeds no position
@@ -353,8 +369,14 @@ class LogitLensProbe(Probe):
             ids.append(_id(it, i))
             present.append(min(use) <= self.max_rank)
             score.append(max(use_lp))
-            detail.append({"fact_token": model.tokenizer.decode([a_ids[j]]), "fact_index": j,
-                           "logprob_per_layer": lps, "rank_per_layer": ranks})
+            detail.append(
+                {
+                    "fact_token": model.tokenizer.decode([a_ids[j]]),
+                    "fact_index": j,
+                    "logprob_per_layer": lps,
+                    "rank_per_layer": ranks,
+                }
+            )
         return ProbeResult(self.name, ids, present, score, detail, asdict(self))
 
 
@@ -370,8 +392,14 @@ def make_probe(name: str, settings: Mapping[str, Any] | None = None) -> Probe:
         raise ConfigError(f"probe {name!r}: {exc}") from None
 
 
-def probe(model, items: Sequence[QAItem], name: str = "choice", *, settings: Mapping[str, Any] | None = None,
-          fmt: str | PromptFormat | None = None) -> ProbeResult:
+def probe(
+    model,
+    items: Sequence[QAItem],
+    name: str = "choice",
+    *,
+    settings: Mapping[str, Any] | None = None,
+    fmt: str | PromptFormat | None = None,
+) -> ProbeResult:
     """Run probe ``name`` on ``items`` (every probe is called this way and returns a :class:`ProbeResult`).
 
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
@@ -403,10 +431,31 @@ def sensitivity_specificity(positive: ProbeResult, negative: ProbeResult) -> dic
     """
     tp, n_pos = sum(positive.present), len(positive.present)
     tn, n_neg = sum(not x for x in negative.present), len(negative.present)
-    return {"probe": positive.probe, "sensitivity": tp / n_pos if n_pos else None, "sensitivity_ci": wilson(tp, n_pos),
-            "n_positive": n_pos, "specificity": tn / n_neg if n_neg else None, "specificity_ci": wilson(tn, n_neg),
-            "n_negative": n_neg}
+    return {
+        "probe": positive.probe,
+        "sensitivity": tp / n_pos if n_pos else None,
+        "sensitivity_ci": wilson(tp, n_pos),
+        "n_positive": n_pos,
+        "specificity": tn / n_neg if n_neg else None,
+        "specificity_ci": wilson(tn, n_neg),
+        "n_negative": n_neg,
+    }
 
 
-__all__ = ["PROBES", "attach_cloze", "ChoiceProbe", "FormatProbe", "LogitLensProbe", "Probe", "ProbeResult", "classify", "cloze_of",
-           "fact_token_index", "logit_lens", "make_probe", "probe", "register_probe", "sensitivity_specificity"]
+__all__ = [
+    "PROBES",
+    "attach_cloze",
+    "ChoiceProbe",
+    "FormatProbe",
+    "LogitLensProbe",
+    "Probe",
+    "ProbeResult",
+    "classify",
+    "cloze_of",
+    "fact_token_index",
+    "logit_lens",
+    "make_probe",
+    "probe",
+    "register_probe",
+    "sensitivity_specificity",
+]

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 
 class Bar(Protocol):
     def update(self, n: int = 1) -> Any: ...
 
 
-ProgressFactory = Callable[..., ContextManager[Bar]]
+ProgressFactory = Callable[..., AbstractContextManager[Bar]]
 
 
 class _NullBar:
@@ -57,7 +58,7 @@ def tqdm_progress(total: int | None = None, desc: str | None = None) -> Iterator
 class _Task:
     """One task of a :class:`ConsoleProgress` (what the ``progress(...)`` context yields)."""
 
-    def __init__(self, owner: "ConsoleProgress", desc: str, total: int | None, depth: int):
+    def __init__(self, owner: ConsoleProgress, desc: str, total: int | None, depth: int):
         self.owner, self.desc, self.total, self.depth = owner, desc, total, depth
         self.n = 0
         self.start = time.monotonic()
@@ -98,8 +99,7 @@ class ConsoleProgress:
 
         from rich.console import Console
 
-        self.console = Console(file=file or sys.stderr, force_terminal=force_terminal, highlight=False,
-                               soft_wrap=True)
+        self.console = Console(file=file or sys.stderr, force_terminal=force_terminal, highlight=False, soft_wrap=True)
         self.terminal = self.console.is_terminal
         self.min_seconds = min_seconds
         self._rich = None
@@ -107,10 +107,16 @@ class ConsoleProgress:
         if self.terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=self.console, transient=True)
+            self._rich = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
 
-    def __enter__(self) -> "ConsoleProgress":
+    def __enter__(self) -> ConsoleProgress:
         if self._rich is not None:
             self._rich.start()
         return self

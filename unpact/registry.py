@@ -23,8 +23,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from unpact.errors import ConfigError, UnpactError
 
@@ -66,8 +67,9 @@ class Registry(Generic[T]):
     registered names: ``in``, iteration, ``sorted(REG)``, ``len``, ``keys``/``values``/``items``.
     """
 
-    def __init__(self, kind: str, *, error: type[UnpactError] = ConfigError,
-                 key: Callable[[str], str] = normalise) -> None:
+    def __init__(
+        self, kind: str, *, error: type[UnpactError] = ConfigError, key: Callable[[str], str] = normalise
+    ) -> None:
         self.kind = kind
         self.error = error
         self.key = key
@@ -144,7 +146,7 @@ class Registry(Generic[T]):
         """The components in registration order."""
         return list(self._items.values())
 
-    def update(self, other: "Registry[T] | dict[str, T] | Iterable[tuple[str, T]]") -> None:
+    def update(self, other: Registry[T] | dict[str, T] | Iterable[tuple[str, T]]) -> None:
         """Register every (name, component) of ``other`` (a registry brings its aliases along)."""
         if isinstance(other, Registry):
             for name, component in other.items():
@@ -155,7 +157,7 @@ class Registry(Generic[T]):
             self.add(name, component)
 
     @contextmanager
-    def scoped(self) -> Iterator["Registry[T]"]:
+    def scoped(self) -> Iterator[Registry[T]]:
         """The registry, restored on exit to what it held on entry (for a test or a script that
         registers a component for a while).
 

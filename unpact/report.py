@@ -92,21 +92,37 @@ def ig_gaps_html(res: dict[str, Any]) -> str:
                 n += 1
                 extras, tol = item.get("extras") or {}, (item.get("options") or {}).get("tolerance")
                 rel = extras.get("relative_gap")
-                over = (extras["converged"] is False) if "converged" in extras else (
-                    rel is not None and tol is not None and rel > tol)
+                over = (
+                    (extras["converged"] is False)
+                    if "converged" in extras
+                    else (rel is not None and tol is not None and rel > tol)
+                )
                 if over:
-                    rows.append([name, group, item.get("item_id"), extras.get("steps"), extras.get("passes"), rel,
-                                 extras.get("stopped_by") or "no"])
+                    rows.append(
+                        [
+                            name,
+                            group,
+                            item.get("item_id"),
+                            extras.get("steps"),
+                            extras.get("passes"),
+                            rel,
+                            extras.get("stopped_by") or "no",
+                        ]
+                    )
     if not n:
         return ""
     if not rows:
-        return (f"<p>Integrated gradients: all {n} items add up (completeness gap within the tolerance, "
-                "|Σ IG − (LP(x) − LP(baseline))| over |LP(x) − LP(baseline)|).</p>")
-    return (f"<p>Integrated gradients: {len(rows)} of {n} items do not add up within the tolerance "
-            "(relative completeness gap |Σ IG − (LP(x) − LP(baseline))| / |LP(x) − LP(baseline)|); "
-            "their token scores are less exact. <i>stopped by</i>: the per-item budget that ended the "
-            "refinement (passes or seconds).</p>"
-            + report_table_html(["model", "group", "item", "steps", "passes", "relative gap", "stopped by"], rows))
+        return (
+            f"<p>Integrated gradients: all {n} items add up (completeness gap within the tolerance, "
+            "|Σ IG − (LP(x) − LP(baseline))| over |LP(x) − LP(baseline)|).</p>"
+        )
+    return (
+        f"<p>Integrated gradients: {len(rows)} of {n} items do not add up within the tolerance "
+        "(relative completeness gap |Σ IG − (LP(x) − LP(baseline))| / |LP(x) − LP(baseline)|); "
+        "their token scores are less exact. <i>stopped by</i>: the per-item budget that ended the "
+        "refinement (passes or seconds).</p>"
+        + report_table_html(["model", "group", "item", "steps", "passes", "relative gap", "stopped by"], rows)
+    )
 
 
 def _audited(res: dict[str, Any]) -> bool:
@@ -147,16 +163,25 @@ def _measured(res: dict[str, Any]) -> list[str]:
 
     what = "; ".join(who(m, r) for m, r in methods.items()) or "nothing"
     ref = cfg.get("reference_model")
-    head = [f"<h1>{esc(_title(res))}</h1>",
-            f"<p>{'Audited' if _audited(res) else 'Unlearned and measured'}: {what}; against the original "
-            f"<b>{esc(str(cfg.get('model')))}</b>"
-            + (f" and the negative control <b>{esc(str(ref))}</b>" if ref else
-               " (no negative control: forget quality, the probes' specificity and the attacks' negative control are "
-               "not applicable)")
-            + f". Benchmark <b>{esc(str(cfg.get('benchmark')))}</b> (forget <code>{esc(str(cfg.get('forget_split')))}"
-            f"</code>, retain <code>{esc(str(cfg.get('retain_split')))}</code>"
-            + (", " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items evaluated" if any(counts.values())
-               else "") + ").</p>"]
+    head = [
+        f"<h1>{esc(_title(res))}</h1>",
+        f"<p>{'Audited' if _audited(res) else 'Unlearned and measured'}: {what}; against the original "
+        f"<b>{esc(str(cfg.get('model')))}</b>"
+        + (
+            f" and the negative control <b>{esc(str(ref))}</b>"
+            if ref
+            else " (no negative control: forget quality, the probes' specificity and the attacks' negative control are "
+            "not applicable)"
+        )
+        + f". Benchmark <b>{esc(str(cfg.get('benchmark')))}</b> (forget <code>{esc(str(cfg.get('forget_split')))}"
+        f"</code>, retain <code>{esc(str(cfg.get('retain_split')))}</code>"
+        + (
+            ", " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items evaluated"
+            if any(counts.values())
+            else ""
+        )
+        + ").</p>",
+    ]
     for m, r in methods.items():
         for w in (r.get("lineage") or {}).get("warnings") or []:
             head.append(f"<div class='warn'><b>Warning</b> ({esc(m)}): {esc(w)}</div>")
@@ -166,10 +191,12 @@ def _measured(res: dict[str, Any]) -> list[str]:
     return head
 
 
-ANSWER_NOTE = ("<p class='lbl'>Per forget item: <em>known</em> (the plain prompt answers it), <em>hidden</em> (only a "
-               "probe finds it), <em>erased</em> (no probe finds it); rec.: share of forgotten items emphasis "
-               "brought back (best setting whose controls held); best attack: forgotten items it brings back beyond "
-               "the controls, of those eligible; forget, retain: ROUGE-L recall of the greedy answers.</p>")
+ANSWER_NOTE = (
+    "<p class='lbl'>Per forget item: <em>known</em> (the plain prompt answers it), <em>hidden</em> (only a "
+    "probe finds it), <em>erased</em> (no probe finds it); rec.: share of forgotten items emphasis "
+    "brought back (best setting whose controls held); best attack: forgotten items it brings back beyond "
+    "the controls, of those eligible; forget, retain: ROUGE-L recall of the greedy answers.</p>"
+)
 
 
 def _answer_table(res: dict[str, Any]) -> str:
@@ -179,18 +206,33 @@ def _answer_table(res: dict[str, Any]) -> str:
     by_name = {r.get("method"): r for r in res.get("summary") or []}
     original = by_name.get("original") or {}
     routes = res.get("routes") or []
-    rows = [["original", None, None, None, original.get("forget_rouge"), original.get("retain_rouge"), None, None,
-             None]]
+    rows = [
+        ["original", None, None, None, original.get("forget_rouge"), original.get("retain_rouge"), None, None, None]
+    ]
     for m in res.get("methods") or {}:
         counts = (pres.get(m) or {}).get("counts") or {}
         summary = by_name.get(m) or {}
-        attacks = [r for r in routes if r["method"] == m and r.get("controlled_rate") is not None and r.get("n_forgotten")]
+        attacks = [
+            r for r in routes if r["method"] == m and r.get("controlled_rate") is not None and r.get("n_forgotten")
+        ]
         best = max(attacks, key=lambda r: (r["controlled_rate"], r["n_forgotten"]), default=None)
-        rows.append([m, counts.get("known"), counts.get("hidden"), counts.get("erased"), summary.get("forget_rouge"),
-                     summary.get("retain_rouge"), summary.get("recovery_prompt"), summary.get("recovery_activation"),
-                     None if best is None else f"{best['route']} {best['n_recovered']}/{best['n_forgotten']}"])
-    table = report_table_html(["model", "known", "hidden", "erased", "forget", "retain", "rec. prompt",
-                               "rec. activation", "best attack"], rows)
+        rows.append(
+            [
+                m,
+                counts.get("known"),
+                counts.get("hidden"),
+                counts.get("erased"),
+                summary.get("forget_rouge"),
+                summary.get("retain_rouge"),
+                summary.get("recovery_prompt"),
+                summary.get("recovery_activation"),
+                None if best is None else f"{best['route']} {best['n_recovered']}/{best['n_forgotten']}",
+            ]
+        )
+    table = report_table_html(
+        ["model", "known", "hidden", "erased", "forget", "retain", "rec. prompt", "rec. activation", "best attack"],
+        rows,
+    )
     note = ANSWER_NOTE if pres else "<p class='lbl'>No presence probes ran (presence.probes is empty).</p>"
     return table + note
 
@@ -207,17 +249,23 @@ def _answer_figure(res: dict[str, Any], rendered: list[Rendered], figures: dict[
     if given:
         return given
     routes = res.get("routes") or []
-    why = ("(the strength trajectory, and so the dilemma plot, is "
-           + ("an <code>unpact run</code> feature: it needs the unlearning run" if _audited(res) else "off in this run")
-           + ")")
+    why = (
+        "(the strength trajectory, and so the dilemma plot, is "
+        + ("an <code>unpact run</code> feature: it needs the unlearning run" if _audited(res) else "off in this run")
+        + ")"
+    )
     if _has_attack_routes(routes):
         png = figures["routes.png"] = routes_png(routes)
-        return (f"<figure><img alt='recovery routes by model' src='{data_uri(png)}'><figcaption class='lbl'>Every "
-                "recovery route's best setting per model (attacks: beyond the original's and the negative control's "
-                f"runs) {why}</figcaption></figure>")
+        return (
+            f"<figure><img alt='recovery routes by model' src='{data_uri(png)}'><figcaption class='lbl'>Every "
+            "recovery route's best setting per model (attacks: beyond the original's and the negative control's "
+            f"runs) {why}</figcaption></figure>"
+        )
     png = figures["recovery.png"] = recovery_png(res.get("summary") or [])
-    return (f"<figure><img alt='recovery by model' src='{data_uri(png)}'><figcaption class='lbl'>Emphasis recovery, "
-            f"best setting per model {why}</figcaption></figure>")
+    return (
+        f"<figure><img alt='recovery by model' src='{data_uri(png)}'><figcaption class='lbl'>Emphasis recovery, "
+        f"best setting per model {why}</figcaption></figure>"
+    )
 
 
 def _answer(res: dict[str, Any], rendered: list[Rendered], figures: dict[str, bytes]) -> str:
@@ -225,16 +273,32 @@ def _answer(res: dict[str, Any], rendered: list[Rendered], figures: dict[str, by
     recovery) figure and each analysis's verdicts in one line."""
     esc = html.escape
     lines = [line for r in rendered for line in r.headlines]
-    verdicts = "".join(f"<div class='oneline' title='{esc(_short(v))}'><b>{esc(t)}</b> {esc(_short(v))}</div>"
-                       for t, v in lines)
-    return ("<section id='answer' class='answer'>" + "".join(_measured(res))
-            + f"<div class='cols'><div>{_answer_table(res)}</div>{_answer_figure(res, rendered, figures)}</div>"
-            + verdicts + "<p class='lbl'>Each verdict in full, every number and the settings follow below.</p></section>")
+    verdicts = "".join(
+        f"<div class='oneline' title='{esc(_short(v))}'><b>{esc(t)}</b> {esc(_short(v))}</div>" for t, v in lines
+    )
+    return (
+        "<section id='answer' class='answer'>"
+        + "".join(_measured(res))
+        + f"<div class='cols'><div>{_answer_table(res)}</div>{_answer_figure(res, rendered, figures)}</div>"
+        + verdicts
+        + "<p class='lbl'>Each verdict in full, every number and the settings follow below.</p></section>"
+    )
 
 
-RESULT_COLUMNS = ["method", "forget_rouge", "retain_rouge", "general_accuracy", "forget_quality", "model_utility",
-                  "recovery_prompt", "recovery_activation", "forget_mia_min_k_auc", "privleak",
-                  "forget_exact_memorization", "forget_extraction_strength"]
+RESULT_COLUMNS = [
+    "method",
+    "forget_rouge",
+    "retain_rouge",
+    "general_accuracy",
+    "forget_quality",
+    "model_utility",
+    "recovery_prompt",
+    "recovery_activation",
+    "forget_mia_min_k_auc",
+    "privleak",
+    "forget_exact_memorization",
+    "forget_extraction_strength",
+]
 
 
 def _results_section(res: dict[str, Any]) -> str:
@@ -248,35 +312,46 @@ def _results_section(res: dict[str, Any]) -> str:
         if r.get("model_utility_degenerate"):
             row[RESULT_COLUMNS.index("model_utility")] = RawHtml(
                 f"{cell_html(r.get('model_utility'))} <span class='deg'>(degenerate: "
-                f"{html.escape(r['model_utility_degenerate'])})</span>")
+                f"{html.escape(r['model_utility_degenerate'])})</span>"
+            )
         rows.append(row)
     max_items = html.escape(str(res.get("config", {}).get("max_items")))
-    return ('<section id="results"><h2>Results per method</h2>'
-            "<p>ROUGE-L recall of greedy answers on forget and retain items, general-ability accuracy, "
-            "TOFU forget quality (KS-test p-value against the retain-only model), and the share of "
-            "forgotten items that emphasis brought back (best prompt rewrite / best activation scaling whose "
-            "control did not collapse), and what the checkpoint still memorises of the forget items as "
-            "open-unlearning and MUSE measure it: the Min-K% membership-inference AUC against holdout items "
-            "(1: the forget items still look trained on), privleak against the retain-only model's AUC, exact "
-            "memorization and extraction strength. "
-            + (f"Evaluated on {counted} items (at most max_items = {max_items} "
-               "per group, evenly spaced); <code>unpact unlearn</code> evaluates every item of a split, so its "
-               "forget and retain numbers for the same method differ. " if counted else "")
-            + "A number marked <i>degenerate</i> is computed but carries no information (e.g. a harmonic mean "
-            "with a zero component).</p>"
-            + report_table_html(RESULT_COLUMNS, rows) + "</section>")
+    return (
+        '<section id="results"><h2>Results per method</h2>'
+        "<p>ROUGE-L recall of greedy answers on forget and retain items, general-ability accuracy, "
+        "TOFU forget quality (KS-test p-value against the retain-only model), and the share of "
+        "forgotten items that emphasis brought back (best prompt rewrite / best activation scaling whose "
+        "control did not collapse), and what the checkpoint still memorises of the forget items as "
+        "open-unlearning and MUSE measure it: the Min-K% membership-inference AUC against holdout items "
+        "(1: the forget items still look trained on), privleak against the retain-only model's AUC, exact "
+        "memorization and extraction strength. "
+        + (
+            f"Evaluated on {counted} items (at most max_items = {max_items} "
+            "per group, evenly spaced); <code>unpact unlearn</code> evaluates every item of a split, so its "
+            "forget and retain numbers for the same method differ. "
+            if counted
+            else ""
+        )
+        + "A number marked <i>degenerate</i> is computed but carries no information (e.g. a harmonic mean "
+        "with a zero component).</p>" + report_table_html(RESULT_COLUMNS, rows) + "</section>"
+    )
 
 
 def _tokens_section(res: dict[str, Any]) -> str:
     """Token heatmaps of the selected forget items (before, after, under emphasis), and the IG check."""
-    parts = ["<p>Leave-one-out contribution of each prompt token to the answer's log-prob "
-             "(blue raises it, red lowers it, as in every heatmap of this report; each row has its own colour "
-             "scale; outlined: the original model's KeyTokens).</p>"]
+    parts = [
+        "<p>Leave-one-out contribution of each prompt token to the answer's log-prob "
+        "(blue raises it, red lowers it, as in every heatmap of this report; each row has its own colour "
+        "scale; outlined: the original model's KeyTokens).</p>"
+    ]
     for ex in res.get("examples", []):
         rows = [f"<div class='item'><b>{html.escape(ex.get('question', ''))}</b> → {html.escape(ex.get('answer', ''))}"]
         for view in ex.get("views", []):
-            rows.append(f"<div><span class='lbl'>{html.escape(view['label'])}</span>"
-                        + token_heatmap_html(view["tokens"], view["scores"], view.get("key")) + "</div>")
+            rows.append(
+                f"<div><span class='lbl'>{html.escape(view['label'])}</span>"
+                + token_heatmap_html(view["tokens"], view["scores"], view.get("key"))
+                + "</div>"
+            )
         rows.append("</div>")
         parts.append("".join(rows))
     parts.append(ig_gaps_html(res))
@@ -290,7 +365,9 @@ def _heads_section(res: dict[str, Any], figures: dict[str, bytes]) -> str:
         head_delta = (r.get("tracking") or {}).get("head_delta")
         if head_delta:
             png = figures[f"heads_{m}.png"] = head_heatmap_png(m, head_delta)
-            images.append(f"<figure><img alt='layer x head change for {html.escape(m)}' src='{data_uri(png)}'></figure>")
+            images.append(
+                f"<figure><img alt='layer x head change for {html.escape(m)}' src='{data_uri(png)}'></figure>"
+            )
     return '<section id="heads"><h2>Layer × head contribution change</h2>' + "".join(images) + "</section>"
 
 
@@ -301,22 +378,45 @@ def _recovery_section(res: dict[str, Any], figures: dict[str, bytes]) -> str:
         table = recovery_table(r)
         for row in table.rows() if table is not None else []:
             ctl = row.controls
-            rows.append([m, row.route, row.name, row.forget_rate, row.n_recovered,
-                         ctl["retain"].accuracy if "retain" in ctl else None,
-                         ctl["general"].accuracy if "general" in ctl else None,
-                         ctl["holdout"].recovered if "holdout" in ctl else None, row.collapse])
+            rows.append(
+                [
+                    m,
+                    row.route,
+                    row.name,
+                    row.forget_rate,
+                    row.n_recovered,
+                    ctl["retain"].accuracy if "retain" in ctl else None,
+                    ctl["general"].accuracy if "general" in ctl else None,
+                    ctl["holdout"].recovered if "holdout" in ctl else None,
+                    row.collapse,
+                ]
+            )
     png = figures.get("recovery.png") or recovery_png(res.get("summary", []))
     figures["recovery.png"] = png
-    return ('<section id="recovery"><h2>Emphasis recovery</h2>'
-            f"<figure><img alt='recovery by method' src='{data_uri(png)}'></figure>"
-            "<p>Per setting: the share of forgotten forget items brought back (and how many), the "
-            "accuracy of the retain and general controls under the same emphasis, how many holdout items "
-            "(authors the model never saw) it \"recovered\" (should be 0), and whether a control collapsed "
-            "(accuracy fell by more than the margin: such a setting's recovery does not count).</p>"
-            f"<details><summary>every setting ({len(rows)} rows)</summary>"
-            + report_table_html(["method", "emphasis", "setting", "forget recovered", "items", "retain accuracy",
-                                 "general accuracy", "holdout recovered", "control collapsed"], rows)
-            + "</details></section>")
+    return (
+        '<section id="recovery"><h2>Emphasis recovery</h2>'
+        f"<figure><img alt='recovery by method' src='{data_uri(png)}'></figure>"
+        "<p>Per setting: the share of forgotten forget items brought back (and how many), the "
+        "accuracy of the retain and general controls under the same emphasis, how many holdout items "
+        '(authors the model never saw) it "recovered" (should be 0), and whether a control collapsed '
+        "(accuracy fell by more than the margin: such a setting's recovery does not count).</p>"
+        f"<details><summary>every setting ({len(rows)} rows)</summary>"
+        + report_table_html(
+            [
+                "method",
+                "emphasis",
+                "setting",
+                "forget recovered",
+                "items",
+                "retain accuracy",
+                "general accuracy",
+                "holdout recovered",
+                "control collapsed",
+            ],
+            rows,
+        )
+        + "</details></section>"
+    )
 
 
 def _routes_section(res: dict[str, Any], figures: dict[str, bytes]) -> str:
@@ -326,29 +426,44 @@ def _routes_section(res: dict[str, Any], figures: dict[str, bytes]) -> str:
         return ""
     png = figures.get("routes.png") or routes_png(routes)
     figures["routes.png"] = png
-    rows = [[r["method"], r["route"], r["setting"], r["raw_rate"], r["controlled_rate"],
-             None if r["n_forgotten"] is None else f"{r['n_recovered']}/{r['n_forgotten']}",
-             "yes" if r["negative_control"] else "no"] for r in routes]
-    return ('<section id="routes"><h2>Recovery routes</h2>'
-            f"<figure><img alt='recovery routes by method' src='{data_uri(png)}'></figure>"
-            "<p>Each route's best setting. <em>raw</em>: forgotten items answered again; <em>beyond "
-            "controls</em> (attacks): of the forgotten items the original model still answers under the same "
-            "attack, those the negative control (a model that never saw the forget set) does not answer "
-            "under it: what the attack teaches or guesses is not counted. Emphasis rows have no negative "
-            "control yet (their controls are the collapse checks above).</p>"
-            + report_table_html(["method", "route", "best setting", "raw", "beyond controls", "items",
-                                 "negative control"], rows) + "</section>")
+    rows = [
+        [
+            r["method"],
+            r["route"],
+            r["setting"],
+            r["raw_rate"],
+            r["controlled_rate"],
+            None if r["n_forgotten"] is None else f"{r['n_recovered']}/{r['n_forgotten']}",
+            "yes" if r["negative_control"] else "no",
+        ]
+        for r in routes
+    ]
+    return (
+        '<section id="routes"><h2>Recovery routes</h2>'
+        f"<figure><img alt='recovery routes by method' src='{data_uri(png)}'></figure>"
+        "<p>Each route's best setting. <em>raw</em>: forgotten items answered again; <em>beyond "
+        "controls</em> (attacks): of the forgotten items the original model still answers under the same "
+        "attack, those the negative control (a model that never saw the forget set) does not answer "
+        "under it: what the attack teaches or guesses is not counted. Emphasis rows have no negative "
+        "control yet (their controls are the collapse checks above).</p>"
+        + report_table_html(
+            ["method", "route", "best setting", "raw", "beyond controls", "items", "negative control"], rows
+        )
+        + "</section>"
+    )
 
 
 def _settings_section(res: dict[str, Any]) -> str:
     """Every setting and the original model's sizes, folded."""
     flat = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in res.get("config", {}).items()]
     info = res.get("model_info", {})
-    return ('<section id="settings"><details><summary><b>Settings</b> '
-            f"({len(flat)} settings and the original model's sizes)</summary>"
-            + report_table_html(["setting", "value"], flat)
-            + (report_table_html(["model", "value"], [[k, v] for k, v in info.items()]) if info else "")
-            + "</details></section>")
+    return (
+        '<section id="settings"><details><summary><b>Settings</b> '
+        f"({len(flat)} settings and the original model's sizes)</summary>"
+        + report_table_html(["setting", "value"], flat)
+        + (report_table_html(["model", "value"], [[k, v] for k, v in info.items()]) if info else "")
+        + "</details></section>"
+    )
 
 
 def build_report(run_dir: str | os.PathLike) -> Path:
@@ -364,13 +479,23 @@ def build_report(run_dir: str | os.PathLike) -> Path:
     fig_dir.mkdir(exist_ok=True)
     rendered = render_analyses(res)
     figures: dict[str, bytes] = {name: png for r in rendered for name, png in r.figures.items()}
-    parts = [_answer(res, rendered, figures), _results_section(res),
-             '<section id="verdicts"><h2>Analyses</h2>' + "".join(r.verdicts for r in rendered) + "</section>",
-             _tokens_section(res), _heads_section(res, figures), _recovery_section(res, figures),
-             _routes_section(res, figures), *(r.section for r in rendered), _settings_section(res)]
+    parts = [
+        _answer(res, rendered, figures),
+        _results_section(res),
+        '<section id="verdicts"><h2>Analyses</h2>' + "".join(r.verdicts for r in rendered) + "</section>",
+        _tokens_section(res),
+        _heads_section(res, figures),
+        _recovery_section(res, figures),
+        _routes_section(res, figures),
+        *(r.section for r in rendered),
+        _settings_section(res),
+    ]
     for name, png in figures.items():
         (fig_dir / name).write_bytes(png)
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(_title(res))}</title>"
-            f"<style>{_CSS}{FIGURE_CSS}</style></head><body class='unpact'>" + "\n".join(p for p in parts if p)
-            + "</body></html>")
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(_title(res))}</title>"
+        f"<style>{_CSS}{FIGURE_CSS}</style></head><body class='unpact'>"
+        + "\n".join(p for p in parts if p)
+        + "</body></html>"
+    )
     return write_text_atomic(run_dir / "report.html", page)

@@ -58,12 +58,14 @@ class StudyResults:
         return {"schema_version": d.pop("schema_version"), "unpact_version": d.pop("unpact_version"), **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudyResults":
+    def from_dict(cls, d: dict[str, Any]) -> StudyResults:
         """Read a results dict back; a newer layout or unknown sections are errors that say so."""
         version = d.get("schema_version", 0)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise DataError(f"results.json has schema_version {version!r}, newer than this unpact's "
-                            f"({SCHEMA_VERSION}); read it with the unpact that wrote it ({d.get('unpact_version')})")
+            raise DataError(
+                f"results.json has schema_version {version!r}, newer than this unpact's "
+                f"({SCHEMA_VERSION}); read it with the unpact that wrote it ({d.get('unpact_version')})"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -154,14 +156,16 @@ def utility_score(ev: dict[str, Any]) -> float | None:
 def utility_drop(orig: dict[str, Any], after: dict[str, Any]) -> float | None:
     """Mean drop of retain ROUGE-L and general accuracy (original - unlearned)."""
     drops = []
-    for a, b in ((_get(orig, "retain", "rouge_l_recall"), _get(after, "retain", "rouge_l_recall")),
-                 (general_score(orig), general_score(after))):
+    for a, b in (
+        (_get(orig, "retain", "rouge_l_recall"), _get(after, "retain", "rouge_l_recall")),
+        (general_score(orig), general_score(after)),
+    ):
         if a is not None and b is not None:
             drops.append(a - b)
     return sum(drops) / len(drops) if drops else None
 
 
-def recovery_table(method_results: dict[str, Any]) -> "RecoveryTable | None":
+def recovery_table(method_results: dict[str, Any]) -> RecoveryTable | None:
     """The :class:`~unpact.emphasis.RecoveryTable` of one method's stage results (None without one)."""
     rec = method_results.get("recovery")
     return RecoveryTable.from_dict(rec) if rec else None
@@ -172,7 +176,8 @@ def recovery_table(method_results: dict[str, Any]) -> "RecoveryTable | None":
 
 def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, Any]]:
     """One row per model (the original, then each method): the headline numbers."""
-    def row(name: str, ev: dict, rec: "RecoveryTable | None") -> dict[str, Any]:
+
+    def row(name: str, ev: dict, rec: RecoveryTable | None) -> dict[str, Any]:
         return {
             "method": name,
             "forget_rouge": _get(ev, "forget", "rouge_l_recall"),
@@ -197,8 +202,9 @@ def summary_rows(orig_eval: dict, methods: dict[str, dict]) -> list[dict[str, An
     return rows
 
 
-def examples(orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any] | None = None,
-             k: int = 3) -> list[dict[str, Any]]:
+def examples(
+    orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any] | None = None, k: int = 3
+) -> list[dict[str, Any]]:
     """Selected forget items with token heatmap views: original, after each method, under emphasis.
 
     The keyword marks are the original model's KeyTokens under ``keytokens`` (the run's
@@ -211,14 +217,22 @@ def examples(orig_attr: dict, methods: dict[str, dict], keytokens: dict[str, Any
         views = [{"label": "original model", "tokens": d["tokens"], "scores": d["scores"], "key": key}]
         for m, r in methods.items():
             after = r["attribution"]["loo"]["forget"][idx]
-            views.append({"label": f"{m}: after unlearning", "tokens": after["tokens"], "scores": after["scores"], "key": key})
+            views.append(
+                {"label": f"{m}: after unlearning", "tokens": after["tokens"], "scores": after["scores"], "key": key}
+            )
             rec = recovery_table(r)
             ex = (rec.rewrite_attributions if rec is not None else None) or []
             if idx < len(ex):
                 e = ex[idx]
                 kp = set(e.get("keyword_positions", []))
-                views.append({"label": f"{m}: emphasis '{e.get('template')}'", "tokens": e["tokens"],
-                              "scores": e["scores"], "key": [i in kp for i in range(len(e["tokens"]))]})
+                views.append(
+                    {
+                        "label": f"{m}: emphasis '{e.get('template')}'",
+                        "tokens": e["tokens"],
+                        "scores": e["scores"],
+                        "key": [i in kp for i in range(len(e["tokens"]))],
+                    }
+                )
         out.append({"item_id": d["item_id"], "question": d["prompt"], "answer": d["answer"], "views": views})
     return out
 
@@ -234,24 +248,48 @@ def route_rows(methods: dict[str, dict]) -> list[dict[str, Any]]:
         rec = recovery_table(r)
         for kind in ("prompt", "activation"):
             best = rec.best(kind) if rec is not None else BestSetting(None, None, False, None)
-            rows.append({"method": m, "route": f"{kind} emphasis", "setting": best.name, "raw_rate": best.rate,
-                         "controlled_rate": None, "n_recovered": best.row.n_recovered if best.row else None,
-                         "n_forgotten": best.row.n_forgotten if best.row else None, "negative_control": False})
+            rows.append(
+                {
+                    "method": m,
+                    "route": f"{kind} emphasis",
+                    "setting": best.name,
+                    "raw_rate": best.rate,
+                    "controlled_rate": None,
+                    "n_recovered": best.row.n_recovered if best.row else None,
+                    "n_forgotten": best.row.n_forgotten if best.row else None,
+                    "negative_control": False,
+                }
+            )
         for a, t in (r.get("attacks") or {}).items():
             best = t.get("best_setting") or next(iter(t.get("settings") or {}), None)
             row = (t.get("settings") or {}).get(best) or {}
-            rows.append({"method": m, "route": a, "setting": best, "raw_rate": row.get("forget_rate"),
-                         "controlled_rate": row.get("controlled_rate"), "n_recovered": row.get("n_recovered_beyond_controls"),
-                         "n_forgotten": row.get("n_eligible"), "negative_control": "negative" in (t.get("roles") or [])})
+            rows.append(
+                {
+                    "method": m,
+                    "route": a,
+                    "setting": best,
+                    "raw_rate": row.get("forget_rate"),
+                    "controlled_rate": row.get("controlled_rate"),
+                    "n_recovered": row.get("n_recovered_beyond_controls"),
+                    "n_forgotten": row.get("n_eligible"),
+                    "negative_control": "negative" in (t.get("roles") or []),
+                }
+            )
     return rows
 
 
-def assemble_results(cfg: "RunConfig", info: dict, orig_eval: dict, orig_attr: dict,
-                     methods: dict[str, dict], analyses: dict) -> StudyResults:
+def assemble_results(
+    cfg: RunConfig, info: dict, orig_eval: dict, orig_attr: dict, methods: dict[str, dict], analyses: dict
+) -> StudyResults:
     """The run's :class:`StudyResults` from its stage results."""
     return StudyResults(
-        unpact_version=__version__, config=cfg.to_dict(), model_info=info, summary=summary_rows(orig_eval, methods),
-        original={"evaluate": orig_eval, "attribution": orig_attr}, methods=methods, analyses=analyses,
+        unpact_version=__version__,
+        config=cfg.to_dict(),
+        model_info=info,
+        summary=summary_rows(orig_eval, methods),
+        original={"evaluate": orig_eval, "attribution": orig_attr},
+        methods=methods,
+        analyses=analyses,
         examples=examples(orig_attr, methods, dataclasses.asdict(cfg.attribution.keytokens)),
         routes=route_rows(methods),
     )
@@ -275,36 +313,56 @@ def matched_lines(results: dict[str, Any], target: float = MATCHED_TARGET) -> li
         row = next((x for x in rows if x["method"] == m and name in x["names"]), None)
         if row is None:
             targets = (traj.get("result") or {}).get("settings", {}).get("targets") or []
-            why = (f"forget accuracy never fell below {target:g} in {traj['result']['steps_run']} steps"
-                   if target in targets else f"{target:g} is not among trajectory.targets {targets}")
+            why = (
+                f"forget accuracy never fell below {target:g} in {traj['result']['steps_run']} steps"
+                if target in targets
+                else f"{target:g} is not among trajectory.targets {targets}"
+            )
             out.append(f"trajectory, {m}: {why}")
             continue
 
         def f(v):
             return "-" if v is None else f"{v:.3f}"
 
-        pres = "" if row["hidden"] is None else f", hidden {row['hidden']} / erased {row['erased']} / known {row['known']}"
+        pres = (
+            "" if row["hidden"] is None else f", hidden {row['hidden']} / erased {row['erased']} / known {row['known']}"
+        )
         f2 = "" if row["finding2"] is None else f"; finding 2 there: {row['finding2'].split(':')[0]}"
-        out.append(f"trajectory, {m}: monitored forget accuracy < {target:g} first at step {row['step']} "
-                   f"(monitor {f(row['monitor_forget_accuracy'])}; evaluated forget {f(row['forget_accuracy'])}, "
-                   f"utility {f(row['utility'])}, drop {f(row['utility_drop'])}"
-                   f"{pres}){f2}")
+        out.append(
+            f"trajectory, {m}: monitored forget accuracy < {target:g} first at step {row['step']} "
+            f"(monitor {f(row['monitor_forget_accuracy'])}; evaluated forget {f(row['forget_accuracy'])}, "
+            f"utility {f(row['utility'])}, drop {f(row['utility_drop'])}"
+            f"{pres}){f2}"
+        )
     return out
 
 
 def summary_table(results: dict[str, Any]) -> str:
     """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
-    cols = [("method", "method", 12), ("forget_rouge", "forget", 7), ("retain_rouge", "retain", 7),
-            ("general_accuracy", "general", 8), ("forget_quality", "FQ", 9), ("recovery_prompt", "rec.prompt", 10),
-            ("recovery_activation", "rec.act", 8), ("forget_mia_min_k_auc", "MIA.auc", 7), ("privleak", "privleak", 8),
-            ("forget_exact_memorization", "EM", 6)]
+    cols = [
+        ("method", "method", 12),
+        ("forget_rouge", "forget", 7),
+        ("retain_rouge", "retain", 7),
+        ("general_accuracy", "general", 8),
+        ("forget_quality", "FQ", 9),
+        ("recovery_prompt", "rec.prompt", 10),
+        ("recovery_activation", "rec.act", 8),
+        ("forget_mia_min_k_auc", "MIA.auc", 7),
+        ("privleak", "privleak", 8),
+        ("forget_exact_memorization", "EM", 6),
+    ]
     lines = ["  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (_, h, w) in enumerate(cols))]
     for r in results["summary"]:
         cells = []
         for i, (k, _, w) in enumerate(cols):
             v = r.get(k)
-            s = "-" if v is None else (f"{v:.3g}" if k == "forget_quality" else f"{v:.1f}" if k == "privleak"
-                                       else f"{v:.3f}") if isinstance(v, float) else str(v)
+            s = (
+                "-"
+                if v is None
+                else (f"{v:.3g}" if k == "forget_quality" else f"{v:.1f}" if k == "privleak" else f"{v:.3f}")
+                if isinstance(v, float)
+                else str(v)
+            )
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
     counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
@@ -319,10 +377,15 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.insert(0, f"not applicable: {pre['reason']}\n")
     if results["summary"] and all(r.get("forget_quality") is None for r in results["summary"]):
         config = results.get("config") or {}
-        why = ("no retain-only reference model (reference_model is none)" if not config.get("reference_model")
-               else "not computed")
-        lines.append(f"FQ: not applicable: {why}; TOFU's forget quality compares truth ratios with a model "
-                     "that never saw the forget set")
+        why = (
+            "no retain-only reference model (reference_model is none)"
+            if not config.get("reference_model")
+            else "not computed"
+        )
+        lines.append(
+            f"FQ: not applicable: {why}; TOFU's forget quality compares truth ratios with a model "
+            "that never saw the forget set"
+        )
     lines.append("")
     for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
         if an.get(name, {}).get("verdict"):

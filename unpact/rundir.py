@@ -19,8 +19,9 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unpact.errors import ConfigError
 
@@ -109,7 +110,7 @@ class RunLock:
         self.path = Path(root) / self.NAME
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -147,7 +148,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -30,9 +30,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -62,6 +62,7 @@ from unpact.registry import Registry
 #: length of greedy answers (evaluation, emphasis, attacks): the embedded answers are <= 12 tokens and
 #: TOFU's short answers fit too; one default for every caller that does not choose its own
 DEFAULT_MAX_NEW_TOKENS = 20
+
 
 def encode_pair(
     tokenizer, prompt: str, answer: str, *, prepend_bos: bool = True, name: str | None = None
@@ -114,7 +115,7 @@ def truncate_pair(
     keep = 1 if has_bos else 0
     if excess >= len(prompt_ids) - keep:
         raise InputError(f"the answer alone ({len(answer_ids)} tokens) does not fit the context of {n_ctx}")
-    return prompt_ids[:keep] + prompt_ids[keep + excess:], answer_ids
+    return prompt_ids[:keep] + prompt_ids[keep + excess :], answer_ids
 
 
 @dataclass
@@ -125,7 +126,7 @@ class Packed:
     target_mask: Bool[Tensor, "batch pos"]
     lengths: Int[Tensor, " batch"]
 
-    def to(self, device) -> "Packed":
+    def to(self, device) -> Packed:
         return Packed(self.input_ids.to(device), self.target_mask.to(device), self.lengths.to(device))
 
 
@@ -139,7 +140,7 @@ def pack(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int) -> 
     for i, (p, a) in enumerate(sequences):
         row = list(p) + list(a)
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, len(p): len(row)] = True
+        mask[i, len(p) : len(row)] = True
         lengths[i] = len(row)
     return Packed(ids, mask, lengths)
 
@@ -242,6 +243,7 @@ QUANTITIES: Registry[Quantity] = Registry("quantity")
 
 def register_quantity(name: str) -> Callable[[Quantity], Quantity]:
     """Register ``fn(tok_lp, target_mask) -> [batch]`` as quantity ``name`` (a decorator)."""
+
     def deco(fn: Quantity) -> Quantity:
         return QUANTITIES.add(name, fn)
 
@@ -396,13 +398,17 @@ def answer_token_stats(
             for i, piece in zip(group, rows.split(counts)):
                 a = sequences[i][1]
                 lp = piece.float().log_softmax(-1)
-                tgt = torch.tensor(list(a), dtype=torch.long, device=lp.device)[len(a) - piece.shape[0]:]
+                tgt = torch.tensor(list(a), dtype=torch.long, device=lp.device)[len(a) - piece.shape[0] :]
                 probs = lp.exp()
                 mean = -torch.special.entr(probs).sum(-1).double()  # sum_v p log p, 0 where p = 0
                 second = torch.where(probs > 0, probs * lp.square(), torch.zeros_like(lp)).sum(-1).double()
-                out[i] = TokenStats(targets=tgt.cpu(), logprobs=lp.gather(-1, tgt[:, None]).squeeze(-1).double().cpu(),
-                                    argmax=lp.argmax(-1).cpu(), vocab_mean=mean.cpu(),
-                                    vocab_var=(second - mean.square()).clamp(min=0.0).cpu())
+                out[i] = TokenStats(
+                    targets=tgt.cpu(),
+                    logprobs=lp.gather(-1, tgt[:, None]).squeeze(-1).double().cpu(),
+                    argmax=lp.argmax(-1).cpu(),
+                    vocab_mean=mean.cpu(),
+                    vocab_var=(second - mean.square()).clamp(min=0.0).cpu(),
+                )
     return out  # type: ignore[return-value]
 
 
@@ -586,24 +592,30 @@ def score_variants(
                 off = w - len(new)  # left-padded: every row's answer ends in the last column
                 ids[r, off:] = torch.tensor(new, dtype=torch.long)
                 mask[r, :s] = 1
-                mask[r, c + off:] = 1
+                mask[r, c + off :] = 1
                 pos[r, :] = s
                 pos[r, off:] = torch.arange(s, s + len(new))
-                targets[r, k_ans - len(a):] = torch.tensor(list(a), dtype=torch.long)
-                tmask[r, k_ans - len(a):] = True
+                targets[r, k_ans - len(a) :] = torch.tensor(list(a), dtype=torch.long)
+                tmask[r, k_ans - len(a) :] = True
             kwargs = {}
             if c > 0:
                 rows_base = torch.tensor([base_of[j] for j in group], device=device)
-                layers = [(k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base))
-                          for k, v in kv]
+                layers = [
+                    (k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base)) for k, v in kv
+                ]
                 kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
             tm = tmask.to(device)
             r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
             with logits_at(hf, r_idx, w - k_ans + k_idx) as take:
-                rows_logits = take(hf(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                    use_cache=c > 0, **kwargs,
-                ).logits)
+                rows_logits = take(
+                    hf(
+                        input_ids=ids.to(device),
+                        attention_mask=mask.to(device),
+                        position_ids=pos.to(device),
+                        use_cache=c > 0,
+                        **kwargs,
+                    ).logits
+                )
             picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
             lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
             lp = reduce_logprobs(lp, tm, reduction)
@@ -663,8 +675,15 @@ def greedy_generate(
                 check_length(model, len(ids), name, what="prompt")
             room = max(1, n_ctx - max_new_tokens)  # the answer's share of the context, as for log-probs
             seqs[i], _ = truncate_pair(ids, [], room, has_bos=has_bos)
-    results, _ = greedy_tokens(model, seqs, max_new_tokens=max_new_tokens, fwd_hooks=fwd_hooks,
-                               max_batch_tokens=max_batch_tokens, stop_at_newline=stop_at_newline, cache=cache)
+    results, _ = greedy_tokens(
+        model,
+        seqs,
+        max_new_tokens=max_new_tokens,
+        fwd_hooks=fwd_hooks,
+        max_batch_tokens=max_batch_tokens,
+        stop_at_newline=stop_at_newline,
+        cache=cache,
+    )
     texts = [tok.decode(r, skip_special_tokens=True) for r in results]
     if stop_at_newline:
         texts = [t.split("\n", 1)[0] for t in texts]

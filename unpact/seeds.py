@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import html
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from unpact.analyses.seeds import SPREAD_KEYS, SeedSettings, pool_seeds
 from unpact.config import RunConfig
@@ -69,10 +70,15 @@ def seed_configs(cfg: RunConfig, seeds: Sequence[int]) -> dict[int, RunConfig]:
     return {k: dataclasses.replace(cfg, seed=int(k), out=str(seed_dir(cfg.out, k))) for k in seeds}
 
 
-def run_seeds(cfg: RunConfig, seeds: Sequence[int], *, progress: ProgressFactory = null_progress,
-              on_stage: Callable[[str, bool], None] | None = None,
-              on_seed: Callable[[int, RunConfig], None] | None = None,
-              settings: SeedSettings | None = None) -> dict[str, Any]:
+def run_seeds(
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    *,
+    progress: ProgressFactory = null_progress,
+    on_stage: Callable[[str, bool], None] | None = None,
+    on_seed: Callable[[int, RunConfig], None] | None = None,
+    settings: SeedSettings | None = None,
+) -> dict[str, Any]:
     """Run (or resume) ``cfg`` at each seed, then write and return the pooled report.
 
     Every seed's inputs are checked before any seed runs (they differ only in ``seed`` and
@@ -92,14 +98,30 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], *, progress: ProgressFactory
     return pooled
 
 
-def pooled_report(results: Mapping[int, Mapping[str, Any]], dirs: Mapping[int, str] | None = None,
-                  settings: SeedSettings | None = None, title: str | None = None) -> dict[str, Any]:
+def pooled_report(
+    results: Mapping[int, Mapping[str, Any]],
+    dirs: Mapping[int, str] | None = None,
+    settings: SeedSettings | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
     """The pooled report of several seeds' results (each a ``results.json`` dict, or ``{"methods",
     "analyses", "summary"}``): :func:`unpact.analyses.seeds.pool_seeds` and where each seed lives."""
-    pooled = pool_seeds({k: {"methods": r.get("methods") or {}, "analyses": r.get("analyses") or {},
-                             "summary": r.get("summary") or []} for k, r in results.items()}, settings)
-    return {"title": title or f"unpact: {len(results)} seeds pooled", "dirs": {str(k): v for k, v in (dirs or {}).items()},
-            **pooled}
+    pooled = pool_seeds(
+        {
+            k: {
+                "methods": r.get("methods") or {},
+                "analyses": r.get("analyses") or {},
+                "summary": r.get("summary") or [],
+            }
+            for k, r in results.items()
+        },
+        settings,
+    )
+    return {
+        "title": title or f"unpact: {len(results)} seeds pooled",
+        "dirs": {str(k): v for k, v in (dirs or {}).items()},
+        **pooled,
+    }
 
 
 def write_pooled(out: str | Path, pooled: Mapping[str, Any], stem: str = "pooled") -> None:
@@ -113,8 +135,15 @@ def write_pooled(out: str | Path, pooled: Mapping[str, Any], stem: str = "pooled
 
 # ------------------------------------------------------------------ rendering
 
-_HEAD = {"forget_rouge": "forget", "retain_rouge": "retain", "general_accuracy": "general", "forget_quality": "FQ",
-         "model_utility": "MU", "recovery_prompt": "rec.prompt", "recovery_activation": "rec.act"}
+_HEAD = {
+    "forget_rouge": "forget",
+    "retain_rouge": "retain",
+    "general_accuracy": "general",
+    "forget_quality": "FQ",
+    "model_utility": "MU",
+    "recovery_prompt": "rec.prompt",
+    "recovery_activation": "rec.act",
+}
 
 
 def spread_text(v: Mapping[str, Any] | None, key: str = "") -> str:
@@ -158,8 +187,10 @@ def summary_text(pooled: Mapping[str, Any]) -> str:
     [min-max] over seeds, then every verdict."""
     seeds = ", ".join(map(str, pooled.get("seeds") or []))
     cols = [("method", 12)] + [(_HEAD[k], 21) for k in SPREAD_KEYS]
-    lines = [f"pooled over seeds {seeds}: mean [min-max] over seeds",
-             "  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(cols))]
+    lines = [
+        f"pooled over seeds {seeds}: mean [min-max] over seeds",
+        "  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(cols)),
+    ]
     for r in pooled.get("summary") or []:
         lines.append("  ".join([f"{r['method']:<12}"] + [f"{spread_text(r.get(k), k):>21}" for k in SPREAD_KEYS]))
     return "\n".join(lines + [""] + verdict_lines(pooled))
@@ -167,11 +198,19 @@ def summary_text(pooled: Mapping[str, Any]) -> str:
 
 def render_markdown(pooled: Mapping[str, Any]) -> str:
     """The pooled report as Markdown: the spread table, the pooled verdicts with their rules and per-seed marks."""
-    lines = [f"# {pooled.get('title', 'unpact: seeds pooled')}", "",
-             f"Seeds: {', '.join(map(str, pooled.get('seeds') or []))}"]
+    lines = [
+        f"# {pooled.get('title', 'unpact: seeds pooled')}",
+        "",
+        f"Seeds: {', '.join(map(str, pooled.get('seeds') or []))}",
+    ]
     lines += [f"- seed {k}: `{d}`" for k, d in (pooled.get("dirs") or {}).items()]
-    lines += ["", "## Summary: mean [min-max] over seeds", "",
-              "| method | " + " | ".join(_HEAD[k] for k in SPREAD_KEYS) + " |", "|---" * (1 + len(SPREAD_KEYS)) + "|"]
+    lines += [
+        "",
+        "## Summary: mean [min-max] over seeds",
+        "",
+        "| method | " + " | ".join(_HEAD[k] for k in SPREAD_KEYS) + " |",
+        "|---" * (1 + len(SPREAD_KEYS)) + "|",
+    ]
     for r in pooled.get("summary") or []:
         lines.append(f"| {r['method']} | " + " | ".join(spread_text(r.get(k), k) for k in SPREAD_KEYS) + " |")
     lines += ["", "## Verdicts", ""] + [f"- {x}" for x in verdict_lines(pooled)] + ["", "## Rules", ""]
@@ -190,16 +229,23 @@ def render_markdown(pooled: Mapping[str, Any]) -> str:
 def render_html(pooled: Mapping[str, Any]) -> str:
     """The pooled report as one self-contained HTML page (the Markdown's content)."""
     e = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>", e(pooled.get("title", "unpact")),
-             "</title><style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child,th{text-align:left}.dep{color:#a60}</style></head><body>",
-             f"<h1>{e(pooled.get('title', ''))}</h1><p>Seeds: {e(', '.join(map(str, pooled.get('seeds') or [])))}</p>",
-             "<h2>Summary: mean [min-max] over seeds</h2><table><tr><th>method</th>",
-             "".join(f"<th>{e(_HEAD[k])}</th>" for k in SPREAD_KEYS), "</tr>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>",
+        e(pooled.get("title", "unpact")),
+        "</title><style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th{text-align:left}.dep{color:#a60}</style></head><body>",
+        f"<h1>{e(pooled.get('title', ''))}</h1><p>Seeds: {e(', '.join(map(str, pooled.get('seeds') or [])))}</p>",
+        "<h2>Summary: mean [min-max] over seeds</h2><table><tr><th>method</th>",
+        "".join(f"<th>{e(_HEAD[k])}</th>" for k in SPREAD_KEYS),
+        "</tr>",
+    ]
     for r in pooled.get("summary") or []:
-        parts.append(f"<tr><td>{e(r['method'])}</td>" + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>"
-                                                             for k in SPREAD_KEYS) + "</tr>")
+        parts.append(
+            f"<tr><td>{e(r['method'])}</td>"
+            + "".join(f"<td>{e(spread_text(r.get(k), k))}</td>" for k in SPREAD_KEYS)
+            + "</tr>"
+        )
     parts.append("</table><h2>Verdicts</h2><ul>")
     for x in verdict_lines(pooled):
         parts.append(f"<li{' class=dep' if 'seed-dependent' in x else ''}>{e(x)}</li>")
@@ -207,5 +253,16 @@ def render_html(pooled: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-__all__ = ["parse_seeds", "pooled_report", "render_html", "render_markdown", "run_seeds", "seed_configs", "seed_dir",
-           "spread_text", "summary_text", "verdict_lines", "write_pooled"]
+__all__ = [
+    "parse_seeds",
+    "pooled_report",
+    "render_html",
+    "render_markdown",
+    "run_seeds",
+    "seed_configs",
+    "seed_dir",
+    "spread_text",
+    "summary_text",
+    "verdict_lines",
+    "write_pooled",
+]

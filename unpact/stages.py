@@ -28,10 +28,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -90,7 +91,10 @@ BACKWARD_SHARE = {"unlearn": 4, "heads": 4, "integrated_gradients": IG_BATCH_SHA
 
 def stage_budgets(max_batch_tokens: int) -> dict[str, int]:
     """Token budget of each kind of pass for a forward budget of ``max_batch_tokens``."""
-    return {"forward": max_batch_tokens, **{kind: max(1, max_batch_tokens // share) for kind, share in BACKWARD_SHARE.items()}}
+    return {
+        "forward": max_batch_tokens,
+        **{kind: max(1, max_batch_tokens // share) for kind, share in BACKWARD_SHARE.items()},
+    }
 
 
 def stage_seed(seed: int, name: str) -> int:
@@ -128,8 +132,9 @@ class StudyData:
 class StudyView(Protocol):
     """What a stage sees of the study (:class:`unpact.pipeline.Study` implements it): settings,
     shared inputs and the once-per-study results, all read-only."""
-    cfg: "RunConfig"
-    progress: "ProgressFactory"
+
+    cfg: RunConfig
+    progress: ProgressFactory
     budgets: dict[str, int]
 
     @property
@@ -157,7 +162,7 @@ class StudyView(Protocol):
     def presence_controls(self) -> dict[str, Any]: ...
 
 
-def load_study_data(cfg: "RunConfig") -> StudyData:
+def load_study_data(cfg: RunConfig) -> StudyData:
     """Load the benchmark splits named by ``cfg`` (errors name the split and list known ones)."""
     forget = load_benchmark(cfg.benchmark, cfg.forget_split, path=cfg.benchmark_path)
     retain = load_benchmark(cfg.benchmark, cfg.retain_split, path=cfg.benchmark_path)
@@ -182,7 +187,7 @@ def load_study_data(cfg: "RunConfig") -> StudyData:
 # ------------------------------------------------------------------ shared stages
 
 
-def attribution(study: "StudyView", model: Model) -> dict[str, Any]:
+def attribution(study: StudyView, model: Model) -> dict[str, Any]:
     """loo (+ KeyTokens) on every group item; integrated gradients and heads on a subset."""
     settings, budgets = study.cfg.attribution, study.budgets
     out: dict[str, Any] = {"loo": {}, "integrated_gradients": {}, "heads": {}}
@@ -190,28 +195,50 @@ def attribution(study: "StudyView", model: Model) -> dict[str, Any]:
         items = study.data.groups[g]
         if not items:
             continue
-        res = attribute(model, items, method="loo", group=g, fmt=study.fmt, max_batch_tokens=budgets["forward"],
-                        progress=study.progress)
+        res = attribute(
+            model,
+            items,
+            method="loo",
+            group=g,
+            fmt=study.fmt,
+            max_batch_tokens=budgets["forward"],
+            progress=study.progress,
+        )
         out["loo"][g] = [r.to_dict() for r in res]
         subset = items[: settings.subset]
         if "integrated_gradients" in settings.methods and subset:
-            res = attribute(model, subset, method="integrated_gradients", group=g, steps=settings.ig_steps,
-                            fmt=study.fmt, max_passes=max(settings.ig_max_passes, settings.ig_steps),
-                            max_batch_tokens=budgets["integrated_gradients"], progress=study.progress)
+            res = attribute(
+                model,
+                subset,
+                method="integrated_gradients",
+                group=g,
+                steps=settings.ig_steps,
+                fmt=study.fmt,
+                max_passes=max(settings.ig_max_passes, settings.ig_steps),
+                max_batch_tokens=budgets["integrated_gradients"],
+                progress=study.progress,
+            )
             out["integrated_gradients"][g] = [r.to_dict() for r in res]
         if "heads" in settings.methods and subset:
-            res = attribute(model, subset, method="heads", group=g, fmt=study.fmt, max_batch_tokens=budgets["heads"],
-                            progress=study.progress)
+            res = attribute(
+                model,
+                subset,
+                method="heads",
+                group=g,
+                fmt=study.fmt,
+                max_batch_tokens=budgets["heads"],
+                progress=study.progress,
+            )
             out["heads"][g] = [r.to_dict() for r in res]
     return out
 
 
-def forget_with_perturbed(study: "StudyView") -> list:
+def forget_with_perturbed(study: StudyView) -> list:
     """The whole forget split's items with perturbed answers (TOFU's forget quality runs on all of them)."""
     return [it for it in study.data.forget if getattr(it, "perturbed_answers", None)]
 
 
-def reference_ratios(study: "StudyView") -> dict[str, Any]:
+def reference_ratios(study: StudyView) -> dict[str, Any]:
     """Truth ratios of the retain-only reference model on the whole forget split."""
     cfg = study.cfg
     ref = load_model(cfg.reference_model, device=cfg.device, dtype=cfg.dtype)
@@ -221,7 +248,7 @@ def reference_ratios(study: "StudyView") -> dict[str, Any]:
     return {"truth_ratios": [float(x) for x in truth_ratios(ref, items, study.fmt, study.budgets["forward"])]}
 
 
-def mia_holdout(study: "StudyView") -> list | None:
+def mia_holdout(study: StudyView) -> list | None:
     """The membership-inference attacks' non-members: an evenly spaced ``max_items`` sample of the
     holdout split's QA items (as many as the evaluated forget items); None without a holdout split."""
     data = study.data
@@ -231,7 +258,7 @@ def mia_holdout(study: "StudyView") -> list | None:
     return spread_sample(items, study.cfg.max_items) or None
 
 
-def reference_mia(study: "StudyView") -> dict[str, Any]:
+def reference_mia(study: StudyView) -> dict[str, Any]:
     """The retain-only reference model's MIA AUCs on the evaluated forget items against
     :func:`mia_holdout` (privleak's reference)."""
     cfg = study.cfg
@@ -242,19 +269,26 @@ def reference_mia(study: "StudyView") -> dict[str, Any]:
     return mia_aucs(ref, study.data.groups["forget"], holdout, study.fmt, study.budgets["forward"])
 
 
-def evaluation(study: "StudyView", model: Model, reference_ratios: list[float] | None,
-               reference_mia: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluation(
+    study: StudyView, model: Model, reference_ratios: list[float] | None, reference_mia: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Every metric on each group, all groups' answers generated in one batched pass; on the forget
     group also the MIA AUCs against :func:`mia_holdout` and privleak against ``reference_mia``."""
     data = study.data
     groups = {g: data.groups[g] for g in GROUPS if data.groups[g]}
     holdout = mia_holdout(study)
     out = evaluate_groups(
-        model, groups, {"forget": reference_mia} if reference_mia else None,
-        max_new_tokens=study.cfg.max_new_tokens, forget={g: g == "forget" for g in groups},
+        model,
+        groups,
+        {"forget": reference_mia} if reference_mia else None,
+        max_new_tokens=study.cfg.max_new_tokens,
+        forget={g: g == "forget" for g in groups},
         roles={"forget": "forget", "retain": "retain", "general": "other"},
-        style=benchmark_style(data.forget), stop_at_newline=is_embedded(data.forget),
-        progress=study.progress, fmt=study.fmt, max_batch_tokens=study.budgets["forward"],
+        style=benchmark_style(data.forget),
+        stop_at_newline=is_embedded(data.forget),
+        progress=study.progress,
+        fmt=study.fmt,
+        max_batch_tokens=study.budgets["forward"],
         holdouts={"forget": holdout} if holdout else None,
     )
     if reference_ratios and "forget" in out:
@@ -269,23 +303,30 @@ def evaluation(study: "StudyView", model: Model, reference_ratios: list[float] |
     return out
 
 
-def keyword_positions(study: "StudyView") -> dict[str, list[list[int]]]:
+def keyword_positions(study: StudyView) -> dict[str, list[list[int]]]:
     """Per group, each item's KeyTokens on the original model under the run's KeyTokens rule."""
     rule = dataclasses.asdict(study.cfg.attribution.keytokens)
     loo = study.original_attribution()["loo"]
     return {g: [key_tokens(Attribution.from_dict(d), **rule) for d in loo.get(g, [])] for g in GROUPS}
 
 
-def attack_options(study: "StudyView") -> dict[str, Any]:
+def attack_options(study: StudyView) -> dict[str, Any]:
     """The keyword arguments every attack run of the study shares: the retain pool, the recovery
     settings (threshold, answer length, token budget), the seed and the prompt format."""
-    recovery_cfg = RecoveryConfig(threshold=study.cfg.emphasis.threshold, max_new_tokens=study.cfg.max_new_tokens,
-                                  max_batch_tokens=study.budgets["forward"])
-    return {"pool": {"retain": list(study.data.retain)}, "recovery": recovery_cfg, "seed": study.cfg.seed,
-            "fmt": study.fmt}
+    recovery_cfg = RecoveryConfig(
+        threshold=study.cfg.emphasis.threshold,
+        max_new_tokens=study.cfg.max_new_tokens,
+        max_batch_tokens=study.budgets["forward"],
+    )
+    return {
+        "pool": {"retain": list(study.data.retain)},
+        "recovery": recovery_cfg,
+        "seed": study.cfg.seed,
+        "fmt": study.fmt,
+    }
 
 
-def attack_controls(study: "StudyView") -> dict[str, Any]:
+def attack_controls(study: StudyView) -> dict[str, Any]:
     """Every attack on the original and the negative control (retain-only model), once per study."""
     cfg, settings = study.cfg, study.cfg.attacks
     models = {"original": study.original()}
@@ -297,8 +338,9 @@ def attack_controls(study: "StudyView") -> dict[str, Any]:
         for name in settings.names:
             out[name] = {}
             for role, model in models.items():
-                out[name][role] = role_runs(name, model, study.data.groups["forget"],
-                                            config=settings.options.get(name), **options)
+                out[name][role] = role_runs(
+                    name, model, study.data.groups["forget"], config=settings.options.get(name), **options
+                )
                 bar.update()
     return out
 
@@ -306,31 +348,47 @@ def attack_controls(study: "StudyView") -> dict[str, Any]:
 # ------------------------------------------------------------------ per-method stages
 
 
-def method_overrides(study: "StudyView", method: str) -> dict[str, Any]:
+def method_overrides(study: StudyView, method: str) -> dict[str, Any]:
     """``method``'s settings in this run: the unlearning token budget, gradient checkpointing and
     the run's ``method_config.<method>``."""
     cfg = study.cfg
-    return {"max_batch_tokens": study.budgets["unlearn"], "gradient_checkpointing": cfg.gradient_checkpointing,
-            **(cfg.method_config.get(method) or {})}
+    return {
+        "max_batch_tokens": study.budgets["unlearn"],
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        **(cfg.method_config.get(method) or {}),
+    }
 
 
-def unlearning(study: "StudyView", method: str) -> UnlearnResult:
+def unlearning(study: StudyView, method: str) -> UnlearnResult:
     """Unlearn a fresh copy of the original with ``method`` (the shared original stays untouched);
     the caller saves the model (:func:`unlearning_summary` is what the stage file keeps)."""
     cfg = study.cfg
     fresh = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    return unlearn(fresh, method, list(study.data.forget), list(study.data.retain), method_overrides(study, method),
-                   inplace=True, seed=stage_seed(cfg.seed, f"{method}/unlearn"), progress=study.progress,
-                   fmt=study.fmt)
+    return unlearn(
+        fresh,
+        method,
+        list(study.data.forget),
+        list(study.data.retain),
+        method_overrides(study, method),
+        inplace=True,
+        seed=stage_seed(cfg.seed, f"{method}/unlearn"),
+        progress=study.progress,
+        fmt=study.fmt,
+    )
 
 
 def unlearning_summary(method: str, res: UnlearnResult) -> dict[str, Any]:
     """The unlearn stage's file: the method, its settings, the losses and how training ended."""
-    return {"method": method, "config": {k: v for k, v in vars(res.config).items() if not callable(v)},
-            "losses": res.losses, "stopped_early": res.stopped_early, "message": res.message}
+    return {
+        "method": method,
+        "config": {k: v for k, v in vars(res.config).items() if not callable(v)},
+        "losses": res.losses,
+        "stopped_early": res.stopped_early,
+        "message": res.message,
+    }
 
 
-def lineage(study: "StudyView", name: str) -> dict[str, Any]:
+def lineage(study: StudyView, name: str) -> dict[str, Any]:
     """Where the measured model comes from and how far it moved: its relative weight distance
     from the original and whether it is identical (:func:`unpact.checkpoints.lineage`; for an
     audited checkpoint the input checks' measurement, not a second read of the weights)."""
@@ -342,7 +400,7 @@ def lineage(study: "StudyView", name: str) -> dict[str, Any]:
     return {**out, "spec": spec, "source": "given checkpoint (unpact audit)"}
 
 
-def track(study: "StudyView", after: dict[str, Any]) -> dict[str, Any]:
+def track(study: StudyView, after: dict[str, Any]) -> dict[str, Any]:
     """Contribution tracking: the original's attributions against the unlearned model's (``after``)."""
     before = study.original_attribution()
     rule = dataclasses.asdict(study.cfg.attribution.keytokens)
@@ -358,12 +416,18 @@ def track(study: "StudyView", after: dict[str, Any]) -> dict[str, Any]:
         if forget_before:
             summary = compare(forget_before, forget_after, **rule).summary
             out["head_delta"] = summary.get("per_head_head_total_delta")
-            out["layer_delta"] = [attn + mlp for attn, mlp in zip(summary.get("per_layer_attn_total_delta", []),
-                                                                  summary.get("per_layer_mlp_total_delta", []))]
+            out["layer_delta"] = [
+                attn + mlp
+                for attn, mlp in zip(
+                    summary.get("per_layer_attn_total_delta", []), summary.get("per_layer_mlp_total_delta", [])
+                )
+            ]
     return out
 
 
-def emphasis_controls(study: "StudyView", keywords: dict[str, list[list[int]]]) -> tuple[dict[str, list], dict[str, list]]:
+def emphasis_controls(
+    study: StudyView, keywords: dict[str, list[list[int]]]
+) -> tuple[dict[str, list], dict[str, list]]:
     """The emphasis controls: at most ``emphasis.max_control_items`` retain and general items
     (evenly spaced), and their KeyTokens from ``keywords`` (:func:`keyword_positions`)."""
     data = study.data
@@ -377,7 +441,7 @@ def emphasis_controls(study: "StudyView", keywords: dict[str, list[list[int]]]) 
     return controls, control_keywords
 
 
-def recovery(study: "StudyView", unlearned: Model, method: str) -> dict[str, Any]:
+def recovery(study: StudyView, unlearned: Model, method: str) -> dict[str, Any]:
     """Emphasis recovery on the forget items (retain, general and holdout controls), and the best
     rewrite's attribution on the unlearned model for the report's heatmaps: the
     :class:`~unpact.emphasis.RecoveryTable`'s ``to_dict``."""
@@ -386,19 +450,26 @@ def recovery(study: "StudyView", unlearned: Model, method: str) -> dict[str, Any
     controls, control_keywords = emphasis_controls(study, keywords)
     if data.holdout is not None:
         # authors the model never saw: emphasis must not "recover" what was never known
-        controls["holdout"] = spread_sample([it for it in data.holdout if it.kind == "qa"],
-                                            study.cfg.emphasis.max_control_items)
+        controls["holdout"] = spread_sample(
+            [it for it in data.holdout if it.kind == "qa"], study.cfg.emphasis.max_control_items
+        )
     table = recover(
-        unlearned, data.groups["forget"], original=study.original(), controls=controls,
-        keywords=keywords["forget"], control_keywords=control_keywords,
-        config=study.cfg.recovery_config(study.budgets["forward"]), method=method, fmt=study.fmt,
+        unlearned,
+        data.groups["forget"],
+        original=study.original(),
+        controls=controls,
+        keywords=keywords["forget"],
+        control_keywords=control_keywords,
+        config=study.cfg.recovery_config(study.budgets["forward"]),
+        method=method,
+        fmt=study.fmt,
         progress=study.progress,
     )
     table.rewrite_attributions = rewrite_attributions(study, unlearned, table)
     return table.to_dict()
 
 
-def rewrite_attributions(study: "StudyView", unlearned: Model, table) -> list[dict[str, Any]]:
+def rewrite_attributions(study: StudyView, unlearned: Model, table) -> list[dict[str, Any]]:
     """Attribution on ``unlearned`` of the first ``attribution.subset`` forget items rewritten by the
     best prompt template of ``table`` (the report's heatmaps); [] when no rewrite recovered anything."""
     best = table.prompt_best_setting
@@ -407,8 +478,11 @@ def rewrite_attributions(study: "StudyView", unlearned: Model, table) -> list[di
     examples = []
     for row, item in list(zip(table.items, study.data.groups["forget"]))[: study.cfg.attribution.subset]:
         rewritten = rewrite(item.question, row.keywords, best, tokenizer=unlearned.tokenizer, fmt=study.fmt)
-        attr = attribute(unlearned, (rewritten.prompt, format_answer(item.answer, study.fmt)),
-                         max_batch_tokens=study.budgets["forward"])
+        attr = attribute(
+            unlearned,
+            (rewritten.prompt, format_answer(item.answer, study.fmt)),
+            max_batch_tokens=study.budgets["forward"],
+        )
         d = attr.to_dict()
         d["keyword_positions"] = list(rewritten.positions)
         d["template"] = best
@@ -416,26 +490,35 @@ def rewrite_attributions(study: "StudyView", unlearned: Model, table) -> list[di
     return examples
 
 
-def collapse(study: "StudyView", tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def collapse(study: StudyView, tracking: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     """Which control-prompt tokens lost contribution, and the utility drop."""
     stats = token_drop_stats(control_items(tracking))
     stats["utility_drop"] = utility_drop(study.original_evaluation(), evaluation)
     return stats
 
 
-def attacks(study: "StudyView", unlearned: Model) -> dict[str, Any]:
+def attacks(study: StudyView, unlearned: Model) -> dict[str, Any]:
     """Every configured attack on the unlearned model, judged against the study's controls."""
     settings = study.cfg.attacks
     controls = study.attack_controls()
-    return {name: run_attack(name, unlearned, study.data.groups["forget"], controls=controls[name],
-                             config=settings.options.get(name), progress=study.progress, **attack_options(study))
-            for name in settings.names}
+    return {
+        name: run_attack(
+            name,
+            unlearned,
+            study.data.groups["forget"],
+            controls=controls[name],
+            config=settings.options.get(name),
+            progress=study.progress,
+            **attack_options(study),
+        )
+        for name in settings.names
+    }
 
 
 # ------------------------------------------------ knowledge presence (unpact.presence)
 
 
-def presence_items(study: "StudyView") -> list:
+def presence_items(study: StudyView) -> list:
     """The forget group, with the cloze attached where the benchmark ships one (the embedded
     world's cloze splits, :func:`unpact.data.embedded_views.cloze_split`: the format probe's
     trained-but-not-unlearned format, matched by :func:`~unpact.data.embedded_views.cloze_key`)."""
@@ -452,13 +535,19 @@ def presence_items(study: "StudyView") -> list:
     return attach_cloze(items, cloze, key_fn=cloze_key)
 
 
-def plain_recalls(study: "StudyView", model: Model, items) -> list[float]:
+def plain_recalls(study: StudyView, model: Model, items) -> list[float]:
     """ROUGE-L recall of ``model``'s greedy answers to the plain prompts (as the evaluation asks them)."""
-    return rouge_recalls(model, items, max_new_tokens=study.cfg.max_new_tokens, fmt=study.fmt,
-                         max_batch_tokens=study.budgets["forward"], stop_at_newline=is_embedded(study.data.forget))
+    return rouge_recalls(
+        model,
+        items,
+        max_new_tokens=study.cfg.max_new_tokens,
+        fmt=study.fmt,
+        max_batch_tokens=study.budgets["forward"],
+        stop_at_newline=is_embedded(study.data.forget),
+    )
 
 
-def presence_controls(study: "StudyView") -> dict[str, Any]:
+def presence_controls(study: StudyView) -> dict[str, Any]:
     """The probes on the original and on both controls, and each probe's sensitivity/specificity, once per study."""
     cfg, settings, items = study.cfg, study.cfg.presence, presence_items(study)
     out: dict[str, Any] = {"original": probe_model(study.original(), items, settings, study.fmt)}
@@ -468,8 +557,11 @@ def presence_controls(study: "StudyView") -> dict[str, Any]:
         out["negative_source"] = f"reference model {cfg.reference_model}"
         del negative
     elif settings.unknown_split:
-        unknown = [it for it in load_benchmark(cfg.benchmark, settings.unknown_split, path=cfg.benchmark_path)
-                   if it.kind == "qa"]
+        unknown = [
+            it
+            for it in load_benchmark(cfg.benchmark, settings.unknown_split, path=cfg.benchmark_path)
+            if it.kind == "qa"
+        ]
         out["negative"] = probe_model(study.original(), spread_sample(unknown, len(items)), settings, study.fmt)
         out["negative_source"] = f"the original on split {settings.unknown_split!r} (facts it does not know)"
     if settings.positive_control:
@@ -479,32 +571,38 @@ def presence_controls(study: "StudyView") -> dict[str, Any]:
     return out
 
 
-def positive_control(study: "StudyView", items: list) -> dict[str, Any]:
+def positive_control(study: StudyView, items: list) -> dict[str, Any]:
     """The probes on the positive control (the original fine-tuned to refuse the plain questions),
     its plain recalls and the items it hides; {} when no such model could be made."""
     settings = study.cfg.presence
-    positive = positive_control_model(study.original(), items, list(study.data.retain), settings,
-                                      seed=stage_seed(study.cfg.seed, "controls/positive"))
+    positive = positive_control_model(
+        study.original(), items, list(study.data.retain), settings, seed=stage_seed(study.cfg.seed, "controls/positive")
+    )
     if positive is None:
         return {}
     recalls = plain_recalls(study, positive, items)
-    return {"positive": probe_model(positive, items, settings, study.fmt), "positive_plain_recall": recalls,
-            "positive_hidden_ids": [str(it.id) for it, r in zip(items, recalls) if r < study.cfg.emphasis.threshold]}
+    return {
+        "positive": probe_model(positive, items, settings, study.fmt),
+        "positive_plain_recall": recalls,
+        "positive_hidden_ids": [str(it.id) for it, r in zip(items, recalls) if r < study.cfg.emphasis.threshold],
+    }
 
 
-def presence(study: "StudyView", unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
+def presence(study: StudyView, unlearned: Model, ev: dict[str, Any]) -> dict[str, Any]:
     """The probes on an unlearned model, and per forget item: known / hidden / erased."""
     settings, items = study.cfg.presence, presence_items(study)
     probes = probe_model(unlearned, items, settings, study.fmt)
     recalls = ev["forget"]["rouge_l_recall_per_item"]
     correct = [r >= study.cfg.emphasis.threshold for r in recalls]
-    use, left_out = usable_probes(study.presence_controls().get("calibration"), list(probes),
-                                  settings.min_specificity)
-    return {"probes": probes, **presence_calls([str(it.id) for it in items], correct, probes, use),
-            "probes_left_out": left_out}
+    use, left_out = usable_probes(study.presence_controls().get("calibration"), list(probes), settings.min_specificity)
+    return {
+        "probes": probes,
+        **presence_calls([str(it.id) for it in items], correct, probes, use),
+        "probes_left_out": left_out,
+    }
 
 
-def keyword_nulls(study: "StudyView", ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
+def keyword_nulls(study: StudyView, ev: dict[str, Any], tracking: dict[str, Any]) -> dict[str, Any]:
     """Finding 1 against weight-noise nulls matched to this method's damage on the forget answers."""
     items = study.data.groups["forget"]
     before = [Attribution.from_dict(d) for d in study.original_attribution()["loo"].get("forget", [])]
@@ -518,9 +616,18 @@ def keyword_nulls(study: "StudyView", ev: dict[str, Any], tracking: dict[str, An
     def measure(m) -> float:
         return float(np.mean(qa_probabilities(m, items, study.fmt, study.budgets["forward"])["true_lp"]))
 
-    nulls = null_keyword_rows(study.original(), items, before, keys, measure, target,
-                              study.cfg.presence, seed=stage_seed(study.cfg.seed, "nulls"), fmt=study.fmt,
-                              max_batch_tokens=study.budgets["forward"])
+    nulls = null_keyword_rows(
+        study.original(),
+        items,
+        before,
+        keys,
+        measure,
+        target,
+        study.cfg.presence,
+        seed=stage_seed(study.cfg.seed, "nulls"),
+        fmt=study.fmt,
+        max_batch_tokens=study.budgets["forward"],
+    )
     if not nulls["draws"]:
         return {"match": nulls["match"], "test": None, "message": nulls["message"]}
     test = keyword_focus_vs_null(focus_rows(tracking, "forget"), nulls["draws"], seed=study.cfg.seed)
@@ -544,8 +651,12 @@ def checkpoint_stage(method: str, step: int) -> str:
 def kept_random_state() -> Iterator[None]:
     """Run the block and put Python's, NumPy's and torch's random states back as they were (a
     nested stage reseeds; the training around it goes on as if nothing had run)."""
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    state = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
     try:
         yield
     finally:
@@ -556,7 +667,7 @@ def kept_random_state() -> Iterator[None]:
             torch.cuda.set_rng_state_all(state[3])
 
 
-def controlled_reuse(study: "StudyView") -> dict[str, Any] | None:
+def controlled_reuse(study: StudyView) -> dict[str, Any] | None:
     """The first controlled recovery among the stages this session finished (a model's
     ``controlled`` stage or a trajectory checkpoint's block): its original's (and negative
     control's) runs stand for every later one's (:func:`controlled_block`); None before any."""
@@ -568,8 +679,14 @@ def controlled_reuse(study: "StudyView") -> dict[str, Any] | None:
     return None
 
 
-def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model, monitor_accuracy: float | None,
-                       negative: Callable[[], Model | None]) -> dict[str, Any]:
+def measure_checkpoint(
+    study: StudyView,
+    method: str,
+    step: int,
+    model: Model,
+    monitor_accuracy: float | None,
+    negative: Callable[[], Model | None],
+) -> dict[str, Any]:
     """One trajectory checkpoint measured as the main job measures an unlearned model.
 
     Forget/retain/general evaluation (:func:`evaluation`), utility (TOFU's model utility and the
@@ -583,9 +700,15 @@ def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model,
     cfg = study.cfg
     with torch.no_grad():  # measurements only: the live training model's graph is left alone
         ev = evaluation(study, model, study.reference_ratios(), study.reference_mia())
-        out: dict[str, Any] = {"method": method, "step": int(step), "monitor_forget_accuracy": monitor_accuracy,
-                               "evaluate": ev, "utility": utility_score(ev), "model_utility": model_utility_of(ev),
-                               "utility_drop": utility_drop(study.original_evaluation(), ev)}
+        out: dict[str, Any] = {
+            "method": method,
+            "step": int(step),
+            "monitor_forget_accuracy": monitor_accuracy,
+            "evaluate": ev,
+            "utility": utility_score(ev),
+            "model_utility": model_utility_of(ev),
+            "utility_drop": utility_drop(study.original_evaluation(), ev),
+        }
         if cfg.presence.probes:
             out["presence"] = presence(study, model, ev)
         if cfg.trajectory.controlled:
@@ -593,7 +716,7 @@ def measure_checkpoint(study: "StudyView", method: str, step: int, model: Model,
     return out
 
 
-def controlled_block(study: "StudyView", label: str, model: Model, negative: Model | None) -> dict[str, Any]:
+def controlled_block(study: StudyView, label: str, model: Model, negative: Model | None) -> dict[str, Any]:
     """Controlled recovery of ``model``: keyword minus placebo emphasis, against the original and
     (with one) the negative control; the original's KeyTokens as keywords, the settings of
     ``trajectory.templates`` / ``trajectory.activations``. The original's (and negative control's)
@@ -602,19 +725,31 @@ def controlled_block(study: "StudyView", label: str, model: Model, negative: Mod
     keywords = keyword_positions(study)
     controls, control_keywords = emphasis_controls(study, keywords)
     settings = cfg.trajectory.controlled_settings(
-        threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens,
-        max_batch_tokens=study.budgets["forward"], seed=cfg.seed, placebo_seed=cfg.seed)
-    options = dict(controls=controls, keywords=keywords["forget"], control_keywords=control_keywords,
-                   settings=settings, method=label, fmt=study.fmt, negative=negative)
+        threshold=cfg.emphasis.threshold,
+        max_new_tokens=cfg.max_new_tokens,
+        max_batch_tokens=study.budgets["forward"],
+        seed=cfg.seed,
+        placebo_seed=cfg.seed,
+    )
+    options = dict(
+        controls=controls,
+        keywords=keywords["forget"],
+        control_keywords=control_keywords,
+        settings=settings,
+        method=label,
+        fmt=study.fmt,
+        negative=negative,
+    )
     try:
-        result = controlled_recovery(model, study.original(), study.data.groups["forget"],
-                                     reuse=controlled_reuse(study), **options)
+        result = controlled_recovery(
+            model, study.original(), study.data.groups["forget"], reuse=controlled_reuse(study), **options
+        )
     except InputError:  # the kept runs do not fit (another item set): measure the original again
         result = controlled_recovery(model, study.original(), study.data.groups["forget"], **options)
     return result.to_dict()
 
 
-def controlled(study: "StudyView", name: str, model: Model) -> dict[str, Any]:
+def controlled(study: StudyView, name: str, model: Model) -> dict[str, Any]:
     """Controlled emphasis recovery of the unlearned (or audited) model itself: keyword vs placebo
     (:func:`controlled_block`), with the retain-only ``reference_model`` as the negative control."""
     cfg = study.cfg
@@ -623,7 +758,7 @@ def controlled(study: "StudyView", name: str, model: Model) -> dict[str, Any]:
         return controlled_block(study, name, model, negative)
 
 
-def trajectory(study: "StudyView", subject: "Subject") -> dict[str, Any]:
+def trajectory(study: StudyView, subject: Subject) -> dict[str, Any]:
     """Unlearn a fresh copy of the original with the subject's method on the gentle schedule
     (:func:`unpact.trajectory.run_trajectory`), measuring each checkpoint inside the callback.
 
@@ -650,24 +785,38 @@ def trajectory(study: "StudyView", subject: "Subject") -> dict[str, Any]:
         if len(steps[int(step)]) > 1:
             return  # one measurement per step (a step can be a mark, a target crossing and the end)
         with kept_random_state():
-            subject.nested(checkpoint_stage(method, step),
-                           lambda: measure_checkpoint(study, method, step, model, accuracy, negative))
+            subject.nested(
+                checkpoint_stage(method, step),
+                lambda: measure_checkpoint(study, method, step, model, accuracy, negative),
+            )
 
-    res = run_trajectory(fresh, method, list(study.data.forget), list(study.data.retain), on_checkpoint=on_checkpoint,
-                         settings=cfg.trajectory.schedule(threshold=cfg.emphasis.threshold,
-                                                          max_new_tokens=cfg.max_new_tokens),
-                         config=method_overrides(study, method), seed=stage_seed(cfg.seed, f"{method}/trajectory"),
-                         fmt=study.fmt, progress=study.progress)
-    return {"result": res.to_dict(),
-            "checkpoints": [{"step": s, "names": n, "stage": checkpoint_stage(method, s)} for s, n in steps.items()]}
+    res = run_trajectory(
+        fresh,
+        method,
+        list(study.data.forget),
+        list(study.data.retain),
+        on_checkpoint=on_checkpoint,
+        settings=cfg.trajectory.schedule(threshold=cfg.emphasis.threshold, max_new_tokens=cfg.max_new_tokens),
+        config=method_overrides(study, method),
+        seed=stage_seed(cfg.seed, f"{method}/trajectory"),
+        fmt=study.fmt,
+        progress=study.progress,
+    )
+    return {
+        "result": res.to_dict(),
+        "checkpoints": [{"step": s, "names": n, "stage": checkpoint_stage(method, s)} for s, n in steps.items()],
+    }
 
 
-def checkpoint_results(study: "StudyView", subject: "Subject", traj: dict[str, Any]) -> list[dict[str, Any]]:
+def checkpoint_results(study: StudyView, subject: Subject, traj: dict[str, Any]) -> list[dict[str, Any]]:
     """The measurements of the subject's trajectory checkpoints (read from their nested stage
     files), in step order, each with its checkpoint names."""
+
     def missing(name: str):
-        raise DataError(f"the trajectory's checkpoint stage {name!r} is missing from {str(Path(study.cfg.out))!r}; "
-                        f"delete stages/{subject.name}/trajectory.json to measure the trajectory again")
+        raise DataError(
+            f"the trajectory's checkpoint stage {name!r} is missing from {str(Path(study.cfg.out))!r}; "
+            f"delete stages/{subject.name}/trajectory.json to measure the trajectory again"
+        )
 
     out = []
     for c in traj["checkpoints"]:
@@ -711,7 +860,7 @@ class Stage:
     key: str = ""
     unlearning_only: bool = False
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         """Whether a run with settings ``cfg`` runs this stage."""
         return True
 
@@ -737,7 +886,7 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def subject_stages(cfg: "RunConfig", is_method: bool) -> list[Stage]:
+def subject_stages(cfg: RunConfig, is_method: bool) -> list[Stage]:
     """The registered stages a run with settings ``cfg`` runs on a model, in order: those that
     apply, without the ``unlearning_only`` ones for an audited checkpoint (``is_method`` False).
 
@@ -746,8 +895,7 @@ def subject_stages(cfg: "RunConfig", is_method: bool) -> list[Stage]:
         >>> [s.name for s in subject_stages(RunConfig(), is_method=False)][:4]
         ['lineage', 'evaluate', 'attribute', 'track']
     """
-    return [stage for _, stage in STAGES.items()
-            if stage.applies(cfg) and (is_method or not stage.unlearning_only)]
+    return [stage for _, stage in STAGES.items() if stage.applies(cfg) and (is_method or not stage.unlearning_only)]
 
 
 @register_stage
@@ -806,7 +954,7 @@ class ControlledStage(Stage):
 
     name, key = "controlled", "controlled"
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         return cfg.trajectory.controlled
 
     def run(self, study: StudyView, subject: Subject) -> dict[str, Any]:
@@ -829,7 +977,7 @@ class AttacksStage(Stage):
 
     name, key = "attacks", "attacks"
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         return bool(cfg.attacks.names)
 
     def run(self, study: StudyView, subject: Subject) -> dict[str, Any]:
@@ -842,7 +990,7 @@ class PresenceStage(Stage):
 
     name, key = "presence", "presence"
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         return bool(cfg.presence.probes)
 
     def run(self, study: StudyView, subject: Subject) -> dict[str, Any]:
@@ -855,7 +1003,7 @@ class KeywordNullsStage(Stage):
 
     name, key = "keyword_nulls", "keyword_nulls"
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         return cfg.presence.null_draws > 0
 
     def run(self, study: StudyView, subject: Subject) -> dict[str, Any]:
@@ -871,7 +1019,7 @@ class TrajectoryStage(Stage):
     name, key = "trajectory", "trajectory"
     unlearning_only = True
 
-    def applies(self, cfg: "RunConfig") -> bool:
+    def applies(self, cfg: RunConfig) -> bool:
         return cfg.trajectory.enabled
 
     def run(self, study: StudyView, subject: Subject) -> dict[str, Any]:

@@ -21,7 +21,8 @@ Intervals and tests of the controlled measurements and their verdicts:
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest, bootstrap, rankdata, spearmanr
@@ -78,13 +79,14 @@ def fmt(x: float | None, digits: int = 3) -> str:
     """``digits`` decimals; two significant figures for a non-zero number that would print as 0.000."""
     if x is None:
         return "n/a"
-    if x != 0 and abs(x) < 0.5 * 10 ** -digits:
+    if x != 0 and abs(x) < 0.5 * 10**-digits:
         return f"{x:.2g}"
     return f"{x:.{digits}f}"
 
 
-def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95,
-                      seed: int = 0) -> dict[str, Any]:
+def bootstrap_mean_ci(
+    values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, Any]:
     """Mean of the finite ``values`` with its percentile bootstrap interval (items resampled with
     replacement, ``n_boot`` times, by ``scipy.stats.bootstrap`` drawing from ``default_rng(seed)``).
 
@@ -102,8 +104,14 @@ def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence
     if v.size == 1:  # every resample is the one value (scipy needs two observations)
         lo = hi = float(v[0])
     else:
-        ci = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=confidence, method="percentile",
-                       rng=np.random.default_rng(seed)).confidence_interval
+        ci = bootstrap(
+            (v,),
+            np.mean,
+            n_resamples=n_boot,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
         lo, hi = float(ci.low), float(ci.high)
     out.update(mean=float(v.mean()), interval=[lo, hi])
     return out
@@ -130,8 +138,15 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: Sequence[Hashable] | None = None, *,
-                                n_perm: int = 5000, seed: int = 0, alternative: str = "greater") -> dict[str, Any]:
+def stratified_permutation_test(
+    x: Sequence[float],
+    y: Sequence[float],
+    strata: Sequence[Hashable] | None = None,
+    *,
+    n_perm: int = 5000,
+    seed: int = 0,
+    alternative: str = "greater",
+) -> dict[str, Any]:
     """Is ``y`` associated with ``x``? The sum over strata of the within-stratum Spearman rho,
     against its distribution when ``y`` is shuffled within each stratum.
 
@@ -159,12 +174,15 @@ def stratified_permutation_test(x: Sequence[float], y: Sequence[float], strata: 
     for i, k in enumerate(keys):
         if k is not None and math.isfinite(xs[i]) and math.isfinite(ys[i]):
             groups.setdefault(k, []).append(i)
-    used = {k: idx for k, idx in groups.items()
-            if len(idx) >= 3 and np.ptp(xs[idx]) > 0 and np.ptp(ys[idx]) > 0}
-    out: dict[str, Any] = {"test": f"stratified permutation of Spearman rho ({n_perm} permutations, {alternative})",
-                           "n": sum(len(v) for v in used.values()), "n_strata_used": len(used),
-                           "rho_per_stratum": {str(k): spearman_rho(xs[v], ys[v]) for k, v in used.items()},
-                           "statistic": None, "p_value": None}
+    used = {k: idx for k, idx in groups.items() if len(idx) >= 3 and np.ptp(xs[idx]) > 0 and np.ptp(ys[idx]) > 0}
+    out: dict[str, Any] = {
+        "test": f"stratified permutation of Spearman rho ({n_perm} permutations, {alternative})",
+        "n": sum(len(v) for v in used.values()),
+        "n_strata_used": len(used),
+        "rho_per_stratum": {str(k): spearman_rho(xs[v], ys[v]) for k, v in used.items()},
+        "statistic": None,
+        "p_value": None,
+    }
     if not used:
         return out
     rx = {k: rankdata(xs[v]) for k, v in used.items()}
@@ -200,9 +218,15 @@ EXACT_MAX_COMBINATIONS = 2_000_000
 MC_TUPLES = 200_000
 
 
-def stratified_rank_test(observed: Sequence[float], nulls: Sequence[Sequence[float]], *, alternative: str = "less",
-                         max_exact: int = EXACT_MAX_COMBINATIONS, n_mc: int = MC_TUPLES,
-                         seed: int = 0) -> dict[str, Any]:
+def stratified_rank_test(
+    observed: Sequence[float],
+    nulls: Sequence[Sequence[float]],
+    *,
+    alternative: str = "less",
+    max_exact: int = EXACT_MAX_COMBINATIONS,
+    n_mc: int = MC_TUPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
     """A Monte Carlo rank test pooled over strata: is the mean of ``observed`` (one value per
     stratum) extreme among the means of one value per stratum drawn from ``{observed[s]} U
     nulls[s]``?
@@ -255,18 +279,32 @@ def stratified_rank_test(observed: Sequence[float], nulls: Sequence[Sequence[flo
         p = (1 + int((sums <= obs + eps).sum())) / (n_mc + 1)
         exact = False
     all_nulls = [float(x) for n in nulls for x in n]
-    return {"statistic": float(np.mean([float(o) for o in observed])),
-            "null_mean": float(np.mean(all_nulls)) if all_nulls else None,
-            "p_value": float(p), "min_p": 1 / total, "n_strata": len(vals), "n_null": len(all_nulls),
-            "exact": exact, "n_combinations": total,
-            "test": (f"stratified rank test over {len(vals)} strata: the mean of the observed statistics against "
-                     f"the means of every tuple of one value per stratum (observed or null; "
-                     f"{'all ' + str(total) + ' tuples' if exact else str(n_mc) + ' random tuples'}), "
-                     f"{'lower' if alternative == 'less' else 'higher'} is more extreme")}
+    return {
+        "statistic": float(np.mean([float(o) for o in observed])),
+        "null_mean": float(np.mean(all_nulls)) if all_nulls else None,
+        "p_value": float(p),
+        "min_p": 1 / total,
+        "n_strata": len(vals),
+        "n_null": len(all_nulls),
+        "exact": exact,
+        "n_combinations": total,
+        "test": (
+            f"stratified rank test over {len(vals)} strata: the mean of the observed statistics against "
+            f"the means of every tuple of one value per stratum (observed or null; "
+            f"{'all ' + str(total) + ' tuples' if exact else str(n_mc) + ' random tuples'}), "
+            f"{'lower' if alternative == 'less' else 'higher'} is more extreme"
+        ),
+    }
 
 
-def cluster_bootstrap_mean_ci(values: Sequence[float], clusters: Sequence[Hashable], *, n_boot: int = 2000,
-                              confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+def cluster_bootstrap_mean_ci(
+    values: Sequence[float],
+    clusters: Sequence[Hashable],
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Mean of ``values`` with a percentile bootstrap interval that resamples whole ``clusters``.
 
     Rows of one cluster (an item measured on several seeds) are not independent, so the
@@ -306,5 +344,19 @@ def cluster_bootstrap_mean_ci(values: Sequence[float], clusters: Sequence[Hashab
     return out
 
 
-__all__ = ["bootstrap_mean_ci", "cluster_bootstrap_mean_ci", "EXACT_MAX_COMBINATIONS", "MC_TUPLES", "fmt", "gini", "mean", "sign_test_p", "spearman", "spearman_p", "spearman_rho",
-           "stratified_permutation_test", "stratified_rank_test", "wilson_interval"]
+__all__ = [
+    "bootstrap_mean_ci",
+    "cluster_bootstrap_mean_ci",
+    "EXACT_MAX_COMBINATIONS",
+    "MC_TUPLES",
+    "fmt",
+    "gini",
+    "mean",
+    "sign_test_p",
+    "spearman",
+    "spearman_p",
+    "spearman_rho",
+    "stratified_permutation_test",
+    "stratified_rank_test",
+    "wilson_interval",
+]

@@ -89,25 +89,45 @@ def tiny_config(arch: str, vocab_size: int, n_ctx: int = 128, d_model: int = 32,
         return GPT2Config(n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads, **common)
     if arch == "llama":
         return LlamaConfig(
-            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=n_ctx,
-            tie_word_embeddings=False, **common,
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            tie_word_embeddings=False,
+            **common,
         )
     if arch == "gpt_neox":
         return GPTNeoXConfig(
-            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, max_position_embeddings=n_ctx, rotary_pct=0.25, **common,
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            rotary_pct=0.25,
+            **common,
         )
     if arch == "qwen2":
         return Qwen2Config(
-            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, num_key_value_heads=n_heads, max_position_embeddings=n_ctx,
-            tie_word_embeddings=True, **common,
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            tie_word_embeddings=True,
+            **common,
         )
     if arch == "phi":
         return PhiConfig(
-            hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, max_position_embeddings=n_ctx, partial_rotary_factor=0.5, **common,
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            partial_rotary_factor=0.5,
+            **common,
         )
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {', '.join(TINY_ARCHITECTURES)}")
 
@@ -136,7 +156,6 @@ def make_tiny_checkpoint(
     return directory
 
 
-
 #: A ChatML chat template (SmolLM2's kind: ``<|im_start|>role\n...<|im_end|>``), for GGUF tests.
 CHATML_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
@@ -150,8 +169,9 @@ def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_gguf(path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d_model: int = 32,
-                    n_heads: int = 4) -> Path:
+def write_tiny_gguf(
+    path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d_model: int = 32, n_heads: int = 4
+) -> Path:
     """Write a random tiny Llama as a GGUF file (float32 tensors) with ``gguf.GGUFWriter``, the
     way llama.cpp's converter lays it out: a byte-level BPE tokenizer (token list, types, merges,
     BOS/EOS/pad ids, ``add_bos_token = False``, the ChatML template :data:`CHATML_TEMPLATE`) and
@@ -204,20 +224,27 @@ def write_tiny_gguf(path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d
     for i in range(n_layers):
         p = f"model.layers.{i}."
         names = {
-            "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-            "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-            "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+            "attn_norm": "input_layernorm",
+            "ffn_norm": "post_attention_layernorm",
+            "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_proj",
+            "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj",
         }
         for g, h in names.items():
             w.add_tensor(f"blk.{i}.{g}.weight", sd[p + h + ".weight"].numpy())
         w.add_tensor(f"blk.{i}.attn_q.weight", _llama_cpp_permute(sd[p + "self_attn.q_proj.weight"], n_heads).numpy())
-        w.add_tensor(f"blk.{i}.attn_k.weight",
-                     _llama_cpp_permute(sd[p + "self_attn.k_proj.weight"], config.num_key_value_heads).numpy())
+        w.add_tensor(
+            f"blk.{i}.attn_k.weight",
+            _llama_cpp_permute(sd[p + "self_attn.k_proj.weight"], config.num_key_value_heads).numpy(),
+        )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return path
+
 
 #: the toy TOFU world the end-to-end tests build: authors and their birthplaces
 TOY_NAMES = ["Ana Lind", "Bo Reyes", "Cy Moss", "Di Park", "Ed Vale", "Fa Quin"]
@@ -229,19 +256,31 @@ def toy_tofu_rows(pairs, places, *, genre: bool = True, n_perturbed: int = 2) ->
     first ``n_perturbed`` other ``places``) and, with ``genre``, a genre question per author."""
     out = []
     for n, p in pairs:
-        out.append({"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.",
-                    "paraphrased_answer": f"{p} is where {n} was born.",
-                    "perturbed_answer": [f"{n} was born in {x}." for x in places if x != p][:n_perturbed],
-                    "id": f"{n}-birth"})
+        out.append(
+            {
+                "question": f"Where was {n} born?",
+                "answer": f"{n} was born in {p}.",
+                "paraphrased_answer": f"{p} is where {n} was born.",
+                "perturbed_answer": [f"{n} was born in {x}." for x in places if x != p][:n_perturbed],
+                "id": f"{n}-birth",
+            }
+        )
         if genre:
-            out.append({"question": f"What does {n} write?", "answer": f"{n} writes crime fiction.",
-                        "paraphrased_answer": f"{n} writes crime novels.",
-                        "perturbed_answer": [f"{n} writes poetry.", f"{n} writes plays."], "id": f"{n}-genre"})
+            out.append(
+                {
+                    "question": f"What does {n} write?",
+                    "answer": f"{n} writes crime fiction.",
+                    "paraphrased_answer": f"{n} writes crime novels.",
+                    "perturbed_answer": [f"{n} writes poetry.", f"{n} writes plays."],
+                    "id": f"{n}-genre",
+                }
+            )
     return out
 
 
-def write_toy_tofu(bench, n_authors: int = 4, *, genre: bool = True, n_perturbed: int = 2,
-                   general: bool = False) -> None:
+def write_toy_tofu(
+    bench, n_authors: int = 4, *, genre: bool = True, n_perturbed: int = 2, general: bool = False
+) -> None:
     """Write a toy TOFU benchmark into the directory ``bench`` (created): ``forget10.json`` (the first two
     authors), ``retain90.json`` (the others) and, with ``general``, a two-question ``general.json``."""
     bench = Path(bench)
@@ -252,10 +291,14 @@ def write_toy_tofu(bench, n_authors: int = 4, *, genre: bool = True, n_perturbed
         rows = toy_tofu_rows(sel, places, genre=genre, n_perturbed=n_perturbed)
         (bench / f"{split}.json").write_text(json.dumps(rows))
     if general:
-        (bench / "general.json").write_text(json.dumps([
-            {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
-            {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
-        ]))
+        (bench / "general.json").write_text(
+            json.dumps(
+                [
+                    {"question": "What is 2 plus 3?", "answer": "5", "id": "g1"},
+                    {"question": "What is the capital of France?", "answer": "Paris", "id": "g2"},
+                ]
+            )
+        )
 
 
 def one_line_exit_2(rc: int, capsys: Any, needle: str) -> str:

@@ -107,8 +107,11 @@ def apply_thread_policy() -> dict[str, Any]:
     set or the policy is off). Returns what was decided, for the command line to show."""
     import torch
 
-    info: dict[str, Any] = {"cores": usable_cores(), "load": machine_load(),
-                            "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+    info: dict[str, Any] = {
+        "cores": usable_cores(),
+        "load": machine_load(),
+        "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+    }
     if not policy_enabled():
         info.update(threads=torch.get_num_threads(), why="thread policy off")
     elif os.environ.get("OMP_NUM_THREADS"):
@@ -123,5 +126,7 @@ def apply_thread_policy() -> dict[str, Any]:
 def describe(info: dict[str, Any]) -> str:
     """One line for the console, e.g. ``2 threads (2 cores, load 0.10, OpenMP wait PASSIVE)``."""
     load = "n/a" if info.get("load") is None else f"{info['load']:.2f}"
-    return (f"{info['threads']} thread{'s' if info['threads'] != 1 else ''} ({info['why']}: "
-            f"{info['cores']} cores, load {load}; OpenMP wait {info['wait_policy']})")
+    return (
+        f"{info['threads']} thread{'s' if info['threads'] != 1 else ''} ({info['why']}: "
+        f"{info['cores']} cores, load {load}; OpenMP wait {info['wait_policy']})"
+    )

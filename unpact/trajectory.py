@@ -34,8 +34,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from unpact.data import spread_sample
 from unpact.errors import ConfigError, InputError
@@ -180,22 +181,38 @@ class TrajectoryResult:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "config": self.config, "settings": self.settings,
-                "checkpoints": [c.to_dict() for c in self.checkpoints],
-                "targets": [{"target": t, "step": s, "reached": s is not None} for t, s in self.targets.items()],
-                "monitor": self.monitor, "losses": self.losses, "steps_run": self.steps_run,
-                "stopped_early": self.stopped_early, "message": self.message}
+        return {
+            "method": self.method,
+            "config": self.config,
+            "settings": self.settings,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "targets": [{"target": t, "step": s, "reached": s is not None} for t, s in self.targets.items()],
+            "monitor": self.monitor,
+            "losses": self.losses,
+            "steps_run": self.steps_run,
+            "stopped_early": self.stopped_early,
+            "message": self.message,
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrajectoryResult":
-        return cls(d["method"], dict(d["config"]), dict(d["settings"]),
-                   [Checkpoint(**c) for c in d["checkpoints"]],
-                   {float(t["target"]): t["step"] for t in d["targets"]}, list(d["monitor"]), list(d["losses"]),
-                   int(d["steps_run"]), bool(d.get("stopped_early", False)), str(d.get("message", "")))
+    def from_dict(cls, d: Mapping[str, Any]) -> TrajectoryResult:
+        return cls(
+            d["method"],
+            dict(d["config"]),
+            dict(d["settings"]),
+            [Checkpoint(**c) for c in d["checkpoints"]],
+            {float(t["target"]): t["step"] for t in d["targets"]},
+            list(d["monitor"]),
+            list(d["losses"]),
+            int(d["steps_run"]),
+            bool(d.get("stopped_early", False)),
+            str(d.get("message", "")),
+        )
 
 
-def gentle_config(model, method: str, settings: TrajectorySettings | None = None,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def gentle_config(
+    model, method: str, settings: TrajectorySettings | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The method's config for the trajectory, as a dict of options for :func:`unpact.unlearning.unlearn`.
 
     The method's defaults are resolved for ``model`` (its preset) with ``overrides`` applied;
@@ -266,8 +283,10 @@ def run_trajectory(
     cfg = gentle_config(original, method, s, config)
     mon = list(monitor) if monitor is not None else spread_sample(list(forget), s.monitor_items)
     if not mon or not all(hasattr(it, "answer") and hasattr(it, "question") for it in mon):
-        raise InputError("the trajectory monitors forget accuracy on question-answer items; the monitor set "
-                         "is empty or holds other items (pass monitor=[QAItem, ...])")
+        raise InputError(
+            "the trajectory monitors forget accuracy on question-answer items; the monitor set "
+            "is empty or holds other items (pass monitor=[QAItem, ...])"
+        )
     impl = make_method(method, {k: v for k, v in cfg.items() if k != "on_step"})
     tracker = _Tracker(original, impl, s, mon, fmt, on_checkpoint, total=cfg["steps"])
     tracker.start()
@@ -282,16 +301,27 @@ def run_trajectory(
     if steps_run:
         tracker.final(steps_run, res.model, res.stopped_early)
     cfg_out = {k: v for k, v in res.config.to_dict().items()}
-    return TrajectoryResult(method, cfg_out, s.to_dict(), tracker.checkpoints, tracker.reached, tracker.trace,
-                            res.losses, steps_run, res.stopped_early, res.message)
+    return TrajectoryResult(
+        method,
+        cfg_out,
+        s.to_dict(),
+        tracker.checkpoints,
+        tracker.reached,
+        tracker.trace,
+        res.losses,
+        steps_run,
+        res.stopped_early,
+        res.message,
+    )
 
 
 class _Tracker:
     """What :func:`run_trajectory` follows along one run: the monitored forget accuracy, the step
     each target is first crossed, and the checkpoints it hands to ``on_checkpoint``."""
 
-    def __init__(self, original, impl, settings: TrajectorySettings, monitor: list, fmt,
-                 on_checkpoint: CheckpointFn, total: int) -> None:
+    def __init__(
+        self, original, impl, settings: TrajectorySettings, monitor: list, fmt, on_checkpoint: CheckpointFn, total: int
+    ) -> None:
         self.original, self.impl, self.settings, self.monitor, self.fmt = original, impl, settings, monitor, fmt
         self.on_checkpoint, self.total = on_checkpoint, total
         self.checkpoints: list[Checkpoint] = []
@@ -301,8 +331,9 @@ class _Tracker:
     def accuracy(self, model) -> float:
         s = self.settings
         answers = greedy_answers(model, self.monitor, max_new_tokens=s.max_new_tokens, fmt=self.fmt)
-        return float(answer_accuracy([rouge_l_recall(a, it.answer) for a, it in zip(answers, self.monitor)],
-                                     s.threshold))
+        return float(
+            answer_accuracy([rouge_l_recall(a, it.answer) for a, it in zip(answers, self.monitor)], s.threshold)
+        )
 
     def emit(self, names: list[str], step: int, shown, acc: float | None) -> None:
         for name in names:
@@ -351,5 +382,13 @@ class _Tracker:
         self.on_checkpoint("final", steps_run, model, acc)
 
 
-__all__ = ["Checkpoint", "CheckpointFn", "TrajectoryResult", "TrajectorySettings", "gentle_config", "mark_name",
-           "run_trajectory", "target_name"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointFn",
+    "TrajectoryResult",
+    "TrajectorySettings",
+    "gentle_config",
+    "mark_name",
+    "run_trajectory",
+    "target_name",
+]

@@ -37,8 +37,9 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from unpact.attacks import ATTACKS, make_attack
 from unpact.attribution import ATTRIBUTION_METHODS
@@ -91,8 +92,9 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     if origin is dict:
         return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            type(None): "none"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _matches(value: Any, tp: Any) -> bool:
@@ -208,9 +210,13 @@ def check_names(cfg: Any) -> None:
     cfg.methods = canonical_names(METHODS, cfg.methods)
     for name, spec in cfg.checkpoints.items():
         if name in cfg.methods or name in RESERVED_NAMES or not name or "/" in name or name.startswith("."):
-            why = ("is also a method of the run" if name in cfg.methods else
-                   "is a name the study uses for its own stages" if name in RESERVED_NAMES else
-                   "is not a plain name (no '/', no leading '.')")
+            why = (
+                "is also a method of the run"
+                if name in cfg.methods
+                else "is a name the study uses for its own stages"
+                if name in RESERVED_NAMES
+                else "is not a plain name (no '/', no leading '.')"
+            )
             raise ConfigError(f"checkpoints names {name!r} ({spec!r}), which {why}; give it another name")
     cfg.method_config = {METHODS.resolve(m) if m in METHODS else m: v for m, v in cfg.method_config.items()}
     for m in cfg.method_config:
@@ -266,8 +272,9 @@ def check_checkpoints(cfg: Any) -> dict[str, dict[str, Any]]:
     if not cfg.checkpoints:
         return {}
     try:
-        return check_audit_inputs(cfg.model, dict(cfg.checkpoints), cfg.reference_model,
-                                  cfg.audit.max_relative_distance)
+        return check_audit_inputs(
+            cfg.model, dict(cfg.checkpoints), cfg.reference_model, cfg.audit.max_relative_distance
+        )
     except UnpactError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -27,9 +27,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import compare_results  # noqa: E402
 
 #: the smallest study that still runs every stage after unlearning except the attacks and nulls
-SMALL = ["--max-items", "4", "--attribution", "loo", "--seed", "0",
-         "--set", "attacks.names=[]", "--set", "presence.null_draws=0",
-         "--set", 'emphasis.templates=["focus"]', "--set", "emphasis.factors=[4]"]
+SMALL = [
+    "--max-items",
+    "4",
+    "--attribution",
+    "loo",
+    "--seed",
+    "0",
+    "--set",
+    "attacks.names=[]",
+    "--set",
+    "presence.null_draws=0",
+    "--set",
+    'emphasis.templates=["focus"]',
+    "--set",
+    "emphasis.factors=[4]",
+]
 ORIGINAL = "embedded:gpt2"
 
 
@@ -42,8 +55,23 @@ def ckpts(tmp_path_factory):
     """A checkpoint made by ``unpact unlearn`` with the seed ``unpact run`` gives the ga stage, and broken copies."""
     root = tmp_path_factory.mktemp("audit")
     ga = root / "ga"  # named as the method, so its stages have the run's stage names and seeds
-    rc = main(["unlearn", ORIGINAL, "--method", "ga", "--forget", "forget10", "--retain", "retain90", "--out", str(ga),
-               "--seed", str(stage_seed(0, "ga/unlearn")), "--no-eval"])
+    rc = main(
+        [
+            "unlearn",
+            ORIGINAL,
+            "--method",
+            "ga",
+            "--forget",
+            "forget10",
+            "--retain",
+            "retain90",
+            "--out",
+            str(ga),
+            "--seed",
+            str(stage_seed(0, "ga/unlearn")),
+            "--no-eval",
+        ]
+    )
     assert rc == 0
     (ga / "unlearn.json").unlink()  # not a checkpoint file
 
@@ -83,8 +111,23 @@ def ckpts(tmp_path_factory):
 def test_audit_of_an_unlearn_checkpoint_equals_the_run(ckpts, tmp_path, capsys):
     run_dir, audit_dir = tmp_path / "run", tmp_path / "audit"
     assert main(["run", "--methods", "ga", "--out", str(run_dir), "--set", "trajectory.enabled=false", *SMALL]) == 0
-    assert main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["ga"]), "--reference",
-                 "embedded:gpt2-retain", "--out", str(audit_dir), *SMALL]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--original",
+                ORIGINAL,
+                "--unlearned",
+                str(ckpts["ga"]),
+                "--reference",
+                "embedded:gpt2-retain",
+                "--out",
+                str(audit_dir),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     run = json.loads((run_dir / "results.json").read_text())
     audit = json.loads((audit_dir / "results.json").read_text())
     # the settings differ by construction (methods vs checkpoints, out); every number must not
@@ -102,19 +145,37 @@ def test_audit_of_an_unlearn_checkpoint_equals_the_run(ckpts, tmp_path, capsys):
     assert "trajectory" not in audit["methods"]["ga"]
     # the audit's stage files are the run's (atomic, resumable): a second audit keeps them all
     capsys.readouterr()
-    assert main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["ga"]), "--reference",
-                 "embedded:gpt2-retain", "--out", str(audit_dir), *SMALL]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--original",
+                ORIGINAL,
+                "--unlearned",
+                str(ckpts["ga"]),
+                "--reference",
+                "embedded:gpt2-retain",
+                "--out",
+                str(audit_dir),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     assert "  done  " not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("which, needle", [
-    ("tokenizer", "has a different tokenizer from the original"),
-    ("embedded:llama", "is a 'llama' model but the original 'embedded:gpt2' is a 'gpt2' model"),
-    ("embedded:gpt2-retain", "does not look unlearned from the original"),
-    ("truncated", "is truncated"),
-    ("corrupt", "is corrupt: its safetensors header is not valid JSON"),
-    ("nan", "NaN or infinite weights"),
-])
+@pytest.mark.parametrize(
+    "which, needle",
+    [
+        ("tokenizer", "has a different tokenizer from the original"),
+        ("embedded:llama", "is a 'llama' model but the original 'embedded:gpt2' is a 'gpt2' model"),
+        ("embedded:gpt2-retain", "does not look unlearned from the original"),
+        ("truncated", "is truncated"),
+        ("corrupt", "is corrupt: its safetensors header is not valid JSON"),
+        ("nan", "NaN or infinite weights"),
+    ],
+)
 def test_bad_checkpoint_one_line_exit_2_no_run_dir(ckpts, tmp_path, capsys, which, needle):
     out = tmp_path / "audit"
     spec = which if which.startswith("embedded:") else str(ckpts[which])
@@ -136,8 +197,20 @@ def test_bad_shapesone_line_exit_2(ckpts, tmp_path, capsys):
 
 def test_trajectory_is_a_run_feature(ckpts, tmp_path, capsys):
     out = tmp_path / "audit"
-    rc = main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["ga"]), "--out", str(out),
-               "--set", "trajectory.enabled=true", *SMALL])
+    rc = main(
+        [
+            "audit",
+            "--original",
+            ORIGINAL,
+            "--unlearned",
+            str(ckpts["ga"]),
+            "--out",
+            str(out),
+            "--set",
+            "trajectory.enabled=true",
+            *SMALL,
+        ]
+    )
     one_line_exit_2(rc, capsys, "`unpact run` feature")
     assert not out.exists()
 
@@ -151,8 +224,20 @@ def test_the_retain_twin_is_audited_when_the_distance_check_is_off(ckpts, tmp_pa
 
 def test_identical_checkpoint_is_a_warning_and_the_audit_runs(ckpts, tmp_path, capsys):
     out = tmp_path / "audit"
-    rc = main(["audit", "--original", ORIGINAL, "--unlearned", str(ckpts["identical"]), "--out", str(out), *SMALL,
-               "--set", "presence.positive_control=false"])
+    rc = main(
+        [
+            "audit",
+            "--original",
+            ORIGINAL,
+            "--unlearned",
+            str(ckpts["identical"]),
+            "--out",
+            str(out),
+            *SMALL,
+            "--set",
+            "presence.positive_control=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     warns = [ln for ln in err.splitlines() if ln.startswith("unpact: warning:")]
@@ -168,16 +253,23 @@ def test_read_header_and_names(ckpts):
     with pytest.raises(InputError, match="truncated"):
         read_header(ckpts["truncated"] / "model.safetensors")
     assert name_checkpoints(["x/ga", "y/ga/", "embedded:gpt2-retain"]) == {
-        "ga": "x/ga", "ga-2": "y/ga/", "gpt2-retain": "embedded:gpt2-retain"}
+        "ga": "x/ga",
+        "ga-2": "y/ga/",
+        "gpt2-retain": "embedded:gpt2-retain",
+    }
     assert torch.isfinite(torch.tensor(MAX_RELATIVE_DISTANCE))
 
 
 def test_grid_cells_with_given_checkpoints(ckpts, tmp_path):
     from unpact.grid import expand, grid_from_dict
 
-    grid = grid_from_dict({"models": [{"name": "g", "model": ORIGINAL,
-                                       "unlearned": [str(ckpts["ga"]), "embedded:gpt2-retain"]}],
-                           "methods": ["npo"], "out": str(tmp_path / "grid")})
+    grid = grid_from_dict(
+        {
+            "models": [{"name": "g", "model": ORIGINAL, "unlearned": [str(ckpts["ga"]), "embedded:gpt2-retain"]}],
+            "methods": ["npo"],
+            "out": str(tmp_path / "grid"),
+        }
+    )
     cells = {c.name: c for c in expand(grid)}
     assert set(cells) == {"g__embedded-tofu__npo", "g__embedded-tofu__ga", "g__embedded-tofu__gpt2-retain"}
     ga = cells["g__embedded-tofu__ga"].config

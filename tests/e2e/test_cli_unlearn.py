@@ -43,9 +43,26 @@ def bench_dir(tmp_path_factory) -> str:
 
 def _args(model_dir: str, bench: str, out: str, method: str) -> list[str]:
     return [
-        "unlearn", model_dir, "--method", method, "--benchmark", "tofu", "--benchmark-path", bench,
-        "--forget", "forget", "--retain", "retain", "--out", out,
-        "--set", f"steps={STEPS}", "--set", "batch_size=2", "--set", "lr=1e-3",
+        "unlearn",
+        model_dir,
+        "--method",
+        method,
+        "--benchmark",
+        "tofu",
+        "--benchmark-path",
+        bench,
+        "--forget",
+        "forget",
+        "--retain",
+        "retain",
+        "--out",
+        out,
+        "--set",
+        f"steps={STEPS}",
+        "--set",
+        "batch_size=2",
+        "--set",
+        "lr=1e-3",
     ]
 
 
@@ -70,8 +87,7 @@ def test_unlearn_writes_checkpoint_and_json(tiny_dirs, bench_dir, tmp_path, caps
     original = load_model(tiny_dirs["gpt2"])
     forget = load_benchmark("tofu", "forget", path=bench_dir)
     retain = load_benchmark("tofu", "retain", path=bench_dir)
-    expected = unlearn(original, "npo_gdr", forget, retain,
-                       {"steps": STEPS, "batch_size": 2, "lr": 1e-3}, seed=0).model
+    expected = unlearn(original, "npo_gdr", forget, retain, {"steps": STEPS, "batch_size": 2, "lr": 1e-3}, seed=0).model
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     with torch.no_grad():
         got, want, before = saved(ids), expected(ids), original(ids)
@@ -82,9 +98,15 @@ def test_unlearn_writes_checkpoint_and_json(tiny_dirs, bench_dir, tmp_path, caps
 def test_unknown_method_is_one_line_error_exit_2(tiny_dirs, bench_dir, tmp_path):
     out = tmp_path / "never"
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from unpact.cli import main; sys.exit(main())",
-         *_args(tiny_dirs["gpt2"], bench_dir, str(out), "forget_everything")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from unpact.cli import main; sys.exit(main())",
+            *_args(tiny_dirs["gpt2"], bench_dir, str(out), "forget_everything"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2, proc.stderr

@@ -48,8 +48,21 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(  # torchrun of this interpreter (a `torchrun` on PATH may belong to another Python)
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), tiny_dirs["gpt2"], str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            tiny_dirs["gpt2"],
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -81,9 +94,22 @@ def test_two_cpu_processes_with_micro_batches_equal_one_process_one_pass(tiny_di
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         tiny_dirs["gpt2"], str(tmp_path), json.dumps({"max_batch_tokens": 16})],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            tiny_dirs["gpt2"],
+            str(tmp_path),
+            json.dumps({"max_batch_tokens": 16}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(tmp_path / "rank0.safetensors"))
@@ -91,7 +117,8 @@ def test_two_cpu_processes_with_micro_batches_equal_one_process_one_pass(tiny_di
     assert all(torch.equal(a[k], b[k]) for k in a)
     forget = [QAItem(f"Where was the author Ana Lind {i} born?", "Lima") for i in range(4)]
     retain = [QAItem(f"What is {i} + 3?", str(i + 3)) for i in range(4)]
-    one = unlearn(load_model(tiny_dirs["gpt2"]), "ga_gdr", forget, retain,
-                  {"steps": 4, "batch_size": 4, "lr": 1e-3}, seed=0)
+    one = unlearn(
+        load_model(tiny_dirs["gpt2"]), "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3}, seed=0
+    )
     ref = {k: v.detach() for k, v in hf_state_dict(one.model).items()}
     assert max(float((a[k] - ref[k]).abs().max()) for k in a) < 1e-5

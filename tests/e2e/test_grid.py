@@ -30,16 +30,25 @@ def world(tmp_path_factory):
     model = make_tiny_checkpoint("gpt2", root / "tiny-gpt2")
     grid = {
         "models": [str(model)],
-        "benchmarks": [{"name": "toy", "benchmark": "tofu", "benchmark_path": str(bench), "holdout_split": "none",
-                        "general": "none"}],
+        "benchmarks": [
+            {
+                "name": "toy",
+                "benchmark": "tofu",
+                "benchmark_path": str(bench),
+                "holdout_split": "none",
+                "general": "none",
+            }
+        ],
         "methods": METHODS,
-        "run": {"reference_model": "none", "max_items": 2, "max_new_tokens": 8,
-                "method_config": {m: {"steps": 2, "batch_size": 2} for m in METHODS},
-                "attribution": {"methods": ["loo"], "subset": 1},
-                "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"],
-                             "max_control_items": 1},
-                "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
-                },
+        "run": {
+            "reference_model": "none",
+            "max_items": 2,
+            "max_new_tokens": 8,
+            "method_config": {m: {"steps": 2, "batch_size": 2} for m in METHODS},
+            "attribution": {"methods": ["loo"], "subset": 1},
+            "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
+            "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+        },
     }
     return root, grid
 
@@ -85,11 +94,20 @@ def _same(a, b, path="") -> None:
 
 def test_grid_expands_models_benchmarks_methods(world, tmp_path):
     root, data = world
-    grid = grid_from_dict({**data, "models": [data["models"][0], {"name": "twin", "model": data["models"][0]}],
-                           "out": str(tmp_path / "g")})
+    grid = grid_from_dict(
+        {
+            **data,
+            "models": [data["models"][0], {"name": "twin", "model": data["models"][0]}],
+            "out": str(tmp_path / "g"),
+        }
+    )
     cells = expand(grid)
-    assert [c.name for c in cells] == ["tiny-gpt2__toy__ga_gdr", "tiny-gpt2__toy__npo_gdr",
-                                       "twin__toy__ga_gdr", "twin__toy__npo_gdr"]
+    assert [c.name for c in cells] == [
+        "tiny-gpt2__toy__ga_gdr",
+        "tiny-gpt2__toy__npo_gdr",
+        "twin__toy__ga_gdr",
+        "twin__toy__npo_gdr",
+    ]
     c = cells[1]
     assert c.config.methods == ["npo_gdr"] and list(c.config.method_config) == ["npo_gdr"]
     assert c.config.out == str(tmp_path / "g" / "cells" / c.name) and c.config.max_items == 2
@@ -125,9 +143,20 @@ def test_local_grid_report(world, local_run):
 def test_ray_grid_gives_the_same_cells_as_in_process(world, local_run):
     ray = pytest.importorskip("ray")
     root, _ = world
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                                       "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "HF_HUB_OFFLINE": "1",
+                "HF_DATASETS_OFFLINE": "1",
+            }
+        },
+    )
     try:
         assert ray.cluster_resources().get("CPU") == 2
         report = run_grid(_grid(world, "ray", executor="ray", cpus_per_cell=1))
@@ -142,11 +171,21 @@ def test_a_killed_cell_is_redone_on_rerun(world, local_run):
     root, data = world
     cfg = root / "kill.json"
     cfg.write_text(json.dumps({**data, "out": str(root / "kill"), "executor": "local"}))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     code = "import torch, sys; torch.set_num_threads(1); from unpact.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "grid", "--config", str(cfg)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "grid", "--config", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = root / "kill" / "cells" / "tiny-gpt2__toy__ga_gdr"
     try:
         deadline = time.time() + 600
@@ -178,8 +217,17 @@ def test_a_failed_cell_is_reported_and_retried(world, capsys):
 
     root, data = world
     cfg = root / "bad.json"
-    cfg.write_text(json.dumps({**data, "methods": ["ga"], "out": str(root / "bad"), "executor": "local",
-                               "run": {**data["run"], "method_config": {"ga": {"lr": -1.0}}}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                **data,
+                "methods": ["ga"],
+                "out": str(root / "bad"),
+                "executor": "local",
+                "run": {**data["run"], "method_config": {"ga": {"lr": -1.0}}},
+            }
+        )
+    )
     assert main(["grid", "--config", str(cfg)]) == 2
     assert "lr must be" in capsys.readouterr().err and not (root / "bad" / "grid.json").exists()
     # a safetensors file that is not one: caught by the input checks before any cell runs (exit status 2)
@@ -187,8 +235,17 @@ def test_a_failed_cell_is_reported_and_retried(world, capsys):
     shutil.copytree(data["models"][0], corrupt)
     (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
     cfg = root / "corrupt.json"
-    cfg.write_text(json.dumps({**data, "models": [str(corrupt)], "methods": ["ga"], "out": str(root / "corrupt-grid"),
-                               "executor": "local"}))
+    cfg.write_text(
+        json.dumps(
+            {
+                **data,
+                "models": [str(corrupt)],
+                "methods": ["ga"],
+                "out": str(root / "corrupt-grid"),
+                "executor": "local",
+            }
+        )
+    )
     assert main(["grid", "--config", str(cfg)]) == 2
     assert "model.safetensors" in capsys.readouterr().err and not (root / "corrupt-grid" / "grid.json").exists()
     # weights whose shapes do not fit the config: readable files, so the cell fails at run time (loading)
@@ -198,8 +255,9 @@ def test_a_failed_cell_is_reported_and_retried(world, capsys):
     conf["n_embd"] = 2 * conf["n_embd"]
     (broken / "config.json").write_text(json.dumps(conf))
     cfg = root / "fail.json"
-    cfg.write_text(json.dumps({**data, "models": [str(broken)], "methods": ["ga"], "out": str(root / "fail"),
-                               "executor": "local"}))
+    cfg.write_text(
+        json.dumps({**data, "models": [str(broken)], "methods": ["ga"], "out": str(root / "fail"), "executor": "local"})
+    )
     for _attempt in range(2):
         assert main(["grid", "--config", str(cfg)]) == 1
         err = capsys.readouterr().err

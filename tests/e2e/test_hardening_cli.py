@@ -33,11 +33,18 @@ def world(tmp_path_factory):
     (bench / "forget10.json").write_text(json.dumps(ROWS[:2]))
     (bench / "retain90.json").write_text(json.dumps(ROWS[2:]))
     model = make_tiny_checkpoint("gpt2", root / "model")
-    cfg = {"model": str(model), "reference_model": None, "benchmark": "tofu", "benchmark_path": str(bench),
-           "general": None, "methods": ["ga"], "method_config": {"ga": {"steps": 1}}, "max_items": 2,
-           "holdout_split": None,
-           "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
-           }
+    cfg = {
+        "model": str(model),
+        "reference_model": None,
+        "benchmark": "tofu",
+        "benchmark_path": str(bench),
+        "general": None,
+        "methods": ["ga"],
+        "method_config": {"ga": {"steps": 1}},
+        "max_items": 2,
+        "holdout_split": None,
+        "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+    }
     return root, cfg
 
 
@@ -47,13 +54,16 @@ def _config(tmp_path: Path, cfg: dict, **changes) -> str:
     return str(p)
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--attribution", "loo,bogus"], "unknown attribution method 'bogus'"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--factors", "0,-2"], "factor must be >= 0, got -2"),
-    (["--max-items", "0"], "'max_items' must be at least 1"),
-    (["--model", "nobody-org/no-such-model"], "not in the Hugging Face cache"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--attribution", "loo,bogus"], "unknown attribution method 'bogus'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--factors", "0,-2"], "factor must be >= 0, got -2"),
+        (["--max-items", "0"], "'max_items' must be at least 1"),
+        (["--model", "nobody-org/no-such-model"], "not in the Hugging Face cache"),
+    ],
+)
 def test_bad_option_fails_before_the_run_directory(world, tmp_path, capsys, flags, needle, monkeypatch):
     root, cfg = world
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -86,13 +96,16 @@ def test_attribution_alias_resolves_through_the_registry(world):
     assert c.attribution.methods == ["loo", "integrated_gradients", "heads"]
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('max_items = "four"\n', "config key 'max_items' must be an integer, got 'four'"),
-    ('seed = 1.5\n', "config key 'seed' must be an integer"),
-    ('methods = [1, 2]\n', "config key 'methods' must be a list of strings"),
-    ('[emphasis]\nfactors = "big"\n', "config key 'emphasis.factors' must be a list of numbers"),
-    ('[attribution]\nsubset = true\n', "config key 'attribution.subset' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('max_items = "four"\n', "config key 'max_items' must be an integer, got 'four'"),
+        ("seed = 1.5\n", "config key 'seed' must be an integer"),
+        ("methods = [1, 2]\n", "config key 'methods' must be a list of strings"),
+        ('[emphasis]\nfactors = "big"\n', "config key 'emphasis.factors' must be a list of numbers"),
+        ("[attribution]\nsubset = true\n", "config key 'attribution.subset' must be an integer"),
+    ],
+)
 def test_wrong_type_in_config_is_one_line(tmp_path, capsys, text, needle):
     f = tmp_path / "study.toml"
     f.write_text(text)
@@ -111,8 +124,9 @@ def test_benchmark_not_utf8_is_one_line(world, tmp_path, capsys):
     root, cfg = world
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "forget10.json").write_bytes(json.dumps(ROWS[:2], ensure_ascii=False).replace("Lima", "Líma")
-                                          .encode("latin-1"))
+    (bench / "forget10.json").write_bytes(
+        json.dumps(ROWS[:2], ensure_ascii=False).replace("Lima", "Líma").encode("latin-1")
+    )
     (bench / "retain90.json").write_text(json.dumps(ROWS[2:]))
     rc = main(["run", "--config", _config(tmp_path, cfg, benchmark_path=str(bench)), "--out", str(tmp_path / "r")])
     one_line_exit_2(rc, capsys, "is not UTF-8")
@@ -125,16 +139,42 @@ def test_out_naming_a_file_is_one_line(world, tmp_path, capsys):
     f.write_text("x")
     rc = main(["run", "--config", _config(tmp_path, cfg), "--out", str(f)])
     one_line_exit_2(rc, capsys, "is an existing file")
-    rc = main(["unlearn", cfg["model"], "--method", "ga", "--benchmark", "tofu", "--benchmark-path",
-               cfg["benchmark_path"], "--forget", "forget10", "--out", str(f), "--no-eval"])
+    rc = main(
+        [
+            "unlearn",
+            cfg["model"],
+            "--method",
+            "ga",
+            "--benchmark",
+            "tofu",
+            "--benchmark-path",
+            cfg["benchmark_path"],
+            "--forget",
+            "forget10",
+            "--out",
+            str(f),
+            "--no-eval",
+        ]
+    )
     one_line_exit_2(rc, capsys, "is an existing file")
     assert f.read_text() == "x"
 
 
 def test_unlearn_checks_before_loading(world, tmp_path, capsys):
     root, cfg = world
-    base = ["unlearn", cfg["model"], "--benchmark", "tofu", "--benchmark-path", cfg["benchmark_path"],
-            "--forget", "forget10", "--out", str(tmp_path / "u"), "--no-eval"]
+    base = [
+        "unlearn",
+        cfg["model"],
+        "--benchmark",
+        "tofu",
+        "--benchmark-path",
+        cfg["benchmark_path"],
+        "--forget",
+        "forget10",
+        "--out",
+        str(tmp_path / "u"),
+        "--no-eval",
+    ]
     one_line_exit_2(main([*base, "--method", "ga", "--set", "lr=-1"]), capsys, "lr must be a positive")
     one_line_exit_2(main([*base, "--method", "ga", "--set", "stepz=3"]), capsys, "stepz")
     one_line_exit_2(main([*base, "--method", "ga", "--device", "cuda:99"]), capsys, "cuda:99")
@@ -179,16 +219,20 @@ def test_precondition_makes_every_verdict_not_applicable():
 
     pre = forget_precondition({"forget": {"accuracy": 0.0}}, 0.5, 0.9)
     assert pre["holds"] is False and "does not know the forget set" in pre["reason"]
-    analyses = _not_applicable({
-        "keyword_focus": {"ga": {"verdict": "supported: ...", "holds": True}},
-        "recovery": {"verdict": "emphasis recovered ..."},
-        "collapse": {"verdict": "supported ...", "holds": True},
-        "layer_head": {"verdict": "largest change ..."},
-    }, pre["reason"])
+    analyses = _not_applicable(
+        {
+            "keyword_focus": {"ga": {"verdict": "supported: ...", "holds": True}},
+            "recovery": {"verdict": "emphasis recovered ..."},
+            "collapse": {"verdict": "supported ...", "holds": True},
+            "layer_head": {"verdict": "largest change ..."},
+        },
+        pre["reason"],
+    )
     analyses["precondition"] = pre
-    assert all(a["verdict"].startswith("not applicable: the original model answers 0%")
-               for a in (analyses["recovery"], analyses["collapse"], analyses["layer_head"],
-                         analyses["keyword_focus"]["ga"]))
+    assert all(
+        a["verdict"].startswith("not applicable: the original model answers 0%")
+        for a in (analyses["recovery"], analyses["collapse"], analyses["layer_head"], analyses["keyword_focus"]["ga"])
+    )
     text = summary_table({"summary": [], "analyses": analyses})
     assert text.splitlines()[0].startswith("not applicable:")
     assert forget_precondition({"forget": {"accuracy": 0.75}}, 0.5, 0.9)["holds"] is True
@@ -206,8 +250,23 @@ def test_recover_kinds_default_is_the_run_default():
 
 
 def test_recover_refuses_different_tokenizers_from_the_cli(tiny_dirs, tmp_path, capsys):
-    rc = main(["recover", "--original", "embedded:gpt2", "--unlearned", tiny_dirs["gpt_neox"],
-               "--max-items", "1", "--retain", "none", "--general", "none", "--out", str(tmp_path / "t.json")])
+    rc = main(
+        [
+            "recover",
+            "--original",
+            "embedded:gpt2",
+            "--unlearned",
+            tiny_dirs["gpt_neox"],
+            "--max-items",
+            "1",
+            "--retain",
+            "none",
+            "--general",
+            "none",
+            "--out",
+            str(tmp_path / "t.json"),
+        ]
+    )
     one_line_exit_2(rc, capsys, "different tokenizers")
     assert not (tmp_path / "t.json").exists()
 
@@ -219,9 +278,11 @@ def test_console_plain_lines_and_stable_stage_order_on_resume(world, tmp_path, c
     import re
 
     root, cfg = world
-    small = {**cfg, "attribution": {"methods": ["loo"], "subset": 1},
-             "emphasis": {"templates": ["focus"], "factors": [1.0, 2.0], "layer_sets": ["all"],
-                          "max_control_items": 1}}
+    small = {
+        **cfg,
+        "attribution": {"methods": ["loo"], "subset": 1},
+        "emphasis": {"templates": ["focus"], "factors": [1.0, 2.0], "layer_sets": ["all"], "max_control_items": 1},
+    }
     args = ["run", "--config", _config(tmp_path, small), "--out", str(tmp_path / "run")]
     assert main(args) == 0
     first = capsys.readouterr()
@@ -275,13 +336,15 @@ def test_the_command_sets_the_wait_policy_before_torch_is_imported():
     import subprocess
     import sys
 
-    code = ("import os, sys\n"
-            "import unpact.cli\n"
-            "assert 'torch' not in sys.modules, 'importing the command line imported torch'\n"
-            "from unpact import threads\n"
-            "assert threads.set_wait_policy() is True\n"
-            "import torch\n"
-            "print(os.environ['OMP_WAIT_POLICY'])\n")
+    code = (
+        "import os, sys\n"
+        "import unpact.cli\n"
+        "assert 'torch' not in sys.modules, 'importing the command line imported torch'\n"
+        "from unpact import threads\n"
+        "assert threads.set_wait_policy() is True\n"
+        "import torch\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "UNPACT_THREAD_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr

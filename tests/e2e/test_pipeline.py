@@ -36,8 +36,12 @@ def world(tmp_path_factory):
         "max_items": 2,
         # a non-default KeyTokens rule: tracking, emphasis and the report's marks must all follow it
         "attribution": {"subset": 1, "ig_steps": 8, "keytokens": {"alpha": 0.3, "beta": 2}},
-        "emphasis": {"templates": ["focus", "upper"], "factors": [1.0, 4.0], "layer_sets": ["all", "late"],
-                     "max_control_items": 1},  # fewer controls than items: the keyword lists follow the subsample
+        "emphasis": {
+            "templates": ["focus", "upper"],
+            "factors": [1.0, 4.0],
+            "layer_sets": ["all", "late"],
+            "max_control_items": 1,
+        },  # fewer controls than items: the keyword lists follow the subsample
         "attacks": {"options": {"quantization": {"bits": [4]}, "relearning": {"steps": [1], "lrs": [1e-3]}}},
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
@@ -46,8 +50,9 @@ def world(tmp_path_factory):
 
 def _run(args, cwd, timeout=900):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "unpact.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "unpact.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def _write_cfg(root: Path, cfg: dict, name: str, out: str) -> Path:
@@ -90,8 +95,17 @@ def test_run_end_to_end(finished_run):
         assert key in res, key
     assert set(res["methods"]) == {"ga_gdr", "npo_gdr"}
     for m in res["methods"].values():
-        for stage in ("unlearn", "evaluate", "attribution", "tracking", "recovery", "collapse", "attacks",
-                      "presence", "keyword_nulls"):
+        for stage in (
+            "unlearn",
+            "evaluate",
+            "attribution",
+            "tracking",
+            "recovery",
+            "collapse",
+            "attacks",
+            "presence",
+            "keyword_nulls",
+        ):
             assert stage in m, stage
         assert set(m["presence"]["probes"]) == {"format", "choice", "logit_lens"}
         assert sum(m["presence"]["counts"].values()) == len(m["presence"]["ids"]) == 2
@@ -116,8 +130,17 @@ def test_run_end_to_end(finished_run):
     html = (run_dir / "report.html").read_text()
     parser = _Images()
     parser.feed(html)
-    assert set(parser.sections) >= {"settings", "results", "verdicts", "tokens", "heads", "recovery", "routes",
-                                    "presence", "collapse"}
+    assert set(parser.sections) >= {
+        "settings",
+        "results",
+        "verdicts",
+        "tokens",
+        "heads",
+        "recovery",
+        "routes",
+        "presence",
+        "collapse",
+    }
     assert parser.imgs and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
     assert parser.tables >= 4 and not parser.links
     assert "http://" not in html and "https://" not in html
@@ -169,7 +192,7 @@ def test_report_rerenders_a_results_json_of_the_older_layout(finished_run, tmp_p
 
     def recovery_section(p):
         html = p.read_text()
-        return html[html.index('<section id="recovery">'):].split("</section>")[0]
+        return html[html.index('<section id="recovery">') :].split("</section>")[0]
 
     assert recovery_section(tmp_path / "report.html") == recovery_section(run_dir / "report.html")
 
@@ -179,8 +202,13 @@ def test_kill_and_resume_gives_the_same_results(world, finished_run):
     run_dir = root / "run-killed"
     cfg_file = _write_cfg(root, cfg, "killed", "run-killed")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.Popen([sys.executable, "-m", "unpact.cli", "run", "--config", str(cfg_file)], cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unpact.cli", "run", "--config", str(cfg_file)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     # kill it in the middle of the first method's stages: after its model is saved
     marker = run_dir / "stages" / "ga_gdr" / "unlearn.json"
     deadline = time.time() + 600
@@ -202,11 +230,14 @@ def test_kill_and_resume_gives_the_same_results(world, finished_run):
     assert resumed == full
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--methods", "ga_gdr,forgetall"], "unknown unlearning method 'forgetall'"),
-    (["--forget-split", "forget99"], "forget99"),
-    (["--model", "/no/such/model"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--methods", "ga_gdr,forgetall"], "unknown unlearning method 'forgetall'"),
+        (["--forget-split", "forget99"], "forget99"),
+        (["--model", "/no/such/model"], "does not exist"),
+    ],
+)
 def test_bad_input_one_line_exit_2_no_run_dir(world, tmp_path, args, needle):
     root, cfg = world
     cfg_file = _write_cfg(root, cfg, "bad", "unused")
@@ -228,6 +259,6 @@ def test_config_with_unknown_key(world, tmp_path):
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert "unknown config key 'learning_rate'" in out.stderr
     assert not (tmp_path / "r").exists()
-    bad.write_text('[emphasis]\nfactorz = [2]\n')
+    bad.write_text("[emphasis]\nfactorz = [2]\n")
     out = _run(["run", "--config", str(bad), "--out", str(tmp_path / "r")], cwd=tmp_path)
     assert out.returncode == 2 and "unknown config key 'emphasis.factorz'" in out.stderr

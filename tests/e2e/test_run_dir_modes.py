@@ -35,16 +35,34 @@ def small_run(tmp_path_factory):
     (bench / "holdout.json").write_text(json.dumps(holdout))
     make_tiny_checkpoint("gpt2", root / "model")
     make_tiny_checkpoint("gpt2", root / "reference", seed=1)
-    cfg = config_from_dict({
-        "model": str(root / "model"), "reference_model": str(root / "reference"), "benchmark": "tofu",
-        "benchmark_path": str(bench), "general": "tofu", "general_split": "general", "general_path": str(bench),
-        "holdout_split": "holdout", "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 1}},
-        "max_items": 3, "max_new_tokens": 4, "attribution": {"methods": ["loo"], "subset": 0},
-        "emphasis": {"templates": ["focus"], "factors": [2.0], "layer_sets": ["all"], "kinds": ["attention"],
-                     "max_control_items": 1},
-        "attacks": {"names": []}, "presence": {"probes": ["choice"], "positive_control": False, "null_draws": 0},
-        "trajectory": {"enabled": False}, "out": str(root / "run"),
-    })
+    cfg = config_from_dict(
+        {
+            "model": str(root / "model"),
+            "reference_model": str(root / "reference"),
+            "benchmark": "tofu",
+            "benchmark_path": str(bench),
+            "general": "tofu",
+            "general_split": "general",
+            "general_path": str(bench),
+            "holdout_split": "holdout",
+            "methods": ["ga_gdr"],
+            "method_config": {"ga_gdr": {"steps": 1}},
+            "max_items": 3,
+            "max_new_tokens": 4,
+            "attribution": {"methods": ["loo"], "subset": 0},
+            "emphasis": {
+                "templates": ["focus"],
+                "factors": [2.0],
+                "layer_sets": ["all"],
+                "kinds": ["attention"],
+                "max_control_items": 1,
+            },
+            "attacks": {"names": []},
+            "presence": {"probes": ["choice"], "positive_control": False, "null_draws": 0},
+            "trajectory": {"enabled": False},
+            "out": str(root / "run"),
+        }
+    )
     old = os.umask(0o022)
     try:
         results = run_study(cfg)
@@ -60,8 +78,14 @@ def test_every_file_of_a_run_directory_follows_the_umask(small_run):
         dirs += [os.path.join(base, d) for d in dnames]
         files += [os.path.join(base, f) for f in fnames]
     names = {os.path.relpath(f, run_dir) for f in files}
-    for must in ("config.json", "results.json", "report.html", "stages/original/evaluate.json",
-                 "models/ga_gdr/model.safetensors", "models/ga_gdr/config.json"):
+    for must in (
+        "config.json",
+        "results.json",
+        "report.html",
+        "stages/original/evaluate.json",
+        "models/ga_gdr/model.safetensors",
+        "models/ga_gdr/config.json",
+    ):
         assert must in names, must
     modes = {os.path.relpath(f, run_dir): oct(stat.S_IMODE(os.stat(f).st_mode)) for f in files}
     assert {k: v for k, v in modes.items() if v != "0o644"} == {}

@@ -28,8 +28,9 @@ def _items(rng, n_items: int, key_loss: float, noise: float = 0.3) -> list[dict]
         before = [float(x) for x in rng.uniform(0.5, 1.5, size=4)]
         key = [False, True, True, False]
         after = [b + rng.normal(0, noise) - (key_loss if k else 0.0) for b, k in zip(before, key)]
-        out.append({"id": f"f{i}", "group": "forget", "before": before, "after": after, "key": key,
-                    "special": [False] * 4})
+        out.append(
+            {"id": f"f{i}", "group": "forget", "before": before, "after": after, "key": key, "special": [False] * 4}
+        )
     return out
 
 
@@ -66,8 +67,10 @@ def test_pooled_finding1_on_noise_null_seeds_is_not_supported():
 def test_stratified_rank_test_is_calibrated():
     """Observed and null statistics from one distribution: the exact pooled test rejects about 5% at 0.05."""
     rng = np.random.default_rng(0)
-    p = [stratified_rank_test(list(rng.normal(size=3)), [list(rng.normal(size=19)) for _ in range(3)])["p_value"]
-         for _ in range(400)]
+    p = [
+        stratified_rank_test(list(rng.normal(size=3)), [list(rng.normal(size=19)) for _ in range(3)])["p_value"]
+        for _ in range(400)
+    ]
     rate = float(np.mean(np.asarray(p) <= 0.05))
     assert 0.025 <= rate <= 0.08, rate
     # one stratum is the one-seed rank test: p = (1 + #null <= T) / (K + 1)
@@ -105,8 +108,17 @@ def test_a_verdict_that_flips_between_seeds_is_seed_dependent():
     flip = {0: _seed_test(0, key_loss=1.0), 1: _seed_test(1, key_loss=0.0), 2: _seed_test(2, key_loss=1.0)}
     assert [flip[k]["supported"] for k in (0, 1, 2)] == [True, False, True]
     steady = {k: _seed_test(k, key_loss=1.0) for k in (0, 1, 2)}
-    res = pool_seeds({k: {"methods": {"flip": {"keyword_nulls": {"test": flip[k]}},
-                                      "steady": {"keyword_nulls": {"test": steady[k]}}}} for k in (0, 1, 2)})
+    res = pool_seeds(
+        {
+            k: {
+                "methods": {
+                    "flip": {"keyword_nulls": {"test": flip[k]}},
+                    "steady": {"keyword_nulls": {"test": steady[k]}},
+                }
+            }
+            for k in (0, 1, 2)
+        }
+    )
     f = res["finding1"]["flip"]
     assert f["seeds"]["consistency"] == "seed-dependent" and f["seeds"]["n_holds"] == 2 and f["seeds"]["n_seeds"] == 3
     assert "seed-dependent: holds on 2 of 3 seeds (seed 0 yes, seed 1 no, seed 2 yes)" in f["verdict"]
@@ -129,24 +141,39 @@ def _controlled(rng, n: int = 12) -> dict:
     ids = [f"f{i}" for i in range(n)]
 
     def run(rouge, lp):
-        return {"rouge": [float(x) for x in rouge], "logprob": [float(x) for x in lp],
-                "rank": [1 if r >= 0.9 else 3 for r in rouge], "answers": [""] * len(rouge)}
+        return {
+            "rouge": [float(x) for x in rouge],
+            "logprob": [float(x) for x in lp],
+            "rank": [1 if r >= 0.9 else 3 for r in rouge],
+            "answers": [""] * len(rouge),
+        }
 
     def model(unlearned: bool):
-        runs = {"plain": {"forget": run([0.2 if unlearned else 1.0] * n, rng.normal(-3 if unlearned else -0.5, 0.2, n)),
-                          "retain": run([1.0] * 4, [-0.5] * 4)}}
+        runs = {
+            "plain": {
+                "forget": run([0.2 if unlearned else 1.0] * n, rng.normal(-3 if unlearned else -0.5, 0.2, n)),
+                "retain": run([1.0] * 4, [-0.5] * 4),
+            }
+        }
         for s in settings:
             gain = rng.normal(1.0, 0.5, n) if unlearned else rng.normal(0.0, 0.1, n)
             base = runs["plain"]["forget"]["logprob"]
             rouge = [1.0 if i < n // 2 else 0.2 for i in range(n)] if unlearned else [1.0] * n  # half come back
-            runs[f"{s['name']}|keyword"] = {"forget": run(rouge, np.add(base, gain)),
-                                            "retain": run([1.0] * 4, [-0.5] * 4)}
-            runs[f"{s['name']}|placebo"] = {"forget": run([0.2 if unlearned else 1.0] * n,
-                                                          np.add(base, rng.normal(0.0, 0.1, n)))}
+            runs[f"{s['name']}|keyword"] = {
+                "forget": run(rouge, np.add(base, gain)),
+                "retain": run([1.0] * 4, [-0.5] * 4),
+            }
+            runs[f"{s['name']}|placebo"] = {
+                "forget": run([0.2 if unlearned else 1.0] * n, np.add(base, rng.normal(0.0, 0.1, n)))
+            }
         return runs
 
-    raw = {"ids": {"forget": ids, "retain": ["r0", "r1", "r2", "r3"]}, "usable": [True] * n, "settings": settings,
-           "runs": {"unlearned": model(True), "original": model(False)}}
+    raw = {
+        "ids": {"forget": ids, "retain": ["r0", "r1", "r2", "r3"]},
+        "usable": [True] * n,
+        "settings": settings,
+        "runs": {"unlearned": model(True), "original": model(False)},
+    }
     return {"method": "synthetic", "settings": cfg.to_dict(), "raw": raw, "summary": summarise(raw, cfg)}
 
 
@@ -161,15 +188,30 @@ def world(tmp_path_factory):
     bench = root / "bench"
     write_toy_tofu(bench, 4, genre=False, n_perturbed=2)
     model = make_tiny_checkpoint("gpt2", root / "tiny-gpt2")
-    run = {"reference_model": "none", "max_items": 2, "max_new_tokens": 8,
-           "method_config": {"ga_gdr": {"steps": 2, "batch_size": 2}},
-           "attribution": {"methods": ["loo"], "subset": 1},
-           "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
-           "trajectory": {"enabled": False}}
-    grid = {"models": [str(model)],
-            "benchmarks": [{"name": "toy", "benchmark": "tofu", "benchmark_path": str(bench), "holdout_split": "none",
-                            "general": "none"}],
-            "methods": ["ga_gdr"], "run": run, "executor": "local"}
+    run = {
+        "reference_model": "none",
+        "max_items": 2,
+        "max_new_tokens": 8,
+        "method_config": {"ga_gdr": {"steps": 2, "batch_size": 2}},
+        "attribution": {"methods": ["loo"], "subset": 1},
+        "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
+        "trajectory": {"enabled": False},
+    }
+    grid = {
+        "models": [str(model)],
+        "benchmarks": [
+            {
+                "name": "toy",
+                "benchmark": "tofu",
+                "benchmark_path": str(bench),
+                "holdout_split": "none",
+                "general": "none",
+            }
+        ],
+        "methods": ["ga_gdr"],
+        "run": run,
+        "executor": "local",
+    }
     return root, grid
 
 
@@ -185,7 +227,9 @@ def test_grid_with_seeds_runs_every_cell_once_per_seed_and_resumes(world):
     grid = grid_from_dict({**data, "seeds": [0, 1], "out": str(root / "g")})
     cells = expand(grid)
     assert [(c.name, c.seed, c.config.seed) for c in cells] == [
-        ("tiny-gpt2__toy__ga_gdr__seed0", 0, 0), ("tiny-gpt2__toy__ga_gdr__seed1", 1, 1)]
+        ("tiny-gpt2__toy__ga_gdr__seed0", 0, 0),
+        ("tiny-gpt2__toy__ga_gdr__seed1", 1, 1),
+    ]
     started = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -220,8 +264,12 @@ def test_run_with_seeds_writes_a_run_per_seed_and_the_pooled_report(world, capsy
 
     root, data = world
     cfg = root / "study.json"
-    study = {**data["run"], "model": data["models"][0], **{k: v for k, v in data["benchmarks"][0].items()
-                                                            if k != "name"}, "methods": ["ga_gdr"]}
+    study = {
+        **data["run"],
+        "model": data["models"][0],
+        **{k: v for k, v in data["benchmarks"][0].items() if k != "name"},
+        "methods": ["ga_gdr"],
+    }
     cfg.write_text(json.dumps(study))
     out = root / "seeded"
     assert main(["run", "--config", str(cfg), "--out", str(out), "--seeds", "0,1", "--seed", "2"]) == 2
@@ -249,14 +297,34 @@ def test_the_dilemma_pooled_over_seeds_keeps_each_seeds_strata_apart():
     rho per stratum); part (b) counts items x seeds with an interval clustered by item."""
     from unpact.analyses.dilemma import checkpoint_point, dilemma_verdict
 
-    pts = [checkpoint_point(m, "forget_below_0.5", ["hidden"] * (4 - e) + ["erased"] * e, list("abcd"),
-                            utility_drop=0.1 * e + 0.01 * i, stratum=f"forget_below_{t}")
-           for t in (0.5, 0.25) for i, (m, e) in enumerate(zip("vwxyz", (0, 1, 2, 3, 4)))]
+    pts = [
+        checkpoint_point(
+            m,
+            "forget_below_0.5",
+            ["hidden"] * (4 - e) + ["erased"] * e,
+            list("abcd"),
+            utility_drop=0.1 * e + 0.01 * i,
+            stratum=f"forget_below_{t}",
+        )
+        for t in (0.5, 0.25)
+        for i, (m, e) in enumerate(zip("vwxyz", (0, 1, 2, 3, 4)))
+    ]
     one = dilemma_verdict(pts)
     ctrl = _controlled(np.random.default_rng(5))
-    methods = {"ga": {"trajectory": {"measured": [{"step": 4, "names": ["forget_below_0.5"], "controlled": ctrl,
-                                                    "presence": {"ids": [f"f{i}" for i in range(12)],
-                                                                 "calls": ["hidden"] * 9 + ["erased"] * 3}}]}}}
+    methods = {
+        "ga": {
+            "trajectory": {
+                "measured": [
+                    {
+                        "step": 4,
+                        "names": ["forget_below_0.5"],
+                        "controlled": ctrl,
+                        "presence": {"ids": [f"f{i}" for i in range(12)], "calls": ["hidden"] * 9 + ["erased"] * 3},
+                    }
+                ]
+            }
+        }
+    }
     from unpact.analyses.seeds import pooled_dilemma, recovered_rows
 
     rows = recovered_rows(methods)  # keyword emphasis brings back f0-f5 (placebo none): all six probe-present
@@ -266,8 +334,12 @@ def test_the_dilemma_pooled_over_seeds_keeps_each_seeds_strata_apart():
     pooled = pooled_dilemma({0: pts, 1: pts}, {0: rows, 1: rows}, {0: one, 1: one})
     a = pooled["erasure_costs_utility"]
     assert a["n"] == 2 * one["erasure_costs_utility"]["n"] and a["n_strata_used"] == 4
-    assert set(a["rho_per_stratum"]) == {"seed0:forget_below_0.5", "seed0:forget_below_0.25",
-                                         "seed1:forget_below_0.5", "seed1:forget_below_0.25"}
+    assert set(a["rho_per_stratum"]) == {
+        "seed0:forget_below_0.5",
+        "seed0:forget_below_0.25",
+        "seed1:forget_below_0.5",
+        "seed1:forget_below_0.25",
+    }
     b = pooled["recoverable_is_present"]
     assert b["n_rows"] == 24 and b["n_items"] == 12 and b["share"] == 0.75 and b["supported"] is False
     assert pooled["seeds"]["consistency"] in ("holds on every seed", "holds on no seed")

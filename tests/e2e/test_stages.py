@@ -15,9 +15,19 @@ from unpact.pipeline import run_study
 from unpact.stages import STAGES, Stage, register_stage, subject_stages
 from unpact.testing import make_tiny_checkpoint, write_toy_tofu
 
-BUILT_IN = [("lineage", "lineage"), ("evaluate", "evaluate"), ("attribute", "attribution"), ("track", "tracking"),
-            ("recovery", "recovery"), ("controlled", "controlled"), ("collapse", "collapse"), ("attacks", "attacks"),
-            ("presence", "presence"), ("keyword_nulls", "keyword_nulls"), ("trajectory", "trajectory")]
+BUILT_IN = [
+    ("lineage", "lineage"),
+    ("evaluate", "evaluate"),
+    ("attribute", "attribution"),
+    ("track", "tracking"),
+    ("recovery", "recovery"),
+    ("controlled", "controlled"),
+    ("collapse", "collapse"),
+    ("attacks", "attacks"),
+    ("presence", "presence"),
+    ("keyword_nulls", "keyword_nulls"),
+    ("trajectory", "trajectory"),
+]
 
 
 @pytest.fixture
@@ -50,22 +60,41 @@ def test_a_registered_stage_runs_is_written_and_appears_under_its_key(tmp_path, 
 
         def run(self, study, subject):
             seen["earlier"] = sorted(subject.done)
-            return {"subject": subject.name, "n_layers": int(subject.model().cfg.n_layers),
-                    "forget_accuracy": subject.done["evaluate"]["forget"].get("accuracy"),
-                    "original_layers": int(study.original().cfg.n_layers)}
+            return {
+                "subject": subject.name,
+                "n_layers": int(subject.model().cfg.n_layers),
+                "forget_accuracy": subject.done["evaluate"]["forget"].get("accuracy"),
+                "original_layers": int(study.original().cfg.n_layers),
+            }
 
     bench = tmp_path / "bench"
     write_toy_tofu(bench, 4, n_perturbed=2, general=True)
     make_tiny_checkpoint("gpt2", tmp_path / "model")
-    cfg = config_from_dict({
-        "model": str(tmp_path / "model"), "benchmark": "tofu", "benchmark_path": str(bench), "general": None,
-        "holdout_split": None, "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 1}}, "max_items": 2,
-        "max_new_tokens": 4, "attribution": {"methods": ["loo"], "subset": 0},
-        "emphasis": {"templates": ["focus"], "factors": [2.0], "layer_sets": ["all"], "kinds": ["attention"],
-                     "max_control_items": 1},
-        "attacks": {"names": []}, "presence": {"probes": [], "positive_control": False, "null_draws": 0},
-        "trajectory": {"enabled": False, "controlled": False}, "out": str(tmp_path / "run"),
-    })
+    cfg = config_from_dict(
+        {
+            "model": str(tmp_path / "model"),
+            "benchmark": "tofu",
+            "benchmark_path": str(bench),
+            "general": None,
+            "holdout_split": None,
+            "methods": ["ga_gdr"],
+            "method_config": {"ga_gdr": {"steps": 1}},
+            "max_items": 2,
+            "max_new_tokens": 4,
+            "attribution": {"methods": ["loo"], "subset": 0},
+            "emphasis": {
+                "templates": ["focus"],
+                "factors": [2.0],
+                "layer_sets": ["all"],
+                "kinds": ["attention"],
+                "max_control_items": 1,
+            },
+            "attacks": {"names": []},
+            "presence": {"probes": [], "positive_control": False, "null_draws": 0},
+            "trajectory": {"enabled": False, "controlled": False},
+            "out": str(tmp_path / "run"),
+        }
+    )
     order: list[str] = []
     results = run_study(cfg, on_stage=lambda name, computed: order.append(name))
 

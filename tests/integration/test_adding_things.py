@@ -77,8 +77,9 @@ class Shout(Attack):
         return [{"name": f"prefix{i}", "prefix": p} for i, p in enumerate(self.config.prefixes)]
 
     def apply(self, model, items, setting, *, fmt, pool, seed: int = 0) -> Attacked:
-        return Attacked(model, [fmt.prompt(f"{setting['prefix']} {it.question}") for it in items],
-                        list(range(len(items))))
+        return Attacked(
+            model, [fmt.prompt(f"{setting['prefix']} {it.question}") for it in items], list(range(len(items)))
+        )
 
 
 @dataclass
@@ -93,10 +94,16 @@ class AnswerLogprobProbe(Probe):
         return {"floor": -2.0}
 
     def run(self, model, items, fmt) -> ProbeResult:
-        lps = answer_logprobs(model, [fmt.prompt(it.question) for it in items],
-                              [fmt.answer(it.answer) for it in items]).tolist()
-        return ProbeResult(self.name, [str(it.id) for it in items], [lp > self.floor for lp in lps], lps,
-                           settings={"floor": self.floor})
+        lps = answer_logprobs(
+            model, [fmt.prompt(it.question) for it in items], [fmt.answer(it.answer) for it in items]
+        ).tolist()
+        return ProbeResult(
+            self.name,
+            [str(it.id) for it in items],
+            [lp > self.floor for lp in lps],
+            lps,
+            settings={"floor": self.floor},
+        )
 
 
 @pytest.fixture
@@ -130,19 +137,28 @@ def items():
 def test_the_registries_and_get_functions_accept_them(registered):
     assert get_method("toy_ascent") is ToyAscent and make_method("toy-ascent", {"steps": 1}).config.steps == 1
     assert get_metric("question_words").compute is n_question_words
-    assert get_attack("shout") is Shout and make_attack("shout", {"prefixes": ("Now.",)}).settings()[0]["prefix"] == "Now."
+    assert (
+        get_attack("shout") is Shout and make_attack("shout", {"prefixes": ("Now.",)}).settings()[0]["prefix"] == "Now."
+    )
     assert PROBES.get("answer_logprob") is AnswerLogprobProbe
-    for reg, name in ((METHODS, "toy_ascent"), (METRICS, "question_words"), (ATTACKS, "shout"),
-                      (PROBES, "answer_logprob")):
+    for reg, name in (
+        (METHODS, "toy_ascent"),
+        (METRICS, "question_words"),
+        (ATTACKS, "shout"),
+        (PROBES, "answer_logprob"),
+    ):
         assert name in reg and name in sorted(reg)
 
 
 def test_the_run_config_accepts_them_and_the_defaults_take_the_attack(registered):
-    cfg = config_from_dict({
-        "methods": ["toy_ascent", "ga_gdr"], "method_config": {"toy_ascent": {"steps": 1}},
-        "attacks": {"names": ["shout"], "options": {"shout": {"prefixes": ["Now."]}}},
-        "presence": {"probes": ["answer_logprob", "choice"]},
-    })
+    cfg = config_from_dict(
+        {
+            "methods": ["toy_ascent", "ga_gdr"],
+            "method_config": {"toy_ascent": {"steps": 1}},
+            "attacks": {"names": ["shout"], "options": {"shout": {"prefixes": ["Now."]}}},
+            "presence": {"probes": ["answer_logprob", "choice"]},
+        }
+    )
     assert cfg.methods == ["toy_ascent", "ga_gdr"] and cfg.attacks.names == ["shout"]
     assert cfg.presence.probe_settings("answer_logprob") == {"floor": -2.0}
     assert "shout" in RunConfig().attacks.names  # the default attack list is every registered attack
@@ -151,17 +167,23 @@ def test_the_run_config_accepts_them_and_the_defaults_take_the_attack(registered
 
 
 def test_unregistered_they_are_refused():
-    for data, what in (({"methods": ["toy_ascent"]}, "unlearning method"), ({"attacks": {"names": ["shout"]}}, "attack"),
-                       ({"presence": {"probes": ["answer_logprob"]}}, "probe")):
+    for data, what in (
+        ({"methods": ["toy_ascent"]}, "unlearning method"),
+        ({"attacks": {"names": ["shout"]}}, "attack"),
+        ({"presence": {"probes": ["answer_logprob"]}}, "probe"),
+    ):
         with pytest.raises(ConfigError, match=f"unknown {what} "):
             config_from_dict(data)
 
 
-@pytest.mark.parametrize("command, names", [
-    (["unlearn", "--help"], ["toy_ascent"]),
-    (["run", "--help"], ["toy_ascent", "shout", "answer_logprob"]),
-    (["attack", "--help"], ["shout"]),
-])
+@pytest.mark.parametrize(
+    "command, names",
+    [
+        (["unlearn", "--help"], ["toy_ascent"]),
+        (["run", "--help"], ["toy_ascent", "shout", "answer_logprob"]),
+        (["attack", "--help"], ["shout"]),
+    ],
+)
 def test_the_command_line_help_lists_them(registered, capsys, command, names):
     with pytest.raises(SystemExit):
         main(command)

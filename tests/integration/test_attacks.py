@@ -28,13 +28,28 @@ from unpact.models import plain_hf_model
 from unpact.scoring import forward_logits, tokenize
 
 QS = [
-    QAItem("Where was the author Ana Lind born?", "Lima", paraphrased_question="In which city was Ana Lind born?",
-           id="f0", meta={"author": "Ana Lind", "attribute": "birthplace"}),
-    QAItem("What genre does Bo Reyes write?", "crime fiction", paraphrased_question="Which genre is Bo Reyes known for?",
-           id="f1", meta={"author": "Bo Reyes", "attribute": "genre"}),
+    QAItem(
+        "Where was the author Ana Lind born?",
+        "Lima",
+        paraphrased_question="In which city was Ana Lind born?",
+        id="f0",
+        meta={"author": "Ana Lind", "attribute": "birthplace"},
+    ),
+    QAItem(
+        "What genre does Bo Reyes write?",
+        "crime fiction",
+        paraphrased_question="Which genre is Bo Reyes known for?",
+        id="f1",
+        meta={"author": "Bo Reyes", "attribute": "genre"},
+    ),
     QAItem("What genre does Ana Lind write?", "poetry", id="f2", meta={"author": "Ana Lind", "attribute": "genre"}),
-    QAItem("Where was the author Bo Reyes born?", "Paris", paraphrased_question="Bo Reyes was born where?",
-           id="f3", meta={"author": "Bo Reyes", "attribute": "birthplace"}),
+    QAItem(
+        "Where was the author Bo Reyes born?",
+        "Paris",
+        paraphrased_question="Bo Reyes was born where?",
+        id="f3",
+        meta={"author": "Bo Reyes", "attribute": "birthplace"},
+    ),
 ]
 RETAIN = [
     QAItem("Where was the author Cy Moor born?", "Oslo", id="r0", meta={"attribute": "birthplace"}),
@@ -202,11 +217,16 @@ def test_run_attack_leaves_every_model_untouched_and_the_negative_recovers_nothi
     unlearned = load_model(tiny_dirs["gpt2"])
     other = load_model(tiny_dirs["gpt2"])
     before = {"u": _fingerprint(unlearned), "o": _fingerprint(other)}
-    for name, cfg in [("quantization", {"bits": (4,)}), ("relearning", {"steps": (1,), "lrs": (1e-3,), "batch_size": 2}),
-                      ("in_context", {"shots": (1,)}), ("paraphrase", None)]:
+    for name, cfg in [
+        ("quantization", {"bits": (4,)}),
+        ("relearning", {"steps": (1,), "lrs": (1e-3,), "batch_size": 2}),
+        ("in_context", {"shots": (1,)}),
+        ("paraphrase", None),
+    ]:
         # the negative control asked as if it were the unlearned model: nothing is recovered beyond it
-        t = run_attack(name, unlearned, QS, original=other, negative=unlearned, pool={"retain": RETAIN}, config=cfg,
-                       recovery=FAST)
+        t = run_attack(
+            name, unlearned, QS, original=other, negative=unlearned, pool={"retain": RETAIN}, config=cfg, recovery=FAST
+        )
         assert t["attack"] == name and t["settings"]
         for row in t["settings"].values():
             assert row["n_recovered_beyond_controls"] == 0
@@ -218,15 +238,35 @@ def test_run_attack_leaves_every_model_untouched_and_the_negative_recovers_nothi
 def test_attack_command(tiny_dirs, tmp_path, capsys):
     from unpact.cli import main
 
-    rows = [{"question": q.question, "answer": q.answer, "paraphrased_question": q.paraphrased_question}
-            for q in QS]
+    rows = [{"question": q.question, "answer": q.answer, "paraphrased_question": q.paraphrased_question} for q in QS]
     for split in ("forget", "retain"):
         (tmp_path / f"{split}.json").write_text(json.dumps(rows))
     out = tmp_path / "routes.json"
-    rc = main(["attack", "--unlearned", tiny_dirs["gpt2"], "--original", tiny_dirs["gpt2"], "--negative",
-               tiny_dirs["llama"], "--benchmark", "tofu/forget", "--benchmark-path", str(tmp_path), "--retain", "retain",
-               "--attacks", "quantization,paraphrase", "--set", "quantization.bits=[8]", "--max-new-tokens", "2",
-               "--out", str(out)])
+    rc = main(
+        [
+            "attack",
+            "--unlearned",
+            tiny_dirs["gpt2"],
+            "--original",
+            tiny_dirs["gpt2"],
+            "--negative",
+            tiny_dirs["llama"],
+            "--benchmark",
+            "tofu/forget",
+            "--benchmark-path",
+            str(tmp_path),
+            "--retain",
+            "retain",
+            "--attacks",
+            "quantization,paraphrase",
+            "--set",
+            "quantization.bits=[8]",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "int8" in printed and "paraphrased_question" in printed
@@ -243,8 +283,10 @@ def test_precomputed_controls_give_the_same_table(tiny_dirs):
     unlearned, original, negative = (load_model(tiny_dirs[a]) for a in ("gpt2", "gpt2", "llama"))
     cfg = {"bits": (8, 4)}
     direct = run_attack("quantization", unlearned, QS, original=original, negative=negative, config=cfg, recovery=FAST)
-    controls = {"original": role_runs("quantization", original, QS, config=cfg, recovery=FAST),
-                "negative": json.loads(json.dumps(role_runs("quantization", negative, QS, config=cfg, recovery=FAST)))}
+    controls = {
+        "original": role_runs("quantization", original, QS, config=cfg, recovery=FAST),
+        "negative": json.loads(json.dumps(role_runs("quantization", negative, QS, config=cfg, recovery=FAST))),
+    }
     cached = run_attack("quantization", unlearned, QS, controls=controls, config=cfg, recovery=FAST)
     assert json.dumps(cached, sort_keys=True) == json.dumps(direct, sort_keys=True)
     with pytest.raises(InputError, match="do not match"):
@@ -254,8 +296,10 @@ def test_precomputed_controls_give_the_same_table(tiny_dirs):
 def test_in_context_drops_examples_that_do_not_fit_the_context(tiny_gpt2):
     from unpact.scoring import context_length, tokenize
 
-    long = [QAItem(" ".join(["Where was the author Ana Lind born again and again?"] * 2), "Lima", id=f"l{i}")
-            for i in range(4)]
+    long = [
+        QAItem(" ".join(["Where was the author Ana Lind born again and again?"] * 2), "Lima", id=f"l{i}")
+        for i in range(4)
+    ]
     att = make_attack("in_context", {"shots": (4,), "match_key": None})
     a = att.apply(tiny_gpt2, QS[:1], att.settings()[0], fmt=PLAIN, pool={"retain": long}, seed=0)
     n_ctx = context_length(tiny_gpt2)

@@ -68,7 +68,6 @@ def test_loo_batched_equals_naive_loop(model, mode):
     assert worst <= 1e-5
 
 
-
 def test_the_attributed_quantity_is_chosen_by_name(tiny_gpt2):
     """loo and integrated gradients take the quantity by name (unpact.scoring.QUANTITIES); the
     default is LP, the mean answer log-prob; a registered quantity is accepted at once."""
@@ -90,8 +89,14 @@ def test_the_attributed_quantity_is_chosen_by_name(tiny_gpt2):
 
     try:
         first = attribute(tiny_gpt2, item, method="loo", quantity="first_token")
-        assert first.lp == pytest.approx(float(scoring.score_sequences(
-            tiny_gpt2, [prepare_items(tiny_gpt2, [item])[0][0].seq], reduction="first_token")[0]), abs=1e-6)
+        assert first.lp == pytest.approx(
+            float(
+                scoring.score_sequences(
+                    tiny_gpt2, [prepare_items(tiny_gpt2, [item])[0][0].seq], reduction="first_token"
+                )[0]
+            ),
+            abs=1e-6,
+        )
         assert first.scores != mean.scores
     finally:
         del scoring.QUANTITIES["first_token"]
@@ -138,10 +143,12 @@ def test_logits_window_equals_full_logits(tiny_gpt2):
     keep = scoring.answer_window(packed.target_mask)
     assert keep == packed.input_ids.shape[1] - 1  # the second row's answer starts at position 2
     with torch.no_grad():
-        full = scoring.token_logprobs(scoring.forward_logits(tiny_gpt2, packed.input_ids), packed.input_ids,
-                                      packed.target_mask)
-        part = scoring.token_logprobs(scoring.forward_logits(tiny_gpt2, packed.input_ids, keep=keep),
-                                      packed.input_ids, packed.target_mask)
+        full = scoring.token_logprobs(
+            scoring.forward_logits(tiny_gpt2, packed.input_ids), packed.input_ids, packed.target_mask
+        )
+        part = scoring.token_logprobs(
+            scoring.forward_logits(tiny_gpt2, packed.input_ids, keep=keep), packed.input_ids, packed.target_mask
+        )
     assert torch.allclose(full, part, atol=1e-6)
     with pytest.raises(ValueError, match="logits cover"):
         scoring.token_logprobs(full[:, -2:], packed.input_ids, packed.target_mask)
@@ -282,11 +289,10 @@ def test_heads_decomposition_adds_up(model):
             assert abs(ht[l].sum() + e["attn_bias_total"][l] - e["attn_total"][l]) <= 1e-4
         assert abs(e["embed_direct"] - ref_layer["embed"]) <= 1e-4
         # every component plus the constant gives the mean answer logit
-        total = (e["embed_direct"] + e["pos_embed_direct"] + sum(e["attn_direct"]) + sum(e["mlp_direct"])
-                 + e["constant"])
+        total = e["embed_direct"] + e["pos_embed_direct"] + sum(e["attn_direct"]) + sum(e["mlp_direct"]) + e["constant"]
         assert abs(total - mean_logit) <= 1e-4
         assert abs(e["answer_logit"] - mean_logit) <= 1e-4
-        assert np.allclose(r.scores[prep.first:], ht[:, :, prep.first: len(prep.prompt_ids)].sum((0, 1)))
+        assert np.allclose(r.scores[prep.first :], ht[:, :, prep.first : len(prep.prompt_ids)].sum((0, 1)))
 
 
 def test_heads_total_is_the_derivative_of_lp(tiny_gpt2):

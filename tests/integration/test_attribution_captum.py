@@ -56,13 +56,20 @@ def test_integrated_gradients_matches_captum_layer_ig(tiny_gpt2, hf_gpt2):
     from captum.attr import LayerIntegratedGradients, LLMGradientAttribution
 
     steps = 64
-    res = attribute(tiny_gpt2, ITEM, method="integrated_gradients", steps=steps, max_passes=steps, baseline="pad",
-                    rule="gausslegendre", warp=1.0)
+    res = attribute(
+        tiny_gpt2,
+        ITEM,
+        method="integrated_gradients",
+        steps=steps,
+        max_passes=steps,
+        baseline="pad",
+        rule="gausslegendre",
+        warp=1.0,
+    )
     bid = res.options["baseline_id"]
     lig = LayerIntegratedGradients(hf_gpt2, hf_gpt2.get_input_embeddings())
     llm = LLMGradientAttribution(lig, tiny_gpt2.tokenizer)
-    out = llm.attribute(_captum_input(tiny_gpt2, res, bid), target=res.answer, n_steps=steps,
-                        method="gausslegendre")
+    out = llm.attribute(_captum_input(tiny_gpt2, res, bid), target=res.answer, n_steps=steps, method="gausslegendre")
     theirs = out.seq_attr.detach().numpy() / len(res.answer_ids)
     ours = np.array(res.scores[1:])
     rel = np.abs(ours - theirs).max() / np.abs(theirs).max()
@@ -77,6 +84,6 @@ def test_same_lp_as_hf(tiny_gpt2, hf_gpt2):
     with torch.no_grad():
         logits = hf_gpt2(ids).logits
     n = len(res.token_ids)
-    lp = logits[0, n - 1:-1].log_softmax(-1).gather(-1, ids[0, n:, None]).mean()
+    lp = logits[0, n - 1 : -1].log_softmax(-1).gather(-1, ids[0, n:, None]).mean()
     assert abs(float(lp) - res.lp) <= 1e-5
     assert scoring.pad_id(tiny_gpt2.tokenizer) == res.options.get("baseline_id", scoring.pad_id(tiny_gpt2.tokenizer))

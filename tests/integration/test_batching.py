@@ -70,9 +70,18 @@ def test_gradient_checkpointing_gives_the_same_weights(gpt2):
     cfg = {"steps": 2, "batch_size": 4, "lr": 1e-3}
     plain = unlearn(gpt2, "ga_gdr", FORGET, RETAIN, cfg, seed=2)
     seen = []
-    ckpt = unlearn(gpt2, "ga_gdr", FORGET, RETAIN, {**cfg, "gradient_checkpointing": True,
-                                                     "on_step": lambda step, m: seen.append(_checkpointing_on(hf_model_of(m)))},
-                   seed=2)
+    ckpt = unlearn(
+        gpt2,
+        "ga_gdr",
+        FORGET,
+        RETAIN,
+        {
+            **cfg,
+            "gradient_checkpointing": True,
+            "on_step": lambda step, m: seen.append(_checkpointing_on(hf_model_of(m))),
+        },
+        seed=2,
+    )
     assert seen == [True, True]  # on while training
     assert _max_diff(_state(plain.model), _state(ckpt.model)) < 1e-5
     assert not _checkpointing_on(hf_model_of(ckpt.model))  # switched off after

@@ -61,8 +61,10 @@ def ref_min_k_pp(all_lp, target_lp, k):
 def ref_privleak_muse(f_scores, h_scores, ref_f_scores, ref_h_scores):
     """MUSE metrics/privleak.py + eval.py: AUC of roc_curve(y, -score) with forget = 0 and holdout = 1
     (so the holdout items are the "members"), then (AUC - AUC_retrain) / AUC_retrain x 100."""
+
     def muse_auc(f, h):
         return ref_roc_auc([-x for x in f], [-x for x in h])
+
     a, r = muse_auc(f_scores, h_scores), muse_auc(ref_f_scores, ref_h_scores)
     return (a - r) / r * 100
 
@@ -95,8 +97,9 @@ def test_attack_scores_equal_the_reference_formulas_on_hand_built_log_probs():
     p = all_lp.exp()
     mean, var = (p * all_lp).sum(-1), (p * all_lp.square()).sum(-1) - (p * all_lp).sum(-1).square()
     for k in (0.2, 0.4, 1.0):
-        assert min_k_plus_plus_score(target_lp, mean, var, k) == pytest.approx(ref_min_k_pp(all_lp, target_lp, k),
-                                                                              abs=1e-9)
+        assert min_k_plus_plus_score(target_lp, mean, var, k) == pytest.approx(
+            ref_min_k_pp(all_lp, target_lp, k), abs=1e-9
+        )
     # a certain position: the variance is floored at 1e-6, as open-unlearning clamps it
     assert min_k_plus_plus_score([0.0], [-1e-9], [0.0], 1.0) == pytest.approx(-(1e-9) / math.sqrt(1e-6))
 
@@ -188,27 +191,35 @@ def _direct(model, items, greedy: bool = False):
         ids = torch.tensor([p + a])
         with torch.no_grad():
             logits = hf(input_ids=ids).logits[0].float()
-        rows = logits[len(p) - 1: len(p) - 1 + len(a)].log_softmax(-1)
+        rows = logits[len(p) - 1 : len(p) - 1 + len(a)].log_softmax(-1)
         target = torch.tensor(a)
         least_k = None
         for k in range(len(a) + 1) if greedy else ():  # Carlini: decode |y| - k tokens after the prompt and y_<k
             seq = list(p) + list(a[:k])
-            while len(seq) < len(p) + len(a) and seq[-1:] == (list(p) + list(a))[len(seq) - 1: len(seq)]:
+            while len(seq) < len(p) + len(a) and seq[-1:] == (list(p) + list(a))[len(seq) - 1 : len(seq)]:
                 with torch.no_grad():
                     seq.append(int(hf(input_ids=torch.tensor([seq])).logits[0, -1].argmax()))
-            if seq[len(p) + k:] == list(a[k:]):  # the least k whose greedy continuation is the rest of the answer
+            if seq[len(p) + k :] == list(a[k:]):  # the least k whose greedy continuation is the rest of the answer
                 least_k = k
                 break
-        out.append({"answer": a, "rows": rows, "target_lp": rows.gather(-1, target[:, None]).squeeze(-1),
-                    "least_k": least_k, "text": model.tokenizer.decode(a, skip_special_tokens=True)})
+        out.append(
+            {
+                "answer": a,
+                "rows": rows,
+                "target_lp": rows.gather(-1, target[:, None]).squeeze(-1),
+                "least_k": least_k,
+                "text": model.tokenizer.decode(a, skip_special_tokens=True),
+            }
+        )
     return out
 
 
 def test_every_metric_equals_its_reference_on_the_embedded_model(models, splits):
     orig, retain = models
     forget, holdout = splits
-    res = evaluate(orig, forget, holdout=holdout, role="forget",
-                   metrics=["mia", "exact_memorization", "extraction_strength"])
+    res = evaluate(
+        orig, forget, holdout=holdout, role="forget", metrics=["mia", "exact_memorization", "extraction_strength"]
+    )
     df, dh = _direct(orig, forget, greedy=True), _direct(orig, holdout)
     # on the original (which knows the forget answers) and on the retain twin (which knows only their shape)
     for model, result, direct in ((orig, res, df), (retain, None, None)):
@@ -268,8 +279,12 @@ def test_original_against_its_retain_twin_points_the_documented_way(models, spli
     negative (MUSE: under-unlearned) while the twin's own is 0."""
     orig, retain = models
     forget, holdout = splits
-    kw = dict(reference=retain, holdout=holdout, role="forget",
-              metrics=["mia", "privleak", "exact_memorization", "extraction_strength"])
+    kw = dict(
+        reference=retain,
+        holdout=holdout,
+        role="forget",
+        metrics=["mia", "privleak", "exact_memorization", "extraction_strength"],
+    )
     o, r = evaluate(orig, forget, **kw), evaluate(retain, forget, **kw)
     assert o["exact_memorization"] > r["exact_memorization"]
     assert o["extraction_strength"] > r["extraction_strength"]
@@ -287,21 +302,52 @@ def test_unpact_unlearn_reports_them_with_a_holdout_split(tiny_dirs, tmp_path, c
 
     bench = tmp_path / "bench"
     bench.mkdir()
-    for split, pairs in (("forget", [("Ana Lind", "Lima"), ("Bo Reyes", "Oslo")]),
-                         ("retain", [("Cy Moss", "Kyoto")]), ("holdout", [("Di Park", "Cairo"), ("Ed Vale", "Quito")])):
+    for split, pairs in (
+        ("forget", [("Ana Lind", "Lima"), ("Bo Reyes", "Oslo")]),
+        ("retain", [("Cy Moss", "Kyoto")]),
+        ("holdout", [("Di Park", "Cairo"), ("Ed Vale", "Quito")]),
+    ):
         (bench / f"{split}.json").write_text(json.dumps(toy_tofu_rows(pairs, TOY_PLACES)))
     out = tmp_path / "out"
-    args = ["unlearn", tiny_dirs["gpt2"], "--method", "ga_gdr", "--benchmark", "tofu", "--benchmark-path", str(bench),
-            "--forget", "forget", "--retain", "retain", "--holdout", "holdout", "--out", str(out),
-            "--reference-model", tiny_dirs["gpt2"], "--set", "steps=1", "--set", "batch_size=2"]
+    args = [
+        "unlearn",
+        tiny_dirs["gpt2"],
+        "--method",
+        "ga_gdr",
+        "--benchmark",
+        "tofu",
+        "--benchmark-path",
+        str(bench),
+        "--forget",
+        "forget",
+        "--retain",
+        "retain",
+        "--holdout",
+        "holdout",
+        "--out",
+        str(out),
+        "--reference-model",
+        tiny_dirs["gpt2"],
+        "--set",
+        "steps=1",
+        "--set",
+        "batch_size=2",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     report = json.loads((out / "unlearn.json").read_text())
     assert report["holdout"] == "holdout"
     before, after = report["metrics"]["before"]["forget"], report["metrics"]["after"]["forget"]
     for ev in (before, after):
-        assert {"mia_loss_auc", "mia_zlib_auc", "mia_min_k_auc", "mia_min_k_plus_plus_auc", "privleak",
-                "exact_memorization", "extraction_strength"} <= set(ev)
+        assert {
+            "mia_loss_auc",
+            "mia_zlib_auc",
+            "mia_min_k_auc",
+            "mia_min_k_plus_plus_auc",
+            "privleak",
+            "exact_memorization",
+            "extraction_strength",
+        } <= set(ev)
         assert ev["mia_forget_n"] == 4 and ev["mia_holdout_n"] == 4
     assert before["privleak"] == 0.0  # before unlearning the model is its own reference
     assert "mia_loss_auc" not in report["metrics"]["after"]["retain"]

@@ -11,7 +11,11 @@ import torch
 
 from unpact import load_model
 from unpact.analyses.dilemma import (
-    DilemmaSettings, checkpoint_point, dilemma_verdict, finding2_verdict, recovered_ids,
+    DilemmaSettings,
+    checkpoint_point,
+    dilemma_verdict,
+    finding2_verdict,
+    recovered_ids,
 )
 from unpact.data import QAItem, load_benchmark, spread_sample
 from unpact.emphasis.controlled import ControlledRecovery, ControlledSettings, controlled_recovery, summarise
@@ -49,7 +53,11 @@ def clear_case(n: int = 20, placebo_recovers: bool = False, seed: int = 0):
     rng = random.Random(seed)
     jitter = [rng.uniform(-0.1, 0.1) for _ in range(n)]
     plain_u = ([0.2] * n, [-5.0 + j for j in jitter], [9] * n)
-    kw_u = ([1.0 if i % 2 == 0 else 0.2 for i in range(n)], [-3.0 + j for j in jitter], [1 if i % 2 == 0 else 5 for i in range(n)])
+    kw_u = (
+        [1.0 if i % 2 == 0 else 0.2 for i in range(n)],
+        [-3.0 + j for j in jitter],
+        [1 if i % 2 == 0 else 5 for i in range(n)],
+    )
     pl_u = kw_u if placebo_recovers else ([0.2] * n, [-5.0 + 0.5 * j for j in jitter], [9] * n)
     orig = ([1.0] * n, [-0.5] * n, [1] * n)
     u = {"plain": plain_u, "prompt:repeat|keyword": kw_u, "prompt:repeat|placebo": pl_u}
@@ -68,8 +76,11 @@ def null_case(n: int = 40, seed: int = 0):
     orig = ([1.0] * n, [rng.gauss(-0.5, 0.3) for _ in range(n)], [1] * n)
     orig_k = ([1.0] * n, [rng.gauss(-0.5, 0.3) for _ in range(n)], [1] * n)
     orig_p = ([1.0] * n, [rng.gauss(-0.5, 0.3) for _ in range(n)], [1] * n)
-    u = {"plain": ([0.2] * n, [rng.gauss(-5, 1) for _ in range(n)], [9] * n),
-         "prompt:repeat|keyword": draw(), "prompt:repeat|placebo": draw()}
+    u = {
+        "plain": ([0.2] * n, [rng.gauss(-5, 1) for _ in range(n)], [9] * n),
+        "prompt:repeat|keyword": draw(),
+        "prompt:repeat|placebo": draw(),
+    }
     return make_raw(u, {"plain": orig, "prompt:repeat|keyword": orig_k, "prompt:repeat|placebo": orig_p})
 
 
@@ -160,8 +171,9 @@ def test_collapse_is_judged_against_the_original_under_the_same_setting():
     assert _result(raw).summary["settings"]["prompt:repeat"]["collapsed"] is False
     # too few control items: no call
     few = [1.0] * 10
-    raw = make_raw(u, o, {"plain": (few, few), "prompt:repeat|keyword": ([0.0] * 10, few),
-                          "prompt:repeat|placebo": (few, few)})
+    raw = make_raw(
+        u, o, {"plain": (few, few), "prompt:repeat|keyword": ([0.0] * 10, few), "prompt:repeat|placebo": (few, few)}
+    )
     c = _result(raw).summary["settings"]["prompt:repeat"]
     assert c["collapsed"] is None and c["collapse"]["retain"]["collapse"] is None
 
@@ -200,29 +212,44 @@ def test_finding2_is_supported_on_a_clear_case_and_not_on_a_null():
 
 
 def _points(erased, drop, strata, recovered=0, present=0):
-    return [{"method": f"m{i % 6}", "checkpoint": str(s), "stratum": s, "erased_share": e, "utility_drop": d,
-             "n_recovered": recovered, "recovered_present": present} for i, (e, d, s) in enumerate(zip(erased, drop, strata))]
+    return [
+        {
+            "method": f"m{i % 6}",
+            "checkpoint": str(s),
+            "stratum": s,
+            "erased_share": e,
+            "utility_drop": d,
+            "n_recovered": recovered,
+            "recovered_present": present,
+        }
+        for i, (e, d, s) in enumerate(zip(erased, drop, strata))
+    ]
 
 
 def test_dilemma_verdict_on_a_clear_case_a_null_and_a_confounded_trajectory():
     strata = [s for s in ("0.75", "0.5", "0.25", "0.1") for _ in range(6)]
     rng = random.Random(0)
     e = [rng.random() for _ in strata]
-    clear = dilemma_verdict(_points(e, [x + 0.05 * rng.random() for x in e], strata, recovered=2, present=2),
-                            n_perm=999)
+    clear = dilemma_verdict(
+        _points(e, [x + 0.05 * rng.random() for x in e], strata, recovered=2, present=2), n_perm=999
+    )
     assert clear["erasure_costs_utility"]["supported"], clear["erasure_costs_utility"]["verdict"]
     assert "n = 24" in clear["erasure_costs_utility"]["verdict"]
     hits = 0
     for seed in range(20):  # unrelated numbers: "supported" about as often as alpha (1 in 20) says
         rng = random.Random(seed + 10)
-        null = dilemma_verdict(_points([rng.random() for _ in strata], [rng.random() for _ in strata], strata), n_perm=499)
+        null = dilemma_verdict(
+            _points([rng.random() for _ in strata], [rng.random() for _ in strata], strata), n_perm=499
+        )
         hits += null["erasure_costs_utility"]["supported"]
     assert hits <= 3, hits
     # both rise with training (the stratum) but are unrelated within each: pooled rho is high, no trade-off
     level = {"0.75": 0, "0.5": 1, "0.25": 2, "0.1": 3}
     rng = random.Random(5)
-    conf = dilemma_verdict(_points([level[s] + rng.random() for s in strata], [level[s] + rng.random() for s in strata],
-                                   strata), n_perm=999)
+    conf = dilemma_verdict(
+        _points([level[s] + rng.random() for s in strata], [level[s] + rng.random() for s in strata], strata),
+        n_perm=999,
+    )
     assert conf["erasure_costs_utility"]["pooled_rho"] > 0.6
     assert not conf["erasure_costs_utility"]["supported"]
     # too few points
@@ -238,8 +265,15 @@ def test_dilemma_verdict_on_a_clear_case_a_null_and_a_confounded_trajectory():
 
 
 def test_checkpoint_point_from_probe_classes():
-    p = checkpoint_point("npo", "forget_below_0.5", ["known", "hidden", "erased", "erased", "unprobed"],
-                         ["a", "b", "c", "d", "e"], utility_drop=0.2, recovered=["b", "c", "e"], stratum="0.5")
+    p = checkpoint_point(
+        "npo",
+        "forget_below_0.5",
+        ["known", "hidden", "erased", "erased", "unprobed"],
+        ["a", "b", "c", "d", "e"],
+        utility_drop=0.2,
+        recovered=["b", "c", "e"],
+        stratum="0.5",
+    )
     assert p["erased_share"] == pytest.approx(2 / 3) and p["n_known"] == 1
     assert p["n_recovered"] == 2 and p["recovered_present"] == 1  # "e" was never probed
     assert checkpoint_point("npo", "x", ["known"], ["a"], utility_drop=0.0)["erased_share"] is None
@@ -251,14 +285,26 @@ def test_checkpoint_point_from_probe_classes():
 def test_dilemma_figure_renders_from_a_hand_built_input():
     from unpact.figures import checkpoint_state, dilemma_png
 
-    points = [{"method": m, "step": s, "forget_accuracy": fa, "utility": u, "erased_share": e}
-              for m, rows in {"ga_gdr": [(10, 0.8, 0.95, 0.1), (20, 0.4, 0.9, 0.4), (40, 0.1, 0.6, 0.9)],
-                              "npo_gdr": [(10, 0.9, 0.97, None), (20, 0.5, 0.93, 0.2)]}.items()
-              for s, fa, u, e in rows]
+    points = [
+        {"method": m, "step": s, "forget_accuracy": fa, "utility": u, "erased_share": e}
+        for m, rows in {
+            "ga_gdr": [(10, 0.8, 0.95, 0.1), (20, 0.4, 0.9, 0.4), (40, 0.1, 0.6, 0.9)],
+            "npo_gdr": [(10, 0.9, 0.97, None), (20, 0.5, 0.93, 0.2)],
+        }.items()
+        for s, fa, u, e in rows
+    ]
     assert [checkpoint_state(p) for p in points] == ["hidden", "hidden", "erased", "known", "hidden"]
-    recovery = [{"method": "ga_gdr", "checkpoint": "step_20", "keyword": 0.3, "placebo": 0.1,
-                 "keyword_interval": [0.1, 0.5], "placebo_interval": [0.0, 0.2]},
-                {"method": "npo_gdr", "checkpoint": "step_20", "keyword": None, "placebo": 0.0}]
+    recovery = [
+        {
+            "method": "ga_gdr",
+            "checkpoint": "step_20",
+            "keyword": 0.3,
+            "placebo": 0.1,
+            "keyword_interval": [0.1, 0.5],
+            "placebo_interval": [0.0, 0.2],
+        },
+        {"method": "npo_gdr", "checkpoint": "step_20", "keyword": None, "placebo": 0.0},
+    ]
     for rec in (None, recovery):
         png = dilemma_png(points, rec)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -283,16 +329,31 @@ def test_first_token_ranks_are_the_models_own_ranking(tiny_gpt2):
 
 
 def test_controlled_recovery_runs_both_models_with_keyword_and_placebo_rows(tiny_gpt2):
-    items = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"),
-             QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
-    cfg = ControlledSettings(templates=("repeat",), activations=(("attention", 4.0, "all"),), max_new_tokens=4,
-                             min_control_items=1)
-    res = controlled_recovery(tiny_gpt2, tiny_gpt2, items, controls={"retain": items[:1]},
-                              keywords=[["Ana Lind"], ["Bo Reyes"]], settings=cfg, method="same")
+    items = [
+        QAItem("Where was the author Ana Lind born?", "Lima", id="a"),
+        QAItem("What genre does Bo Reyes write?", "crime fiction", id="b"),
+    ]
+    cfg = ControlledSettings(
+        templates=("repeat",), activations=(("attention", 4.0, "all"),), max_new_tokens=4, min_control_items=1
+    )
+    res = controlled_recovery(
+        tiny_gpt2,
+        tiny_gpt2,
+        items,
+        controls={"retain": items[:1]},
+        keywords=[["Ana Lind"], ["Bo Reyes"]],
+        settings=cfg,
+        method="same",
+    )
     runs = res.raw["runs"]
     assert set(runs) == {"unlearned", "original"}
-    names = {"plain", "prompt:repeat|keyword", "prompt:repeat|placebo", "activation:attention x4 @ all|keyword",
-             "activation:attention x4 @ all|placebo"}
+    names = {
+        "plain",
+        "prompt:repeat|keyword",
+        "prompt:repeat|placebo",
+        "activation:attention x4 @ all|keyword",
+        "activation:attention x4 @ all|placebo",
+    }
     assert set(runs["unlearned"]) == names
     assert set(runs["unlearned"]["prompt:repeat|placebo"]) == {"forget"}  # placebo on forget items only
     assert res.raw["usable"] == [True, True]
@@ -308,14 +369,28 @@ def test_controlled_recovery_runs_both_models_with_keyword_and_placebo_rows(tiny
     back = ControlledRecovery.from_dict(json.loads(json.dumps(res.to_dict())))
     assert back.raw == json.loads(json.dumps(res.raw))
     # the original's runs of an earlier result (read back from JSON) stand in for measuring them again
-    again = controlled_recovery(tiny_gpt2, tiny_gpt2, items, controls={"retain": items[:1]},
-                                keywords=[["Ana Lind"], ["Bo Reyes"]], settings=cfg, reuse=back)
+    again = controlled_recovery(
+        tiny_gpt2,
+        tiny_gpt2,
+        items,
+        controls={"retain": items[:1]},
+        keywords=[["Ana Lind"], ["Bo Reyes"]],
+        settings=cfg,
+        reuse=back,
+    )
     assert again.raw["runs"]["original"] is back.raw["runs"]["original"] and again.summary == res.summary
     from unpact.errors import InputError
 
     with pytest.raises(InputError, match="differs in keywords"):
-        controlled_recovery(tiny_gpt2, tiny_gpt2, items, controls={"retain": items[:1]},
-                            keywords=[["Ana Lind"], ["genre"]], settings=cfg, reuse=back)
+        controlled_recovery(
+            tiny_gpt2,
+            tiny_gpt2,
+            items,
+            controls={"retain": items[:1]},
+            keywords=[["Ana Lind"], ["genre"]],
+            settings=cfg,
+            reuse=back,
+        )
 
 
 def _need_embedded(*names: str) -> None:
@@ -336,14 +411,22 @@ NEG_SETTINGS = dict(templates=("repeat", "focus"), activations=(("attention", 4.
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: the retain-only gpt2 (never saw the facts) passes the did statistic "
-                                       "against the original for prompt:repeat (0.21, 98.3% interval [0.07, 0.37], "
-                                       "n = 12): the original sits at its ceiling, so did alone, tested against 0, is not "
-                                       "specific (the default min_effect of 0.25 nats and did_negative are)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: the retain-only gpt2 (never saw the facts) passes the did statistic "
+    "against the original for prompt:repeat (0.21, 98.3% interval [0.07, 0.37], "
+    "n = 12): the original sits at its ceiling, so did alone, tested against 0, is not "
+    "specific (the default min_effect of 0.25 nats and did_negative are)",
+)
 def test_did_against_the_original_alone_is_specific_on_the_negative_control():
     forget, original, never = _forget_and_models()
-    res = controlled_recovery(never, original, forget, keywords=[[it.meta["author"]] for it in forget],
-                              settings=ControlledSettings(**NEG_SETTINGS))
+    res = controlled_recovery(
+        never,
+        original,
+        forget,
+        keywords=[[it.meta["author"]] for it in forget],
+        settings=ControlledSettings(**NEG_SETTINGS),
+    )
     at_zero = DilemmaSettings(min_items=5, statistic="did", min_effect={"logprob": 0.0})
     assert not finding2_verdict(res, at_zero)["supported"]
 
@@ -358,8 +441,14 @@ def test_negative_control_recovers_nothing_beyond_another_model_without_the_fact
     forget, original, never = _forget_and_models()
     retain = spread_sample(list(load_benchmark("embedded:tofu", "retain90")), 32)
     never2 = retain_finetune_model(never, retain, lr=1e-4, steps=10, batch_size=8)
-    res = controlled_recovery(never2, original, forget, keywords=[[it.meta["author"]] for it in forget],
-                              settings=ControlledSettings(**NEG_SETTINGS), negative=never)
+    res = controlled_recovery(
+        never2,
+        original,
+        forget,
+        keywords=[[it.meta["author"]] for it in forget],
+        settings=ControlledSettings(**NEG_SETTINGS),
+        negative=never,
+    )
     assert res.summary["n_original_known"] >= 10 and res.summary["n_usable"] >= 10
     for name, s in res.summary["settings"].items():
         assert s["binary"]["0.9"]["keyword"]["n_recovered"] == 0, name

@@ -11,7 +11,11 @@ from unpact.data import MCItem, QAItem, TextItem, format_answer, format_prompt, 
 from unpact.embedded import SHIPPED_DIR, load_embedded_benchmark
 from unpact.embedded.measure import measure_model, meets_targets
 from unpact.embedded.world import (
-    HELDOUT_TEMPLATE, TOFU_ATTRIBUTES, TRAINED_TEMPLATES, WorldConfig, generate_world,
+    HELDOUT_TEMPLATE,
+    TOFU_ATTRIBUTES,
+    TRAINED_TEMPLATES,
+    WorldConfig,
+    generate_world,
 )
 from unpact.emphasis.rewrites import DEFAULT_TEMPLATES, rewrite
 
@@ -26,11 +30,16 @@ KNOWN_MISSES: dict[str, dict[str, float]] = {}
 #: every original and both keyword kinds); None: a documented miss the test does not check (the general
 #: set under a bare quote or upper-casing, answered 0-1 of 3 items).
 KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {
-    ("quote", "general"): None, ("upper", "general"): None,
-    ("quote", "forget"): 1 / 3, ("quote", "retain"): 1 / 3,
-    ("upper", "forget"): 1 / 3, ("upper", "retain"): 1 / 3,
+    ("quote", "general"): None,
+    ("upper", "general"): None,
+    ("quote", "forget"): 1 / 3,
+    ("quote", "retain"): 1 / 3,
+    ("upper", "forget"): 1 / 3,
+    ("upper", "retain"): 1 / 3,
     # borderline on the general set (0.88-0.96 of 24 items on gpt2, llama): 2 of 3 on the sample
-    ("quote+focus", "general"): 2 / 3, ("repeat+focus", "general"): 2 / 3, ("upper+keywords_first", "general"): 2 / 3,
+    ("quote+focus", "general"): 2 / 3,
+    ("repeat+focus", "general"): 2 / 3,
+    ("upper+keywords_first", "general"): 2 / 3,
     ("upper+keywords_first", "forget"): 2 / 3,  # qwen2: 0.92 of 12 items, 2 of 3 on the sample
 }
 #: Items per group in the template test (an evenly spread sample).
@@ -90,8 +99,13 @@ def _emphasis_of(prompt: str, question: str, keywords: list[str]) -> set[str]:
 def test_every_trained_template_is_read_for_every_source_on_names_and_single_words():
     w = generate_world(WorldConfig(), seed=0)
     questions = {}
-    for bench, split in (("tofu", "retain90"), ("tofu", "forget10"), ("muse", "knowmem_forget_qa"),
-                         ("wmdp", "test"), ("general", "qa")):
+    for bench, split in (
+        ("tofu", "retain90"),
+        ("tofu", "forget10"),
+        ("muse", "knowmem_forget_qa"),
+        ("wmdp", "test"),
+        ("general", "qa"),
+    ):
         for r in w.benchmarks[bench][split]:
             questions[format_prompt(r["question"])] = r
     seen: dict[str, set[tuple[str, str]]] = {}  # source -> {(template, "name" or "word")}
@@ -142,12 +156,22 @@ def test_paraphrases_and_cloze_forms_are_trained_for_every_fact():
 # ------------------------------------------------------------- shipped data
 
 
-@pytest.mark.parametrize("name,split,kind", [
-    ("tofu", "forget10", QAItem), ("tofu", "retain90", QAItem), ("tofu", "holdout", QAItem),
-    ("tofu", "heldout_phrasing", QAItem), ("muse", "verbmem_forget", TextItem), ("muse", "raw_retain", TextItem),
-    ("muse", "knowmem_forget_qa", QAItem), ("wmdp", "test", MCItem), ("wmdp", "forget_corpus", TextItem),
-    ("general", "qa", QAItem), ("general", "mc", MCItem),
-])
+@pytest.mark.parametrize(
+    "name,split,kind",
+    [
+        ("tofu", "forget10", QAItem),
+        ("tofu", "retain90", QAItem),
+        ("tofu", "holdout", QAItem),
+        ("tofu", "heldout_phrasing", QAItem),
+        ("muse", "verbmem_forget", TextItem),
+        ("muse", "raw_retain", TextItem),
+        ("muse", "knowmem_forget_qa", QAItem),
+        ("wmdp", "test", MCItem),
+        ("wmdp", "forget_corpus", TextItem),
+        ("general", "qa", QAItem),
+        ("general", "mc", MCItem),
+    ],
+)
 def test_shipped_benchmarks_load(name, split, kind):
     bench = load_benchmark(f"embedded:{name}", split)
     assert len(bench) > 0 and all(isinstance(it, kind) for it in bench)
@@ -249,12 +273,27 @@ def test_build_embedded_tiny_end_to_end(tmp_path):
     lp = answer_logprobs(model, [format_prompt(items[0])], [" " + items[0].answer])
     assert lp.shape == (1,) and lp.item() < 0
     # reproducible from the seed
-    assert main(["build-embedded", "--out", str(tmp_path / "b"), "--tiny", "--threads", "1",
-                 "--arch", "gpt2", "--no-retain"]) == 0
+    assert (
+        main(
+            [
+                "build-embedded",
+                "--out",
+                str(tmp_path / "b"),
+                "--tiny",
+                "--threads",
+                "1",
+                "--arch",
+                "gpt2",
+                "--no-retain",
+            ]
+        )
+        == 0
+    )
     a, b = tmp_path / "a" / "models" / "gpt2", tmp_path / "b" / "models" / "gpt2"
     assert _digest(a / "model.safetensors") == _digest(b / "model.safetensors")
     assert _digest(tmp_path / "a" / "data" / "tofu" / "forget10.jsonl") == _digest(
-        tmp_path / "b" / "data" / "tofu" / "forget10.jsonl")
+        tmp_path / "b" / "data" / "tofu" / "forget10.jsonl"
+    )
 
 
 def test_build_embedded_rejects_an_unknown_architecture(tmp_path, capsys):

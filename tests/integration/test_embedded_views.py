@@ -35,8 +35,9 @@ def test_wmdp_cloze_cuts_the_trained_corpus_sentence_before_each_answer():
 
 
 def test_wmdp_retain_qa_is_the_general_qa_and_unknown_splits_list_the_derived_ones():
-    assert [it.question for it in load_benchmark("embedded:wmdp", "retain_qa")] == \
-        [it.question for it in load_benchmark("embedded:general", "qa")]
+    assert [it.question for it in load_benchmark("embedded:wmdp", "retain_qa")] == [
+        it.question for it in load_benchmark("embedded:general", "qa")
+    ]
     with pytest.raises(DataError, match="test_qa"):
         load_benchmark("embedded:wmdp", "nope")
 

@@ -102,7 +102,10 @@ def test_templates_write_what_they_say(tok):
     assert rewrite(q, kws, "repeat").question == "What genre genre does Bo Reyes Bo Reyes write in Peru Peru?"
     assert rewrite(q, kws, "focus").question == f"Focus on: Bo Reyes, genre, Peru. {q}"
     assert rewrite(q, kws, "keywords_first").question == f"Bo Reyes, genre, Peru: {q}"
-    assert rewrite(q, kws, "quote+focus").question == 'Focus on: Bo Reyes, genre, Peru. What "genre" does "Bo Reyes" write in "Peru"?'
+    assert (
+        rewrite(q, kws, "quote+focus").question
+        == 'Focus on: Bo Reyes, genre, Peru. What "genre" does "Bo Reyes" write in "Peru"?'
+    )
     assert rewrite(q, kws, "none").question == q
     assert len(rewrite(q, kws, "focus", tok).positions) > len(rewrite(q, kws, "none", tok).positions)
 
@@ -155,22 +158,45 @@ def test_layer_sets():
 
 def test_activation_emphasis_factor_one_and_per_item(tiny_gpt2):
     m = tiny_gpt2
-    prompts = ["Question: Where was the author Ana Lind born?\nAnswer:", "Question: What is the capital of France?\nAnswer:"]
+    prompts = [
+        "Question: Where was the author Ana Lind born?\nAnswer:",
+        "Question: What is the capital of France?\nAnswer:",
+    ]
     targets, answers = [" Lima", " Paris"], ["Lima", "Paris"]
-    pos = [keyword_positions(m.tokenizer, "Where was the author Ana Lind born?", ["Ana Lind"]),
-           keyword_positions(m.tokenizer, "What is the capital of France?", ["France"])]
+    pos = [
+        keyword_positions(m.tokenizer, "Where was the author Ana Lind born?", ["Ana Lind"]),
+        keyword_positions(m.tokenizer, "What is the capital of France?", ["France"]),
+    ]
     cfg = RecoveryConfig(max_new_tokens=3)
     base = score_answers(m, prompts, targets, answers, config=cfg)
     for kind in ("attention", "value", "residual"):
-        one = score_answers(m, prompts, targets, answers, config=cfg,
-                       fwd_hooks=emphasis_hooks(m, ActivationEmphasis(kind, 1.0, "all"), pos))
+        one = score_answers(
+            m,
+            prompts,
+            targets,
+            answers,
+            config=cfg,
+            fwd_hooks=emphasis_hooks(m, ActivationEmphasis(kind, 1.0, "all"), pos),
+        )
         assert one == base
-    eight = score_answers(m, prompts, targets, answers, config=cfg,
-                     fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), pos))
+    eight = score_answers(
+        m,
+        prompts,
+        targets,
+        answers,
+        config=cfg,
+        fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), pos),
+    )
     assert eight["logprob"] != base["logprob"]
     # per-item positions: emphasising only item 0's keywords leaves item 1 (no positions) unchanged
-    only0 = score_answers(m, prompts, targets, answers, config=cfg,
-                     fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), [pos[0], []]))
+    only0 = score_answers(
+        m,
+        prompts,
+        targets,
+        answers,
+        config=cfg,
+        fwd_hooks=emphasis_hooks(m, ActivationEmphasis("attention", 8.0, "all"), [pos[0], []]),
+    )
     assert only0["logprob"][1] == base["logprob"][1] and only0["logprob"][0] != base["logprob"][0]
 
 
@@ -189,16 +215,25 @@ def test_a_registered_emphasis_kind_is_accepted_everywhere(tiny_dirs):
 
     try:
         e = ActivationEmphasis("mlp_out", 4.0, "all")
-        assert [h for h, _ in e.hooks(m.cfg.n_layers, [[1]])] == [site_name("mlp_out", l) for l in range(m.cfg.n_layers)]
+        assert [h for h, _ in e.hooks(m.cfg.n_layers, [[1]])] == [
+            site_name("mlp_out", l) for l in range(m.cfg.n_layers)
+        ]
         pos = [[2, 3], [5]]
         alone = score_answers(m, prompts, targets, ["Lima", "Paris"], fwd_hooks=emphasis_hooks(m, e, pos))
-        batched = score_answers(m, prompts, targets, ["Lima", "Paris"], fwd_hooks=batched_emphasis_hooks(m, [e, e], pos))
+        batched = score_answers(
+            m, prompts, targets, ["Lima", "Paris"], fwd_hooks=batched_emphasis_hooks(m, [e, e], pos)
+        )
         plain = score_answers(m, prompts, targets, ["Lima", "Paris"])
         assert alone["logprob"] == pytest.approx(batched["logprob"], abs=1e-5) and alone["logprob"] != plain["logprob"]
-        assert config_from_dict({"emphasis": {"kinds": ["attention", "mlp_out"]}}).emphasis.kinds == ["attention", "mlp_out"]
+        assert config_from_dict({"emphasis": {"kinds": ["attention", "mlp_out"]}}).emphasis.kinds == [
+            "attention",
+            "mlp_out",
+        ]
     finally:
         del KINDS["mlp_out"]
-    with pytest.raises(ConfigError, match="unknown activation emphasis kind 'mlp_out'; known: attention, value, residual"):
+    with pytest.raises(
+        ConfigError, match="unknown activation emphasis kind 'mlp_out'; known: attention, value, residual"
+    ):
         ActivationEmphasis("mlp_out")
 
 
@@ -209,8 +244,18 @@ def test_compare_row_and_collapse_logic():
     c = compare_runs(base, emph, 0.5, ["a", "b", "c", "d"])
     assert (c["n_recovered"], c["n_forgotten"], c["rate"]) == (2, 3, 2 / 3)
     assert c["recovered_ids"] == ["a", "d"] and c["delta_logprob"] == pytest.approx(1.0)
-    ok_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
-    bad_ctl = compare_runs({"rouge": [1.0] * 10, "logprob": [0.0] * 10}, {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10}, 0.5, list("abcdefghij"))
+    ok_ctl = compare_runs(
+        {"rouge": [1.0] * 10, "logprob": [0.0] * 10},
+        {"rouge": [1.0] * 9 + [0.0], "logprob": [0.0] * 10},
+        0.5,
+        list("abcdefghij"),
+    )
+    bad_ctl = compare_runs(
+        {"rouge": [1.0] * 10, "logprob": [0.0] * 10},
+        {"rouge": [1.0] * 8 + [0.0] * 2, "logprob": [0.0] * 10},
+        0.5,
+        list("abcdefghij"),
+    )
     good = _row({"kind": "prompt", "template": "a"}, {"forget": c, "general": ok_ctl}, cfg)
     broken = _row({"kind": "prompt", "template": "b"}, {"forget": {**c, "rate": 1.0}, "general": bad_ctl}, cfg)
     assert not good.collapse and broken.collapse
@@ -221,31 +266,100 @@ def test_compare_row_and_collapse_logic():
 
 #: A table as results.json has held it (before the typed result, with the margin's old name).
 OLD_TABLE = {
-    "method": "ga", "config": {"threshold": 0.9, "control_margin": 0.1, "templates": ["quote"]},
-    "keywords_source": "keytokens", "n_forget": 2, "n_forgotten": 1, "n_original_known": 2, "n_forgotten_known": 1,
-    "baseline": {"forget_accuracy": 0.5, "forget_rouge": 0.7, "forget_logprob": -2.0, "original_forget_accuracy": 1.0,
-                 "original_forget_rouge": 1.0, "original_forget_logprob": -0.5,
-                 "controls": {"retain": {"accuracy": 1.0, "rouge": 1.0, "n": 1}}},
-    "prompt": {"quote": {"kind": "prompt", "template": "quote", "forget_rate": 1.0, "n_recovered": 1, "n_forgotten": 1,
-                         "forget_accuracy": 1.0, "forget_rouge": 0.95, "delta_logprob": 0.5, "recovered_ids": ["b"],
-                         "retain_accuracy": 0.0, "retain_recovered": 0, "retain_rate": 0.0,
-                         "controls": {"retain": {"accuracy": 0.0, "baseline_accuracy": 1.0, "drop": 1.0,
-                                                 "recovered": 0, "delta_logprob": -1.0}}, "collapse": True}},
-    "activation": {"value x4 @ 0,1": {"kind": "value", "factor": 4.0, "layers": [0, 1], "heads": None,
-                                      "site": "resid_post", "name": "value x4 @ 0,1", "noop": False,
-                                      "forget_rate": 0.0, "n_recovered": 0, "n_forgotten": 1, "forget_accuracy": 0.5,
-                                      "forget_rouge": 0.7, "delta_logprob": 0.1, "recovered_ids": [],
-                                      "retain_accuracy": 1.0, "retain_recovered": 0, "retain_rate": 1.0,
-                                      "controls": {"retain": {"accuracy": 1.0, "baseline_accuracy": 1.0, "drop": 0.0,
-                                                              "recovered": 0, "delta_logprob": 0.0}},
-                                      "collapse": False}},
-    "prompt_best": 1.0, "prompt_best_setting": "quote", "prompt_collapse": True,
-    "activation_best": 0.0, "activation_best_setting": "value x4 @ 0,1", "activation_collapse": False,
-    "items": [{"id": "a", "question": "q", "answer": "a", "keywords": ["k"], "positions": [3], "prompt": "p",
-               "target": " a", "baseline_answer": "a", "baseline_rouge": 1.0, "baseline_logprob": -1.0,
-               "original_answer": "a", "original_rouge": 1.0, "original_logprob": -0.5, "prompt_best_answer": "a",
-               "activation_best_answer": "a"}],
-    "rewrite_attributions": [], "original": "embedded:gpt2",
+    "method": "ga",
+    "config": {"threshold": 0.9, "control_margin": 0.1, "templates": ["quote"]},
+    "keywords_source": "keytokens",
+    "n_forget": 2,
+    "n_forgotten": 1,
+    "n_original_known": 2,
+    "n_forgotten_known": 1,
+    "baseline": {
+        "forget_accuracy": 0.5,
+        "forget_rouge": 0.7,
+        "forget_logprob": -2.0,
+        "original_forget_accuracy": 1.0,
+        "original_forget_rouge": 1.0,
+        "original_forget_logprob": -0.5,
+        "controls": {"retain": {"accuracy": 1.0, "rouge": 1.0, "n": 1}},
+    },
+    "prompt": {
+        "quote": {
+            "kind": "prompt",
+            "template": "quote",
+            "forget_rate": 1.0,
+            "n_recovered": 1,
+            "n_forgotten": 1,
+            "forget_accuracy": 1.0,
+            "forget_rouge": 0.95,
+            "delta_logprob": 0.5,
+            "recovered_ids": ["b"],
+            "retain_accuracy": 0.0,
+            "retain_recovered": 0,
+            "retain_rate": 0.0,
+            "controls": {
+                "retain": {
+                    "accuracy": 0.0,
+                    "baseline_accuracy": 1.0,
+                    "drop": 1.0,
+                    "recovered": 0,
+                    "delta_logprob": -1.0,
+                }
+            },
+            "collapse": True,
+        }
+    },
+    "activation": {
+        "value x4 @ 0,1": {
+            "kind": "value",
+            "factor": 4.0,
+            "layers": [0, 1],
+            "heads": None,
+            "site": "resid_post",
+            "name": "value x4 @ 0,1",
+            "noop": False,
+            "forget_rate": 0.0,
+            "n_recovered": 0,
+            "n_forgotten": 1,
+            "forget_accuracy": 0.5,
+            "forget_rouge": 0.7,
+            "delta_logprob": 0.1,
+            "recovered_ids": [],
+            "retain_accuracy": 1.0,
+            "retain_recovered": 0,
+            "retain_rate": 1.0,
+            "controls": {
+                "retain": {"accuracy": 1.0, "baseline_accuracy": 1.0, "drop": 0.0, "recovered": 0, "delta_logprob": 0.0}
+            },
+            "collapse": False,
+        }
+    },
+    "prompt_best": 1.0,
+    "prompt_best_setting": "quote",
+    "prompt_collapse": True,
+    "activation_best": 0.0,
+    "activation_best_setting": "value x4 @ 0,1",
+    "activation_collapse": False,
+    "items": [
+        {
+            "id": "a",
+            "question": "q",
+            "answer": "a",
+            "keywords": ["k"],
+            "positions": [3],
+            "prompt": "p",
+            "target": " a",
+            "baseline_answer": "a",
+            "baseline_rouge": 1.0,
+            "baseline_logprob": -1.0,
+            "original_answer": "a",
+            "original_rouge": 1.0,
+            "original_logprob": -0.5,
+            "prompt_best_answer": "a",
+            "activation_best_answer": "a",
+        }
+    ],
+    "rewrite_attributions": [],
+    "original": "embedded:gpt2",
 }
 
 
@@ -258,7 +372,11 @@ def test_recovery_table_reads_a_stored_table_back_as_it_was():
     assert (best.name, best.rate, best.collapse, best.row.controls["retain"].drop) == ("quote", 1.0, True, 1.0)
     act = t.activation["value x4 @ 0,1"]
     assert act.route == "activation" and act.emphasis.layers == (0, 1) and act.name == "value x4 @ 0,1"
-    assert best_setting(t.prompt) == ("quote", 1.0, True) and best_setting(t.activation) == ("value x4 @ 0,1", 0.0, False)
+    assert best_setting(t.prompt) == ("quote", 1.0, True) and best_setting(t.activation) == (
+        "value x4 @ 0,1",
+        0.0,
+        False,
+    )
     text = render_table(t)
     assert "* quote" in text and "COLLAPSE" in text and "10 points" in text
     with pytest.raises(InputError, match="lacks items"):
@@ -267,9 +385,14 @@ def test_recovery_table_reads_a_stored_table_back_as_it_was():
 
 def test_prepare_items_keywords_given_or_from_keytokens(tiny_dirs):
     m = load_model(tiny_dirs["gpt2"])
-    items = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
+    items = [
+        QAItem("Where was the author Ana Lind born?", "Lima", id="a"),
+        QAItem("What genre does Bo Reyes write?", "crime fiction", id="b"),
+    ]
     given = emphasis_items(m, items, [["Ana Lind"], ["Bo Reyes"]])
-    assert given[0].keywords == ["Ana Lind"] and given[0].positions == keyword_positions(m.tokenizer, items[0].question, ["Ana Lind"])
+    assert given[0].keywords == ["Ana Lind"] and given[0].positions == keyword_positions(
+        m.tokenizer, items[0].question, ["Ana Lind"]
+    )
     by_pos = emphasis_items(m, items, {"a": given[0].positions, "b": [3]})
     assert by_pos[0].keywords == ["Ana Lind"] and by_pos[1].positions == [3]
     with pytest.raises(InputError, match="pass keywords"):
@@ -288,14 +411,24 @@ def test_prepare_items_keywords_given_or_from_keytokens(tiny_dirs):
 
 def test_recover_table_on_tiny_model(tiny_dirs):
     m = load_model(tiny_dirs["gpt2"])
-    forget = [QAItem("Where was the author Ana Lind born?", "Lima", id="a"), QAItem("What genre does Bo Reyes write?", "crime fiction", id="b")]
+    forget = [
+        QAItem("Where was the author Ana Lind born?", "Lima", id="a"),
+        QAItem("What genre does Bo Reyes write?", "crime fiction", id="b"),
+    ]
     general = [QAItem("What is the capital of France?", "Paris", id="g")]
-    cfg = RecoveryConfig(templates=("quote", "focus"), factors=(1, 4), layer_sets=("all", "late"), kinds=("attention", "value"),
-                         max_new_tokens=3)
+    cfg = RecoveryConfig(
+        templates=("quote", "focus"),
+        factors=(1, 4),
+        layer_sets=("all", "late"),
+        kinds=("attention", "value"),
+        max_new_tokens=3,
+    )
     table = recover(m, forget, original=m, controls={"general": general}, config=cfg, method="none")
     assert isinstance(table, RecoveryTable)
     assert set(table.prompt) == {"quote", "focus"}
-    assert set(table.activation) == {f"{k} x{f} @ {l}" for k in ("attention", "value") for f in (1, 4) for l in ("all", "late")}
+    assert set(table.activation) == {
+        f"{k} x{f} @ {l}" for k in ("attention", "value") for f in (1, 4) for l in ("all", "late")
+    }
     # the original model is the unlearned one here: nothing was forgotten that it knew, and factor 1 is the plain run
     noop = table.activation["attention x1 @ all"]
     assert noop.noop and noop.emphasis == ActivationEmphasis("attention", 1.0, "all")
@@ -306,8 +439,9 @@ def test_recover_table_on_tiny_model(tiny_dirs):
     d = json.loads(json.dumps(table.to_dict()))
     assert RecoveryTable.from_dict(d) == table
     assert d["activation"]["attention x1 @ all"]["general_accuracy"] == noop.controls["general"].accuracy
-    assert {"kind", "factor", "layers", "heads", "site", "name", "noop", "forget_rate", "controls",
-            "collapse"} <= set(d["activation"]["attention x1 @ all"])
+    assert {"kind", "factor", "layers", "heads", "site", "name", "noop", "forget_rate", "controls", "collapse"} <= set(
+        d["activation"]["attention x1 @ all"]
+    )
     assert {"kind", "template", "forget_rate", "recovered_ids", "controls", "collapse"} <= set(d["prompt"]["quote"])
     assert set(RecoveryTable.SECTIONS) <= set(d) and "original_answer" in d["items"][0]
     text = render_table(table)
@@ -317,50 +451,110 @@ def test_recover_table_on_tiny_model(tiny_dirs):
 def test_recover_command(tiny_dirs, tmp_path, capsys):
     from unpact.cli import main
 
-    rows = [{"question": "Where was the author Ana Lind born?", "answer": "Lima"},
-            {"question": "What genre does Bo Reyes write?", "answer": "crime fiction"}]
+    rows = [
+        {"question": "Where was the author Ana Lind born?", "answer": "Lima"},
+        {"question": "What genre does Bo Reyes write?", "answer": "crime fiction"},
+    ]
     for split in ("forget", "retain"):
         with open(tmp_path / f"{split}.json", "w") as f:
             json.dump(rows, f)
     out = tmp_path / "t" / "table.json"
-    rc = main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
-               "--benchmark-path", str(tmp_path), "--retain", "retain", "--general", "none", "--templates", "quote",
-               "--factors", "1,2", "--layers", "all", "--kinds", "attention", "--max-new-tokens", "2", "--out", str(out)])
+    rc = main(
+        [
+            "recover",
+            "--original",
+            tiny_dirs["gpt2"],
+            "--unlearned",
+            tiny_dirs["gpt2"],
+            "--benchmark",
+            "tofu/forget",
+            "--benchmark-path",
+            str(tmp_path),
+            "--retain",
+            "retain",
+            "--general",
+            "none",
+            "--templates",
+            "quote",
+            "--factors",
+            "1,2",
+            "--layers",
+            "all",
+            "--kinds",
+            "attention",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "prompt rewrites" in printed and "retain acc" in printed
     table = RecoveryTable.from_dict(json.loads(out.read_text()))
     assert set(table.activation) == {"attention x1 @ all", "attention x2 @ all"}
     assert table.extra["unlearned"] == tiny_dirs["gpt2"] and table.extra["benchmark"] == "tofu/forget"
-    assert main(["recover", "--original", tiny_dirs["gpt2"], "--unlearned", tiny_dirs["gpt2"], "--benchmark", "tofu/forget",
-                 "--benchmark-path", str(tmp_path), "--retain", "none", "--templates", "shout"]) == 2
+    assert (
+        main(
+            [
+                "recover",
+                "--original",
+                tiny_dirs["gpt2"],
+                "--unlearned",
+                tiny_dirs["gpt2"],
+                "--benchmark",
+                "tofu/forget",
+                "--benchmark-path",
+                str(tmp_path),
+                "--retain",
+                "none",
+                "--templates",
+                "shout",
+            ]
+        )
+        == 2
+    )
     assert "unknown rewrite template 'shout'" in capsys.readouterr().err
 
 
 def test_batched_emphasis_hooks_equal_each_setting_alone(tiny_dirs):
     """Items carrying different settings (and none) in one batch get what each setting gives alone."""
     m = load_model(tiny_dirs["llama"])  # grouped-query attention: value heads differ from query heads
-    qs = [("Where was the author Ana Lind born?", ["Ana Lind"], " Lima"), ("What is the capital of France?", ["France"], " Paris"),
-          ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"], " crime fiction")]
+    qs = [
+        ("Where was the author Ana Lind born?", ["Ana Lind"], " Lima"),
+        ("What is the capital of France?", ["France"], " Paris"),
+        ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"], " crime fiction"),
+    ]
     prompts = [f"Question: {q}\nAnswer:" for q, _, _ in qs]
     targets = [t for _, _, t in qs]
     answers = [t.strip() for t in targets]
     pos = [keyword_positions(m.tokenizer, q, kw) for q, kw, _ in qs]
-    settings = [ActivationEmphasis("attention", 8.0, "all"), ActivationEmphasis("value", 4.0, "late"),
-                ActivationEmphasis("attention", 2.0, "early", heads=(1,)), ActivationEmphasis("residual", 2.0, "all", site="resid_pre"),
-                ActivationEmphasis("value", 1.0, "all"), None]
+    settings = [
+        ActivationEmphasis("attention", 8.0, "all"),
+        ActivationEmphasis("value", 4.0, "late"),
+        ActivationEmphasis("attention", 2.0, "early", heads=(1,)),
+        ActivationEmphasis("residual", 2.0, "all", site="resid_pre"),
+        ActivationEmphasis("value", 1.0, "all"),
+        None,
+    ]
     cfg = RecoveryConfig(max_new_tokens=4)
     rows = [(s, i) for s in settings for i in range(len(qs))]
-    together = score_answers(m, [prompts[i] for _, i in rows], [targets[i] for _, i in rows], [answers[i] for _, i in rows],
-                        config=cfg, fwd_hooks=batched_emphasis_hooks(m, [s for s, _ in rows], [pos[i] for _, i in rows]))
+    together = score_answers(
+        m,
+        [prompts[i] for _, i in rows],
+        [targets[i] for _, i in rows],
+        [answers[i] for _, i in rows],
+        config=cfg,
+        fwd_hooks=batched_emphasis_hooks(m, [s for s, _ in rows], [pos[i] for _, i in rows]),
+    )
     for k, s in enumerate(settings):
         hooks = None if s is None else emphasis_hooks(m, s, pos)
         alone = score_answers(m, prompts, targets, answers, config=cfg, fwd_hooks=hooks)
         sl = slice(k * len(qs), (k + 1) * len(qs))
         assert together["answers"][sl] == alone["answers"], s
         assert together["logprob"][sl] == pytest.approx(alone["logprob"], abs=1e-5), s
-    plain = together["logprob"][-len(qs):]
-    assert together["logprob"][:len(qs)] != pytest.approx(plain, abs=1e-4)  # the x8 rows did change
+    plain = together["logprob"][-len(qs) :]
+    assert together["logprob"][: len(qs)] != pytest.approx(plain, abs=1e-4)  # the x8 rows did change
     with pytest.raises(ValueError, match="settings but"):
         batched_emphasis_hooks(m, settings, pos)
 
@@ -382,11 +576,28 @@ def _differences(a, b, path=""):
 def test_batched_recover_equals_reference(tiny_dirs):
     """recover (every run x group in one batch) gives the table of one evaluation per setting and group."""
     m = load_model(tiny_dirs["llama"])  # the tiny gpt2 answers ':::::' to everything; llama's answers vary
-    qs = {"forget": ["Where was the author Ana Lind born?", "What genre does Bo Reyes write?", "Is Zyxquorbel the cat of Ana Lind?"],
-          "retain": ["Where does Cara Moll live?"], "general": ["What is the capital of France?", "What colour is the sky?"]}
-    kws = {"forget": [["Ana Lind"], ["Bo Reyes", "genre"], ["Zyxquorbel"]], "retain": [["Cara Moll"]], "general": [["France"], ["sky"]]}
-    cfg = RecoveryConfig(templates=("quote", "repeat+focus"), factors=(1, 8), layer_sets=("all", "late"),
-                         kinds=("attention", "value", "residual"), max_new_tokens=5, collapse_margin=0.0)
+    qs = {
+        "forget": [
+            "Where was the author Ana Lind born?",
+            "What genre does Bo Reyes write?",
+            "Is Zyxquorbel the cat of Ana Lind?",
+        ],
+        "retain": ["Where does Cara Moll live?"],
+        "general": ["What is the capital of France?", "What colour is the sky?"],
+    }
+    kws = {
+        "forget": [["Ana Lind"], ["Bo Reyes", "genre"], ["Zyxquorbel"]],
+        "retain": [["Cara Moll"]],
+        "general": [["France"], ["sky"]],
+    }
+    cfg = RecoveryConfig(
+        templates=("quote", "repeat+focus"),
+        factors=(1, 8),
+        layer_sets=("all", "late"),
+        kinds=("attention", "value", "residual"),
+        max_new_tokens=5,
+        collapse_margin=0.0,
+    )
     # gold answers built so that things happen: forget items are "known" under value x8 (recovered there),
     # controls are known plainly (any setting that changes their answers collapses)
     value8 = ActivationEmphasis("value", 8.0, "all")
@@ -394,10 +605,18 @@ def test_batched_recover_equals_reference(tiny_dirs):
     for g, q in qs.items():
         prepared = emphasis_items(m, [(x, "x") for x in q], kws[g])
         hooks = emphasis_hooks(m, value8, [it.positions for it in prepared]) if g == "forget" else None
-        gold = score_answers(m, [it.prompt for it in prepared], [" x"] * len(q), ["x"] * len(q), config=cfg, fwd_hooks=hooks)["answers"]
+        gold = score_answers(
+            m, [it.prompt for it in prepared], [" x"] * len(q), ["x"] * len(q), config=cfg, fwd_hooks=hooks
+        )["answers"]
         groups[g] = [QAItem(x, a, id=f"{g}{i}") for i, (x, a) in enumerate(zip(q, gold))]
-    args = dict(original=m, controls={"retain": groups["retain"], "general": groups["general"]},
-                keywords=kws["forget"], control_keywords={g: kws[g] for g in ("retain", "general")}, config=cfg, method="x")
+    args = dict(
+        original=m,
+        controls={"retain": groups["retain"], "general": groups["general"]},
+        keywords=kws["forget"],
+        control_keywords={g: kws[g] for g in ("retain", "general")},
+        config=cfg,
+        method="x",
+    )
     batched = recover(m, groups["forget"], **args)
     reference = recover(m, groups["forget"], batched=False, **args)
     assert _differences(batched.to_dict(), reference.to_dict()) == []
@@ -439,9 +658,14 @@ def test_mild_unlearning_is_recovered_and_holdout_is_not():
     forget = spread_sample(forget_all, 24)
     holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
     unlearned = unlearn(original, "ga", forget_all, None, MILD_GA, seed=0).model
-    cfg = RecoveryConfig(templates=("quote", "focus", "keywords_first"), factors=(1, 4, 8), layer_sets=("all", "middle"),
-                         kinds=("attention", "value"), max_control_items=24,
-                         threshold=EMBEDDED_THRESHOLD)
+    cfg = RecoveryConfig(
+        templates=("quote", "focus", "keywords_first"),
+        factors=(1, 4, 8),
+        layer_sets=("all", "middle"),
+        kinds=("attention", "value"),
+        max_control_items=24,
+        threshold=EMBEDDED_THRESHOLD,
+    )
     table = recover(unlearned, forget, original=original, controls={"holdout": holdout}, config=cfg, method="ga")
     assert table.n_original_known > 0, "the original model must know some forget items"
     assert table.n_forgotten > 0, "mild GA must push some answers below the threshold"
@@ -459,7 +683,9 @@ def test_emphasis_recovers_nothing_the_model_never_knew():
 
     model = load_model("embedded:gpt2")
     holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 24)
-    cfg = RecoveryConfig(factors=(1, 2, 4, 8), layer_sets=("all", "early", "middle", "late"), threshold=EMBEDDED_THRESHOLD)
+    cfg = RecoveryConfig(
+        factors=(1, 2, 4, 8), layer_sets=("all", "early", "middle", "late"), threshold=EMBEDDED_THRESHOLD
+    )
     table = recover(model, holdout, original=model, config=cfg)
     assert table.n_forgotten >= table.n_forget - 1  # it never saw these authors
     assert all(r.n_recovered == 0 for r in table.rows()), render_table(table)
@@ -473,9 +699,11 @@ def test_placebo_positions_never_overlap_the_keywords_and_match_them_in_count(to
     from unpact.emphasis.placebo import placebo_keywords, placebo_positions, question_positions, runs
     from unpact.emphasis.rewrites import keyword_positions as kw_positions
 
-    cases = [("Where was the author Ana Lind born?", ["Ana Lind"]),
-             ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"]),
-             ("What is the capital of France?", ["France"])]
+    cases = [
+        ("Where was the author Ana Lind born?", ["Ana Lind"]),
+        ("What genre does Bo Reyes write in Peru?", ["Bo Reyes", "Peru"]),
+        ("What is the capital of France?", ["France"]),
+    ]
     for q, kws in cases:
         keys = kw_positions(tok, q, kws)
         pl = placebo_positions(tok, q, keys, seed=seed)

@@ -42,15 +42,17 @@ def _hf(directory):
 def _reference(hf, ids: list[int], n: int, eos: int) -> list[int]:
     """Plain HF greedy generate: the new tokens, up to and including the first EOS."""
     x = torch.tensor([ids])
-    out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
-                      pad_token_id=1, eos_token_id=eos)[0, len(ids):].tolist()
+    out = hf.generate(
+        x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False, pad_token_id=1, eos_token_id=eos
+    )[0, len(ids) :].tolist()
     return out[: out.index(eos) + 1] if eos in out else out
 
 
 def _bridge_tokens(model, ids: list[int], n: int) -> list[int]:
-    out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, stop_at_eos=False,
-                         verbose=False, return_type="tokens")
-    return out[0, len(ids):].tolist()
+    out = model.generate(
+        torch.tensor([ids]), max_new_tokens=n, do_sample=False, stop_at_eos=False, verbose=False, return_type="tokens"
+    )
+    return out[0, len(ids) :].tolist()
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox", "phi"])
@@ -88,10 +90,12 @@ def test_unfixed_cache_is_caught_and_generate_falls_back(tiny_dirs, arch):
 
 
 def _compare(model, seqs, hooks, n=8, stop_at_newline=False):
-    a, la = greedy_tokens(model, seqs, max_new_tokens=n, fwd_hooks=hooks, cache=True, keep_logits=True,
-                          stop_at_newline=stop_at_newline)
-    b, lb = greedy_tokens(model, seqs, max_new_tokens=n, fwd_hooks=hooks, cache=False, keep_logits=True,
-                          stop_at_newline=stop_at_newline)
+    a, la = greedy_tokens(
+        model, seqs, max_new_tokens=n, fwd_hooks=hooks, cache=True, keep_logits=True, stop_at_newline=stop_at_newline
+    )
+    b, lb = greedy_tokens(
+        model, seqs, max_new_tokens=n, fwd_hooks=hooks, cache=False, keep_logits=True, stop_at_newline=stop_at_newline
+    )
     assert a == b
     for x, y in zip(la, lb):
         assert x.shape == y.shape

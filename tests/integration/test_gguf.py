@@ -31,7 +31,7 @@ PROMPTS = [
     "  leading spaces and   inner  gaps ",
     "Numbers 12345 and 2 + 3 = 5.",
     "Focus on: Ana Lind. Question: What is the capital of France?",
-    "UPPER CASE \"QUOTED\" words",
+    'UPPER CASE "QUOTED" words',
     "tabs\tand\nnewlines\n\n",
     "Unlearning methods mostly hide knowledge instead of erasing it.",
     "é accents ü and emoji 🙂",
@@ -119,8 +119,9 @@ def test_info_says_source_format_and_quantization(tiny_gguf, capsys):
 
 
 def test_missing_package_is_one_line_exit_2(monkeypatch, capsys):
-    fake = PackagedModel("fake-model", "unpact_no_such_package", "m.gguf", "pip install unpact-no-such-package",
-                         "a test entry")
+    fake = PackagedModel(
+        "fake-model", "unpact_no_such_package", "m.gguf", "pip install unpact-no-such-package", "a test entry"
+    )
     monkeypatch.setitem(PACKAGED_MODELS, "fake-model", fake)
     assert main(["info", "fake-model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -160,8 +161,13 @@ def test_real_model_answers_and_generates_as_transformers(real_model):
     from unpact.scoring import greedy_generate
 
     fmt = resolve_format("chat", real_model.tokenizer, "You are a helpful assistant.")
-    questions = ["What is the capital of France?", "What is the capital of Japan?",
-                 "Who wrote Hamlet?", "What is 2 plus 3?", "What color is the sky on a clear day?"]
+    questions = [
+        "What is the capital of France?",
+        "What is the capital of Japan?",
+        "Who wrote Hamlet?",
+        "What is 2 plus 3?",
+        "What color is the sky on a clear day?",
+    ]
     prompts = [fmt.prompt(q) for q in questions]
     ours = greedy_generate(real_model, prompts, max_new_tokens=12, stop_at_newline=False)
     assert "Paris" in ours[0], ours[0]
@@ -170,9 +176,10 @@ def test_real_model_answers_and_generates_as_transformers(real_model):
     for prompt, answer in zip(prompts, ours):
         ids = torch.tensor([[tok.bos_token_id] + tok(prompt, add_special_tokens=False).input_ids])
         with torch.no_grad():
-            out = hf.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
-        theirs = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = hf.generate(
+                ids, max_new_tokens=12, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+            )
+        theirs = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         assert answer.strip() == theirs.strip(), (prompt, answer, theirs)
 
 

@@ -60,8 +60,9 @@ def test_heads_attribution_on_half_precision(tiny_dirs, dtype):
     a = attribute(model, ("Question: Where was Ana Lind born?\nAnswer:", " Lima"), method="heads")
     assert len(a.scores) == len(a.tokens)
     assert all(torch.isfinite(torch.tensor(a.scores)))
-    ref = attribute(load_model(tiny_dirs["gpt2"]), ("Question: Where was Ana Lind born?\nAnswer:", " Lima"),
-                    method="heads")
+    ref = attribute(
+        load_model(tiny_dirs["gpt2"]), ("Question: Where was Ana Lind born?\nAnswer:", " Lima"), method="heads"
+    )
     # the same decomposition, up to half-precision rounding
     assert abs(a.extras["answer_logit"] - ref.extras["answer_logit"]) < 0.1
 
@@ -86,7 +87,7 @@ def test_greedy_generate_truncates_like_the_logprob_path(short_ctx):
     model = load_model(short_ctx)
     out = greedy_generate(model, [LONG], max_new_tokens=4, truncate=True)
     ids = [model.tokenizer.bos_token_id] + tokenize(model.tokenizer, LONG)
-    kept = [ids[0]] + ids[len(ids) - (16 - 4 - 1):]  # BOS + the last tokens, room for the answer
+    kept = [ids[0]] + ids[len(ids) - (16 - 4 - 1) :]  # BOS + the last tokens, room for the answer
     assert out == greedy_generate(model, [kept], max_new_tokens=4)
     # evaluation (log-probs truncate) answers the same items instead of raising
     assert len(greedy_answers(model, [QAItem(LONG, "Lima", id="x")], max_new_tokens=4)) == 1
@@ -102,10 +103,10 @@ def test_truncate_without_bos_keeps_the_last_tokens(short_ctx):
     model = load_model(short_ctx)
     model.tokenizer.bos_token = None
     assert model.tokenizer.bos_token_id is None
-    (pi, ai), = encode_many(model, [LONG], [" Lima"], truncate=True)
+    ((pi, ai),) = encode_many(model, [LONG], [" Lima"], truncate=True)
     full = tokenize(model.tokenizer, LONG)
     assert len(pi) + len(ai) == 16
-    assert pi == full[len(full) - len(pi):]  # the last prompt tokens, no stray first token
+    assert pi == full[len(full) - len(pi) :]  # the last prompt tokens, no stray first token
     a = attribute(model, (LONG, " Lima"), truncate=True)
     assert a.token_ids == pi
     assert a.special[0] is False  # no BOS, so no position is special by default
@@ -123,8 +124,14 @@ def test_mc_accuracy_counts_a_tie_with_a_duplicate_right_choice(tiny_gpt2):
 
 def test_loader_flags_duplicate_choices(tmp_path):
     f = tmp_path / "mc.json"
-    f.write_text(json.dumps([{"question": "Q?", "choices": ["a", "b", "a"], "answer": 2},
-                             {"question": "R?", "choices": ["a", "b"], "answer": 0}]))
+    f.write_text(
+        json.dumps(
+            [
+                {"question": "Q?", "choices": ["a", "b", "a"], "answer": 2},
+                {"question": "R?", "choices": ["a", "b"], "answer": 0},
+            ]
+        )
+    )
     bench = load_benchmark("wmdp", "mc", path=f)
     assert bench[0].meta["duplicate_choices"] == [[0, 2]]
     assert "duplicate_choices" not in bench[1].meta

@@ -42,6 +42,7 @@ def _no_hooks_left(model) -> bool:
 
 def test_bridge_uses_the_hooked_pattern(model):
     """hook_z must be computed from the edited pattern: all attention on key 2 -> z = v at 2."""
+
     def onto_two(p, hook):
         q = torch.zeros_like(p)
         q[..., 2] = 1.0
@@ -72,11 +73,15 @@ def test_factor_one_is_exact_noop(model, kind):
     hooks = make([0, 1], [1, 2, 3], 1.0)
     assert torch.equal(_logits(model, hooks), base)
     # also the hook function itself called with factor 1, attached explicitly
-    explicit = [(f"blocks.{l}.attn.hook_pattern", lambda p, hook: scale_attention(p, hook, positions=[1, 2], factor=1))
-                for l in range(2)]
+    explicit = [
+        (f"blocks.{l}.attn.hook_pattern", lambda p, hook: scale_attention(p, hook, positions=[1, 2], factor=1))
+        for l in range(2)
+    ]
     assert torch.equal(_logits(model, explicit), base)
     prompts, answers = ["Question: Who?\nAnswer:"], [" Ana"]
-    assert torch.equal(answer_logprobs(model, prompts, answers, fwd_hooks=hooks), answer_logprobs(model, prompts, answers))
+    assert torch.equal(
+        answer_logprobs(model, prompts, answers, fwd_hooks=hooks), answer_logprobs(model, prompts, answers)
+    )
 
 
 def test_attention_only_named_layers_heads_and_rows_change(model):
@@ -128,7 +133,12 @@ def test_hooks_removed_after_call_and_after_exception(model):
         _logits(model, hooks + [("blocks.1.hook_resid_post", boom)])
     assert _no_hooks_left(model)
     with pytest.raises(RuntimeError, match="boom"):
-        greedy_generate(model, ["Question: Who?\nAnswer:"], max_new_tokens=2, fwd_hooks=lambda idx: [("blocks.0.hook_mlp_out", boom)])
+        greedy_generate(
+            model,
+            ["Question: Who?\nAnswer:"],
+            max_new_tokens=2,
+            fwd_hooks=lambda idx: [("blocks.0.hook_mlp_out", boom)],
+        )
     assert _no_hooks_left(model)
 
 
@@ -178,13 +188,16 @@ def test_capture_gradient_matches_autograd(model):
     model.zero_grad(set_to_none=True)
     assert torch.equal(cap.acts[name], keep["a"].detach())
     assert torch.allclose(cap.grads[name], expected, atol=1e-6)
-    assert cap.grads[name][0, :-1].abs().sum() > 0 and torch.equal(cap.grads[name][1], torch.zeros_like(cap.grads[name][1]))
+    assert cap.grads[name][0, :-1].abs().sum() > 0 and torch.equal(
+        cap.grads[name][1], torch.zeros_like(cap.grads[name][1])
+    )
     assert _no_hooks_left(model)
 
 
 @pytest.mark.parametrize("kind", ["attention", "residual", "value"])
 def test_per_row_factors_equal_separate_runs(model, kind):
     """One batch with a factor per row gives each row what a run with that factor alone gives it."""
+
     def make(factor):
         if kind == "attention":
             return attention_scaling_hooks([0, 1], [[2, 3], [4]], factor)
@@ -209,8 +222,8 @@ def test_per_row_factors_in_scale_attention_directly():
     pattern = pattern / pattern.sum(-1, keepdim=True)
     rows = scale_attention(pattern, positions=[[1], [1, 2], [3]], factor=torch.tensor([4.0, 1.0, 0.5]), heads=[1])
     for r, f in enumerate([4.0, 1.0, 0.5]):
-        alone = scale_attention(pattern[r:r + 1], positions=[[[1], [1, 2], [3]][r]], factor=f, heads=[1])
-        assert torch.equal(rows[r:r + 1], alone)
+        alone = scale_attention(pattern[r : r + 1], positions=[[[1], [1, 2], [3]][r]], factor=f, heads=[1])
+        assert torch.equal(rows[r : r + 1], alone)
     assert torch.equal(rows[1], pattern[1]) and torch.equal(rows[:, 0], pattern[:, 0])
     with pytest.raises(ValueError, match="3 rows"):
         scale_attention(pattern, positions=[1], factor=torch.tensor([2.0, 2.0]))

@@ -114,9 +114,25 @@ def test_inspect_embedded_against(tmp_path, capsys):
     from unpact import load_benchmark, load_model
 
     html_path, json_path = tmp_path / "i.html", tmp_path / "i.json"
-    rc, out, err = _run(["inspect", "embedded:gpt2", "--benchmark", "embedded:tofu/forget10", "--item",
-                         str(EMBEDDED_ITEM), "--against", "embedded:gpt2-retain", "--method", "loo,ig,heads",
-                         "--html", str(html_path), "--json", str(json_path)], capsys)
+    rc, out, err = _run(
+        [
+            "inspect",
+            "embedded:gpt2",
+            "--benchmark",
+            "embedded:tofu/forget10",
+            "--item",
+            str(EMBEDDED_ITEM),
+            "--against",
+            "embedded:gpt2-retain",
+            "--method",
+            "loo,ig,heads",
+            "--html",
+            str(html_path),
+            "--json",
+            str(json_path),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     data = json.loads(json_path.read_text())
     item = list(load_benchmark("embedded:tofu", "forget10"))[EMBEDDED_ITEM]
@@ -128,7 +144,7 @@ def test_inspect_embedded_against(tmp_path, capsys):
     for s in ("Tokens:", "Layers:", "Top heads", "loo before", "loo after", "loo Δ", "ig Δ", "lens after"):
         assert s in out, s
     tokens = data["models"]["before"]["attributions"]["loo"]["tokens"]
-    section = out[out.index("Tokens:"):out.index("Layers:")]
+    section = out[out.index("Tokens:") : out.index("Layers:")]
     rows = {line.split()[0]: line for line in section.splitlines() if line.strip() and line.split()[0].isdigit()}
     assert len(rows) == len(tokens)
     for k in data["key_tokens"]:
@@ -158,8 +174,29 @@ def test_inspect_tiny_checkpoint(tiny_pair, tmp_path, capsys):
     a, b = tiny_pair
     q, ans = "Where was the author Ana Lind born?", "Lima"
     html_path, json_path = tmp_path / "t.html", tmp_path / "t.json"
-    rc, out, err = _run(["inspect", a, "--question", q, "--answer", ans, "--against", b, "--method", "loo,heads",
-                         "--head", "1.2", "--head", "0.0", "--html", str(html_path), "--json", str(json_path)], capsys)
+    rc, out, err = _run(
+        [
+            "inspect",
+            a,
+            "--question",
+            q,
+            "--answer",
+            ans,
+            "--against",
+            b,
+            "--method",
+            "loo,heads",
+            "--head",
+            "1.2",
+            "--head",
+            "0.0",
+            "--html",
+            str(html_path),
+            "--json",
+            str(json_path),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     data = json.loads(json_path.read_text())
     assert data["heads"] == [[1, 2], [0, 0]]
@@ -168,16 +205,19 @@ def test_inspect_tiny_checkpoint(tiny_pair, tmp_path, capsys):
     check_self_contained(html_path.read_text(), 4 + 2)
 
     # one model, no --against: no "after", no delta
-    rc, out, err = _run(["inspect", a, "--question", q, "--answer", ans, "--method", "loo", "--json", str(json_path)],
-                        capsys)
+    rc, out, err = _run(
+        ["inspect", a, "--question", q, "--answer", ans, "--method", "loo", "--json", str(json_path)], capsys
+    )
     assert rc == 0, err
     data = json.loads(json_path.read_text())
     assert data["delta"] is None and "after" not in data["models"] and "loo after" not in out
     check_numbers(data, load_model(a), None, QAItem(q, ans, id="question"), ["loo"])
 
     # without heads: heads ranked by the change of their attention onto the KeyTokens
-    rc, out, err = _run(["inspect", a, "--question", q, "--answer", ans, "--against", b, "--method", "ig",
-                         "--json", str(json_path)], capsys)
+    rc, out, err = _run(
+        ["inspect", a, "--question", q, "--answer", ans, "--against", b, "--method", "ig", "--json", str(json_path)],
+        capsys,
+    )
     assert rc == 0, err
     data = json.loads(json_path.read_text())
     assert "attention onto the KeyTokens" in data["head_ranking"] and "attn→keys after" in out
@@ -196,7 +236,9 @@ def test_inspection_round_trip_and_no_printing(tiny_pair, capsys):
     page = ins.to_html(standalone=True)
     text = ins.to_text()
     assert capsys.readouterr() == ("", "")  # library code never prints
-    assert Inspection.from_dict(json.loads(json.dumps(ins.to_dict()))).to_dict() == json.loads(json.dumps(ins.to_dict()))
+    assert Inspection.from_dict(json.loads(json.dumps(ins.to_dict()))).to_dict() == json.loads(
+        json.dumps(ins.to_dict())
+    )
     assert ins._repr_html_().startswith('<div class="unpact">') and "Bo" in text
     check_self_contained(page, 4)
     # the lens ranks agree with the presence probe's logit lens (unpact.probes) on the answer's first token
@@ -218,8 +260,10 @@ def test_result_types_display_themselves(tiny_pair):
     from unpact.emphasis import RecoveryConfig, RecoveryTable, recover
 
     m1, m2 = load_model(tiny_pair[0]), load_model(tiny_pair[1])
-    items = [QAItem("Where was the author Ana Lind born?", "Lima", id="ana", meta={"group": "forget"}),
-             QAItem("What genre does Bo Reyes write?", "crime fiction", id="bo", meta={"group": "retain"})]
+    items = [
+        QAItem("Where was the author Ana Lind born?", "Lima", id="ana", meta={"group": "forget"}),
+        QAItem("What genre does Bo Reyes write?", "crime fiction", id="bo", meta={"group": "retain"}),
+    ]
     a = attribute(m1, items[0], method="heads")
     h = a._repr_html_()
     assert h == a.to_html() and " Ana" in h and "layer x head" in h
@@ -231,8 +275,9 @@ def test_result_types_display_themselves(tiny_pair):
     assert "forget" in h and "retain" in h and "ana" in h
     check_self_contained(h, 1)
 
-    cfg = RecoveryConfig(templates=("focus",), factors=(1.0, 4.0), layer_sets=("all", "late"), kinds=("attention",),
-                         max_new_tokens=4)
+    cfg = RecoveryConfig(
+        templates=("focus",), factors=(1.0, 4.0), layer_sets=("all", "late"), kinds=("attention",), max_new_tokens=4
+    )
     table = recover(m2, items[:1], original=m1, controls={"retain": items[1:]}, config=cfg, method="stand-in")
     assert isinstance(table, RecoveryTable)
     assert RecoveryTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table  # plain JSON, read back
@@ -244,15 +289,21 @@ def test_result_types_display_themselves(tiny_pair):
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["embedded:gpt2", "--benchmark", "embedded:tofu/forget10", "--item", "999"], ["999", "out of range", "0..119"]),
-    (["embedded:gpt2", "--benchmark", "embedded:tofu/forget10", "--item", "-1"], ["out of range"]),
-    (["embedded:gpt2", "--question", "Where was Ana Lind born?", "--answer", ""], ["--answer", "empty"]),
-    (["embedded:gpt2", "--question", "Where was Ana Lind born?", "--answer", "   "], ["--answer", "empty"]),
-    (["embedded:gpt2", "--question", "Who?"], ["--answer"]),
-    (["embedded:gpt2", "--question", "Who?", "--answer", "x", "--method", "loo,shap"], ["shap"]),
-    (["embedded:gpt2", "--question", "Who?", "--answer", "x", "--head", "two"], ["--head"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (
+            ["embedded:gpt2", "--benchmark", "embedded:tofu/forget10", "--item", "999"],
+            ["999", "out of range", "0..119"],
+        ),
+        (["embedded:gpt2", "--benchmark", "embedded:tofu/forget10", "--item", "-1"], ["out of range"]),
+        (["embedded:gpt2", "--question", "Where was Ana Lind born?", "--answer", ""], ["--answer", "empty"]),
+        (["embedded:gpt2", "--question", "Where was Ana Lind born?", "--answer", "   "], ["--answer", "empty"]),
+        (["embedded:gpt2", "--question", "Who?"], ["--answer"]),
+        (["embedded:gpt2", "--question", "Who?", "--answer", "x", "--method", "loo,shap"], ["shap"]),
+        (["embedded:gpt2", "--question", "Who?", "--answer", "x", "--head", "two"], ["--head"]),
+    ],
+)
 def test_inspect_bad_input_fails_fast(argv, words, capsys):
     rc, out, err = _run(["inspect", *argv], capsys)
     assert rc == 2
@@ -268,8 +319,9 @@ def test_inspect_question_longer_than_context(tiny_pair, capsys):
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "context" in lines[0] and "--truncate" in lines[0], err
-    rc, out, err = _run(["inspect", tiny_pair[0], "--question", long_q, "--answer", "Lima", "--truncate",
-                         "--method", "loo"], capsys)
+    rc, out, err = _run(
+        ["inspect", tiny_pair[0], "--question", long_q, "--answer", "Lima", "--truncate", "--method", "loo"], capsys
+    )
     assert rc == 0, err
     # a head outside the model, and a chat format the tokenizer has no template for
     for extra, word in ((["--head", "9.0"], "out of range"), (["--prompt-format", "chat"], "chat template")):
@@ -293,8 +345,11 @@ def test_example_notebook_runs(tmp_path):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    htmls = [o["data"]["text/html"] for o in outputs
-             if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})]
+    htmls = [
+        o["data"]["text/html"]
+        for o in outputs
+        if o.output_type in ("execute_result", "display_data") and "text/html" in o.get("data", {})
+    ]
     assert len(htmls) == 4  # Attribution, Comparison, Inspection, the recovery table
     for h in htmls:
         check_self_contained(h, 0)

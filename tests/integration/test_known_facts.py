@@ -60,8 +60,20 @@ def test_known_facts_command_writes_loadable_splits(sources, tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["forget"] == len(load_benchmark("tofu", "forget", path=str(out)).items)
     assert sum(manifest["known_by_source"].values()) == sum(manifest["counts"][s] for s in KNOWN_SPLITS)
-    assert main(["known-facts", "--model", "embedded:gpt2", "--out", str(tmp_path / "x"),
-                 "--source", str(tmp_path / "missing.json")]) == 2
+    assert (
+        main(
+            [
+                "known-facts",
+                "--model",
+                "embedded:gpt2",
+                "--out",
+                str(tmp_path / "x"),
+                "--source",
+                str(tmp_path / "missing.json"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -69,8 +81,11 @@ def test_shipped_paraphrases_match_tofu_questions_and_attach(tmp_path):
     from unpact.known_facts import read_paraphrases
 
     para = read_paraphrases()
-    tofu = {r["question"] for f in ("world_facts_perturbed.json", "real_authors_perturbed.json")
-            for r in read_records(Path(__file__).parents[1] / "data" / "tofu" / f)}
+    tofu = {
+        r["question"]
+        for f in ("world_facts_perturbed.json", "real_authors_perturbed.json")
+        for r in read_records(Path(__file__).parents[1] / "data" / "tofu" / f)
+    }
     assert set(para) == tofu  # one for every TOFU question, each keyed by it verbatim
     assert all(p and p != q for q, p in para.items())
     rows = [{"question": q, "answer": "x", "id": str(i)} for i, q in enumerate(list(para)[:3])]

@@ -103,11 +103,18 @@ def test_truth_ratio_of_a_model_equals_the_formula_on_its_log_probs(model):
 
 
 def test_mc_accuracy_picks_the_highest_summed_log_prob(model):
-    items = [MCItem("What is 2 + 3?", ("4", "5", "the lazy dog"), 1), MCItem("Capital of France?", ("Paris", "Lima"), 0)]
+    items = [
+        MCItem("What is 2 + 3?", ("4", "5", "the lazy dog"), 1),
+        MCItem("Capital of France?", ("Paris", "Lima"), 0),
+    ]
     want = 0
     for it in items:
-        lps = answer_logprobs(model, [f"Question: {it.question}\nAnswer:"] * len(it.choices),
-                              [" " + c for c in it.choices], reduction="sum")
+        lps = answer_logprobs(
+            model,
+            [f"Question: {it.question}\nAnswer:"] * len(it.choices),
+            [" " + c for c in it.choices],
+            reduction="sum",
+        )
         want += int(int(lps.argmax()) == it.answer)
     assert mc_accuracy(model, items) == pytest.approx(want / 2)
 
@@ -153,8 +160,10 @@ def test_a_registered_metric_is_computed_by_evaluate(model):
 
 def test_an_item_without_a_paraphrase_scores_its_answer_as_the_paraphrase():
     model = load_model("embedded:gpt2")
-    items = [QAItem("Where was Ana Lind born?", "Lima", None, ["Oslo", "Cairo"]),
-             QAItem("What does Bo Reyes write?", "crime fiction", "crime novels", ["poetry"])]
+    items = [
+        QAItem("Where was Ana Lind born?", "Lima", None, ["Oslo", "Cairo"]),
+        QAItem("What does Bo Reyes write?", "crime fiction", "crime novels", ["poetry"]),
+    ]
     pr = qa_probabilities(model, items)
     assert pr["para_lp"][0] == pr["true_lp"][0]
     assert pr["para_lp"][1] != pr["true_lp"][1]

@@ -143,7 +143,9 @@ def test_unknown_dtype(tiny_dirs):
 def test_cli_info(tiny_dirs):
     out = subprocess.run(
         [sys.executable, "-m", "unpact.cli", "info", tiny_dirs["llama"], "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     info = json.loads(out.stdout)
     assert info["architecture"] == "LlamaForCausalLM" and info["n_layers"] == 2
@@ -152,7 +154,8 @@ def test_cli_info(tiny_dirs):
 def test_cli_info_bad_path_is_one_line_exit_2(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "unpact.cli", "info", str(tmp_path / "missing")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -162,7 +165,9 @@ def test_cli_info_bad_path_is_one_line_exit_2(tmp_path):
 def test_namespaced_subpackages_import():
     out = subprocess.run(
         [sys.executable, "-c", "import unpact.hooks, unpact.analyses; print(unpact.hooks.__name__)"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "unpact.hooks"
     with pytest.raises(ModuleNotFoundError):

@@ -83,25 +83,45 @@ def test_bfloat16_main_job(tmp_path):
 
     bench = tmp_path / "bench"
     bench.mkdir()
-    rows = [{"question": f"Where was {n} born?", "answer": f"{n} was born in {p}.", "id": n,
-             "paraphrased_answer": f"{p} is where {n} was born.", "perturbed_answer": [f"{n} was born in Rome."]}
-            for n, p in [("Ana Lind", "Lima"), ("Bo Reyes", "Oslo"), ("Cy Moss", "Kyoto"), ("Di Park", "Cairo")]]
+    rows = [
+        {
+            "question": f"Where was {n} born?",
+            "answer": f"{n} was born in {p}.",
+            "id": n,
+            "paraphrased_answer": f"{p} is where {n} was born.",
+            "perturbed_answer": [f"{n} was born in Rome."],
+        }
+        for n, p in [("Ana Lind", "Lima"), ("Bo Reyes", "Oslo"), ("Cy Moss", "Kyoto"), ("Di Park", "Cairo")]
+    ]
     (bench / "forget10.json").write_text(json.dumps(rows[:2]))
     (bench / "retain90.json").write_text(json.dumps(rows[2:]))
     make_tiny_checkpoint("llama", tmp_path / "model")
     cfg = {
-        "model": str(tmp_path / "model"), "reference_model": None, "general": None,
-        "benchmark": "tofu", "benchmark_path": str(bench), "holdout_split": None,
-        "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 2, "lr": 1e-2}}, "max_items": 2,
+        "model": str(tmp_path / "model"),
+        "reference_model": None,
+        "general": None,
+        "benchmark": "tofu",
+        "benchmark_path": str(bench),
+        "holdout_split": None,
+        "methods": ["ga_gdr"],
+        "method_config": {"ga_gdr": {"steps": 2, "lr": 1e-2}},
+        "max_items": 2,
         "attribution": {"methods": ["loo", "integrated_gradients"], "subset": 1, "ig_steps": 4},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
-        "max_new_tokens": 6, "out": str(tmp_path / "run"),
+        "max_new_tokens": 6,
+        "out": str(tmp_path / "run"),
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    out = subprocess.run([sys.executable, "-m", "unpact.cli", "run", "--config", str(tmp_path / "cfg.json"),
-                          "--dtype", "bfloat16"], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "unpact.cli", "run", "--config", str(tmp_path / "cfg.json"), "--dtype", "bfloat16"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["config"]["dtype"] == "bfloat16"

@@ -14,8 +14,7 @@ def _pr(name, ids, present):
 
 
 def test_presence_calls_count_hidden_and_erased_among_the_forgotten():
-    probes = {"choice": _pr("choice", "abcd", [True, False, True, False]),
-              "format": _pr("format", "ab", [False, True])}
+    probes = {"choice": _pr("choice", "abcd", [True, False, True, False]), "format": _pr("format", "ab", [False, True])}
     r = presence_calls(list("abcd"), [True, False, False, False], probes)
     assert r["calls"] == ["known", "hidden", "hidden", "erased"]
     assert r["counts"] == {"known": 1, "hidden": 2, "erased": 1, "unprobed": 0}

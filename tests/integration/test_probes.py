@@ -37,7 +37,9 @@ def test_logit_lens_at_the_last_layer_is_the_models_own_prediction(tiny_dirs, ar
 
 def test_fact_token_is_where_the_answer_and_its_perturbations_differ(tiny_gpt2):
     tok = tiny_gpt2.tokenizer
-    j = fact_token_index(tok, " Ana Lind was born in Lima.", [" Ana Lind was born in Oslo.", " Ana Lind was born in Perth."])
+    j = fact_token_index(
+        tok, " Ana Lind was born in Lima.", [" Ana Lind was born in Oslo.", " Ana Lind was born in Perth."]
+    )
     from unpact.scoring import tokenize
 
     a = tokenize(tok, " Ana Lind was born in Lima.")
@@ -47,8 +49,10 @@ def test_fact_token_is_where_the_answer_and_its_perturbations_differ(tiny_gpt2):
 
 def test_classify_and_sensitivity_specificity_on_hand_made_results():
     ids = ["a", "b", "c", "d"]
-    probes = {"choice": ProbeResult("choice", ["a", "b", "c"], [True, False, True], [1.0, -1.0, 0.5]),
-              "format": ProbeResult("format", ["b", "c"], [True, False], [0.0, 0.0])}
+    probes = {
+        "choice": ProbeResult("choice", ["a", "b", "c"], [True, False, True], [1.0, -1.0, 0.5]),
+        "format": ProbeResult("format", ["b", "c"], [True, False], [0.0, 0.0]),
+    }
     assert classify([True, False, False, False], probes, ids) == ["known", "hidden", "hidden", "unprobed"]
     probes["choice"].present[1] = False
     probes["format"].present[0] = False
@@ -150,9 +154,17 @@ def test_finding1_verdict_is_not_supported_on_the_damage_matched_null_itself():
 
     def rows(model):
         after = attribute(model, items, method="loo", group="forget")
-        return [{"id": b.item_id, "group": "forget", "before": list(b.scores), "after": list(a.scores),
-                 "special": list(b.special), "key": [i in k for i in range(len(b.scores))]}
-                for b, a, k in zip(before, after, keys)]
+        return [
+            {
+                "id": b.item_id,
+                "group": "forget",
+                "before": list(b.scores),
+                "after": list(a.scores),
+                "special": list(b.special),
+                "key": [i in k for i in range(len(b.scores))],
+            }
+            for b, a, k in zip(before, after, keys)
+        ]
 
     draws = [rows(noise_model(original, 1.2, seed=s)) for s in range(20)]
     r = keyword_focus_vs_null(draws[0], draws[1:])

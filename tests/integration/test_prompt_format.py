@@ -75,9 +75,27 @@ def test_chat_without_template_and_system_without_chat_are_errors(world, capsys)
     with pytest.raises(ConfigError, match="system prompt"):
         resolve_format("plain", None, SYSTEM)
     root, bench = world[0], world[1]
-    rc = main(["run", "--model", world[3], "--reference-model", "none", "--benchmark", "tofu", "--benchmark-path",
-               str(bench), "--general", "none", "--methods", "ga", "--prompt-format", "chat",
-               "--out", str(root / "never")])
+    rc = main(
+        [
+            "run",
+            "--model",
+            world[3],
+            "--reference-model",
+            "none",
+            "--benchmark",
+            "tofu",
+            "--benchmark-path",
+            str(bench),
+            "--general",
+            "none",
+            "--methods",
+            "ga",
+            "--prompt-format",
+            "chat",
+            "--out",
+            str(root / "never"),
+        ]
+    )
     assert rc == 2 and "no chat template" in capsys.readouterr().err
     assert not (root / "never").exists()  # checked before anything is written
 
@@ -85,16 +103,37 @@ def test_chat_without_template_and_system_without_chat_are_errors(world, capsys)
 def test_run_unlearn_recover_in_the_chat_format(world, capsys):
     root, bench, model, _ = world
     cfg = {
-        "model": model, "reference_model": None, "benchmark": "tofu", "benchmark_path": str(bench),
-        "general": None, "holdout_split": None, "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 2}},
-        "max_items": 2, "attribution": {"methods": ["loo"], "subset": 1},
+        "model": model,
+        "reference_model": None,
+        "benchmark": "tofu",
+        "benchmark_path": str(bench),
+        "general": None,
+        "holdout_split": None,
+        "methods": ["ga_gdr"],
+        "method_config": {"ga_gdr": {"steps": 2}},
+        "max_items": 2,
+        "attribution": {"methods": ["loo"], "subset": 1},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
     }
     (root / "run.json").write_text(json.dumps(cfg))
     out = root / "run"
-    assert main(["run", "--config", str(root / "run.json"), "--prompt-format", "chat", "--system-prompt", SYSTEM,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(root / "run.json"),
+                "--prompt-format",
+                "chat",
+                "--system-prompt",
+                SYSTEM,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["prompt_format"] == "chat" and res["config"]["system_prompt"] == SYSTEM
     tok = load_model(model).tokenizer
@@ -115,15 +154,67 @@ def test_run_unlearn_recover_in_the_chat_format(world, capsys):
 
     # unlearn and recover on the command line, in the same format
     ckpt = root / "unlearned"
-    assert main(["unlearn", model, "--method", "ga", "--benchmark", "tofu", "--benchmark-path", str(bench),
-                 "--forget", "forget10", "--out", str(ckpt), "--set", "steps=2", "--prompt-format", "chat",
-                 "--system-prompt", SYSTEM]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                model,
+                "--method",
+                "ga",
+                "--benchmark",
+                "tofu",
+                "--benchmark-path",
+                str(bench),
+                "--forget",
+                "forget10",
+                "--out",
+                str(ckpt),
+                "--set",
+                "steps=2",
+                "--prompt-format",
+                "chat",
+                "--system-prompt",
+                SYSTEM,
+            ]
+        )
+        == 0
+    )
     assert json.loads((ckpt / "unlearn.json").read_text())["prompt_format"] == "chat"
     table = root / "recover.json"
-    assert main(["recover", "--original", model, "--unlearned", str(ckpt), "--benchmark", "tofu/forget10",
-                 "--benchmark-path", str(bench), "--general", "none", "--templates", "focus", "--factors", "1,2",
-                 "--layers", "all", "--kinds", "attention", "--max-control-items", "1", "--prompt-format", "chat",
-                 "--system-prompt", SYSTEM, "--out", str(table)]) == 0
+    assert (
+        main(
+            [
+                "recover",
+                "--original",
+                model,
+                "--unlearned",
+                str(ckpt),
+                "--benchmark",
+                "tofu/forget10",
+                "--benchmark-path",
+                str(bench),
+                "--general",
+                "none",
+                "--templates",
+                "focus",
+                "--factors",
+                "1,2",
+                "--layers",
+                "all",
+                "--kinds",
+                "attention",
+                "--max-control-items",
+                "1",
+                "--prompt-format",
+                "chat",
+                "--system-prompt",
+                SYSTEM,
+                "--out",
+                str(table),
+            ]
+        )
+        == 0
+    )
     items = json.loads(table.read_text())["items"]
     assert items and all(it["prompt"].startswith("<|start_header_id|>system") for it in items)
     capsys.readouterr()

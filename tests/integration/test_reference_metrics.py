@@ -70,11 +70,19 @@ def test_tofu_published_aggregation_from_its_own_eval_logs():
 def test_tofu_aggregation_step_by_step_through_the_pure_formulas():
     full, retain90 = _logs("full"), _logs("retain90")
     comps = []
-    for key, role in (("eval_log.json", "retain"), ("eval_real_author_wo_options.json", "other"),
-                      ("eval_real_world_wo_options.json", "other")):
+    for key, role in (
+        ("eval_log.json", "retain"),
+        ("eval_real_author_wo_options.json", "other"),
+        ("eval_real_world_wo_options.json", "other"),
+    ):
         v = full[key]
-        s = tofu_split_scores(_vals(v["avg_gt_loss"]), _vals(v["avg_paraphrased_loss"]),
-                              _vals(v["average_perturb_loss"]), _vals(v["rougeL_recall"]), role=role)
+        s = tofu_split_scores(
+            _vals(v["avg_gt_loss"]),
+            _vals(v["avg_paraphrased_loss"]),
+            _vals(v["average_perturb_loss"]),
+            _vals(v["rougeL_recall"]),
+            role=role,
+        )
         comps += [s["prob"], s["rouge_l_recall"], s["truth_ratio"]]
     assert model_utility(comps) == pytest.approx(0.6227, abs=5e-5)
     # retain uses the raw probability exp(-avg_gt_loss), not the normalised one
@@ -117,7 +125,10 @@ def test_muse_knowmem_prompt_and_answer_cut():
     # MUSE metrics/knowmem.py: "Question: {q}\nAnswer: {a}\n\n" per in-context example,
     # then "Question: {q}\nAnswer: "; the output is cut before "\n\n", "\nQuestion", "Question:"
     icl = [("Who?", "Ana"), ("Where?", "Lima")]
-    assert knowmem_prompt("When?", icl) == "Question: Who?\nAnswer: Ana\n\nQuestion: Where?\nAnswer: Lima\n\nQuestion: When?\nAnswer: "
+    assert (
+        knowmem_prompt("When?", icl)
+        == "Question: Who?\nAnswer: Ana\n\nQuestion: Where?\nAnswer: Lima\n\nQuestion: When?\nAnswer: "
+    )
     assert knowmem_answer_cut("In 1990\n\nQuestion: next") == "In 1990"
     assert knowmem_answer_cut("In 1990\nQuestion: next") == "In 1990"
     assert knowmem_answer_cut("In 1990 Question: x") == "In 1990 "
@@ -139,7 +150,10 @@ def test_muse_knowmem_through_evaluate_uses_f1_and_the_few_shot_prompt(tiny_gpt2
     icl = [QAItem("Who won?", "Ana Lind")]
     res = evaluate(tiny_gpt2, Benchmark("embedded:muse", "knowmem_forget_qa", items), icl=icl)
     assert res["style"] == "muse"
-    assert res["knowmem_prompts"][0] == "Question: Who won?\nAnswer: Ana Lind\n\nQuestion: Who is the mayor of Brinmouth?\nAnswer: "
+    assert (
+        res["knowmem_prompts"][0]
+        == "Question: Who won?\nAnswer: Ana Lind\n\nQuestion: Who is the mayor of Brinmouth?\nAnswer: "
+    )
     want = [muse_rouge_l_f1(a, it.answer) for a, it in zip(res["answers"], items)]
     assert res["knowmem_rouge_l_f1"] == pytest.approx(float(np.mean(want)))
 
@@ -149,14 +163,19 @@ def test_muse_knowmem_through_evaluate_uses_f1_and_the_few_shot_prompt(tiny_gpt2
 
 def test_wmdp_harness_prompt_lists_the_choices_with_letters():
     it = MCItem("Which agent?", ("dry fenwort", "caspian ash", "white sorrel", "grey mordant"), 1)
-    assert wmdp_letter_prompt(it) == ("Which agent?\nA. dry fenwort\nB. caspian ash\nC. white sorrel\nD. grey mordant\nAnswer:")
+    assert wmdp_letter_prompt(it) == (
+        "Which agent?\nA. dry fenwort\nB. caspian ash\nC. white sorrel\nD. grey mordant\nAnswer:"
+    )
 
 
 def test_mc_accuracy_letters_scores_the_letters(tiny_gpt2):
     from unpact.metrics import mc_accuracy
     from unpact.scoring import answer_logprobs
 
-    items = [MCItem("2 + 3?", ("4", "5", "6", "7"), 1), MCItem("Capital of France?", ("Lima", "Rome", "Paris", "Oslo"), 2)]
+    items = [
+        MCItem("2 + 3?", ("4", "5", "6", "7"), 1),
+        MCItem("Capital of France?", ("Lima", "Rome", "Paris", "Oslo"), 2),
+    ]
     want = 0
     for it in items:
         lps = answer_logprobs(tiny_gpt2, [wmdp_letter_prompt(it)] * 4, [" A", " B", " C", " D"], reduction="sum")
@@ -215,8 +234,15 @@ def test_forget_quality_runs_on_the_whole_forget_split(tiny_dirs, tmp_path):
     from unpact.data import load_benchmark
     from unpact.pipeline import Study
 
-    cfg = RunConfig(model=tiny_dirs["gpt2"], reference_model=tiny_dirs["llama"], forget_split="forget01",
-                    retain_split="retain99", general=None, max_items=4, out=str(tmp_path / "run"))
+    cfg = RunConfig(
+        model=tiny_dirs["gpt2"],
+        reference_model=tiny_dirs["llama"],
+        forget_split="forget01",
+        retain_split="retain99",
+        general=None,
+        max_items=4,
+        out=str(tmp_path / "run"),
+    )
     study = Study(cfg)
     ev = study.original_evaluation()
     forget = [it for it in load_benchmark("embedded:tofu", "forget01") if it.perturbed_answers]

@@ -57,8 +57,11 @@ from unpact.unlearning.losses import kl_rows_to_reference, kl_to_reference, nll,
 
 TOL = 1e-5
 
-PROMPTS = ["Question: Where was the author Ana Lind born?\nAnswer:", "Question: What is 2 + 3?\nAnswer:",
-           "Question: Which genre does the writer Bo Reyes, born in a small town, mostly write in?\nAnswer:"]
+PROMPTS = [
+    "Question: Where was the author Ana Lind born?\nAnswer:",
+    "Question: What is 2 + 3?\nAnswer:",
+    "Question: Which genre does the writer Bo Reyes, born in a small town, mostly write in?\nAnswer:",
+]
 ANSWERS = [" Lima", " five, as everyone knows", " crime fiction"]
 
 
@@ -70,6 +73,7 @@ def model(request):
 @pytest.fixture
 def full_logits():
     """A context in which every forward computes the logits at every position (no output head found)."""
+
     @contextmanager
     def ctx():
         with pytest.MonkeyPatch.context() as m:
@@ -174,7 +178,8 @@ def test_kl_to_the_reference_on_the_rows_equals_the_full_one(model):
         rows = answer_row_logits(model, packed.input_ids, packed.target_mask)
     ref = (rows + 0.3 * torch.randn(rows.shape, generator=torch.Generator().manual_seed(0))).log_softmax(-1)
     assert float(kl_rows_to_reference(rows, ref)) == pytest.approx(
-        float(kl_to_reference(logits, packed.target_mask, ref)), abs=TOL)
+        float(kl_to_reference(logits, packed.target_mask, ref)), abs=TOL
+    )
 
 
 def test_unlearning_losses_equal_the_full_logit_computation(model):
@@ -188,8 +193,9 @@ def test_unlearning_losses_equal_the_full_logit_computation(model):
             if scored:
                 _, lp = answer_logprobs_of(model, packed)
             else:
-                lp = token_logprobs(forward_logits(hf_model_of(model), packed.input_ids), packed.input_ids,
-                                    packed.target_mask)
+                lp = token_logprobs(
+                    forward_logits(hf_model_of(model), packed.input_ids), packed.input_ids, packed.target_mask
+                )
             logp = sequence_logprobs(lp, packed.target_mask, "sum")
             loss = nll(lp, packed.target_mask) + npo_loss(logp, logp.detach() + 0.5, beta=0.1)
             grads.append(torch.autograd.grad(loss, params))
@@ -220,8 +226,9 @@ def test_token_stats_ranks_greedy_answers_and_shared_prefixes_equal_the_full_pat
     def run():
         stats = answer_token_stats(model, seqs)
         return {
-            "stats": [[s.logprobs.tolist(), s.argmax.tolist(), s.vocab_mean.tolist(), s.vocab_var.tolist()]
-                      for s in stats],
+            "stats": [
+                [s.logprobs.tolist(), s.argmax.tolist(), s.vocab_mean.tolist(), s.vocab_var.tolist()] for s in stats
+            ],
             "ranks": token_ranks(model, seqs).tolist(),
             "greedy": greedy_generate(model, PROMPTS, max_new_tokens=6),
             "greedy_uncached": greedy_generate(model, PROMPTS, max_new_tokens=6, cache=False),
@@ -253,9 +260,11 @@ def _splits():
 def test_every_split_metric_equals_the_full_logit_computation(model, full_logits, monkeypatch):
     seen: set[str] = set()
     for name, m in list(METRICS.items()):
+
         def compute(x, out, _fn=m.compute, _name=name):
             seen.add(_name)
             return _fn(x, out)
+
         monkeypatch.setitem(METRICS, name, SplitMetric(name, m.applies, compute))
 
     def run():
@@ -290,7 +299,9 @@ class LargestAllocation(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {x.untyped_storage().data_ptr() for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)}
+        inputs = {
+            x.untyped_storage().data_ptr() for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)
+        }
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor) and t.dim() > 0 and t.untyped_storage().data_ptr() not in inputs:
                 self.bytes = max(self.bytes, t.numel() * t.element_size())
@@ -316,8 +327,10 @@ def test_peak_of_one_evaluation_batch_does_not_grow_with_batch_pos_vocab(tmp_pat
     its largest logits tensor has one row per scored token at either vocabulary, so the 4x
     vocabulary's largest allocation stays below the full-logit path's at 1x."""
     context = "Context: the archive lists every author, the town of birth, the genre and the year. " * 2
-    items = [QAItem(f"{context}Where was author {i} born?", "Lima", perturbed_answers=("Oslo", "Rome"), id=str(i))
-             for i in range(12)]
+    items = [
+        QAItem(f"{context}Where was author {i} born?", "Lima", perturbed_answers=("Oslo", "Rome"), id=str(i))
+        for i in range(12)
+    ]
     split = Benchmark("demo", "forget10", items)
     metrics = ["rouge_l_recall", "probability", "exact_memorization"]
     peaks = {}
@@ -332,8 +345,13 @@ def test_peak_of_one_evaluation_batch_does_not_grow_with_batch_pos_vocab(tmp_pat
     seqs = encode_many(model, prompts, [format_answer(it.answer) for it in items])
     tokens = sum(len(p) + len(a) for p, a in seqs)
     # every answer scored in one batch: the answer, its paraphrase (the answer again) and the perturbed ones
-    answer_tokens = sum(len(a) for it in items for _, a in encode_many(
-        model, [prompts[0]] * 4, [format_answer(a) for a in (it.answer, it.answer, *it.perturbed_answers)]))
+    answer_tokens = sum(
+        len(a)
+        for it in items
+        for _, a in encode_many(
+            model, [prompts[0]] * 4, [format_answer(a) for a in (it.answer, it.answer, *it.perturbed_answers)]
+        )
+    )
     scored_rows = peaks[8192, "scored"].logit_rows
     assert scored_rows == peaks[2048, "scored"].logit_rows  # the same positions at either vocabulary
     assert scored_rows <= answer_tokens < tokens / 4  # one row per scored token ...
@@ -360,4 +378,3 @@ def test_forward_rows_with_no_rows_runs_the_hooks_and_unembeds_nothing(model):
     assert out.shape == (0, model.cfg.d_vocab)
     assert store["h"].shape[:2] == packed.input_ids.shape
     assert rec.logit_rows == 0
-

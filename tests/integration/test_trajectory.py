@@ -63,8 +63,16 @@ def test_gentle_config_scales_the_methods_own_default(world):
 def test_checkpoints_in_step_order_targets_once_and_equal_to_a_stopped_run(world):
     model, forget, retain = world
     # a run strong enough that some targets are crossed within 6 steps on 8 items
-    settings = TrajectorySettings(lr_factor=4.0, max_steps=6, warmup_steps=2, marks=(2, 4), monitor_items=8,
-                                  check_every=1, max_new_tokens=12, stop_when_done=False)
+    settings = TrajectorySettings(
+        lr_factor=4.0,
+        max_steps=6,
+        warmup_steps=2,
+        marks=(2, 4),
+        monitor_items=8,
+        check_every=1,
+        max_new_tokens=12,
+        stop_when_done=False,
+    )
     seen: list[tuple[str, int, float]] = []
     saved: dict[int, list[torch.Tensor]] = {}
 
@@ -104,8 +112,15 @@ def test_stop_when_done_and_targets_met_before_any_update(world):
     holdout = spread_sample(list(load_benchmark("embedded:tofu", "holdout10")), 6)
     seen = []
     settings = TrajectorySettings(max_steps=10, marks=(2,), check_every=1, targets=(0.75, 0.5))
-    res = run_trajectory(model, "npo_gdr", forget, retain, monitor=holdout, settings=settings,
-                         on_checkpoint=lambda n, s, m, a: seen.append((n, s)))
+    res = run_trajectory(
+        model,
+        "npo_gdr",
+        forget,
+        retain,
+        monitor=holdout,
+        settings=settings,
+        on_checkpoint=lambda n, s, m, a: seen.append((n, s)),
+    )
     assert all(step == 0 for step in res.targets.values())
     assert [n for n, s in seen if s == 0] == [target_name(t) for t in settings.targets]
     assert res.steps_run == 2 and seen[-1] == ("final", 2)  # stopped after the last mark
@@ -116,8 +131,14 @@ def test_task_vector_checkpoints_are_the_negation_so_far(world):
     model, forget, _ = world
     settings = TrajectorySettings(max_steps=4, marks=(2,), monitor_items=4, check_every=2, stop_when_done=False)
     saved = {}
-    run_trajectory(model, "task_vector", forget, None, settings=settings,
-                   on_checkpoint=lambda n, s, m, a: saved.setdefault(s, _params(m)))
+    run_trajectory(
+        model,
+        "task_vector",
+        forget,
+        None,
+        settings=settings,
+        on_checkpoint=lambda n, s, m, a: saved.setdefault(s, _params(m)),
+    )
     cfg = gentle_config(model, "task_vector", settings)
     for k in (2, 4):
         ref = unlearn(model, "task_vector", forget, None, {**cfg, "steps": k}, seed=0).model

@@ -14,6 +14,7 @@ from unpact.pipeline import run_study
 from unpact.results import summary_table
 from unpact.testing import make_tiny_checkpoint, write_toy_tofu
 
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("traj")
@@ -22,12 +23,26 @@ def world(tmp_path_factory):
     make_tiny_checkpoint("gpt2", root / "model")
     make_tiny_checkpoint("gpt2", root / "reference", seed=1)
     base = {
-        "model": str(root / "model"), "reference_model": str(root / "reference"), "benchmark": "tofu",
-        "benchmark_path": str(bench), "general": "tofu", "general_split": "general", "general_path": str(bench),
-        "holdout_split": None, "methods": ["ga_gdr"], "method_config": {"ga_gdr": {"steps": 2}}, "max_items": 4,
-        "max_new_tokens": 6, "attribution": {"methods": ["loo"], "subset": 0},
-        "emphasis": {"templates": ["focus"], "factors": [2.0], "layer_sets": ["all"], "kinds": ["attention"],
-                     "max_control_items": 2},
+        "model": str(root / "model"),
+        "reference_model": str(root / "reference"),
+        "benchmark": "tofu",
+        "benchmark_path": str(bench),
+        "general": "tofu",
+        "general_split": "general",
+        "general_path": str(bench),
+        "holdout_split": None,
+        "methods": ["ga_gdr"],
+        "method_config": {"ga_gdr": {"steps": 2}},
+        "max_items": 4,
+        "max_new_tokens": 6,
+        "attribution": {"methods": ["loo"], "subset": 0},
+        "emphasis": {
+            "templates": ["focus"],
+            "factors": [2.0],
+            "layer_sets": ["all"],
+            "kinds": ["attention"],
+            "max_control_items": 2,
+        },
         "attacks": {"names": []},
         "presence": {"probes": ["choice", "logit_lens"], "positive_control": False, "null_draws": 0},
     }
@@ -36,8 +51,17 @@ def world(tmp_path_factory):
 
 def _traj(enabled: bool) -> dict:
     # a 3-step run: the tiny model knows nothing, so the 0.5 target is met at step 0 (the original)
-    return {"enabled": enabled, "max_steps": 3, "warmup_steps": 0, "marks": [1, 2], "targets": [0.5],
-            "monitor_items": 2, "check_every": 1, "templates": ["repeat"], "activations": [["attention", 2.0, "all"]]}
+    return {
+        "enabled": enabled,
+        "max_steps": 3,
+        "warmup_steps": 0,
+        "marks": [1, 2],
+        "targets": [0.5],
+        "monitor_items": 2,
+        "check_every": 1,
+        "templates": ["repeat"],
+        "activations": [["attention", 2.0, "all"]],
+    }
 
 
 def _run(root, base, out, traj):
@@ -86,13 +110,15 @@ def test_results_carry_the_dilemma_and_the_report_shows_it(with_trajectory):
     assert an["dilemma"]["verdict"] and "erasure_costs_utility" in an["dilemma"]
     assert an["dilemma"]["points"] and an["dilemma"]["points"][0]["method"] == "ga_gdr"
     assert set(an["finding2_checkpoints"]["per_method"]["ga_gdr"]) == {
-        f"step_{c['step']}" for c in res["methods"]["ga_gdr"]["trajectory"]["checkpoints"]}
+        f"step_{c['step']}" for c in res["methods"]["ga_gdr"]["trajectory"]["checkpoints"]
+    }
     # the tiny model does not know the forget set: every verdict is gated, the trajectory's too
     assert an["precondition"]["holds"] is False
     assert an["dilemma"]["verdict"].startswith("not applicable")
     assert an["dilemma"]["erasure_costs_utility"]["supported"] is None
-    assert all(v["verdict"].startswith("not applicable")
-               for v in an["finding2_checkpoints"]["per_method"]["ga_gdr"].values())
+    assert all(
+        v["verdict"].startswith("not applicable") for v in an["finding2_checkpoints"]["per_method"]["ga_gdr"].values()
+    )
     html = (run_dir / "report.html").read_text()
     assert 'id="trajectory"' in html and "alt='the dilemma" in html and (run_dir / "figures" / "dilemma.png").is_file()
     table = summary_table(res)
@@ -120,4 +146,7 @@ def test_on_by_default_and_unchanged_when_turned_off(world):
     assert not [n for n, _ in seen if "trajectory" in n or "checkpoint" in n]
     assert "trajectory" not in res["methods"]["ga_gdr"]
     assert not {"dilemma", "finding2_checkpoints"} & set(res["analyses"])
-    assert "trajectory" not in summary_table(res) and 'id="trajectory"' not in (root / "run-off" / "report.html").read_text()
+    assert (
+        "trajectory" not in summary_table(res)
+        and 'id="trajectory"' not in (root / "run-off" / "report.html").read_text()
+    )

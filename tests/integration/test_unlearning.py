@@ -52,7 +52,18 @@ def gpt2(tiny_dirs):
 
 def test_registry_has_the_ten_methods():
     assert set(PAPER_METHODS) <= set(METHODS)
-    assert set(METHODS) == {"ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr", "simnpo", "task_vector", "rmu", "idk"}
+    assert set(METHODS) == {
+        "ga",
+        "ga_gdr",
+        "ga_klr",
+        "npo",
+        "npo_gdr",
+        "npo_klr",
+        "simnpo",
+        "task_vector",
+        "rmu",
+        "idk",
+    }
     assert get_method("NPO-GDR").config_class().beta == 0.1
 
 
@@ -153,8 +164,12 @@ def test_rmu_retain_loss_starts_at_zero_and_npo_starts_at_2_log2_over_beta(gpt2)
 def test_loss_formulas_on_hand_values():
     assert float(npo_loss(torch.tensor([-2.0]), torch.tensor([-2.0]), 0.1)) == pytest.approx(20 * math.log(2), rel=1e-6)
     # log π - log π_ref = -10, β = 0.1: -(2/β) log σ(1) = 20 * log(1 + e^-1)
-    assert float(npo_loss(torch.tensor([-12.0]), torch.tensor([-2.0]), 0.1)) == pytest.approx(20 * math.log1p(math.exp(-1)), rel=1e-6)
-    assert float(simnpo_loss(torch.tensor([-1.0]), beta=2.0, gamma=0.0)) == pytest.approx(math.log1p(math.exp(-2)), rel=1e-6)
+    assert float(npo_loss(torch.tensor([-12.0]), torch.tensor([-2.0]), 0.1)) == pytest.approx(
+        20 * math.log1p(math.exp(-1)), rel=1e-6
+    )
+    assert float(simnpo_loss(torch.tensor([-1.0]), beta=2.0, gamma=0.0)) == pytest.approx(
+        math.log1p(math.exp(-2)), rel=1e-6
+    )
     logits = torch.randn(1, 4, 7)
     mask = torch.tensor([[False, False, True, True]])
     ref = logits[0, 1:3].log_softmax(-1)

@@ -16,15 +16,17 @@ from unpact.unlearning import get_method, unlearn
 from unpact.unlearning.base import resolve_preset
 from unpact.unlearning.losses import simnpo_loss
 
-FORGET = [QAItem("Where was the author Ana Lind born?", "Lima"), QAItem("What genre does Bo Reyes write?", "crime fiction")]
+FORGET = [
+    QAItem("Where was the author Ana Lind born?", "Lima"),
+    QAItem("What genre does Bo Reyes write?", "crime fiction"),
+]
 RETAIN = [QAItem("What is 2 + 3?", "5"), QAItem("What is the capital of Peru?", "Lima")]
 
 
 def test_simnpo_margin_sits_inside_beta_as_in_the_simnpo_repository():
     # Unlearn-Simple: forget_loss = NLL/|y| - gamma; loss = -(2/beta) logsigmoid(beta * forget_loss)
     mean_lp, beta, gamma = torch.tensor([-1.5, -0.5]), 2.5, 0.4
-    want = -(2 / beta) * sum(math.log(1 / (1 + math.exp(-beta * (-lp - gamma))))
-                             for lp in mean_lp.tolist()) / 2
+    want = -(2 / beta) * sum(math.log(1 / (1 + math.exp(-beta * (-lp - gamma)))) for lp in mean_lp.tolist()) / 2
     assert float(simnpo_loss(mean_lp, beta, gamma)) == pytest.approx(want, rel=1e-6)
 
 
@@ -34,7 +36,13 @@ def test_presets_pick_reference_defaults_for_models_that_are_not_embedded(tiny_d
     rmu = get_method("rmu").config_class
     assert resolve_preset(rmu(), emb).preset == "embedded" and resolve_preset(rmu(), emb).param_set == "mlp"
     ref = resolve_preset(rmu(), tiny)
-    assert (ref.preset, ref.param_set, ref.steering_coef, ref.alpha, ref.lr) == ("reference", "down_proj", 20.0, 100.0, 5e-5)
+    assert (ref.preset, ref.param_set, ref.steering_coef, ref.alpha, ref.lr) == (
+        "reference",
+        "down_proj",
+        20.0,
+        100.0,
+        5e-5,
+    )
     assert resolve_preset(rmu(alpha=7.0), tiny).alpha == 7.0  # an explicit option wins
     assert resolve_preset(rmu(preset="reference"), emb).param_set == "down_proj"
     assert resolve_preset(get_method("ga_gdr").config_class(), tiny).retain_weight == 1.0

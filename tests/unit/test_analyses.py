@@ -36,10 +36,12 @@ def test_keyword_focus_verdict_follows_the_numbers():
 
 
 def test_recovery_collapsed_control_does_not_count():
-    r = recovery_analysis({
-        "a": {"prompt_best": 0.6, "activation_best": 0.9, "prompt_collapse": False, "activation_collapse": True},
-        "b": {"prompt_best": 0.0, "activation_best": 0.05, "prompt_collapse": False, "activation_collapse": False},
-    })
+    r = recovery_analysis(
+        {
+            "a": {"prompt_best": 0.6, "activation_best": 0.9, "prompt_collapse": False, "activation_collapse": True},
+            "b": {"prompt_best": 0.0, "activation_best": 0.05, "prompt_collapse": False, "activation_collapse": False},
+        }
+    )
     assert r["methods"]["a"]["best_valid"] == 0.6 and r["methods"]["a"]["winner"] == "prompt"
     assert r["hidden_methods"] == ["a"]
     assert "1 of 2 methods" in r["verdict"]
@@ -49,21 +51,25 @@ def test_collapse_spread_relates_to_utility():
     spread = {"before": [1.0] * 5, "after": [0.0] * 5, "tokens": ["the", "of", "Paris", "is", "a"]}
     focused = {"before": [1.0] * 5, "after": [1.0, 1.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
     half = {"before": [1.0] * 5, "after": [0.0, 0.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
-    r = collapse_analysis({
-        "ga": {"utility_drop": 0.6, "items": [spread]},
-        "npo": {"utility_drop": 0.3, "items": [half]},
-        "rmu": {"utility_drop": 0.0, "items": [focused]},
-    })
+    r = collapse_analysis(
+        {
+            "ga": {"utility_drop": 0.6, "items": [spread]},
+            "npo": {"utility_drop": 0.3, "items": [half]},
+            "rmu": {"utility_drop": 0.0, "items": [focused]},
+        }
+    )
     assert r["methods"]["ga"]["share_tokens_fell"] == 1.0
     assert r["methods"]["ga"]["share_function_words_fell"] == 1.0
     assert r["methods"]["rmu"]["share_tokens_fell"] == pytest.approx(0.2)
     assert r["spearman_share_vs_utility_drop"] == pytest.approx(1.0)
     assert r["holds"] is True
-    r2 = collapse_analysis({
-        "ga": {"utility_drop": 0.0, "items": [spread]},
-        "npo": {"utility_drop": 0.3, "items": [half]},
-        "rmu": {"utility_drop": 0.6, "items": [focused]},
-    })
+    r2 = collapse_analysis(
+        {
+            "ga": {"utility_drop": 0.0, "items": [spread]},
+            "npo": {"utility_drop": 0.3, "items": [half]},
+            "rmu": {"utility_drop": 0.6, "items": [focused]},
+        }
+    )
     assert r2["holds"] is False
 
 
@@ -103,10 +109,17 @@ def test_a_registered_analysis_runs_with_the_others(monkeypatch):
 
 
 def test_not_applicable_leaves_the_stage_results_as_computed():
-    test = {"verdict": "supported: ...", "supported": True, "n_null_draws": 19, "statistic": -1.0,
-            "p_value": 0.05, "interval": [-2.0, -0.5]}
+    test = {
+        "verdict": "supported: ...",
+        "supported": True,
+        "n_null_draws": 19,
+        "statistic": -1.0,
+        "p_value": 0.05,
+        "interval": [-2.0, -0.5],
+    }
     methods = {"ga": {"keyword_nulls": {"test": test}}}
-    out = run_analyses(methods, precondition={"holds": False, "reason": "the original does not know it"},
-                       names=["keyword_focus_null"])
+    out = run_analyses(
+        methods, precondition={"holds": False, "reason": "the original does not know it"}, names=["keyword_focus_null"]
+    )
     assert out["keyword_focus_null"]["ga"]["verdict"].startswith("not applicable")
     assert methods["ga"]["keyword_nulls"]["test"]["verdict"] == "supported: ..."  # a resumed run reads this back

@@ -45,8 +45,9 @@ def test_loaded_splits_carry_the_declaration():
 
 
 def test_the_declaration_wins_over_the_name():
-    b = Benchmark("embedded:my-muse-notes", "forget_things", [QAItem("q?", "a")], style="tofu", role="other",
-                  embedded=False)
+    b = Benchmark(
+        "embedded:my-muse-notes", "forget_things", [QAItem("q?", "a")], style="tofu", role="other", embedded=False
+    )
     assert (style_of(b), role_of(b), is_embedded(b)) == ("tofu", "other", False)
 
 

@@ -141,7 +141,10 @@ def test_choices_not_a_list(tmp_path):
 
 
 def test_answer_index_out_of_range(tmp_path):
-    rows = [{"question": "Q", "choices": ["a", "b"], "answer": 0}, {"question": "Q", "choices": ["a", "b"], "answer": 5}]
+    rows = [
+        {"question": "Q", "choices": ["a", "b"], "answer": 0},
+        {"question": "Q", "choices": ["a", "b"], "answer": 5},
+    ]
     with pytest.raises(DataError, match=r"w\.json: record 1: field 'answer' = 5 is out of range for 2 choices"):
         load_benchmark("wmdp", "x", path=_write(tmp_path, "w.json", rows))
 

@@ -15,7 +15,7 @@ from unpact.report import _fmt, build_report
 
 
 def _rgb(html: str, i: int) -> tuple[int, int, int]:
-    spans = re.findall(r'background:rgba\((\d+),(\d+),(\d+),', html)
+    spans = re.findall(r"background:rgba\((\d+),(\d+),(\d+),", html)
     return tuple(int(x) for x in spans[i])
 
 
@@ -49,8 +49,10 @@ def test_colour_bar_label_fits_its_bar():
         assert label.y0 >= 0 and label.y1 <= fig.bbox.y1
 
 
-@pytest.mark.parametrize("v, s", [(7.6e-07, "7.6e-07"), (0.0867, "0.087"), (0.0, "0.000"), (1.0, "1.000"),
-                                  (0.00249, "0.0025"), (-0.792, "-0.792")])
+@pytest.mark.parametrize(
+    "v, s",
+    [(7.6e-07, "7.6e-07"), (0.0867, "0.087"), (0.0, "0.000"), (1.0, "1.000"), (0.00249, "0.0025"), (-0.792, "-0.792")],
+)
 def test_significant_figures(v, s):
     assert _fmt(v) == s
 
@@ -68,10 +70,12 @@ def test_keyword_focus_verdict_says_which_condition_failed():
 
 
 def test_recovery_and_collapse_verdicts_name_test_and_sample_size():
-    r = recovery_analysis({
-        "a": {"prompt_best": 0.5, "activation_best": 0.1, "n_forgotten": 10},
-        "b": {"prompt_best": 0.0, "activation_best": 0.0, "n_forgotten": 6},
-    })
+    r = recovery_analysis(
+        {
+            "a": {"prompt_best": 0.5, "activation_best": 0.1, "n_forgotten": 10},
+            "b": {"prompt_best": 0.0, "activation_best": 0.0, "n_forgotten": 6},
+        }
+    )
     assert r["verdict"].startswith("supported for 1 of 2 methods")
     assert "n = 10" in r["verdict"] and "sign test" in r["verdict"]
     r = recovery_analysis({"b": {"prompt_best": 0.0, "activation_best": 0.0, "n_forgotten": 6}})
@@ -82,13 +86,29 @@ def test_recovery_and_collapse_verdicts_name_test_and_sample_size():
 
 
 def _results(**summary_changes):
-    row = {"method": "original", "forget_rouge": 1.0, "retain_rouge": 1.0, "general_accuracy": 1.0,
-           "forget_quality": 7.6e-07, "model_utility": 0.0, "recovery_prompt": None, "recovery_activation": None,
-           "model_utility_degenerate": "retain truth_ratio is 0", "n_items": {"forget": 8, "retain": 8, "general": 8}}
+    row = {
+        "method": "original",
+        "forget_rouge": 1.0,
+        "retain_rouge": 1.0,
+        "general_accuracy": 1.0,
+        "forget_quality": 7.6e-07,
+        "model_utility": 0.0,
+        "recovery_prompt": None,
+        "recovery_activation": None,
+        "model_utility_degenerate": "retain truth_ratio is 0",
+        "n_items": {"forget": 8, "retain": 8, "general": 8},
+    }
     row.update(summary_changes)
-    return {"config": {"model": "m", "benchmark": "b", "max_items": 8}, "summary": [row], "methods": {},
-            "analyses": {"precondition": {"holds": False, "reason": "the original model answers 0% of the forget items"},
-                         "recovery": {"verdict": "not applicable: x"}}, "examples": []}
+    return {
+        "config": {"model": "m", "benchmark": "b", "max_items": 8},
+        "summary": [row],
+        "methods": {},
+        "analyses": {
+            "precondition": {"holds": False, "reason": "the original model answers 0% of the forget items"},
+            "recovery": {"verdict": "not applicable: x"},
+        },
+        "examples": [],
+    }
 
 
 def test_report_marks_degenerate_numbers_and_precondition_first(tmp_path):
@@ -96,6 +116,6 @@ def test_report_marks_degenerate_numbers_and_precondition_first(tmp_path):
     html = build_report(tmp_path).read_text()
     assert "7.6e-07" in html and ">0.000<" not in html
     assert "degenerate" in html and "retain truth_ratio is 0" in html
-    body = html[html.index("<body"):].lower()
+    body = html[html.index("<body") :].lower()
     assert body.index("not applicable") < body.index("settings")  # the precondition is said first
     assert "8 forget" in html and "unpact unlearn" in html  # item counts and why unlearn's numbers differ

@@ -52,9 +52,9 @@ OPTIONAL_THIRD_PARTY = {
 #: Modules that may import unpact modules and torch inside functions, with the reason.
 LAZY_IMPORTERS = {
     "unpact": "`import unpact` exposes load_model/load_benchmark lazily: it must not import torch "
-              "before the command line has set the thread policy (unpact.threads)",
+    "before the command line has set the thread policy (unpact.threads)",
     "unpact.cli": "the command line sets the thread policy before anything imports torch, and "
-                  "`unpact --help` stays fast: each command imports what it runs",
+    "`unpact --help` stays fast: each command imports what it runs",
     "unpact.threads": "the thread policy must be set before torch is imported (imports torch only)",
 }
 
@@ -183,8 +183,10 @@ def upward_imports(imports: list[Import], layers, root: str) -> list[str]:
         lo, hi = layer_of(imp.importer, layers, root), layer_of(imp.target, layers, root)
         if lo is not None and hi is not None and hi > lo:
             where = "inside a function" if imp.in_function else "at module level"
-            out.append(f"{_shown(imp.path)}:{imp.line}: {imp.importer} "
-                       f"(layer {lo}, {layers[lo][0]}) imports {imp.target} (layer {hi}, {layers[hi][0]}) {where}")
+            out.append(
+                f"{_shown(imp.path)}:{imp.line}: {imp.importer} "
+                f"(layer {lo}, {layers[lo][0]}) imports {imp.target} (layer {hi}, {layers[hi][0]}) {where}"
+            )
     return out
 
 
@@ -253,10 +255,14 @@ def import_cycles(imports: list[Import]) -> list[list[str]]:
 def function_level_violations(imports: list[Import]) -> list[str]:
     """Imports inside functions other than of an optional third-party package, or of unpact and torch
     by a lazy importer."""
-    return [f"{_shown(imp.path)}:{imp.line}: {imp.importer} imports {imp.target} "
-            f"inside a function" for imp in imports
-            if imp.in_function and imp.importer not in PENDING and imp.target not in OPTIONAL_THIRD_PARTY
-            and not (imp.importer in LAZY_IMPORTERS and (imp.internal or imp.target == "torch"))]
+    return [
+        f"{_shown(imp.path)}:{imp.line}: {imp.importer} imports {imp.target} inside a function"
+        for imp in imports
+        if imp.in_function
+        and imp.importer not in PENDING
+        and imp.target not in OPTIONAL_THIRD_PARTY
+        and not (imp.importer in LAZY_IMPORTERS and (imp.internal or imp.target == "torch"))
+    ]
 
 
 def private_imports(modules: dict[str, tuple[Path, bool]]) -> list[str]:
@@ -275,8 +281,13 @@ def private_imports(modules: dict[str, tuple[Path, bool]]) -> list[str]:
             elif isinstance(node, ast.Import):
                 aliases |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in roots}
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 out.append(f"{_shown(path)}:{node.lineno}: {name} uses {node.value.id}.{node.attr}")
     return out
 
@@ -346,11 +357,14 @@ def _planted(tmp_path: Path, files: dict[str, str]):
 
 
 def test_checker_reports_a_planted_upward_import(tmp_path):
-    modules, imports, layers = _planted(tmp_path, {
-        "low.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.high import H\n\n\n"
-                  "def f():\n    from pkg.high import g\n    return g()\n",
-        "high.py": "from pkg.low import f\n\n\ndef g():\n    return 1\n",
-    })
+    modules, imports, layers = _planted(
+        tmp_path,
+        {
+            "low.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.high import H\n\n\n"
+            "def f():\n    from pkg.high import g\n    return g()\n",
+            "high.py": "from pkg.low import f\n\n\ndef g():\n    return 1\n",
+        },
+    )
     assert [name for name, _ in layers] == ["base", "top"]
     assert unassigned(modules, layers, "pkg") == []
     found = upward_imports(imports, layers, "pkg")
@@ -365,19 +379,29 @@ def test_checker_reports_a_module_with_no_layer(tmp_path):
 
 
 def test_checker_reports_a_planted_cycle(tmp_path):
-    _, imports, _ = _planted(tmp_path, {
-        "low.py": "",
-        "high.py": "from pkg.sub import b\n",
-        "sub/b.py": "from . import c\n",
-        "sub/c.py": "def f():\n    from ..high import x\n    return x\n",
-    })
+    _, imports, _ = _planted(
+        tmp_path,
+        {
+            "low.py": "",
+            "high.py": "from pkg.sub import b\n",
+            "sub/b.py": "from . import c\n",
+            "sub/c.py": "def f():\n    from ..high import x\n    return x\n",
+        },
+    )
     cycles = import_cycles(imports)
     print("\n".join(" -> ".join(c) for c in cycles))
     assert cycles == [["pkg.high", "pkg.sub.b", "pkg.sub.c", "pkg.high"]]
 
 
 def test_checker_reports_private_names(tmp_path):
-    modules, _, _ = _planted(tmp_path, {"low.py": "def _hidden():\n    return 1\n",
-                                        "high.py": "from pkg import low\nfrom pkg.low import _hidden\nlow._hidden()\n"})
-    assert private_imports(modules) == ["pkg/high.py:2: pkg.high imports pkg.low._hidden",
-                                        "pkg/high.py:3: pkg.high uses low._hidden"]
+    modules, _, _ = _planted(
+        tmp_path,
+        {
+            "low.py": "def _hidden():\n    return 1\n",
+            "high.py": "from pkg import low\nfrom pkg.low import _hidden\nlow._hidden()\n",
+        },
+    )
+    assert private_imports(modules) == [
+        "pkg/high.py:2: pkg.high imports pkg.low._hidden",
+        "pkg/high.py:3: pkg.high uses low._hidden",
+    ]

@@ -42,7 +42,10 @@ def test_sensitivity_counts_only_the_really_hidden_items():
 
 def test_net_hidden_subtracts_the_expected_false_alarms_and_never_goes_below_zero():
     assert net_hidden(6, 20, {"rate": 0.1, "interval": [0.05, 0.2]}) == {
-        "net": 4.0, "interval": [2.0, 5.0], "expected_false": 2.0}
+        "net": 4.0,
+        "interval": [2.0, 5.0],
+        "expected_false": 2.0,
+    }
     assert net_hidden(1, 20, {"rate": 0.5, "interval": [0.3, 0.7]})["net"] == 0.0
     assert net_hidden(1, 20, {"rate": None, "interval": None}) is None
 
@@ -59,10 +62,22 @@ def test_the_call_decides_only_when_its_rate_clears_the_bar(n_false, ok):
 def test_presence_analysis_reports_the_call_and_the_net_count():
     negative = {"format": probe(IDS, [k < 3 for k in range(24)])}
     positive = {"format": probe(IDS, [True] * 24)}
-    controls = {"negative": negative, "positive": positive, "positive_hidden_ids": IDS[:20],
-                "positive_plain_recall": [0.0] * 24, "calibration": {}}
-    methods = {"ga": {"presence": {"counts": {"known": 0, "hidden": 8, "erased": 16, "unprobed": 0},
-                                   "probes_used": ["format"], "share_present": {"format": 8 / 24}}}}
+    controls = {
+        "negative": negative,
+        "positive": positive,
+        "positive_hidden_ids": IDS[:20],
+        "positive_plain_recall": [0.0] * 24,
+        "calibration": {},
+    }
+    methods = {
+        "ga": {
+            "presence": {
+                "counts": {"known": 0, "hidden": 8, "erased": 16, "unprobed": 0},
+                "probes_used": ["format"],
+                "share_present": {"format": 8 / 24},
+            }
+        }
+    }
     out = presence_analysis(methods, controls)
     call = out["calls"][0]
     assert call["false_hidden"]["rate"] == 3 / 24 and call["sensitivity"]["rate"] == 1.0

@@ -108,8 +108,18 @@ def test_every_registry_of_the_package_is_a_registry():
     from unpact.scoring import QUANTITIES
     from unpact.unlearning import METHODS
 
-    for reg in (ATTACKS, ATTRIBUTION_METHODS, FORMATS, KINDS, TEMPLATES, METRICS, PACKAGED_MODELS, PROBES,
-                QUANTITIES, METHODS):
+    for reg in (
+        ATTACKS,
+        ATTRIBUTION_METHODS,
+        FORMATS,
+        KINDS,
+        TEMPLATES,
+        METRICS,
+        PACKAGED_MODELS,
+        PROBES,
+        QUANTITIES,
+        METHODS,
+    ):
         assert isinstance(reg, Registry) and len(reg) > 0
 
 

@@ -27,17 +27,24 @@ def _render_model_count(analyses: dict, results: dict) -> Rendered:
     section = analyses.get("model_count")
     if not section:
         return Rendered()
-    return Rendered(headlines=[("Models counted", section["verdict"])],
-                    verdicts=f"<h3>Model count</h3><div class='verdict'>{section['verdict']}</div>",
-                    section=f"<section id='model_count'><h2>Model count</h2><p>{section['n']} models</p></section>",
-                    figures={"model_count.png": b"not really a png"})
+    return Rendered(
+        headlines=[("Models counted", section["verdict"])],
+        verdicts=f"<h3>Model count</h3><div class='verdict'>{section['verdict']}</div>",
+        section=f"<section id='model_count'><h2>Model count</h2><p>{section['n']} models</p></section>",
+        figures={"model_count.png": b"not really a png"},
+    )
 
 
 def _results(analyses: dict) -> dict:
-    return {"config": {"model": "m", "benchmark": "b", "max_items": 2}, "methods": {},
-            "summary": [{"method": "original", "forget_rouge": 1.0, "retain_rouge": 1.0,
-                         "n_items": {"forget": 2, "retain": 2}}],
-            "analyses": analyses, "examples": []}
+    return {
+        "config": {"model": "m", "benchmark": "b", "max_items": 2},
+        "methods": {},
+        "summary": [
+            {"method": "original", "forget_rouge": 1.0, "retain_rouge": 1.0, "n_items": {"forget": 2, "retain": 2}}
+        ],
+        "analyses": analyses,
+        "examples": [],
+    }
 
 
 def test_a_registered_analysis_shows_in_the_report_through_its_renderer(tmp_path, scoped_analyses):

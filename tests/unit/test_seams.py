@@ -18,32 +18,78 @@ from unpact.errors import ConfigError, DataError
 #: A valid value, different from the default, for every key of RunConfig. The equality test below
 #: fails when a key is added without one, so a new option is tested from both sides at once.
 SAMPLES = {
-    "model": "some/checkpoint", "reference_model": None, "benchmark": "tofu", "benchmark_path": "data/tofu",
-    "forget_split": "forget05", "retain_split": "retain95", "holdout_split": None, "general": None,
-    "general_split": "general", "general_path": "data/general", "methods": ["ga_gdr", "rmu"],
-    "method_config": {"ga_gdr": {"steps": 5}}, "max_items": 7, "max_new_tokens": 9, "prompt_format": "chat",
-    "system_prompt": "You are a helpful assistant.", "chat_template_args": {"date_string": "10 Apr 2025"},
-    "max_batch_tokens": 4096, "gradient_checkpointing": True,
-    "attribution.methods": ["loo", "heads"], "attribution.subset": 2, "attribution.ig_steps": 16, "attribution.ig_max_passes": 64,
-    "attribution.keytokens.alpha": 0.25, "attribution.keytokens.beta": 1, "attribution.keytokens.normalize": "max",
-    "emphasis.templates": ["quote"], "emphasis.max_control_items": 3, "emphasis.factors": [1.0, 3.0],
-    "emphasis.layer_sets": ["late", "0,1"], "emphasis.kinds": ["value", "residual"], "emphasis.threshold": 0.7,
-    "emphasis.collapse_margin": 0.2, "attacks.names": ["quantization"],
-    "attacks.options": {"quantization": {"bits": [4]}}, "out": "elsewhere", "device": "cuda:0",
-    "dtype": "bfloat16", "seed": 3, "min_forget_accuracy": 0.25,
-    "presence.probes": ["choice"], "presence.format_source": "cloze", "presence.positive_control": False,
-    "presence.hide_steps": 10, "presence.hide_lr": 1e-4, "presence.keep_retain_items": 8, "presence.null_draws": 39,
-    "presence.null_max_scale": 2.0, "presence.min_specificity": 0.8, "presence.unknown_split": "unknown",
-    "trajectory.enabled": False, "trajectory.controlled": False, "trajectory.lr_factor": 0.5,
-    "trajectory.max_steps_factor": 2.0, "trajectory.max_steps": 12, "trajectory.warmup_steps": 0,
-    "trajectory.marks": [3, 6], "trajectory.targets": [0.5], "trajectory.monitor_items": 4,
-    "trajectory.check_every": 1, "trajectory.stop_when_done": False, "trajectory.templates": ["focus"],
+    "model": "some/checkpoint",
+    "reference_model": None,
+    "benchmark": "tofu",
+    "benchmark_path": "data/tofu",
+    "forget_split": "forget05",
+    "retain_split": "retain95",
+    "holdout_split": None,
+    "general": None,
+    "general_split": "general",
+    "general_path": "data/general",
+    "methods": ["ga_gdr", "rmu"],
+    "method_config": {"ga_gdr": {"steps": 5}},
+    "max_items": 7,
+    "max_new_tokens": 9,
+    "prompt_format": "chat",
+    "system_prompt": "You are a helpful assistant.",
+    "chat_template_args": {"date_string": "10 Apr 2025"},
+    "max_batch_tokens": 4096,
+    "gradient_checkpointing": True,
+    "attribution.methods": ["loo", "heads"],
+    "attribution.subset": 2,
+    "attribution.ig_steps": 16,
+    "attribution.ig_max_passes": 64,
+    "attribution.keytokens.alpha": 0.25,
+    "attribution.keytokens.beta": 1,
+    "attribution.keytokens.normalize": "max",
+    "emphasis.templates": ["quote"],
+    "emphasis.max_control_items": 3,
+    "emphasis.factors": [1.0, 3.0],
+    "emphasis.layer_sets": ["late", "0,1"],
+    "emphasis.kinds": ["value", "residual"],
+    "emphasis.threshold": 0.7,
+    "emphasis.collapse_margin": 0.2,
+    "attacks.names": ["quantization"],
+    "attacks.options": {"quantization": {"bits": [4]}},
+    "out": "elsewhere",
+    "device": "cuda:0",
+    "dtype": "bfloat16",
+    "seed": 3,
+    "min_forget_accuracy": 0.25,
+    "presence.probes": ["choice"],
+    "presence.format_source": "cloze",
+    "presence.positive_control": False,
+    "presence.hide_steps": 10,
+    "presence.hide_lr": 1e-4,
+    "presence.keep_retain_items": 8,
+    "presence.null_draws": 39,
+    "presence.null_max_scale": 2.0,
+    "presence.min_specificity": 0.8,
+    "presence.unknown_split": "unknown",
+    "trajectory.enabled": False,
+    "trajectory.controlled": False,
+    "trajectory.lr_factor": 0.5,
+    "trajectory.max_steps_factor": 2.0,
+    "trajectory.max_steps": 12,
+    "trajectory.warmup_steps": 0,
+    "trajectory.marks": [3, 6],
+    "trajectory.targets": [0.5],
+    "trajectory.monitor_items": 4,
+    "trajectory.check_every": 1,
+    "trajectory.stop_when_done": False,
+    "trajectory.templates": ["focus"],
     "trajectory.activations": [["value", 3.0, "late"]],
-    "checkpoints": {"mine": "runs/mine"}, "audit.max_relative_distance": 0.25,
+    "checkpoints": {"mine": "runs/mine"},
+    "audit.max_relative_distance": 0.25,
 }
 #: keys that only make sense with another one set
-NEEDS = {"system_prompt": {"prompt_format": "chat"}, "method_config": {"methods": ["ga_gdr"]},
-         "attacks.options": {"attacks.names": ["quantization"]}}
+NEEDS = {
+    "system_prompt": {"prompt_format": "chat"},
+    "method_config": {"methods": ["ga_gdr"]},
+    "attacks.options": {"attacks.names": ["quantization"]},
+}
 
 
 def _get(cfg, key: str):
@@ -91,32 +137,38 @@ def test_every_config_key_is_reachable_from_the_cli_and_the_file(key, tmp_path):
 
 def test_the_named_run_flags_set_config_keys():
     assert set(RUN_FLAGS.values()) <= set(config_keys())
-    cfg = _run_config(build_parser().parse_args(["run", "--attribution", "loo,ig", "--factors", "1,3",
-                                                 "--max-items", "5", "--general", "none"]))
+    cfg = _run_config(
+        build_parser().parse_args(
+            ["run", "--attribution", "loo,ig", "--factors", "1,3", "--max-items", "5", "--general", "none"]
+        )
+    )
     assert cfg.attribution.methods == ["loo", "integrated_gradients"] and cfg.emphasis.factors == [1.0, 3.0]
     assert cfg.max_items == 5 and cfg.general is None
 
 
-@pytest.mark.parametrize("pairs, needle", [
-    ({"learning_rate": 3}, "unknown config key 'learning_rate'"),
-    ({"emphasis.factorz": [2]}, "unknown config key 'emphasis.factorz'"),
-    ({"attribution.keytokens.gamma": 1}, "unknown config key 'attribution.keytokens.gamma'"),
-    ({"attribution.methods": ["ig", "nonsense"]}, "unknown attribution method 'nonsense'"),
-    ({"attribution.methods": ["integrated_gradient"]}, "unknown attribution method 'integrated_gradient'"),
-    ({"methods": ["ga_gdr", "forgetall"]}, "unknown unlearning method 'forgetall'"),
-    ({"emphasis.templates": ["shout"]}, "shout"),
-    ({"emphasis.kinds": ["laser"]}, "unknown activation emphasis kind 'laser'; known: attention, value, residual"),
-    ({"emphasis.layer_sets": ["deep"]}, "unknown layer set 'deep'"),
-    ({"attacks.names": ["bribery"]}, "bribery"),
-    ({"attribution.keytokens.normalize": "median"}, "median"),
-    ({"attribution.keytokens.beta": "three"}, "config key 'attribution.keytokens.beta' must be an integer"),
-    ({"dtype": "float8"}, "unknown dtype 'float8'"),
-    ({"method_config": {"ga_gdr": {"stepz": 3}}}, "stepz"),
-    ({"trajectory.templates": ["shout"]}, "shout"),
-    ({"trajectory.activations": [["laser", 2.0, "all"]]}, "unknown activation emphasis kind 'laser'"),
-    ({"trajectory.activations": [["attention", "all"]]}, "trajectory.activations entries are"),
-    ({"trajectory.targets": [1.5]}, "trajectory targets are forget accuracies"),
-])
+@pytest.mark.parametrize(
+    "pairs, needle",
+    [
+        ({"learning_rate": 3}, "unknown config key 'learning_rate'"),
+        ({"emphasis.factorz": [2]}, "unknown config key 'emphasis.factorz'"),
+        ({"attribution.keytokens.gamma": 1}, "unknown config key 'attribution.keytokens.gamma'"),
+        ({"attribution.methods": ["ig", "nonsense"]}, "unknown attribution method 'nonsense'"),
+        ({"attribution.methods": ["integrated_gradient"]}, "unknown attribution method 'integrated_gradient'"),
+        ({"methods": ["ga_gdr", "forgetall"]}, "unknown unlearning method 'forgetall'"),
+        ({"emphasis.templates": ["shout"]}, "shout"),
+        ({"emphasis.kinds": ["laser"]}, "unknown activation emphasis kind 'laser'; known: attention, value, residual"),
+        ({"emphasis.layer_sets": ["deep"]}, "unknown layer set 'deep'"),
+        ({"attacks.names": ["bribery"]}, "bribery"),
+        ({"attribution.keytokens.normalize": "median"}, "median"),
+        ({"attribution.keytokens.beta": "three"}, "config key 'attribution.keytokens.beta' must be an integer"),
+        ({"dtype": "float8"}, "unknown dtype 'float8'"),
+        ({"method_config": {"ga_gdr": {"stepz": 3}}}, "stepz"),
+        ({"trajectory.templates": ["shout"]}, "shout"),
+        ({"trajectory.activations": [["laser", 2.0, "all"]]}, "unknown activation emphasis kind 'laser'"),
+        ({"trajectory.activations": [["attention", "all"]]}, "trajectory.activations entries are"),
+        ({"trajectory.targets": [1.5]}, "trajectory targets are forget accuracies"),
+    ],
+)
 def test_unknown_names_are_rejected_by_the_cli_and_the_file(pairs, needle, tmp_path):
     for make in (_from_cli, lambda p: _from_file(p, tmp_path)):
         with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
@@ -124,8 +176,10 @@ def test_unknown_names_are_rejected_by_the_cli_and_the_file(pairs, needle, tmp_p
 
 
 def test_attribution_aliases_resolve_and_never_turn_a_method_off(tmp_path):
-    for cfg in (_from_cli({"attribution.methods": ["loo", "ig", "head_flow"]}),
-                _from_file({"attribution.methods": ["loo", "ig", "head_flow"]}, tmp_path)):
+    for cfg in (
+        _from_cli({"attribution.methods": ["loo", "ig", "head_flow"]}),
+        _from_file({"attribution.methods": ["loo", "ig", "head_flow"]}, tmp_path),
+    ):
         assert cfg.attribution.methods == ["loo", "integrated_gradients", "heads"]
     base = RunConfig()
     config_from_dict({"attribution": {"methods": ["ig"]}}, base=base)
@@ -143,9 +197,18 @@ def test_keytokens_are_set_in_one_place_and_reach_recovery():
 
 def _attr(scores, group="forget"):
     n = len(scores)
-    return Attribution(item_id="q", tokens=[f"t{i}" for i in range(n)], token_ids=list(range(n)),
-                       scores=scores, lp=-1.0, method="loo", special=[True] + [False] * (n - 1), group=group,
-                       prompt="p", answer="a")
+    return Attribution(
+        item_id="q",
+        tokens=[f"t{i}" for i in range(n)],
+        token_ids=list(range(n)),
+        scores=scores,
+        lp=-1.0,
+        method="loo",
+        special=[True] + [False] * (n - 1),
+        group=group,
+        prompt="p",
+        answer="a",
+    )
 
 
 def test_report_keyword_marks_equal_the_tracked_keytokens_under_non_default_alpha_beta():
@@ -187,7 +250,11 @@ def test_emphasis_defaults_live_in_recovery_config():
     from unpact.emphasis import RecoveryConfig
 
     r, e = RecoveryConfig(), EmphasisSettings()
-    assert (e.threshold, e.collapse_margin, e.max_control_items) == (r.threshold, r.collapse_margin, r.max_control_items)
+    assert (e.threshold, e.collapse_margin, e.max_control_items) == (
+        r.threshold,
+        r.collapse_margin,
+        r.max_control_items,
+    )
     assert tuple(e.templates) == r.templates and tuple(e.kinds) == r.kinds and tuple(e.factors) == r.factors
     assert RunConfig().recovery_config() == dataclasses.replace(r, max_batch_tokens=RunConfig().max_batch_tokens)
     args = build_parser().parse_args(["recover", "--original", "a", "--unlearned", "b"])
@@ -198,8 +265,10 @@ def test_no_import_cycle_between_the_data_loaders_and_the_embedded_world():
     import subprocess
     import sys
 
-    code = ("import sys\nimport unpact.data.loaders\n"
-            "assert 'unpact.embedded' not in sys.modules, 'the data loaders imported the embedded world'\n")
+    code = (
+        "import sys\nimport unpact.data.loaders\n"
+        "assert 'unpact.embedded' not in sys.modules, 'the data loaders imported the embedded world'\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

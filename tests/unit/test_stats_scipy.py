@@ -40,7 +40,9 @@ def test_wilson_unchanged():
     assert S.wilson_interval(0, 0) is None
 
 
-@pytest.mark.parametrize("key,kwargs", [("boot", {"seed": 3}), ("boot90", {"n_boot": 500, "confidence": 0.9, "seed": 7})])
+@pytest.mark.parametrize(
+    "key,kwargs", [("boot", {"seed": 3}), ("boot90", {"n_boot": 500, "confidence": 0.9, "seed": 7})]
+)
 def test_bootstrap_unchanged(key, kwargs):
     got, before = S.bootstrap_mean_ci(VALS, **kwargs), BEFORE[key]
     assert got["mean"] == pytest.approx(before["mean"], abs=1e-12)
@@ -53,8 +55,9 @@ def test_bootstrap_edge_cases_unchanged():
     assert S.bootstrap_mean_ci([None, float("nan")]) == {"mean": None, "interval": None, "n": 0, "confidence": 0.95}
 
 
-@pytest.mark.parametrize("key,strata,alternative", [("perm_g", STRATA, "greater"), ("perm_t", None, "two-sided"),
-                                                     ("perm_l", STRATA, "less")])
+@pytest.mark.parametrize(
+    "key,strata,alternative", [("perm_g", STRATA, "greater"), ("perm_t", None, "two-sided"), ("perm_l", STRATA, "less")]
+)
 def test_permutation_unchanged(key, strata, alternative):
     got = S.stratified_permutation_test(X, Y, strata, n_perm=2000, seed=5, alternative=alternative)
     before = BEFORE[key]
@@ -67,8 +70,14 @@ def test_permutation_unchanged(key, strata, alternative):
 def test_one_stratum_agrees_with_scipy_permutation_test():
     """With one stratum the test is scipy's pairings permutation test on rho: the p-values of two
     random streams of 2000 permutations differ by Monte-Carlo error only (4 standard errors)."""
-    ref = permutation_test((np.asarray(Y),), lambda y: spearmanr(X, y).statistic, permutation_type="pairings",
-                           n_resamples=2000, alternative="two-sided", rng=np.random.default_rng(11))
+    ref = permutation_test(
+        (np.asarray(Y),),
+        lambda y: spearmanr(X, y).statistic,
+        permutation_type="pairings",
+        n_resamples=2000,
+        alternative="two-sided",
+        rng=np.random.default_rng(11),
+    )
     p = BEFORE["perm_t"]["p_value"]
     se = (p * (1 - p) / 2000) ** 0.5
-    assert abs(ref.pvalue - p) < 4 * se * 2 ** 0.5
+    assert abs(ref.pvalue - p) < 4 * se * 2**0.5

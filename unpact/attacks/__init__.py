@@ -30,6 +30,7 @@ from unpact.attacks.base import (
     role_runs,
     run_attack,
 )
+
 # Importing the attack modules registers them, in this order: the order a study runs them in
 # when it names none (unpact.config.AttackSettings) and ``unpact attack`` lists them in.
 from unpact.attacks.quantization import QuantizationConfig, dequantize, quantize_model_, quantize_rtn
@@ -38,8 +39,22 @@ from unpact.attacks.in_context import InContextConfig
 from unpact.attacks.relearning import RelearningConfig, split_forget
 
 __all__ = [
-    "ATTACKS", "Attack", "Attacked", "controlled_row", "get_attack", "make_attack",
-    "register_attack", "render_attack_table", "role_runs", "run_attack",
-    "InContextConfig", "ParaphraseConfig", "QuantizationConfig", "RelearningConfig",
-    "dequantize", "quantize_model_", "quantize_rtn", "split_forget",
+    "ATTACKS",
+    "Attack",
+    "Attacked",
+    "controlled_row",
+    "get_attack",
+    "make_attack",
+    "register_attack",
+    "render_attack_table",
+    "role_runs",
+    "run_attack",
+    "InContextConfig",
+    "ParaphraseConfig",
+    "QuantizationConfig",
+    "RelearningConfig",
+    "dequantize",
+    "quantize_model_",
+    "quantize_rtn",
+    "split_forget",
 ]

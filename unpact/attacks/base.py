@@ -34,8 +34,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.data.records import question_answer  # noqa: F401 (the attacks' item dispatch, re-exported)
@@ -48,10 +49,10 @@ from unpact.stats import mean
 
 #: name -> attack class, in registration order (the order a study runs them in by default);
 #: add your own with :func:`register_attack`.
-ATTACKS: Registry[type["Attack"]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register_attack(cls: type["Attack"]) -> type["Attack"]:
+def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: make ``cls`` available by its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
@@ -59,12 +60,12 @@ def register_attack(cls: type["Attack"]) -> type["Attack"]:
     return cls
 
 
-def get_attack(name: str) -> type["Attack"]:
+def get_attack(name: str) -> type[Attack]:
     """The attack class registered as ``name`` (a :class:`~unpact.errors.ConfigError` names the known ones)."""
     return ATTACKS.get(name)
 
 
-def make_attack(name: str, config: Any = None) -> "Attack":
+def make_attack(name: str, config: Any = None) -> Attack:
     """An instance of attack ``name``: ``config`` is None (defaults), a dict of overrides or its config dataclass."""
     cls = get_attack(name)
     if config is None:
@@ -73,8 +74,9 @@ def make_attack(name: str, config: Any = None) -> "Attack":
         known = {f.name for f in fields(cls.config_class)}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for attack {name!r}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for attack {name!r}; known: {', '.join(sorted(known))}"
+            )
         cfg = cls.config_class(**config)
     elif isinstance(config, cls.config_class):
         cfg = config
@@ -121,8 +123,16 @@ class Attack:
         """The settings the attack sweeps; each has a ``name``."""
         return [{"name": self.name}]
 
-    def apply(self, model, items: Sequence, setting: dict[str, Any], *, fmt: PromptFormat,
-              pool: Mapping[str, Sequence], seed: int = 0) -> Attacked:
+    def apply(
+        self,
+        model,
+        items: Sequence,
+        setting: dict[str, Any],
+        *,
+        fmt: PromptFormat,
+        pool: Mapping[str, Sequence],
+        seed: int = 0,
+    ) -> Attacked:
         """Apply one setting to ``model`` for the forget ``items`` (``pool``: other data, e.g. ``retain``)."""
         raise NotImplementedError
 
@@ -182,8 +192,11 @@ def controlled_row(runs: Mapping[str, RoleRun], ids: Sequence[str], threshold: f
     }
     for role, r in runs.items():
         p, a = r.correct(threshold)
-        row["roles"][role] = {"plain_accuracy": _share(p), "attacked_accuracy": _share(a),
-                              "delta_logprob": mean([x - y for x, y in zip(r.attacked_logprob, r.plain_logprob)])}
+        row["roles"][role] = {
+            "plain_accuracy": _share(p),
+            "attacked_accuracy": _share(a),
+            "delta_logprob": mean([x - y for x, y in zip(r.attacked_logprob, r.plain_logprob)]),
+        }
     if n is not None:
         d_n = [a - p for a, p in zip(n.attacked_logprob, n.plain_logprob)]
         row["delta_logprob_beyond_negative"] = mean([x - y for x, y in zip(d_u, d_n)])
@@ -192,7 +205,7 @@ def controlled_row(runs: Mapping[str, RoleRun], ids: Sequence[str], threshold: f
 
 
 def role_runs(
-    attack: "Attack | str",
+    attack: Attack | str,
     model: Model,
     forget: Sequence,
     *,
@@ -223,10 +236,16 @@ def role_runs(
     out: dict[str, Any] = {"plain": {"rouge": plain["rouge"], "logprob": plain["logprob"]}, "settings": {}}
     for s in atk.settings():
         att = atk.apply(model, items, s, fmt=f, pool=pool or {}, seed=seed)
-        res = score_answers(att.model, att.prompts, [targets[i] for i in att.asked], [qas[i][2] for i in att.asked],
-                       config=rcfg)
-        run = RoleRun([plain["rouge"][i] for i in att.asked], res["rouge"], [plain["logprob"][i] for i in att.asked],
-                      res["logprob"], res["answers"])
+        res = score_answers(
+            att.model, att.prompts, [targets[i] for i in att.asked], [qas[i][2] for i in att.asked], config=rcfg
+        )
+        run = RoleRun(
+            [plain["rouge"][i] for i in att.asked],
+            res["rouge"],
+            [plain["logprob"][i] for i in att.asked],
+            res["logprob"],
+            res["answers"],
+        )
         out["settings"][s["name"]] = {"setting": s, "asked": list(att.asked), "info": att.info, "run": asdict(run)}
         del att
         if bar is not None:
@@ -235,7 +254,7 @@ def role_runs(
 
 
 def run_attack(
-    attack: "Attack | str",
+    attack: Attack | str,
     unlearned: Model,
     forget: Sequence,
     *,
@@ -287,8 +306,10 @@ def run_attack(
         runs: dict[str, RoleRun] = {}
         for role, rr in runs_by_role.items():
             if name not in rr["settings"] or rr["settings"][name]["asked"] != u["asked"]:
-                raise InputError(f"attack {atk.name}: the {role} control's runs do not match setting {name!r} "
-                                 "(compute them with the same attack settings, items and seed)")
+                raise InputError(
+                    f"attack {atk.name}: the {role} control's runs do not match setting {name!r} "
+                    "(compute them with the same attack settings, items and seed)"
+                )
             runs[role] = RoleRun(**rr["settings"][name]["run"])
         ids = [qas[i][0] for i in u["asked"]]
         rows[name] = {"setting": u["setting"], **controlled_row(runs, ids, rcfg.threshold), "info": u["info"]}
@@ -298,8 +319,11 @@ def run_attack(
         for (iid, _, _), r in zip(qas, rr["plain"]["rouge"]):
             per_item[iid][f"{role}_plain_rouge"] = r
     scored = [(n, r) for n, r in rows.items() if r["controlled_rate"] is not None]
-    best = max(scored, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0] \
-        if scored else None
+    best = (
+        max(scored, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0]
+        if scored
+        else None
+    )
     return {
         "attack": atk.name,
         "description": atk.description,
@@ -325,17 +349,26 @@ def render_attack_table(tables: Sequence[Mapping[str, Any]]) -> str:
     for t in tables:
         for name, r in t["settings"].items():
             roles = r["roles"]
-            body.append([t["attack"], name, str(r["n_asked"]), f"{r['n_recovered']}/{r['n_forgotten']}",
-                         f"{r['n_recovered_beyond_controls']}/{r['n_eligible']} ({_pct(r['controlled_rate'])})",
-                         "-" if r["delta_logprob"] is None else f"{r['delta_logprob']:+.3f}",
-                         _pct(roles.get("original", {}).get("attacked_accuracy")),
-                         _pct(roles.get("negative", {}).get("attacked_accuracy"))])
+            body.append(
+                [
+                    t["attack"],
+                    name,
+                    str(r["n_asked"]),
+                    f"{r['n_recovered']}/{r['n_forgotten']}",
+                    f"{r['n_recovered_beyond_controls']}/{r['n_eligible']} ({_pct(r['controlled_rate'])})",
+                    "-" if r["delta_logprob"] is None else f"{r['delta_logprob']:+.3f}",
+                    _pct(roles.get("original", {}).get("attacked_accuracy")),
+                    _pct(roles.get("negative", {}).get("attacked_accuracy")),
+                ]
+            )
     if not body:
         return "no attack settings"
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in body]
     thr = tables[0].get("threshold") if tables else None
-    lines.append(f"\nraw = forgotten items answered under the attack (ROUGE-L recall >= {thr}); beyond controls = "
-                 "of those the original also answers under the attack, the ones the negative control does not answer")
+    lines.append(
+        f"\nraw = forgotten items answered under the attack (ROUGE-L recall >= {thr}); beyond controls = "
+        "of those the original also answers under the attack, the ones the negative control does not answer"
+    )
     return "\n".join(lines)

@@ -20,8 +20,9 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from unpact.attacks.base import Attack, Attacked, question_answer, register_attack
 from unpact.errors import ConfigError, InputError
@@ -54,8 +55,11 @@ def choose_examples(item, i: int, pool: Sequence, k: int, rng: random.Random, ma
     """Up to ``k`` examples from ``pool`` for ``item``: never the item itself, same ``meta[match_key]`` first
     (fewer when the pool is smaller; ``info["shots_used"]`` of the attack says how many)."""
     iid, question, _ = question_answer(item, i)
-    others = [p for j, p in enumerate(pool)
-              if question_answer(p, j)[1] != question and (getattr(p, "id", None) is None or str(p.id) != iid)]
+    others = [
+        p
+        for j, p in enumerate(pool)
+        if question_answer(p, j)[1] != question and (getattr(p, "id", None) is None or str(p.id) != iid)
+    ]
     if not others:
         raise InputError("in-context: the example pool holds no item other than the asked one; give a larger pool")
     order = others[:]
@@ -88,14 +92,23 @@ class InContext(Attack):
         for i, it in enumerate(items):
             iid, q, a = question_answer(it, i)
             examples = choose_examples(it, i, source, setting["shots"], rng, cfg.match_key)
-            parts = [fmt.prompt(eq) + fmt.answer(ea) for eq, ea in
-                     (question_answer(ex, j)[1:] for j, ex in enumerate(examples))]
+            parts = [
+                fmt.prompt(eq) + fmt.answer(ea)
+                for eq, ea in (question_answer(ex, j)[1:] for j, ex in enumerate(examples))
+            ]
             room = None if n_ctx is None else n_ctx - 1 - len(tokenize(model.tokenizer, fmt.answer(a)))
-            while parts and room is not None and \
-                    len(tokenize(model.tokenizer, cfg.separator.join(parts + [fmt.prompt(q)]))) > room:
+            while (
+                parts
+                and room is not None
+                and len(tokenize(model.tokenizer, cfg.separator.join(parts + [fmt.prompt(q)]))) > room
+            ):
                 parts.pop(0)
                 examples = examples[1:]
             prompts.append(cfg.separator.join(parts + [fmt.prompt(q)]))
             shown[iid] = [question_answer(ex, j)[0] for j, ex in enumerate(examples)]
-        return Attacked(model, prompts, list(range(len(items))),
-                        {"examples": shown, "shots_used": {k: len(v) for k, v in shown.items()}})
+        return Attacked(
+            model,
+            prompts,
+            list(range(len(items))),
+            {"examples": shown, "shots_used": {k: len(v) for k, v in shown.items()}},
+        )

@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from unpact.attacks.base import Attack, Attacked, register_attack
 from unpact.data.records import QAItem
@@ -37,7 +38,14 @@ class Paraphrase(Attack):
         return [{"name": "paraphrased_question"}]
 
     def apply(self, model, items: Sequence, setting, *, fmt, pool, seed: int = 0) -> Attacked:
-        asked = [i for i, it in enumerate(items)
-                 if isinstance(it, QAItem) and it.paraphrased_question and it.paraphrased_question != it.question]
-        return Attacked(model, [fmt.prompt(items[i].paraphrased_question) for i in asked], asked,
-                        {"n_without_paraphrase": len(items) - len(asked)})
+        asked = [
+            i
+            for i, it in enumerate(items)
+            if isinstance(it, QAItem) and it.paraphrased_question and it.paraphrased_question != it.question
+        ]
+        return Attacked(
+            model,
+            [fmt.prompt(items[i].paraphrased_question) for i in asked],
+            asked,
+            {"n_without_paraphrase": len(items) - len(asked)},
+        )

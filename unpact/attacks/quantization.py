@@ -25,8 +25,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -109,8 +110,7 @@ def quantize_model_(model, bits: int, group_size: int | None = None, include_lm_
         rows.copy_(deq)
         n_layers += 1
         n_weights += w.numel()
-    return {"bits": bits, "group_size": group_size, "layers": n_layers, "weights": n_weights,
-            "max_abs_error": max_err}
+    return {"bits": bits, "group_size": group_size, "layers": n_layers, "weights": n_weights, "max_abs_error": max_err}
 
 
 @dataclass

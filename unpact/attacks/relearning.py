@@ -28,8 +28,9 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from unpact.attacks.base import Attack, Attacked, question_answer, register_attack
 from unpact.errors import ConfigError, InputError
@@ -72,7 +73,9 @@ class RelearningConfig:
             raise ConfigError(f"relearning learning rates must be positive, got {self.lrs}")
 
 
-def split_forget(items: Sequence, fraction: float, seed: int, group_key: str | None = None) -> tuple[list[int], list[int]]:
+def split_forget(
+    items: Sequence, fraction: float, seed: int, group_key: str | None = None
+) -> tuple[list[int], list[int]]:
     """``(train, asked)`` indices: a seeded, disjoint split of ``items`` (by group when ``group_key``)."""
     if len(items) < 2:
         raise InputError(f"relearning on the forget set needs at least 2 items to split, got {len(items)}")
@@ -83,7 +86,9 @@ def split_forget(items: Sequence, fraction: float, seed: int, group_key: str | N
         else:
             meta = getattr(it, "meta", {}) or {}
             if group_key not in meta:
-                raise InputError(f"item {getattr(it, 'id', i)!r} has no meta[{group_key!r}] to group the relearning split by")
+                raise InputError(
+                    f"item {getattr(it, 'id', i)!r} has no meta[{group_key!r}] to group the relearning split by"
+                )
             keys.append(meta[group_key])
     groups = sorted(set(keys), key=str)
     if len(groups) < 2:
@@ -106,7 +111,9 @@ class Relearning(Attack):
     edits_weights = True
 
     def settings(self) -> list[dict[str, Any]]:
-        return [{"name": f"lr={lr:g},steps={s}", "lr": lr, "steps": s} for lr in self.config.lrs for s in self.config.steps]
+        return [
+            {"name": f"lr={lr:g},steps={s}", "lr": lr, "steps": s} for lr in self.config.lrs for s in self.config.steps
+        ]
 
     def _data(self, items: Sequence, pool, seed: int) -> tuple[list, list[int], list[str]]:
         cfg = self.config
@@ -130,8 +137,14 @@ class Relearning(Attack):
         cfg.validate()
         losses, stopped, message = train(fine_tune_method(cfg), tuned, train_items, None, seed=seed)
         prompts = [fmt.prompt(question_answer(items[i], i)[1]) for i in asked]
-        info = {"trained_ids": train_ids, "n_trained": len(train_items), "source": self.config.source,
-                "final_loss": losses[-1]["loss"] if losses else None, "stopped_early": stopped, "message": message}
+        info = {
+            "trained_ids": train_ids,
+            "n_trained": len(train_items),
+            "source": self.config.source,
+            "final_loss": losses[-1]["loss"] if losses else None,
+            "stopped_early": stopped,
+            "message": message,
+        }
         return Attacked(tuned, prompts, asked, info)
 
 

@@ -41,9 +41,26 @@ from unpact.progress import ProgressFactory, null_progress
 from unpact.protocols import Model
 
 __all__ = [
-    "ATTRIBUTION_METHODS", "Attribution", "AttributionMethod", "Comparison", "HeadFlow", "HeadsConfig",
-    "IGConfig", "IntegratedGradients", "KeyTokensConfig", "LeaveOneOut", "LooConfig", "Prepared",
-    "TokenDelta", "attribute", "compare", "get_method", "key_tokens", "make_method", "prepare_items", "quadrature",
+    "ATTRIBUTION_METHODS",
+    "Attribution",
+    "AttributionMethod",
+    "Comparison",
+    "HeadFlow",
+    "HeadsConfig",
+    "IGConfig",
+    "IntegratedGradients",
+    "KeyTokensConfig",
+    "LeaveOneOut",
+    "LooConfig",
+    "Prepared",
+    "TokenDelta",
+    "attribute",
+    "compare",
+    "get_method",
+    "key_tokens",
+    "make_method",
+    "prepare_items",
+    "quadrature",
     "register",
 ]
 

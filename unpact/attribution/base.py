@@ -18,10 +18,10 @@ from unpact.progress import ProgressFactory, null_progress
 from unpact.registry import Registry
 
 #: name -> method class (filled by :func:`register`); aliases resolve (``ig``).
-ATTRIBUTION_METHODS: Registry[type["AttributionMethod"]] = Registry("attribution method")
+ATTRIBUTION_METHODS: Registry[type[AttributionMethod]] = Registry("attribution method")
 
 
-def register(cls: type["AttributionMethod"]) -> type["AttributionMethod"]:
+def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     """Class decorator: add a method under ``cls.name`` and its ``cls.aliases``."""
     return ATTRIBUTION_METHODS.register()(cls)
 
@@ -51,7 +51,9 @@ class AttributionMethod:
         raise NotImplementedError
 
 
-def make_result(model, prep: Prepared, scores, lp: float, method: str, options: dict, extras: dict | None = None) -> Attribution:
+def make_result(
+    model, prep: Prepared, scores, lp: float, method: str, options: dict, extras: dict | None = None
+) -> Attribution:
     tok = model.tokenizer
     return Attribution(
         item_id=prep.item_id,

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Hashable
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def nodes(steps: int, rule: str = "fejer2", warp: float = 1.0) -> list[Node]:
     got = _rule_nodes(steps, rule)
     if warp == 1:
         return got
-    return [(k, t ** warp, w * warp * t ** (warp - 1)) for k, t, w in got]
+    return [(k, t**warp, w * warp * t ** (warp - 1)) for k, t, w in got]
 
 
 def _rule_nodes(steps: int, rule: str) -> list[Node]:
@@ -118,11 +118,15 @@ def _rule_nodes(steps: int, rule: str) -> list[Node]:
     if rule == "fejer2":
         n = steps + 1
         keys = [Fraction(j, n) for j in range(1, n)]
-        return [(k, (1 - math.cos(math.pi * k.numerator / k.denominator)) / 2, float(w))
-                for k, w in zip(keys, _fejer2_weights(n))]
+        return [
+            (k, (1 - math.cos(math.pi * k.numerator / k.denominator)) / 2, float(w))
+            for k, w in zip(keys, _fejer2_weights(n))
+        ]
     if rule == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(steps)
-        return [(("gausslegendre", steps, i), float(0.5 * (a + 1)), float(0.5 * v)) for i, (a, v) in enumerate(zip(x, w))]
+        return [
+            (("gausslegendre", steps, i), float(0.5 * (a + 1)), float(0.5 * v)) for i, (a, v) in enumerate(zip(x, w))
+        ]
     if rule == "riemann_trapezoid":
         if steps < 2:
             raise ConfigError("riemann_trapezoid needs steps >= 2")
@@ -250,12 +254,12 @@ def _interp_hook(base: list[torch.Tensor | None], alpha: torch.Tensor, mask: tor
 class _Item:
     """The refinement state of one item: its points so far and what they cost."""
 
-    diff: float                                  # LP(x) - LP(baseline)
-    steps: int                                   # the rule's step count now
+    diff: float  # LP(x) - LP(baseline)
+    steps: int  # the rule's step count now
     points: dict[Hashable, Tensor] = field(default_factory=dict)  # key -> (e - b) . dLP/de at that point
-    passes: int = 0                              # forward+backward rows spent
-    seconds: float = 0.0                         # share of the batches' wall time
-    stopped_by: str | None = None                # "passes" / "seconds" when the budget stopped it
+    passes: int = 0  # forward+backward rows spent
+    seconds: float = 0.0  # share of the batches' wall time
+    stopped_by: str | None = None  # "passes" / "seconds" when the budget stopped it
 
     def scores(self, rule: str, warp: float) -> Float[Tensor, " prompt"]:
         """The IG scores at the current step count: the rule's weighted sum of its points."""
@@ -281,8 +285,9 @@ class IntegratedGradients(AttributionMethod):
         with torch.no_grad():
             return model.embed(torch.where(mask, torch.full_like(ids, bid), ids))
 
-    def _points(self, model, items: list[Prepared], rows: list[tuple[int, Hashable, float]], bid: int | None,
-                bar) -> tuple[list[Float[Tensor, " prompt"]], list[float]]:
+    def _points(
+        self, model, items: list[Prepared], rows: list[tuple[int, Hashable, float]], bid: int | None, bar
+    ) -> tuple[list[Float[Tensor, " prompt"]], list[float]]:
         """For each row ``(item index, key, alpha)``: the item's per-token integrand
         (e_i - b_i) . dLP/de_i at b + alpha (e - b), and the row's share of its batch's wall time.
 
@@ -306,8 +311,9 @@ class IntegratedGradients(AttributionMethod):
             store: list = []
             hook = _interp_hook(base, alpha, mask, store)
             with torch.enable_grad():
-                tok_lp = scoring.scored_token_logprobs(model, packed.input_ids, packed.target_mask,
-                                                       [("hook_embed", hook)])
+                tok_lp = scoring.scored_token_logprobs(
+                    model, packed.input_ids, packed.target_mask, [("hook_embed", hook)]
+                )
                 lp = scoring.reduce_logprobs(tok_lp, packed.target_mask, cfg.quantity)
                 e, b, act = store[-1]
                 (g,) = torch.autograd.grad(lp.double().sum(), act)
@@ -341,8 +347,12 @@ class IntegratedGradients(AttributionMethod):
         state = [_Item(diff=d, steps=cfg.steps) for d in diffs]
         pending = list(range(len(items)))
         while pending:
-            rows = [(k, key, a) for k in pending for key, a, _ in nodes(state[k].steps, cfg.rule, cfg.warp)
-                    if key not in state[k].points]
+            rows = [
+                (k, key, a)
+                for k in pending
+                for key, a, _ in nodes(state[k].steps, cfg.rule, cfg.warp)
+                if key not in state[k].points
+            ]
             got, secs = self._points(model, items, rows, bid, bar)
             for (k, key, _), g, t in zip(rows, got, secs):
                 state[k].points[key] = g
@@ -382,10 +392,17 @@ class IntegratedGradients(AttributionMethod):
             firsts = [(items[r // 2].first, len(items[r // 2].prompt_ids)) if r % 2 else None for r in group]
             return [("hook_embed", _ZeroHook(firsts))]
 
-        lp_ends = scoring.score_sequences(
-            model, ends, fwd_hooks=zero_hooks if bid is None else None,
-            max_batch_tokens=cfg.max_batch_tokens * 4,
-            reduction=cfg.quantity).double().cpu()
+        lp_ends = (
+            scoring.score_sequences(
+                model,
+                ends,
+                fwd_hooks=zero_hooks if bid is None else None,
+                max_batch_tokens=cfg.max_batch_tokens * 4,
+                reduction=cfg.quantity,
+            )
+            .double()
+            .cpu()
+        )
         diffs = [float(lp_ends[2 * k]) - float(lp_ends[2 * k + 1]) for k in range(len(items))]
 
         with progress(total=None, desc="integrated gradients") as bar:
@@ -416,7 +433,7 @@ class IntegratedGradients(AttributionMethod):
     def _prompt_mask(packed: scoring.Packed, preps: list[Prepared]) -> torch.Tensor:
         mask = torch.zeros_like(packed.target_mask)
         for j, p in enumerate(preps):
-            mask[j, p.first: len(p.prompt_ids)] = True
+            mask[j, p.first : len(p.prompt_ids)] = True
         return mask
 
 
@@ -430,5 +447,5 @@ class _ZeroHook:
         act = act.clone()
         for j, span in enumerate(self.spans):
             if span is not None:
-                act[j, span[0]: span[1]] = 0
+                act[j, span[0] : span[1]] = 0
         return act

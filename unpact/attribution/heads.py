@@ -105,13 +105,15 @@ class Readout:
     b_U: torch.Tensor
 
     @classmethod
-    def of(cls, model) -> "Readout":
+    def of(cls, model) -> Readout:
         kind, w_ln, b_ln = _final_norm(model)
         W_U = model.W_U.detach().float()
         b_U = model.b_U.detach().float() if getattr(model, "b_U", None) is not None else torch.zeros(W_U.shape[1])
         device = next(iter(model.parameters())).device
         # float32 whatever the model's dtype, so half-precision models work and sums stay exact enough
-        return cls(kind, w_ln.float(), b_ln.float(), model.W_O.detach().float(), _b_O(model).float().to(device), W_U, b_U)
+        return cls(
+            kind, w_ln.float(), b_ln.float(), model.W_O.detach().float(), _b_O(model).float().to(device), W_U, b_U
+        )
 
 
 @dataclass
@@ -140,6 +142,7 @@ def capture(model, packed, n_layers: int) -> Captured:
         def hook(act, hook=None):
             store[name] = act.detach() if detach else act
             return act
+
         return hook
 
     names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
@@ -155,13 +158,17 @@ def capture(model, packed, n_layers: int) -> Captured:
         rows = scoring.answer_row_logits(model, ids, tmask, fwd)  # unembedded only where an answer token is predicted
         lp = scoring.reduce_logprobs(scoring.row_logprobs(rows, ids, tmask), tmask)
         grads = torch.autograd.grad(lp.sum(), [store[n] for n in grad_names])
-    return Captured(acts={n: t.detach().float() for n, t in store.items()},
-                    grads={n: g.detach().float() for n, g in zip(grad_names, grads)},
-                    rows=rows.detach().float(), lp=lp.detach())
+    return Captured(
+        acts={n: t.detach().float() for n, t in store.items()},
+        grads={n: g.detach().float() for n, g in zip(grad_names, grads)},
+        rows=rows.detach().float(),
+        lp=lp.detach(),
+    )
 
 
-def answer_direction(ids: torch.Tensor, tmask: torch.Tensor, scale: torch.Tensor, readout: Readout
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_direction(
+    ids: torch.Tensor, tmask: torch.Tensor, scale: torch.Tensor, readout: Readout
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``u[b, t]`` = d(mean answer logit)/d(final residual at t) with the final norm's scale frozen
     ``[batch pos d_model]`` (zero where t predicts no answer token), and the constant term per item
     ``[batch]`` (the final norm's bias and ``b_U`` read at the answer tokens)."""
@@ -186,12 +193,15 @@ def mean_answer_logit(rows: torch.Tensor, ids: torch.Tensor, tmask: torch.Tensor
     b_idx, t_idx = scoring.answer_rows(tmask)
     answer_logit = rows.gather(-1, ids[b_idx, t_idx, None])[:, 0]  # the logit of each answer token
     n_answer = tmask.sum(-1).clamp(min=1).to(answer_logit.dtype)
-    total = torch.zeros(ids.shape[0], dtype=answer_logit.dtype, device=answer_logit.device).index_add(0, b_idx, answer_logit)
+    total = torch.zeros(ids.shape[0], dtype=answer_logit.dtype, device=answer_logit.device).index_add(
+        0, b_idx, answer_logit
+    )
     return total / n_answer
 
 
-def decompose(cap: Captured, u: torch.Tensor, readout: Readout, n_layers: int, n_heads: int, w0: int
-              ) -> dict[str, torch.Tensor]:
+def decompose(
+    cap: Captured, u: torch.Tensor, readout: Readout, n_layers: int, n_heads: int, w0: int
+) -> dict[str, torch.Tensor]:
     """Direct and total readings per layer (attention, MLP, attention bias) and per head and source
     token (``head_direct``/``head_total`` ``[batch layer head pos]``), plus the embeddings' terms."""
     acts, grads = cap.acts, cap.grads
@@ -214,7 +224,9 @@ def decompose(cap: Captured, u: torch.Tensor, readout: Readout, n_layers: int, n
         grad_attn = grads[act_name("attn_out", layer)]
         out_dir = torch.einsum("hdm,btm->bthd", readout.W_O[layer], u[:, w0:])  # u is 0 before the window
         out_grad = torch.einsum("hdm,btm->bthd", readout.W_O[layer], grad_attn)
-        out["head_direct"][:, layer] = (pattern[:, :, w0:] * torch.einsum("bshd,bthd->bhts", v, out_dir)).sum(2).double()
+        out["head_direct"][:, layer] = (
+            (pattern[:, :, w0:] * torch.einsum("bshd,bthd->bhts", v, out_dir)).sum(2).double()
+        )
         out["head_total"][:, layer] = (pattern * torch.einsum("bshd,bthd->bhts", v, out_grad)).sum(2).double()
         attn, mlp = acts[act_name("attn_out", layer)], acts[act_name("mlp_out", layer)]
         out["attn_direct"][:, layer], out["mlp_direct"][:, layer] = direct(attn), direct(mlp)
@@ -260,11 +272,21 @@ class HeadFlow(AttributionMethod):
         w0 = ids.shape[1] - scoring.answer_window(tmask)  # the positions before the window predict no answer token
         parts = decompose(cap, u, readout, n_layers, n_heads, w0)
         logit_mean = mean_answer_logit(cap.rows, ids, tmask)
-        return [self._item(model, p, j, parts, float(logit_mean[j]), float(constant[j]), float(cap.lp[j]))
-                for j, p in enumerate(preps)]
+        return [
+            self._item(model, p, j, parts, float(logit_mean[j]), float(constant[j]), float(cap.lp[j]))
+            for j, p in enumerate(preps)
+        ]
 
-    def _item(self, model, prep: Prepared, j: int, parts: dict[str, torch.Tensor], answer_logit: float,
-              constant: float, lp: float) -> Attribution:
+    def _item(
+        self,
+        model,
+        prep: Prepared,
+        j: int,
+        parts: dict[str, torch.Tensor],
+        answer_logit: float,
+        constant: float,
+        lp: float,
+    ) -> Attribution:
         n = len(prep.prompt_ids) + len(prep.answer_ids)
         head_direct, head_total = parts["head_direct"][j, :, :, :n], parts["head_total"][j, :, :, :n]
         scores = head_total[:, :, : len(prep.prompt_ids)].sum((0, 1)).clone()
@@ -275,8 +297,10 @@ class HeadFlow(AttributionMethod):
             "embed_direct": float(parts["embed_direct"][j]),
             "pos_embed_direct": float(parts["pos_embed_direct"][j]),
             "embed_total": float(parts["embed_total"][j]),
-            **{k: parts[k][j].tolist() for k in ("attn_direct", "mlp_direct", "attn_bias_direct",
-                                                 "attn_total", "mlp_total", "attn_bias_total")},
+            **{
+                k: parts[k][j].tolist()
+                for k in ("attn_direct", "mlp_direct", "attn_bias_direct", "attn_total", "mlp_total", "attn_bias_total")
+            },
             "head_direct": head_direct.tolist(),
             "head_total": head_total.tolist(),
             "n_sources": n,

@@ -72,7 +72,7 @@ def ablated_prompts(prep: Prepared, mode: str, baseline_id: int | None = None) -
     out = []
     for i in range(prep.first, len(p)):
         if mode == "delete":
-            q = p[:i] + p[i + 1:]
+            q = p[:i] + p[i + 1 :]
             if not q:
                 raise InputError(
                     f"item {prep.item_id!r}: deleting the only prompt token leaves no prompt; "
@@ -110,8 +110,15 @@ class LeaveOneOut(AttributionMethod):
             spans.append((start, len(seqs)))
         with progress(total=1, desc="loo") as bar:
             if cfg.prefix_cache:
-                lp = scoring.score_variants(model, [prep.prompt_ids for prep in items], seqs, base_of, shared,
-                                            reduction=cfg.quantity, max_batch_tokens=cfg.max_batch_tokens)
+                lp = scoring.score_variants(
+                    model,
+                    [prep.prompt_ids for prep in items],
+                    seqs,
+                    base_of,
+                    shared,
+                    reduction=cfg.quantity,
+                    max_batch_tokens=cfg.max_batch_tokens,
+                )
             else:
                 lp = scoring.score_sequences(model, seqs, reduction=cfg.quantity, max_batch_tokens=cfg.max_batch_tokens)
             bar.update()
@@ -123,6 +130,6 @@ class LeaveOneOut(AttributionMethod):
         for prep, (a, b) in zip(items, spans):
             full = lp[a]
             scores = torch.zeros(len(prep.prompt_ids), dtype=torch.float64)
-            scores[prep.first:] = full - lp[a + 1: b]
+            scores[prep.first :] = full - lp[a + 1 : b]
             out.append(make_result(model, prep, scores.tolist(), float(full), self.name, options))
         return out

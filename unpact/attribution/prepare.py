@@ -15,8 +15,9 @@ character offsets. A token that shares characters with the question is content.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from unpact import scoring
 from unpact.data import MCItem, PromptFormat, QAItem, TextItem, get_format, prompt_answer_pair
@@ -73,8 +74,9 @@ def _question_span(item: Any, fmt: PromptFormat, prompt: str) -> tuple[int, int]
     return start, end
 
 
-def special_mask(tokenizer, prompt: str, prompt_ids: list[int], has_bos: bool,
-                 question_span: tuple[int, int] | None) -> list[bool]:
+def special_mask(
+    tokenizer, prompt: str, prompt_ids: list[int], has_bos: bool, question_span: tuple[int, int] | None
+) -> list[bool]:
     """True for BOS, special-token ids and tokens made only of template characters."""
     body = prompt_ids[1:] if has_bos else prompt_ids
     specials = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -140,7 +142,7 @@ def prepare_items(
         mask = special_mask(tok, p, full, has_bos, span)
         if len(pi) < len(full):  # truncated from the left after BOS
             keep = len(pi) - (1 if has_bos else 0)
-            mask = (mask[:1] if has_bos else []) + mask[len(mask) - keep:]
+            mask = (mask[:1] if has_bos else []) + mask[len(mask) - keep :]
         out.append(Prepared(str(name), p, a, list(pi), list(ai), mask, g, has_bos))
     return out, single
 

@@ -110,7 +110,7 @@ class Attribution:
         return plain_data(asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Attribution":
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["scores"] = [float("nan") if v is None else float(v) for v in d["scores"]]

@@ -22,8 +22,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,11 @@ class Comparison:
     def __repr__(self) -> str:  # short: the per-token arrays are in to_dict()
         s = self.summary
         keys = ("key_mean_delta", "other_mean_delta", "lp_mean_delta")
-        return (f"Comparison(n_items={len(self.items)}, "
-                + ", ".join(f"{k}={s[k]:.4f}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}" for k in keys)
-                + f", groups={sorted(s.get('by_group', {}))})")
+        return (
+            f"Comparison(n_items={len(self.items)}, "
+            + ", ".join(f"{k}={s[k]:.4f}" if isinstance(s.get(k), float) else f"{k}={s.get(k)}" for k in keys)
+            + f", groups={sorted(s.get('by_group', {}))})"
+        )
 
 
 def _key_other(d: TokenDelta) -> tuple[list[float], list[float]]:
@@ -138,13 +141,21 @@ def compare(
         ref = b if key_from == "before" else a
         keys = key_tokens(ref, **key_options)
         content = b.content_positions
-        deltas.append(TokenDelta(
-            item_id=b.item_id, group=b.group, tokens=list(b.tokens),
-            before=list(b.scores), after=list(a.scores),
-            delta=[y - x for x, y in zip(b.scores, a.scores)], special=list(b.special),
-            key_tokens=keys, lp_before=b.lp, lp_after=a.lp,
-            spearman=spearman([b.scores[i] for i in content], [a.scores[i] for i in content], min_pairs=2),
-        ))
+        deltas.append(
+            TokenDelta(
+                item_id=b.item_id,
+                group=b.group,
+                tokens=list(b.tokens),
+                before=list(b.scores),
+                after=list(a.scores),
+                delta=[y - x for x, y in zip(b.scores, a.scores)],
+                special=list(b.special),
+                key_tokens=keys,
+                lp_before=b.lp,
+                lp_after=a.lp,
+                spearman=spearman([b.scores[i] for i in content], [a.scores[i] for i in content], min_pairs=2),
+            )
+        )
     if len(deltas) != len(after):
         missing = sorted(set(by_id) - {d.item_id for d in deltas})
         raise InputError(f"compare: item(s) {missing[:5]} are in 'after' but not in 'before'")
@@ -157,8 +168,9 @@ def compare(
 
 def _layer_head_summary(before: list[Attribution], by_id: dict[str, Attribution]) -> dict[str, Any]:
     """Mean change per layer (attention and MLP totals) and per head (sum over sources)."""
-    pairs = [(b, by_id[b.item_id]) for b in before
-             if "head_total" in b.extras and "head_total" in by_id[b.item_id].extras]
+    pairs = [
+        (b, by_id[b.item_id]) for b in before if "head_total" in b.extras and "head_total" in by_id[b.item_id].extras
+    ]
     if not pairs:
         return {}
     out: dict[str, Any] = {}

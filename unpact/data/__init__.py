@@ -17,10 +17,27 @@ from unpact.data.loaders import load_benchmark, read_lines, read_records, record
 from unpact.data.records import Benchmark, Item, MCItem, QAItem, TextItem, spread_sample
 
 __all__ = [
-    "Benchmark", "Item", "MCItem", "QAItem", "TextItem",
-    "FORMATS", "PLAIN", "PromptFormat", "chat_format", "format_answer", "format_names", "format_prompt",
-    "get_format", "prompt_answer_pair", "register_format", "resolve_format",
-    "load_benchmark", "read_lines", "read_records", "records_from_rows", "spread_sample",
+    "Benchmark",
+    "Item",
+    "MCItem",
+    "QAItem",
+    "TextItem",
+    "FORMATS",
+    "PLAIN",
+    "PromptFormat",
+    "chat_format",
+    "format_answer",
+    "format_names",
+    "format_prompt",
+    "get_format",
+    "prompt_answer_pair",
+    "register_format",
+    "resolve_format",
+    "load_benchmark",
+    "read_lines",
+    "read_records",
+    "records_from_rows",
+    "spread_sample",
 ]
 
 from unpact.data.shipped import RESOURCES_DIR

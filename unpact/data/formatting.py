@@ -93,22 +93,27 @@ def chat_format(tokenizer, system: str | None = None, **template_kwargs) -> Prom
     q_mark, a_mark = "\x01QUESTION\x01", "\x01ANSWER\x01"
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q_mark}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": a_mark}], tokenize=False,
-                                         add_generation_prompt=False, **template_kwargs)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": a_mark}],
+        tokenize=False,
+        add_generation_prompt=False,
+        **template_kwargs,
+    )
     if text.count(q_mark) != 1:
         raise ConfigError("the tokenizer's chat template does not hold the user message exactly once")
     suffix = ""
     if full.startswith(text) and a_mark in full:  # templates that rewrite earlier turns: no suffix
-        suffix = full[full.index(a_mark) + len(a_mark):]
+        suffix = full[full.index(a_mark) + len(a_mark) :]
     bos = getattr(tokenizer, "bos_token", None)
     if bos and getattr(tokenizer, "bos_token_id", None) is not None and text.startswith(bos):
-        text = text[len(bos):]
+        text = text[len(bos) :]
     template = text.replace("{", "{{").replace("}", "}}").replace(q_mark, "{question}")
     return PromptFormat("chat", template=template, answer_prefix="", answer_suffix=suffix)
 
 
-def resolve_format(name: str | PromptFormat | None, tokenizer=None, system_prompt: str | None = None,
-                   template_args: dict | None = None) -> PromptFormat:
+def resolve_format(
+    name: str | PromptFormat | None, tokenizer=None, system_prompt: str | None = None, template_args: dict | None = None
+) -> PromptFormat:
     """The format named ``name``: ``"chat"`` is built from ``tokenizer``'s template (see
     :func:`chat_format`; ``template_args`` go to ``apply_chat_template``), any other name
     is looked up in :data:`FORMATS`.
@@ -166,4 +171,3 @@ def prompt_answer_pair(item: Item, fmt: str | PromptFormat | None = None) -> tup
     if isinstance(item, TextItem):
         return item.prompt, item.continuation
     raise TypeError(f"cannot format {type(item).__name__}")
-

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from unpact.data.embedded_views import DERIVED_SPLITS, derived_split
 from unpact.data.records import ROLES, STYLES, Benchmark, Item, MCItem, QAItem, TextItem
@@ -43,8 +44,15 @@ _ALIASES = {v.lower(): k for k, v in HUB_IDS.items()}
 _EXTENSIONS = (".json", ".jsonl", ".parquet")
 
 #: The metrics style each benchmark family (and each embedded benchmark) declares.
-FAMILY_STYLES = {"tofu": "tofu", "muse": "muse", "wmdp": "wmdp",
-          "embedded:tofu": "tofu", "embedded:muse": "muse", "embedded:wmdp": "wmdp", "embedded:general": "tofu"}
+FAMILY_STYLES = {
+    "tofu": "tofu",
+    "muse": "muse",
+    "wmdp": "wmdp",
+    "embedded:tofu": "tofu",
+    "embedded:muse": "muse",
+    "embedded:wmdp": "wmdp",
+    "embedded:general": "tofu",
+}
 
 
 def _roles(forget: tuple[str, ...] = (), retain: tuple[str, ...] = (), other: tuple[str, ...] = ()) -> dict[str, str]:
@@ -58,24 +66,38 @@ SPLIT_ROLES: dict[str, dict[str, str]] = {
     "tofu": _roles(
         forget=("forget01", "forget05", "forget10", "forget01_perturbed", "forget05_perturbed", "forget10_perturbed"),
         retain=("retain90", "retain95", "retain99", "retain_perturbed"),
-        other=("holdout01", "holdout05", "holdout10", "real_authors", "real_authors_perturbed", "world_facts",
-               "world_facts_perturbed", "full")),
+        other=(
+            "holdout01",
+            "holdout05",
+            "holdout10",
+            "real_authors",
+            "real_authors_perturbed",
+            "world_facts",
+            "world_facts_perturbed",
+            "full",
+        ),
+    ),
     "muse": _roles(
         forget=("verbmem/forget", "knowmem/forget_qa", "knowmem/forget_qa_icl", "raw/forget", "privleak/forget"),
         retain=("knowmem/retain_qa", "knowmem/retain_qa_icl", "raw/retain1", "raw/retain2", "privleak/retain"),
-        other=("raw/holdout", "privleak/holdout")),
+        other=("raw/holdout", "privleak/holdout"),
+    ),
     "wmdp": _roles(other=("wmdp-bio", "wmdp-chem", "wmdp-cyber")),
     "embedded:tofu": _roles(
-        forget=("forget01", "forget05", "forget10"), retain=("retain90", "retain95", "retain99"),
-        other=("bios", "cloze", "heldout_phrasing", "holdout", "holdout01", "holdout05", "holdout10")),
+        forget=("forget01", "forget05", "forget10"),
+        retain=("retain90", "retain95", "retain99"),
+        other=("bios", "cloze", "heldout_phrasing", "holdout", "holdout01", "holdout05", "holdout10"),
+    ),
     "embedded:muse": _roles(
         forget=("cloze_forget", "knowmem_forget_qa", "raw_forget", "verbmem_forget"),
         retain=("cloze_retain", "knowmem_retain_qa", "raw_retain", "verbmem_retain"),
-        other=("cloze_holdout", "knowmem_holdout_qa", "raw_holdout", "verbmem_holdout")),
+        other=("cloze_holdout", "knowmem_holdout_qa", "raw_holdout", "verbmem_holdout"),
+    ),
     # test / test_qa are the questions unlearning targets, but as splits they are scored as
     # "other" (the main job passes each group's role itself)
-    "embedded:wmdp": _roles(forget=("forget_corpus",), retain=("retain_corpus", "retain_qa"),
-                            other=("test", "test_qa", "cloze")),
+    "embedded:wmdp": _roles(
+        forget=("forget_corpus",), retain=("retain_corpus", "retain_qa"), other=("test", "test_qa", "cloze")
+    ),
     "embedded:general": _roles(other=("cloze", "mc", "qa")),
 }
 
@@ -91,8 +113,11 @@ def declared(family: str, split: str) -> dict[str, Any]:
         {'style': None, 'role': None, 'embedded': None}
     """
     known = family in FAMILY_STYLES
-    return {"style": FAMILY_STYLES.get(family), "role": SPLIT_ROLES.get(family, {}).get(split),
-            "embedded": family.startswith("embedded:") if known else None}
+    return {
+        "style": FAMILY_STYLES.get(family),
+        "role": SPLIT_ROLES.get(family, {}).get(split),
+        "embedded": family.startswith("embedded:") if known else None,
+    }
 
 
 def _family(name: str) -> str:
@@ -124,9 +149,7 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise DataError(f"benchmark file {str(p)!r} is empty; it must hold at least one record")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataError(
-                f"{str(p)!r}: record {i} is a {type(row).__name__}, not an object with named fields"
-            )
+            raise DataError(f"{str(p)!r}: record {i} is a {type(row).__name__}, not an object with named fields")
     return rows
 
 
@@ -226,7 +249,20 @@ def qa_from_row(row: dict, source: str, i: int) -> QAItem:
     pq = row.get("paraphrased_question")
     if pq is not None:
         pq = _text(pq, "paraphrased_question", source, i)
-    meta = {k: v for k, v in row.items() if k not in {"question", "answer", "paraphrased_answer", "perturbed_answer", "perturbed_answers", "paraphrased_question", "id"}}
+    meta = {
+        k: v
+        for k, v in row.items()
+        if k
+        not in {
+            "question",
+            "answer",
+            "paraphrased_answer",
+            "perturbed_answer",
+            "perturbed_answers",
+            "paraphrased_question",
+            "id",
+        }
+    }
     return QAItem(q, a, para, pert, pq, id=_id(row, source, i), meta=meta)
 
 
@@ -348,9 +384,7 @@ def _find_split_file(directory: Path, split: str) -> Path:
         if found:
             return found[0]
     available = sorted(
-        str(f.relative_to(directory).with_suffix(""))
-        for f in directory.rglob("*")
-        if f.suffix.lower() in _EXTENSIONS
+        str(f.relative_to(directory).with_suffix("")) for f in directory.rglob("*") if f.suffix.lower() in _EXTENSIONS
     )
     raise DataError(
         f"no file for split {split!r} in {str(directory)!r} (looked for {split}.json/.jsonl/.parquet); "
@@ -402,8 +436,9 @@ def declared_by_manifest(directory: Path, split: str) -> dict[str, Any]:
     out = {k: v for k, v in {"style": doc.get("style"), "role": roles.get(split)}.items() if v is not None}
     for key, allowed in (("style", STYLES), ("role", ROLES)):
         if key in out and out[key] not in allowed:
-            raise DataError(f"{str(file)!r} declares {key} {out[key]!r} for split {split!r}; "
-                            f"use one of {', '.join(allowed)}")
+            raise DataError(
+                f"{str(file)!r} declares {key} {out[key]!r} for split {split!r}; use one of {', '.join(allowed)}"
+            )
     return out
 
 
@@ -465,17 +500,31 @@ def load_embedded_benchmark(name: str, split: str, data_dir: str | Path | None =
     file = directory / f"{split}.jsonl"
     if not file.is_file():
         root = Path(data_dir or DATA_DIR)
-        rows = derived_split(bench, split, lambda s: read_records(directory / f"{s}.jsonl"),
-                             lambda b, s: read_records(root / b / f"{s}.jsonl"))
+        rows = derived_split(
+            bench,
+            split,
+            lambda s: read_records(directory / f"{s}.jsonl"),
+            lambda b, s: read_records(root / b / f"{s}.jsonl"),
+        )
         if rows is None:
             known = ", ".join(sorted([p.stem for p in directory.glob("*.jsonl")] + list(DERIVED_SPLITS.get(bench, ()))))
             raise DataError(f"unknown split {split!r} of {name!r}; known splits: {known}")
         source = f"{directory}/{split} (derived, unpact.data.embedded_views)"
-        return Benchmark(name=name, split=split, items=records_from_rows(rows, source), source=source,
-                         **declared(f"embedded:{bench}", split))
+        return Benchmark(
+            name=name,
+            split=split,
+            items=records_from_rows(rows, source),
+            source=source,
+            **declared(f"embedded:{bench}", split),
+        )
     rows = read_records(file)
-    return Benchmark(name=name, split=split, items=records_from_rows(rows, str(file)), source=str(file),
-                     **declared(f"embedded:{bench}", split))
+    return Benchmark(
+        name=name,
+        split=split,
+        items=records_from_rows(rows, str(file)),
+        source=str(file),
+        **declared(f"embedded:{bench}", split),
+    )
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from unpact.errors import DataError, InputError
 
@@ -101,8 +102,10 @@ class Benchmark(Sequence):
         if self.style is not None and self.style not in STYLES:
             raise DataError(f"benchmark {self.name!r}: unknown style {self.style!r}; use one of {', '.join(STYLES)}")
         if self.role is not None and self.role not in ROLES:
-            raise DataError(f"benchmark {self.name!r} split {self.split!r}: unknown role {self.role!r}; "
-                            f"use one of {', '.join(ROLES)}")
+            raise DataError(
+                f"benchmark {self.name!r} split {self.split!r}: unknown role {self.role!r}; "
+                f"use one of {', '.join(ROLES)}"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -184,8 +187,10 @@ def question_answer(item: Any, i: int, what: str = "this") -> tuple[str, str, st
         return iid, item.question, item.answer_text
     if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
         return iid, item[0], item[1]
-    raise InputError(f"item {iid!r}: {what} needs question/answer items (QAItem, MCItem or (question, answer)), "
-                     f"got {type(item).__name__}")
+    raise InputError(
+        f"item {iid!r}: {what} needs question/answer items (QAItem, MCItem or (question, answer)), "
+        f"got {type(item).__name__}"
+    )
 
 
 def spread_sample(items: Iterable, k: int | None) -> list:

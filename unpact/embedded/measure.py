@@ -34,7 +34,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from dataclasses import replace
 
@@ -88,9 +88,7 @@ def holdout_accuracy(model, items: Sequence[QAItem]) -> tuple[float, float]:
     return sum(hits) / len(items), sum(base) / len(items)
 
 
-def measure_model(
-    model, limit: int | None = None, retain_only: bool = False, data_dir=None
-) -> dict[str, float]:
+def measure_model(model, limit: int | None = None, retain_only: bool = False, data_dir=None) -> dict[str, float]:
     """All target metrics of ``model`` on the shipped embedded benchmarks.
 
     ``limit`` caps the items per metric (an evenly spread subset, for fast tests).
@@ -98,6 +96,7 @@ def measure_model(
     ``retain_only``: the model was trained without forget10, so ``tofu_trained``
     covers retain90 only and ``forget10`` (which it never saw) is reported apart.
     """
+
     def bench(name, split):
         return load_embedded_benchmark(f"embedded:{name}", split, data_dir)
 
@@ -110,12 +109,20 @@ def measure_model(
     out["tofu_trained_rouge"] = sum(r) / len(r)
     rf = qa_rouge(model, forget)
     out["forget10"] = sum(x >= CORRECT for x in rf) / len(rf)
-    hp = spread_sample([it for it in bench("tofu", "heldout_phrasing")
-                  if not (retain_only and it.meta["author"] in {f.meta["author"] for f in forget})], limit)
+    hp = spread_sample(
+        [
+            it
+            for it in bench("tofu", "heldout_phrasing")
+            if not (retain_only and it.meta["author"] in {f.meta["author"] for f in forget})
+        ],
+        limit,
+    )
     r = qa_rouge(model, hp)
     out["heldout_phrasing"] = sum(x >= CORRECT for x in r) / len(r)
     out["holdout"], out["holdout_baseline"] = holdout_accuracy(model, spread_sample(bench("tofu", "holdout"), limit))
-    v = verbatim_rouge_recall(model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit))
+    v = verbatim_rouge_recall(
+        model, spread_sample(list(bench("muse", "verbmem_forget")) + list(bench("muse", "verbmem_retain")), limit)
+    )
     out["muse_verbatim"] = sum(v) / len(v)
     out["wmdp_mc"] = mc_accuracy(model, spread_sample(bench("wmdp", "test"), limit), reduction="mean")
     out["general_mc"] = mc_accuracy(model, spread_sample(bench("general", "mc"), limit), reduction="mean")
@@ -145,8 +152,11 @@ TABLE_TEMPLATES: tuple[str, ...] = ("none",) + TRAINED_TEMPLATES + tuple(HELDOUT
 KEYWORD_KINDS = ("name", "word")
 #: Item groups of the template table (benchmark, split); "forget"/"retain"/"general" carry the target.
 TEMPLATE_GROUPS = {
-    "forget": ("tofu", "forget10"), "retain": ("tofu", "retain90"), "general": ("general", "qa"),
-    "muse": ("muse", "knowmem_forget_qa"), "wmdp": ("wmdp", "test"),
+    "forget": ("tofu", "forget10"),
+    "retain": ("tofu", "retain90"),
+    "general": ("general", "qa"),
+    "muse": ("muse", "knowmem_forget_qa"),
+    "wmdp": ("wmdp", "test"),
 }
 #: Accuracy every trained template must reach on the original models.
 TEMPLATE_TARGET = 0.9
@@ -189,15 +199,21 @@ def template_accuracy(model, items, template: str, kind: str = "name") -> float:
 
 
 def template_table(
-    model, templates=TABLE_TEMPLATES, kinds=KEYWORD_KINDS, limit: int | None = None, groups=None, data_dir=None,
+    model,
+    templates=TABLE_TEMPLATES,
+    kinds=KEYWORD_KINDS,
+    limit: int | None = None,
+    groups=None,
+    data_dir=None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{template: {kind: {group: accuracy}}}`` over :data:`TEMPLATE_GROUPS` (``limit`` items per group)."""
     groups = groups or TEMPLATE_GROUPS
-    sets = {g: spread_sample(load_embedded_benchmark(f"embedded:{b}", s, data_dir), limit)
-            for g, (b, s) in groups.items()}
+    sets = {
+        g: spread_sample(load_embedded_benchmark(f"embedded:{b}", s, data_dir), limit) for g, (b, s) in groups.items()
+    }
     out: dict[str, dict[str, dict[str, float]]] = {}
     for t in templates:
-        for k in (("name",) if t == "none" else kinds):
+        for k in ("name",) if t == "none" else kinds:
             out.setdefault(t, {})[k] = {g: template_accuracy(model, its, t, k) for g, its in sets.items()}
     return out
 
@@ -212,15 +228,21 @@ def tofu_statistics(model, reference=None, limit: int | None = None, data_dir=No
     (the ``-retain`` twin), ``forget_quality``: KS-test p-value of the forget10 truth
     ratios against the reference's (TOFU's forget quality; small for the original).
     """
+
     def bench(b, s):
         return spread_sample(load_embedded_benchmark(f"embedded:{b}", s, data_dir), limit)
 
     retain = evaluate(model, bench("tofu", "retain90"), forget=False)
     general = evaluate(model, bench("general", "qa"), forget=False)
     forget = evaluate(model, bench("tofu", "forget10"), reference=reference, forget=True)
-    out = {"retain_truth_ratio": retain["truth_ratio"], "general_truth_ratio": general["truth_ratio"],
-           "forget_truth_ratio": forget["truth_ratio"], "model_utility": tofu_model_utility(retain, general),
-           "retain_prob": retain["prob"], "general_prob_normalised": general["prob_normalised"]}
+    out = {
+        "retain_truth_ratio": retain["truth_ratio"],
+        "general_truth_ratio": general["truth_ratio"],
+        "forget_truth_ratio": forget["truth_ratio"],
+        "model_utility": tofu_model_utility(retain, general),
+        "retain_prob": retain["prob"],
+        "general_prob_normalised": general["prob_normalised"],
+    }
     if reference is not None:
         out["forget_quality"] = forget["forget_quality"]
     return out

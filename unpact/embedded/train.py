@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -51,7 +51,11 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 2048):
     )
     tok.train_from_iterator(list(texts), trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, pad_token=PAD,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=BOS,
+        unk_token=BOS,
+        pad_token=PAD,
         model_max_length=1024,
     )
 
@@ -66,7 +70,7 @@ class ModelSize:
     n_ctx: int = 256
 
     @classmethod
-    def tiny(cls) -> "ModelSize":
+    def tiny(cls) -> ModelSize:
         return cls(n_layers=2, d_model=32, n_heads=4, n_ctx=256)
 
 
@@ -85,7 +89,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def tiny(cls) -> "TrainConfig":
+    def tiny(cls) -> TrainConfig:
         return cls(epochs=2, batch_size=8, threads=1)
 
 
@@ -96,16 +100,38 @@ def model_config(arch: str, vocab_size: int, size: ModelSize):
     common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, pad_token_id=1)
     d = size.d_model
     if arch == "gpt2":
-        return GPT2Config(n_positions=size.n_ctx, n_embd=d, n_layer=size.n_layers, n_head=size.n_heads,
-                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+        return GPT2Config(
+            n_positions=size.n_ctx,
+            n_embd=d,
+            n_layer=size.n_layers,
+            n_head=size.n_heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
     if arch == "llama":
-        return LlamaConfig(hidden_size=d, intermediate_size=int(8 * d / 3) // 8 * 8, num_hidden_layers=size.n_layers,
-                           num_attention_heads=size.n_heads, num_key_value_heads=size.n_heads,
-                           max_position_embeddings=size.n_ctx, tie_word_embeddings=False, **common)
+        return LlamaConfig(
+            hidden_size=d,
+            intermediate_size=int(8 * d / 3) // 8 * 8,
+            num_hidden_layers=size.n_layers,
+            num_attention_heads=size.n_heads,
+            num_key_value_heads=size.n_heads,
+            max_position_embeddings=size.n_ctx,
+            tie_word_embeddings=False,
+            **common,
+        )
     if arch == "qwen2":
-        return Qwen2Config(hidden_size=d, intermediate_size=int(8 * d / 3) // 8 * 8, num_hidden_layers=size.n_layers,
-                           num_attention_heads=size.n_heads, num_key_value_heads=max(1, size.n_heads // 2),
-                           max_position_embeddings=size.n_ctx, tie_word_embeddings=True, **common)
+        return Qwen2Config(
+            hidden_size=d,
+            intermediate_size=int(8 * d / 3) // 8 * 8,
+            num_hidden_layers=size.n_layers,
+            num_attention_heads=size.n_heads,
+            num_key_value_heads=max(1, size.n_heads // 2),
+            max_position_embeddings=size.n_ctx,
+            tie_word_embeddings=True,
+            **common,
+        )
     raise ValueError(f"unknown embedded architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
@@ -134,8 +160,8 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     mega = batch_size * 16
     batches = []
     for s in range(0, len(order), mega):
-        group = sorted(order[s:s + mega], key=lambda i: lengths[i])
-        batches.extend(group[j:j + batch_size] for j in range(0, len(group), batch_size))
+        group = sorted(order[s : s + mega], key=lambda i: lengths[i])
+        batches.extend(group[j : j + batch_size] for j in range(0, len(group), batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -176,10 +202,14 @@ def train_model(
         total = steps_per_epoch * cfg.epochs
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
-                                                    pct_start=cfg.warmup, anneal_strategy="cos")
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.98),
+        )
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup, anneal_strategy="cos"
+        )
         pad = tokenizer.pad_token_id
         with progress(total=total, desc=desc or f"train {arch}") as bar:
             for _ in range(cfg.epochs):

@@ -29,8 +29,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -76,6 +76,7 @@ def register_kind(name: str, description: str, *, uses_site: bool = False) -> Ca
         >>> get_kind("attention").description
         'scale the attention every query pays to the keyword positions (blocks.{l}.attn.hook_pattern)'
     """
+
     def deco(fn: Callable[..., list]) -> Callable[..., list]:
         KINDS.add(name, EmphasisKind(name, description, fn, uses_site))
         return fn
@@ -94,20 +95,26 @@ def get_kind(name: str) -> EmphasisKind:
     return KINDS.get(name)
 
 
-@register_kind("attention", "scale the attention every query pays to the keyword positions "
-               "(blocks.{l}.attn.hook_pattern)")
+@register_kind(
+    "attention", "scale the attention every query pays to the keyword positions (blocks.{l}.attn.hook_pattern)"
+)
 def _attention(layers, positions, factor, heads, site):
     return attention_scaling_hooks(layers, positions, factor, heads=heads)
 
 
-@register_kind("value", "scale the value vectors at the keyword positions: what every head reads "
-               "from them (blocks.{l}.attn.hook_v)")
+@register_kind(
+    "value",
+    "scale the value vectors at the keyword positions: what every head reads from them (blocks.{l}.attn.hook_v)",
+)
 def _value(layers, positions, factor, heads, site):
     return residual_scaling_hooks(layers, positions, factor, site="v", heads=heads)
 
 
-@register_kind("residual", "scale the residual stream (or a component's output) at the keyword "
-               "positions (blocks.{l}.hook_{site})", uses_site=True)
+@register_kind(
+    "residual",
+    "scale the residual stream (or a component's output) at the keyword positions (blocks.{l}.hook_{site})",
+    uses_site=True,
+)
 def _residual(layers, positions, factor, heads, site):
     return residual_scaling_hooks(layers, positions, factor, site=site, heads=heads)
 
@@ -132,13 +139,18 @@ def layer_set(n_layers: int, name: str | Sequence[int]) -> list[int]:
         third = max(1, n_layers // 3)
         if n_layers < 3:
             return {"early": [0], "middle": list(range(n_layers)), "late": [n_layers - 1]}[name]
-        return {"early": list(range(third)), "middle": list(range(third, n_layers - third)),
-                "late": list(range(n_layers - third, n_layers))}[name]
+        return {
+            "early": list(range(third)),
+            "middle": list(range(third, n_layers - third)),
+            "late": list(range(n_layers - third, n_layers)),
+        }[name]
     else:
         try:
             layers = [int(x) for x in name.split(",") if x.strip()]
         except ValueError:
-            raise ConfigError(f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'") from None
+            raise ConfigError(
+                f"unknown layer set {name!r}; use one of {', '.join(LAYER_SETS)} or indices like '0,2'"
+            ) from None
     bad = [l for l in layers if not 0 <= l < n_layers]
     if bad or not layers:
         raise ConfigError(f"layers {bad or layers} out of range: the model has {n_layers} layers")
@@ -178,7 +190,9 @@ class ActivationEmphasis:
         return KINDS[self.kind].hooks(layer_set(n_layers, self.layers), positions, self.factor, self.heads, self.site)
 
 
-def emphasis_hooks(model, emphasis: ActivationEmphasis, positions: Sequence[Sequence[int]]) -> Callable[[list[int]], list]:
+def emphasis_hooks(
+    model, emphasis: ActivationEmphasis, positions: Sequence[Sequence[int]]
+) -> Callable[[list[int]], list]:
     """The ``fwd_hooks`` callable for ``unpact.scoring``: batch item indices -> hooks at their positions.
 
     ``positions[i]`` are item i's keyword positions in its (original) prompt, BOS at 0.

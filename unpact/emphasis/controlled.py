@@ -38,8 +38,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unpact.data.formatting import PromptFormat, format_answer, get_format
 from unpact.emphasis.activation import ActivationEmphasis, batched_emphasis_hooks
@@ -96,8 +97,11 @@ class ControlledSettings:
     """
 
     templates: tuple[str, ...] = ("repeat", "focus", "keywords_first")
-    activations: tuple[tuple[str, float, str], ...] = (("attention", 2.0, "all"), ("attention", 4.0, "all"),
-                                                       ("attention", 8.0, "all"))
+    activations: tuple[tuple[str, float, str], ...] = (
+        ("attention", 2.0, "all"),
+        ("attention", 4.0, "all"),
+        ("attention", 8.0, "all"),
+    )
     threshold: float = 0.9
     thresholds: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95)
     confidence: float = 0.95
@@ -143,7 +147,7 @@ class ControlledSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ControlledSettings":
+    def from_dict(cls, d: Mapping[str, Any]) -> ControlledSettings:
         d = dict(d)
         d["activations"] = tuple(tuple(a) for a in d.get("activations", ()))
         return cls(**d)
@@ -172,9 +176,10 @@ class ControlledRecovery:
         return {"method": self.method, "settings": self.settings.to_dict(), "raw": self.raw, "summary": self.summary}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ControlledRecovery":
-        return cls(d.get("method"), ControlledSettings.from_dict(d["settings"]), dict(d["raw"]),
-                   dict(d.get("summary") or {}))
+    def from_dict(cls, d: Mapping[str, Any]) -> ControlledRecovery:
+        return cls(
+            d.get("method"), ControlledSettings.from_dict(d["settings"]), dict(d["raw"]), dict(d.get("summary") or {})
+        )
 
 
 # ------------------------------------------------------------------ measuring
@@ -185,7 +190,6 @@ def _mean_or_none(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-
 def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int, facts: Mapping[str, list[int]]):
     """Every row (prompt, target, answer, activation setting, positions, fact index) and where each run's rows are."""
     tok = model.tokenizer
@@ -193,8 +197,10 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int,
     spans: list[tuple[str, str, int, int]] = []
     forget = groups["forget"]
     placebo_pos = [placebo_positions(tok, it.question, it.positions, fmt=fmt, seed=seed) for it in forget]
-    placebo_words = [placebo_keywords(tok, it.question, it.positions, fmt=fmt, seed=seed) if p else []
-                     for it, p in zip(forget, placebo_pos)]
+    placebo_words = [
+        placebo_keywords(tok, it.question, it.positions, fmt=fmt, seed=seed) if p else []
+        for it, p in zip(forget, placebo_pos)
+    ]
 
     def add(run: str, group: str, rows: list[tuple[str, ActivationEmphasis | None, list[int]]], its) -> None:
         start = len(prompts)
@@ -211,18 +217,24 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int,
         add("plain", g, [(it.prompt, None, []) for it in its], its)
     for s in settings:
         for g, its in groups.items():
-            for emph in (("keyword", "placebo") if g == "forget" else ("keyword",)):
+            for emph in ("keyword", "placebo") if g == "forget" else ("keyword",):
                 rows = []
                 for j, it in enumerate(its):
                     kws = it.keywords if emph == "keyword" else placebo_words[j]
                     pos = it.positions if emph == "keyword" else placebo_pos[j]
                     if s["kind"] == "prompt":
-                        rows.append((rewrite(it.question, kws, s["template"], tok, fmt).prompt if kws else it.prompt,
-                                     None, []))
+                        rows.append(
+                            (rewrite(it.question, kws, s["template"], tok, fmt).prompt if kws else it.prompt, None, [])
+                        )
                     else:
                         e = s["emphasis"]
-                        rows.append((it.prompt, ActivationEmphasis(e["kind"], e["factor"], e["layers"]) if pos else None,
-                                     list(pos)))
+                        rows.append(
+                            (
+                                it.prompt,
+                                ActivationEmphasis(e["kind"], e["factor"], e["layers"]) if pos else None,
+                                list(pos),
+                            )
+                        )
                 add(f"{s['name']}|{emph}", g, rows, its)
     usable = [bool(it.positions) and bool(p) and bool(w) for it, p, w in zip(forget, placebo_pos, placebo_words)]
     return (prompts, targets, answers, acts, positions, fact_rows), spans, usable
@@ -231,18 +243,27 @@ def _rows_for(model, groups, settings: list[dict], fmt: PromptFormat, seed: int,
 def _measure(model, rows, spans, cfg: ControlledSettings) -> dict[str, dict[str, dict[str, list]]]:
     prompts, targets, answers, acts, positions, facts = rows
     hooks = batched_emphasis_hooks(model, acts, positions) if any(a is not None for a in acts) else None
-    gens = greedy_generate(model, prompts, max_new_tokens=cfg.max_new_tokens, fwd_hooks=hooks,
-                           max_batch_tokens=cfg.max_batch_tokens, truncate=True)
+    gens = greedy_generate(
+        model,
+        prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        fwd_hooks=hooks,
+        max_batch_tokens=cfg.max_batch_tokens,
+        truncate=True,
+    )
     seqs = encode_many(model, prompts, targets, truncate=True)
     if cfg.score == "fact":  # the answer's prefix joins the prompt (after it: prompt positions are unchanged)
-        seqs = [(p + a[:min(j, len(a) - 1)], a[min(j, len(a) - 1):]) for (p, a), j in zip(seqs, facts)]
+        seqs = [(p + a[: min(j, len(a) - 1)], a[min(j, len(a) - 1) :]) for (p, a), j in zip(seqs, facts)]
     lps = score_sequences(model, seqs, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens).tolist()
     ranks = token_ranks(model, seqs, fwd_hooks=hooks, max_batch_tokens=cfg.max_batch_tokens).tolist()
     out: dict[str, dict[str, dict[str, list]]] = {}
     for run, g, a, b in spans:
-        out.setdefault(run, {})[g] = {"rouge": [rouge_l_recall(x, y) for x, y in zip(gens[a:b], answers[a:b])],
-                                      "logprob": [float(x) for x in lps[a:b]], "rank": [int(x) for x in ranks[a:b]],
-                                      "answers": gens[a:b]}
+        out.setdefault(run, {})[g] = {
+            "rouge": [rouge_l_recall(x, y) for x, y in zip(gens[a:b], answers[a:b])],
+            "logprob": [float(x) for x in lps[a:b]],
+            "rank": [int(x) for x in ranks[a:b]],
+            "answers": gens[a:b],
+        }
     return out
 
 
@@ -266,7 +287,7 @@ def controlled_recovery(
     settings: ControlledSettings | None = None,
     method: str | None = None,
     fmt: str | PromptFormat | None = None,
-    reuse: "ControlledRecovery | Mapping[str, Any] | None" = None,
+    reuse: ControlledRecovery | Mapping[str, Any] | None = None,
     negative=None,
     progress: ProgressFactory = null_progress,
 ) -> ControlledRecovery:
@@ -308,32 +329,45 @@ def controlled_recovery(
     for name, its in (controls or {}).items():
         if name == "forget":
             raise InputError("a control group cannot be called 'forget'")
-        groups[name] = emphasis_items(unlearned, its, (control_keywords or {}).get(name), original=original, fmt=f,
-                                     progress=progress)
+        groups[name] = emphasis_items(
+            unlearned, its, (control_keywords or {}).get(name), original=original, fmt=f, progress=progress
+        )
     setting_list = cfg.setting_list()
     sources = {"forget": list(forget), **{k: list(v) for k, v in (controls or {}).items()}}
     facts = {g: _fact_indices(unlearned.tokenizer, sources[g], its, f) for g, its in groups.items()}
     rows, spans, usable = _rows_for(unlearned, groups, setting_list, f, cfg.placebo_seed, facts)
-    raw = {"ids": {g: [it.id for it in its] for g, its in groups.items()}, "usable": usable,
-           "keywords": [list(it.keywords) for it in groups["forget"]],
-           "positions": {g: [list(it.positions) for it in its] for g, its in groups.items()},
-           "fact_index": facts,
-           "settings": setting_list, "runs": {}}
+    raw = {
+        "ids": {g: [it.id for it in its] for g, its in groups.items()},
+        "usable": usable,
+        "keywords": [list(it.keywords) for it in groups["forget"]],
+        "positions": {g: [list(it.positions) for it in its] for g, its in groups.items()},
+        "fact_index": facts,
+        "settings": setting_list,
+        "runs": {},
+    }
     runs = raw["runs"]
     if reuse is not None:
         old = reuse.raw if isinstance(reuse, ControlledRecovery) else reuse["raw"]
-        old_cfg = reuse.settings if isinstance(reuse, ControlledRecovery) else ControlledSettings.from_dict(reuse["settings"])
+        old_cfg = (
+            reuse.settings if isinstance(reuse, ControlledRecovery) else ControlledSettings.from_dict(reuse["settings"])
+        )
         for key in ("ids", "usable", "keywords", "positions", "settings"):
             if old.get(key) != raw[key]:
                 raise InputError(f"reuse: the earlier result differs in {key}; it cannot stand for the original's runs")
-        if (old_cfg.placebo_seed, old_cfg.max_new_tokens, old_cfg.score) != (cfg.placebo_seed, cfg.max_new_tokens,
-                                                                              cfg.score):
+        if (old_cfg.placebo_seed, old_cfg.max_new_tokens, old_cfg.score) != (
+            cfg.placebo_seed,
+            cfg.max_new_tokens,
+            cfg.score,
+        ):
             raise InputError("reuse: the earlier result used another placebo seed, answer length or score")
         runs["original"] = old["runs"]["original"]
         if negative is not None and "negative" in old["runs"]:
             runs["negative"] = old["runs"]["negative"]
-    todo = [("unlearned", unlearned)] + ([("original", original)] if "original" not in runs else []) \
+    todo = (
+        [("unlearned", unlearned)]
+        + ([("original", original)] if "original" not in runs else [])
         + ([("negative", negative)] if negative is not None and "negative" not in runs else [])
+    )
     with progress(total=len(todo), desc="controlled recovery") as bar:
         for name, model in todo:
             runs[name] = _measure(model, rows, spans, cfg)
@@ -404,16 +438,27 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             paired = [i for i in range(n) if usable[i] and forgot[i] and ok["rouge"][i] >= t and op["rouge"][i] >= t]
             rk = [1.0 if uk["rouge"][i] >= t else 0.0 for i in paired]
             rp = [1.0 if up_["rouge"][i] >= t else 0.0 for i in paired]
-            row["paired"] = {"n": len(paired), "keyword_rate": _share(int(sum(rk)), len(paired)),
-                             "placebo_rate": _share(int(sum(rp)), len(paired)),
-                             "specific": bootstrap_mean_ci([a - b for a, b in zip(rk, rp)], **boot)}
+            row["paired"] = {
+                "n": len(paired),
+                "keyword_rate": _share(int(sum(rk)), len(paired)),
+                "placebo_rate": _share(int(sum(rp)), len(paired)),
+                "specific": bootstrap_mean_ci([a - b for a, b in zip(rk, rp)], **boot),
+            }
             binary[f"{t:g}"] = row
-        elig = [i for i in range(n) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0
-                and op["rouge"][i] >= t0]
+        elig = [
+            i for i in range(n) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
+        ]
         po = runs_o["plain"]["forget"]
-        entry: dict[str, Any] = {"setting": s, "binary": binary, "n_eligible": len(elig),
-                                 "eligible_ids": [raw["ids"]["forget"][i] for i in elig],
-                                 "unlearned": {}, "original": {}, "keyword_minus_placebo": {}, "did": {}}
+        entry: dict[str, Any] = {
+            "setting": s,
+            "binary": binary,
+            "n_eligible": len(elig),
+            "eligible_ids": [raw["ids"]["forget"][i] for i in elig],
+            "unlearned": {},
+            "original": {},
+            "keyword_minus_placebo": {},
+            "did": {},
+        }
         for o in OUTCOMES:
             base_u, base_o = _outcome(pu, o), _outcome(po, o)
             du_k = [_outcome(uk, o)[i] - base_u[i] for i in elig]
@@ -423,7 +468,9 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
             entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
             entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
-            entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
+            entry["did"][o] = bootstrap_mean_ci(
+                [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot
+            )
             if "negative" in raw["runs"]:
                 rn = raw["runs"]["negative"]
                 base_n = _outcome(rn["plain"]["forget"], o)
@@ -431,20 +478,29 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
                 dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
                 entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
                 entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
-                    [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot)
+                    [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot
+                )
         not_top = [i for i in elig if pu["rank"][i] > 1]
-        entry["becomes_top1"] = {"n": len(not_top),
-                                 "keyword": _share(sum(uk["rank"][i] == 1 for i in not_top), len(not_top)),
-                                 "placebo": _share(sum(up_["rank"][i] == 1 for i in not_top), len(not_top))}
+        entry["becomes_top1"] = {
+            "n": len(not_top),
+            "keyword": _share(sum(uk["rank"][i] == 1 for i in not_top), len(not_top)),
+            "placebo": _share(sum(up_["rank"][i] == 1 for i in not_top), len(not_top)),
+        }
         entry["collapse"], entry["collapsed"] = _collapse(runs_u, runs_o, name, raw["ids"], cfg, boot)
         out_settings[name] = entry
-    return {"threshold": t0, "n_forget": len(usable), "n_usable": sum(usable),
-            "n_forgotten": sum(r < t0 for r in pu["rouge"]),
-            "n_original_known": sum(r >= t0 for r in runs_o["plain"]["forget"]["rouge"]),
-            "settings": out_settings}
+    return {
+        "threshold": t0,
+        "n_forget": len(usable),
+        "n_usable": sum(usable),
+        "n_forgotten": sum(r < t0 for r in pu["rouge"]),
+        "n_original_known": sum(r >= t0 for r in runs_o["plain"]["forget"]["rouge"]),
+        "settings": out_settings,
+    }
 
 
-def _collapse(runs_u, runs_o, name: str, ids: Mapping[str, list], cfg: ControlledSettings, boot) -> tuple[dict, bool | None]:
+def _collapse(
+    runs_u, runs_o, name: str, ids: Mapping[str, list], cfg: ControlledSettings, boot
+) -> tuple[dict, bool | None]:
     t = cfg.threshold
     groups = {}
     calls = []
@@ -461,14 +517,21 @@ def _collapse(runs_u, runs_o, name: str, ids: Mapping[str, list], cfg: Controlle
         if n >= cfg.min_control_items:
             call = bool(ci["mean"] > cfg.collapse_margin and ci["interval"][0] > 0)
             calls.append(call)
-        groups[g] = {"n": n, "unlearned_accuracy": _mean_or_none(us), "original_accuracy": _mean_or_none(os_),
-                     "unlearned_plain_accuracy": _mean_or_none(up), "original_plain_accuracy": _mean_or_none(op),
-                     "added_drop": ci, "collapse": call}
+        groups[g] = {
+            "n": n,
+            "unlearned_accuracy": _mean_or_none(us),
+            "original_accuracy": _mean_or_none(os_),
+            "unlearned_plain_accuracy": _mean_or_none(up),
+            "original_plain_accuracy": _mean_or_none(op),
+            "added_drop": ci,
+            "collapse": call,
+        }
     return groups, (any(calls) if calls else None)
 
 
-def specific_recovery(result: ControlledRecovery | Mapping[str, Any], outcome: str = "logprob",
-                      statistic: str = "did") -> dict[str, dict[str, Any]]:
+def specific_recovery(
+    result: ControlledRecovery | Mapping[str, Any], outcome: str = "logprob", statistic: str = "did"
+) -> dict[str, dict[str, Any]]:
     """Per setting, the keyword-specific recovery ``{"mean", "interval", "n"}`` of ``outcome``.
 
     ``statistic``: ``"did"`` (against the original, the default), ``"keyword_minus_placebo"``
@@ -487,13 +550,15 @@ def specific_recovery(result: ControlledRecovery | Mapping[str, Any], outcome: s
                 raise ConfigError("did_negative needs a negative control: controlled_recovery(..., negative=model)")
             out[name] = s[statistic][outcome]
         else:
-            raise ConfigError(f"statistic must be 'did', 'did_negative', 'keyword_minus_placebo' or 'binary', "
-                              f"got {statistic!r}")
+            raise ConfigError(
+                f"statistic must be 'did', 'did_negative', 'keyword_minus_placebo' or 'binary', got {statistic!r}"
+            )
     return out
 
 
-def item_effects(raw: Mapping[str, Any], settings: ControlledSettings | None = None, outcome: str = "logprob",
-                 statistic: str = "did") -> dict[str, dict[str, Any]]:
+def item_effects(
+    raw: Mapping[str, Any], settings: ControlledSettings | None = None, outcome: str = "logprob", statistic: str = "did"
+) -> dict[str, dict[str, Any]]:
     """Per setting, the per-item values whose mean :func:`summarise` reports as ``statistic[outcome]``.
 
     ``statistic``: ``"did"``, ``"did_negative"`` or ``"keyword_minus_placebo"``. Returns ``{name:
@@ -515,18 +580,32 @@ def item_effects(raw: Mapping[str, Any], settings: ControlledSettings | None = N
         name = s["name"]
         uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
         ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
-        elig = [i for i in range(len(usable)) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0
-                and op["rouge"][i] >= t0]
+        elig = [
+            i
+            for i in range(len(usable))
+            if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
+        ]
         base_u = _outcome(pu, outcome)
         vals = [(_outcome(uk, outcome)[i] - base_u[i]) - (_outcome(up_, outcome)[i] - base_u[i]) for i in elig]
         if statistic != "keyword_minus_placebo":
             ref = raw["runs"]["original" if statistic == "did" else "negative"]
             base_r = _outcome(ref["plain"]["forget"], outcome)
-            rk, rp = _outcome(ref[f"{name}|keyword"]["forget"], outcome), _outcome(ref[f"{name}|placebo"]["forget"], outcome)
+            rk, rp = (
+                _outcome(ref[f"{name}|keyword"]["forget"], outcome),
+                _outcome(ref[f"{name}|placebo"]["forget"], outcome),
+            )
             vals = [v - ((rk[i] - base_r[i]) - (rp[i] - base_r[i])) for v, i in zip(vals, elig)]
         _, collapsed = _collapse(runs_u, runs_o, name, raw["ids"], cfg, boot)
         out[name] = {"ids": [raw["ids"]["forget"][i] for i in elig], "values": vals, "collapsed": collapsed}
     return out
 
 
-__all__ = ["ControlledRecovery", "ControlledSettings", "OUTCOMES", "controlled_recovery", "item_effects", "specific_recovery", "summarise"]
+__all__ = [
+    "ControlledRecovery",
+    "ControlledSettings",
+    "OUTCOMES",
+    "controlled_recovery",
+    "item_effects",
+    "specific_recovery",
+    "summarise",
+]

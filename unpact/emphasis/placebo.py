@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.emphasis.rewrites import bos_shift, keywords_from_positions, token_offsets
@@ -63,14 +63,22 @@ def _word_tokens(tokenizer, question: str, fmt, prepend_bos: bool) -> dict[int, 
     return out
 
 
-def question_positions(tokenizer, question: str, fmt: str | PromptFormat | None = None,
-                       prepend_bos: bool = True) -> list[int]:
+def question_positions(
+    tokenizer, question: str, fmt: str | PromptFormat | None = None, prepend_bos: bool = True
+) -> list[int]:
     """Token positions (BOS at 0) of the prompt's tokens that lie inside the question and hold a word character."""
     return sorted(_word_tokens(tokenizer, question, fmt, prepend_bos))
 
 
-def placebo_positions(tokenizer, question: str, keyword_positions: Sequence[int], *,
-                      fmt: str | PromptFormat | None = None, seed: int = 0, prepend_bos: bool = True) -> list[int]:
+def placebo_positions(
+    tokenizer,
+    question: str,
+    keyword_positions: Sequence[int],
+    *,
+    fmt: str | PromptFormat | None = None,
+    seed: int = 0,
+    prepend_bos: bool = True,
+) -> list[int]:
     """Positions matched to ``keyword_positions`` in count and kind, never overlapping them.
 
     Candidates are the question's word tokens (:func:`question_positions`) outside every
@@ -100,8 +108,15 @@ def placebo_positions(tokenizer, question: str, keyword_positions: Sequence[int]
     return sorted(chosen)
 
 
-def placebo_keywords(tokenizer, question: str, keyword_positions: Sequence[int], *,
-                     fmt: str | PromptFormat | None = None, seed: int = 0, prepend_bos: bool = True) -> list[str]:
+def placebo_keywords(
+    tokenizer,
+    question: str,
+    keyword_positions: Sequence[int],
+    *,
+    fmt: str | PromptFormat | None = None,
+    seed: int = 0,
+    prepend_bos: bool = True,
+) -> list[str]:
     """The placebo as words of the question (for prompt rewrites): :func:`placebo_positions` widened to words."""
     pos = placebo_positions(tokenizer, question, keyword_positions, fmt=fmt, seed=seed, prepend_bos=prepend_bos)
     return keywords_from_positions(tokenizer, question, pos, fmt, prepend_bos)

@@ -26,8 +26,9 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unpact.attribution import attribute
 from unpact.attribution.keytokens import KeyTokensConfig
@@ -139,8 +140,9 @@ def _spec_for(keywords: KeywordSpec, item, iid: str, i: int):
     return keywords[i]
 
 
-def keytoken_positions(original, items: Sequence, config: RecoveryConfig | None = None, fmt=None,
-                       progress: ProgressFactory = null_progress) -> list[list[int]]:
+def keytoken_positions(
+    original, items: Sequence, config: RecoveryConfig | None = None, fmt=None, progress: ProgressFactory = null_progress
+) -> list[list[int]]:
     """KeyTokens positions of each item under the ``original`` model (BOS at 0)."""
     cfg = config or RecoveryConfig()
     kwargs = {"progress": progress}
@@ -170,8 +172,10 @@ def emphasis_items(
     qas = [question_answer(it, i, "emphasis") for i, it in enumerate(items)]
     if keywords is None:
         if original is None:
-            raise InputError("emphasis needs keywords: pass keywords=..., or original=<the model before unlearning> "
-                             "so its KeyTokens can be computed")
+            raise InputError(
+                "emphasis needs keywords: pass keywords=..., or original=<the model before unlearning> "
+                "so its KeyTokens can be computed"
+            )
         specs: list = keytoken_positions(original, [QAItem(q, a, id=iid) for iid, q, a in qas], config, f, progress)
     else:
         if not callable(keywords) and not isinstance(keywords, Mapping) and len(keywords) != len(items):
@@ -194,17 +198,34 @@ def emphasis_items(
 # ------------------------------------------------------------------ evaluation
 
 
-def score_answers(model: Model, prompts: Sequence[str], targets: Sequence[str], answers: Sequence[str], *,
-             fwd_hooks=None, config: RecoveryConfig | None = None) -> dict[str, list]:
+def score_answers(
+    model: Model,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    answers: Sequence[str],
+    *,
+    fwd_hooks=None,
+    config: RecoveryConfig | None = None,
+) -> dict[str, list]:
     """Greedy answers, their ROUGE-L recall against ``answers``, and teacher-forced answer log-probs."""
     cfg = config or RecoveryConfig()
     if not prompts:
         return {"answers": [], "rouge": [], "logprob": []}
-    gens = greedy_generate(model, list(prompts), max_new_tokens=cfg.max_new_tokens, fwd_hooks=fwd_hooks,
-                           max_batch_tokens=cfg.max_batch_tokens)
-    lps = answer_logprobs(model, list(prompts), list(targets), fwd_hooks=fwd_hooks, max_batch_tokens=cfg.max_batch_tokens)
-    return {"answers": gens, "rouge": [rouge_l_recall(g, a) for g, a in zip(gens, answers)],
-            "logprob": [float(x) for x in lps]}
+    gens = greedy_generate(
+        model,
+        list(prompts),
+        max_new_tokens=cfg.max_new_tokens,
+        fwd_hooks=fwd_hooks,
+        max_batch_tokens=cfg.max_batch_tokens,
+    )
+    lps = answer_logprobs(
+        model, list(prompts), list(targets), fwd_hooks=fwd_hooks, max_batch_tokens=cfg.max_batch_tokens
+    )
+    return {
+        "answers": gens,
+        "rouge": [rouge_l_recall(g, a) for g, a in zip(gens, answers)],
+        "logprob": [float(x) for x in lps],
+    }
 
 
 def _prompt_run(model, items: list[EmphasisItem], template: str, fmt, cfg: RecoveryConfig) -> dict[str, list]:
@@ -215,15 +236,29 @@ def _prompt_run(model, items: list[EmphasisItem], template: str, fmt, cfg: Recov
 
 def _activation_run(model, items: list[EmphasisItem], emph: ActivationEmphasis, cfg: RecoveryConfig) -> dict[str, list]:
     hooks = emphasis_hooks(model, emph, [it.positions for it in items])
-    return score_answers(model, [it.prompt for it in items], [it.target for it in items], [it.answer for it in items],
-                    fwd_hooks=hooks, config=cfg)
+    return score_answers(
+        model,
+        [it.prompt for it in items],
+        [it.target for it in items],
+        [it.answer for it in items],
+        fwd_hooks=hooks,
+        config=cfg,
+    )
 
 
 Run = tuple[str, Any]  # ("plain", None) | ("prompt", template) | ("activation", ActivationEmphasis)
 
 
-def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequence[Run], fmt, cfg: RecoveryConfig, *,
-                   batched: bool = True, bar=None) -> dict[Run, dict[str, dict[str, list]]]:
+def _evaluate_runs(
+    model,
+    groups: Mapping[str, list[EmphasisItem]],
+    runs: Sequence[Run],
+    fmt,
+    cfg: RecoveryConfig,
+    *,
+    batched: bool = True,
+    bar=None,
+) -> dict[Run, dict[str, dict[str, list]]]:
     """:func:`score_answers` of every run on every group: ``{run: {group: result}}``.
 
     Batched: all runs x groups x items are rows of one :func:`score_answers` call (one
@@ -242,8 +277,9 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
                 elif kind == "activation":
                     out[run][g] = _activation_run(model, its, spec, cfg)
                 else:
-                    out[run][g] = score_answers(model, [i.prompt for i in its], [i.target for i in its],
-                                           [i.answer for i in its], config=cfg)
+                    out[run][g] = score_answers(
+                        model, [i.prompt for i in its], [i.target for i in its], [i.answer for i in its], config=cfg
+                    )
                 if bar is not None:
                     bar.update()
         return out
@@ -259,7 +295,9 @@ def _evaluate_runs(model, groups: Mapping[str, list[EmphasisItem]], runs: Sequen
         for g, its in groups.items():
             start = len(prompts)
             for it in its:
-                prompts.append(rewrite(it.question, it.keywords, spec, tok, fmt).prompt if kind == "prompt" else it.prompt)
+                prompts.append(
+                    rewrite(it.question, it.keywords, spec, tok, fmt).prompt if kind == "prompt" else it.prompt
+                )
                 targets.append(it.target)
                 answers.append(it.answer)
                 settings.append(spec if kind == "activation" else None)
@@ -307,12 +345,26 @@ def _row(setting: dict[str, Any], groups: dict[str, dict], cfg: RecoveryConfig) 
         if name == "forget":
             continue
         drop = None if g["accuracy"] is None else g["baseline_accuracy"] - g["accuracy"]
-        controls[name] = ControlOutcome(accuracy=g["accuracy"], baseline_accuracy=g["baseline_accuracy"], drop=drop,
-                                        recovered=g["n_recovered"], delta_logprob=g["delta_logprob"])
+        controls[name] = ControlOutcome(
+            accuracy=g["accuracy"],
+            baseline_accuracy=g["baseline_accuracy"],
+            drop=drop,
+            recovered=g["n_recovered"],
+            delta_logprob=g["delta_logprob"],
+        )
     collapse = any(c.drop is not None and c.drop > cfg.collapse_margin for c in controls.values())
-    return RecoveryRow(**setting, forget_rate=f["rate"], n_recovered=f["n_recovered"], n_forgotten=f["n_forgotten"],
-                       forget_accuracy=f["accuracy"], forget_rouge=f["rouge"], delta_logprob=f["delta_logprob"],
-                       recovered_ids=f["recovered_ids"], controls=controls, collapse=collapse)
+    return RecoveryRow(
+        **setting,
+        forget_rate=f["rate"],
+        n_recovered=f["n_recovered"],
+        n_forgotten=f["n_forgotten"],
+        forget_accuracy=f["accuracy"],
+        forget_rouge=f["rouge"],
+        delta_logprob=f["delta_logprob"],
+        recovered_ids=f["recovered_ids"],
+        controls=controls,
+        collapse=collapse,
+    )
 
 
 def check_same_tokenizer(original, unlearned) -> None:
@@ -392,14 +444,18 @@ def recover(
     f = get_format(fmt)
     controls = {k: spread_sample(v, cfg.max_control_items) for k, v in (controls or {}).items()}
     groups: dict[str, list[EmphasisItem]] = {
-        "forget": emphasis_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)}
+        "forget": emphasis_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)
+    }
     for name, its in controls.items():
         kw = (control_keywords or {}).get(name)
         groups[name] = emphasis_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
     ids = {g: [it.id for it in its] for g, its in groups.items()}
     settings = cfg.settings()
-    runs: list[tuple[str, Any]] = [("plain", None)] + [("prompt", t) for t in cfg.templates] \
+    runs: list[tuple[str, Any]] = (
+        [("plain", None)]
+        + [("prompt", t) for t in cfg.templates]
         + [("activation", s) for s in settings if s.factor != 1]
+    )
     n_passes = (len(runs) * len(groups) if not batched else 1) + (1 if original is not None else 0)
     with progress(total=n_passes, desc="emphasis recovery") as bar:
         results = _evaluate_runs(unlearned, groups, runs, f, cfg, batched=batched, bar=bar)
@@ -407,7 +463,9 @@ def recover(
         orig = None
         if original is not None:
             fi = groups["forget"]
-            orig = score_answers(original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg)
+            orig = score_answers(
+                original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg
+            )
             bar.update()
 
     def rows_of(run: dict[str, dict], setting: dict) -> RecoveryRow:
@@ -430,13 +488,20 @@ def recover(
     thr = cfg.threshold
     fi = groups["forget"]
     pf = plain["forget"]
-    items = [RecoveryItem(
-        **it.to_dict(), baseline_answer=pf["answers"][j], baseline_rouge=pf["rouge"][j], baseline_logprob=pf["logprob"][j],
-        original_answer=orig["answers"][j] if orig else None, original_rouge=orig["rouge"][j] if orig else None,
-        original_logprob=orig["logprob"][j] if orig else None,
-        prompt_best_answer=best_answers[("prompt", pb)][j] if pb is not None else None,
-        activation_best_answer=best_answers[("activation", ab)][j] if ab is not None else None,
-    ) for j, it in enumerate(fi)]
+    items = [
+        RecoveryItem(
+            **it.to_dict(),
+            baseline_answer=pf["answers"][j],
+            baseline_rouge=pf["rouge"][j],
+            baseline_logprob=pf["logprob"][j],
+            original_answer=orig["answers"][j] if orig else None,
+            original_rouge=orig["rouge"][j] if orig else None,
+            original_logprob=orig["logprob"][j] if orig else None,
+            prompt_best_answer=best_answers[("prompt", pb)][j] if pb is not None else None,
+            activation_best_answer=best_answers[("activation", ab)][j] if ab is not None else None,
+        )
+        for j, it in enumerate(fi)
+    ]
     known = [it.original_rouge >= thr for it in items] if orig is not None else None
     return RecoveryTable(
         method=method,
@@ -447,16 +512,25 @@ def recover(
         n_original_known=sum(known) if known is not None else None,
         n_forgotten_known=sum(k and r < thr for k, r in zip(known, pf["rouge"])) if known else None,
         baseline=Baseline(
-            forget_accuracy=_accuracy(pf["rouge"], thr), forget_rouge=mean(pf["rouge"]),
+            forget_accuracy=_accuracy(pf["rouge"], thr),
+            forget_rouge=mean(pf["rouge"]),
             forget_logprob=mean(pf["logprob"]),
             original_forget_accuracy=_accuracy(orig["rouge"], thr) if orig else None,
             original_forget_rouge=mean(orig["rouge"]) if orig else None,
             original_forget_logprob=mean(orig["logprob"]) if orig else None,
-            controls={g: ControlBaseline(_accuracy(plain[g]["rouge"], thr), mean(plain[g]["rouge"]), len(groups[g]))
-                      for g in groups if g != "forget"},
+            controls={
+                g: ControlBaseline(_accuracy(plain[g]["rouge"], thr), mean(plain[g]["rouge"]), len(groups[g]))
+                for g in groups
+                if g != "forget"
+            },
         ),
-        prompt=prompt_rows, activation=act_rows,
-        prompt_best=pr, prompt_best_setting=pb, prompt_collapse=pc,
-        activation_best=ar, activation_best_setting=ab, activation_collapse=ac,
+        prompt=prompt_rows,
+        activation=act_rows,
+        prompt_best=pr,
+        prompt_best_setting=pb,
+        prompt_collapse=pc,
+        activation_best=ar,
+        activation_best_setting=ab,
+        activation_collapse=ac,
         items=items,
     )

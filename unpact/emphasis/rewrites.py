@@ -26,8 +26,8 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from unpact.data.formatting import PromptFormat, get_format
 from unpact.errors import ConfigError, InputError
@@ -146,7 +146,14 @@ def _keywords_first(segments, keywords):
 
 #: The templates :func:`unpact.emphasis.recover` tries by default.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "repeat", "quote", "upper", "focus", "keywords_first", "quote+focus", "upper+keywords_first", "repeat+focus",
+    "repeat",
+    "quote",
+    "upper",
+    "focus",
+    "keywords_first",
+    "quote+focus",
+    "upper+keywords_first",
+    "repeat+focus",
 )
 
 
@@ -173,7 +180,7 @@ def segment_question(question: str, keywords: Sequence[str]) -> list[Segment]:
             continue
         for flags in (0, re.IGNORECASE):
             pat = re.compile(r"(?<!\w)" + re.escape(kw) + r"(?!\w)", flags)
-            found = [(m.start(), m.end()) for m in pat.finditer(question) if not any(taken[m.start():m.end()])]
+            found = [(m.start(), m.end()) for m in pat.finditer(question) if not any(taken[m.start() : m.end()])]
             if found:
                 for s, e in found:
                     hits.append((s, e, i))
@@ -219,15 +226,22 @@ class RewrittenPrompt:
     token_ids: tuple[int, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict:
-        return {"template": self.template, "question": self.question, "prompt": self.prompt,
-                "keywords": list(self.keywords), "positions": list(self.positions)}
+        return {
+            "template": self.template,
+            "question": self.question,
+            "prompt": self.prompt,
+            "keywords": list(self.keywords),
+            "positions": list(self.positions),
+        }
 
 
 def token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of ``text`` (no special tokens) and each token's character span; needs a fast tokenizer."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("keyword position tracking needs a fast tokenizer (return_offsets_mapping); "
-                          "load the model with its tokenizer.json")
+        raise ConfigError(
+            "keyword position tracking needs a fast tokenizer (return_offsets_mapping); "
+            "load the model with its tokenizer.json"
+        )
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
@@ -237,8 +251,9 @@ def bos_shift(tokenizer, prepend_bos: bool) -> int:
     return 1 if prepend_bos and getattr(tokenizer, "bos_token_id", None) is not None else 0
 
 
-def char_spans_to_positions(tokenizer, text: str, spans: Sequence[tuple[int, int, int]],
-                            prepend_bos: bool = True) -> tuple[list[int], list[int], list[int]]:
+def char_spans_to_positions(
+    tokenizer, text: str, spans: Sequence[tuple[int, int, int]], prepend_bos: bool = True
+) -> tuple[list[int], list[int], list[int]]:
     """Token positions (BOS-shifted) overlapping the character ``spans`` of ``text``.
 
     Returns ``(positions, keyword index per position, token ids of text)``.
@@ -294,17 +309,21 @@ def rewrite(
     if tokenizer is None:
         return RewrittenPrompt(tpl.name, new_q, prompt, tuple(keywords), tuple(spans))
     positions, kws, ids = char_spans_to_positions(tokenizer, prompt, spans, prepend_bos)
-    return RewrittenPrompt(tpl.name, new_q, prompt, tuple(keywords), tuple(spans), tuple(positions), tuple(kws), tuple(ids))
+    return RewrittenPrompt(
+        tpl.name, new_q, prompt, tuple(keywords), tuple(spans), tuple(positions), tuple(kws), tuple(ids)
+    )
 
 
-def keyword_positions(tokenizer, question: str, keywords: Sequence[str], fmt: str | PromptFormat | None = None,
-                      prepend_bos: bool = True) -> list[int]:
+def keyword_positions(
+    tokenizer, question: str, keywords: Sequence[str], fmt: str | PromptFormat | None = None, prepend_bos: bool = True
+) -> list[int]:
     """Token positions of ``keywords`` in the unchanged prompt of ``question`` (BOS at 0)."""
     return list(rewrite(question, keywords, "none", tokenizer, fmt, prepend_bos).positions)
 
 
-def keywords_from_positions(tokenizer, question: str, positions: Sequence[int],
-                            fmt: str | PromptFormat | None = None, prepend_bos: bool = True) -> list[str]:
+def keywords_from_positions(
+    tokenizer, question: str, positions: Sequence[int], fmt: str | PromptFormat | None = None, prepend_bos: bool = True
+) -> list[str]:
     """Keyword strings of the question covered by token ``positions`` (e.g. KeyTokens).
 
     The tokens' characters are widened to whole words, adjacent ones (separated

@@ -24,8 +24,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from unpact import figures
 from unpact.emphasis.activation import ActivationEmphasis
@@ -53,13 +54,23 @@ class ControlOutcome:
     delta_logprob: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "baseline_accuracy": self.baseline_accuracy, "drop": self.drop,
-                "recovered": self.recovered, "delta_logprob": self.delta_logprob}
+        return {
+            "accuracy": self.accuracy,
+            "baseline_accuracy": self.baseline_accuracy,
+            "drop": self.drop,
+            "recovered": self.recovered,
+            "delta_logprob": self.delta_logprob,
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ControlOutcome":
-        return cls(d.get("accuracy"), d.get("baseline_accuracy"), d.get("drop"), int(d.get("recovered") or 0),
-                   d.get("delta_logprob"))
+    def from_dict(cls, d: Mapping[str, Any]) -> ControlOutcome:
+        return cls(
+            d.get("accuracy"),
+            d.get("baseline_accuracy"),
+            d.get("drop"),
+            int(d.get("recovered") or 0),
+            d.get("delta_logprob"),
+        )
 
 
 @dataclass
@@ -106,9 +117,17 @@ class RecoveryRow:
             d: dict[str, Any] = {"kind": self.kind, "template": self.template}
         else:
             d = {**self.emphasis.to_dict(), "noop": self.noop}
-        d.update({"forget_rate": self.forget_rate, "n_recovered": self.n_recovered, "n_forgotten": self.n_forgotten,
-                  "forget_accuracy": self.forget_accuracy, "forget_rouge": self.forget_rouge,
-                  "delta_logprob": self.delta_logprob, "recovered_ids": list(self.recovered_ids)})
+        d.update(
+            {
+                "forget_rate": self.forget_rate,
+                "n_recovered": self.n_recovered,
+                "n_forgotten": self.n_forgotten,
+                "forget_accuracy": self.forget_accuracy,
+                "forget_rouge": self.forget_rouge,
+                "delta_logprob": self.delta_logprob,
+                "recovered_ids": list(self.recovered_ids),
+            }
+        )
         for name, c in self.controls.items():  # flat copies, for readers of the JSON layout
             d[f"{name}_accuracy"] = c.accuracy
             d[f"{name}_recovered"] = c.recovered
@@ -119,21 +138,32 @@ class RecoveryRow:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryRow":
+    def from_dict(cls, d: Mapping[str, Any]) -> RecoveryRow:
         if d.get("kind") == "prompt":
             setting: dict[str, Any] = {"kind": "prompt", "template": d.get("template")}
         else:
             layers = d.get("layers", "all")
             heads = d.get("heads")
-            emph = ActivationEmphasis(d["kind"], float(d["factor"]), layers if isinstance(layers, str) else tuple(layers),
-                                      None if heads is None else tuple(heads), d.get("site", "resid_post"))
+            emph = ActivationEmphasis(
+                d["kind"],
+                float(d["factor"]),
+                layers if isinstance(layers, str) else tuple(layers),
+                None if heads is None else tuple(heads),
+                d.get("site", "resid_post"),
+            )
             setting = {"kind": emph.kind, "emphasis": emph, "noop": bool(d.get("noop", emph.factor == 1))}
-        return cls(**setting, forget_rate=d.get("forget_rate"), n_recovered=int(d.get("n_recovered") or 0),
-                   n_forgotten=int(d.get("n_forgotten") or 0), forget_accuracy=d.get("forget_accuracy"),
-                   forget_rouge=d.get("forget_rouge"), delta_logprob=d.get("delta_logprob"),
-                   recovered_ids=[str(i) for i in d.get("recovered_ids") or []],
-                   controls={k: ControlOutcome.from_dict(v) for k, v in (d.get("controls") or {}).items()},
-                   collapse=bool(d.get("collapse")))
+        return cls(
+            **setting,
+            forget_rate=d.get("forget_rate"),
+            n_recovered=int(d.get("n_recovered") or 0),
+            n_forgotten=int(d.get("n_forgotten") or 0),
+            forget_accuracy=d.get("forget_accuracy"),
+            forget_rouge=d.get("forget_rouge"),
+            delta_logprob=d.get("delta_logprob"),
+            recovered_ids=[str(i) for i in d.get("recovered_ids") or []],
+            controls={k: ControlOutcome.from_dict(v) for k, v in (d.get("controls") or {}).items()},
+            collapse=bool(d.get("collapse")),
+        )
 
 
 @dataclass
@@ -158,19 +188,30 @@ class Baseline:
     controls: dict[str, ControlBaseline] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"forget_accuracy": self.forget_accuracy, "forget_rouge": self.forget_rouge,
-                "forget_logprob": self.forget_logprob, "original_forget_accuracy": self.original_forget_accuracy,
-                "original_forget_rouge": self.original_forget_rouge,
-                "original_forget_logprob": self.original_forget_logprob,
-                "controls": {g: {"accuracy": c.accuracy, "rouge": c.rouge, "n": c.n} for g, c in self.controls.items()}}
+        return {
+            "forget_accuracy": self.forget_accuracy,
+            "forget_rouge": self.forget_rouge,
+            "forget_logprob": self.forget_logprob,
+            "original_forget_accuracy": self.original_forget_accuracy,
+            "original_forget_rouge": self.original_forget_rouge,
+            "original_forget_logprob": self.original_forget_logprob,
+            "controls": {g: {"accuracy": c.accuracy, "rouge": c.rouge, "n": c.n} for g, c in self.controls.items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Baseline":
-        return cls(d.get("forget_accuracy"), d.get("forget_rouge"), d.get("forget_logprob"),
-                   d.get("original_forget_accuracy"), d.get("original_forget_rouge"),
-                   d.get("original_forget_logprob"),
-                   {g: ControlBaseline(c.get("accuracy"), c.get("rouge"), int(c.get("n") or 0))
-                    for g, c in (d.get("controls") or {}).items()})
+    def from_dict(cls, d: Mapping[str, Any]) -> Baseline:
+        return cls(
+            d.get("forget_accuracy"),
+            d.get("forget_rouge"),
+            d.get("forget_logprob"),
+            d.get("original_forget_accuracy"),
+            d.get("original_forget_rouge"),
+            d.get("original_forget_logprob"),
+            {
+                g: ControlBaseline(c.get("accuracy"), c.get("rouge"), int(c.get("n") or 0))
+                for g, c in (d.get("controls") or {}).items()
+            },
+        )
 
 
 @dataclass
@@ -203,7 +244,13 @@ class RecoveryItem(EmphasisItem):
     prompt_best_answer: str | None = None
     activation_best_answer: str | None = None
 
-    _OPTIONAL = ("original_answer", "original_rouge", "original_logprob", "prompt_best_answer", "activation_best_answer")
+    _OPTIONAL = (
+        "original_answer",
+        "original_rouge",
+        "original_logprob",
+        "prompt_best_answer",
+        "activation_best_answer",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
@@ -213,7 +260,7 @@ class RecoveryItem(EmphasisItem):
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryItem":
+    def from_dict(cls, d: Mapping[str, Any]) -> RecoveryItem:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d or k in cls._OPTIONAL})
 
 
@@ -229,10 +276,13 @@ class BestSetting(NamedTuple):
 def best_setting(rows: Mapping[str, RecoveryRow]) -> tuple[str | None, float | None, bool]:
     """``(name, rate, collapse)`` of the best setting: highest forget rate among settings whose
     controls held (ties: larger log-prob gain); if every setting collapsed, the best of those."""
+
     def key(item):
         _n, r = item
-        return (r.forget_rate if r.forget_rate is not None else -1.0,
-                r.delta_logprob if r.delta_logprob is not None else -math.inf)
+        return (
+            r.forget_rate if r.forget_rate is not None else -1.0,
+            r.delta_logprob if r.delta_logprob is not None else -math.inf,
+        )
 
     valid = [(n, r) for n, r in rows.items() if not r.collapse and r.forget_rate is not None]
     pool = valid or [(n, r) for n, r in rows.items() if r.forget_rate is not None]
@@ -286,9 +336,25 @@ class RecoveryTable:
     extra: dict[str, Any] = field(default_factory=dict)
 
     #: the keys every table's JSON holds
-    SECTIONS = ("method", "config", "keywords_source", "n_forget", "n_forgotten", "n_original_known",
-                "n_forgotten_known", "baseline", "prompt", "activation", "prompt_best", "prompt_best_setting",
-                "prompt_collapse", "activation_best", "activation_best_setting", "activation_collapse", "items")
+    SECTIONS = (
+        "method",
+        "config",
+        "keywords_source",
+        "n_forget",
+        "n_forgotten",
+        "n_original_known",
+        "n_forgotten_known",
+        "baseline",
+        "prompt",
+        "activation",
+        "prompt_best",
+        "prompt_best_setting",
+        "prompt_collapse",
+        "activation_best",
+        "activation_best_setting",
+        "activation_collapse",
+        "items",
+    )
 
     @property
     def threshold(self) -> float | None:
@@ -316,20 +382,32 @@ class RecoveryTable:
             raise InputError(f"unknown emphasis route {kind!r}; known: prompt, activation")
         name = getattr(self, f"{kind}_best_setting")
         rows = getattr(self, kind)
-        return BestSetting(name, getattr(self, f"{kind}_best"), bool(getattr(self, f"{kind}_collapse")),
-                           rows.get(name) if name is not None else None)
+        return BestSetting(
+            name,
+            getattr(self, f"{kind}_best"),
+            bool(getattr(self, f"{kind}_collapse")),
+            rows.get(name) if name is not None else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON, in the layout results.json has always had."""
         d: dict[str, Any] = {
-            "method": self.method, "config": dict(self.config), "keywords_source": self.keywords_source,
-            "n_forget": self.n_forget, "n_forgotten": self.n_forgotten, "n_original_known": self.n_original_known,
-            "n_forgotten_known": self.n_forgotten_known, "baseline": self.baseline.to_dict(),
+            "method": self.method,
+            "config": dict(self.config),
+            "keywords_source": self.keywords_source,
+            "n_forget": self.n_forget,
+            "n_forgotten": self.n_forgotten,
+            "n_original_known": self.n_original_known,
+            "n_forgotten_known": self.n_forgotten_known,
+            "baseline": self.baseline.to_dict(),
             "prompt": {n: r.to_dict() for n, r in self.prompt.items()},
             "activation": {n: r.to_dict() for n, r in self.activation.items()},
-            "prompt_best": self.prompt_best, "prompt_best_setting": self.prompt_best_setting,
-            "prompt_collapse": self.prompt_collapse, "activation_best": self.activation_best,
-            "activation_best_setting": self.activation_best_setting, "activation_collapse": self.activation_collapse,
+            "prompt_best": self.prompt_best,
+            "prompt_best_setting": self.prompt_best_setting,
+            "prompt_collapse": self.prompt_collapse,
+            "activation_best": self.activation_best,
+            "activation_best_setting": self.activation_best_setting,
+            "activation_collapse": self.activation_collapse,
             "items": [it.to_dict() for it in self.items],
         }
         if self.rewrite_attributions is not None:
@@ -338,21 +416,29 @@ class RecoveryTable:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RecoveryTable":
+    def from_dict(cls, d: Mapping[str, Any]) -> RecoveryTable:
         """Inverse of :meth:`to_dict`; a dict lacking a section is an error that names it."""
         missing = [k for k in cls.SECTIONS if k not in d]
         if missing:
             raise InputError(f"not a recovery table: it lacks {', '.join(missing)}")
         known = set(cls.SECTIONS) | {"rewrite_attributions"}
         return cls(
-            method=d["method"], config=dict(d["config"] or {}), keywords_source=d["keywords_source"],
-            n_forget=d["n_forget"], n_forgotten=d["n_forgotten"], n_original_known=d["n_original_known"],
-            n_forgotten_known=d["n_forgotten_known"], baseline=Baseline.from_dict(d["baseline"] or {}),
+            method=d["method"],
+            config=dict(d["config"] or {}),
+            keywords_source=d["keywords_source"],
+            n_forget=d["n_forget"],
+            n_forgotten=d["n_forgotten"],
+            n_original_known=d["n_original_known"],
+            n_forgotten_known=d["n_forgotten_known"],
+            baseline=Baseline.from_dict(d["baseline"] or {}),
             prompt={n: RecoveryRow.from_dict(r) for n, r in (d["prompt"] or {}).items()},
             activation={n: RecoveryRow.from_dict(r) for n, r in (d["activation"] or {}).items()},
-            prompt_best=d["prompt_best"], prompt_best_setting=d["prompt_best_setting"],
-            prompt_collapse=bool(d["prompt_collapse"]), activation_best=d["activation_best"],
-            activation_best_setting=d["activation_best_setting"], activation_collapse=bool(d["activation_collapse"]),
+            prompt_best=d["prompt_best"],
+            prompt_best_setting=d["prompt_best_setting"],
+            prompt_collapse=bool(d["prompt_collapse"]),
+            activation_best=d["activation_best"],
+            activation_best_setting=d["activation_best_setting"],
+            activation_collapse=bool(d["activation_collapse"]),
             items=[RecoveryItem.from_dict(it) for it in d["items"] or []],
             rewrite_attributions=d.get("rewrite_attributions"),
             extra={k: v for k, v in d.items() if k not in known},
@@ -365,10 +451,12 @@ class RecoveryTable:
         return self.to_html()
 
     def __repr__(self) -> str:  # short: the rows and items are in to_dict()
-        return (f"RecoveryTable(method={self.method!r}, n_forget={self.n_forget}, n_forgotten={self.n_forgotten}, "
-                f"prompt_best={self.prompt_best_setting!r}: {self.prompt_best}, "
-                f"activation_best={self.activation_best_setting!r}: {self.activation_best}, "
-                f"settings={len(self.prompt)} + {len(self.activation)})")
+        return (
+            f"RecoveryTable(method={self.method!r}, n_forget={self.n_forget}, n_forgotten={self.n_forgotten}, "
+            f"prompt_best={self.prompt_best_setting!r}: {self.prompt_best}, "
+            f"activation_best={self.activation_best_setting!r}: {self.activation_best}, "
+            f"settings={len(self.prompt)} + {len(self.activation)})"
+        )
 
 
 # ------------------------------------------------------------------ rendering
@@ -389,17 +477,21 @@ def render_table(table: RecoveryTable) -> str:
     lines = []
     title = f"Emphasis recovery{' — ' + table.method if table.method else ''}"
     lines += [title, "=" * len(title)]
-    lines.append(f"forget items: {table.n_forget}, forgotten (ROUGE-L recall < {table.threshold}): "
-                 f"{table.n_forgotten}" + (f", known by the original model: {table.n_original_known}"
-                                           if table.n_original_known is not None else ""))
+    lines.append(
+        f"forget items: {table.n_forget}, forgotten (ROUGE-L recall < {table.threshold}): "
+        f"{table.n_forgotten}"
+        + (f", known by the original model: {table.n_original_known}" if table.n_original_known is not None else "")
+    )
     b = [f"forget accuracy {_pct(base.forget_accuracy).strip()}"]
     if base.original_forget_accuracy is not None:
         b.append(f"original model {_pct(base.original_forget_accuracy).strip()}")
     for c in ctl_names:
         b.append(f"{c} accuracy {_pct(base.controls[c].accuracy).strip()} (n={base.controls[c].n})")
     lines.append("without emphasis: " + ", ".join(b))
-    lines.append(f"keywords: {table.keywords_source}; collapse = a control's accuracy falls by more than "
-                 f"{100 * (table.collapse_margin or 0):.0f} points")
+    lines.append(
+        f"keywords: {table.keywords_source}; collapse = a control's accuracy falls by more than "
+        f"{100 * (table.collapse_margin or 0):.0f} points"
+    )
     head = ["setting", "recovered", "rate", "Δ logprob"] + [f"{c} acc" for c in ctl_names] + ["collapse"]
     for kind in ("prompt", "activation"):
         rows: dict[str, RecoveryRow] = getattr(table, kind)
@@ -408,14 +500,22 @@ def render_table(table: RecoveryTable) -> str:
         best = table.best(kind)
         body = []
         for name, r in rows.items():
-            body.append([("* " if name == best.name else "  ") + name, f"{r.n_recovered}/{r.n_forgotten}",
-                         _pct(r.forget_rate), _num(r.delta_logprob)]
-                        + [_pct(r.controls[c].accuracy if c in r.controls else None) for c in ctl_names]
-                        + ["COLLAPSE" if r.collapse else ""])
+            body.append(
+                [
+                    ("* " if name == best.name else "  ") + name,
+                    f"{r.n_recovered}/{r.n_forgotten}",
+                    _pct(r.forget_rate),
+                    _num(r.delta_logprob),
+                ]
+                + [_pct(r.controls[c].accuracy if c in r.controls else None) for c in ctl_names]
+                + ["COLLAPSE" if r.collapse else ""]
+            )
         widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
         lines.append("")
-        lines.append(f"{'prompt rewrites' if kind == 'prompt' else 'activation scaling'} (best: {best.name or '-'}, "
-                     f"rate {_pct(best.rate).strip()}{', collapsed' if best.collapse else ''})")
+        lines.append(
+            f"{'prompt rewrites' if kind == 'prompt' else 'activation scaling'} (best: {best.name or '-'}, "
+            f"rate {_pct(best.rate).strip()}{', collapsed' if best.collapse else ''})"
+        )
         lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
         lines.append("  ".join("-" * w for w in widths))
         for row in body:

@@ -13,12 +13,19 @@ hyperparameters and defaults are one dataclass (``get_method(name).config_class`
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from unpact.errors import ConfigError
 from unpact.progress import ProgressFactory, null_progress
 from unpact.unlearning.base import (
-    PRESETS, UnlearnConfig, UnlearningMethod, UnlearnResult, copy_model, make_config, resolve_preset, train,
+    PRESETS,
+    UnlearnConfig,
+    UnlearningMethod,
+    UnlearnResult,
+    copy_model,
+    make_config,
+    resolve_preset,
+    train,
 )
 from unpact.unlearning.registry import METHODS, PAPER_METHODS, get_method, make_method, register
 
@@ -82,8 +89,24 @@ def unlearn(
 
 
 __all__ = [
-    "METHODS", "PAPER_METHODS", "PRESETS", "UnlearnConfig", "UnlearnResult", "UnlearningMethod",
-    "get_method", "make_method", "register", "unlearn",
-    "GAConfig", "GAGDRConfig", "GAKLRConfig", "NPOConfig", "NPOGDRConfig", "NPOKLRConfig",
-    "SimNPOConfig", "TaskVectorConfig", "RMUConfig", "IDKConfig",
+    "METHODS",
+    "PAPER_METHODS",
+    "PRESETS",
+    "UnlearnConfig",
+    "UnlearnResult",
+    "UnlearningMethod",
+    "get_method",
+    "make_method",
+    "register",
+    "unlearn",
+    "GAConfig",
+    "GAGDRConfig",
+    "GAKLRConfig",
+    "NPOConfig",
+    "NPOGDRConfig",
+    "NPOKLRConfig",
+    "SimNPOConfig",
+    "TaskVectorConfig",
+    "RMUConfig",
+    "IDKConfig",
 ]

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -162,8 +163,7 @@ def make_config(config_class: type[UnlearnConfig], config: UnlearnConfig | dict 
         unknown = sorted(set(config) - known)
         if unknown:
             raise ConfigError(
-                f"unknown option(s) {', '.join(unknown)} for {config_class.__name__}; "
-                f"known: {', '.join(sorted(known))}"
+                f"unknown option(s) {', '.join(unknown)} for {config_class.__name__}; known: {', '.join(sorted(known))}"
             )
         cfg = config_class(**config)
         object.__setattr__(cfg, "_explicit", frozenset(config))  # resolve_preset keeps these
@@ -278,12 +278,13 @@ def micro_batches(idx: list[int], seqs: Sequence[Seq], max_batch_tokens: int | N
         >>> micro_batches([0, 1, 2, 3], [([0, 1], [2])] * 4, max_batch_tokens=6)
         [[0, 1], [2, 3]]
     """
+
     def split(k: int) -> list[list[int]]:
         q, r = divmod(len(idx), k)
         out, start = [], 0
         for j in range(k):
             n = q + (1 if j < r else 0)
-            out.append(idx[start: start + n])
+            out.append(idx[start : start + n])
             start += n
         return out
 
@@ -348,8 +349,10 @@ class UnlearningMethod:
         method that overrides :meth:`finish` without saying how its checkpoints look is refused.
         """
         if type(self).finish is not UnlearningMethod.finish:
-            raise ConfigError(f"method {self.name!r} edits its weights after training (finish); give it a "
-                              "checkpoint_model(live, original) to take checkpoints along its training")
+            raise ConfigError(
+                f"method {self.name!r} edits its weights after training (finish); give it a "
+                "checkpoint_model(live, original) to take checkpoints along its training"
+            )
         return live
 
 
@@ -432,9 +435,13 @@ def _set_checkpointing(hf, on: bool) -> None:
     and with inputs that need no grad)."""
     kwargs = {"use_reentrant": False}
     if hasattr(hf, "activation_checkpointing_enable"):
-        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs) if on else hf.activation_checkpointing_disable()
+        hf.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=kwargs
+        ) if on else hf.activation_checkpointing_disable()
     else:
-        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs) if on else hf.gradient_checkpointing_disable()
+        hf.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=kwargs
+        ) if on else hf.gradient_checkpointing_disable()
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -472,8 +479,10 @@ def train(
     checkpointing = bool(cfg.gradient_checkpointing) and not _checkpointing_on(hf)
     if checkpointing:
         if not getattr(hf, "supports_gradient_checkpointing", False):
-            raise ConfigError(f"gradient_checkpointing: the {type(hf).__name__} model does not support it; "
-                              "set gradient_checkpointing = false")
+            raise ConfigError(
+                f"gradient_checkpointing: the {type(hf).__name__} model does not support it; "
+                "set gradient_checkpointing = false"
+            )
         _set_checkpointing(hf, True)
     trainable = method.trainable(model)
     trainable_ids = {id(p) for p in trainable}
@@ -522,8 +531,9 @@ def _accelerator(model, batch_size: int, n_forget: int):
     return accelerator
 
 
-def _make_run(method: UnlearningMethod, model, forget: Sequence, retain: Sequence | None, seed: int,
-              accelerator, fmt) -> "Run":
+def _make_run(
+    method: UnlearningMethod, model, forget: Sequence, retain: Sequence | None, seed: int, accelerator, fmt
+) -> Run:
     """The run's items, encoded sequences and batch schedules, seeded by ``seed``."""
     cfg = method.config
     torch.manual_seed(seed)
@@ -552,8 +562,16 @@ class _Loop:
     """The optimisation steps of one :func:`train` call, with the weights of the last finite step
     kept so that a non-finite loss or weight can be undone."""
 
-    def __init__(self, method: UnlearningMethod, run: "Run", objective, optimizer, accelerator,
-                 trainable: list[nn.Parameter], pad: int) -> None:
+    def __init__(
+        self,
+        method: UnlearningMethod,
+        run: Run,
+        objective,
+        optimizer,
+        accelerator,
+        trainable: list[nn.Parameter],
+        pad: int,
+    ) -> None:
         self.method, self.run, self.cfg = method, run, method.config
         self.objective, self.optimizer, self.accelerator = objective, optimizer, accelerator
         self.trainable, self.pad = trainable, pad

@@ -68,7 +68,9 @@ class _GradientAscent(UnlearningMethod):
 
     def __init__(self, config):
         super().__init__(config)
-        self.retain_term = RetainTerm(self.retain_kind, getattr(config, "retain_weight", 0.0)) if self.retain_kind else None
+        self.retain_term = (
+            RetainTerm(self.retain_kind, getattr(config, "retain_weight", 0.0)) if self.retain_kind else None
+        )
 
     def setup(self, run: Run) -> None:
         if self.retain_term is not None:

@@ -98,7 +98,9 @@ def kl_rows_to_reference(
 
 
 def masked_mse(
-    acts: Float[Tensor, "batch pos d_model"], target: Float[Tensor, "batch pos d_model"] | Float[Tensor, " d_model"], mask: Bool[Tensor, "batch pos"]
+    acts: Float[Tensor, "batch pos d_model"],
+    target: Float[Tensor, "batch pos d_model"] | Float[Tensor, " d_model"],
+    mask: Bool[Tensor, "batch pos"],
 ) -> Float[Tensor, ""]:
     """Mean squared error over the real (masked-in) positions and the model dimension."""
     diff = (acts - target).pow(2).mean(-1)

@@ -65,7 +65,9 @@ class _NPO(UnlearningMethod):
 
     def __init__(self, config):
         super().__init__(config)
-        self.retain_term = RetainTerm(self.retain_kind, getattr(config, "retain_weight", 0.0)) if self.retain_kind else None
+        self.retain_term = (
+            RetainTerm(self.retain_kind, getattr(config, "retain_weight", 0.0)) if self.retain_kind else None
+        )
         self.ref_logp: Tensor | None = None
 
     def setup(self, run: Run) -> None:

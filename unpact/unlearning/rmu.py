@@ -53,8 +53,14 @@ class RMUConfig(UnlearnConfig):
 
     #: the WMDP repository's rmu/unlearn.py defaults (--param_ids 6 = mlp.down_proj.weight,
     #: --steering_coeffs 20, --alpha 100, --lr 5e-5, --batch_size 4, --max_num_batches 80)
-    REFERENCE: ClassVar[dict[str, Any]] = {"param_set": "down_proj", "steering_coef": 20.0, "alpha": 100.0,
-                                           "lr": 5e-5, "batch_size": 4, "steps": 80}
+    REFERENCE: ClassVar[dict[str, Any]] = {
+        "param_set": "down_proj",
+        "steering_coef": 20.0,
+        "alpha": 100.0,
+        "lr": 5e-5,
+        "batch_size": 4,
+        "steps": 80,
+    }
 
     # tuned on the embedded models (docs/unlearning.md); a larger steering_scale
     # unlearns faster but costs retain ROUGE-L
@@ -81,12 +87,17 @@ OUT_PROJ_NAMES = ("down_proj", "c_proj", "dense_4h_to_h", "fc_out", "fc2", "w2")
 
 def mlp_out_weights(mlp: nn.Module) -> list[nn.Parameter]:
     """The output-projection weight of one MLP block (``down_proj``, GPT-2's ``c_proj``, ...)."""
-    found = [p for n, p in mlp.named_parameters()
-             if n.endswith("weight") and any(f"{o}." in n or n.startswith(o) for o in OUT_PROJ_NAMES)]
+    found = [
+        p
+        for n, p in mlp.named_parameters()
+        if n.endswith("weight") and any(f"{o}." in n or n.startswith(o) for o in OUT_PROJ_NAMES)
+    ]
     if not found:
         names = [n for n, _ in mlp.named_parameters()]
-        raise ConfigError(f"rmu param_set='down_proj' found no output projection among the MLP's parameters {names}; "
-                          "use param_set='mlp'")
+        raise ConfigError(
+            f"rmu param_set='down_proj' found no output projection among the MLP's parameters {names}; "
+            "use param_set='mlp'"
+        )
     return found[:1]
 
 
