@@ -447,9 +447,10 @@ def recover(
         "forget": emphasis_items(unlearned, forget, keywords, original=original, config=cfg, fmt=f, progress=progress)
     }
     for name, its in controls.items():
-        kw = (control_keywords or {}).get(name)
-        groups[name] = emphasis_items(unlearned, its, kw, original=original, config=cfg, fmt=f, progress=progress)
-    ids = {g: [it.id for it in its] for g, its in groups.items()}
+        group_keywords = (control_keywords or {}).get(name)
+        groups[name] = emphasis_items(
+            unlearned, its, group_keywords, original=original, config=cfg, fmt=f, progress=progress
+        )
     settings = cfg.settings()
     runs: list[tuple[str, Any]] = (
         [("plain", None)]
@@ -459,7 +460,6 @@ def recover(
     n_passes = (len(runs) * len(groups) if not batched else 1) + (1 if original is not None else 0)
     with progress(total=n_passes, desc="emphasis recovery") as bar:
         results = _evaluate_runs(unlearned, groups, runs, f, cfg, batched=batched, bar=bar)
-        plain = results[("plain", None)]
         orig = None
         if original is not None:
             fi = groups["forget"]
@@ -467,6 +467,19 @@ def recover(
                 original, [i.prompt for i in fi], [i.target for i in fi], [i.answer for i in fi], config=cfg
             )
             bar.update()
+    prompt_rows, act_rows, best_answers = _setting_rows(results, groups, settings, cfg)
+    return _table(method, cfg, keywords, groups, results[("plain", None)], orig, prompt_rows, act_rows, best_answers)
+
+
+def _setting_rows(
+    results: dict[tuple[str, Any], dict[str, dict]],
+    groups: dict[str, list[EmphasisItem]],
+    settings: Sequence,
+    cfg: RecoveryConfig,
+) -> tuple[dict[str, RecoveryRow], dict[str, RecoveryRow], dict[tuple[str, str], list]]:
+    """Each template's and activation setting's row against the plain run, and each one's forget answers."""
+    plain = results[("plain", None)]
+    ids = {g: [it.id for it in its] for g, its in groups.items()}
 
     def rows_of(run: dict[str, dict], setting: dict) -> RecoveryRow:
         return _row(setting, {g: compare_runs(plain[g], run[g], cfg.threshold, ids[g]) for g in groups}, cfg)
@@ -482,7 +495,21 @@ def recover(
         run = plain if s.factor == 1 else results[("activation", s)]
         act_rows[s.name] = rows_of(run, {"kind": s.kind, "emphasis": s, "noop": s.factor == 1})
         best_answers[("activation", s.name)] = run["forget"]["answers"]
+    return prompt_rows, act_rows, best_answers
 
+
+def _table(
+    method: str | None,
+    cfg: RecoveryConfig,
+    keywords: KeywordSpec,
+    groups: dict[str, list[EmphasisItem]],
+    plain: dict[str, dict],
+    orig: dict[str, list] | None,
+    prompt_rows: dict[str, RecoveryRow],
+    act_rows: dict[str, RecoveryRow],
+    best_answers: dict[tuple[str, str], list],
+) -> RecoveryTable:
+    """The :class:`RecoveryTable` of the rows: the best setting of each kind, the baseline and the items."""
     pb, pr, pc = best_setting(prompt_rows)
     ab, ar, ac = best_setting(act_rows)
     thr = cfg.threshold
