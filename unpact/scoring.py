@@ -532,16 +532,7 @@ def score_variants(
         >>> score_variants(model, [base], seqs, [0, 0, 0], [4, 1, 2])         # doctest: +SKIP
         tensor([-3.1, -3.4, -3.2])
     """
-    n = len(sequences)
-    if not (len(base_of) == len(shared) == n):
-        raise ValueError(f"{n} sequences but {len(base_of)} base indices and {len(shared)} shared lengths")
-    starts: list[int] = []
-    for j, ((p, a), b, s) in enumerate(zip(sequences, base_of, shared)):
-        if not a:
-            raise ValueError(f"sequence {j} has no answer tokens")
-        if list(p[:s]) != list(bases[b][:s]) or s > len(p):
-            raise ValueError(f"sequence {j} does not start with the first {s} tokens of base {b}")
-        starts.append(max(0, min(s, len(p) - 1)))  # the token predicting a[0] is always run
+    starts = _variant_starts(bases, sequences, base_of, shared)
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
 
@@ -561,67 +552,109 @@ def score_variants(
     for b, s in zip(base_of, starts):
         need[b] = max(need[b], s)
     with torch.no_grad():
-        width = max(need)
-        kv = None
-        if width > 0:
-            ids = torch.full((len(bases), width), pad, dtype=torch.long)
-            for b, base in enumerate(bases):
-                ids[b, : min(need[b], len(base))] = torch.tensor(list(base[: need[b]]), dtype=torch.long)
-            out = hf(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
-            kv = _kv_layers(getattr(out, "past_key_values", None) or getattr(out, "cache", None))
-            if kv is None:
-                return whole_rows()
-        from transformers.cache_utils import DynamicCache
-
+        kv = _base_prefix_cache(hf, bases, need, pad, device) if max(need) > 0 else None
+        if max(need) > 0 and kv is None:
+            return whole_rows()
         rest = [len(p) + len(a) - 1 - s for (p, a), s in zip(sequences, starts)]
-        result: list[Tensor | None] = [None] * n
+        result: list[Tensor | None] = [None] * len(sequences)
         for group in _prefix_chunks(rest, starts, max_batch_tokens):
-            rows = len(group)
-            w = max(rest[j] for j in group)
-            c = max(starts[j] for j in group)
-            k_ans = max(len(sequences[j][1]) for j in group)
-            ids = torch.full((rows, w), pad, dtype=torch.long)
-            mask = torch.zeros((rows, c + w), dtype=torch.long)
-            pos = torch.zeros((rows, w), dtype=torch.long)
-            targets = torch.zeros((rows, k_ans), dtype=torch.long)
-            tmask = torch.zeros((rows, k_ans), dtype=torch.bool)
-            for r, j in enumerate(group):
-                p, a = sequences[j]
-                s = starts[j]
-                new = (list(p) + list(a))[s:-1]
-                off = w - len(new)  # left-padded: every row's answer ends in the last column
-                ids[r, off:] = torch.tensor(new, dtype=torch.long)
-                mask[r, :s] = 1
-                mask[r, c + off :] = 1
-                pos[r, :] = s
-                pos[r, off:] = torch.arange(s, s + len(new))
-                targets[r, k_ans - len(a) :] = torch.tensor(list(a), dtype=torch.long)
-                tmask[r, k_ans - len(a) :] = True
-            kwargs = {}
-            if c > 0:
-                rows_base = torch.tensor([base_of[j] for j in group], device=device)
-                layers = [
-                    (k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base)) for k, v in kv
-                ]
-                kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
-            tm = tmask.to(device)
-            r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
-            with logits_at(hf, r_idx, w - k_ans + k_idx) as take:
-                rows_logits = take(
-                    hf(
-                        input_ids=ids.to(device),
-                        attention_mask=mask.to(device),
-                        position_ids=pos.to(device),
-                        use_cache=c > 0,
-                        **kwargs,
-                    ).logits
-                )
-            picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
-            lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
-            lp = reduce_logprobs(lp, tm, reduction)
+            lp = _score_variant_group(
+                hf, group, sequences, starts, rest, base_of, kv, cache_arg, pad, device, reduction
+            )
             for r, j in enumerate(group):
                 result[j] = lp[r]
     return torch.stack(result)  # type: ignore[arg-type]
+
+
+def _variant_starts(
+    bases: Sequence[Sequence[int]],
+    sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+    base_of: Sequence[int],
+    shared: Sequence[int],
+) -> list[int]:
+    """Where each variant's own tokens start (its shared prefix, at most up to the token that
+    predicts its first answer token); ValueError on a variant that does not fit its base."""
+    n = len(sequences)
+    if not (len(base_of) == len(shared) == n):
+        raise ValueError(f"{n} sequences but {len(base_of)} base indices and {len(shared)} shared lengths")
+    starts: list[int] = []
+    for j, ((p, a), b, s) in enumerate(zip(sequences, base_of, shared)):
+        if not a:
+            raise ValueError(f"sequence {j} has no answer tokens")
+        if list(p[:s]) != list(bases[b][:s]) or s > len(p):
+            raise ValueError(f"sequence {j} does not start with the first {s} tokens of base {b}")
+        starts.append(max(0, min(s, len(p) - 1)))  # the token predicting a[0] is always run
+    return starts
+
+
+def _base_prefix_cache(hf, bases: Sequence[Sequence[int]], need: list[int], pad: int, device) -> list | None:
+    """The keys and values of each base's first ``need[b]`` tokens, in one batched forward (None:
+    the model returns no cache that can be shared)."""
+    ids = torch.full((len(bases), max(need)), pad, dtype=torch.long)
+    for b, base in enumerate(bases):
+        ids[b, : min(need[b], len(base))] = torch.tensor(list(base[: need[b]]), dtype=torch.long)
+    out = hf(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
+    return _kv_layers(getattr(out, "past_key_values", None) or getattr(out, "cache", None))
+
+
+def _score_variant_group(
+    hf,
+    group: list[int],
+    sequences,
+    starts: list[int],
+    rest: list[int],
+    base_of: Sequence[int],
+    kv: list | None,
+    cache_arg: str,
+    pad: int,
+    device,
+    reduction: str,
+) -> Float[Tensor, " rows"]:
+    """One batch of variants: each row runs its own tokens after its base's cached prefix, left-padded
+    so that every row's answer ends in the last column; the reduced answer log-prob per row."""
+    from transformers.cache_utils import DynamicCache
+
+    rows = len(group)
+    w = max(rest[j] for j in group)
+    c = max(starts[j] for j in group)
+    k_ans = max(len(sequences[j][1]) for j in group)
+    ids = torch.full((rows, w), pad, dtype=torch.long)
+    mask = torch.zeros((rows, c + w), dtype=torch.long)
+    pos = torch.zeros((rows, w), dtype=torch.long)
+    targets = torch.zeros((rows, k_ans), dtype=torch.long)
+    tmask = torch.zeros((rows, k_ans), dtype=torch.bool)
+    for r, j in enumerate(group):
+        p, a = sequences[j]
+        s = starts[j]
+        new = (list(p) + list(a))[s:-1]
+        off = w - len(new)
+        ids[r, off:] = torch.tensor(new, dtype=torch.long)
+        mask[r, :s] = 1
+        mask[r, c + off :] = 1
+        pos[r, :] = s
+        pos[r, off:] = torch.arange(s, s + len(new))
+        targets[r, k_ans - len(a) :] = torch.tensor(list(a), dtype=torch.long)
+        tmask[r, k_ans - len(a) :] = True
+    kwargs = {}
+    if c > 0:
+        rows_base = torch.tensor([base_of[j] for j in group], device=device)
+        layers = [(k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base)) for k, v in kv]
+        kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
+    tm = tmask.to(device)
+    r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
+    with logits_at(hf, r_idx, w - k_ans + k_idx) as take:
+        rows_logits = take(
+            hf(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=pos.to(device),
+                use_cache=c > 0,
+                **kwargs,
+            ).logits
+        )
+    picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
+    lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
+    return reduce_logprobs(lp, tm, reduction)
 
 
 # ------------------------------------------------------------------ generation
