@@ -128,9 +128,10 @@ def mildest_checkpoint_table(runs: dict[int, dict]) -> list[str]:
 def tables(out: Path) -> str:
     runs = seeds_of(out)
     pooled = json.loads((out / "pooled.json").read_text())
-    model = runs[next(iter(runs))]["config"]["model"]
+    cfg = runs[next(iter(runs))]["config"]
+    title = f"{cfg['model']}, {cfg['benchmark']} {cfg['forget_split']}"
     lines = [
-        f"#### {model}: seeds {', '.join(map(str, runs))}",
+        f"#### {title}: seeds {', '.join(map(str, runs))}",
         "",
         *summary_table(runs),
         "",
