@@ -21,16 +21,21 @@ import time
 import torch
 
 
-def _items(n: int, start: int, kind: str):
+#: Author names and the question of each group that :func:`qa_items` builds items from.
+NAMES = ["Ana Lind", "Bo Reyes", "Cara Moll", "Dan Oduya", "Eva Sol", "Finn Ware", "Gia Pratt", "Hugo Tan"]
+QUESTIONS = {
+    "forget": ("Where was the author {n} born?", "Lima"),
+    "retain": ("What genre does {n} write?", "crime fiction"),
+    "general": ("What is the favourite colour of {n}?", "deep blue"),
+}
+
+
+def qa_items(n: int, start: int, kind: str, names=NAMES, questions=QUESTIONS):
+    """``n`` QA items of group ``kind`` about ``names`` from the ``start``-th on (a number appended
+    once the names run out), and each item's keywords (its name)."""
     from unpact.data import QAItem
 
-    names = ["Ana Lind", "Bo Reyes", "Cara Moll", "Dan Oduya", "Eva Sol", "Finn Ware", "Gia Pratt", "Hugo Tan"]
-    qs = {
-        "forget": ("Where was the author {n} born?", "Lima"),
-        "retain": ("What genre does {n} write?", "crime fiction"),
-        "general": ("What is the favourite colour of {n}?", "deep blue"),
-    }
-    q, a = qs[kind]
+    q, a = questions[kind]
     out, kws = [], []
     for i in range(n):
         name = names[(start + i) % len(names)] + ("" if start + i < len(names) else f" {start + i}")
@@ -83,9 +88,9 @@ def main() -> None:
             else str(make_tiny_checkpoint("gpt2", tempfile.mkdtemp(), n_layers=2))
         )
     model = load_model(spec)
-    forget, fk = _items(args.items, 0, "forget")
-    retain, rk = _items(args.items, args.items, "retain")
-    general, gk = _items(args.items, 2 * args.items, "general")
+    forget, fk = qa_items(args.items, 0, "forget")
+    retain, rk = qa_items(args.items, args.items, "retain")
+    general, gk = qa_items(args.items, 2 * args.items, "general")
     cfg = RecoveryConfig(max_new_tokens=args.max_new_tokens, kinds=tuple(args.kinds.split(",")))
 
     calls = {"n": 0}

@@ -59,35 +59,26 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def _items(n: int, start: int, kind: str):
-    from unpact.data import QAItem
-
-    names = [
-        "Ana Lind",
-        "Bo Reyes",
-        "Cara Moll",
-        "Dan Oduya",
-        "Eva Sol",
-        "Finn Ware",
-        "Gia Pratt",
-        "Hugo Tan",
-        "Ines Vale",
-        "Jon Abel",
-        "Kira Holm",
-        "Lev Mora",
-    ]
-    qs = {
-        "forget": ("Where was the author {n} born, according to the archive of the society?", "Lima, in Peru"),
-        "retain": ("What genre does the writer {n} mostly write in?", "crime fiction"),
-        "general": ("What is the favourite colour of {n}?", "deep blue"),
-    }
-    q, a = qs[kind]
-    out, kws = [], []
-    for i in range(n):
-        name = names[(start + i) % len(names)] + ("" if start + i < len(names) else f" {start + i}")
-        out.append(QAItem(q.format(n=name), a, id=f"{kind}{i}"))
-        kws.append([name])
-    return out, kws
+#: Longer questions and more names than benchmarks/recovery.py's, for a 124M model's batches.
+NAMES = [
+    "Ana Lind",
+    "Bo Reyes",
+    "Cara Moll",
+    "Dan Oduya",
+    "Eva Sol",
+    "Finn Ware",
+    "Gia Pratt",
+    "Hugo Tan",
+    "Ines Vale",
+    "Jon Abel",
+    "Kira Holm",
+    "Lev Mora",
+]
+QUESTIONS = {
+    "forget": ("Where was the author {n} born, according to the archive of the society?", "Lima, in Peru"),
+    "retain": ("What genre does the writer {n} mostly write in?", "crime fiction"),
+    "general": ("What is the favourite colour of {n}?", "deep blue"),
+}
 
 
 def make_model(root: Path) -> Path:
@@ -116,9 +107,12 @@ def child(args) -> None:
     from unpact.emphasis import RecoveryConfig, recover
 
     model = load_model(args.model)
-    forget, fk = _items(args.items, 0, "forget")
-    retain, rk = _items(args.items, args.items, "retain")
-    general, gk = _items(args.items, 2 * args.items, "general")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from recovery import qa_items
+
+    forget, fk = qa_items(args.items, 0, "forget", NAMES, QUESTIONS)
+    retain, rk = qa_items(args.items, args.items, "retain", NAMES, QUESTIONS)
+    general, gk = qa_items(args.items, 2 * args.items, "general", NAMES, QUESTIONS)
     cfg = RecoveryConfig()
     loaded = _status("VmRSS")
     t = time.perf_counter()
