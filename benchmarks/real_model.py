@@ -14,9 +14,11 @@ means unpact is faster):
            captum ``FeatureAblation`` on a forward function that returns the same LP (mean answer
            log-prob, ``logits_to_keep`` over the answer) with one feature per prompt token; captum
            runs in its fastest working mode, picked by a sweep of ``perturbations_per_eval`` on the
-           first items. Target: >= 1.
-  loo-del  unpact's default (the paper's) deletion mode against the same captum run (info: deletion
-           is not the work captum does).
+           first items; unpact ablates every token too (``skip_special=False``), the same work.
+           Target: >= 1.
+  loo-del  unpact's default: the paper's deletion mode, with the prompt format's special tokens
+           not ablated (``skip_special=True``), against the same captum run (info: not the work
+           captum does).
   ig       unpact integrated gradients at a fixed step count (Gauss-Legendre, no warp, no
            refinement: ``rule="gausslegendre", warp=1, max_passes=steps``) against captum
            ``LayerIntegratedGradients`` on the embedding layer with the same ``n_steps``, the same
@@ -404,9 +406,9 @@ def main() -> None:
                 best = (ppe, t)
         ppe = best[0]
         label = f"perturbations_per_eval={'all' if ppe is None else ppe}"
-        attribute(bridge, items[:1], method="loo", fmt=fmt, mode="baseline")  # warm-up
+        attribute(bridge, items[:1], method="loo", fmt=fmt, mode="baseline", skip_special=False)  # warm-up
         ours, t_u, theirs, t_r = paired(
-            lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline"),
+            lambda: attribute(bridge, items, method="loo", fmt=fmt, mode="baseline", skip_special=False),
             lambda: captum_fa(hf, preps, bid, ppe),
             args.attr_repeats,
         )
@@ -423,10 +425,10 @@ def main() -> None:
         _, t_del = timed(lambda: attribute(bridge, items, method="loo", fmt=fmt), args.attr_repeats)
         add(
             "loo-del",
-            f"delete mode (the paper's) vs the same captum run, {len(items)} items",
+            f"unpact's default (deletion, special tokens skipped) vs the same captum run, {len(items)} items",
             t_del,
             t_r,
-            "different ablation (deletion)",
+            "different work (deletion, fewer rows)",
             None,
         )
 

@@ -55,7 +55,7 @@ def _naive_lp(model, prompt_ids, answer_ids) -> float:
 
 @pytest.mark.parametrize("mode", ["delete", "baseline"])
 def test_loo_batched_equals_naive_loop(model, mode):
-    results = attribute(model, ITEMS, method="loo", mode=mode, max_batch_tokens=200)
+    results = attribute(model, ITEMS, method="loo", mode=mode, max_batch_tokens=200, skip_special=False)
     preps, _ = prepare_items(model, ITEMS)
     bid = scoring.pad_id(model.tokenizer)
     worst = 0.0
@@ -66,6 +66,26 @@ def test_loo_batched_equals_naive_loop(model, mode):
         worst = max(worst, float(np.max(np.abs(np.array(res.scores) - naive))))
         assert len(res.scores) == len(res.tokens) == len(prep.prompt_ids)
     assert worst <= 1e-5
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_loo_skips_special_tokens_and_keeps_the_others(model, prefix_cache):
+    """By default the format's fixed text and BOS are not ablated: they score 0, the result says
+    how many were skipped, and every other token's score is the one of ablating everything."""
+    fmt = PromptFormat("chat", "<|sys|> You are a helpful assistant. <|user|> {question} <|bot|>")
+    skip = attribute(model, ITEMS[:2], method="loo", fmt=fmt, prefix_cache=prefix_cache)
+    full = attribute(model, ITEMS[:2], method="loo", fmt=fmt, prefix_cache=prefix_cache, skip_special=False)
+    preps, _ = prepare_items(model, ITEMS[:2], fmt=fmt)
+    for s, f, prep in zip(skip, full, preps):
+        special = [i for i, flag in enumerate(s.special) if flag]
+        assert len(special) > len(s.special) // 2  # the template is most of the prompt
+        assert all(s.scores[i] == 0.0 for i in special)
+        assert any(f.scores[i] != 0.0 for i in special)  # ablating them would have scored them
+        assert s.options["skipped"] == sum(s.special[prep.first :]) >= 8
+        assert f.options["skipped"] == 0
+        content = [i for i, flag in enumerate(s.special) if not flag]
+        assert np.max(np.abs(np.array(s.scores)[content] - np.array(f.scores)[content])) <= 1e-5
+        assert key_tokens(s) == key_tokens(f)
 
 
 def test_the_attributed_quantity_is_chosen_by_name(tiny_gpt2):
@@ -123,8 +143,8 @@ def test_loo_prefix_cache_without_bos(tiny_dirs):
     model = load_model(tiny_dirs["gpt2"])
     model.tokenizer.bos_token = None
     assert scoring.bos_id(model.tokenizer) is None
-    a = attribute(model, ITEMS, method="loo", max_batch_tokens=150)
-    b = attribute(model, ITEMS, method="loo", prefix_cache=False)
+    a = attribute(model, ITEMS, method="loo", max_batch_tokens=150, skip_special=False)
+    b = attribute(model, ITEMS, method="loo", prefix_cache=False, skip_special=False)
     assert a[0].scores[0] != 0.0  # the first token is ablated too
     for x, y in zip(a, b):
         assert np.max(np.abs(np.array(x.scores) - np.array(y.scores))) <= 1e-5

@@ -37,7 +37,9 @@ def _captum_input(model, res, baseline_id):
 def test_loo_baseline_mode_matches_captum_feature_ablation(tiny_gpt2, hf_gpt2):
     from captum.attr import FeatureAblation, LLMAttribution
 
-    res = attribute(tiny_gpt2, ITEM, method="loo", mode="baseline", baseline="pad")
+    res = attribute(
+        tiny_gpt2, ITEM, method="loo", mode="baseline", baseline="pad", skip_special=False
+    )  # every token, as captum
     bid = res.options["baseline_id"]
     llm = LLMAttribution(FeatureAblation(hf_gpt2), tiny_gpt2.tokenizer)
     ours = np.array(res.scores[1:])

@@ -7,6 +7,16 @@ LP is the mean log-prob of the answer tokens under teacher forcing
 tokens move one position left; ``mode="baseline"`` replaces it by a baseline
 token instead (captum's ``FeatureAblation`` convention; positions stay put).
 
+Special tokens (BOS, the tokenizer's special tokens, the prompt format's fixed
+text: :func:`unpact.attribution.prepare.special_mask`) are not ablated by
+default (``skip_special=True``) and score 0. They are never keywords, and
+KeyTokens, tracking and the collapse analysis read only the other tokens, so
+no result that uses LOO changes; in a chat format with a system prompt they
+are most of the prompt (SmolLM2's template: 21 of about 30 tokens), and the
+early ones are the costliest ablations under the prefix cache. The result's
+``options["skipped"]`` counts them; ``skip_special=False`` ablates every
+token after BOS.
+
 All ablated prompts of all items are scored in one batched call, chunked to
 ``max_batch_tokens``: n + 1 rows per item, never one forward per token. BOS is
 never ablated (score 0). By default (``prefix_cache=True``) the call is
@@ -52,6 +62,7 @@ class LooConfig:
             ablated sequence whole through the bridge (hooks on the bridge apply).
         quantity: the attributed quantity, a name in :data:`unpact.scoring.QUANTITIES`
             (``"mean"``: LP, the mean answer log-prob, the paper's).
+        skip_special: do not ablate special tokens (score 0; see the module docstring).
     """
 
     mode: str = "delete"
@@ -59,6 +70,7 @@ class LooConfig:
     max_batch_tokens: int = scoring.DEFAULT_MAX_BATCH_TOKENS
     prefix_cache: bool = True
     quantity: str = "mean"
+    skip_special: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("delete", "baseline"):
@@ -66,11 +78,18 @@ class LooConfig:
         scoring.get_quantity(self.quantity)
 
 
-def ablated_prompts(prep: Prepared, mode: str, baseline_id: int | None = None) -> list[list[int]]:
-    """The n ablated prompts of one item (positions ``prep.first`` .. n-1), in order."""
+def ablated_positions(prep: Prepared, skip_special: bool = False) -> list[int]:
+    """Positions ``prep.first`` .. n-1 that are ablated (without the special ones if ``skip_special``)."""
+    return [i for i in range(prep.first, len(prep.prompt_ids)) if not (skip_special and prep.special[i])]
+
+
+def ablated_prompts(
+    prep: Prepared, mode: str, baseline_id: int | None = None, positions: list[int] | None = None
+) -> list[list[int]]:
+    """The ablated prompts of one item at ``positions`` (default: ``prep.first`` .. n-1), in order."""
     p = prep.prompt_ids
     out = []
-    for i in range(prep.first, len(p)):
+    for i in ablated_positions(prep) if positions is None else positions:
         if mode == "delete":
             q = p[:i] + p[i + 1 :]
             if not q:
@@ -100,12 +119,15 @@ class LeaveOneOut(AttributionMethod):
         base_of: list[int] = []
         shared: list[int] = []
         spans = []
+        positions = []
         for k, prep in enumerate(items):
             start = len(seqs)
+            where = ablated_positions(prep, cfg.skip_special)
+            positions.append(where)
             seqs.append(prep.seq)
             shared.append(len(prep.prompt_ids))
-            seqs.extend((q, prep.answer_ids) for q in ablated_prompts(prep, cfg.mode, bid))
-            shared.extend(range(prep.first, len(prep.prompt_ids)))  # ablation i keeps tokens < i
+            seqs.extend((q, prep.answer_ids) for q in ablated_prompts(prep, cfg.mode, bid, where))
+            shared.extend(where)  # ablation i keeps tokens < i
             base_of.extend([k] * (len(seqs) - start))
             spans.append((start, len(seqs)))
         with progress(total=1, desc="loo") as bar:
@@ -127,9 +149,12 @@ class LeaveOneOut(AttributionMethod):
         if bid is not None:
             options["baseline_id"] = bid
         out = []
-        for prep, (a, b) in zip(items, spans):
+        for prep, (a, b), where in zip(items, spans, positions):
             full = lp[a]
             scores = torch.zeros(len(prep.prompt_ids), dtype=torch.float64)
-            scores[prep.first :] = full - lp[a + 1 : b]
-            out.append(make_result(model, prep, scores.tolist(), float(full), self.name, options))
+            scores[where] = full - lp[a + 1 : b]
+            skipped = len(prep.prompt_ids) - prep.first - len(where)
+            out.append(
+                make_result(model, prep, scores.tolist(), float(full), self.name, dict(options, skipped=skipped))
+            )
         return out
