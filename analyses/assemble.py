@@ -149,6 +149,7 @@ def presence_analysis(methods: dict[str, dict], controls: dict[str, Any]) -> dic
             "probes_used": p.get("probes_used"),
             "probes_left_out": p.get("probes_left_out"),
             "net_hidden": net_hidden(c["hidden"], forgotten, call["false_hidden"] or {}),
+            "chance_hidden": p.get("chance_hidden"),
             "call_decides": call["decides"],
         }
     return {
@@ -172,6 +173,9 @@ def _presence_verdict(
             if net is None
             else f"; net of false alarms {net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
         )
+        chance = x.get("chance_hidden") or {}
+        if chance.get("n"):
+            net_txt += f"; {chance['expected']:.1f} by answer-space chance over {chance['n']}"
         lines.append(
             f"{m}: {c['hidden']} hidden{net_txt}, {c['erased']} erased of {x['n_forgotten']} forgotten"
             f" (by {', '.join(x.get('probes_used') or []) or 'no probe'})"

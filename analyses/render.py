@@ -164,6 +164,7 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
             x["counts"]["known"],
             x["counts"]["hidden"],
             _net_text(x.get("net_hidden")),
+            _chance_text(x.get("chance_hidden")),
             x["counts"]["erased"],
             x["counts"]["unprobed"],
             ", ".join(x.get("probes_used") or []) or "–",
@@ -191,6 +192,7 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
                 "known",
                 "hidden",
                 "hidden net of false alarms",
+                "hidden by answer-space chance",
                 "erased",
                 "unprobed",
                 "probes in the call",
@@ -211,6 +213,13 @@ def render_presence(analyses: dict[str, Any], results: dict[str, Any]) -> Render
 
 def _net_text(net: dict[str, Any] | None) -> str:
     return "–" if not net else f"{net['net']:.1f} [{net['interval'][0]:.1f}, {net['interval'][1]:.1f}]"
+
+
+def _chance_text(chance: dict[str, Any] | None) -> str:
+    """The hidden calls expected from guessing among each forgotten item's attribute's answers."""
+    if not chance or not chance.get("n"):
+        return "–"
+    return f"{chance['expected']:.1f} of {chance['n']}"
 
 
 def _share_text(share: dict[str, Any] | None, count_key: str) -> str:
@@ -237,7 +246,9 @@ def _call_table(calls: list[dict[str, Any]]) -> str:
         "<p>The call as a whole: an item is hidden when any probe in the call finds it, so the call's own "
         "false-hidden rate (the share of the negative control's items it finds) and sensitivity (the share "
         "of the positive control's hidden items it finds) are measured too; the hidden count net of false "
-        "alarms subtracts that rate times the forgotten items.</p>"
+        "alarms subtracts that rate times the forgotten items. The answer-space chance is what a probe "
+        "guessing among the distinct answers each forgotten item's attribute takes in the benchmark "
+        "would find (1 / that number per item, summed; per item in the run's presence results).</p>"
         + report_table_html(
             [
                 "probes in the call",

@@ -14,6 +14,8 @@ module runs them the way the study needs them:
 * :func:`positive_control_model` — that positive control, keeping the facts in the
   probes' formats (the paraphrased question and, on the embedded world, the
   biography cloze) and the retain set;
+* :func:`answer_space` and :func:`chance_levels` — per item, the chance of hitting its answer by
+  guessing among the distinct answers its attribute takes in the benchmark;
 * :func:`null_keyword_rows` — finding 1's damage-matched nulls: weight-noise draws
   matched to a method's forget accuracy, attributed like the method, in
   :func:`unpact.analyses.keyword_focus_vs_null`'s shape.
@@ -26,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -166,6 +168,59 @@ def presence_calls(
     }
 
 
+def answer_space(*splits: Iterable[Any] | None) -> dict[str, int]:
+    """Per attribute: the number of distinct answers it takes over ``splits`` (None splits skipped).
+
+    An item declares its attribute and answer in ``meta["attribute"]`` and ``meta["value"]`` (the
+    embedded world's records do); items that do not are not counted.
+
+    Example:
+        >>> a = QAItem("Where was A born?", "Lima", meta={"attribute": "birthplace", "value": "Lima"})
+        >>> b = QAItem("Where was B born?", "Oslo", meta={"attribute": "birthplace", "value": "Oslo"})
+        >>> answer_space([a, b], None, [a])
+        {'birthplace': 2}
+    """
+    values: dict[str, set[str]] = {}
+    for split in splits:
+        for item in split or ():
+            meta = getattr(item, "meta", None) or {}
+            if meta.get("attribute") is not None and meta.get("value") is not None:
+                values.setdefault(str(meta["attribute"]), set()).add(str(meta["value"]).strip().lower())
+    return {k: len(v) for k, v in values.items()}
+
+
+def chance_levels(items: Sequence[Any], space: dict[str, int]) -> list[float | None]:
+    """Per item: 1 / the number of distinct answers of its attribute (None: no attribute declared).
+
+    The hit rate of a probe that answered by guessing uniformly among the answers the attribute
+    takes in the benchmark: a birth year among 30 years is hit 1 time in 30, a genre among 8
+    1 time in 8, so a "hidden" call on a small answer space is weaker evidence.
+
+    Example:
+        >>> a = QAItem("Where was A born?", "Lima", meta={"attribute": "birthplace", "value": "Lima"})
+        >>> chance_levels([a, QAItem("Q?", "x")], {"birthplace": 4})
+        [0.25, None]
+    """
+    out: list[float | None] = []
+    for item in items:
+        k = space.get(str((getattr(item, "meta", None) or {}).get("attribute")))
+        out.append(1.0 / k if k else None)
+    return out
+
+
+def chance_hits(chance: Sequence[float | None], calls: Sequence[str]) -> dict[str, Any]:
+    """The hidden calls chance alone would give among the forgotten items: the sum of their
+    chance levels (``expected``), over the ``n`` forgotten items whose attribute is declared.
+
+    Example:
+        >>> chance_hits([0.25, 0.5, None, 0.1], ["hidden", "erased", "erased", "known"])
+        {'expected': 0.75, 'n': 2, 'n_forgotten': 3}
+    """
+    forgotten = [c for c, call in zip(chance, calls) if call in ("hidden", "erased")]
+    known = [c for c in forgotten if c is not None]
+    return {"expected": float(sum(known)), "n": len(known), "n_forgotten": len(forgotten)}
+
+
 def calibrate(
     positive: dict[str, dict[str, Any]],
     negative: dict[str, dict[str, Any]],
@@ -278,7 +333,10 @@ def null_keyword_rows(
 
 __all__ = [
     "PresenceSettings",
+    "answer_space",
     "calibrate",
+    "chance_hits",
+    "chance_levels",
     "usable_probes",
     "keep_formats",
     "keyword_rows",

@@ -61,7 +61,10 @@ from unpact.metrics import (
 )
 from unpact.models import load_model
 from unpact.presence import (
+    answer_space,
     calibrate,
+    chance_hits,
+    chance_levels,
     null_keyword_rows,
     positive_control_model,
     presence_calls,
@@ -595,10 +598,14 @@ def presence(study: StudyView, unlearned: Model, ev: dict[str, Any]) -> dict[str
     recalls = ev["forget"]["rouge_l_recall_per_item"]
     correct = [r >= study.cfg.emphasis.threshold for r in recalls]
     use, left_out = usable_probes(study.presence_controls().get("calibration"), list(probes), settings.min_specificity)
+    calls = presence_calls([str(it.id) for it in items], correct, probes, use)
+    chance = chance_levels(items, answer_space(study.data.forget, study.data.retain, study.data.holdout))
     return {
         "probes": probes,
-        **presence_calls([str(it.id) for it in items], correct, probes, use),
+        **calls,
         "probes_left_out": left_out,
+        "chance": chance,
+        "chance_hidden": chance_hits(chance, calls["calls"]),
     }
 
 

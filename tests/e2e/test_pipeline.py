@@ -109,6 +109,8 @@ def test_run_end_to_end(finished_run):
             assert stage in m, stage
         assert set(m["presence"]["probes"]) == {"format", "choice", "logit_lens"}
         assert sum(m["presence"]["counts"].values()) == len(m["presence"]["ids"]) == 2
+        # the embedded items declare their attribute: each has a chance level below 1
+        assert len(m["presence"]["chance"]) == 2 and all(0 < c < 1 for c in m["presence"]["chance"])
         assert m["unlearn"]["losses"], "per-step losses recorded"
         assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
         rec = RecoveryTable.from_dict(m["recovery"])

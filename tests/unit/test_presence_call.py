@@ -84,3 +84,46 @@ def test_presence_analysis_reports_the_call_and_the_net_count():
     assert out["methods"]["ga"]["net_hidden"]["net"] == pytest.approx(8 - 3 / 24 * 24)
     assert out["methods"]["ga"]["call_decides"] is False and "does not decide" in out["verdict"]
     assert calibrated_call({}, ["format"])["decides"] is False
+
+
+def test_chance_levels_come_from_the_attribute_answer_space_of_the_benchmark():
+    """Each embedded forget item's chance level is 1 / the distinct answers its attribute takes
+    over forget, retain and holdout; a record that declares no attribute has none."""
+    from unpact.data import QAItem, load_benchmark
+    from unpact.presence import answer_space, chance_hits, chance_levels
+
+    splits = [list(load_benchmark("embedded:tofu", s)) for s in ("forget10", "retain90", "holdout10")]
+    space = answer_space(*splits, None)
+    for attribute in ("birthplace", "birth_year", "genre", "father_job", "award"):
+        values = {it.meta["value"].strip().lower() for sp in splits for it in sp if it.meta["attribute"] == attribute}
+        assert space[attribute] == len(values) > 4
+    chance = chance_levels(splits[0], space)
+    assert all(c == 1 / space[it.meta["attribute"]] for c, it in zip(chance, splits[0]))
+    assert chance_levels([QAItem("What is the capital of France?", "Paris")], space) == [None]
+    calls = ["hidden", "erased", "known"] + ["known"] * (len(chance) - 3)
+    assert chance_hits(chance, calls) == {"expected": pytest.approx(chance[0] + chance[1]), "n": 2, "n_forgotten": 2}
+
+
+def test_presence_analysis_reports_the_answer_space_chance():
+    negative = {"format": probe(IDS, [False] * 24)}
+    methods = {
+        "ga": {
+            "presence": {
+                "counts": {"known": 0, "hidden": 2, "erased": 2, "unprobed": 0},
+                "probes_used": ["format"],
+                "share_present": {"format": 2 / 24},
+                "chance_hidden": {"expected": 0.75, "n": 4, "n_forgotten": 4},
+            }
+        },
+        "npo": {  # a run from before the chance level: reported without it
+            "presence": {
+                "counts": {"known": 0, "hidden": 1, "erased": 3, "unprobed": 0},
+                "probes_used": ["format"],
+                "share_present": {"format": 1 / 24},
+            }
+        },
+    }
+    out = presence_analysis(methods, {"negative": negative, "calibration": {}})
+    assert out["methods"]["ga"]["chance_hidden"]["expected"] == 0.75
+    assert "ga: 2 hidden; net of false alarms 2.0 [1.4, 2.0]; 0.8 by answer-space chance over 4" in out["verdict"]
+    assert out["methods"]["npo"]["chance_hidden"] is None and "npo: 1 hidden; net" in out["verdict"]
