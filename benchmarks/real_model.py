@@ -22,7 +22,11 @@ means unpact is faster):
   ig       unpact integrated gradients at a fixed step count (Gauss-Legendre, no warp, no
            refinement: ``rule="gausslegendre", warp=1, max_passes=steps``) against captum
            ``LayerIntegratedGradients`` on the embedding layer with the same ``n_steps``, the same
-           pad-token baseline and the same LP forward. Target: >= 3.
+           pad-token baseline and the same LP forward; unpact interpolates every token after BOS
+           (``skip_special=False``), the work captum does. Target: >= 3. Info rows: the same with
+           ``prefix_cache=False`` (every point whole through the bridge at ``hook_embed``, the path
+           before the prefix cache), and unpact's default (``skip_special=True``: the chat template
+           and system prompt keep their embeddings and are run once per item).
   gen      unpact's cached greedy generation with a hook on every layer's attention pattern (a
            no-op, so the answer must not change) against ``transformers``' ``generate`` with its
            cache (greedy, left-padded batch, the same stop ids). Target: unpact within 1.5x (ratio
@@ -436,7 +440,16 @@ def main() -> None:
         print("\n== integrated gradients vs captum LayerIntegratedGradients", flush=True)
         sub, sub_p = items[: args.ig_items], preps[: args.ig_items]
         s = args.ig_steps
-        opts = dict(method="ig", fmt=fmt, steps=s, max_passes=s, rule="gausslegendre", warp=1.0, baseline="pad")
+        opts = dict(
+            method="ig",
+            fmt=fmt,
+            steps=s,
+            max_passes=s,
+            rule="gausslegendre",
+            warp=1.0,
+            baseline="pad",
+            skip_special=False,
+        )
         attribute(bridge, items[:1], **{**opts, "steps": 2, "max_passes": 2})  # warm-up
         captum_lig(hf, preps[:1], bid, 2)
         ours, t_u, theirs, t_r = paired(
@@ -452,6 +465,12 @@ def main() -> None:
             f"max |diff| {d:.1e} (largest |score| {scale:.2f})",
             3.0,
         )
+        for variant, extra, what in (
+            ("ig-bridge", {"prefix_cache": False}, "every point whole through the bridge (hook_embed)"),
+            ("ig-default", {"skip_special": True}, "unpact's default: special tokens kept, run once per item"),
+        ):
+            _, t_v = timed(lambda: attribute(bridge, sub, **{**opts, **extra}), args.attr_repeats)  # noqa: B023
+            add(variant, f"{what}, the same steps and items", t_v, t_r, "info", None)
         if args.llm_ig_items:
             sub, sub_p = items[: args.llm_ig_items], preps[: args.llm_ig_items]
             try:

@@ -532,38 +532,130 @@ def score_variants(
         >>> score_variants(model, [base], seqs, [0, 0, 0], [4, 1, 2])         # doctest: +SKIP
         tensor([-3.1, -3.4, -3.2])
     """
-    starts = _variant_starts(bases, sequences, base_of, shared)
-    device = next(iter(model.parameters())).device
-    pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
-
-    def whole_rows() -> Tensor:
-        return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
-
-    try:
-        hf = plain_hf_model(model)
-    except ModelLoadError:  # a bridge whose weights do not map back onto a plain HF model
-        return whole_rows()
-    params = inspect.signature(hf.forward).parameters
-    if "logits_to_keep" not in params and not any(v.kind is v.VAR_KEYWORD for v in params.values()):
-        return whole_rows()
-    # transformers >= 5.2x names the cache argument ``cache`` (``past_key_values`` is deprecated)
-    cache_arg = "cache" if "cache" in params else "past_key_values"
-    need = [0] * len(bases)
-    for b, s in zip(base_of, starts):
-        need[b] = max(need[b], s)
     with torch.no_grad():
-        kv = _base_prefix_cache(hf, bases, need, pad, device) if max(need) > 0 else None
-        if max(need) > 0 and kv is None:
-            return whole_rows()
-        rest = [len(p) + len(a) - 1 - s for (p, a), s in zip(sequences, starts)]
+        runner = PrefixedRows.build(model, bases, sequences, base_of, shared, max_batch_tokens=max_batch_tokens)
+        if runner is None:
+            return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
         result: list[Tensor | None] = [None] * len(sequences)
-        for group in _prefix_chunks(rest, starts, max_batch_tokens):
-            lp = _score_variant_group(
-                hf, group, sequences, starts, rest, base_of, kv, cache_arg, pad, device, reduction
-            )
+        for group in runner.groups:
+            lp = runner.logprobs(group, reduction=reduction)
             for r, j in enumerate(group):
                 result[j] = lp[r]
     return torch.stack(result)  # type: ignore[arg-type]
+
+
+#: ``edit(embeds, placed) -> embeds``: changes the input embeddings of one batch of
+#: :class:`PrefixedRows` (``[rows, run, d_model]``); ``placed[r] = (j, col)``: row r is sequence j,
+#: and its absolute position p sits in column ``col + p - starts[j]``.
+EmbedEdit = Callable[[Tensor, list[tuple[int, int]]], Tensor]
+
+
+class PrefixedRows:
+    """Sequences run after the cached keys and values of a prefix they share with a base sequence.
+
+    Sequence j begins with ``bases[base_of[j]][:shared[j]]``; the bases' prefixes are run once (no
+    gradient), and each batch of :attr:`groups` runs only its rows' own tokens from ``starts[j]`` on,
+    left-padded so every answer ends in the last column, with logits only where an answer token is
+    predicted. :func:`score_variants` (leave-one-out) scores them; integrated gradients edit the run
+    tokens' embeddings (``edit``) and take gradients through :meth:`logprobs`.
+
+    Built by :meth:`build` on :func:`unpact.bridge.plain_hf_model` (the bridge's weights in HF's own
+    attention, so hooks on the bridge are not applied); :meth:`build` returns None where the cache
+    cannot be shared (sliding-window or recurrent layers, a forward without ``logits_to_keep``, or
+    bridge weights that do not map onto a plain HF model): the caller then runs whole rows.
+    """
+
+    def __init__(self, hf, kv, sequences, starts, base_of, cache_arg: str, pad: int, device, max_batch_tokens: int):
+        self.hf, self.kv, self.sequences, self.starts = hf, kv, sequences, starts
+        self.base_of, self.cache_arg, self.pad, self.device = base_of, cache_arg, pad, device
+        self.rest = [len(p) + len(a) - 1 - s for (p, a), s in zip(sequences, starts)]
+        self.groups: list[list[int]] = list(_prefix_chunks(self.rest, starts, max_batch_tokens))
+
+    @classmethod
+    def build(
+        cls,
+        model: Model,
+        bases: Sequence[Sequence[int]],
+        sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
+        base_of: Sequence[int],
+        shared: Sequence[int],
+        *,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    ) -> PrefixedRows | None:
+        """The runner with every base's needed prefix cached, or None (see the class docstring)."""
+        starts = _variant_starts(bases, sequences, base_of, shared)
+        device = next(iter(model.parameters())).device
+        pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
+        try:
+            hf = plain_hf_model(model)
+        except ModelLoadError:  # a bridge whose weights do not map back onto a plain HF model
+            return None
+        params = inspect.signature(hf.forward).parameters
+        if "logits_to_keep" not in params and not any(v.kind is v.VAR_KEYWORD for v in params.values()):
+            return None
+        # transformers >= 5.2x names the cache argument ``cache`` (``past_key_values`` is deprecated)
+        cache_arg = "cache" if "cache" in params else "past_key_values"
+        need = [0] * len(bases)
+        for b, s in zip(base_of, starts):
+            need[b] = max(need[b], s)
+        kv = None
+        if max(need) > 0:
+            with torch.no_grad():
+                kv = _base_prefix_cache(hf, bases, need, pad, device)
+            if kv is None:
+                return None
+        return cls(hf, kv, sequences, starts, base_of, cache_arg, pad, device, max_batch_tokens)
+
+    def logprobs(
+        self, group: list[int], reduction: str = "mean", edit: EmbedEdit | None = None
+    ) -> Float[Tensor, " rows"]:
+        """The reduced answer log-prob of each row of ``group`` (gradients flow where enabled)."""
+        from transformers.cache_utils import DynamicCache
+
+        seqs, starts, device = self.sequences, self.starts, self.device
+        rows = len(group)
+        w = max(self.rest[j] for j in group)
+        c = max(starts[j] for j in group)
+        k_ans = max(len(seqs[j][1]) for j in group)
+        ids = torch.full((rows, w), self.pad, dtype=torch.long)
+        mask = torch.zeros((rows, c + w), dtype=torch.long)
+        pos = torch.zeros((rows, w), dtype=torch.long)
+        targets = torch.zeros((rows, k_ans), dtype=torch.long)
+        tmask = torch.zeros((rows, k_ans), dtype=torch.bool)
+        placed = []
+        for r, j in enumerate(group):
+            p, a = seqs[j]
+            s = starts[j]
+            new = (list(p) + list(a))[s:-1]
+            off = w - len(new)
+            placed.append((j, off))
+            ids[r, off:] = torch.tensor(new, dtype=torch.long)
+            mask[r, :s] = 1
+            mask[r, c + off :] = 1
+            pos[r, :] = s
+            pos[r, off:] = torch.arange(s, s + len(new))
+            targets[r, k_ans - len(a) :] = torch.tensor(list(a), dtype=torch.long)
+            tmask[r, k_ans - len(a) :] = True
+        kwargs = {}
+        if c > 0:
+            rows_base = torch.tensor([self.base_of[j] for j in group], device=device)
+            layers = [
+                (k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base)) for k, v in self.kv
+            ]
+            kwargs[self.cache_arg] = DynamicCache(ddp_cache_data=layers)
+        if edit is None:
+            kwargs["input_ids"] = ids.to(device)
+        else:
+            kwargs["inputs_embeds"] = edit(self.hf.get_input_embeddings()(ids.to(device)), placed)
+        tm = tmask.to(device)
+        r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
+        with logits_at(self.hf, r_idx, w - k_ans + k_idx) as take:
+            rows_logits = take(
+                self.hf(attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=c > 0, **kwargs).logits
+            )
+        picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
+        lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
+        return reduce_logprobs(lp, tm, reduction)
 
 
 def _variant_starts(
@@ -595,66 +687,6 @@ def _base_prefix_cache(hf, bases: Sequence[Sequence[int]], need: list[int], pad:
         ids[b, : min(need[b], len(base))] = torch.tensor(list(base[: need[b]]), dtype=torch.long)
     out = hf(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
     return _kv_layers(getattr(out, "past_key_values", None) or getattr(out, "cache", None))
-
-
-def _score_variant_group(
-    hf,
-    group: list[int],
-    sequences,
-    starts: list[int],
-    rest: list[int],
-    base_of: Sequence[int],
-    kv: list | None,
-    cache_arg: str,
-    pad: int,
-    device,
-    reduction: str,
-) -> Float[Tensor, " rows"]:
-    """One batch of variants: each row runs its own tokens after its base's cached prefix, left-padded
-    so that every row's answer ends in the last column; the reduced answer log-prob per row."""
-    from transformers.cache_utils import DynamicCache
-
-    rows = len(group)
-    w = max(rest[j] for j in group)
-    c = max(starts[j] for j in group)
-    k_ans = max(len(sequences[j][1]) for j in group)
-    ids = torch.full((rows, w), pad, dtype=torch.long)
-    mask = torch.zeros((rows, c + w), dtype=torch.long)
-    pos = torch.zeros((rows, w), dtype=torch.long)
-    targets = torch.zeros((rows, k_ans), dtype=torch.long)
-    tmask = torch.zeros((rows, k_ans), dtype=torch.bool)
-    for r, j in enumerate(group):
-        p, a = sequences[j]
-        s = starts[j]
-        new = (list(p) + list(a))[s:-1]
-        off = w - len(new)
-        ids[r, off:] = torch.tensor(new, dtype=torch.long)
-        mask[r, :s] = 1
-        mask[r, c + off :] = 1
-        pos[r, :] = s
-        pos[r, off:] = torch.arange(s, s + len(new))
-        targets[r, k_ans - len(a) :] = torch.tensor(list(a), dtype=torch.long)
-        tmask[r, k_ans - len(a) :] = True
-    kwargs = {}
-    if c > 0:
-        rows_base = torch.tensor([base_of[j] for j in group], device=device)
-        layers = [(k[:, :, :c].index_select(0, rows_base), v[:, :, :c].index_select(0, rows_base)) for k, v in kv]
-        kwargs[cache_arg] = DynamicCache(ddp_cache_data=layers)
-    tm = tmask.to(device)
-    r_idx, k_idx = tm.nonzero(as_tuple=True)  # column w - k_ans + k predicts targets[r, k]
-    with logits_at(hf, r_idx, w - k_ans + k_idx) as take:
-        rows_logits = take(
-            hf(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=pos.to(device),
-                use_cache=c > 0,
-                **kwargs,
-            ).logits
-        )
-    picked = rows_logits.float().log_softmax(-1).gather(-1, targets.to(device)[r_idx, k_idx, None]).squeeze(-1)
-    lp = torch.zeros(tm.shape, dtype=picked.dtype, device=device).index_put((r_idx, k_idx), picked)
-    return reduce_logprobs(lp, tm, reduction)
 
 
 # ------------------------------------------------------------------ generation

@@ -238,7 +238,9 @@ def test_key_tokens_never_special():
 
 @pytest.mark.parametrize("baseline", ["pad", "zero"])
 def test_ig_completeness_at_64_steps(model, baseline):
-    results = attribute(model, ITEMS, method="integrated_gradients", steps=64, max_passes=64, baseline=baseline)
+    results = attribute(
+        model, ITEMS, method="integrated_gradients", steps=64, max_passes=64, baseline=baseline, skip_special=False
+    )
     for r in results:
         diff = r.lp - r.extras["lp_baseline"]
         assert abs(diff) > 1e-4  # the test means something
@@ -252,6 +254,44 @@ def test_ig_batching_does_not_change_scores(tiny_gpt2):
     b = attribute(tiny_gpt2, ITEMS, method="ig", steps=16, max_batch_tokens=100000)
     for x, y in zip(a, b):
         assert np.allclose(x.scores, y.scores, atol=1e-6)
+
+
+CHAT = PromptFormat("chat", "<|sys|> You are a helpful assistant. <|user|> {question} <|bot|>")
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_ig_prefix_cache_equals_whole_rows(tiny_dirs, arch):
+    """Points run after the item's cached prefix (plain HF twin, inputs_embeds) give the scores,
+    gaps and costs of running every point whole through the bridge at hook_embed."""
+    model = load_model(tiny_dirs[arch])
+    for skip in (True, False):
+        for baseline in ("pad", "zero"):
+            kw = dict(method="ig", fmt=CHAT, steps=15, max_passes=15, baseline=baseline, skip_special=skip)
+            a = attribute(model, ITEMS, prefix_cache=True, max_batch_tokens=300, **kw)
+            b = attribute(model, ITEMS, prefix_cache=False, **kw)
+            for x, y in zip(a, b):
+                assert np.max(np.abs(np.array(x.scores) - np.array(y.scores))) <= 1e-6, (arch, skip, baseline)
+                assert max(abs(v) for v in y.scores) > 1e-4  # not trivially zero
+                assert x.extras["lp_baseline"] == pytest.approx(y.extras["lp_baseline"], abs=1e-6)
+                assert (x.extras["steps"], x.extras["passes"]) == (y.extras["steps"], y.extras["passes"])
+
+
+def test_ig_skips_special_tokens_against_the_formatted_baseline(model):
+    """By default the format's special tokens keep their embeddings: they score 0, the baseline
+    replaces only the question's tokens, and completeness holds against that baseline."""
+    skip = attribute(model, ITEMS[:2], method="ig", fmt=CHAT, steps=64, max_passes=64)
+    full = attribute(model, ITEMS[:2], method="ig", fmt=CHAT, steps=64, max_passes=64, skip_special=False)
+    preps, _ = prepare_items(model, ITEMS[:2], fmt=CHAT)
+    bid = scoring.pad_id(model.tokenizer)
+    for s, f, prep in zip(skip, full, preps):
+        special = [i for i, flag in enumerate(s.special) if flag]
+        assert all(s.scores[i] == 0.0 for i in special) and any(f.scores[i] != 0.0 for i in special)
+        assert s.extras["skipped"] == sum(prep.special[prep.first :]) > 0 and f.extras["skipped"] == 0
+        base = [bid if (i >= prep.first and not prep.special[i]) else t for i, t in enumerate(prep.prompt_ids)]
+        assert s.extras["lp_baseline"] == pytest.approx(_naive_lp(model, base, prep.answer_ids), abs=1e-5)
+        assert s.extras["lp_baseline"] != pytest.approx(f.extras["lp_baseline"], abs=1e-4)
+        diff = s.lp - s.extras["lp_baseline"]
+        assert abs(diff) > 1e-4 and s.extras["completeness_gap"] <= 0.05 * abs(diff)
 
 
 def test_quadratures():

@@ -67,6 +67,7 @@ def test_integrated_gradients_matches_captum_layer_ig(tiny_gpt2, hf_gpt2):
         baseline="pad",
         rule="gausslegendre",
         warp=1.0,
+        skip_special=False,  # every token after BOS, as captum with skip_tokens=[BOS]
     )
     bid = res.options["baseline_id"]
     lig = LayerIntegratedGradients(hf_gpt2, hf_gpt2.get_input_embeddings())

@@ -38,9 +38,9 @@ def counted(monkeypatch):
     calls: list[int] = []
     orig = IntegratedGradients._points
 
-    def spy(self, model, items, rows, bid, bar):
+    def spy(self, model, items, where, rows, bid, bar):
         calls.append(len(rows))
-        return orig(self, model, items, rows, bid, bar)
+        return orig(self, model, items, where, rows, bid, bar)
 
     monkeypatch.setattr(IntegratedGradients, "_points", spy)
     return calls

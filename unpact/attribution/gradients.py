@@ -4,8 +4,11 @@ For prompt token i with embedding e_i and baseline embedding b_i:
 
     IG_i = (e_i - b_i) . integral_0^1 dLP/de_i (b + a (e - b)) da
 
-where the whole prompt (every token but BOS) is interpolated together and the
-answer's embeddings and all positional embeddings are left alone. The integral is a
+where the prompt's tokens (every token but BOS and, by default, the prompt format's special
+tokens, which keep their embeddings: ``skip_special``) are interpolated together and the
+answer's embeddings and all positional embeddings are left alone. By default
+(``prefix_cache``) the tokens before the first interpolated one are run once per item and
+every point runs from there on (:class:`unpact.scoring.PrefixedRows`). The integral is a
 quadrature over ``steps`` points; each point of each item is one row of a batched,
 chunked forward + backward (one pass). Completeness says the scores add up to
 LP(x) - LP(baseline); the result carries the gap
@@ -211,6 +214,17 @@ class IGConfig:
             the forward budget over :data:`IG_BATCH_SHARE`, because activations are kept for the backward).
         quantity: the attributed quantity, a name in :data:`unpact.scoring.QUANTITIES`
             (``"mean"``: LP, the mean answer log-prob, the paper's).
+        skip_special: special tokens (BOS, the tokenizer's special tokens, the prompt format's
+            fixed text) are not interpolated: they keep their embeddings at every point and in
+            the baseline, and score 0 (captum's ``skip_tokens`` convention). The baseline is then
+            the prompt's format with the question's tokens at the baseline; they are never
+            keywords, and no analysis reads their score. False interpolates every token after BOS.
+        prefix_cache: the tokens before the first interpolated one are the same at every point
+            of an item, so their keys and values are computed once per item and each point runs
+            only from there on (:class:`unpact.scoring.PrefixedRows`: the bridge's weights in HF's
+            own attention, so hooks on the bridge are not applied, as in leave-one-out's prefix
+            cache). Under a chat template with a system prompt that prefix is most of the prompt.
+            False runs every point whole through the bridge, interpolating at ``hook_embed``.
     """
 
     steps: int = 63
@@ -223,6 +237,8 @@ class IGConfig:
     atol: float = 1e-4
     max_batch_tokens: int = scoring.DEFAULT_MAX_BATCH_TOKENS // IG_BATCH_SHARE
     quantity: str = "mean"
+    skip_special: bool = True
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         nodes(self.steps, self.rule, self.warp)
@@ -286,15 +302,75 @@ class IntegratedGradients(AttributionMethod):
             return model.embed(torch.where(mask, torch.full_like(ids, bid), ids))
 
     def _points(
-        self, model, items: list[Prepared], rows: list[tuple[int, Hashable, float]], bid: int | None, bar
+        self,
+        model,
+        items: list[Prepared],
+        where: list[list[int]],
+        rows: list[tuple[int, Hashable, float]],
+        bid: int | None,
+        bar,
     ) -> tuple[list[Float[Tensor, " prompt"]], list[float]]:
         """For each row ``(item index, key, alpha)``: the item's per-token integrand
-        (e_i - b_i) . dLP/de_i at b + alpha (e - b), and the row's share of its batch's wall time.
+        (e_i - b_i) . dLP/de_i at b + alpha (e - b) over its interpolated positions ``where``,
+        and the row's share of its batch's wall time.
 
         Rows of every item are batched together, chunked to ``max_batch_tokens``; one
         forward + backward per chunk (rows are independent, so the gradient of the batch's summed
-        LP gives each row its own).
+        LP gives each row its own). With ``prefix_cache`` each row runs after its item's cached
+        prefix (:meth:`_points_prefixed`); without it, or where the cache cannot be shared, every
+        row runs whole through the bridge (:meth:`_points_whole`).
         """
+        if self.config.prefix_cache:
+            runner = scoring.PrefixedRows.build(
+                model,
+                [p.prompt_ids for p in items],
+                [items[k].seq for k, _, _ in rows],
+                [k for k, _, _ in rows],
+                [min(where[k], default=len(items[k].prompt_ids)) for k, _, _ in rows],
+                max_batch_tokens=self.config.max_batch_tokens,
+            )
+            if runner is not None:
+                return self._points_prefixed(model, runner, items, where, rows, bid, bar)
+        return self._points_whole(model, items, where, rows, bid, bar)
+
+    def _points_prefixed(self, model, runner, items, where, rows, bid, bar):
+        cfg = self.config
+        out: list = [None] * len(rows)
+        secs = [0.0] * len(rows)
+        table = runner.hf.get_input_embeddings().weight
+        for group in runner.groups:
+            t0 = time.perf_counter()
+            store: list = []
+
+            def edit(embeds, placed, group=group, store=store):
+                e = embeds.detach()
+                mask = torch.zeros(e.shape[:2], dtype=torch.bool, device=e.device)
+                for r, (j, col) in enumerate(placed):
+                    start = runner.starts[j]
+                    mask[r, [col + p - start for p in where[rows[j][0]]]] = True
+                b = torch.zeros_like(e) if bid is None else table[bid].detach().to(e.dtype).expand_as(e)
+                alpha = torch.tensor([rows[j][2] for j in group], device=e.device, dtype=e.dtype)
+                mixed = torch.where(mask[:, :, None], b + alpha[:, None, None] * (e - b), e).requires_grad_(True)
+                store.append((e, b, mixed, mask, placed))
+                return mixed
+
+            with torch.enable_grad():
+                lp = runner.logprobs(group, cfg.quantity, edit)
+                e, b, act, mask, placed = store[-1]
+                (g,) = torch.autograd.grad(lp.double().sum(), act)
+            contrib = (((e - b).double() * g.double()).sum(-1) * mask).cpu()
+            for r, (j, col) in enumerate(placed):
+                k = rows[j][0]
+                scores = torch.zeros(len(items[k].prompt_ids), dtype=torch.float64)
+                start = runner.starts[j]
+                scores[where[k]] = contrib[r, [col + p - start for p in where[k]]]
+                out[j] = scores
+            del lp, store, g, act
+            self._share_time(time.perf_counter() - t0, group, runner.rest, secs)
+            bar.update()
+        return out, secs
+
+    def _points_whole(self, model, items, where, rows, bid, bar):
         cfg = self.config
         device = next(iter(model.parameters())).device
         pad = scoring.pad_id(model.tokenizer)
@@ -305,7 +381,7 @@ class IntegratedGradients(AttributionMethod):
             t0 = time.perf_counter()
             seqs = [items[rows[r][0]].seq for r in group]
             packed = scoring.pack(seqs, pad).to(device)
-            mask = self._prompt_mask(packed, [items[rows[r][0]] for r in group])
+            mask = self._prompt_mask(packed, [where[rows[r][0]] for r in group])
             alpha = torch.tensor([rows[r][2] for r in group], device=device)
             base = [self._baseline_rows(model, packed.input_ids, mask, bid)]
             store: list = []
@@ -321,12 +397,16 @@ class IntegratedGradients(AttributionMethod):
             for j, r in enumerate(group):
                 out[r] = contrib[j, : len(items[rows[r][0]].prompt_ids)].clone()
             del tok_lp, lp, store, g, act
-            dt = time.perf_counter() - t0
-            total = sum(lengths[r] for r in group)
-            for r in group:
-                secs[r] = dt * lengths[r] / total
+            self._share_time(time.perf_counter() - t0, group, lengths, secs)
             bar.update()
         return out, secs
+
+    @staticmethod
+    def _share_time(dt: float, group: list[int], lengths: list[int], secs: list[float]) -> None:
+        """Each row of a batch gets the batch's wall time in proportion to its tokens."""
+        total = sum(lengths[r] for r in group) or 1
+        for r in group:
+            secs[r] = dt * lengths[r] / total
 
     def _affordable(self, st: _Item, steps: int) -> str | None:
         """None when the item may move to ``steps`` points, else the budget that forbids it."""
@@ -339,7 +419,9 @@ class IntegratedGradients(AttributionMethod):
             return "seconds"
         return None
 
-    def _refine(self, model, items: list[Prepared], diffs: list[float], bid: int | None, bar) -> list[_Item]:
+    def _refine(
+        self, model, items: list[Prepared], where: list[list[int]], diffs: list[float], bid: int | None, bar
+    ) -> list[_Item]:
         """Every item at ``steps`` points, then each item whose completeness gap is above the
         tolerance at :func:`refined_steps` points (only the new points are evaluated when the rule
         is nested), until the gap is within it or the budget stops the item."""
@@ -353,7 +435,7 @@ class IntegratedGradients(AttributionMethod):
                 for key, a, _ in nodes(state[k].steps, cfg.rule, cfg.warp)
                 if key not in state[k].points
             ]
-            got, secs = self._points(model, items, rows, bid, bar)
+            got, secs = self._points(model, items, where, rows, bid, bar)
             for (k, key, _), g, t in zip(rows, got, secs):
                 state[k].points[key] = g
                 state[k].passes += 1
@@ -378,19 +460,22 @@ class IntegratedGradients(AttributionMethod):
         cfg = self.config
         zero = cfg.baseline == "zero"
         bid = None if zero else baseline_token_id(model.tokenizer, cfg.baseline)
+        where = [
+            [i for i in range(p.first, len(p.prompt_ids)) if not (cfg.skip_special and p.special[i])] for p in items
+        ]
         # endpoints, for LP(x), LP(baseline) and the completeness gap (no grad): a token
-        # baseline is just the prompt with its tokens replaced; "zero" zeroes their embeddings
+        # baseline is just the prompt with its interpolated tokens replaced; "zero" zeroes their embeddings
         ends: list[tuple[list[int], list[int]]] = []
-        for p in items:
+        for p, w in zip(items, where):
             ends.append(p.seq)
             if bid is None:
                 ends.append(p.seq)
             else:
-                ends.append((p.prompt_ids[: p.first] + [bid] * (len(p.prompt_ids) - p.first), p.answer_ids))
+                at = set(w)
+                ends.append(([bid if i in at else t for i, t in enumerate(p.prompt_ids)], p.answer_ids))
 
         def zero_hooks(group):
-            firsts = [(items[r // 2].first, len(items[r // 2].prompt_ids)) if r % 2 else None for r in group]
-            return [("hook_embed", _ZeroHook(firsts))]
+            return [("hook_embed", _ZeroHook([where[r // 2] if r % 2 else None for r in group]))]
 
         lp_ends = (
             scoring.score_sequences(
@@ -406,7 +491,7 @@ class IntegratedGradients(AttributionMethod):
         diffs = [float(lp_ends[2 * k]) - float(lp_ends[2 * k + 1]) for k in range(len(items))]
 
         with progress(total=None, desc="integrated gradients") as bar:
-            state = self._refine(model, items, diffs, bid, bar)
+            state = self._refine(model, items, where, diffs, bid, bar)
         options = self.options
         if bid is not None:
             options["baseline_id"] = bid
@@ -425,27 +510,29 @@ class IntegratedGradients(AttributionMethod):
                 "converged": gap <= max(cfg.tolerance * abs(lp_x - lp_base), cfg.atol),
                 "budget_stopped": st.stopped_by is not None,
                 "stopped_by": st.stopped_by,
+                "skipped": len(prep.prompt_ids) - prep.first - len(where[k]),
             }
             out_attr.append(make_result(model, prep, s.tolist(), lp_x, self.name, options, extras))
         return out_attr
 
     @staticmethod
-    def _prompt_mask(packed: scoring.Packed, preps: list[Prepared]) -> torch.Tensor:
+    def _prompt_mask(packed: scoring.Packed, where: list[list[int]]) -> torch.Tensor:
+        """True at each row's interpolated positions."""
         mask = torch.zeros_like(packed.target_mask)
-        for j, p in enumerate(preps):
-            mask[j, p.first : len(p.prompt_ids)] = True
+        for j, positions in enumerate(where):
+            mask[j, positions] = True
         return mask
 
 
 class _ZeroHook:
-    """hook_embed that zeroes the prompt embeddings (after BOS) of the marked rows."""
+    """hook_embed that zeroes the embeddings at the given positions of the marked rows (None: left alone)."""
 
-    def __init__(self, spans):
-        self.spans = spans
+    def __init__(self, positions: list[list[int] | None]):
+        self.positions = positions
 
     def __call__(self, act, hook=None):
         act = act.clone()
-        for j, span in enumerate(self.spans):
-            if span is not None:
-                act[j, span[0] : span[1]] = 0
+        for j, at in enumerate(self.positions):
+            if at:
+                act[j, at] = 0
         return act
