@@ -418,12 +418,21 @@ def dilemma_png(
         >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
         True
     """
-    from matplotlib.lines import Line2D
-
     plt = _mpl()
     ncols = 2 if recovery else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 4.4), squeeze=False)
-    ax = axes[0][0]
+    _trajectory_panel(axes[0][0], points)
+    if recovery:
+        _checkpoint_recovery_panel(axes[0][1], list(recovery), recovery_label)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def _trajectory_panel(ax, points: Sequence[Mapping[str, Any]]) -> None:
+    """The dilemma's left panel: each method's checkpoints in (forget accuracy, utility) space."""
+    from matplotlib.lines import Line2D
+
     methods = list(dict.fromkeys(str(p["method"]) for p in points))
     for k, m in enumerate(methods):
         colour = METHOD_COLOURS[k % len(METHOD_COLOURS)]
@@ -441,26 +450,7 @@ def dilemma_png(
             [p["forget_accuracy"] for p in pts], [p["utility"] for p in pts], color=colour, lw=1.2, alpha=0.8, label=m
         )
         for p in pts:
-            marker, filled = _STATE_MARKER.get(checkpoint_state(p), ("o", False))
-            ax.scatter(
-                [p["forget_accuracy"]],
-                [p["utility"]],
-                marker=marker,
-                s=60,
-                zorder=3,
-                facecolors=colour if filled else "white",
-                edgecolors=colour,
-                linewidths=1.4,
-            )
-            if p.get("step") is not None:
-                ax.annotate(
-                    str(p["step"]),
-                    (p["forget_accuracy"], p["utility"]),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=7,
-                    color=colour,
-                )
+            _checkpoint_marker(ax, p, colour)
     ax.set_xlabel("forget accuracy (plain prompt)")
     ax.set_ylabel("utility")
     ax.invert_xaxis()  # unlearning moves right: from knowing (left) to forgetting (right)
@@ -472,45 +462,67 @@ def dilemma_png(
         Line2D([], [], ls="", marker="o", markerfacecolor="white", color="#555", label="nothing forgotten"),
     ]
     ax.legend(handles=handles, fontsize=7, loc="best")
-    if recovery:
-        ax = axes[0][1]
-        rows = list(recovery)
-        # checkpoints grouped by method, a gap between methods; ticks: the step, the method below
-        group = list(dict.fromkeys(str(r["method"]) for r in rows))
-        x = np.array([i + group.index(str(r["method"])) for i, r in enumerate(rows)], dtype=float)
-        w = 0.38
-        for off, key, colour, label in (
-            (-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
-            (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis"),
-        ):
-            vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
-            err = None
-            cis = [r.get(f"{key}_interval") for r in rows]
-            if any(c is not None for c in cis):
-                lo = [0.0 if c is None or v != v else max(0.0, v - c[0]) for c, v in zip(cis, vals)]
-                hi = [0.0 if c is None or v != v else max(0.0, c[1] - v) for c, v in zip(cis, vals)]
-                err = np.array([lo, hi])
-            ax.bar(
-                x + off,
-                np.nan_to_num(vals),
-                w,
-                color=colour,
-                label=label,
-                yerr=err,
-                capsize=2,
-                error_kw={"elinewidth": 0.8},
-            )
-        ax.set_xticks(x, [str(r.get("checkpoint", "")).replace("step ", "") for r in rows], fontsize=6)
-        for m in group:
-            xs = [xi for xi, r in zip(x, rows) if str(r["method"]) == m]
-            ax.text(float(np.mean(xs)), -0.07, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7)
-        ax.set_xlabel("checkpoint step, by method", labelpad=20)
-        ax.set_ylabel(recovery_label)
-        ax.set_title("keyword vs placebo recovery per checkpoint", fontsize=10)
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return png_bytes(fig)
+
+
+def _checkpoint_marker(ax, p: Mapping[str, Any], colour: str) -> None:
+    """One checkpoint: its state's marker (filled: hidden, cross: erased, open: known) and its step."""
+    marker, filled = _STATE_MARKER.get(checkpoint_state(p), ("o", False))
+    ax.scatter(
+        [p["forget_accuracy"]],
+        [p["utility"]],
+        marker=marker,
+        s=60,
+        zorder=3,
+        facecolors=colour if filled else "white",
+        edgecolors=colour,
+        linewidths=1.4,
+    )
+    if p.get("step") is not None:
+        ax.annotate(
+            str(p["step"]),
+            (p["forget_accuracy"], p["utility"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+            color=colour,
+        )
+
+
+def _checkpoint_recovery_panel(ax, rows: list[Mapping[str, Any]], recovery_label: str) -> None:
+    """The dilemma's right panel: keyword vs placebo recovery per checkpoint, grouped by method."""
+    # checkpoints grouped by method, a gap between methods; ticks: the step, the method below
+    group = list(dict.fromkeys(str(r["method"]) for r in rows))
+    x = np.array([i + group.index(str(r["method"])) for i, r in enumerate(rows)], dtype=float)
+    w = 0.38
+    for off, key, colour, label in (
+        (-w / 2, "keyword", KEYWORD_COLOUR, "keyword emphasis"),
+        (w / 2, "placebo", PLACEBO_COLOUR, "placebo emphasis"),
+    ):
+        vals = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+        err = None
+        cis = [r.get(f"{key}_interval") for r in rows]
+        if any(c is not None for c in cis):
+            lo = [0.0 if c is None or v != v else max(0.0, v - c[0]) for c, v in zip(cis, vals)]
+            hi = [0.0 if c is None or v != v else max(0.0, c[1] - v) for c, v in zip(cis, vals)]
+            err = np.array([lo, hi])
+        ax.bar(
+            x + off,
+            np.nan_to_num(vals),
+            w,
+            color=colour,
+            label=label,
+            yerr=err,
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+        )
+    ax.set_xticks(x, [str(r.get("checkpoint", "")).replace("step ", "") for r in rows], fontsize=6)
+    for m in group:
+        xs = [xi for xi, r in zip(x, rows) if str(r["method"]) == m]
+        ax.text(float(np.mean(xs)), -0.07, m, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7)
+    ax.set_xlabel("checkpoint step, by method", labelpad=20)
+    ax.set_ylabel(recovery_label)
+    ax.set_title("keyword vs placebo recovery per checkpoint", fontsize=10)
+    ax.legend(fontsize=8)
 
 
 # ------------------------------------------------------------------- the report's bar charts
@@ -750,28 +762,8 @@ def recovery_html(table: RecoveryTable) -> str:
     """The body of :func:`unpact.emphasis.recover`'s table: the baseline, every prompt rewrite, the
     activation sweep as a factor x layer-set map of the recovery rate (× = a control collapsed), and the
     answers per item."""
-    esc = html.escape
-    base = table.baseline
     ctl = table.control_names
-    pb, ab = table.best("prompt"), table.best("activation")
-    parts = [
-        f"<h3>Emphasis recovery{' — ' + esc(str(table.method)) if table.method else ''}</h3>",
-        f"<p>{table.n_forget} forget items, {table.n_forgotten} forgotten (ROUGE-L recall &lt; "
-        f"{table.threshold})"
-        + (f", {table.n_original_known} known by the original model" if table.n_original_known is not None else "")
-        + f". Best prompt rewrite: <b>{esc(str(pb.name))}</b> "
-        f"({_pct(pb.rate)}{', collapsed' if pb.collapse else ''}); best "
-        f"activation setting: <b>{esc(str(ab.name))}</b> "
-        f"({_pct(ab.rate)}{', collapsed' if ab.collapse else ''}). "
-        f"A setting collapses when a control's accuracy falls by more than "
-        f"{100 * (table.collapse_margin or 0):.0f} points; its recovery does not count.</p>",
-    ]
-    brow = [
-        ["forget accuracy (unlearned)", base.forget_accuracy],
-        ["forget accuracy (original)", base.original_forget_accuracy],
-    ]
-    brow += [[f"{c} accuracy", base.controls[c].accuracy] for c in ctl]
-    parts.append(table_html(["without emphasis", "value"], brow))
+    parts = _recovery_summary(table)
     head = ["setting", "recovered", "rate", "Δ log-prob", *[f"{c} accuracy" for c in ctl], "collapse"]
     for kind in ("prompt", "activation"):
         rows = getattr(table, kind)
@@ -789,32 +781,7 @@ def recovery_html(table: RecoveryTable) -> str:
             for n, r in rows.items()
         ]
         if kind == "activation":
-            for k in dict.fromkeys(r.kind for r in rows.values()):
-                sub = [r for r in rows.values() if r.kind == k]
-                factors = sorted({r.emphasis.factor for r in sub})
-                lsets = list(dict.fromkeys(_layers_label(r.emphasis) for r in sub))
-                grid = np.full((len(lsets), len(factors)), np.nan)
-                marks = np.zeros_like(grid, dtype=bool)
-                for r in sub:
-                    i, j = lsets.index(_layers_label(r.emphasis)), factors.index(r.emphasis.factor)
-                    grid[i, j] = np.nan if r.forget_rate is None else r.forget_rate
-                    marks[i, j] = r.collapse
-                parts.append(
-                    img_html(
-                        heatmap_png(
-                            grid,
-                            title=f"{k}: share of forgotten items recovered",
-                            label="recovery rate",
-                            xlabel="factor",
-                            ylabel="layers",
-                            xticklabels=[f"x{f:g}" for f in factors],
-                            yticklabels=lsets,
-                            kind="rate",
-                            marks=marks,
-                        ),
-                        f"{k} recovery map",
-                    )
-                )
+            parts += _activation_maps(list(rows.values()))
             parts.append(
                 f"<details><summary>every activation setting ({len(body)})</summary>"
                 + table_html(head, body)
@@ -822,27 +789,89 @@ def recovery_html(table: RecoveryTable) -> str:
             )
         else:
             parts.append("<div><b>prompt rewrites</b></div>" + table_html(head, body))
-    items = table.items
-    if items:
-        rows = [
-            [
-                it.id,
-                it.question,
-                ", ".join(it.keywords),
-                it.answer,
-                it.original_answer,
-                it.baseline_answer,
-                it.prompt_best_answer,
-                it.activation_best_answer,
-            ]
-            for it in items
-        ]
-        parts.append(
-            f"<details><summary>answers per item ({len(items)})</summary>"
-            + table_html(
-                ["id", "question", "keywords", "answer", "original", "unlearned", "best rewrite", "best activation"],
-                rows,
-            )
-            + "</details>"
-        )
+    if table.items:
+        parts.append(_answers_table(table.items))
     return "".join(parts)
+
+
+def _recovery_summary(table: RecoveryTable) -> list[str]:
+    """The recovery table's heading, its one-paragraph summary and the baseline without emphasis."""
+    esc = html.escape
+    base = table.baseline
+    pb, ab = table.best("prompt"), table.best("activation")
+    parts = [
+        f"<h3>Emphasis recovery{' — ' + esc(str(table.method)) if table.method else ''}</h3>",
+        f"<p>{table.n_forget} forget items, {table.n_forgotten} forgotten (ROUGE-L recall &lt; "
+        f"{table.threshold})"
+        + (f", {table.n_original_known} known by the original model" if table.n_original_known is not None else "")
+        + f". Best prompt rewrite: <b>{esc(str(pb.name))}</b> "
+        f"({_pct(pb.rate)}{', collapsed' if pb.collapse else ''}); best "
+        f"activation setting: <b>{esc(str(ab.name))}</b> "
+        f"({_pct(ab.rate)}{', collapsed' if ab.collapse else ''}). "
+        f"A setting collapses when a control's accuracy falls by more than "
+        f"{100 * (table.collapse_margin or 0):.0f} points; its recovery does not count.</p>",
+    ]
+    brow = [
+        ["forget accuracy (unlearned)", base.forget_accuracy],
+        ["forget accuracy (original)", base.original_forget_accuracy],
+    ]
+    brow += [[f"{c} accuracy", base.controls[c].accuracy] for c in table.control_names]
+    parts.append(table_html(["without emphasis", "value"], brow))
+    return parts
+
+
+def _activation_maps(rows: list) -> list[str]:
+    """Per activation kind, the factor x layer-set map of the recovery rate (× where a control collapsed)."""
+    parts = []
+    for k in dict.fromkeys(r.kind for r in rows):
+        sub = [r for r in rows if r.kind == k]
+        factors = sorted({r.emphasis.factor for r in sub})
+        lsets = list(dict.fromkeys(_layers_label(r.emphasis) for r in sub))
+        grid = np.full((len(lsets), len(factors)), np.nan)
+        marks = np.zeros_like(grid, dtype=bool)
+        for r in sub:
+            i, j = lsets.index(_layers_label(r.emphasis)), factors.index(r.emphasis.factor)
+            grid[i, j] = np.nan if r.forget_rate is None else r.forget_rate
+            marks[i, j] = r.collapse
+        parts.append(
+            img_html(
+                heatmap_png(
+                    grid,
+                    title=f"{k}: share of forgotten items recovered",
+                    label="recovery rate",
+                    xlabel="factor",
+                    ylabel="layers",
+                    xticklabels=[f"x{f:g}" for f in factors],
+                    yticklabels=lsets,
+                    kind="rate",
+                    marks=marks,
+                ),
+                f"{k} recovery map",
+            )
+        )
+    return parts
+
+
+def _answers_table(items: list) -> str:
+    """The answers per item: original, unlearned, under the best rewrite and the best activation setting."""
+    rows = [
+        [
+            it.id,
+            it.question,
+            ", ".join(it.keywords),
+            it.answer,
+            it.original_answer,
+            it.baseline_answer,
+            it.prompt_best_answer,
+            it.activation_best_answer,
+        ]
+        for it in items
+    ]
+    return (
+        f"<details><summary>answers per item ({len(items)})</summary>"
+        + table_html(
+            ["id", "question", "keywords", "answer", "original", "unlearned", "best rewrite", "best activation"],
+            rows,
+        )
+        + "</details>"
+    )
