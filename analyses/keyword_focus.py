@@ -145,20 +145,7 @@ def keyword_focus_vs_null(
         True
     """
 
-    def by_id(items):
-        sel = [it for it in items if it.get("group", group) == group]
-        return {str(it.get("id", i)): it for i, it in enumerate(sel)}
-
-    m = by_id(method_items)
-    nulls = [by_id(d) for d in null_draws]
-    ids = [i for i in m if all(i in n for n in nulls)]
-    rows = []
-    for i in ids:
-        gm = normalised_gap(m[i])
-        gn = [normalised_gap(n[i]) for n in nulls]
-        if gm is not None and all(g is not None for g in gn):
-            rows.append((gm, gn, i))
-    k = len(nulls)
+    rows, k = _paired_gaps(method_items, null_draws, group)
     out: dict[str, Any] = {
         "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
         f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
@@ -184,13 +171,7 @@ def keyword_focus_vs_null(
         return out
     gm = np.asarray([r[0] for r in rows])
     gn = np.asarray([r[1] for r in rows])  # items x draws
-    t_m = float(gm.mean())
-    t_n = gn.mean(axis=0)
-    p = (1 + int((t_n <= t_m).sum())) / (k + 1)
-    d = gm - gn.mean(axis=1)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    lo, hi = (float(x) for x in np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
+    t_m, t_n, p, d, (lo, hi) = _rank_and_interval(gm, gn, n_boot, confidence, seed)
     reachable = 1 / (k + 1) <= alpha
     supported = bool(reachable and p <= alpha and hi < 0)
     out.update(
@@ -224,3 +205,39 @@ def keyword_focus_vs_null(
         f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + why
     )
     return out
+
+
+def _rank_and_interval(
+    gm: np.ndarray, gn: np.ndarray, n_boot: int, confidence: float, seed: int
+) -> tuple[float, np.ndarray, float, np.ndarray, tuple[float, float]]:
+    """The method's mean gap T, the draws' T, the rank p, the per-item method-minus-nulls
+    differences and their percentile bootstrap interval (``gm``: items; ``gn``: items x draws)."""
+    t_m = float(gm.mean())
+    t_n = gn.mean(axis=0)
+    p = (1 + int((t_n <= t_m).sum())) / (gn.shape[1] + 1)
+    d = gm - gn.mean(axis=1)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = (float(x) for x in np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2]))
+    return t_m, t_n, p, d, (lo, hi)
+
+
+def _paired_gaps(
+    method_items: Sequence[dict[str, Any]], null_draws: Sequence[Sequence[dict[str, Any]]], group: str
+) -> tuple[list[tuple[float, list[float], str]], int]:
+    """``(rows, K)``: per item of ``group`` found in the method and in every null draw, its normalised
+    gap under the method, its gaps under the K draws and its id (items without a gap are left out)."""
+
+    def by_id(items):
+        sel = [it for it in items if it.get("group", group) == group]
+        return {str(it.get("id", i)): it for i, it in enumerate(sel)}
+
+    m = by_id(method_items)
+    nulls = [by_id(d) for d in null_draws]
+    rows = []
+    for i in (i for i in m if all(i in n for n in nulls)):
+        gm = normalised_gap(m[i])
+        gn = [normalised_gap(n[i]) for n in nulls]
+        if gm is not None and all(g is not None for g in gn):
+            rows.append((gm, gn, i))
+    return rows, len(nulls)
