@@ -427,28 +427,10 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
         uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
         ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
         n = len(usable)
-        binary = {}
-        for t in cfg.thresholds:
-            forgot = [pu["rouge"][i] < t for i in range(n)]
-            row: dict[str, Any] = {}
-            for emph, u, o in (("keyword", uk, ok), ("placebo", up_, op)):
-                elig = [i for i in range(n) if usable[i] and forgot[i] and o["rouge"][i] >= t]
-                rec = [i for i in elig if u["rouge"][i] >= t]
-                row[emph] = {"n_eligible": len(elig), "n_recovered": len(rec), "rate": _share(len(rec), len(elig))}
-            paired = [i for i in range(n) if usable[i] and forgot[i] and ok["rouge"][i] >= t and op["rouge"][i] >= t]
-            rk = [1.0 if uk["rouge"][i] >= t else 0.0 for i in paired]
-            rp = [1.0 if up_["rouge"][i] >= t else 0.0 for i in paired]
-            row["paired"] = {
-                "n": len(paired),
-                "keyword_rate": _share(int(sum(rk)), len(paired)),
-                "placebo_rate": _share(int(sum(rp)), len(paired)),
-                "specific": bootstrap_mean_ci([a - b for a, b in zip(rk, rp)], **boot),
-            }
-            binary[f"{t:g}"] = row
+        binary = {f"{t:g}": _binary_row(t, usable, pu, uk, up_, ok, op, boot) for t in cfg.thresholds}
         elig = [
             i for i in range(n) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
         ]
-        po = runs_o["plain"]["forget"]
         entry: dict[str, Any] = {
             "setting": s,
             "binary": binary,
@@ -460,26 +442,7 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             "did": {},
         }
         for o in OUTCOMES:
-            base_u, base_o = _outcome(pu, o), _outcome(po, o)
-            du_k = [_outcome(uk, o)[i] - base_u[i] for i in elig]
-            du_p = [_outcome(up_, o)[i] - base_u[i] for i in elig]
-            do_k = [_outcome(ok, o)[i] - base_o[i] for i in elig]
-            do_p = [_outcome(op, o)[i] - base_o[i] for i in elig]
-            entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
-            entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
-            entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
-            entry["did"][o] = bootstrap_mean_ci(
-                [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot
-            )
-            if "negative" in raw["runs"]:
-                rn = raw["runs"]["negative"]
-                base_n = _outcome(rn["plain"]["forget"], o)
-                dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o)[i] - base_n[i] for i in elig]
-                dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
-                entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
-                entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
-                    [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot
-                )
+            _outcome_changes(entry, o, elig, raw["runs"], name, boot)
         not_top = [i for i in elig if pu["rank"][i] > 1]
         entry["becomes_top1"] = {
             "n": len(not_top),
@@ -496,6 +459,54 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
         "n_original_known": sum(r >= t0 for r in runs_o["plain"]["forget"]["rouge"]),
         "settings": out_settings,
     }
+
+
+def _binary_row(t: float, usable, pu, uk, up_, ok, op, boot: dict) -> dict[str, Any]:
+    """At threshold ``t``: per emphasis the eligible (forgotten plainly, the original right under it)
+    and recovered counts, and over the items eligible under both the paired rates and their difference."""
+    n = len(usable)
+    forgot = [pu["rouge"][i] < t for i in range(n)]
+    row: dict[str, Any] = {}
+    for emph, u, o in (("keyword", uk, ok), ("placebo", up_, op)):
+        elig = [i for i in range(n) if usable[i] and forgot[i] and o["rouge"][i] >= t]
+        rec = [i for i in elig if u["rouge"][i] >= t]
+        row[emph] = {"n_eligible": len(elig), "n_recovered": len(rec), "rate": _share(len(rec), len(elig))}
+    paired = [i for i in range(n) if usable[i] and forgot[i] and ok["rouge"][i] >= t and op["rouge"][i] >= t]
+    rk = [1.0 if uk["rouge"][i] >= t else 0.0 for i in paired]
+    rp = [1.0 if up_["rouge"][i] >= t else 0.0 for i in paired]
+    row["paired"] = {
+        "n": len(paired),
+        "keyword_rate": _share(int(sum(rk)), len(paired)),
+        "placebo_rate": _share(int(sum(rp)), len(paired)),
+        "specific": bootstrap_mean_ci([a - b for a, b in zip(rk, rp)], **boot),
+    }
+    return row
+
+
+def _outcome_changes(entry: dict[str, Any], o: str, elig: list[int], runs, name: str, boot: dict) -> None:
+    """Outcome ``o``'s mean changes from the plain prompt over ``elig``, per model and emphasis, and the
+    keyword − placebo and difference-in-differences intervals (against the negative control when run)."""
+    runs_u, runs_o = runs["unlearned"], runs["original"]
+    uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
+    ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
+    base_u, base_o = _outcome(runs_u["plain"]["forget"], o), _outcome(runs_o["plain"]["forget"], o)
+    du_k = [_outcome(uk, o)[i] - base_u[i] for i in elig]
+    du_p = [_outcome(up_, o)[i] - base_u[i] for i in elig]
+    do_k = [_outcome(ok, o)[i] - base_o[i] for i in elig]
+    do_p = [_outcome(op, o)[i] - base_o[i] for i in elig]
+    entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
+    entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
+    entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
+    entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
+    if "negative" in runs:
+        rn = runs["negative"]
+        base_n = _outcome(rn["plain"]["forget"], o)
+        dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o)[i] - base_n[i] for i in elig]
+        dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
+        entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
+        entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
+            [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot
+        )
 
 
 def _collapse(
