@@ -162,19 +162,8 @@ def pooled_keyword_null(
     rank = stratified_rank_test(
         [t["statistic"] for t in usable.values()], [t["null_statistics"] for t in usable.values()], alternative="less"
     )
-    values: list[float] = []
-    clusters: list[str] = []
     missing = [k for k, t in usable.items() if not t.get("items")]
-    for t in usable.values():
-        it = t.get("items") or {}
-        for i, gm, gn in zip(it.get("ids", []), it.get("method_gap", []), it.get("null_mean_gap", [])):
-            values.append(gm - gn)
-            clusters.append(str(i))
-    ci = (
-        cluster_bootstrap_mean_ci(values, clusters, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
-        if not missing
-        else {"mean": None, "interval": None, "n": 0, "n_clusters": 0}
-    )
+    ci = _method_minus_nulls_ci(usable, s) if not missing else {"mean": None, "interval": None, "n": 0, "n_clusters": 0}
     lo_hi = ci["interval"]
     supported = bool(rank["min_p"] <= alpha and rank["p_value"] <= alpha and lo_hi is not None and lo_hi[1] < 0)
     out.update(
@@ -208,6 +197,19 @@ def pooled_keyword_null(
         f"{ci['n_clusters']} items{why}; {marks['text']}"
     )
     return out
+
+
+def _method_minus_nulls_ci(usable: Mapping[Any, Mapping[str, Any]], s: SeedSettings) -> dict[str, Any]:
+    """The per-item method-minus-nulls gaps of every seed, pooled as item x seed rows, with a
+    bootstrap interval that resamples items (clusters of one item's rows on every seed)."""
+    values: list[float] = []
+    clusters: list[str] = []
+    for t in usable.values():
+        it = t.get("items") or {}
+        for i, gm, gn in zip(it.get("ids", []), it.get("method_gap", []), it.get("null_mean_gap", [])):
+            values.append(gm - gn)
+            clusters.append(str(i))
+    return cluster_bootstrap_mean_ci(values, clusters, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
 
 
 # ------------------------------------------------------------------ finding 2
@@ -261,31 +263,7 @@ def pooled_finding2(
     k = len(names)
     conf = 1 - d.alpha / max(1, k)
     floor = float(d.min_effect.get(d.outcome, 0.0))
-    pooled: dict[str, dict[str, list]] = {n: {"values": [], "ids": [], "collapsed": []} for n in names}
-    n_boot = max(r.settings.n_boot for r in res.values())
-    for r in res.values():
-        for n, e in item_effects(r.raw, r.settings, d.outcome, stat).items():
-            pooled[n]["values"] += e["values"]
-            pooled[n]["ids"] += [str(i) for i in e["ids"]]
-            pooled[n]["collapsed"].append(e["collapsed"])
-    rows = {}
-    for n, p in pooled.items():
-        ci = cluster_bootstrap_mean_ci(p["values"], p["ids"], n_boot=n_boot, confidence=conf, seed=d.seed)
-        collapsed = (
-            True
-            if any(c is True for c in p["collapsed"])
-            else (None if all(c is None for c in p["collapsed"]) else False)
-        )
-        ok = ci["n_clusters"] >= d.min_items and ci["interval"] is not None
-        rows[n] = {
-            "mean": ci["mean"],
-            "interval": ci["interval"],
-            "n_rows": ci["n"],
-            "n_items": ci["n_clusters"],
-            "collapsed": collapsed,
-            "above_zero": bool(ok and ci["interval"][0] > floor),
-            "usable": bool(ok and collapsed is not True),
-        }
+    rows = _pooled_setting_rows(res, names, d, stat, conf, floor)
     out.update(statistic=stat, outcome=d.outcome, confidence=conf, n_settings=k, min_effect=floor, settings=rows)
     usable = {n: r for n, r in rows.items() if r["usable"]}
     hits = {n: r for n, r in usable.items() if r["above_zero"]}
@@ -317,6 +295,39 @@ def pooled_finding2(
         f"lower end {numbers} ({test}); {marks['text']}"
     )
     return out
+
+
+def _pooled_setting_rows(
+    res: Mapping[Any, ControlledRecovery], names: list[str], d: DilemmaSettings, stat: str, conf: float, floor: float
+) -> dict[str, dict[str, Any]]:
+    """Per setting: every seed's per-item keyword-specific changes pooled as item x seed rows, their mean
+    and cluster bootstrap interval, whether a control collapsed at some seed, and whether it counts."""
+    pooled: dict[str, dict[str, list]] = {n: {"values": [], "ids": [], "collapsed": []} for n in names}
+    n_boot = max(r.settings.n_boot for r in res.values())
+    for r in res.values():
+        for n, e in item_effects(r.raw, r.settings, d.outcome, stat).items():
+            pooled[n]["values"] += e["values"]
+            pooled[n]["ids"] += [str(i) for i in e["ids"]]
+            pooled[n]["collapsed"].append(e["collapsed"])
+    rows = {}
+    for n, p in pooled.items():
+        ci = cluster_bootstrap_mean_ci(p["values"], p["ids"], n_boot=n_boot, confidence=conf, seed=d.seed)
+        collapsed = (
+            True
+            if any(c is True for c in p["collapsed"])
+            else (None if all(c is None for c in p["collapsed"]) else False)
+        )
+        ok = ci["n_clusters"] >= d.min_items and ci["interval"] is not None
+        rows[n] = {
+            "mean": ci["mean"],
+            "interval": ci["interval"],
+            "n_rows": ci["n"],
+            "n_items": ci["n_clusters"],
+            "collapsed": collapsed,
+            "above_zero": bool(ok and ci["interval"][0] > floor),
+            "usable": bool(ok and collapsed is not True),
+        }
+    return rows
 
 
 def checkpoints_by_name(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
