@@ -107,29 +107,10 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     floor = (
         float(s.min_effect.get(s.outcome, 0.0)) if s.statistic != "binary" else float(s.min_effect.get("rouge", 0.0))
     )
-    rows = {}
-    for name, ci in per.items():
-        collapsed = summary["settings"][name]["collapsed"]
-        ok = ci["n"] >= s.min_items and ci["interval"] is not None
-        rows[name] = {
-            "mean": ci["mean"],
-            "interval": ci["interval"],
-            "n": ci["n"],
-            "collapsed": collapsed,
-            "above_zero": bool(ok and ci["interval"][0] > floor),
-            "usable": ok and collapsed is not True,
-        }
-    test = (
-        f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
-        + {
-            "did": " against the original under the same emphasis (no negative control: this statistic "
-            "was not specific on the embedded world)",
-            "did_negative": " against the negative control (a model that never saw the facts)",
-        }.get(stat, "")
-        + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
-        f"supported when an interval's lower end exceeds {floor:g}; needs >= {s.min_items} eligible items "
-        "and controls that held"
-    )
+    rows = {
+        name: _setting_row(ci, summary["settings"][name]["collapsed"], s.min_items, floor) for name, ci in per.items()
+    }
+    test = _finding2_test(stat, s, conf, k, floor)
     out: dict[str, Any] = {
         "test": test,
         "statistic": stat,
@@ -171,6 +152,35 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
             verdict=f"not supported: no setting's interval lies above {floor:g}; highest lower end {numbers} ({test})",
         )
     return out
+
+
+def _setting_row(ci: Mapping[str, Any], collapsed: bool | None, min_items: int, floor: float) -> dict[str, Any]:
+    """One setting's interval, whether it lies above ``floor`` and whether the setting counts
+    (enough eligible items and no control collapsed)."""
+    ok = ci["n"] >= min_items and ci["interval"] is not None
+    return {
+        "mean": ci["mean"],
+        "interval": ci["interval"],
+        "n": ci["n"],
+        "collapsed": collapsed,
+        "above_zero": bool(ok and ci["interval"][0] > floor),
+        "usable": ok and collapsed is not True,
+    }
+
+
+def _finding2_test(stat: str, s: DilemmaSettings, conf: float, k: int, floor: float) -> str:
+    """The sentence that says what finding 2's verdict tested."""
+    return (
+        f"{stat} of the {s.outcome} change, keyword vs placebo emphasis"
+        + {
+            "did": " against the original under the same emphasis (no negative control: this statistic "
+            "was not specific on the embedded world)",
+            "did_negative": " against the negative control (a model that never saw the facts)",
+        }.get(stat, "")
+        + f"; percentile bootstrap over items at {100 * conf:.1f}% (Bonferroni over {k} settings); "
+        f"supported when an interval's lower end exceeds {floor:g}; needs >= {s.min_items} eligible items "
+        "and controls that held"
+    )
 
 
 def finding2_by_checkpoint(
