@@ -292,7 +292,22 @@ def dilemma_verdict(
     recovered at several checkpoints of a method counts at each.
     """
     s = settings or DilemmaSettings()
-    perms = n_perm or s.n_perm
+    a = _erasure_costs_utility(points, s, n_perm or s.n_perm)
+    b = _recoverable_is_present(points, s)
+    both = a["supported"] and b["supported"]
+    return {
+        "erasure_costs_utility": a,
+        "recoverable_is_present": b,
+        "supported": bool(both),
+        "verdict": (
+            f"{'supported' if both else 'not supported'}: erasure goes with utility loss - "
+            f"{a['verdict'].split(':')[0]}; recoverable knowledge is probe-present - {b['verdict'].split(':')[0]}"
+        ),
+    }
+
+
+def _erasure_costs_utility(points: Sequence[Mapping[str, Any]], s: DilemmaSettings, perms: int) -> dict[str, Any]:
+    """The dilemma's (a): erased share against utility drop, within strata of matched forgetting."""
     pts = [p for p in points if p.get("erased_share") is not None and p.get("utility_drop") is not None]
     strat = [p for p in pts if p.get("stratum") is not None]
     t = stratified_permutation_test(
@@ -318,17 +333,22 @@ def dilemma_verdict(
             f"of matched forgetting (need {s.min_points} in strata of >= 3 with "
             "varying values); not supported",
         )
-    else:
-        sup = t["p_value"] <= s.alpha and t["statistic"] > 0
-        a.update(
-            supported=bool(sup),
-            verdict=(
-                f"{'supported' if sup else 'not supported'}: at matched forgetting, checkpoints that erased more lost more "
-                f"utility with summed within-stratum Spearman rho {fmt(t['statistic'], 2)} over {t['n_strata_used']} strata "
-                f"(permutation p = {fmt(t['p_value'])}, one-sided, {perms} shuffles within strata; n = {t['n']} "
-                f"checkpoints; needs p <= {s.alpha:g}); pooled rho {fmt(pooled, 2)} (confounded by training length)"
-            ),
-        )
+        return a
+    sup = t["p_value"] <= s.alpha and t["statistic"] > 0
+    a.update(
+        supported=bool(sup),
+        verdict=(
+            f"{'supported' if sup else 'not supported'}: at matched forgetting, checkpoints that erased more lost more "
+            f"utility with summed within-stratum Spearman rho {fmt(t['statistic'], 2)} over {t['n_strata_used']} strata "
+            f"(permutation p = {fmt(t['p_value'])}, one-sided, {perms} shuffles within strata; n = {t['n']} "
+            f"checkpoints; needs p <= {s.alpha:g}); pooled rho {fmt(pooled, 2)} (confounded by training length)"
+        ),
+    )
+    return a
+
+
+def _recoverable_is_present(points: Sequence[Mapping[str, Any]], s: DilemmaSettings) -> dict[str, Any]:
+    """The dilemma's (b): the share of recovered items that some probe finds, with a Wilson interval."""
     k = sum(int(p.get("recovered_present", 0)) for p in points)
     n = sum(int(p.get("n_recovered", 0)) for p in points)
     ci = wilson_interval(k, n)
@@ -343,26 +363,17 @@ def dilemma_verdict(
     }
     if not n:
         b.update(supported=False, verdict="not applicable: no item was recovered at any checkpoint; not supported")
-    else:
-        sup = ci[0] >= s.always_share
-        b.update(
-            supported=bool(sup),
-            verdict=(
-                f"{'supported' if sup else 'not supported'}: {k} of {n} recovered items ({fmt(100 * k / n, 0)}%) are present "
-                f"by some probe, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] (needs its lower end >= {s.always_share:g}; "
-                f"{len(points)} checkpoints, an item counts at each checkpoint it is recovered)"
-            ),
-        )
-    both = a["supported"] and b["supported"]
-    return {
-        "erasure_costs_utility": a,
-        "recoverable_is_present": b,
-        "supported": bool(both),
-        "verdict": (
-            f"{'supported' if both else 'not supported'}: erasure goes with utility loss - "
-            f"{a['verdict'].split(':')[0]}; recoverable knowledge is probe-present - {b['verdict'].split(':')[0]}"
+        return b
+    sup = ci[0] >= s.always_share
+    b.update(
+        supported=bool(sup),
+        verdict=(
+            f"{'supported' if sup else 'not supported'}: {k} of {n} recovered items ({fmt(100 * k / n, 0)}%) are present "
+            f"by some probe, 95% interval [{fmt(ci[0])}, {fmt(ci[1])}] (needs its lower end >= {s.always_share:g}; "
+            f"{len(points)} checkpoints, an item counts at each checkpoint it is recovered)"
         ),
-    }
+    )
+    return b
 
 
 def checkpoint_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
