@@ -400,6 +400,39 @@ def _rank_heads(
     return rows[:n], how
 
 
+def _check_heads(model, heads: Sequence[tuple[int, int]] | None) -> None:
+    """ConfigError for a ``(layer, head)`` the model does not have."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    for l, h in heads or []:
+        if not (0 <= l < L and 0 <= h < H):
+            raise ConfigError(
+                f"head {l}.{h} is out of range: the model has {L} layers of {H} heads "
+                f"(layers 0..{L - 1}, heads 0..{H - 1})"
+            )
+
+
+def _attribute_both(
+    model, against, item: Any, names: list[str], f: PromptFormat, truncate: bool, progress: ProgressFactory
+) -> tuple[dict[str, Attribution], dict[str, Attribution] | None]:
+    """Every method's attribution of ``item`` on ``model`` and, when given, on ``against``
+    (InputError where the two tokenise the prompt differently)."""
+    before: dict[str, Attribution] = {}
+    after: dict[str, Attribution] | None = {} if against is not None else None
+    with progress(total=len(names) * (2 if against is not None else 1), desc="inspect") as bar:
+        for m in names:
+            before[m] = attribute(model, item, method=m, fmt=f, truncate=truncate)
+            bar.update()
+            if after is not None:
+                after[m] = attribute(against, item, method=m, fmt=f, truncate=truncate)
+                if after[m].token_ids != before[m].token_ids:
+                    raise InputError(
+                        "the two models tokenise the prompt differently; inspect models that share "
+                        "a tokenizer (an unlearned model and its original)"
+                    )
+                bar.update()
+    return before, after
+
+
 def inspect_item(
     model,
     item: Any,
@@ -441,29 +474,9 @@ def inspect_item(
     names = canonical_methods(methods)
     f = prompt_format(model, fmt)
     key_options = dict(key_options or {})
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    for l, h in heads or []:
-        if not (0 <= l < L and 0 <= h < H):
-            raise ConfigError(
-                f"head {l}.{h} is out of range: the model has {L} layers of {H} heads "
-                f"(layers 0..{L - 1}, heads 0..{H - 1})"
-            )
+    _check_heads(model, heads)
     (prep,), _ = prepare_items(model, [item], fmt=f, truncate=truncate)
-    steps = len(names) * (2 if against is not None else 1)
-    before: dict[str, Attribution] = {}
-    after: dict[str, Attribution] | None = {} if against is not None else None
-    with progress(total=steps, desc="inspect") as bar:
-        for m in names:
-            before[m] = attribute(model, item, method=m, fmt=f, truncate=truncate)
-            bar.update()
-            if against is not None:
-                after[m] = attribute(against, item, method=m, fmt=f, truncate=truncate)
-                if after[m].token_ids != before[m].token_ids:
-                    raise InputError(
-                        "the two models tokenise the prompt differently; inspect models that share "
-                        "a tokenizer (an unlearned model and its original)"
-                    )
-                bar.update()
+    before, after = _attribute_both(model, against, item, names, f, truncate, progress)
     rb = _readout(model, prep)
     ra = None
     if against is not None:
