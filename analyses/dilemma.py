@@ -48,20 +48,27 @@ class DilemmaSettings:
         min_items: finding 2 needs at least this many eligible items at a checkpoint. 8: a
             percentile bootstrap on fewer items cannot show spread it has not seen (on one
             item the interval is a point and "excludes 0" by construction).
-        outcome, statistic: what finding 2 tests: a difference-in-differences of the fact's
-            log-prob (``"logprob"``: continuous, so it sees partial recovery that a threshold
-            misses; ``"top1"`` is the paper's own criterion). ``statistic`` None (default):
+        outcome, statistic: what finding 2 tests. ``"recovered"`` (default): the paper's own
+            criterion, an item is recovered when its fact token is top-1 *and* its greedy answer is
+            right at the study's threshold; the statistic is the difference-in-differences of that
+            0/1 outcome (keyword minus placebo emphasis on the unlearned model, minus the same on
+            the negative control). The fact's log-prob (``"logprob"``: continuous, so it sees partial
+            recovery a threshold misses, but it cannot see how a model forgets a sentence answer
+            whose first token it still ranks high) is reported beside it as the secondary measure
+            (``secondary`` in the verdict); ``"top1"`` and ``"rouge"`` alone are the other choices. ``statistic`` None (default):
             ``"did_negative"`` (against the negative control, the model that never saw the facts)
             when the result has one, else ``"did"`` (against the original) with a warning in the
             verdict: on the embedded world the retain-only model passes ``did`` for
             ``prompt:repeat`` (the original sits at its ceiling), so ``did`` alone is not specific.
+        secondary_outcome: the outcome also tested, reported as ``secondary`` beside the verdict
+            and never deciding it (``"logprob"``; None: none).
         min_effect: per outcome, the keyword-specific gain the interval's lower end must exceed
             (not only 0). Items share one model, so a tiny systematic difference between two models
             is "significant" over items: between the retain-only gpt2 and the same model fine-tuned
             10 more steps on retain items (neither saw the facts) ``did_negative`` of the fact's
             log-prob was 0.049, interval [0.039, 0.058]. 0.25 nats (the fact's probability up by a
-            quarter, over 4x that model-to-model difference); 0.1 for ROUGE-L and top-1 (shares:
-            one item in ten).
+            quarter, over 4x that model-to-model difference); 0.1 for ROUGE-L, top-1 and recovered
+            (shares: one item in ten).
         n_perm: permutations of the dilemma's test (5000: p resolves to 2e-4).
         min_points: the erasure/utility test needs this many checkpoints in usable strata. 6:
             fewer cannot give a permutation p below 0.05 within strata of three.
@@ -74,9 +81,10 @@ class DilemmaSettings:
 
     alpha: float = 0.05
     min_items: int = 8
-    outcome: str = "logprob"
+    outcome: str = "recovered"
+    secondary_outcome: str | None = "logprob"
     statistic: str | None = None
-    min_effect: dict = field(default_factory=lambda: {"logprob": 0.25, "rouge": 0.1, "top1": 0.1})
+    min_effect: dict = field(default_factory=lambda: {"logprob": 0.25, "rouge": 0.1, "top1": 0.1, "recovered": 0.1})
     n_perm: int = 5000
     min_points: int = 6
     always_share: float = 0.8
@@ -91,7 +99,9 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
 
     ``result``: a :class:`~unpact.emphasis.controlled.ControlledRecovery` (or its ``to_dict``).
     The intervals are recomputed from its raw outcomes at confidence 1 - alpha / k for the k
-    settings tried (Bonferroni), so trying many settings does not make a finding.
+    settings tried (Bonferroni), so trying many settings does not make a finding. The verdict is
+    on ``settings.outcome`` (the paper's criterion by default); ``secondary`` holds the same test
+    on ``settings.secondary_outcome`` (the fact's log-prob), which does not decide it.
 
     Example (+SKIP lines need a model, data or files, so the doctest run skips them):
         >>> v = finding2_verdict(controlled)                # doctest: +SKIP
@@ -99,6 +109,22 @@ def finding2_verdict(result, settings: DilemmaSettings | None = None) -> dict[st
     """
     s = settings or DilemmaSettings()
     res = result if isinstance(result, ControlledRecovery) else ControlledRecovery.from_dict(result)
+    out = _finding2_one(res, s)
+    if s.secondary_outcome and s.secondary_outcome != s.outcome:
+        sec = _finding2_one(res, replace(s, outcome=s.secondary_outcome))
+        out["secondary"] = {
+            "outcome": s.secondary_outcome,
+            "supported": sec["supported"],
+            "best_setting": sec.get("best_setting"),
+            "settings": sec["settings"],
+            "verdict": sec["verdict"],
+        }
+        out["verdict"] += f" [secondary, the fact's {s.secondary_outcome}: {sec['verdict'].split(':')[0]}]"
+    return out
+
+
+def _finding2_one(res: ControlledRecovery, s: DilemmaSettings) -> dict[str, Any]:
+    """:func:`finding2_verdict` on one outcome."""
     k = len(res.raw["settings"])
     conf = 1 - s.alpha / max(1, k)
     summary = summarise(res.raw, replace(res.settings, confidence=conf, seed=s.seed))

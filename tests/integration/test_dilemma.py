@@ -211,6 +211,33 @@ def test_finding2_is_supported_on_a_clear_case_and_not_on_a_null():
     assert finding2_verdict(json.loads(json.dumps(_result(clear_case(20)).to_dict())))["supported"]
 
 
+def test_finding2_decides_on_the_papers_criterion_and_reports_the_logprob_beside_it():
+    """The verdict is on "recovered" (fact token top-1 and the greedy answer right); the fact's
+    log-prob is tested beside it as ``secondary`` and never decides it."""
+    n = 20
+    plain_u = ([0.2] * n, [-5.0] * n, [9] * n)
+    orig = ([1.0] * n, [-0.5] * n, [1] * n)
+    o = {"plain": orig, "prompt:repeat|keyword": orig, "prompt:repeat|placebo": orig}
+    # keyword emphasis lifts the fact's log-prob by 2 nats and makes it top-1, but the answer stays wrong
+    top1_only = ([0.2] * n, [-3.0] * n, [1] * n)
+    raw = make_raw({"plain": plain_u, "prompt:repeat|keyword": top1_only, "prompt:repeat|placebo": plain_u}, o)
+    v = finding2_verdict(_result(raw))
+    assert not v["supported"] and v["verdict"].startswith("not supported") and "of the recovered change" in v["verdict"]
+    assert v["secondary"]["outcome"] == "logprob" and v["secondary"]["supported"]
+    assert v["verdict"].endswith("[secondary, the fact's logprob: supported]")
+    assert finding2_verdict(_result(raw), DilemmaSettings(outcome="top1"))["supported"]  # top-1 alone would say yes
+    # the answer right but the fact token not top-1 (a different first token): not recovered either
+    right_only = ([1.0] * n, [-3.0] * n, [2] * n)
+    raw = make_raw({"plain": plain_u, "prompt:repeat|keyword": right_only, "prompt:repeat|placebo": plain_u}, o)
+    assert not finding2_verdict(_result(raw))["supported"]
+    # both: recovered, supported on the primary outcome
+    both = ([1.0] * n, [-3.0] * n, [1] * n)
+    raw = make_raw({"plain": plain_u, "prompt:repeat|keyword": both, "prompt:repeat|placebo": plain_u}, o)
+    v = finding2_verdict(_result(raw))
+    assert v["supported"] and v["settings"]["prompt:repeat"]["mean"] == pytest.approx(1.0)
+    assert "secondary" not in finding2_verdict(_result(raw), DilemmaSettings(secondary_outcome=None))
+
+
 def _points(erased, drop, strata, recovered=0, present=0):
     return [
         {

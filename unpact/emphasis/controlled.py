@@ -55,7 +55,7 @@ from unpact.scoring import encode_many, greedy_generate, score_sequences, token_
 from unpact.stats import bootstrap_mean_ci
 
 #: the continuous outcomes, each a per-item change from the same model's plain prompt
-OUTCOMES = ("logprob", "rouge", "top1")
+OUTCOMES = ("logprob", "rouge", "top1", "recovered")
 
 
 @dataclass
@@ -382,7 +382,11 @@ def _top1(ranks: Sequence[int]) -> list[float]:
     return [1.0 if r == 1 else 0.0 for r in ranks]
 
 
-def _outcome(run: Mapping[str, list], name: str) -> list[float]:
+def _outcome(run: Mapping[str, list], name: str, threshold: float) -> list[float]:
+    """Per item, outcome ``name`` of one run: ``recovered`` is 1 where the fact token is top-1 and the
+    greedy answer is right (ROUGE-L recall >= ``threshold``), the paper's criterion."""
+    if name == "recovered":
+        return [1.0 if r == 1 and g >= threshold else 0.0 for r, g in zip(run["rank"], run["rouge"])]
     return _top1(run["rank"]) if name == "top1" else [float(x) for x in run[name]]
 
 
@@ -402,7 +406,8 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
     * ``eligible_ids``: the paired items at the headline threshold; every continuous number
       below is over them;
     * ``unlearned``/``original``: per emphasis, the mean change from the plain prompt of
-      each outcome (``logprob``: of the fact, ``rouge``, ``top1``: 1 when the fact token is top-1);
+      each outcome (``logprob``: of the fact, ``rouge``, ``top1``: 1 when the fact token is top-1,
+      ``recovered``: 1 when it is top-1 and the greedy answer is right at the threshold, the paper's criterion);
     * ``keyword_minus_placebo[o]``: mean over items of the unlearned model's (keyword −
       placebo) change, with its interval;
     * ``did[o]``: the difference-in-differences, (unlearned: keyword − placebo) − (original:
@@ -442,7 +447,7 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
             "did": {},
         }
         for o in OUTCOMES:
-            _outcome_changes(entry, o, elig, raw["runs"], name, boot)
+            _outcome_changes(entry, o, elig, raw["runs"], name, boot, t0)
         not_top = [i for i in elig if pu["rank"][i] > 1]
         entry["becomes_top1"] = {
             "n": len(not_top),
@@ -483,26 +488,26 @@ def _binary_row(t: float, usable, pu, uk, up_, ok, op, boot: dict) -> dict[str, 
     return row
 
 
-def _outcome_changes(entry: dict[str, Any], o: str, elig: list[int], runs, name: str, boot: dict) -> None:
+def _outcome_changes(entry: dict[str, Any], o: str, elig: list[int], runs, name: str, boot: dict, t0: float) -> None:
     """Outcome ``o``'s mean changes from the plain prompt over ``elig``, per model and emphasis, and the
     keyword − placebo and difference-in-differences intervals (against the negative control when run)."""
     runs_u, runs_o = runs["unlearned"], runs["original"]
     uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
     ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
-    base_u, base_o = _outcome(runs_u["plain"]["forget"], o), _outcome(runs_o["plain"]["forget"], o)
-    du_k = [_outcome(uk, o)[i] - base_u[i] for i in elig]
-    du_p = [_outcome(up_, o)[i] - base_u[i] for i in elig]
-    do_k = [_outcome(ok, o)[i] - base_o[i] for i in elig]
-    do_p = [_outcome(op, o)[i] - base_o[i] for i in elig]
+    base_u, base_o = _outcome(runs_u["plain"]["forget"], o, t0), _outcome(runs_o["plain"]["forget"], o, t0)
+    du_k = [_outcome(uk, o, t0)[i] - base_u[i] for i in elig]
+    du_p = [_outcome(up_, o, t0)[i] - base_u[i] for i in elig]
+    do_k = [_outcome(ok, o, t0)[i] - base_o[i] for i in elig]
+    do_p = [_outcome(op, o, t0)[i] - base_o[i] for i in elig]
     entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
     entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
     entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
     entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
     if "negative" in runs:
         rn = runs["negative"]
-        base_n = _outcome(rn["plain"]["forget"], o)
-        dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o)[i] - base_n[i] for i in elig]
-        dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o)[i] - base_n[i] for i in elig]
+        base_n = _outcome(rn["plain"]["forget"], o, t0)
+        dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o, t0)[i] - base_n[i] for i in elig]
+        dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o, t0)[i] - base_n[i] for i in elig]
         entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
         entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
             [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot
@@ -596,14 +601,14 @@ def item_effects(
             for i in range(len(usable))
             if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
         ]
-        base_u = _outcome(pu, outcome)
-        vals = [(_outcome(uk, outcome)[i] - base_u[i]) - (_outcome(up_, outcome)[i] - base_u[i]) for i in elig]
+        base_u = _outcome(pu, outcome, t0)
+        vals = [(_outcome(uk, outcome, t0)[i] - base_u[i]) - (_outcome(up_, outcome, t0)[i] - base_u[i]) for i in elig]
         if statistic != "keyword_minus_placebo":
             ref = raw["runs"]["original" if statistic == "did" else "negative"]
-            base_r = _outcome(ref["plain"]["forget"], outcome)
+            base_r = _outcome(ref["plain"]["forget"], outcome, t0)
             rk, rp = (
-                _outcome(ref[f"{name}|keyword"]["forget"], outcome),
-                _outcome(ref[f"{name}|placebo"]["forget"], outcome),
+                _outcome(ref[f"{name}|keyword"]["forget"], outcome, t0),
+                _outcome(ref[f"{name}|placebo"]["forget"], outcome, t0),
             )
             vals = [v - ((rk[i] - base_r[i]) - (rp[i] - base_r[i])) for v, i in zip(vals, elig)]
         _, collapsed = _collapse(runs_u, runs_o, name, raw["ids"], cfg, boot)
