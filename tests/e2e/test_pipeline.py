@@ -109,8 +109,10 @@ def test_run_end_to_end(finished_run):
             assert stage in m, stage
         assert set(m["presence"]["probes"]) == {"format", "choice", "logit_lens"}
         assert sum(m["presence"]["counts"].values()) == len(m["presence"]["ids"]) == 2
-        # the embedded items declare their attribute: each has a chance level below 1
-        assert len(m["presence"]["chance"]) == 2 and all(0 < c < 1 for c in m["presence"]["chance"])
+        # a chance level per item: None where the record declares no attribute (the toy TOFU items)
+        chance = m["presence"]["chance"]
+        assert len(chance) == 2 and all(c is None or 0 < c < 1 for c in chance)
+        assert m["presence"]["chance_hidden"]["n"] == sum(c is not None for c in chance)
         assert m["unlearn"]["losses"], "per-step losses recorded"
         assert m["attribution"]["loo"]["forget"] and m["attribution"]["heads"]["forget"]
         rec = RecoveryTable.from_dict(m["recovery"])
