@@ -312,6 +312,7 @@ def test_thread_count_follows_cores_and_load():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc/loadavg")
+@pytest.mark.serial  # the other pytest-xdist worker must not add to the load it measures
 def test_machine_load_counts_a_competing_job_at_once():
     """The load is read now, not as a lagging average: a CPU-bound job started a moment ago
     counts, and the reading process itself does not."""
