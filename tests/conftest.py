@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-#: set by pytest-xdist in its workers ("gw0", "gw1"); None in a plain run (-p no:xdist, -n 0)
+#: set by pytest-xdist in its workers ("gw0", "gw1"); None in a run in one process (-n 0)
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
