@@ -44,6 +44,9 @@ def world(tmp_path_factory):
         "max_items": 2,
         "holdout_split": None,
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+        # every attack runs, relearning at one step and one rate (its default sweep is most of a run's
+        # time): no assertion here reads an attack's numbers
+        "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     return root, cfg
 
