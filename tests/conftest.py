@@ -3,9 +3,10 @@
 The suite runs on two pytest-xdist workers (``-n 2 --dist loadfile`` in pyproject.toml): each test
 file runs whole on one worker, in file order, so a module-scoped fixture (a finished run, a
 trained model) is built once and the tests that change what it built still run in order. Each
-worker, and every process a test starts from it, uses one torch thread: the tiny models run
-fastest on one thread, and two workers fill two cores. A test marked ``serial`` runs while the
-other worker waits (it measures the machine's load).
+worker, and every process a test starts from it, uses one torch thread: two workers of one thread
+fill two cores (two threads each would oversubscribe them, and the spinning threads of a busy
+machine slow the tiny models most). A test marked ``serial`` runs while the other worker waits
+(it measures the machine's load).
 """
 
 from __future__ import annotations
