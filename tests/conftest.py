@@ -25,11 +25,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if XDIST_WORKER:  # before torch is imported: OpenMP reads it once, subprocesses inherit it
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
-import torch  # noqa: E402
 
-torch.set_num_threads(1 if XDIST_WORKER else max(1, min(2, os.cpu_count() or 1)))
+def pytest_configure(config):
+    """Torch's thread count in each process that runs tests; pytest-xdist's controller only hands
+    out the files and does not import torch (its start delays the workers')."""
+    if XDIST_WORKER or not getattr(config.option, "numprocesses", None):
+        import torch
 
-from unpact.testing import TINY_ARCHITECTURES, make_tiny_checkpoint  # noqa: E402
+        torch.set_num_threads(1 if XDIST_WORKER else max(1, min(2, os.cpu_count() or 1)))
+
 
 #: Real TOFU files (MIT licence, see LICENSE there), copied from shared/data/tofu.
 TOFU_DIR = os.path.join(os.path.dirname(__file__), "data", "tofu")
@@ -38,6 +42,8 @@ TOFU_DIR = os.path.join(os.path.dirname(__file__), "data", "tofu")
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, str]:
     """One tiny random checkpoint per architecture, built once per session."""
+    from unpact.testing import TINY_ARCHITECTURES, make_tiny_checkpoint
+
     root = tmp_path_factory.mktemp("tiny")
     return {a: str(make_tiny_checkpoint(a, root / a)) for a in TINY_ARCHITECTURES}
 
