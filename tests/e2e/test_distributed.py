@@ -1,8 +1,13 @@
 """One unlearning method on two CPU processes (torchrun, gloo): both ranks end with
-identical weights and the forget set unlearned."""
+identical weights and the forget set unlearned.
+
+One torchrun launch runs every setting the tests need, one after the other in the same two
+processes (each from the checkpoint on disk, in its own folder): the launch, not the unlearning,
+is what costs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,23 +33,31 @@ SCRIPT = textwrap.dedent(
     rank = int(os.environ["RANK"])
     forget = [QAItem(f"Where was the author Ana Lind {i} born?", "Lima") for i in range(4)]
     retain = [QAItem(f"What is {i} + 3?", str(i + 3)) for i in range(4)]
-    model = load_model(model_dir)
     prompts = [f"Question: {it.question}\\nAnswer:" for it in forget]
-    before = float(answer_logprobs(model, prompts, [" Lima"] * 4).mean())
-    extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
-    res = unlearn(model, "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3, **extra}, seed=0)
-    after = float(answer_logprobs(res.model, prompts, [" Lima"] * 4).mean())
-    save_file({k: v.detach().clone().contiguous() for k, v in hf_state_dict(res.model).items()}, os.path.join(out, f"rank{rank}.safetensors"))
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({"before": before, "after": after, "world": int(os.environ["WORLD_SIZE"]),
-                   "losses": res.losses, "stopped": res.stopped_early}, f)
+    for name, extra in json.loads(sys.argv[3]).items():  # each setting: its folder, the model read afresh
+        folder = os.path.join(out, name)
+        os.makedirs(folder, exist_ok=True)
+        model = load_model(model_dir)
+        before = float(answer_logprobs(model, prompts, [" Lima"] * 4).mean())
+        res = unlearn(model, "ga_gdr", forget, retain, {"steps": 4, "batch_size": 4, "lr": 1e-3, **extra}, seed=0)
+        after = float(answer_logprobs(res.model, prompts, [" Lima"] * 4).mean())
+        save_file({k: v.detach().clone().contiguous() for k, v in hf_state_dict(res.model).items()}, os.path.join(folder, f"rank{rank}.safetensors"))
+        with open(os.path.join(folder, f"rank{rank}.json"), "w") as f:
+            json.dump({"before": before, "after": after, "world": int(os.environ["WORLD_SIZE"]),
+                       "losses": res.losses, "stopped": res.stopped_early}, f)
     """
 )
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
-    script = tmp_path / "run.py"
+#: the settings of the one torchrun launch: the plain run, and token-budget micro-batches
+SETTINGS = {"plain": {}, "micro": {"max_batch_tokens": 16}}
+
+
+@pytest.fixture(scope="module")
+def launched(tiny_dirs, tmp_path_factory):
+    """One torchrun launch of two CPU processes over every setting; its output folder and result."""
+    out = tmp_path_factory.mktemp("ddp")
+    script = out / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(  # torchrun of this interpreter (a `torchrun` on PATH may belong to another Python)
@@ -57,21 +70,27 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
             "2",
             str(script),
             tiny_dirs["gpt2"],
-            str(tmp_path),
+            str(out),
+            json.dumps(SETTINGS),
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
+    return out, proc
 
-    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+@pytest.mark.slow
+def test_two_cpu_processes_end_with_identical_weights(launched):
+    out, proc = launched
+    folder = out / "plain"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [lg["world"] for lg in logs] == [2, 2]
     assert logs[0]["losses"] == logs[1]["losses"]  # losses are reduced across ranks
-    a = load_file(str(tmp_path / "rank0.safetensors"))
-    b = load_file(str(tmp_path / "rank1.safetensors"))
+    a = load_file(str(folder / "rank0.safetensors"))
+    b = load_file(str(folder / "rank1.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     for lg in logs:
@@ -80,40 +99,19 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_with_micro_batches_equal_one_process_one_pass(tiny_dirs, tmp_path):
+def test_two_cpu_processes_with_micro_batches_equal_one_process_one_pass(launched, tiny_dirs):
     """DDP with token-budget micro-batches (gradients kept local until the last one, one
     all-reduce per step) gives the update of one process taking the whole batch at once."""
-    import json
-
     from unpact import load_model
     from unpact.data import QAItem
     from unpact.models import hf_state_dict
     from unpact.unlearning import unlearn
 
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            tiny_dirs["gpt2"],
-            str(tmp_path),
-            json.dumps({"max_batch_tokens": 16}),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out, proc = launched
+    folder = out / "micro"
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = load_file(str(tmp_path / "rank0.safetensors"))
-    b = load_file(str(tmp_path / "rank1.safetensors"))
+    a = load_file(str(folder / "rank0.safetensors"))
+    b = load_file(str(folder / "rank1.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     forget = [QAItem(f"Where was the author Ana Lind {i} born?", "Lima") for i in range(4)]
     retain = [QAItem(f"What is {i} + 3?", str(i + 3)) for i in range(4)]

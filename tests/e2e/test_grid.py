@@ -48,6 +48,9 @@ def world(tmp_path_factory):
             "attribution": {"methods": ["loo"], "subset": 1},
             "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
             "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+            # every attack runs, relearning at one step and one rate (its default sweep is 3 x 2 runs up to
+            # 20 steps, most of a cell's time): no assertion here reads an attack's numbers
+            "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
         },
     }
     return root, grid

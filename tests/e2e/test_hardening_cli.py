@@ -44,6 +44,9 @@ def world(tmp_path_factory):
         "max_items": 2,
         "holdout_split": None,
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+        # every attack runs, relearning at one step and one rate (its default sweep is most of a run's
+        # time): no assertion here reads an attack's numbers
+        "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     return root, cfg
 
@@ -312,6 +315,7 @@ def test_thread_count_follows_cores_and_load():
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="needs Linux's /proc/loadavg")
+@pytest.mark.serial  # the other pytest-xdist worker must not add to the load it measures
 def test_machine_load_counts_a_competing_job_at_once():
     """The load is read now, not as a lagging average: a CPU-bound job started a moment ago
     counts, and the reading process itself does not."""

@@ -196,6 +196,9 @@ def world(tmp_path_factory):
         "attribution": {"methods": ["loo"], "subset": 1},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
         "trajectory": {"enabled": False},
+        # every attack runs, relearning at one step and one rate (its default sweep is most of a run's
+        # time): no assertion here reads an attack's numbers
+        "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     grid = {
         "models": [str(model)],

@@ -111,6 +111,9 @@ def test_bfloat16_main_job(tmp_path):
         "max_new_tokens": 6,
         "out": str(tmp_path / "run"),
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+        # every attack runs in bfloat16, relearning at one step and one rate (its default sweep is most of
+        # the run's time)
+        "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

@@ -115,6 +115,9 @@ def test_run_unlearn_recover_in_the_chat_format(world, capsys):
         "attribution": {"methods": ["loo"], "subset": 1},
         "emphasis": {"templates": ["focus"], "factors": [1.0, 4.0], "layer_sets": ["all"], "max_control_items": 1},
         "trajectory": {"enabled": False},  # the trajectory stage has its own tests (test_trajectory_stage.py)
+        # every attack runs in the chat format, relearning at one step and one rate (its default sweep is
+        # most of the run's time): no assertion here reads an attack's numbers
+        "attacks": {"options": {"relearning": {"steps": [1], "lrs": [1e-3]}}},
     }
     (root / "run.json").write_text(json.dumps(cfg))
     out = root / "run"
