@@ -454,7 +454,7 @@ def test_did_against_the_original_alone_is_specific_on_the_negative_control():
         keywords=[[it.meta["author"]] for it in forget],
         settings=ControlledSettings(**NEG_SETTINGS),
     )
-    at_zero = DilemmaSettings(min_items=5, statistic="did", min_effect={"logprob": 0.0})
+    at_zero = DilemmaSettings(min_items=5, outcome="logprob", statistic="did", min_effect={"logprob": 0.0})
     assert not finding2_verdict(res, at_zero)["supported"]
 
 
