@@ -460,9 +460,7 @@ class IntegratedGradients(AttributionMethod):
         cfg = self.config
         zero = cfg.baseline == "zero"
         bid = None if zero else baseline_token_id(model.tokenizer, cfg.baseline)
-        where = [
-            [i for i in range(p.first, len(p.prompt_ids)) if not (cfg.skip_special and p.special[i])] for p in items
-        ]
+        where = [p.positions(cfg.skip_special) for p in items]
         # endpoints, for LP(x), LP(baseline) and the completeness gap (no grad): a token
         # baseline is just the prompt with its interpolated tokens replaced; "zero" zeroes their embeddings
         ends: list[tuple[list[int], list[int]]] = []

@@ -78,18 +78,13 @@ class LooConfig:
         scoring.get_quantity(self.quantity)
 
 
-def ablated_positions(prep: Prepared, skip_special: bool = False) -> list[int]:
-    """Positions ``prep.first`` .. n-1 that are ablated (without the special ones if ``skip_special``)."""
-    return [i for i in range(prep.first, len(prep.prompt_ids)) if not (skip_special and prep.special[i])]
-
-
 def ablated_prompts(
     prep: Prepared, mode: str, baseline_id: int | None = None, positions: list[int] | None = None
 ) -> list[list[int]]:
     """The ablated prompts of one item at ``positions`` (default: ``prep.first`` .. n-1), in order."""
     p = prep.prompt_ids
     out = []
-    for i in ablated_positions(prep) if positions is None else positions:
+    for i in prep.positions() if positions is None else positions:
         if mode == "delete":
             q = p[:i] + p[i + 1 :]
             if not q:
@@ -122,7 +117,7 @@ class LeaveOneOut(AttributionMethod):
         positions = []
         for k, prep in enumerate(items):
             start = len(seqs)
-            where = ablated_positions(prep, cfg.skip_special)
+            where = prep.positions(cfg.skip_special)
             positions.append(where)
             seqs.append(prep.seq)
             shared.append(len(prep.prompt_ids))

@@ -46,6 +46,10 @@ class Prepared:
         """First attributable position (1 after BOS, else 0)."""
         return 1 if self.has_bos else 0
 
+    def positions(self, skip_special: bool = False) -> list[int]:
+        """The attributed positions ``first`` .. n-1, without the special ones if ``skip_special``."""
+        return [i for i in range(self.first, len(self.prompt_ids)) if not (skip_special and self.special[i])]
+
 
 def _is_pair(x: Any) -> bool:
     return isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(v, str) for v in x)
