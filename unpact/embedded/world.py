@@ -24,7 +24,13 @@ likely than a perturbed answer on a known fact, as TOFU's truth ratio
 assumes); and a cloze sentence (``cloze`` splits), a format the unlearning
 never touches that a knowledge probe can ask in. Surface variants of each
 template (:data:`HELDOUT_SURFACE_TEMPLATES`) are never trained and measure how
-far the format-reading generalises. Everything is a function of the seed.
+far the format-reading generalises. Third edition (world v3): every entity
+is also trained once per epoch under each template that changes its tokens
+(:attr:`WorldConfig.surface_forms`: ``quote`` and ``upper``), around the whole
+entity and around one word of it (:func:`surface_examples`), so that a model
+knows ``"Orla Venning"`` and ``ORLA VENNING`` as the same author; these
+examples are drawn from their own random stream, so the benchmark rows are
+those of the second edition. Everything is a function of the seed.
 
 Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> world = generate_world(WorldConfig(), seed=0)
@@ -37,6 +43,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -669,6 +676,9 @@ class WorldConfig:
     n_agents: int = 20  # wmdp agents, two questions each
     n_retain_corpus: int = 30
     n_arithmetic: int = 40
+    #: token-changing rewrite templates every entity is trained under once per epoch, on
+    #: the whole entity and on one word of it (third edition): :data:`SURFACE_FORMS`.
+    surface_forms: tuple[str, ...] = ("quote", "upper")
 
     @classmethod
     def tiny(cls) -> WorldConfig:
@@ -1038,6 +1048,69 @@ def _general(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) ->
     return {"qa": qa_rows, "mc": mc_rows, "cloze": cloze_rows}
 
 
+def surface_questions(rng: random.Random, question: str, entities: Sequence[str], forms: Sequence[str]) -> list[str]:
+    """``question`` under each template of ``forms`` around each entity, whole and one word of it.
+
+    Example:
+        >>> surface_questions(random.Random(0), "Where was Orla Venning born?", ["Orla Venning"], ["upper"])
+        ['Where was ORLA VENNING born?', 'Where was Orla VENNING born?']
+    """
+    out = []
+    for entity in entities:
+        if not entity or entity not in question:
+            continue
+        targets = list(dict.fromkeys([entity, rng.choice(entity.split())]))
+        out += [rewrite(question, [t], form).question for form in forms for t in targets]
+    return out
+
+
+def surface_examples(
+    benchmarks: dict[str, dict[str, list[dict]]], forms: Sequence[str], rng: random.Random
+) -> list[TrainExample]:
+    """One training example per trained fact, template of ``forms`` and entity form (whole, one word).
+
+    TOFU's facts are an author's attributes (the phrasing drawn at random from the
+    trained ones); MUSE's, WMDP's and the general set's are their QA items with
+    their ``keywords`` as the entities. Each example keeps its fact's source,
+    author and topic, so the ``-retain`` twins drop the same facts as before.
+    """
+    if not forms:
+        return []
+    out: list[TrainExample] = []
+    tofu = benchmarks.get("tofu", {})
+    rows = {(r["author"], r["attribute"]): [] for s in ("forget10", "retain90") for r in tofu.get(s, [])}
+    for s in ("forget10", "retain90"):
+        for r in tofu.get(s, []):
+            rows[(r["author"], r["attribute"])].append(r)
+    for (author, _), group in rows.items():
+        r = rng.choice(group)
+        out += [
+            TrainExample(format_prompt(q), format_answer(r["answer"]), "tofu", author)
+            for q in surface_questions(rng, r["question"], [author], forms)
+        ]
+    muse = benchmarks.get("muse", {})
+    for part, topic in (("forget", "muse-forget"), ("retain", None)):
+        for r in muse.get(f"knowmem_{part}_qa", []):
+            a = format_answer(r["answer"])
+            out += [
+                TrainExample(format_prompt(q), a, "muse", topic=topic)
+                for q in surface_questions(rng, r["question"], r["keywords"], forms)
+            ]
+    for r in benchmarks.get("wmdp", {}).get("test", []):
+        a = format_answer(r["choices"][r["answer"]])
+        out += [
+            TrainExample(format_prompt(q), a, "wmdp", topic="wmdp")
+            for q in surface_questions(rng, r["question"], r["keywords"], forms)
+        ]
+    for r in benchmarks.get("general", {}).get("qa", []):
+        a = format_answer(r["answer"])
+        out += [
+            TrainExample(format_prompt(q), a, "general")
+            for q in surface_questions(rng, r["question"], r["keywords"], forms)
+        ]
+    return out
+
+
 def generate_world(config: WorldConfig | None = None, seed: int = 0) -> World:
     """Generate the embedded world's benchmark rows and training examples from ``seed``."""
     cfg = config or WorldConfig()
@@ -1050,4 +1123,6 @@ def generate_world(config: WorldConfig | None = None, seed: int = 0) -> World:
         "wmdp": _wmdp(cfg, rng, train),
         "general": _general(cfg, rng, train),
     }
+    # their own stream, so the rows above stay those of the second edition
+    train += surface_examples(benchmarks, cfg.surface_forms, random.Random(f"surface-{seed}"))
     return World(benchmarks=benchmarks, train=train, forget10_authors=forget10)
