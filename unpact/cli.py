@@ -21,6 +21,7 @@ from unpact import __version__, threads
 from unpact.data import QAItem, format_names, load_benchmark, resolve_format, spread_sample
 from unpact.embedded import SHIPPED_DIR
 from unpact.errors import InputError, UnpactError
+from unpact.model_specs import check_model_spec
 from unpact.packaged_models import PACKAGED_MODELS
 from unpact.progress import ConsoleProgress, tqdm_progress
 from unpact.rundir import write_json_atomic, write_text_atomic
@@ -1151,6 +1152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads.set_wait_policy()  # before anything imports torch (see unpact.threads)
     _help, _add, run = COMMANDS[args.command]
     try:
+        spec = getattr(args, "model", None)
+        if isinstance(spec, str):
+            check_model_spec(spec)  # a bad local path fails before torch is imported
         if args.command != "report":
             args.threads_info = threads.apply_thread_policy()
         return int(run(args) or 0)

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from unpact.errors import ModelLoadError
+from unpact.model_specs import GGUF_SUFFIX, gguf_file_in  # noqa: F401 (re-exported)
 
-GGUF_SUFFIX = ".gguf"
 #: what to install when the ``gguf`` reader is missing (transformers needs it too)
 GGUF_INSTALL = "pip install 'unpact-lens[gguf]'"
 
@@ -55,28 +55,6 @@ class GGUFSource:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "gguf", **asdict(self)}
-
-
-def gguf_file_in(path: str | os.PathLike) -> Path | None:
-    """The GGUF file ``path`` names: the file itself, or the one ``.gguf`` in a directory
-    that is not an HF checkpoint (no ``config.json``). ``None`` when it names none.
-
-    A directory with several ``.gguf`` files is an error naming them: pick one.
-
-    Example:
-        >>> gguf_file_in("/nonexistent/model.gguf") is None
-        True
-    """
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p if p.suffix.lower() == GGUF_SUFFIX else None
-    if not p.is_dir() or (p / "config.json").is_file():
-        return None
-    found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() == GGUF_SUFFIX)
-    if len(found) > 1:
-        names = ", ".join(f.name for f in found)
-        raise ModelLoadError(f"directory {str(p)!r} holds several GGUF files ({names}); give the file's path instead")
-    return found[0] if found else None
 
 
 def _reader(file: Path):

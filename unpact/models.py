@@ -45,13 +45,20 @@ from unpact.bridge import (  # noqa: F401 (re-exported: callers import the HF tw
 )
 
 # where the embedded checkpoints live inside the installed package (one place for the folder)
-from unpact.data.shipped import MODELS_DIR as EMBEDDED_MODELS_DIR
 from unpact.errors import ConfigError, ModelLoadError
 from unpact.generation import prepare_generation
-from unpact.gguf_checkpoint import GGUF_SUFFIX, gguf_file_in, load_gguf
-from unpact.packaged_models import PACKAGED_MODELS, packaged_model_file
-
-EMBEDDED_PREFIX = "embedded:"
+from unpact.gguf_checkpoint import load_gguf
+from unpact.model_specs import (  # noqa: F401 (re-exported: the model spec helpers were always here)
+    EMBEDDED_MODELS_DIR,
+    EMBEDDED_PREFIX,
+    GGUF_SUFFIX,
+    check_checkpoint_dir,
+    check_model_spec,
+    embedded_model_names,
+    gguf_file_in,
+    resolve_model_spec,
+)
+from unpact.packaged_models import PACKAGED_MODELS
 
 _DTYPES = {
     "float32": torch.float32,
@@ -66,21 +73,6 @@ _DTYPES = {
 #: the precisions offered on the command line and in the run config
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "tokenizer.model",
-)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
-
-
-def embedded_model_names() -> list[str]:
-    """Names of the models shipped inside the package (``embedded:<name>``)."""
-    if not EMBEDDED_MODELS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in EMBEDDED_MODELS_DIR.iterdir() if (p / "config.json").is_file())
-
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """Turn ``"float32"``/``"bf16"``/... or a ``torch.dtype`` into a ``torch.dtype`` (default float32)."""
@@ -92,52 +84,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if key not in _DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(set(_DTYPES)))}")
     return _DTYPES[key]
-
-
-def resolve_model_spec(spec: str | os.PathLike) -> tuple[str, str]:
-    """Classify a model spec as ``("path", dir)``, ``("gguf", file)`` or ``("hub", id)``.
-
-    ``embedded:<name>`` resolves to the shipped directory; a short name of
-    :data:`unpact.packaged_models.PACKAGED_MODELS` (``smollm2-135m``) to the GGUF file
-    inside its installed package; a ``.gguf`` file, or a directory holding one GGUF file
-    and no ``config.json``, is ``"gguf"``; a string that names an existing directory, or
-    that looks like a filesystem path, is a local path; anything else a hub id.
-
-    Example:
-        >>> resolve_model_spec("./runs/npo_gdr/model")
-        ('path', 'runs/npo_gdr/model')
-        >>> resolve_model_spec("EleutherAI/pythia-70m")
-        ('hub', 'EleutherAI/pythia-70m')
-    """
-    s = str(spec)
-    if s.startswith(EMBEDDED_PREFIX):
-        name = s[len(EMBEDDED_PREFIX) :]
-        directory = EMBEDDED_MODELS_DIR / name
-        if not name or not (directory / "config.json").is_file():
-            known = embedded_model_names()
-            hint = (
-                f"known embedded models: {', '.join(known)}"
-                if known
-                else "no embedded models are installed; build them with `unpact build-embedded`"
-            )
-            raise ModelLoadError(f"unknown embedded model {s!r}; {hint}")
-        return "path", str(directory)
-    p = Path(s).expanduser()
-    if s in PACKAGED_MODELS and not p.exists():
-        return "gguf", str(packaged_model_file(s))
-    gguf = gguf_file_in(p)
-    if gguf is not None:
-        return "gguf", str(gguf)
-    looks_like_path = (
-        s.startswith((".", "/", "~"))
-        or os.sep in s.strip("/")
-        and s.count("/") != 1
-        or p.exists()
-        or s.lower().endswith(GGUF_SUFFIX)
-    )
-    if p.is_dir() or looks_like_path:
-        return "path", str(p)
-    return "hub", s
 
 
 def hub_offline() -> bool:
@@ -209,36 +155,6 @@ def check_device(device: Any) -> None:
             raise ConfigError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
         return
     raise ConfigError(f"unknown device {device!r}: use cpu, cuda, cuda:<index> or mps")
-
-
-def check_checkpoint_dir(directory: Path) -> None:
-    """Raise :class:`ModelLoadError` naming what a checkpoint directory lacks (the directory itself,
-    ``config.json``, tokenizer files or weights)."""
-    if not directory.exists():
-        raise ModelLoadError(
-            f"checkpoint directory {str(directory)!r} does not exist; "
-            "give a HF checkpoint directory, a hub id or embedded:<name>"
-        )
-    if not directory.is_dir():
-        raise ModelLoadError(
-            f"{str(directory)!r} is a file, not a checkpoint directory; give the directory that holds config.json"
-        )
-    if not (directory / "config.json").is_file():
-        raise ModelLoadError(
-            f"checkpoint directory {str(directory)!r} has no config.json; "
-            "save the model with save_pretrained() or unpact.save_model()"
-        )
-    if not any((directory / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"checkpoint directory {str(directory)!r} has no tokenizer files "
-            f"(looked for {', '.join(_TOKENIZER_FILES)}); save the tokenizer into it with "
-            "tokenizer.save_pretrained(directory)"
-        )
-    if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in directory.iterdir()):
-        raise ModelLoadError(
-            f"checkpoint directory {str(directory)!r} has no weights (*.safetensors); "
-            "save the model with save_pretrained() or unpact.save_model()"
-        )
 
 
 #: tokenizer classes that mean "exactly the tokenizer.json in this directory"
