@@ -3,6 +3,7 @@ the original left alone, save/reload, NaN stop, determinism, config errors."""
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from unpact.errors import ConfigError
 from unpact.models import hf_model_of
 from unpact.scoring import answer_logprobs
 from unpact.unlearning import METHODS, PAPER_METHODS, get_method, unlearn
+from unpact.unlearning.base import copy_model
 from unpact.unlearning.losses import kl_to_reference, npo_loss, simnpo_loss
 
 FORGET = [
@@ -177,3 +179,26 @@ def test_loss_formulas_on_hand_values():
     other = torch.randn(2, 7).log_softmax(-1)
     want = float((other.exp() * (other - ref)).sum(-1).mean())
     assert float(kl_to_reference(logits, mask, other)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_copy_model_has_its_own_hook_points(tiny_dirs, arch):
+    """TransformerLens 4 wires ``hook_mlp_in`` through closures over the block's own hook points; a
+    copy must run its own: a hook on the copy changes the copy, a hook on the original never fires
+    when the copy runs, and the copy still runs once the original is freed."""
+    original = load_model(tiny_dirs[arch])
+    original.set_use_hook_mlp_in(True)
+    copied = copy_model(original)
+    ids = torch.tensor([[0, 5, 6, 7, 8, 9]])
+    plain = copied(ids, return_type="logits")
+    zeroed = copied.run_with_hooks(
+        ids, return_type="logits", fwd_hooks=[("blocks.0.hook_mlp_in", lambda x, hook: x * 0)]
+    )
+    assert not torch.allclose(plain, zeroed)
+    fired = []
+    original.add_hook("blocks.0.hook_mlp_in", lambda x, hook: fired.append(hook.name))
+    copied(ids, return_type="logits")
+    assert not fired
+    del original
+    gc.collect()
+    assert torch.allclose(copied(ids, return_type="logits"), plain)

@@ -399,7 +399,46 @@ def copy_model(model):
                 memo[id(p)] = nn.Parameter(t, requires_grad=p.requires_grad)
         for t in _non_leaf_tensors(model):  # activations a hook or cache kept with their graph
             memo[id(t)] = t.detach().clone()
-    return copy.deepcopy(model, memo)
+    out = copy.deepcopy(model, memo)
+    _rewire_capture_hooks(model, out)
+    return out
+
+
+#: a module's hook tables, keyed by the hook's handle id
+_HOOK_TABLES = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+def _rewire_capture_hooks(original, copied) -> None:
+    """Give ``copied`` its own TransformerLens capture hooks.
+
+    A TransformerLens 4 block wires PyTorch hooks (``hook_mlp_in``'s capture, the split-qkv
+    fork, scaled contributions) as closures over *its own* hook points, through weak
+    proxies. ``deepcopy`` copies the hook tables but not the closures, so a copy would run
+    the original's hook points (a hook added to the copy never fires, one added to the
+    original fires on the copy) and fail once the original is freed. Here the copied
+    closures are dropped and each copied block wires its own.
+    """
+    copies = dict(copied.named_modules())
+    for name, block in original.named_modules():
+        handles = getattr(block, "_capture_hook_handles", None)
+        if not handles:
+            continue
+        ids = {h.id for h in handles}
+        target = copies[name]
+        for sub in target.modules():
+            for table in _HOOK_TABLES:
+                hooks = getattr(sub, table, None)
+                for i in ids if hooks is not None else ():
+                    hooks.pop(i, None)
+        target._capture_hook_handles = []
+        target._capture_hooks_wired = False
+        target._maybe_wire_capture_hooks()
 
 
 def _non_leaf_tensors(root) -> list[Tensor]:
