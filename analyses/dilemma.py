@@ -160,7 +160,7 @@ def _finding2_one(res: ControlledRecovery, s: DilemmaSettings) -> dict[str, Any]
         key=lambda kv: kv[1]["interval"][0] if kv[1]["interval"] else -math.inf,
     )
     numbers = (
-        f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
+        f"{best_name}: mean {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
         f"n = {best['n']} items"
     )
     out["best_setting"] = best_name
@@ -175,7 +175,7 @@ def _finding2_one(res: ControlledRecovery, s: DilemmaSettings) -> dict[str, Any]
     else:
         out.update(
             supported=False,
-            verdict=f"not supported: no setting's interval lies above {floor:g}; highest lower end {numbers} ({test})",
+            verdict=f"not supported: no setting's interval lies above {floor:g}; the highest lower end is {numbers} ({test})",
         )
     return out
 

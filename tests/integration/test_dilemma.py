@@ -481,3 +481,36 @@ def test_negative_control_recovers_nothing_beyond_another_model_without_the_fact
         assert s["binary"]["0.9"]["keyword"]["n_recovered"] == 0, name
     v = finding2_verdict(res, DilemmaSettings(min_items=5))
     assert v["statistic"] == "did_negative" and not v["supported"], v["verdict"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subject", ["negative control", "damage-matched noise"])
+def test_finding2_is_not_supported_on_the_negative_control_or_a_damage_matched_noise_model(subject):
+    """Finding 2 on the paper's criterion (the default ``outcome="recovered"``, against the negative
+    control) must not be "supported" on models whose forgetting has nothing keyword-specific: the
+    negative control itself (it never had the facts) and the original with weight noise scaled until
+    its plain forget accuracy halves (damage without an unlearning objective)."""
+    from unpact.controls import match_noise, noise_model
+    from unpact.metrics import rouge_recalls
+
+    forget, original, never = _forget_and_models()
+    if subject == "negative control":
+        model = never
+    else:
+
+        def accuracy(m) -> float:
+            return sum(r >= 0.9 for r in rouge_recalls(m, forget)) / len(forget)
+
+        match = match_noise(original, accuracy, 0.5, hi=3.0, seed=0)
+        assert abs(match["value"] - 0.5) <= 0.25, match
+        model = noise_model(original, match["scale"], seed=0)
+    res = controlled_recovery(
+        model,
+        original,
+        forget,
+        keywords=[[it.meta["author"]] for it in forget],
+        settings=ControlledSettings(**NEG_SETTINGS),
+        negative=never,
+    )
+    v = finding2_verdict(res, DilemmaSettings(min_items=5))
+    assert v["statistic"] == "did_negative" and not v["supported"], v["verdict"]
