@@ -596,6 +596,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if result.stopped_early:
         print(f"unpact: warning: {result.message}", file=sys.stderr)
     save_model(result.model, args.out)
+    write_json_atomic(os.path.join(args.out, "unlearn.json"), _unlearn_report(args, result, before, after))
+    _print_unlearn_summary(args, result, splits, before, after)
+    return 0
+
+
+def _unlearn_report(args: argparse.Namespace, result, before: dict | None, after: dict | None) -> dict:
+    """The contents of unlearn.json: the command's inputs, the result's summary and the metrics before and after."""
     report = {
         "model": args.model,
         "benchmark": args.benchmark,
@@ -609,19 +616,25 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     }
     if before is not None:
         report["metrics"] = {"before": before, "after": after}
-    write_json_atomic(os.path.join(args.out, "unlearn.json"), report)
+    return report
+
+
+def _print_unlearn_summary(
+    args: argparse.Namespace, result, splits: dict, before: dict | None, after: dict | None
+) -> None:
+    """Print the steps and final loss of an unlearning run, then each split's ROUGE-L recall before and after."""
     last = result.losses[-1]["loss"] if result.losses else float("nan")
     print(f"{result.method}: {len(result.losses)} steps, final loss {last:.4g} -> {args.out}")
     if before is not None:
         for name in splits:
-            b, a = before[name].get("rouge_l_recall"), report["metrics"]["after"][name].get("rouge_l_recall")
-            if b is not None:
+            recall_before, recall_after = before[name].get("rouge_l_recall"), after[name].get("rouge_l_recall")
+            if recall_before is not None:
                 # all the split's items: `unpact run` evaluates at most max_items of them, so its numbers differ
                 print(
-                    f"  {name} ROUGE-L recall {b:.3f} -> {a:.3f} (all {len(splits[name])} items of {name} split "
-                    f"{getattr(args, name)!r}; `unpact run` evaluates an evenly spaced --max-items subset)"
+                    f"  {name} ROUGE-L recall {recall_before:.3f} -> {recall_after:.3f} (all {len(splits[name])} "
+                    f"items of {name} split {getattr(args, name)!r}; `unpact run` evaluates an evenly spaced "
+                    "--max-items subset)"
                 )
-    return 0
 
 
 # ---------------------------------------------------------------- known-facts

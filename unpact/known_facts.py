@@ -146,24 +146,7 @@ def build_known_facts(
     each source in the same proportions) and ``unknown``; see the module docstring."""
     config = config or KnownFactsConfig()
     config.validate()
-    if not sources:
-        raise ConfigError("give at least one TOFU-format QA file (--source FILE)")
-    paraphrases = read_paraphrases(config.paraphrases) if config.paraphrases else {}
-    by_source: dict[str, list[dict[str, Any]]] = {}
-    for src in sources:
-        path = Path(src)
-        if not path.is_file():
-            raise DataError(f"source file {str(path)!r} does not exist; give a TOFU-format QA file")
-        by_source[path.name] = [
-            {
-                **row,
-                "paraphrased_question": paraphrases[row["question"]],
-                "paraphrase_source": Path(config.paraphrases).name,
-            }
-            if not row.get("paraphrased_question") and row["question"] in paraphrases
-            else row
-            for row in _rows_of(path)
-        ]
+    by_source = _source_rows(sources, config)
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in (*KNOWN_SPLITS, UNKNOWN_SPLIT)}
     rng = random.Random(config.seed)
     done = 0
@@ -182,7 +165,43 @@ def build_known_facts(
         done += len(rows)
         if progress is not None:
             progress(done, total)
-    manifest = {
+    result = KnownFacts(splits, _splits_manifest(model, fmt, config, by_source, splits))
+    result.manifest["counts"] = result.counts()
+    return result
+
+
+def _source_rows(sources: Sequence[str | os.PathLike], config: KnownFactsConfig) -> dict[str, list[dict[str, Any]]]:
+    """File name -> the rows of each source file, with the paraphrases of ``config.paraphrases`` filled in."""
+    if not sources:
+        raise ConfigError("give at least one TOFU-format QA file (--source FILE)")
+    paraphrases = read_paraphrases(config.paraphrases) if config.paraphrases else {}
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for src in sources:
+        path = Path(src)
+        if not path.is_file():
+            raise DataError(f"source file {str(path)!r} does not exist; give a TOFU-format QA file")
+        by_source[path.name] = [
+            {
+                **row,
+                "paraphrased_question": paraphrases[row["question"]],
+                "paraphrase_source": Path(config.paraphrases).name,
+            }
+            if not row.get("paraphrased_question") and row["question"] in paraphrases
+            else row
+            for row in _rows_of(path)
+        ]
+    return by_source
+
+
+def _splits_manifest(
+    model,
+    fmt: PromptFormat,
+    config: KnownFactsConfig,
+    by_source: dict[str, list[dict[str, Any]]],
+    splits: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """How the splits were made: the model, prompt format, sources, settings and criterion."""
+    return {
         "model": getattr(model, "unpact_spec", None),
         "model_source": getattr(model, "unpact_source", None),
         "prompt_format": fmt.name,
@@ -194,9 +213,6 @@ def build_known_facts(
         "config": {**asdict(config), "fractions": list(config.fractions)},
         "criterion": f"ROUGE-L recall of the reference answer in the greedy answer >= {config.threshold}",
     }
-    result = KnownFacts(splits, manifest)
-    result.manifest["counts"] = result.counts()
-    return result
 
 
 def write_known_facts(facts: KnownFacts, directory: str | os.PathLike) -> Path:

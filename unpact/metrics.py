@@ -1094,21 +1094,12 @@ def evaluate(
         {'n': 40, 'rouge_l_recall': 0.93, 'prob': 0.81, 'truth_ratio': 0.42, 'forget_quality': 1e-05, ...}
     """
     items = list(benchmark)
-    holdout_qa = [it for it in holdout if isinstance(it, QAItem)] if holdout is not None else None
-    if holdout is not None and not holdout_qa:
-        raise InputError(
-            "the holdout split holds no question-answer items; the membership-inference attacks "
-            "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)"
-        )
+    holdout_qa = _holdout_questions(holdout)
     role = role or role_of(benchmark)
     style = style or benchmark_style(benchmark)
     if style not in STYLES:
         raise InputError(f"unknown evaluation style {style!r}; known: {', '.join(STYLES)}")
-    embedded = is_embedded(benchmark) or not hasattr(benchmark, "name")
-    if max_new_tokens is None:
-        max_new_tokens = GENERATION_DEFAULTS["embedded" if embedded else style]
-    if mc_style is None:
-        mc_style = "letters" if style == "wmdp" and not embedded else "cloze"
+    embedded, max_new_tokens, mc_style = _answer_defaults(benchmark, style, max_new_tokens, mc_style)
     inputs = SplitInputs(
         model,
         [it for it in items if isinstance(it, QAItem)],
@@ -1130,7 +1121,37 @@ def evaluate(
         mia=mia or MIAConfig(),
     )
     todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
-    out: dict[str, Any] = {"n": len(items), "tofu_role": role, "style": style}
+    return _metric_values(todo, inputs, {"n": len(items), "tofu_role": role, "style": style}, progress)
+
+
+def _holdout_questions(holdout: Sequence | None) -> list[QAItem] | None:
+    """The QA items of ``holdout``, the membership-inference attacks' non-members (None without a holdout)."""
+    holdout_qa = [it for it in holdout if isinstance(it, QAItem)] if holdout is not None else None
+    if holdout is not None and not holdout_qa:
+        raise InputError(
+            "the holdout split holds no question-answer items; the membership-inference attacks "
+            "compare answers to questions: give a QA split never trained on (e.g. TOFU's holdout10)"
+        )
+    return holdout_qa
+
+
+def _answer_defaults(
+    benchmark: Sequence, style: str, max_new_tokens: int | None, mc_style: str | None
+) -> tuple[bool, int, str]:
+    """Whether ``benchmark`` is embedded, with its answer length and MC style (the given ones, else the defaults)."""
+    embedded = is_embedded(benchmark) or not hasattr(benchmark, "name")
+    if max_new_tokens is None:
+        max_new_tokens = GENERATION_DEFAULTS["embedded" if embedded else style]
+    if mc_style is None:
+        mc_style = "letters" if style == "wmdp" and not embedded else "cloze"
+    return embedded, max_new_tokens, mc_style
+
+
+def _metric_values(
+    todo: Sequence[SplitMetric], inputs: SplitInputs, header: dict[str, Any], progress: ProgressFactory
+) -> dict[str, Any]:
+    """``header`` followed by every metric of ``todo`` on ``inputs``, with the names of the degenerate numbers."""
+    out: dict[str, Any] = dict(header)
     with progress(total=len(todo), desc="evaluate") as bar:
         for m in todo:
             out.update(m.compute(inputs, out))

@@ -337,8 +337,8 @@ def matched_lines(results: dict[str, Any], target: float = MATCHED_TARGET) -> li
     return out
 
 
-def summary_table(results: dict[str, Any]) -> str:
-    """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
+def _summary_rows(summary: list[dict[str, Any]]) -> list[str]:
+    """The header and one line per method of the summary table."""
     cols = [
         ("method", "method", 12),
         ("forget_rouge", "forget", 7),
@@ -352,7 +352,7 @@ def summary_table(results: dict[str, Any]) -> str:
         ("forget_exact_memorization", "EM", 6),
     ]
     lines = ["  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (_, h, w) in enumerate(cols))]
-    for r in results["summary"]:
+    for r in summary:
         cells = []
         for i, (k, _, w) in enumerate(cols):
             v = r.get(k)
@@ -365,14 +365,39 @@ def summary_table(results: dict[str, Any]) -> str:
             )
             cells.append(f"{s:>{w}}" if i else f"{s:<{w}}")
         lines.append("  ".join(cells))
+    return lines
+
+
+def _verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The analyses' verdicts under the summary table, one line each."""
+    an = results.get("analyses", {})
+    lines: list[str] = []
+    for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
+        if an.get(name, {}).get("verdict"):
+            lines.append(f"{name}: {an[name]['verdict']}")
+    lines += matched_lines(results)
+    for name in ("finding2_checkpoints", "dilemma"):
+        if an.get(name, {}).get("verdict"):
+            lines.append(f"{name}: {an[name]['verdict']}")
+    nulls = an.get("keyword_focus_null", {})
+    for m, r in an.get("keyword_focus", {}).items():
+        if m in nulls:  # finding 1's verdict is the one against the damage-matched nulls
+            lines.append(f"keyword focus, {m}: {nulls[m]['verdict']} (sign test alone: {r['verdict']})")
+        else:
+            lines.append(f"keyword focus, {m}: {r['verdict']}")
+    return lines
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The per-method summary as a plain-text table (what ``unpact run`` prints at the end)."""
+    lines = _summary_rows(results["summary"])
     counts = (results["summary"][0].get("n_items") or {}) if results["summary"] else {}
     if any(counts.values()):
         lines.append(
             "(on " + ", ".join(f"{n} {g}" for g, n in counts.items() if n) + " items: at most max_items per group; "
             "`unpact unlearn` evaluates every item of a split, so its numbers differ)"
         )
-    an = results.get("analyses", {})
-    pre = an.get("precondition") or {}
+    pre = results.get("analyses", {}).get("precondition") or {}
     if pre.get("holds") is False:  # said first: no number below supports a verdict
         lines.insert(0, f"not applicable: {pre['reason']}\n")
     if results["summary"] and all(r.get("forget_quality") is None for r in results["summary"]):
@@ -387,17 +412,5 @@ def summary_table(results: dict[str, Any]) -> str:
             "that never saw the forget set"
         )
     lines.append("")
-    for name in ("recovery", "finding2", "collapse", "layer_head", "presence"):
-        if an.get(name, {}).get("verdict"):
-            lines.append(f"{name}: {an[name]['verdict']}")
-    lines += matched_lines(results)
-    for name in ("finding2_checkpoints", "dilemma"):
-        if an.get(name, {}).get("verdict"):
-            lines.append(f"{name}: {an[name]['verdict']}")
-    nulls = an.get("keyword_focus_null", {})
-    for m, r in an.get("keyword_focus", {}).items():
-        if m in nulls:  # finding 1's verdict is the one against the damage-matched nulls
-            lines.append(f"keyword focus, {m}: {nulls[m]['verdict']} (sign test alone: {r['verdict']})")
-        else:
-            lines.append(f"keyword focus, {m}: {r['verdict']}")
+    lines += _verdict_lines(results)
     return "\n".join(lines)

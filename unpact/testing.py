@@ -169,6 +169,36 @@ def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _add_llama_tensors(
+    writer, state_dict: dict[str, torch.Tensor], n_layers: int, n_heads: int, n_kv_heads: int
+) -> None:
+    """Add a Llama state dict's tensors to the GGUF ``writer`` under llama.cpp's names (q/k rows permuted)."""
+    writer.add_tensor("token_embd.weight", state_dict["model.embed_tokens.weight"].numpy())
+    writer.add_tensor("output_norm.weight", state_dict["model.norm.weight"].numpy())
+    writer.add_tensor("output.weight", state_dict["lm_head.weight"].numpy())
+    for i in range(n_layers):
+        prefix = f"model.layers.{i}."
+        names = {
+            "attn_norm": "input_layernorm",
+            "ffn_norm": "post_attention_layernorm",
+            "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj",
+            "ffn_gate": "mlp.gate_proj",
+            "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj",
+        }
+        for gguf_name, hf_name in names.items():
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", state_dict[prefix + hf_name + ".weight"].numpy())
+        writer.add_tensor(
+            f"blk.{i}.attn_q.weight",
+            _llama_cpp_permute(state_dict[prefix + "self_attn.q_proj.weight"], n_heads).numpy(),
+        )
+        writer.add_tensor(
+            f"blk.{i}.attn_k.weight",
+            _llama_cpp_permute(state_dict[prefix + "self_attn.k_proj.weight"], n_kv_heads).numpy(),
+        )
+
+
 def write_tiny_gguf(
     path: str | os.PathLike, seed: int = 0, n_layers: int = 2, d_model: int = 32, n_heads: int = 4
 ) -> Path:
@@ -218,27 +248,7 @@ def write_tiny_gguf(
     w.add_pad_token_id(tokenizer.pad_token_id)
     w.add_add_bos_token(False)
     w.add_chat_template(CHATML_TEMPLATE)
-    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"].numpy())
-    w.add_tensor("output_norm.weight", sd["model.norm.weight"].numpy())
-    w.add_tensor("output.weight", sd["lm_head.weight"].numpy())
-    for i in range(n_layers):
-        p = f"model.layers.{i}."
-        names = {
-            "attn_norm": "input_layernorm",
-            "ffn_norm": "post_attention_layernorm",
-            "attn_v": "self_attn.v_proj",
-            "attn_output": "self_attn.o_proj",
-            "ffn_gate": "mlp.gate_proj",
-            "ffn_up": "mlp.up_proj",
-            "ffn_down": "mlp.down_proj",
-        }
-        for g, h in names.items():
-            w.add_tensor(f"blk.{i}.{g}.weight", sd[p + h + ".weight"].numpy())
-        w.add_tensor(f"blk.{i}.attn_q.weight", _llama_cpp_permute(sd[p + "self_attn.q_proj.weight"], n_heads).numpy())
-        w.add_tensor(
-            f"blk.{i}.attn_k.weight",
-            _llama_cpp_permute(sd[p + "self_attn.k_proj.weight"], config.num_key_value_heads).numpy(),
-        )
+    _add_llama_tensors(w, sd, n_layers, n_heads, config.num_key_value_heads)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -300,30 +300,12 @@ def run_attack(
         for role, m in models.items():
             runs_by_role[role] = role_runs(atk, m, items, bar=bar, **kw)
     runs_by_role.update(given)
-    rows: dict[str, dict] = {}
     per_item: dict[str, dict[str, Any]] = {q[0]: {"question": q[1], "answer": q[2]} for q in qas}
-    for name, u in runs_by_role["unlearned"]["settings"].items():
-        runs: dict[str, RoleRun] = {}
-        for role, rr in runs_by_role.items():
-            if name not in rr["settings"] or rr["settings"][name]["asked"] != u["asked"]:
-                raise InputError(
-                    f"attack {atk.name}: the {role} control's runs do not match setting {name!r} "
-                    "(compute them with the same attack settings, items and seed)"
-                )
-            runs[role] = RoleRun(**rr["settings"][name]["run"])
-        ids = [qas[i][0] for i in u["asked"]]
-        rows[name] = {"setting": u["setting"], **controlled_row(runs, ids, rcfg.threshold), "info": u["info"]}
-        for j, iid in enumerate(ids):
-            per_item[iid].setdefault("attacked_answers", {})[name] = runs["unlearned"].attacked_answers[j]
+    rows = _setting_rows(atk.name, runs_by_role, qas, per_item, rcfg.threshold)
     for role, rr in runs_by_role.items():
         for (iid, _, _), r in zip(qas, rr["plain"]["rouge"]):
             per_item[iid][f"{role}_plain_rouge"] = r
-    scored = [(n, r) for n, r in rows.items() if r["controlled_rate"] is not None]
-    best = (
-        max(scored, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0]
-        if scored
-        else None
-    )
+    best = _best_setting(rows)
     return {
         "attack": atk.name,
         "description": atk.description,
@@ -336,6 +318,41 @@ def run_attack(
         "best_controlled_rate": rows[best]["controlled_rate"] if best else None,
         "items": [{"id": iid, **d} for iid, d in per_item.items()],
     }
+
+
+def _setting_rows(
+    attack_name: str,
+    runs_by_role: Mapping[str, Mapping[str, Any]],
+    qas: Sequence[tuple],
+    per_item: dict[str, dict[str, Any]],
+    threshold: float,
+) -> dict[str, dict]:
+    """Each setting's :func:`controlled_row` over the roles' runs; the unlearned answers go into ``per_item``."""
+    rows: dict[str, dict] = {}
+    for name, u in runs_by_role["unlearned"]["settings"].items():
+        runs: dict[str, RoleRun] = {}
+        for role, rr in runs_by_role.items():
+            if name not in rr["settings"] or rr["settings"][name]["asked"] != u["asked"]:
+                raise InputError(
+                    f"attack {attack_name}: the {role} control's runs do not match setting {name!r} "
+                    "(compute them with the same attack settings, items and seed)"
+                )
+            runs[role] = RoleRun(**rr["settings"][name]["run"])
+        ids = [qas[i][0] for i in u["asked"]]
+        rows[name] = {"setting": u["setting"], **controlled_row(runs, ids, threshold), "info": u["info"]}
+        for j, iid in enumerate(ids):
+            per_item[iid].setdefault("attacked_answers", {})[name] = runs["unlearned"].attacked_answers[j]
+    return rows
+
+
+def _best_setting(rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The setting with the highest controlled rate (ties: the larger log-prob gain); None if none has a rate."""
+    scored = [(n, r) for n, r in rows.items() if r["controlled_rate"] is not None]
+    return (
+        max(scored, key=lambda nr: (nr[1]["controlled_rate"], nr[1]["delta_logprob"] or -math.inf))[0]
+        if scored
+        else None
+    )
 
 
 def _pct(x) -> str:

@@ -166,6 +166,55 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     return batches
 
 
+def _check_fits_context(data: list[tuple[list[int], list[float]]], n_ctx: int) -> None:
+    """Raise :class:`TrainingError` if a training sequence is longer than the context ``n_ctx``."""
+    too_long = [len(ids) for ids, _ in data if len(ids) > n_ctx]
+    if too_long:
+        raise TrainingError(
+            f"{len(too_long)} training sequences are longer than the context (n_ctx={n_ctx}, "
+            f"longest {max(too_long)} tokens); raise ModelSize.n_ctx or the tokenizer's vocabulary size"
+        )
+
+
+def _optimizer_and_schedule(model, cfg: TrainConfig, total: int):
+    """AdamW (weight decay on the matrices only) and its one-cycle schedule over ``total`` steps."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup, anneal_strategy="cos"
+    )
+    return optimizer, schedule
+
+
+def _padded_batch(
+    data: list[tuple[list[int], list[float]]], lengths: list[int], batch: list[int], pad: int, prompt_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids of the examples ``batch``, right-padded with ``pad``, and each token's loss weight."""
+    width = max(lengths[i] for i in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    weights = torch.zeros((len(batch), width))
+    for row, i in enumerate(batch):
+        seq, answer_mask = data[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        weights[row, : len(seq)] = torch.tensor([1.0 if is_answer else prompt_weight for is_answer in answer_mask])
+    return ids, weights
+
+
+def _weighted_loss(model, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weighted mean next-token cross-entropy of ``model`` on ``ids``."""
+    logits = model(input_ids=ids).logits[:, :-1]
+    targets, target_weights = ids[:, 1:], weights[:, 1:]
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
+    ).view_as(target_weights)
+    return (nll * target_weights).sum() / target_weights.sum()
+
+
 def train_model(
     arch: str,
     tokenizer,
@@ -191,42 +240,17 @@ def train_model(
         model = AutoModelForCausalLM.from_config(model_config(arch, len(tokenizer), size))
         model.train()
         data = encode_examples(tokenizer, examples)
-        too_long = [len(ids) for ids, _ in data if len(ids) > size.n_ctx]
-        if too_long:
-            raise TrainingError(
-                f"{len(too_long)} training sequences are longer than the context (n_ctx={size.n_ctx}, "
-                f"longest {max(too_long)} tokens); raise ModelSize.n_ctx or the tokenizer's vocabulary size"
-            )
+        _check_fits_context(data, size.n_ctx)
         lengths = [len(ids) for ids, _ in data]
         steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr,
-            betas=(0.9, 0.98),
-        )
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup, anneal_strategy="cos"
-        )
+        opt, sched = _optimizer_and_schedule(model, cfg, total)
         pad = tokenizer.pad_token_id
         with progress(total=total, desc=desc or f"train {arch}") as bar:
             for _ in range(cfg.epochs):
                 for batch in _batches(lengths, cfg.batch_size, rng):
-                    width = max(lengths[i] for i in batch)
-                    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                    w = torch.zeros((len(batch), width))
-                    for r, i in enumerate(batch):
-                        seq, ans = data[i]
-                        ids[r, : len(seq)] = torch.tensor(seq)
-                        w[r, : len(seq)] = torch.tensor([1.0 if a else cfg.prompt_weight for a in ans])
-                    logits = model(input_ids=ids).logits[:, :-1]
-                    tgt, wt = ids[:, 1:], w[:, 1:]
-                    nll = torch.nn.functional.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none"
-                    ).view_as(wt)
-                    loss = (nll * wt).sum() / wt.sum()
+                    ids, weights = _padded_batch(data, lengths, batch, pad, cfg.prompt_weight)
+                    loss = _weighted_loss(model, ids, weights)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     opt.step()

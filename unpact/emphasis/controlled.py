@@ -347,22 +347,7 @@ def controlled_recovery(
     }
     runs = raw["runs"]
     if reuse is not None:
-        old = reuse.raw if isinstance(reuse, ControlledRecovery) else reuse["raw"]
-        old_cfg = (
-            reuse.settings if isinstance(reuse, ControlledRecovery) else ControlledSettings.from_dict(reuse["settings"])
-        )
-        for key in ("ids", "usable", "keywords", "positions", "settings"):
-            if old.get(key) != raw[key]:
-                raise InputError(f"reuse: the earlier result differs in {key}; it cannot stand for the original's runs")
-        if (old_cfg.placebo_seed, old_cfg.max_new_tokens, old_cfg.score) != (
-            cfg.placebo_seed,
-            cfg.max_new_tokens,
-            cfg.score,
-        ):
-            raise InputError("reuse: the earlier result used another placebo seed, answer length or score")
-        runs["original"] = old["runs"]["original"]
-        if negative is not None and "negative" in old["runs"]:
-            runs["negative"] = old["runs"]["negative"]
+        runs.update(_reused_runs(reuse, raw, cfg, with_negative=negative is not None))
     todo = (
         [("unlearned", unlearned)]
         + ([("original", original)] if "original" not in runs else [])
@@ -373,6 +358,29 @@ def controlled_recovery(
             runs[name] = _measure(model, rows, spans, cfg)
             bar.update()
     return ControlledRecovery(method, cfg, raw, summarise(raw, cfg))
+
+
+def _reused_runs(
+    reuse: ControlledRecovery | Mapping[str, Any], raw: Mapping[str, Any], cfg: ControlledSettings, with_negative: bool
+) -> dict[str, Any]:
+    """The original's (``with_negative``: also the negative's) runs of ``reuse``, if it matches ``raw`` and ``cfg``."""
+    old = reuse.raw if isinstance(reuse, ControlledRecovery) else reuse["raw"]
+    old_cfg = (
+        reuse.settings if isinstance(reuse, ControlledRecovery) else ControlledSettings.from_dict(reuse["settings"])
+    )
+    for key in ("ids", "usable", "keywords", "positions", "settings"):
+        if old.get(key) != raw[key]:
+            raise InputError(f"reuse: the earlier result differs in {key}; it cannot stand for the original's runs")
+    if (old_cfg.placebo_seed, old_cfg.max_new_tokens, old_cfg.score) != (
+        cfg.placebo_seed,
+        cfg.max_new_tokens,
+        cfg.score,
+    ):
+        raise InputError("reuse: the earlier result used another placebo seed, answer length or score")
+    runs = {"original": old["runs"]["original"]}
+    if with_negative and "negative" in old["runs"]:
+        runs["negative"] = old["runs"]["negative"]
+    return runs
 
 
 # ------------------------------------------------------------------ summarising

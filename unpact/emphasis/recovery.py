@@ -498,6 +498,53 @@ def _setting_rows(
     return prompt_rows, act_rows, best_answers
 
 
+def _recovery_items(
+    forget_items: list[EmphasisItem],
+    plain_forget: dict,
+    orig: dict[str, list] | None,
+    best_answers: dict[tuple[str, str], list],
+    prompt_best: str | None,
+    activation_best: str | None,
+) -> list[RecoveryItem]:
+    """Per forget item: its plain answer, the original's and those under each kind's best setting."""
+    return [
+        RecoveryItem(
+            **it.to_dict(),
+            baseline_answer=plain_forget["answers"][j],
+            baseline_rouge=plain_forget["rouge"][j],
+            baseline_logprob=plain_forget["logprob"][j],
+            original_answer=orig["answers"][j] if orig else None,
+            original_rouge=orig["rouge"][j] if orig else None,
+            original_logprob=orig["logprob"][j] if orig else None,
+            prompt_best_answer=best_answers[("prompt", prompt_best)][j] if prompt_best is not None else None,
+            activation_best_answer=(
+                best_answers[("activation", activation_best)][j] if activation_best is not None else None
+            ),
+        )
+        for j, it in enumerate(forget_items)
+    ]
+
+
+def _baseline(
+    groups: dict[str, list[EmphasisItem]], plain: dict[str, dict], orig: dict[str, list] | None, threshold: float
+) -> Baseline:
+    """The plain-prompt :class:`Baseline` of the forget items (and the original's) and of each control group."""
+    forget = plain["forget"]
+    return Baseline(
+        forget_accuracy=_accuracy(forget["rouge"], threshold),
+        forget_rouge=mean(forget["rouge"]),
+        forget_logprob=mean(forget["logprob"]),
+        original_forget_accuracy=_accuracy(orig["rouge"], threshold) if orig else None,
+        original_forget_rouge=mean(orig["rouge"]) if orig else None,
+        original_forget_logprob=mean(orig["logprob"]) if orig else None,
+        controls={
+            g: ControlBaseline(_accuracy(plain[g]["rouge"], threshold), mean(plain[g]["rouge"]), len(groups[g]))
+            for g in groups
+            if g != "forget"
+        },
+    )
+
+
 def _table(
     method: str | None,
     cfg: RecoveryConfig,
@@ -515,20 +562,7 @@ def _table(
     thr = cfg.threshold
     fi = groups["forget"]
     pf = plain["forget"]
-    items = [
-        RecoveryItem(
-            **it.to_dict(),
-            baseline_answer=pf["answers"][j],
-            baseline_rouge=pf["rouge"][j],
-            baseline_logprob=pf["logprob"][j],
-            original_answer=orig["answers"][j] if orig else None,
-            original_rouge=orig["rouge"][j] if orig else None,
-            original_logprob=orig["logprob"][j] if orig else None,
-            prompt_best_answer=best_answers[("prompt", pb)][j] if pb is not None else None,
-            activation_best_answer=best_answers[("activation", ab)][j] if ab is not None else None,
-        )
-        for j, it in enumerate(fi)
-    ]
+    items = _recovery_items(fi, pf, orig, best_answers, pb, ab)
     known = [it.original_rouge >= thr for it in items] if orig is not None else None
     return RecoveryTable(
         method=method,
@@ -538,19 +572,7 @@ def _table(
         n_forgotten=sum(r < thr for r in pf["rouge"]),
         n_original_known=sum(known) if known is not None else None,
         n_forgotten_known=sum(k and r < thr for k, r in zip(known, pf["rouge"])) if known else None,
-        baseline=Baseline(
-            forget_accuracy=_accuracy(pf["rouge"], thr),
-            forget_rouge=mean(pf["rouge"]),
-            forget_logprob=mean(pf["logprob"]),
-            original_forget_accuracy=_accuracy(orig["rouge"], thr) if orig else None,
-            original_forget_rouge=mean(orig["rouge"]) if orig else None,
-            original_forget_logprob=mean(orig["logprob"]) if orig else None,
-            controls={
-                g: ControlBaseline(_accuracy(plain[g]["rouge"], thr), mean(plain[g]["rouge"]), len(groups[g]))
-                for g in groups
-                if g != "forget"
-            },
-        ),
+        baseline=_baseline(groups, plain, orig, thr),
         prompt=prompt_rows,
         activation=act_rows,
         prompt_best=pr,
