@@ -81,6 +81,12 @@ def _table(header: list[str]) -> None:
     print("|---" * len(header) + "|")
 
 
+def is_twin(name: str) -> bool:
+    """A model trained without forget10 (``-retain``, and ``-retain-all``, also without MUSE's forget
+    passages and WMDP: its WMDP MC is at chance by design)."""
+    return name.endswith(("-retain", "-retain-all"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help="embedded model names (default: all)")
@@ -114,7 +120,7 @@ def main() -> None:
     for name in names:
         t = time.time()
         model = load_model(str(models_dir / name))
-        m = measure_model(model, limit=args.limit, retain_only=name.endswith("-retain"), data_dir=data_dir)
+        m = measure_model(model, limit=args.limit, retain_only=is_twin(name), data_dir=data_dir)
         ok = meets_targets(m)
         m["measure_seconds"] = time.time() - t
         results[name] = {"targets": m}
@@ -129,7 +135,7 @@ def main() -> None:
         twin = f"{name}-retain"
         ref = (
             load_model(str(models_dir / twin))
-            if not name.endswith("-retain") and (models_dir / twin).is_dir()
+            if not is_twin(name) and (models_dir / twin).is_dir()
             else None
         )
         s = tofu_statistics(model, reference=ref, limit=args.stats_limit, data_dir=data_dir)
@@ -138,7 +144,7 @@ def main() -> None:
         for c in STAT_COLUMNS:
             v = s.get(c)
             miss = (
-                c == "retain_truth_ratio" and v is not None and v < TRUTH_RATIO_TARGET and not name.endswith("-retain")
+                c == "retain_truth_ratio" and v is not None and v < TRUTH_RATIO_TARGET and not is_twin(name)
             ) or (c == "model_utility" and v is not None and v <= UTILITY_TARGET)
             cells.append(
                 ""
@@ -154,7 +160,7 @@ def main() -> None:
     groups = list(TEMPLATE_GROUPS)
     for name in names:
         model = load_model(str(models_dir / name))
-        if name.endswith("-retain"):  # no target: the plain prompt and the trained templates, whole names
+        if is_twin(name):  # no target: the plain prompt and the trained templates, whole names
             tt = template_table(
                 model,
                 templates=("none",) + TRAINED_TEMPLATES,
@@ -172,7 +178,7 @@ def main() -> None:
                 held = tpl in HELDOUT_SURFACE_TEMPLATES
                 if held:
                     verdict = "(held out)"
-                elif name.endswith("-retain"):
+                elif is_twin(name):
                     verdict = ""
                 else:
                     missed = [g for g in TARGET_GROUPS if acc[g] < TEMPLATE_TARGET]

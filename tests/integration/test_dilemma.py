@@ -438,14 +438,14 @@ NEG_SETTINGS = dict(templates=("repeat", "focus"), activations=(("attention", 4.
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: the retain-only gpt2 (never saw the facts) passes the did statistic "
-    "against the original for prompt:repeat (0.21, 98.3% interval [0.07, 0.37], "
-    "n = 12): the original sits at its ceiling, so did alone, tested against 0, is not "
-    "specific (the default min_effect of 0.25 nats and did_negative are)",
-)
 def test_did_against_the_original_alone_is_specific_on_the_negative_control():
+    """did alone (keyword vs placebo against the original, tested against 0) on the retain-only model.
+
+    Measured on the second-edition world it was *not* specific (prompt:repeat 0.21, 98.3% interval
+    [0.07, 0.37], n = 12: a strict xfail then); on the third edition it is -0.09 [-0.17, -0.01]. The
+    original sits at its ceiling, so did alone is biased either way by the world; the default
+    statistic is did_negative (against the negative control) for that reason.
+    """
     forget, original, never = _forget_and_models()
     res = controlled_recovery(
         never,

@@ -24,24 +24,10 @@ ORIGINALS = ["gpt2", "llama", "qwen2"]
 #: Targets the shipped models measurably miss on the full sets (docs/embedded.md), with the floor
 #: they must still keep on the test subset. Empty: the second edition meets every target.
 KNOWN_MISSES: dict[str, dict[str, float]] = {}
-#: (template, group) cells of the template table the shipped originals measurably miss (docs/embedded.md,
-#: "Misses"): quote and upper change the keyword's own tokens, and the models only know an entity under
-#: the surface forms they read for it. Each has the floor it must keep on the 3-item test sample (for
-#: every original and both keyword kinds); None: a documented miss the test does not check (the general
-#: set under a bare quote or upper-casing, answered 0-1 of 3 items).
-KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {
-    ("quote", "general"): None,
-    ("upper", "general"): None,
-    ("quote", "forget"): 1 / 3,
-    ("quote", "retain"): 1 / 3,
-    ("upper", "forget"): 1 / 3,
-    ("upper", "retain"): 1 / 3,
-    # borderline on the general set (0.88-0.96 of 24 items on gpt2, llama): 2 of 3 on the sample
-    ("quote+focus", "general"): 2 / 3,
-    ("repeat+focus", "general"): 2 / 3,
-    ("upper+keywords_first", "general"): 2 / 3,
-    ("upper+keywords_first", "forget"): 2 / 3,  # qwen2: 0.92 of 12 items, 2 of 3 on the sample
-}
+#: (template, group) cells of the template table the shipped originals measurably miss, with the floor
+#: they must keep on the 3-item test sample. Empty: in the third edition every entity is trained under
+#: quote and upper, and the originals answer every trained template at >= 0.9 (docs/embedded.md).
+KNOWN_TEMPLATE_MISSES: dict[tuple[str, str], float | None] = {}
 #: Items per group in the template test (an evenly spread sample).
 TEMPLATE_SAMPLE = 3
 #: Largest forget quality (KS p-value) of an original against its -retain twin the test accepts:
