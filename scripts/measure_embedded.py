@@ -133,19 +133,15 @@ def main() -> None:
     for name in names:
         model = load_model(str(models_dir / name))
         twin = f"{name}-retain"
-        ref = (
-            load_model(str(models_dir / twin))
-            if not is_twin(name) and (models_dir / twin).is_dir()
-            else None
-        )
+        ref = load_model(str(models_dir / twin)) if not is_twin(name) and (models_dir / twin).is_dir() else None
         s = tofu_statistics(model, reference=ref, limit=args.stats_limit, data_dir=data_dir)
         results[name]["tofu"] = s
         cells = []
         for c in STAT_COLUMNS:
             v = s.get(c)
-            miss = (
-                c == "retain_truth_ratio" and v is not None and v < TRUTH_RATIO_TARGET and not is_twin(name)
-            ) or (c == "model_utility" and v is not None and v <= UTILITY_TARGET)
+            miss = (c == "retain_truth_ratio" and v is not None and v < TRUTH_RATIO_TARGET and not is_twin(name)) or (
+                c == "model_utility" and v is not None and v <= UTILITY_TARGET
+            )
             cells.append(
                 ""
                 if v is None
