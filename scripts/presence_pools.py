@@ -70,12 +70,13 @@ def table(res: dict) -> str:
         )
     lines += ["", "| robustness | after | known / hidden / erased |", "|---|---|---|"]
     for name, r in res["robustness"].items():
-        for what in ("quantized", "relearned"):
+        for what in ("quantized", "before_relearning", "relearned"):
             if what in r:
                 c = r[what]
-                extra = (
-                    f" (relearned half answered: {fmt(r['relearned_plain_correct'])})" if what == "relearned" else ""
-                )
+                extra = {
+                    "before_relearning": " (the authors asked after relearning)",
+                    "relearned": f" (the same authors; the relearned ones answered {fmt(r['relearned_plain_correct'])})",
+                }.get(what, "")
                 lines.append(f"| {name} | {what}{extra} | {c['known']} / {c['hidden']} / {c['erased']} |")
     return "\n".join(lines)
 

@@ -285,7 +285,9 @@ def robustness(
         q = measure_member(quantized(load(m), settings.quant_bits), items, settings)
         row = {"quantized": member_call(q, use)["counts"]}
         if not m.positive:
-            model = retain_finetune_model(load(m), relearned, lr=settings.relearn_lr, steps=settings.relearn_steps)
+            base = load(m)
+            row["before_relearning"] = member_call(measure_member(base, asked, settings), use)["counts"]
+            model = retain_finetune_model(base, relearned, lr=settings.relearn_lr, steps=settings.relearn_steps)
             r = measure_member(model, asked, settings)
             row["relearned"] = member_call(r, use)["counts"]
             row["relearned_plain_correct"] = sum(measure_member(model, relearned, settings)["plain_correct"]) / len(
