@@ -73,10 +73,11 @@ def table(res: dict) -> str:
         for what in ("quantized", "before_relearning", "relearned"):
             if what in r:
                 c = r[what]
-                extra = {
-                    "before_relearning": " (the authors asked after relearning)",
-                    "relearned": f" (the same authors; the relearned ones answered {fmt(r['relearned_plain_correct'])})",
-                }.get(what, "")
+                extra = ""
+                if what == "before_relearning":
+                    extra = " (the authors asked after relearning)"
+                elif what == "relearned":
+                    extra = f" (the same authors; the relearned ones answered {fmt(r['relearned_plain_correct'])})"
                 lines.append(f"| {name} | {what}{extra} | {c['known']} / {c['hidden']} / {c['erased']} |")
     return "\n".join(lines)
 
