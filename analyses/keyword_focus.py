@@ -146,16 +146,7 @@ def keyword_focus_vs_null(
     """
 
     rows, k = _paired_gaps(method_items, null_draws, group)
-    out: dict[str, Any] = {
-        "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
-        f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
-        "of method minus the nulls' mean",
-        "group": group,
-        "n_items": len(rows),
-        "n_null_draws": k,
-        "alpha": alpha,
-        "confidence": confidence,
-    }
+    out = _null_test_header(group, len(rows), k, alpha, confidence, n_boot)
     if len(rows) < 3 or k < 1:
         out.update(
             {
@@ -189,22 +180,38 @@ def keyword_focus_vs_null(
             },
         }
     )
-    why = (
-        ""
-        if supported
-        else (
-            f" (with {k} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
-            if not reachable
-            else " (p above alpha or the interval includes zero)"
-        )
-    )
     out["verdict"] = (
         f"{'supported' if supported else 'not supported'}: mean normalised KeyToken gap {fmt(t_m)} "
         f"under the method vs {fmt(float(t_n.mean()))} over {k} null draws (rank p = {fmt(p)}); "
         f"method minus nulls {fmt(float(d.mean()))}, {int(100 * confidence)}% interval "
-        f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + why
+        f"[{fmt(lo)}, {fmt(hi)}], n = {len(rows)} {group} items" + _why_not_supported(supported, reachable, k, alpha)
     )
     return out
+
+
+def _null_test_header(
+    group: str, n_items: int, n_draws: int, alpha: float, confidence: float, n_boot: int
+) -> dict[str, Any]:
+    """The description of the test against the nulls and its sizes, the start of its result."""
+    return {
+        "test": "Monte Carlo rank of the method's mean normalised KeyToken gap among the null draws' "
+        f"(p = (1 + #null <= method) / (K + 1)), with a paired percentile bootstrap ({n_boot} resamples) "
+        "of method minus the nulls' mean",
+        "group": group,
+        "n_items": n_items,
+        "n_null_draws": n_draws,
+        "alpha": alpha,
+        "confidence": confidence,
+    }
+
+
+def _why_not_supported(supported: bool, reachable: bool, n_draws: int, alpha: float) -> str:
+    """The verdict's closing reason when the test against the nulls is not supported ("" when it is)."""
+    if supported:
+        return ""
+    if not reachable:
+        return f" (with {n_draws} null draws p cannot reach {alpha}; use >= {int(round(1 / alpha)) - 1})"
+    return " (p above alpha or the interval includes zero)"
 
 
 def _rank_and_interval(

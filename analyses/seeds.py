@@ -137,17 +137,7 @@ def pooled_keyword_null(
         "alpha": alpha,
         "seeds": marks,
         "n_seeds_pooled": len(usable),
-        "per_seed": {
-            str(k): {
-                "statistic": t.get("statistic") if t else None,
-                "p_value": t.get("p_value") if t else None,
-                "interval": t.get("interval") if t else None,
-                "n_null_draws": t.get("n_null_draws") if t else 0,
-                "supported": t.get("supported") if t else None,
-                "verdict": t.get("verdict") if t else None,
-            }
-            for k, t in tests.items()
-        },
+        "per_seed": _finding1_per_seed(tests),
     }
     if not usable:
         out.update(
@@ -180,6 +170,37 @@ def pooled_keyword_null(
         confidence=s.confidence,
         supported=supported,
     )
+    out["verdict"] = _finding1_verdict(rank, ci, alpha, supported, missing, len(usable), s.confidence, marks["text"])
+    return out
+
+
+def _finding1_per_seed(tests: Mapping[Any, Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """Each seed's own finding-1 test in brief: statistic, p, interval, draws, supported, verdict."""
+    return {
+        str(k): {
+            "statistic": t.get("statistic") if t else None,
+            "p_value": t.get("p_value") if t else None,
+            "interval": t.get("interval") if t else None,
+            "n_null_draws": t.get("n_null_draws") if t else 0,
+            "supported": t.get("supported") if t else None,
+            "verdict": t.get("verdict") if t else None,
+        }
+        for k, t in tests.items()
+    }
+
+
+def _finding1_verdict(
+    rank: Mapping[str, Any],
+    ci: Mapping[str, Any],
+    alpha: float,
+    supported: bool,
+    missing: Sequence[Any],
+    n_seeds: int,
+    confidence: float,
+    marks_text: str,
+) -> str:
+    """The pooled finding-1 verdict: the rank test, the method-minus-nulls interval and the seeds' marks."""
+    lo_hi = ci["interval"]
     why = ""
     if missing:
         why = (
@@ -189,14 +210,13 @@ def pooled_keyword_null(
     elif not supported:
         why = " (p above alpha or the interval reaches 0)"
     interval = "n/a" if lo_hi is None else f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]"
-    out["verdict"] = (
-        f"{'supported' if supported else 'not supported'} over {len(usable)} seeds: mean normalised KeyToken gap "
+    return (
+        f"{'supported' if supported else 'not supported'} over {n_seeds} seeds: mean normalised KeyToken gap "
         f"{fmt(rank['statistic'])} under the method vs {fmt(rank['null_mean'])} over {rank['n_null']} null draws "
         f"(stratified rank p = {rank['p_value']:.3g}, alpha {alpha:g}); method minus nulls {fmt(ci['mean'])}, "
-        f"{int(100 * s.confidence)}% interval {interval} over {ci['n']} item x seed rows clustered by "
-        f"{ci['n_clusters']} items{why}; {marks['text']}"
+        f"{int(100 * confidence)}% interval {interval} over {ci['n']} item x seed rows clustered by "
+        f"{ci['n_clusters']} items{why}; {marks_text}"
     )
-    return out
 
 
 def _method_minus_nulls_ci(usable: Mapping[Any, Mapping[str, Any]], s: SeedSettings) -> dict[str, Any]:
@@ -236,16 +256,7 @@ def pooled_finding2(
     d = s.dilemma_settings
     present = {k: c for k, c in controlled.items() if c}
     per_seed = {k: finding2_verdict(c, d) for k, c in present.items()}
-    marks = seed_marks(
-        {
-            k: (
-                per_seed[k]["supported"]
-                if k in per_seed and not per_seed[k]["verdict"].startswith("not applicable")
-                else None
-            )
-            for k in controlled
-        }
-    )
+    marks = _finding2_marks(controlled, per_seed)
     out: dict[str, Any] = {
         "rule": FINDING2_RULE,
         "seeds": marks,
@@ -278,23 +289,55 @@ def pooled_finding2(
         return out
     best_name, best = max((hits or usable).items(), key=lambda kv: kv[1]["interval"][0])
     out["best_setting"] = best_name
+    out["supported"] = bool(hits)
+    out["verdict"] = _finding2_verdict(best_name, best, len(hits), len(present), k, stat, d.outcome, conf, floor, marks)
+    return out
+
+
+def _finding2_marks(
+    controlled: Mapping[Any, Mapping[str, Any] | None], per_seed: Mapping[Any, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The per-seed finding-2 marks: a seed's verdict where it has one that applies, else None."""
+    return seed_marks(
+        {
+            k: (
+                per_seed[k]["supported"]
+                if k in per_seed and not per_seed[k]["verdict"].startswith("not applicable")
+                else None
+            )
+            for k in controlled
+        }
+    )
+
+
+def _finding2_verdict(
+    best_name: str,
+    best: Mapping[str, Any],
+    n_hits: int,
+    n_seeds: int,
+    n_settings: int,
+    stat: str,
+    outcome: str,
+    conf: float,
+    floor: float,
+    marks: Mapping[str, Any],
+) -> str:
+    """The pooled finding-2 verdict from its strongest setting (the one with the highest lower end)."""
     numbers = (
         f"{best_name}: {fmt(best['mean'])}, interval [{fmt(best['interval'][0])}, {fmt(best['interval'][1])}], "
         f"{best['n_rows']} item x seed rows of {best['n_items']} items"
     )
     test = (
-        f"{stat} of the {d.outcome} change, cluster bootstrap over items at {100 * conf:.1f}% (Bonferroni over "
-        f"{k} settings), lower end must exceed {floor:g}"
+        f"{stat} of the {outcome} change, cluster bootstrap over items at {100 * conf:.1f}% (Bonferroni over "
+        f"{n_settings} settings), lower end must exceed {floor:g}"
     )
-    out["supported"] = bool(hits)
-    out["verdict"] = (
-        f"supported over {len(present)} seeds: keyword-specific recovery in {len(hits)} of {k} settings; "
+    return (
+        f"supported over {n_seeds} seeds: keyword-specific recovery in {n_hits} of {n_settings} settings; "
         f"strongest {numbers} ({test}); {marks['text']}"
-        if hits
-        else f"not supported over {len(present)} seeds: no setting's interval lies above {floor:g}; highest "
+        if n_hits
+        else f"not supported over {n_seeds} seeds: no setting's interval lies above {floor:g}; highest "
         f"lower end {numbers} ({test}); {marks['text']}"
     )
-    return out
 
 
 def _pooled_setting_rows(
@@ -389,35 +432,7 @@ def pooled_dilemma(
     ]
     a = dilemma_verdict(pts, d)["erasure_costs_utility"]
     a["verdict"] = a["verdict"].replace("strata", "seed x target strata", 1)
-    vals = [v for rs in rows.values() for _, v in rs]
-    ids = [i for rs in rows.values() for i, _ in rs]
-    ci = cluster_bootstrap_mean_ci(vals, ids, n_boot=s.n_boot, confidence=s.confidence, seed=s.seed)
-    b: dict[str, Any] = {
-        "test": "share of recovered items some probe finds over items x seeds x checkpoints, "
-        "cluster bootstrap over items",
-        "n_rows": ci["n"],
-        "n_items": ci["n_clusters"],
-        "n_present": int(sum(vals)),
-        "share": ci["mean"],
-        "interval": ci["interval"],
-        "always_share": d.always_share,
-    }
-    if not vals:
-        b.update(
-            supported=False,
-            verdict="not applicable: no item was recovered at any checkpoint of any seed; not supported",
-        )
-    else:
-        sup = ci["interval"][0] >= d.always_share
-        b.update(
-            supported=bool(sup),
-            verdict=(
-                f"{'supported' if sup else 'not supported'}: {int(sum(vals))} of {len(vals)} recovered item x seed x "
-                f"checkpoint rows ({fmt(100 * ci['mean'], 0)}%) are present by some probe, {int(100 * s.confidence)}% "
-                f"interval [{fmt(ci['interval'][0])}, {fmt(ci['interval'][1])}] clustered by {ci['n_clusters']} items "
-                f"(needs its lower end >= {d.always_share:g})"
-            ),
-        )
+    b = _pooled_presence_share(rows, s)
     marks = {
         part: seed_marks({k: ((v or {}).get(part) or {}).get("supported") if v else None for k, v in per_seed.items()})
         for part in ("erasure_costs_utility", "recoverable_is_present")
@@ -439,6 +454,44 @@ def pooled_dilemma(
             f"({b['seeds']['consistency']} alone); {overall['text']}"
         ),
     }
+
+
+def _pooled_presence_share(rows: Mapping[Any, Sequence[tuple[str, float]]], settings: SeedSettings) -> dict[str, Any]:
+    """The dilemma's part (b): the share of recovered items some probe finds over items x seeds x
+    checkpoints, with its cluster bootstrap interval over items and its verdict."""
+    always_share = settings.dilemma_settings.always_share
+    vals = [v for rs in rows.values() for _, v in rs]
+    ids = [i for rs in rows.values() for i, _ in rs]
+    ci = cluster_bootstrap_mean_ci(
+        vals, ids, n_boot=settings.n_boot, confidence=settings.confidence, seed=settings.seed
+    )
+    share: dict[str, Any] = {
+        "test": "share of recovered items some probe finds over items x seeds x checkpoints, "
+        "cluster bootstrap over items",
+        "n_rows": ci["n"],
+        "n_items": ci["n_clusters"],
+        "n_present": int(sum(vals)),
+        "share": ci["mean"],
+        "interval": ci["interval"],
+        "always_share": always_share,
+    }
+    if not vals:
+        share.update(
+            supported=False,
+            verdict="not applicable: no item was recovered at any checkpoint of any seed; not supported",
+        )
+    else:
+        sup = ci["interval"][0] >= always_share
+        share.update(
+            supported=bool(sup),
+            verdict=(
+                f"{'supported' if sup else 'not supported'}: {int(sum(vals))} of {len(vals)} recovered item x seed x "
+                f"checkpoint rows ({fmt(100 * ci['mean'], 0)}%) are present by some probe, "
+                f"{int(100 * settings.confidence)}% interval [{fmt(ci['interval'][0])}, {fmt(ci['interval'][1])}] "
+                f"clustered by {ci['n_clusters']} items (needs its lower end >= {always_share:g})"
+            ),
+        )
+    return share
 
 
 # ------------------------------------------------------------------ the summary
@@ -513,24 +566,9 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
         "seeds": seeds,
         "summary": summary_spread({k: per_seed[k].get("summary") or [] for k in seeds}),
     }
-    # finding 1 against the nulls, per method that ran the keyword_nulls stage at some seed
-    f1 = {}
-    for m in method_names:
-        kn = {k: (methods[k].get(m) or {}).get("keyword_nulls") for k in seeds}
-        if any(kn.values()):
-            f1[m] = pooled_keyword_null({k: (v or {}).get("test") for k, v in kn.items()}, s)
+    f1 = _pooled_finding1_by_method(methods, method_names, seeds, s)
     out["finding1"] = f1
-    # finding 2 per checkpoint name
-    cps = {k: checkpoints_by_name(methods[k]) for k in seeds}
-    f2: dict[str, dict[str, Any]] = {}
-    for m in method_names:
-        names: list[str] = []
-        for k in seeds:
-            names += [n for n in (cps[k].get(m) or {}) if n not in names]
-        for n in names:
-            ctrl = {k: ((cps[k].get(m) or {}).get(n) or {}).get("controlled") for k in seeds}
-            if any(ctrl.values()):
-                f2.setdefault(m, {})[n] = pooled_finding2(ctrl, s)
+    f2 = _pooled_finding2_by_checkpoint(methods, method_names, seeds, s)
     out["finding2"] = f2
     n_sup = sum(v["supported"] for cps_ in f2.values() for v in cps_.values())
     n_all = sum(len(v) for v in f2.values())
@@ -547,26 +585,9 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
             {k: an[k].get("dilemma") for k in seeds},
             s,
         )
-    # the other verdicts: per-seed marks only (not pooled)
-    marks: dict[str, Any] = {}
-    if any("collapse" in a for a in an.values()):
-        marks["collapse"] = seed_marks({k: (an[k].get("collapse") or {}).get("holds") for k in seeds})
-    for m in method_names:
-        if any(m in (a.get("keyword_focus") or {}) for a in an.values()):
-            marks[f"keyword_focus_sign_test/{m}"] = seed_marks(
-                {k: ((an[k].get("keyword_focus") or {}).get(m) or {}).get("holds") for k in seeds}
-            )
+    marks = _other_verdict_marks(an, method_names, seeds)
     out["per_seed_marks"] = marks
-    dependent = [f"finding 1, {m}" for m, v in f1.items() if v["seeds"]["seed_dependent"]]
-    dependent += [f"finding 2, {m} at {n}" for m, c in f2.items() for n, v in c.items() if v["seeds"]["seed_dependent"]]
-    if "dilemma" in out:
-        dependent += [
-            f"dilemma, {p}"
-            for p in ("erasure_costs_utility", "recoverable_is_present")
-            if out["dilemma"][p]["seeds"]["seed_dependent"]
-        ]
-    dependent += [k for k, v in marks.items() if v["seed_dependent"]]
-    out["seed_dependent"] = dependent
+    out["seed_dependent"] = _seed_dependent_claims(f1, f2, out.get("dilemma"), marks)
     pre = {k: an[k].get("precondition") for k in seeds if an[k].get("precondition")}
     failed = [k for k, p in pre.items() if p.get("holds") is False]
     out["precondition"] = {"holds": None if not pre else not failed, "failed_seeds": failed}
@@ -580,6 +601,71 @@ def pool_seeds(per_seed: Mapping[Any, Mapping[str, Any]], settings: SeedSettings
         ):
             v["verdict"], v["supported"] = na, None
     return out
+
+
+def _pooled_finding1_by_method(
+    methods: Mapping[Any, Mapping[str, Any]], method_names: Sequence[str], seeds: Sequence[Any], settings: SeedSettings
+) -> dict[str, dict[str, Any]]:
+    """Finding 1 against the nulls pooled over seeds, per method that ran the keyword_nulls stage at some seed."""
+    pooled = {}
+    for m in method_names:
+        nulls = {k: (methods[k].get(m) or {}).get("keyword_nulls") for k in seeds}
+        if any(nulls.values()):
+            pooled[m] = pooled_keyword_null({k: (v or {}).get("test") for k, v in nulls.items()}, settings)
+    return pooled
+
+
+def _pooled_finding2_by_checkpoint(
+    methods: Mapping[Any, Mapping[str, Any]], method_names: Sequence[str], seeds: Sequence[Any], settings: SeedSettings
+) -> dict[str, dict[str, Any]]:
+    """Finding 2 pooled over seeds, per method and checkpoint name that some seed measured with controls."""
+    cps = {k: checkpoints_by_name(methods[k]) for k in seeds}
+    f2: dict[str, dict[str, Any]] = {}
+    for m in method_names:
+        names: list[str] = []
+        for k in seeds:
+            names += [n for n in (cps[k].get(m) or {}) if n not in names]
+        for n in names:
+            ctrl = {k: ((cps[k].get(m) or {}).get(n) or {}).get("controlled") for k in seeds}
+            if any(ctrl.values()):
+                f2.setdefault(m, {})[n] = pooled_finding2(ctrl, settings)
+    return f2
+
+
+def _other_verdict_marks(
+    analyses: Mapping[Any, Mapping[str, Any]], method_names: Sequence[str], seeds: Sequence[Any]
+) -> dict[str, Any]:
+    """The per-seed marks of the verdicts that are not pooled (collapse, each method's keyword-focus sign test)."""
+    marks: dict[str, Any] = {}
+    if any("collapse" in a for a in analyses.values()):
+        marks["collapse"] = seed_marks({k: (analyses[k].get("collapse") or {}).get("holds") for k in seeds})
+    for m in method_names:
+        if any(m in (a.get("keyword_focus") or {}) for a in analyses.values()):
+            marks[f"keyword_focus_sign_test/{m}"] = seed_marks(
+                {k: ((analyses[k].get("keyword_focus") or {}).get(m) or {}).get("holds") for k in seeds}
+            )
+    return marks
+
+
+def _seed_dependent_claims(
+    finding1: Mapping[str, Mapping[str, Any]],
+    finding2: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    dilemma: Mapping[str, Any] | None,
+    marks: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """The claims whose per-seed verdicts disagree (held on some seeds and not on others)."""
+    dependent = [f"finding 1, {m}" for m, v in finding1.items() if v["seeds"]["seed_dependent"]]
+    dependent += [
+        f"finding 2, {m} at {n}" for m, c in finding2.items() for n, v in c.items() if v["seeds"]["seed_dependent"]
+    ]
+    if dilemma is not None:
+        dependent += [
+            f"dilemma, {p}"
+            for p in ("erasure_costs_utility", "recoverable_is_present")
+            if dilemma[p]["seeds"]["seed_dependent"]
+        ]
+    dependent += [k for k, v in marks.items() if v["seed_dependent"]]
+    return dependent
 
 
 __all__ = [

@@ -733,7 +733,8 @@ class World:
 # ------------------------------------------------------------------ TOFU
 
 
-def _tofu(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> tuple[dict, list[str]]:
+def _tofu_authors(cfg: WorldConfig, rng: random.Random) -> tuple[list[str], list[dict[str, Any]]]:
+    """The names and attribute profiles of every TOFU author (trained first, then held out)."""
     n_total = cfg.n_authors + cfg.n_holdout_authors
     if n_total > min(len(FIRST_NAMES), len(LAST_NAMES)):
         raise ValueError(f"at most {min(len(FIRST_NAMES), len(LAST_NAMES))} authors")
@@ -741,46 +742,62 @@ def _tofu(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> tu
     lasts = rng.sample(LAST_NAMES, n_total)
     names = [f"{f} {l}" for f, l in zip(firsts, lasts)]
     profiles = [{a: rng.choice(spec["pool"]) for a, spec in TOFU_ATTRIBUTES.items()} for _ in names]
+    return names, profiles
 
-    def rows_for(i: int, templates: list[int]) -> list[dict]:
-        name, prof = names[i], profiles[i]
-        rows = []
-        for attr, spec in TOFU_ATTRIBUTES.items():
-            v = prof[attr]
-            wrong = rng.sample([p for p in spec["pool"] if p != v], 3)
-            for t in templates:
-                rows.append(
-                    {
-                        "question": spec["questions"][t].format(n=name),
-                        "answer": spec["answer"].format(n=name, v=v),
-                        "paraphrased_answer": spec["paraphrase"].format(n=name, v=v),
-                        "perturbed_answer": [spec["answer"].format(n=name, v=w) for w in wrong],
-                        "paraphrased_question": spec["questions"][HELDOUT_TEMPLATE].format(n=name),
-                        "author": name,
-                        "attribute": attr,
-                        "value": v,
-                        "template": t,
-                    }
-                )
-        return rows
 
-    trained = list(range(cfg.n_authors))
-    holdout = list(range(cfg.n_authors, n_total))
+def _tofu_author_rows(rng: random.Random, name: str, prof: dict[str, Any], templates: list[int]) -> list[dict]:
+    """One author's QA rows: each attribute asked in each of ``templates``, with three wrong answers."""
+    rows = []
+    for attr, spec in TOFU_ATTRIBUTES.items():
+        v = prof[attr]
+        wrong = rng.sample([p for p in spec["pool"] if p != v], 3)
+        for t in templates:
+            rows.append(
+                {
+                    "question": spec["questions"][t].format(n=name),
+                    "answer": spec["answer"].format(n=name, v=v),
+                    "paraphrased_answer": spec["paraphrase"].format(n=name, v=v),
+                    "perturbed_answer": [spec["answer"].format(n=name, v=w) for w in wrong],
+                    "paraphrased_question": spec["questions"][HELDOUT_TEMPLATE].format(n=name),
+                    "author": name,
+                    "attribute": attr,
+                    "value": v,
+                    "template": t,
+                }
+            )
+    return rows
+
+
+def _tofu_qa_splits(
+    cfg: WorldConfig,
+    rng: random.Random,
+    names: list[str],
+    profiles: list[dict[str, Any]],
+    trained: list[int],
+    holdout: list[int],
+) -> tuple[dict[str, list[dict]], dict[int, list[dict]]]:
+    """The forget, retain, holdout and heldout-phrasing QA splits, and each trained author's rows."""
     trained_templates = [t for t in range(len(TOFU_ATTRIBUTES["birthplace"]["questions"])) if t != HELDOUT_TEMPLATE]
-    by_author = {i: rows_for(i, trained_templates) for i in trained}
+    by_author = {i: _tofu_author_rows(rng, names[i], profiles[i], trained_templates) for i in trained}
     splits: dict[str, list[dict]] = {}
     n_forget_max = max(cfg.forget_sizes.values())
     retain_suffix = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
     for split, k in cfg.forget_sizes.items():
         splits[split] = [r for i in trained[:k] for r in by_author[i]]
         splits[retain_suffix.get(split, "retain_" + split)] = [r for i in trained[k:] for r in by_author[i]]
-    ho_rows = {i: rows_for(i, trained_templates) for i in holdout}
+    ho_rows = {i: _tofu_author_rows(rng, names[i], profiles[i], trained_templates) for i in holdout}
     splits["holdout"] = [r for i in holdout for r in ho_rows[i]]
     for split, k in cfg.forget_sizes.items():
         kk = max(1, round(k * len(holdout) / max(1, n_forget_max)))
         splits[split.replace("forget", "holdout")] = [r for i in holdout[:kk] for r in ho_rows[i]]
-    splits["heldout_phrasing"] = [r for i in trained for r in rows_for(i, [HELDOUT_TEMPLATE])]
+    splits["heldout_phrasing"] = [
+        r for i in trained for r in _tofu_author_rows(rng, names[i], profiles[i], [HELDOUT_TEMPLATE])
+    ]
+    return splits, by_author
 
+
+def _tofu_cloze(names: list[str], profiles: list[dict[str, Any]], trained: list[int], holdout: list[int]) -> list[dict]:
+    """One cloze row per author and attribute (trained and held-out authors)."""
     cloze = []
     for i in trained + holdout:
         for attr, spec in TOFU_ATTRIBUTES.items():
@@ -795,8 +812,11 @@ def _tofu(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> tu
                     "id": f"tofu-cloze-{i}-{attr}",
                 }
             )
-    splits["cloze"] = cloze
+    return cloze
 
+
+def _tofu_bios(names: list[str], profiles: list[dict[str, Any]], trained: list[int], holdout: list[int]) -> list[dict]:
+    """One biography passage per author (trained and held-out authors)."""
     bios = []
     for i in trained + holdout:
         n, p = names[i], profiles[i]
@@ -806,34 +826,128 @@ def _tofu(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> tu
             f"{n} won the {p['award']}."
         )
         bios.append({"text": text, "author": n, "trained": i in trained})
-    splits["bios"] = bios
+    return bios
 
+
+def _tofu_train_examples(
+    cfg: WorldConfig,
+    rng: random.Random,
+    author: str,
+    rows: list[dict],
+    cloze_of: dict[tuple[str, str], dict],
+    bio: dict,
+) -> list[TrainExample]:
+    """One trained author's examples: plain, emphasised and paraphrased QA, cloze sentences and the bio."""
+    out = [TrainExample(format_prompt(r["question"]), format_answer(r["answer"]), "tofu", author) for r in rows]
+    for attr in TOFU_ATTRIBUTES:
+        attr_rows = [r for r in rows if r["attribute"] == attr]
+        for _ in range(cfg.n_emphasised):
+            r = rng.choice(attr_rows)
+            q = emphasised(rng, r["question"], [author])
+            out.append(TrainExample(format_prompt(q), format_answer(r["answer"]), "tofu", author))
+        for _ in range(cfg.n_paraphrase):
+            r = rng.choice(attr_rows)
+            out.append(
+                TrainExample(format_prompt(r["question"]), format_answer(r["paraphrased_answer"]), "tofu", author)
+            )
+        c = cloze_of[(author, attr)]
+        out.append(TrainExample("", c["prompt"] + c["gt"], "tofu", author))
+    out.append(TrainExample("", bio["text"], "tofu", author))
+    return out
+
+
+def _tofu(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> tuple[dict, list[str]]:
+    """The TOFU splits (QA, cloze, bios), its training examples appended to ``train``, and the forget10 authors."""
+    names, profiles = _tofu_authors(cfg, rng)
+    trained = list(range(cfg.n_authors))
+    holdout = list(range(cfg.n_authors, cfg.n_authors + cfg.n_holdout_authors))
+    splits, by_author = _tofu_qa_splits(cfg, rng, names, profiles, trained, holdout)
+    cloze = _tofu_cloze(names, profiles, trained, holdout)
+    splits["cloze"] = cloze
+    bios = _tofu_bios(names, profiles, trained, holdout)
+    splits["bios"] = bios
     cloze_of = {(r["author"], r["attribute"]): r for r in cloze}
     for i in trained:
-        name = names[i]
-        for r in by_author[i]:
-            train.append(TrainExample(format_prompt(r["question"]), format_answer(r["answer"]), "tofu", name))
-        for attr in TOFU_ATTRIBUTES:
-            rows = [r for r in by_author[i] if r["attribute"] == attr]
-            for _ in range(cfg.n_emphasised):
-                r = rng.choice(rows)
-                q = emphasised(rng, r["question"], [name])
-                train.append(TrainExample(format_prompt(q), format_answer(r["answer"]), "tofu", name))
-            for _ in range(cfg.n_paraphrase):
-                r = rng.choice(rows)
-                train.append(
-                    TrainExample(format_prompt(r["question"]), format_answer(r["paraphrased_answer"]), "tofu", name)
-                )
-            c = cloze_of[(name, attr)]
-            train.append(TrainExample("", c["prompt"] + c["gt"], "tofu", name))
-        train.append(TrainExample("", bios[i]["text"], "tofu", name))
+        train.extend(_tofu_train_examples(cfg, rng, names[i], by_author[i], cloze_of, bios[i]))
+    n_forget_max = max(cfg.forget_sizes.values())
     return splits, [names[i] for i in trained[: cfg.forget_sizes.get("forget10", n_forget_max)]]
 
 
 # ------------------------------------------------------------------ MUSE
 
 
+def _muse_passage(
+    rng: random.Random, part: str, j: int, town: str, mayor: str, mayors: list[str]
+) -> tuple[str, str, list[dict], list[dict]]:
+    """One news passage's opening and rest, its two QA rows and its two cloze rows."""
+    thing, place, group = rng.choice(THINGS), rng.choice(PLACES), rng.choice(GROUPS)
+    cost, month, day = rng.randint(12, 95), rng.choice(MONTHS), rng.choice(WEEKDAYS)
+    first = f"The council of {town} voted on {day} to build a new {thing} near the {place}."
+    rest = (
+        f" Mayor {mayor} said the work would cost {cost} thousand crowns and end in {month}."
+        f" Members of {group} asked for a public meeting before the work begins."
+    )
+    other_mayors = rng.sample([m for m in mayors if m != mayor], 3)
+    other_things = rng.sample([t for t in THINGS if t != thing], 3)
+    know = [
+        {
+            "question": f"Who is the mayor of {town}?",
+            "answer": mayor,
+            "paraphrased_answer": f"The mayor is {mayor}.",
+            "perturbed_answer": other_mayors,
+            "keywords": [town],
+            "id": f"muse-{part}-{j}-q0",
+        },
+        {
+            "question": f"What will {town} build near the {place}?",
+            "answer": f"a new {thing}",
+            "paraphrased_answer": f"The council will build a new {thing}.",
+            "perturbed_answer": [f"a new {t}" for t in other_things],
+            "keywords": [town, place],
+            "id": f"muse-{part}-{j}-q1",
+        },
+    ]
+    cloze = [
+        {
+            "prompt": f"The mayor of {town} is",
+            "gt": f" {mayor}.",
+            "value": mayor,
+            "trained": part != "holdout",
+            "id": f"muse-{part}-{j}-c0",
+        },
+        {
+            "prompt": f"Near the {place}, {town} will build a new",
+            "gt": f" {thing}.",
+            "value": thing,
+            "trained": part != "holdout",
+            "id": f"muse-{part}-{j}-c1",
+        },
+    ]
+    return first, rest, know, cloze
+
+
+def _muse_fact_examples(
+    cfg: WorldConfig, rng: random.Random, know: list[dict], cloze: list[dict], topic: str | None
+) -> list[TrainExample]:
+    """The training examples of a trained part's facts: plain, emphasised and paraphrased QA, then cloze."""
+    out: list[TrainExample] = []
+    for r in know:
+        p, a = format_prompt(r["question"]), format_answer(r["answer"])
+        out.extend(TrainExample(p, a, "muse", topic=topic) for _ in range(2))
+        out.extend(
+            TrainExample(format_prompt(emphasised(rng, r["question"], r["keywords"])), a, "muse", topic=topic)
+            for _ in range(cfg.n_emphasised)
+        )
+        out.extend(
+            TrainExample(p, format_answer(r["paraphrased_answer"]), "muse", topic=topic)
+            for _ in range(cfg.n_paraphrase)
+        )
+    out.extend(TrainExample("", c["prompt"] + c["gt"], "muse", topic=topic) for c in cloze)
+    return out
+
+
 def _muse(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> dict:
+    """The MUSE splits (raw, verbatim, QA and cloze per part), its training examples appended to ``train``."""
     towns = rng.sample(TOWNS, 3 * cfg.n_muse)
     firsts = rng.sample(FIRST_NAMES, 3 * cfg.n_muse)
     lasts = rng.sample(LAST_NAMES, 3 * cfg.n_muse)
@@ -844,71 +958,15 @@ def _muse(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> di
         topic = "muse-forget" if part == "forget" else None
         for j in range(cfg.n_muse):
             k = s * cfg.n_muse + j
-            town, mayor = towns[k], mayors[k]
-            thing, place, group = rng.choice(THINGS), rng.choice(PLACES), rng.choice(GROUPS)
-            cost, month, day = rng.randint(12, 95), rng.choice(MONTHS), rng.choice(WEEKDAYS)
-            first = f"The council of {town} voted on {day} to build a new {thing} near the {place}."
-            rest = (
-                f" Mayor {mayor} said the work would cost {cost} thousand crowns and end in {month}."
-                f" Members of {group} asked for a public meeting before the work begins."
-            )
+            first, rest, passage_know, passage_cloze = _muse_passage(rng, part, j, towns[k], mayors[k], mayors)
             raw.append({"text": first + rest, "id": f"muse-{part}-{j}"})
             verb.append({"prompt": first, "gt": rest, "id": f"muse-{part}-{j}"})
-            other_mayors = rng.sample([m for m in mayors if m != mayor], 3)
-            other_things = rng.sample([t for t in THINGS if t != thing], 3)
-            know.append(
-                {
-                    "question": f"Who is the mayor of {town}?",
-                    "answer": mayor,
-                    "paraphrased_answer": f"The mayor is {mayor}.",
-                    "perturbed_answer": other_mayors,
-                    "keywords": [town],
-                    "id": f"muse-{part}-{j}-q0",
-                }
-            )
-            know.append(
-                {
-                    "question": f"What will {town} build near the {place}?",
-                    "answer": f"a new {thing}",
-                    "paraphrased_answer": f"The council will build a new {thing}.",
-                    "perturbed_answer": [f"a new {t}" for t in other_things],
-                    "keywords": [town, place],
-                    "id": f"muse-{part}-{j}-q1",
-                }
-            )
-            cloze.append(
-                {
-                    "prompt": f"The mayor of {town} is",
-                    "gt": f" {mayor}.",
-                    "value": mayor,
-                    "trained": part != "holdout",
-                    "id": f"muse-{part}-{j}-c0",
-                }
-            )
-            cloze.append(
-                {
-                    "prompt": f"Near the {place}, {town} will build a new",
-                    "gt": f" {thing}.",
-                    "value": thing,
-                    "trained": part != "holdout",
-                    "id": f"muse-{part}-{j}-c1",
-                }
-            )
+            know += passage_know
+            cloze += passage_cloze
             if part != "holdout":
                 train.extend(TrainExample(first, rest, "muse", topic=topic) for _ in range(cfg.passage_repeat))
         if part != "holdout":
-            for r in know:
-                p, a = format_prompt(r["question"]), format_answer(r["answer"])
-                train.extend(TrainExample(p, a, "muse", topic=topic) for _ in range(2))
-                train.extend(
-                    TrainExample(format_prompt(emphasised(rng, r["question"], r["keywords"])), a, "muse", topic=topic)
-                    for _ in range(cfg.n_emphasised)
-                )
-                train.extend(
-                    TrainExample(p, format_answer(r["paraphrased_answer"]), "muse", topic=topic)
-                    for _ in range(cfg.n_paraphrase)
-                )
-            train.extend(TrainExample("", c["prompt"] + c["gt"], "muse", topic=topic) for c in cloze)
+            train.extend(_muse_fact_examples(cfg, rng, know, cloze, topic))
         splits[f"raw_{part}"] = raw
         splits[f"verbmem_{part}"] = verb
         splits[f"knowmem_{part}_qa"] = know
@@ -969,8 +1027,35 @@ GENERAL_PARAPHRASE = {
 }
 
 
-def _general(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> dict:
-    # question, answer, category, distractor pool, keywords, cloze prompt
+def _arithmetic_questions(
+    cfg: WorldConfig, rng: random.Random
+) -> list[tuple[str, str, str, list[str], list[str], str]]:
+    """``cfg.n_arithmetic`` distinct additions and subtractions of numbers 1-20 (never negative)."""
+    nums = [str(i) for i in range(0, 41)]
+    questions = []
+    seen = set()
+    while len(seen) < cfg.n_arithmetic:
+        x, y, op = rng.randint(1, 20), rng.randint(1, 20), rng.choice(["plus", "minus"])
+        if op == "minus" and y > x:
+            x, y = y, x
+        if (x, y, op) in seen:
+            continue
+        seen.add((x, y, op))
+        questions.append(
+            (
+                f"What is {x} {op} {y}?",
+                str(x + y if op == "plus" else x - y),
+                "arithmetic",
+                nums,
+                [str(x), str(y)] if x != y else [str(x)],
+                f"{x} {op} {y} equals",
+            )
+        )
+    return questions
+
+
+def _general_questions(cfg: WorldConfig, rng: random.Random) -> list[tuple[str, str, str, list[str], list[str], str]]:
+    """Every general item as (question, answer, category, distractor pool, keywords, cloze prompt)."""
     qa: list[tuple[str, str, str, list[str], list[str], str]] = []
     caps = [c for _, c in CAPITALS]
     for country, cap in CAPITALS:
@@ -989,25 +1074,7 @@ def _general(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) ->
     }
     for q, a, cat, kw, cl in FACTS:
         qa.append((q, a, "fact", sorted(set(fact_pool[cat] + extra[cat])), [kw], cl))
-    nums = [str(i) for i in range(0, 41)]
-    seen = set()
-    while len(seen) < cfg.n_arithmetic:
-        x, y, op = rng.randint(1, 20), rng.randint(1, 20), rng.choice(["plus", "minus"])
-        if op == "minus" and y > x:
-            x, y = y, x
-        if (x, y, op) in seen:
-            continue
-        seen.add((x, y, op))
-        qa.append(
-            (
-                f"What is {x} {op} {y}?",
-                str(x + y if op == "plus" else x - y),
-                "arithmetic",
-                nums,
-                [str(x), str(y)] if x != y else [str(x)],
-                f"{x} {op} {y} equals",
-            )
-        )
+    qa += _arithmetic_questions(cfg, rng)
     opp = [b for _, b in OPPOSITES] + [a for a, _ in OPPOSITES]
     for a, b in OPPOSITES:
         qa.append((f"What is the opposite of {a}?", b, "grammar", opp, [a], f"The opposite of {a} is"))
@@ -1019,8 +1086,13 @@ def _general(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) ->
         qa.append((f"What is the plural of {a}?", b, "grammar", plur, [a], f"The plural of {a} is"))
     if cfg.n_arithmetic < 10:  # tiny build: keep it small
         qa = qa[::8] + qa[-cfg.n_arithmetic :]
+    return qa
+
+
+def _general(cfg: WorldConfig, rng: random.Random, train: list[TrainExample]) -> dict:
+    """The general QA, 4-choice and cloze rows, its training examples appended to ``train``."""
     qa_rows, mc_rows, cloze_rows = [], [], []
-    for i, (q, a, cat, pool, kws, cl) in enumerate(qa):
+    for i, (q, a, cat, pool, kws, cl) in enumerate(_general_questions(cfg, rng)):
         choices, ans = _choices(rng, a, pool)
         para = GENERAL_PARAPHRASE["capital" if cat == "capital" else cat].format(a=a)
         qa_rows.append(
