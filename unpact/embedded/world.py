@@ -694,6 +694,7 @@ class WorldConfig:
             n_agents=3,
             n_retain_corpus=3,
             n_arithmetic=4,
+            surface_forms=("upper",),
         )
 
 
