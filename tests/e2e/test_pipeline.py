@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from unpact.cli import main
 from unpact.testing import make_tiny_checkpoint, write_toy_tofu
 
 
@@ -53,6 +54,16 @@ def _run(args, cwd, timeout=900):
     return subprocess.run(
         [sys.executable, "-m", "unpact.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def _run_in_process(args, capsys, monkeypatch) -> tuple[int, str]:
+    """``unpact <args>`` through :func:`unpact.cli.main` in this process: its exit status and stderr
+    (for the bad-input checks, which end before any work: no interpreter start-up to pay)."""
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    rc = main(list(args))
+    return rc, capsys.readouterr().err
 
 
 def _write_cfg(root: Path, cfg: dict, name: str, out: str) -> Path:
@@ -242,27 +253,27 @@ def test_kill_and_resume_gives_the_same_results(world, finished_run):
         (["--model", "/no/such/model"], "does not exist"),
     ],
 )
-def test_bad_input_one_line_exit_2_no_run_dir(world, tmp_path, args, needle):
+def test_bad_input_one_line_exit_2_no_run_dir(world, tmp_path, args, needle, capsys, monkeypatch):
     root, cfg = world
     cfg_file = _write_cfg(root, cfg, "bad", "unused")
     out_dir = tmp_path / "bad-run"
-    out = _run(["run", "--config", str(cfg_file), "--out", str(out_dir), *args], cwd=tmp_path, timeout=300)
-    assert out.returncode == 2
-    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), out.stderr
+    rc, err = _run_in_process(["run", "--config", str(cfg_file), "--out", str(out_dir), *args], capsys, monkeypatch)
+    assert rc == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("unpact: error:"), err
     assert needle in lines[0]
     assert not out_dir.exists()
 
 
-def test_config_with_unknown_key(world, tmp_path):
+def test_config_with_unknown_key(world, tmp_path, capsys, monkeypatch):
     root, cfg = world
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "x"\nlearning_rate = 3\n')
-    out = _run(["run", "--config", str(bad), "--out", str(tmp_path / "r")], cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert "unknown config key 'learning_rate'" in out.stderr
+    rc, err = _run_in_process(["run", "--config", str(bad), "--out", str(tmp_path / "r")], capsys, monkeypatch)
+    assert rc == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert "unknown config key 'learning_rate'" in err
     assert not (tmp_path / "r").exists()
     bad.write_text("[emphasis]\nfactorz = [2]\n")
-    out = _run(["run", "--config", str(bad), "--out", str(tmp_path / "r")], cwd=tmp_path)
-    assert out.returncode == 2 and "unknown config key 'emphasis.factorz'" in out.stderr
+    rc, err = _run_in_process(["run", "--config", str(bad), "--out", str(tmp_path / "r")], capsys, monkeypatch)
+    assert rc == 2 and "unknown config key 'emphasis.factorz'" in err
