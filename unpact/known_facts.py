@@ -23,6 +23,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -193,6 +194,28 @@ def _source_rows(sources: Sequence[str | os.PathLike], config: KnownFactsConfig)
     return by_source
 
 
+def portable_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A model's source description without the build machine's paths: a weights file is named by
+    its file name and identified by its SHA-256, so the manifest means the same on every machine.
+
+    Example:
+        >>> portable_source({"format": "hf"})
+        {'format': 'hf'}
+    """
+    if not source or not source.get("file"):
+        return source
+    path = Path(source["file"])
+    out = {k: v for k, v in source.items() if k != "file"}
+    out["file_name"] = path.name
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out["sha256"] = digest.hexdigest()
+    return out
+
+
 def _splits_manifest(
     model,
     fmt: PromptFormat,
@@ -203,7 +226,7 @@ def _splits_manifest(
     """How the splits were made: the model, prompt format, sources, settings and criterion."""
     return {
         "model": getattr(model, "unpact_spec", None),
-        "model_source": getattr(model, "unpact_source", None),
+        "model_source": portable_source(getattr(model, "unpact_source", None)),
         "prompt_format": fmt.name,
         "system_prompt": getattr(fmt, "system_prompt", None),
         "sources": {name: len(rows) for name, rows in by_source.items()},

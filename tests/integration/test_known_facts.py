@@ -92,3 +92,21 @@ def test_shipped_paraphrases_match_tofu_questions_and_attach(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(rows))
     cfg = KnownFactsConfig()
     assert cfg.paraphrases and read_paraphrases(cfg.paraphrases)[rows[0]["question"]] == para[rows[0]["question"]]
+
+
+def test_manifest_names_a_weights_file_by_name_and_hash_not_by_path(tmp_path):
+    import hashlib
+
+    from unpact.known_facts import portable_source
+
+    f = tmp_path / "deep" / "model.gguf"
+    f.parent.mkdir()
+    f.write_bytes(b"weights")
+    out = portable_source({"format": "gguf", "file": str(f), "file_type": "MOSTLY_Q4_1"})
+    assert out == {
+        "format": "gguf",
+        "file_type": "MOSTLY_Q4_1",
+        "file_name": "model.gguf",
+        "sha256": hashlib.sha256(b"weights").hexdigest(),
+    }
+    assert str(tmp_path) not in str(out)
