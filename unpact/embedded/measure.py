@@ -103,11 +103,10 @@ def measure_model(model, limit: int | None = None, retain_only: bool = False, da
     out: dict[str, float] = {}
     forget = spread_sample(bench("tofu", "forget10"), limit)
     retain = spread_sample(bench("tofu", "retain90"), limit)
-    trained = retain if retain_only else forget + retain
-    r = qa_rouge(model, trained)
+    rf = qa_rouge(model, forget)
+    r = qa_rouge(model, retain) if retain_only else rf + qa_rouge(model, retain)
     out["tofu_trained"] = sum(x >= CORRECT for x in r) / len(r)
     out["tofu_trained_rouge"] = sum(r) / len(r)
-    rf = qa_rouge(model, forget)
     out["forget10"] = sum(x >= CORRECT for x in rf) / len(rf)
     hp = spread_sample(
         [
