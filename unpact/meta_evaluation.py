@@ -208,7 +208,7 @@ def summarise(
         "calibration": cal,
         "table": rows,
         "bars": bars(rows[CALL], settings),
-        "members": {m.name: _member_row(m, records[m.name], calls[m.name], use) for m in held},
+        "members": {m.name: _member_row(m, records[m.name], calls[m.name]) for m in held},
         "n_positive_members": len(pos),
         "n_negative_members": len(neg),
     }
@@ -219,7 +219,7 @@ def _present_share(calls: Sequence[str]) -> float:
     return sum(c in ("known", "hidden") for c in asked) / len(asked) if asked else 0.0
 
 
-def _member_row(member: PoolMember, record: Mapping[str, Any], call: Mapping[str, Any], use) -> dict[str, Any]:
+def _member_row(member: PoolMember, record: Mapping[str, Any], call: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "positive": member.positive,
         "recipe": member.recipe,

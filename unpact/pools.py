@@ -163,10 +163,12 @@ def misdirected(forget: Sequence[QAItem]) -> list[QAItem]:
 
 def _base_dir(world_dir: str | os.PathLike | None, base: str) -> Path:
     root = MODELS_DIR if world_dir is None else Path(world_dir) / "models"
-    d = Path(root) / base
-    if not (d / "config.json").is_file():
-        raise InputError(f"pool base model {str(d)!r} does not exist; build the world with `unpact build-embedded`")
-    return d
+    directory = Path(root) / base
+    if not (directory / "config.json").is_file():
+        raise InputError(
+            f"pool base model {str(directory)!r} does not exist; build the world with `unpact build-embedded`"
+        )
+    return directory
 
 
 def write_member(
@@ -202,7 +204,8 @@ def write_member(
 
 def _scratch(member: PoolMember, base: Path, progress: ProgressFactory):
     """A retain-only model trained from scratch on the world's examples without the forget10
-    authors, with training seed ``member.seed`` and the base's tokenizer: ``(hf_model, tokenizer)``."""
+    authors, with training seed ``member.seed`` and the base's tokenizer: ``(hf_model, tokenizer)``.
+    The examples are those of the seed-0 world of the current generator (the shipped one)."""
     world = generate_world(WorldConfig(), seed=0)
     forget = set(world.forget10_authors)
     examples = [e for e in world.train if e.author not in forget]
