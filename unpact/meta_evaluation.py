@@ -42,8 +42,8 @@ from unpact.emphasis.recovery import RecoveryConfig
 from unpact.metrics import rouge_recalls
 from unpact.models import load_model
 from unpact.pools import PoolMember, PoolSettings, pool_items, read_pools
-from unpact.presence import PresenceSettings, presence_calls, probe_model, usable_probes
-from unpact.probes import ProbeResult, sensitivity_specificity
+from unpact.presence import PresenceSettings, calibrate, presence_calls, probe_model, usable_probes
+from unpact.probes import ProbeResult
 from unpact.progress import ProgressFactory, null_progress
 from unpact.stats import wilson_interval
 
@@ -141,33 +141,25 @@ def _complement(ci: list[float] | None) -> list[float] | None:
 
 
 def probe_rates(records: Sequence[Mapping[str, Any]], name: str, positive: bool) -> dict[str, Any]:
-    """One probe's pooled sensitivity (``positive``) or specificity over members' records."""
-    merged = ProbeResult(name, [], [], [])
-    for r in records:
-        res = ProbeResult.from_dict(r["probes"][name])
-        merged.ids += [f"{len(merged.ids)}:{i}" for i in res.ids]
-        merged.present += res.present
-        merged.score += res.score
-    empty = ProbeResult(name, [], [], [])
-    out = sensitivity_specificity(merged, empty) if positive else sensitivity_specificity(empty, merged)
-    keys = (
-        ("sensitivity", "sensitivity_ci", "n_positive") if positive else ("specificity", "specificity_ci", "n_negative")
-    )
-    return {k: out[k] for k in keys}
+    """One probe's pooled sensitivity (``positive``: share found) or specificity (share not found)
+    over members' records, with a Wilson interval."""
+    present = [bool(p) for r in records for p in r["probes"][name]["present"]]
+    n = len(present)
+    if positive:
+        k = sum(present)
+        return {"sensitivity": k / n if n else None, "sensitivity_ci": wilson_interval(k, n), "n_positive": n}
+    k = n - sum(present)
+    return {"specificity": k / n if n else None, "specificity_ci": wilson_interval(k, n), "n_negative": n}
 
 
 def calibration_probes(records: Mapping[str, Mapping[str, Any]], calibration: Sequence[str], settings: MetaSettings):
-    """The probes the study would use, calibrated on the calibration members only (its positive
-    control, counted on the facts it hides, and its negative control), and why others are left out."""
+    """The probes the study would use, calibrated on the calibration members only as the study
+    calibrates them (:func:`unpact.presence.calibrate`: its positive control counted on the facts it
+    hides, and its negative control), and why others are left out."""
     pos_name, neg_name = calibration
     pos, neg = records[pos_name], records[neg_name]
-    hidden = {i for i, ok in zip(pos["ids"], pos["plain_correct"]) if not ok}
-    cal = {}
-    for name in settings.presence.probes:
-        p = ProbeResult.from_dict(pos["probes"][name])
-        keep = [k for k, i in enumerate(p.ids) if i in hidden]
-        p = ProbeResult(name, [p.ids[k] for k in keep], [p.present[k] for k in keep], [p.score[k] for k in keep])
-        cal[name] = sensitivity_specificity(p, ProbeResult.from_dict(neg["probes"][name]))
+    hidden = [i for i, ok in zip(pos["ids"], pos["plain_correct"]) if not ok]
+    cal = calibrate(pos["probes"], neg["probes"], hidden)
     use, left = usable_probes(cal, settings.presence.probes, settings.presence.min_specificity)
     return use, left, cal
 
@@ -290,9 +282,8 @@ def robustness(
             model = retain_finetune_model(base, relearned, lr=settings.relearn_lr, steps=settings.relearn_steps)
             r = measure_member(model, asked, settings)
             row["relearned"] = member_call(r, use)["counts"]
-            row["relearned_plain_correct"] = sum(measure_member(model, relearned, settings)["plain_correct"]) / len(
-                relearned
-            )
+            recalls = rouge_recalls(model, relearned, max_new_tokens=settings.max_new_tokens)
+            row["relearned_plain_correct"] = sum(x >= settings.threshold for x in recalls) / len(relearned)
         out[m.name] = {"positive": m.positive, **row}
     return out
 
