@@ -208,11 +208,8 @@ def portable_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
     out = {k: v for k, v in source.items() if k != "file"}
     out["file_name"] = path.name
     if path.is_file():
-        digest = hashlib.sha256()
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out["sha256"] = digest.hexdigest()
+            out["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     return out
 
 

@@ -1151,10 +1151,10 @@ def surface_examples(
         return []
     out: list[TrainExample] = []
     tofu = benchmarks.get("tofu", {})
-    rows = {(r["author"], r["attribute"]): [] for s in ("forget10", "retain90") for r in tofu.get(s, [])}
-    for s in ("forget10", "retain90"):
-        for r in tofu.get(s, []):
-            rows[(r["author"], r["attribute"])].append(r)
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for split in ("forget10", "retain90"):
+        for r in tofu.get(split, []):
+            rows.setdefault((r["author"], r["attribute"]), []).append(r)
     for (author, _), group in rows.items():
         r = rng.choice(group)
         out += [
