@@ -437,6 +437,18 @@ def _forget_and_models():
 NEG_SETTINGS = dict(templates=("repeat", "focus"), activations=(("attention", 4.0, "all"),))
 
 
+def _keyword_recovery(model, original, forget, negative=None) -> ControlledRecovery:
+    """Keyword vs placebo emphasis on ``model`` against ``original`` (and ``negative``), keywords the authors."""
+    return controlled_recovery(
+        model,
+        original,
+        forget,
+        keywords=[[it.meta["author"]] for it in forget],
+        settings=ControlledSettings(**NEG_SETTINGS),
+        negative=negative,
+    )
+
+
 @pytest.mark.slow
 def test_did_against_the_original_alone_is_specific_on_the_negative_control():
     """did alone (keyword vs placebo against the original, tested against 0) on the retain-only model.
@@ -447,13 +459,7 @@ def test_did_against_the_original_alone_is_specific_on_the_negative_control():
     statistic is did_negative (against the negative control) for that reason.
     """
     forget, original, never = _forget_and_models()
-    res = controlled_recovery(
-        never,
-        original,
-        forget,
-        keywords=[[it.meta["author"]] for it in forget],
-        settings=ControlledSettings(**NEG_SETTINGS),
-    )
+    res = _keyword_recovery(never, original, forget)
     at_zero = DilemmaSettings(min_items=5, outcome="logprob", statistic="did", min_effect={"logprob": 0.0})
     assert not finding2_verdict(res, at_zero)["supported"]
 
@@ -468,14 +474,7 @@ def test_negative_control_recovers_nothing_beyond_another_model_without_the_fact
     forget, original, never = _forget_and_models()
     retain = spread_sample(list(load_benchmark("embedded:tofu", "retain90")), 32)
     never2 = retain_finetune_model(never, retain, lr=1e-4, steps=10, batch_size=8)
-    res = controlled_recovery(
-        never2,
-        original,
-        forget,
-        keywords=[[it.meta["author"]] for it in forget],
-        settings=ControlledSettings(**NEG_SETTINGS),
-        negative=never,
-    )
+    res = _keyword_recovery(never2, original, forget, negative=never)
     assert res.summary["n_original_known"] >= 10 and res.summary["n_usable"] >= 10
     for name, s in res.summary["settings"].items():
         assert s["binary"]["0.9"]["keyword"]["n_recovered"] == 0, name
@@ -504,13 +503,6 @@ def test_finding2_is_not_supported_on_the_negative_control_or_a_damage_matched_n
         match = match_noise(original, accuracy, 0.5, hi=3.0, seed=0)
         assert abs(match["value"] - 0.5) <= 0.25, match
         model = noise_model(original, match["scale"], seed=0)
-    res = controlled_recovery(
-        model,
-        original,
-        forget,
-        keywords=[[it.meta["author"]] for it in forget],
-        settings=ControlledSettings(**NEG_SETTINGS),
-        negative=never,
-    )
+    res = _keyword_recovery(model, original, forget, negative=never)
     v = finding2_verdict(res, DilemmaSettings(min_items=5))
     assert v["statistic"] == "did_negative" and not v["supported"], v["verdict"]
