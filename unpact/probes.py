@@ -221,28 +221,30 @@ class FormatProbe(Probe):
                 f"got {study.format_source!r}"
             )
 
-    def _pair(self, item: QAItem, fmt: PromptFormat) -> tuple[str, str] | None:
-        if self.source == "cloze":
-            return cloze_of(item)
-        if self.source == "auto" and cloze_of(item) is not None:
-            return cloze_of(item)
-        if self.source in ("paraphrased_question", "auto"):
-            if item.paraphrased_question and item.paraphrased_question != item.question:
-                return fmt.prompt(item.paraphrased_question), fmt.answer(item.answer)
-            return None
-        raise ConfigError(f"format probe source must be one of {', '.join(self.SOURCES)}, got {self.source!r}")
+    def _pair(self, item: QAItem, fmt: PromptFormat) -> tuple[str, str, str] | None:
+        """``(prompt, scored target, reference answer)``: the target carries the format's answer
+        prefix and suffix (a chat template's end-of-turn tokens) for the log-prob; the reference is
+        the bare answer that a greedy answer's ROUGE-L recall is measured against."""
+        if self.source not in self.SOURCES:
+            raise ConfigError(f"format probe source must be one of {', '.join(self.SOURCES)}, got {self.source!r}")
+        cloze = cloze_of(item)
+        if self.source == "cloze" or (self.source == "auto" and cloze is not None):
+            return None if cloze is None else (cloze[0], cloze[1], cloze[1])
+        if item.paraphrased_question and item.paraphrased_question != item.question:
+            return fmt.prompt(item.paraphrased_question), fmt.answer(item.answer), item.answer
+        return None
 
     def run(self, model, items, fmt):
         items = _qa(items)
         asked = [(i, p) for i, it in enumerate(items) for p in [self._pair(it, fmt)] if p is not None]
         if not asked:
             return ProbeResult(self.name, [], [], [], settings=asdict(self), n_skipped=len(items))
-        prompts = [p for _, (p, _) in asked]
-        answers = [a for _, (_, a) in asked]
+        prompts = [p for _, (p, _, _) in asked]
+        targets = [t for _, (_, t, _) in asked]
         gens = greedy_generate(model, prompts, max_new_tokens=self.max_new_tokens)
-        lps = answer_logprobs(model, prompts, answers, names=[_id(items[i], i) for i, _ in asked], truncate=True)
+        lps = answer_logprobs(model, prompts, targets, names=[_id(items[i], i) for i, _ in asked], truncate=True)
         present, detail = [], []
-        for (i, (_p, a)), g in zip(asked, gens):
+        for (i, (_p, _t, a)), g in zip(asked, gens):
             meta = items[i].meta or {}
             value = meta.get("value", meta.get("cloze_value"))  # the fact's value, where the item or its cloze names it
             if value is not None:

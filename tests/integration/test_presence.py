@@ -92,3 +92,25 @@ def test_a_probe_that_finds_facts_in_a_model_that_never_had_them_does_not_make_a
     r = presence_calls(["a", "b"], [False, False], probes, use)
     assert r["calls"] == ["erased", "hidden"] and r["probes_used"] == ["format"]
     assert usable_probes(None, ["format", "choice"], 0.9) == (["format", "choice"], {})
+
+
+def test_the_format_probe_reads_the_bare_answer_whatever_the_format_appends_to_it():
+    """A chat format appends its end-of-turn tokens to every scored answer; a greedy answer never
+    contains them, so ROUGE-L against the formatted answer capped recall at 1/3 for a one-word fact
+    (the real model's probe found 0 of 12 facts on the original). The probe must call the same
+    facts present whatever the format's answer suffix."""
+    from dataclasses import replace
+
+    from unpact import load_model
+    from unpact.data.formatting import PLAIN, PromptFormat
+    from unpact.probes import FormatProbe
+
+    model = load_model("embedded:gpt2")
+    items = spread_sample(list(load_benchmark("embedded:tofu", "forget10")), 8)
+    bare = [replace(it, meta={}) for it in items]  # no value to look for: ROUGE-L decides
+    probe = FormatProbe(source="paraphrased_question")
+    plain = probe.run(model, bare, PLAIN)
+    eot = probe.run(model, bare, PromptFormat("plain-eot", answer_suffix="<|im_end|>\n"))
+    assert sum(plain.present) >= 6, plain.detail  # the original answers the paraphrases it was trained on
+    assert eot.present == plain.present
+    assert [d["answer"] for d in eot.detail] == [d["answer"] for d in plain.detail]
