@@ -565,18 +565,25 @@ def qa_probabilities(
     items: Sequence[QAItem],
     fmt: str | PromptFormat | None = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    true_lp: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Per item: mean per-token log-prob of the answer (``true_lp``), of the paraphrased
     answer (answer when none, ``para_lp``) and of each perturbed answer (``perturbed_lp``),
     all in one batched pass; ``true``/``paraphrased``/``perturbed`` are their ``exp``
     (length-normalised probabilities, which may underflow to 0 on a collapsed model:
-    the ratios are computed from the log-probs)."""
+    the ratios are computed from the log-probs). ``true_lp``: the answers' mean log-probs
+    when already computed (:func:`mean_logprobs_of` of the items' :func:`token_stats`): then
+    only the other answers are scored."""
+    if true_lp is not None and len(true_lp) != len(items):
+        raise ValueError(f"{len(true_lp)} answer log-probs for {len(items)} items")
     prompts, answers, slots = [], [], []
+    given = [] if true_lp is None else [((i, "true"), float(v)) for i, v in enumerate(true_lp)]
     for i, it in enumerate(items):
         p = format_prompt(it, fmt)
-        prompts.append(p)
-        answers.append(format_answer(it.answer, fmt))
-        slots.append((i, "true"))
+        if true_lp is None:
+            prompts.append(p)
+            answers.append(format_answer(it.answer, fmt))
+            slots.append((i, "true"))
         if it.paraphrased_answer:  # without one, the paraphrased answer is the answer: scored once
             prompts.append(p)
             answers.append(format_answer(it.paraphrased_answer, fmt))
@@ -590,7 +597,7 @@ def qa_probabilities(
     para = np.zeros(len(items))
     pert: list[list[float]] = [[] for _ in items]
     has_para = {i for i, kind in slots if kind == "para"}
-    for (i, kind), lp in zip(slots, lps):
+    for (i, kind), lp in [*given, *zip(slots, lps)]:
         if kind == "true":
             true[i] = lp
             if i not in has_para:
@@ -812,7 +819,9 @@ def _rouge_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
 def _probability_metric(x: SplitInputs, out: dict[str, Any]) -> dict[str, Any]:
     """Answer probability and mean log-prob; with perturbed answers the normalised probability
     and the truth ratios (TOFU)."""
-    pr = qa_probabilities(x.model, x.qa, x.fmt, x.max_batch_tokens) if x.probabilities is None else x.probabilities
+    pr = x.probabilities
+    if pr is None:  # the answers' LP from the token stats EM/ES and the attacks read: not a forward of its own
+        pr = qa_probabilities(x.model, x.qa, x.fmt, x.max_batch_tokens, mean_logprobs_of(_split_token_stats(x)))
     true_lp = np.asarray(pr["true_lp"], dtype=np.float64)
     res: dict[str, Any] = {
         "prob": float(np.mean(np.exp(true_lp))),
@@ -906,6 +915,12 @@ def token_stats(
         names=[str(getattr(it, "id", i)) for i, it in enumerate(items)],
     )
     return answer_token_stats(model, seqs, max_batch_tokens=max_batch_tokens)
+
+
+def mean_logprobs_of(stats: Sequence[TokenStats]) -> np.ndarray:
+    """Each answer's mean per-token log-prob from its :class:`~unpact.scoring.TokenStats` (LP, as
+    :func:`unpact.scoring.answer_logprobs` computes it from a forward of its own)."""
+    return np.array([float(s.logprobs.mean()) for s in stats], dtype=np.float64)
 
 
 def mia_scores(model: Model, stats: Sequence[TokenStats], config: MIAConfig | None = None) -> dict[str, list[float]]:
@@ -1042,6 +1057,7 @@ def evaluate(
     progress: ProgressFactory = null_progress,
     answers: Sequence[str] | None = None,
     probabilities: dict[str, Any] | None = None,
+    answer_stats: Sequence[TokenStats] | None = None,
     fmt: str | PromptFormat | None = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     metrics: Sequence[str] | None = None,
@@ -1080,8 +1096,9 @@ def evaluate(
         max_new_tokens: greedy answer length (default: :data:`GENERATION_DEFAULTS`).
         icl: MUSE KnowMem in-context examples (QA items or (question, answer) pairs;
             MUSE's ``*_qa_icl`` files); none: zero-shot.
-        answers, probabilities: the QA items' greedy answers and :func:`qa_probabilities`,
-            when already computed (:func:`evaluate_groups` computes them for several splits at once).
+        answers, probabilities, answer_stats: the QA items' greedy answers, :func:`qa_probabilities`
+            and :func:`token_stats`, when already computed (:func:`evaluate_groups` computes them
+            for several splits at once).
         fmt: the prompt format of QA and MC items (default: plain; see :func:`unpact.data.resolve_format`).
         max_batch_tokens: token budget of one forward batch (see :mod:`unpact.scoring`).
         metrics: the names of the metrics to compute (default: every one in :data:`METRICS`).
@@ -1119,6 +1136,7 @@ def evaluate(
         max_batch_tokens=max_batch_tokens,
         holdout=holdout_qa,
         mia=mia or MIAConfig(),
+        cache={} if answer_stats is None else {"token_stats": list(answer_stats)},
     )
     todo = [m for m in (METRICS.values() if metrics is None else map(get_metric, metrics)) if m.applies(inputs)]
     return _metric_values(todo, inputs, {"n": len(items), "tofu_role": role, "style": style}, progress)
@@ -1205,7 +1223,8 @@ def evaluate_groups(
         if all_qa
         else []
     )
-    probs = qa_probabilities(model, all_qa, fmt, max_batch_tokens) if all_qa else None
+    stats = token_stats(model, all_qa, fmt, max_batch_tokens) if all_qa else []
+    probs = qa_probabilities(model, all_qa, fmt, max_batch_tokens, mean_logprobs_of(stats)) if all_qa else None
     out: dict[str, dict[str, Any]] = {}
     k = 0
     for g, bench in benchmarks.items():
@@ -1223,6 +1242,7 @@ def evaluate_groups(
             progress=progress,
             answers=answers[k : k + n],
             probabilities=pr,
+            answer_stats=stats[k : k + n],
             fmt=fmt,
             max_batch_tokens=max_batch_tokens,
             holdout=(holdouts or {}).get(g),

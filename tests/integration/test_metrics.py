@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import hmean
 
 from unpact import load_model
-from unpact.data import Benchmark, MCItem, QAItem, TextItem
+from unpact.data import Benchmark, MCItem, QAItem, TextItem, format_answer, format_prompt, load_benchmark
 from unpact.errors import InputError
 from unpact.metrics import (
     evaluate,
@@ -168,3 +168,30 @@ def test_an_item_without_a_paraphrase_scores_its_answer_as_the_paraphrase():
     assert pr["para_lp"][0] == pr["true_lp"][0]
     assert pr["para_lp"][1] != pr["true_lp"][1]
     assert len(pr["perturbed_lp"][0]) == 2 and len(pr["perturbed_lp"][1]) == 1
+
+
+def test_the_answer_log_prob_from_the_token_stats_is_the_scored_one_in_every_path():
+    """evaluate reads the answers' LP from the token stats that exact memorization, extraction
+    strength and the attacks already compute (one forward fewer per item); it must be the LP a
+    forward of its own gives, alone, through qa_probabilities and through evaluate_groups."""
+    from unpact.metrics import evaluate_groups, mean_logprobs_of, token_stats
+
+    model = load_model("embedded:gpt2")
+    forget = list(load_benchmark("embedded:tofu", "forget10"))[:6]
+    retain = list(load_benchmark("embedded:tofu", "retain90"))[:5]
+    own = answer_logprobs(model, [format_prompt(it) for it in forget], [format_answer(it.answer) for it in forget])
+    from_stats = mean_logprobs_of(token_stats(model, forget))
+    np.testing.assert_allclose(from_stats, own.double().numpy(), atol=1e-5)
+    alone = qa_probabilities(model, forget)
+    given = qa_probabilities(model, forget, true_lp=from_stats)
+    np.testing.assert_allclose(given["true_lp"], alone["true_lp"], atol=1e-5)
+    np.testing.assert_allclose(given["para_lp"], alone["para_lp"], atol=1e-5)
+    np.testing.assert_allclose(np.array(given["perturbed_lp"]), np.array(alone["perturbed_lp"]), atol=1e-5)
+    one = evaluate(model, forget)
+    groups = evaluate_groups(model, {"forget": forget, "retain": retain})
+    np.testing.assert_allclose(one["mean_logprob_per_item"], own.double().numpy(), atol=1e-5)
+    np.testing.assert_allclose(groups["forget"]["mean_logprob_per_item"], own.double().numpy(), atol=1e-5)
+    assert groups["forget"]["truth_ratios"] == pytest.approx(one["truth_ratios"], abs=1e-5)
+    assert groups["forget"]["exact_memorization_per_item"] == one["exact_memorization_per_item"]
+    with pytest.raises(ValueError, match="2 answer log-probs for 6 items"):
+        qa_probabilities(model, forget, true_lp=[0.0, 0.0])
