@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unpact.analyses._stats import fmt, gini, mean, spearman, spearman_p
+from unpact.analyses._stats import fmt, gini, mean, spearman, spearman_exact_p
 
 #: English function words, matched case-insensitively on stripped token text.
 FUNCTION_WORDS = frozenset(
@@ -63,13 +63,25 @@ def token_drop_stats(items: list[dict[str, Any]], eps: float = 1e-6) -> dict[str
     }
 
 
-def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.3) -> dict[str, Any]:
+#: the share-vs-utility rank correlation must be at least this strong (a weak correlation over a
+#: handful of methods is no support, whatever its p-value)
+COLLAPSE_MIN_RHO = 0.3
+#: ... and at least this unlikely under a random pairing of methods and utility drops (one-sided
+#: exact permutation p, :func:`unpact.stats.spearman_exact_p`): the level of the study's other
+#: verdicts. With n methods the smallest p is 1/n!: 3 methods can never reach it (1/6).
+COLLAPSE_ALPHA = 0.05
+
+
+def collapse_analysis(
+    per_method: dict[str, dict[str, Any]], min_rho: float = COLLAPSE_MIN_RHO, alpha: float = COLLAPSE_ALPHA
+) -> dict[str, Any]:
     """Relate the spread of the contribution drop to the utility drop across methods.
 
     ``per_method[m]`` holds ``utility_drop`` (original minus unlearned general/retain
     ability, higher = worse) and ``items``: control items with ``before``, ``after``,
-    ``special``, ``tokens``. ``min_rho``: the rank correlation between the share of
-    tokens that fell and the utility drop must reach this for the finding to hold.
+    ``special``, ``tokens``. The finding holds when the rank correlation between the share of
+    tokens that fell and the utility drop reaches ``min_rho`` with a one-sided exact permutation
+    p <= ``alpha``, and the drop's concentration (Gini) correlates negatively with it.
     """
     methods: dict[str, Any] = {}
     for m, r in per_method.items():
@@ -80,6 +92,7 @@ def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.
     util = [methods[m]["utility_drop"] for m in names]
     rho_share = spearman([methods[m]["share_tokens_fell"] for m in names], util)
     rho_gini = spearman([methods[m]["drop_concentration_gini"] for m in names], util)
+    p_share = None
     if len(names) < 3:
         verdict = f"{len(names)} method(s): too few to correlate spread with utility drop; " + "; ".join(
             f"{m}: {fmt(100 * (methods[m]['share_tokens_fell'] or 0), 0)}% of tokens fell, "
@@ -88,19 +101,25 @@ def collapse_analysis(per_method: dict[str, dict[str, Any]], min_rho: float = 0.
         )
         holds = None
     else:
-        # a weak rank correlation (|rho| < min_rho over a handful of methods) is no support
-        holds = rho_share is not None and rho_share >= min_rho and (rho_gini is None or rho_gini < 0)
-        p_share = spearman_p([methods[m]["share_tokens_fell"] for m in names], util)
+        p_share = spearman_exact_p([methods[m]["share_tokens_fell"] for m in names], util, "greater")
+        holds = (
+            rho_share is not None
+            and rho_share >= min_rho
+            and p_share is not None
+            and p_share <= alpha
+            and (rho_gini is None or rho_gini < 0)
+        )
         verdict = (
             f"{'supported' if holds else 'not supported'}: the share of control tokens whose contribution fell "
-            f"correlates with the utility drop at Spearman {fmt(rho_share, 2)} (p = {fmt(p_share)}, n = {len(names)} "
-            f"methods; needs >= {fmt(min_rho, 2)}), and the drop's concentration (Gini) at {fmt(rho_gini, 2)} "
-            "(needs < 0)"
+            f"correlates with the utility drop at Spearman {fmt(rho_share, 2)} (one-sided exact p = {fmt(p_share)}, "
+            f"n = {len(names)} methods; needs >= {fmt(min_rho, 2)} and p <= {alpha:g}), and the drop's "
+            f"concentration (Gini) at {fmt(rho_gini, 2)} (needs < 0)"
         )
     return {
         "methods": methods,
         "spearman_share_vs_utility_drop": rho_share,
         "spearman_gini_vs_utility_drop": rho_gini,
+        "p_share_vs_utility_drop": p_share,
         "holds": holds,
         "verdict": verdict,
     }

@@ -51,18 +51,28 @@ def test_collapse_spread_relates_to_utility():
     spread = {"before": [1.0] * 5, "after": [0.0] * 5, "tokens": ["the", "of", "Paris", "is", "a"]}
     focused = {"before": [1.0] * 5, "after": [1.0, 1.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
     half = {"before": [1.0] * 5, "after": [0.0, 0.0, 0.0, 1.0, 1.0], "tokens": ["the", "of", "Paris", "is", "a"]}
-    r = collapse_analysis(
-        {
-            "ga": {"utility_drop": 0.6, "items": [spread]},
-            "npo": {"utility_drop": 0.3, "items": [half]},
-            "rmu": {"utility_drop": 0.0, "items": [focused]},
-        }
-    )
+    three = {
+        "ga": {"utility_drop": 0.6, "items": [spread]},
+        "npo": {"utility_drop": 0.3, "items": [half]},
+        "rmu": {"utility_drop": 0.0, "items": [focused]},
+    }
+    r = collapse_analysis(three)
     assert r["methods"]["ga"]["share_tokens_fell"] == 1.0
     assert r["methods"]["ga"]["share_function_words_fell"] == 1.0
     assert r["methods"]["rmu"]["share_tokens_fell"] == pytest.approx(0.2)
     assert r["spearman_share_vs_utility_drop"] == pytest.approx(1.0)
-    assert r["holds"] is True
+    # a perfect order of 3 methods is 1 of 6 pairings: p = 1/6, no support (the t approximation said p = 0)
+    assert r["p_share_vs_utility_drop"] == pytest.approx(1 / 6)
+    assert r["holds"] is False and "p <= 0.05" in r["verdict"]
+
+    def fell(k: int) -> dict:  # k of 5 tokens lose their contribution
+        return {"before": [1.0] * 5, "after": [0.0] * k + [1.0] * (5 - k), "tokens": ["the", "of", "Paris", "is", "a"]}
+
+    six = {f"m{k}": {"utility_drop": 0.1 * k, "items": [fell(k)]} for k in range(6)}
+    r6 = collapse_analysis(six)
+    assert r6["spearman_share_vs_utility_drop"] == pytest.approx(1.0)
+    assert r6["p_share_vs_utility_drop"] == pytest.approx(1 / 720)
+    assert r6["holds"] is True
     r2 = collapse_analysis(
         {
             "ga": {"utility_drop": 0.0, "items": [spread]},
