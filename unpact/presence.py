@@ -70,6 +70,12 @@ class PresenceSettings:
             exists (a real pretrained model learned its facts in pretraining), the original on
             these items is the negative control: a probe that finds the answers of questions the
             model gets wrong raises false alarms. Used only without ``reference_model``.
+        negative_items: how many ``unknown_split`` items the negative control probes (None: as
+            many as the forget items probed). The call's false-hidden rate is a share of them,
+            and with n items its Wilson upper end cannot fall below that of 0 of n: 0.24 at 12
+            (a bar of 0.15 can never be met), 0.14 at 24, 0.07 at 48 (one false alarm in 48: 0.11).
+            With a reference model the negative control answers the forget items themselves, so
+            their number is fixed.
     """
 
     probes: list[str] = field(default_factory=lambda: ["format", "choice", "logit_lens"])
@@ -82,6 +88,7 @@ class PresenceSettings:
     null_max_scale: float = 3.0
     min_specificity: float = 0.9
     unknown_split: str | None = None
+    negative_items: int | None = None
 
     def probe_settings(self, name: str) -> dict[str, Any] | None:
         """The settings probe ``name`` takes from these (its class's ``study_settings``)."""
@@ -95,6 +102,8 @@ class PresenceSettings:
             cls.check_study_settings(self)
         if self.null_draws < 0 or self.keep_retain_items < 0 or self.hide_steps < 1:
             raise ConfigError("presence.null_draws and keep_retain_items must be >= 0 and hide_steps >= 1")
+        if self.negative_items is not None and self.negative_items < 1:
+            raise ConfigError(f"presence.negative_items must be >= 1 (or unset), got {self.negative_items}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -565,7 +565,8 @@ def presence_controls(study: StudyView) -> dict[str, Any]:
             for it in load_benchmark(cfg.benchmark, settings.unknown_split, path=cfg.benchmark_path)
             if it.kind == "qa"
         ]
-        out["negative"] = probe_model(study.original(), spread_sample(unknown, len(items)), settings, study.fmt)
+        n_negative = settings.negative_items or len(items)
+        out["negative"] = probe_model(study.original(), spread_sample(unknown, n_negative), settings, study.fmt)
         out["negative_source"] = f"the original on split {settings.unknown_split!r} (facts it does not know)"
     if settings.positive_control:
         out.update(positive_control(study, items))

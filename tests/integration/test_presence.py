@@ -114,3 +114,32 @@ def test_the_format_probe_reads_the_bare_answer_whatever_the_format_appends_to_i
     assert sum(plain.present) >= 6, plain.detail  # the original answers the paraphrases it was trained on
     assert eot.present == plain.present
     assert [d["answer"] for d in eot.detail] == [d["answer"] for d in plain.detail]
+
+
+def test_the_negative_control_on_unknown_facts_probes_as_many_as_asked(tmp_path):
+    """Without a retain-only model the negative control is the original on facts it does not know;
+    ``negative_items`` sets how many, so the call's false-hidden interval can be narrow enough to
+    decide (0 of 12 has a Wilson upper end of 0.24, over any bar of 0.15)."""
+    from unpact.config import RunConfig
+    from unpact.pipeline import Study
+    from unpact.stages import presence_controls
+
+    def controls(n):
+        settings = PresenceSettings(unknown_split="holdout10", positive_control=False, negative_items=n)
+        cfg = RunConfig(
+            model="embedded:gpt2",
+            reference_model=None,
+            general=None,
+            max_items=4,
+            presence=settings,
+            out=str(tmp_path / f"run{n}"),
+        )
+        return presence_controls(Study(cfg))
+
+    asked = controls(10)
+    assert len(asked["original"]["format"]["ids"]) == 4
+    assert len(asked["negative"]["format"]["ids"]) == 10
+    assert "holdout10" in asked["negative_source"]
+    assert len(controls(None)["negative"]["format"]["ids"]) == 4  # unset: as many as the forget items
+    with pytest.raises(ConfigError, match="negative_items"):
+        PresenceSettings(negative_items=0).validate()

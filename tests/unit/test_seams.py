@@ -68,6 +68,7 @@ SAMPLES = {
     "presence.null_max_scale": 2.0,
     "presence.min_specificity": 0.8,
     "presence.unknown_split": "unknown",
+    "presence.negative_items": 48,
     "trajectory.enabled": False,
     "trajectory.controlled": False,
     "trajectory.lr_factor": 0.5,
