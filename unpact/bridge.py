@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -85,17 +86,20 @@ def forward_logits(
     """Logits of a bridge (with temporary ``fwd_hooks``) or of a plain HF model.
 
     ``keep`` computes the unembedding only for the last ``keep`` positions (HF's
-    ``logits_to_keep``; hooks on the residual stream still see every position).
+    ``logits_to_keep``; hooks on the residual stream still see every position). No KV cache is
+    built (``use_cache=False``): a scoring or training forward never reads one, HF's default
+    would fill one per call, and under gradient checkpointing the recomputed layers would
+    append their keys and values to it a second time.
     """
-    extra = {"logits_to_keep": int(keep)} if keep else {}
+    extra: dict[str, Any] = {"use_cache": False, **({"logits_to_keep": int(keep)} if keep else {})}
     if fwd_hooks and not (hasattr(model, "hooks") and hasattr(model, "cfg")):
         raise ValueError("fwd_hooks need a TransformerLens bridge")
     try:
         logits = _logits(model, input_ids, fwd_hooks, extra)
     except TypeError as e:  # an HF model whose forward has no logits_to_keep
-        if not extra or "logits_to_keep" not in str(e):
+        if not keep or "logits_to_keep" not in str(e):
             raise
-        logits = _logits(model, input_ids, fwd_hooks, {})
+        logits = _logits(model, input_ids, fwd_hooks, {"use_cache": False})
     return logits if not keep else logits[:, -int(keep) :]
 
 

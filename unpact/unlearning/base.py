@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from unpact.data import prompt_answer_pair
 from unpact.errors import ConfigError, InputError
@@ -483,6 +484,11 @@ def _set_checkpointing(hf, on: bool) -> None:
         ) if on else hf.gradient_checkpointing_disable()
 
 
+def _checkpointed_layers(hf) -> list[nn.Module]:
+    """The layers HF checkpoints (``gradient_checkpointing`` set on them by :func:`_set_checkpointing`)."""
+    return [m for m in hf.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing is True]
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """The learning-rate multiplier at ``step`` (from 0) of a linear warm-up over ``warmup_steps``.
 
@@ -523,6 +529,11 @@ def train(
                 "set gradient_checkpointing = false"
             )
         _set_checkpointing(hf, True)
+    # HF checkpoints a layer only in training mode; the model stays in eval mode (no dropout), so
+    # the checkpointed layers alone are marked training (their sub-modules, dropout included, are not)
+    layers = _checkpointed_layers(hf) if checkpointing else []
+    for layer in layers:
+        layer.training = True
     trainable = method.trainable(model)
     trainable_ids = {id(p) for p in trainable}
     old_flags = [(p, p.requires_grad) for p in hf.parameters()]
@@ -540,6 +551,8 @@ def train(
             with torch.no_grad():
                 method.finish(run)
     finally:
+        for layer in layers:
+            layer.training = False
         if checkpointing:
             _set_checkpointing(hf, False)
         for p, flag in old_flags:
