@@ -247,17 +247,13 @@ class Study:
 
 def check_resumable(cfg: RunConfig) -> None:
     """Raise a :class:`ConfigError` when ``cfg.out`` holds a run with other settings (the device
-    aside). A setting its ``config.json`` lacks counts as that setting's value when the file was
-    written: ``float32``, the default trajectory, no audited checkpoints, the default audit."""
+    aside). A setting its ``config.json`` lacks, at any depth, counts as its default: a setting is
+    only ever added with a default that does what the code did before it existed (``float32``, the
+    default trajectory, no audited checkpoints, ``presence.negative_items`` unset)."""
     cfg_file = Path(cfg.out) / "config.json"
     if not cfg_file.is_file():
         return
-    old = json.loads(cfg_file.read_text())
-    defaults = RunConfig().to_dict()
-    old.setdefault("dtype", "float32")
-    old.setdefault("trajectory", defaults["trajectory"])
-    old.setdefault("checkpoints", {})
-    old.setdefault("audit", defaults["audit"])
+    old = _with_defaults(json.loads(cfg_file.read_text()), json.loads(json.dumps(RunConfig().to_dict())))
     new = json.loads(json.dumps(cfg.to_dict()))
     diff = sorted(k for k in set(old) | set(new) if k not in ("device",) and old.get(k) != new.get(k))
     if diff:
@@ -265,6 +261,17 @@ def check_resumable(cfg: RunConfig) -> None:
             f"run directory {cfg.out!r} holds a run with different settings ({', '.join(diff)}); "
             "give a new --out, or the same settings to resume it"
         )
+
+
+def _with_defaults(old: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with every key it lacks taken from ``defaults``, recursively into nested settings."""
+    out = dict(old)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict) and k not in ("method_config", "checkpoints"):
+            out[k] = _with_defaults(out[k], v)
+    return out
 
 
 def run_study(

@@ -284,3 +284,19 @@ def test_the_stages_never_import_the_pipeline():
     names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(n == "unpact.pipeline" or n.startswith("unpact.pipeline.") for n in names), names
+
+
+def test_a_run_directory_resumes_when_its_config_lacks_a_setting_added_since(tmp_path):
+    """A setting added after a run was written counts as its default (which does what the code
+    did before), at any depth; a setting that differs still stops the resume and is named."""
+    from unpact.pipeline import check_resumable
+
+    cfg = RunConfig(out=str(tmp_path))
+    written = json.loads(json.dumps(cfg.to_dict()))
+    del written["dtype"], written["presence"]["negative_items"], written["attribution"]["keytokens"]["beta"]
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    check_resumable(cfg)
+    with pytest.raises(ConfigError, match=r"different settings \(max_items, presence\)"):
+        check_resumable(
+            dataclasses.replace(cfg, max_items=3, presence=dataclasses.replace(cfg.presence, negative_items=9))
+        )
