@@ -439,11 +439,8 @@ def summarise(raw: Mapping[str, Any], settings: ControlledSettings | None = None
         name = s["name"]
         uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
         ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
-        n = len(usable)
         binary = {f"{t:g}": _binary_row(t, usable, pu, uk, up_, ok, op, boot) for t in cfg.thresholds}
-        elig = [
-            i for i in range(n) if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
-        ]
+        elig = _eligible(raw, name, t0)
         entry: dict[str, Any] = {
             "setting": s,
             "binary": binary,
@@ -496,30 +493,46 @@ def _binary_row(t: float, usable, pu, uk, up_, ok, op, boot: dict) -> dict[str, 
     return row
 
 
+def _eligible(raw: Mapping[str, Any], name: str, t0: float) -> list[int]:
+    """The items setting ``name`` is read on: usable, wrong plainly on the unlearned model, and
+    right under both its keyword and its placebo emphasis on the original (at threshold ``t0``)."""
+    runs_u, runs_o = raw["runs"]["unlearned"], raw["runs"]["original"]
+    pu, ok, op = runs_u["plain"]["forget"], runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
+    usable = list(raw["usable"])
+    return [
+        i
+        for i in range(len(usable))
+        if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
+    ]
+
+
+def _changes(run: Mapping[str, Any], name: str, o: str, elig: list[int], t0: float) -> tuple[list, list]:
+    """One model's per-item change of outcome ``o`` from the plain prompt under setting ``name``'s
+    keyword and placebo emphasis, over ``elig``."""
+    base = _outcome(run["plain"]["forget"], o, t0)
+    k, p = _outcome(run[f"{name}|keyword"]["forget"], o, t0), _outcome(run[f"{name}|placebo"]["forget"], o, t0)
+    return [k[i] - base[i] for i in elig], [p[i] - base[i] for i in elig]
+
+
+def _specific(keyword: list, placebo: list) -> list:
+    """Per item, keyword minus placebo."""
+    return [a - b for a, b in zip(keyword, placebo)]
+
+
 def _outcome_changes(entry: dict[str, Any], o: str, elig: list[int], runs, name: str, boot: dict, t0: float) -> None:
     """Outcome ``o``'s mean changes from the plain prompt over ``elig``, per model and emphasis, and the
     keyword − placebo and difference-in-differences intervals (against the negative control when run)."""
-    runs_u, runs_o = runs["unlearned"], runs["original"]
-    uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
-    ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
-    base_u, base_o = _outcome(runs_u["plain"]["forget"], o, t0), _outcome(runs_o["plain"]["forget"], o, t0)
-    du_k = [_outcome(uk, o, t0)[i] - base_u[i] for i in elig]
-    du_p = [_outcome(up_, o, t0)[i] - base_u[i] for i in elig]
-    do_k = [_outcome(ok, o, t0)[i] - base_o[i] for i in elig]
-    do_p = [_outcome(op, o, t0)[i] - base_o[i] for i in elig]
+    du_k, du_p = _changes(runs["unlearned"], name, o, elig, t0)
+    do_k, do_p = _changes(runs["original"], name, o, elig, t0)
     entry["unlearned"][o] = {"keyword": _mean_or_none(du_k), "placebo": _mean_or_none(du_p)}
     entry["original"][o] = {"keyword": _mean_or_none(do_k), "placebo": _mean_or_none(do_p)}
-    entry["keyword_minus_placebo"][o] = bootstrap_mean_ci([a - b for a, b in zip(du_k, du_p)], **boot)
-    entry["did"][o] = bootstrap_mean_ci([(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, do_k, do_p)], **boot)
+    su = _specific(du_k, du_p)
+    entry["keyword_minus_placebo"][o] = bootstrap_mean_ci(su, **boot)
+    entry["did"][o] = bootstrap_mean_ci(_specific(su, _specific(do_k, do_p)), **boot)
     if "negative" in runs:
-        rn = runs["negative"]
-        base_n = _outcome(rn["plain"]["forget"], o, t0)
-        dn_k = [_outcome(rn[f"{name}|keyword"]["forget"], o, t0)[i] - base_n[i] for i in elig]
-        dn_p = [_outcome(rn[f"{name}|placebo"]["forget"], o, t0)[i] - base_n[i] for i in elig]
+        dn_k, dn_p = _changes(runs["negative"], name, o, elig, t0)
         entry.setdefault("negative", {})[o] = {"keyword": _mean_or_none(dn_k), "placebo": _mean_or_none(dn_p)}
-        entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(
-            [(a - b) - (c - d) for a, b, c, d in zip(du_k, du_p, dn_k, dn_p)], **boot
-        )
+        entry.setdefault("did_negative", {})[o] = bootstrap_mean_ci(_specific(su, _specific(dn_k, dn_p)), **boot)
 
 
 def _collapse(
@@ -595,30 +608,16 @@ def item_effects(
         raise ConfigError(f"statistic must be 'did', 'did_negative' or 'keyword_minus_placebo', got {statistic!r}")
     if statistic == "did_negative" and "negative" not in raw["runs"]:
         raise ConfigError("did_negative needs a negative control: controlled_recovery(..., negative=model)")
-    runs_u, runs_o = raw["runs"]["unlearned"], raw["runs"]["original"]
-    usable, t0 = list(raw["usable"]), cfg.threshold
-    pu = runs_u["plain"]["forget"]
+    runs_u, runs_o, t0 = raw["runs"]["unlearned"], raw["runs"]["original"], cfg.threshold
     boot = dict(n_boot=cfg.n_boot, confidence=cfg.confidence, seed=cfg.seed)
     out: dict[str, dict[str, Any]] = {}
     for s in raw["settings"]:
         name = s["name"]
-        uk, up_ = runs_u[f"{name}|keyword"]["forget"], runs_u[f"{name}|placebo"]["forget"]
-        ok, op = runs_o[f"{name}|keyword"]["forget"], runs_o[f"{name}|placebo"]["forget"]
-        elig = [
-            i
-            for i in range(len(usable))
-            if usable[i] and pu["rouge"][i] < t0 and ok["rouge"][i] >= t0 and op["rouge"][i] >= t0
-        ]
-        base_u = _outcome(pu, outcome, t0)
-        vals = [(_outcome(uk, outcome, t0)[i] - base_u[i]) - (_outcome(up_, outcome, t0)[i] - base_u[i]) for i in elig]
+        elig = _eligible(raw, name, t0)
+        vals = _specific(*_changes(runs_u, name, outcome, elig, t0))
         if statistic != "keyword_minus_placebo":
             ref = raw["runs"]["original" if statistic == "did" else "negative"]
-            base_r = _outcome(ref["plain"]["forget"], outcome, t0)
-            rk, rp = (
-                _outcome(ref[f"{name}|keyword"]["forget"], outcome, t0),
-                _outcome(ref[f"{name}|placebo"]["forget"], outcome, t0),
-            )
-            vals = [v - ((rk[i] - base_r[i]) - (rp[i] - base_r[i])) for v, i in zip(vals, elig)]
+            vals = _specific(vals, _specific(*_changes(ref, name, outcome, elig, t0)))
         _, collapsed = _collapse(runs_u, runs_o, name, raw["ids"], cfg, boot)
         out[name] = {"ids": [raw["ids"]["forget"][i] for i in elig], "values": vals, "collapsed": collapsed}
     return out
