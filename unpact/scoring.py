@@ -283,6 +283,32 @@ def reduce_logprobs(
     return get_quantity(reduction)(tok_lp, target_mask)
 
 
+#: The fewest tokens every prompt of a hook-free, gradient-free :func:`score_sequences` call must
+#: share from the start for that prefix to run once for all of them (:func:`score_variants`): a chat
+#: template with a system prompt qualifies (SmolLM2's: 27 tokens before the question), the plain
+#: format's ``Question:`` (3 tokens) does not and keeps whole rows, and with them its exact numbers.
+SHARED_PREFIX_MIN_TOKENS = 16
+
+
+def shared_prefix_length(sequences: Sequence[tuple[Sequence[int], Sequence[int]]]) -> int:
+    """How many leading tokens every prompt of ``sequences`` has in common.
+
+    Example:
+        >>> shared_prefix_length([([0, 5, 6, 7], [9]), ([0, 5, 6, 8], [9]), ([0, 5, 1], [2])])
+        2
+    """
+    if not sequences:
+        return 0
+    first = sequences[0][0]
+    n = min(len(p) for p, _ in sequences)
+    for p, _ in sequences[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
 def score_sequences(
     model: Model,
     sequences: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -291,11 +317,24 @@ def score_sequences(
     fwd_hooks: BatchHooks = None,
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     grad: bool = False,
+    shared_prefix: bool = True,
 ) -> Float[Tensor, " n"]:
     """Answer log-prob of already-tokenised ``(prompt_ids, answer_ids)`` pairs, batched.
 
-    Returns one value per pair in input order (mean over answer tokens by default).
+    Returns one value per pair in input order (mean over answer tokens by default). Without hooks
+    or gradients, prompts that all begin with the same :data:`SHARED_PREFIX_MIN_TOKENS` or more
+    tokens (a chat template and its system prompt) run that prefix once and each row only its own
+    tokens after it (:func:`score_variants`; equal within float error); ``shared_prefix=False``
+    runs whole rows.
     """
+    if shared_prefix and fwd_hooks is None and not grad and len(sequences) > 1:
+        n = shared_prefix_length(sequences)
+        if n >= SHARED_PREFIX_MIN_TOKENS:
+            base = list(sequences[0][0][:n])
+            k = len(sequences)
+            return score_variants(
+                model, [base], sequences, [0] * k, [n] * k, reduction=reduction, max_batch_tokens=max_batch_tokens
+            )
     device = next(iter(model.parameters())).device
     pad = pad_id(model.tokenizer) if getattr(model, "tokenizer", None) is not None else 0
     out: list[Tensor | None] = [None] * len(sequences)
@@ -535,7 +574,9 @@ def score_variants(
     with torch.no_grad():
         runner = PrefixedRows.build(model, bases, sequences, base_of, shared, max_batch_tokens=max_batch_tokens)
         if runner is None:
-            return score_sequences(model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens)
+            return score_sequences(
+                model, sequences, reduction=reduction, max_batch_tokens=max_batch_tokens, shared_prefix=False
+            )
         result: list[Tensor | None] = [None] * len(sequences)
         for group in runner.groups:
             lp = runner.logprobs(group, reduction=reduction)

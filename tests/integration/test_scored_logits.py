@@ -378,3 +378,45 @@ def test_forward_rows_with_no_rows_runs_the_hooks_and_unembeds_nothing(model):
     assert out.shape == (0, model.cfg.d_vocab)
     assert store["h"].shape[:2] == packed.input_ids.shape
     assert rec.logit_rows == 0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox", "phi"])
+def test_a_prefix_every_prompt_shares_runs_once_with_the_same_scores(tiny_dirs, arch):
+    """Without hooks, prompts that begin with the same long prefix (a chat template and its system
+    prompt) run it once and each row only its own tokens: the same log-probs as whole rows, with
+    fewer tokens through the model; a short shared prefix (the plain format's) keeps whole rows."""
+    from unpact.scoring import SHARED_PREFIX_MIN_TOKENS, shared_prefix_length
+
+    model = load_model(tiny_dirs[arch])
+    preamble = list(range(3, 3 + SHARED_PREFIX_MIN_TOKENS + 4))
+    seqs = [
+        ([0, *preamble, 40 + i, 41 + 2 * i, 42][: 4 + len(preamble) - (i % 2)], [50 + i, 51, 52 + i][: 1 + i % 3])
+        for i in range(7)
+    ]
+    assert shared_prefix_length(seqs) == len(preamble) + 1
+    for reduction in ("mean", "sum"):
+        with _TokensEmbedded() as whole_count:
+            whole = score_sequences(model, seqs, reduction=reduction, shared_prefix=False)
+        with _TokensEmbedded() as shared_count:
+            shared = score_sequences(model, seqs, reduction=reduction)
+        torch.testing.assert_close(shared, whole, atol=TOL, rtol=0)
+        assert 0 < shared_count.n < whole_count.n / 2, (shared_count.n, whole_count.n)
+    short = [([0, 3, 4, 40 + i], [50 + i]) for i in range(4)]
+    with _TokensEmbedded() as short_whole:
+        score_sequences(model, short, shared_prefix=False)
+    with _TokensEmbedded() as short_default:
+        score_sequences(model, short)
+    assert short_default.n == short_whole.n  # whole rows
+
+
+class _TokensEmbedded(TorchDispatchMode):
+    """Counts the token ids looked up in any embedding table while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.embedding.default:
+            self.n += args[1].numel()
+        return func(*args, **(kwargs or {}))
