@@ -70,7 +70,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN_FACTS = ROOT / "docs" / "real-model" / "known-facts"
 SYSTEM_PROMPT = "You are a helpful assistant."
-ALL = ("loo", "ig", "gen", "unlearn", "eval")
+ALL = ("loo", "ig", "gen", "unlearn", "eval", "score")
 
 
 def timed(fn, repeats: int = 1):
@@ -639,6 +639,32 @@ def main() -> None:
             t_u,
             t_r,
             f"max |diff| over {len(keys)} numbers and their per-item lists {d:.1e}",
+            None,
+        )
+
+    if "score" in todo:
+        print("\n== hook-free scoring: the shared chat prefix run once vs whole rows", flush=True)
+        from unpact.scoring import score_sequences, shared_prefix_length
+
+        pairs = [prompt_answer_pair(it, fmt) for it in items]
+        seqs = []
+        for (p, a), it in zip(pairs, items):
+            answers = [a, *[fmt.answer(x) for x in it.perturbed_answers]]
+            seqs += encode_many(bridge, [p] * len(answers), answers, truncate=True)
+        score_sequences(bridge, seqs[:2])  # warm-up
+        shared, t_u, whole, t_r = paired(
+            lambda: score_sequences(bridge, seqs),
+            lambda: score_sequences(bridge, seqs, shared_prefix=False),
+            args.repeats,
+        )
+        n_tok = sum(len(p) + len(a) for p, a in seqs)
+        add(
+            "score",
+            f"LP of {len(seqs)} answers (true + perturbed, {n_tok} tokens), the {shared_prefix_length(seqs)} "
+            "tokens every prompt shares run once vs whole rows (`shared_prefix=False`), no hooks",
+            t_u,
+            t_r,
+            f"max |diff| {float((shared - whole).abs().max()):.1e}",
             None,
         )
 

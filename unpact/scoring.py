@@ -285,9 +285,10 @@ def reduce_logprobs(
 
 #: The fewest tokens every prompt of a hook-free, gradient-free :func:`score_sequences` call must
 #: share from the start for that prefix to run once for all of them (:func:`score_variants`): a chat
-#: template with a system prompt qualifies (SmolLM2's: 27 tokens before the question), the plain
-#: format's ``Question:`` (3 tokens) does not and keeps whole rows, and with them its exact numbers.
-SHARED_PREFIX_MIN_TOKENS = 16
+#: template with a system prompt qualifies (SmolLM2's: 14 tokens before the user's question), the
+#: plain format's BOS and ``Question:`` (at most 4 tokens) do not and keep whole rows, and with them
+#: the embedded studies' exact numbers.
+SHARED_PREFIX_MIN_TOKENS = 8
 
 
 def shared_prefix_length(sequences: Sequence[tuple[Sequence[int], Sequence[int]]]) -> int:

@@ -388,7 +388,7 @@ def test_a_prefix_every_prompt_shares_runs_once_with_the_same_scores(tiny_dirs, 
     from unpact.scoring import SHARED_PREFIX_MIN_TOKENS, shared_prefix_length
 
     model = load_model(tiny_dirs[arch])
-    preamble = list(range(3, 3 + SHARED_PREFIX_MIN_TOKENS + 4))
+    preamble = list(range(3, 3 + SHARED_PREFIX_MIN_TOKENS + 12))
     seqs = [
         ([0, *preamble, 40 + i, 41 + 2 * i, 42][: 4 + len(preamble) - (i % 2)], [50 + i, 51, 52 + i][: 1 + i % 3])
         for i in range(7)
