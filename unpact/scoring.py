@@ -728,7 +728,9 @@ def _base_prefix_cache(hf, bases: Sequence[Sequence[int]], need: list[int], pad:
     for b, base in enumerate(bases):
         ids[b, : min(need[b], len(base))] = torch.tensor(list(base[: need[b]]), dtype=torch.long)
     out = hf(input_ids=ids.to(device), use_cache=True, logits_to_keep=1)
-    return _kv_layers(getattr(out, "past_key_values", None) or getattr(out, "cache", None))
+    # transformers >= 5.2x returns it as ``cache`` and warns when ``past_key_values`` is read
+    cache = out.get("cache") if "cache" in out else out.get("past_key_values")
+    return _kv_layers(cache)
 
 
 # ------------------------------------------------------------------ generation
