@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -262,6 +263,12 @@ def _split_qkv_map(att) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     return out
 
 
+#: each joint-q/k/v attention component's :func:`_split_qkv_map`, kept beside the module rather than
+#: on it: an attribute set on a TransformerLens component changed how a later two-process (DDP)
+#: unlearning run trained it (its fused q/k/v weights ended 4e-3 from a one-process run's)
+_QKV_MAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def sync_fused_weights(model) -> None:
     """Copy split q/k/v weights the bridge computes with back into the fused HF weight.
 
@@ -273,9 +280,9 @@ def sync_fused_weights(model) -> None:
     for att in hf_model_of(model).modules():
         if not callable(getattr(att, "split_qkv_matrix", None)):
             continue
-        if not hasattr(att, "_unpact_qkv_map"):
-            att._unpact_qkv_map = _split_qkv_map(att)
-        for t, fused, idx in att._unpact_qkv_map or ():
+        if att not in _QKV_MAPS:
+            _QKV_MAPS[att] = _split_qkv_map(att)
+        for t, fused, idx in _QKV_MAPS[att] or ():
             with torch.no_grad():
                 fused.view(-1)[idx] = t.detach().reshape(-1).to(fused.dtype)
 
