@@ -73,12 +73,16 @@ def paraphrase_keep(items: Sequence[QAItem]) -> list[QAItem]:
     return out
 
 
-def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideConfig | None = None, *, seed: int = 0):
+def hide_facts(
+    original, forget: Sequence[QAItem], keep: Sequence, config: HideConfig | None = None, *, seed: int = 0, fmt=None
+):
     """The positive control: ``original`` fine-tuned to refuse the plain forget questions, keeping ``keep``.
 
     ``keep`` should hold the same facts in the probe formats (see :func:`paraphrase_keep`)
-    and some retain items. Returns the edited copy (the original is untouched); its
-    plain accuracy on ``forget`` falls while the kept formats stay answered.
+    and some retain items. ``fmt``: the prompt format the study asks in (a chat model's template;
+    default plain), so the refusals are taught where they are measured. Returns the edited copy
+    (the original is untouched); its plain accuracy on ``forget`` falls while the kept formats
+    stay answered.
     """
     cfg = config or HideConfig()
     res = unlearn(
@@ -88,6 +92,7 @@ def hide_facts(original, forget: Sequence[QAItem], keep: Sequence, config: HideC
         list(keep),
         {"lr": cfg.lr, "steps": cfg.steps, "batch_size": cfg.batch_size, "retain_weight": cfg.keep_weight},
         seed=seed,
+        fmt=fmt,
     )
     if res.stopped_early:
         raise ConfigError(f"the positive control's fine-tune stopped: {res.message}")

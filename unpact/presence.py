@@ -271,16 +271,17 @@ def keep_formats(forget: Sequence[QAItem]) -> list:
 
 
 def positive_control_model(
-    original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *, seed: int = 0
+    original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *, seed: int = 0, fmt=None
 ):
-    """The original taught to refuse the plain forget questions while keeping :func:`keep_formats` and
-    ``settings.keep_retain_items`` retain items (None when the items give nothing to keep)."""
+    """The original taught, in prompt format ``fmt``, to refuse the plain forget questions while keeping
+    :func:`keep_formats` and ``settings.keep_retain_items`` retain items (None when the items give
+    nothing to keep)."""
     keep = keep_formats(forget)
     if not keep:
         return None
     keep += spread_sample(list(retain), settings.keep_retain_items)
     return hide_facts(
-        original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed
+        original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed, fmt=fmt
     )
 
 

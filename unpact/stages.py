@@ -580,7 +580,12 @@ def positive_control(study: StudyView, items: list) -> dict[str, Any]:
     its plain recalls and the items it hides; {} when no such model could be made."""
     settings = study.cfg.presence
     positive = positive_control_model(
-        study.original(), items, list(study.data.retain), settings, seed=stage_seed(study.cfg.seed, "controls/positive")
+        study.original(),
+        items,
+        list(study.data.retain),
+        settings,
+        seed=stage_seed(study.cfg.seed, "controls/positive"),
+        fmt=study.fmt,
     )
     if positive is None:
         return {}

@@ -305,3 +305,22 @@ def test_in_context_drops_examples_that_do_not_fit_the_context(tiny_gpt2):
     n_ctx = context_length(tiny_gpt2)
     assert 0 < a.info["shots_used"]["f0"] < 4
     assert 1 + len(tokenize(tiny_gpt2.tokenizer, a.prompts[0] + " Lima")) <= n_ctx
+
+
+def test_relearning_and_the_positive_control_train_in_the_format_they_are_asked_in(tiny_dirs):
+    """A chat model is asked in its template; the relearning fine-tune and the positive control's
+    hiding fine-tune must train there too (they trained in the plain format whatever the study's)."""
+    from unpact.controls import HideConfig, hide_facts
+    from unpact.data.formatting import PromptFormat
+
+    other = PromptFormat("other", template="<user> {question} <assistant>", answer_suffix=" <end>")
+    model = load_model(tiny_dirs["gpt2"])
+    att = make_attack("relearning", {"steps": (2,), "lrs": (1e-3,), "batch_size": 2})
+    tuned = {
+        f.name: att.apply(model, QS, att.settings()[0], fmt=f, pool={"retain": RETAIN}, seed=0).model
+        for f in (PLAIN, other)
+    }
+    assert not _same(tuned["plain"], _fingerprint(tuned["other"]))
+    hidden = {f.name: hide_facts(model, QS[:2], RETAIN, HideConfig(steps=2), seed=0, fmt=f) for f in (PLAIN, other)}
+    assert not _same(hidden["plain"], _fingerprint(hidden["other"]))
+    assert _same(hide_facts(model, QS[:2], RETAIN, HideConfig(steps=2), seed=0), _fingerprint(hidden["plain"]))

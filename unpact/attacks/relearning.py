@@ -135,7 +135,7 @@ class Relearning(Attack):
         tuned = copy_model(model)
         cfg = UnlearnConfig(lr=setting["lr"], steps=setting["steps"], batch_size=self.config.batch_size)
         cfg.validate()
-        losses, stopped, message = train(fine_tune_method(cfg), tuned, train_items, None, seed=seed)
+        losses, stopped, message = train(fine_tune_method(cfg), tuned, train_items, None, seed=seed, fmt=fmt)
         prompts = [fmt.prompt(question_answer(items[i], i)[1]) for i in asked]
         info = {
             "trained_ids": train_ids,
