@@ -30,6 +30,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -298,16 +299,7 @@ def shared_prefix_length(sequences: Sequence[tuple[Sequence[int], Sequence[int]]
         >>> shared_prefix_length([([0, 5, 6, 7], [9]), ([0, 5, 6, 8], [9]), ([0, 5, 1], [2])])
         2
     """
-    if not sequences:
-        return 0
-    first = sequences[0][0]
-    n = min(len(p) for p, _ in sequences)
-    for p, _ in sequences[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return n
+    return len(os.path.commonprefix([list(p) for p, _ in sequences]))
 
 
 def score_sequences(
