@@ -30,7 +30,7 @@ Example (+SKIP lines need a model, data or files, so the doctest run skips them)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,13 +74,22 @@ def paraphrase_keep(items: Sequence[QAItem]) -> list[QAItem]:
 
 
 def hide_facts(
-    original, forget: Sequence[QAItem], keep: Sequence, config: HideConfig | None = None, *, seed: int = 0, fmt=None
+    original,
+    forget: Sequence[QAItem],
+    keep: Sequence,
+    config: HideConfig | None = None,
+    *,
+    seed: int = 0,
+    fmt=None,
+    training: Mapping[str, Any] | None = None,
 ):
     """The positive control: ``original`` fine-tuned to refuse the plain forget questions, keeping ``keep``.
 
     ``keep`` should hold the same facts in the probe formats (see :func:`paraphrase_keep`)
     and some retain items. ``fmt``: the prompt format the study asks in (a chat model's template;
-    default plain), so the refusals are taught where they are measured. Returns the edited copy
+    default plain), so the refusals are taught where they are measured. ``training``: how the
+    fine-tune's passes run, not what it learns (``max_batch_tokens``, ``gradient_checkpointing``
+    of :class:`~unpact.unlearning.UnlearnConfig`; a study passes its own). Returns the edited copy
     (the original is untouched); its plain accuracy on ``forget`` falls while the kept formats
     stay answered.
     """
@@ -90,7 +99,13 @@ def hide_facts(
         "idk",
         list(forget),
         list(keep),
-        {"lr": cfg.lr, "steps": cfg.steps, "batch_size": cfg.batch_size, "retain_weight": cfg.keep_weight},
+        {
+            **(training or {}),
+            "lr": cfg.lr,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "retain_weight": cfg.keep_weight,
+        },
         seed=seed,
         fmt=fmt,
     )

@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -271,17 +271,30 @@ def keep_formats(forget: Sequence[QAItem]) -> list:
 
 
 def positive_control_model(
-    original, forget: Sequence[QAItem], retain: Sequence, settings: PresenceSettings, *, seed: int = 0, fmt=None
+    original,
+    forget: Sequence[QAItem],
+    retain: Sequence,
+    settings: PresenceSettings,
+    *,
+    seed: int = 0,
+    fmt=None,
+    training: Mapping[str, Any] | None = None,
 ):
     """The original taught, in prompt format ``fmt``, to refuse the plain forget questions while keeping
     :func:`keep_formats` and ``settings.keep_retain_items`` retain items (None when the items give
-    nothing to keep)."""
+    nothing to keep). ``training``: how the fine-tune's passes run (:func:`~unpact.controls.hide_facts`)."""
     keep = keep_formats(forget)
     if not keep:
         return None
     keep += spread_sample(list(retain), settings.keep_retain_items)
     return hide_facts(
-        original, list(forget), keep, HideConfig(lr=settings.hide_lr, steps=settings.hide_steps), seed=seed, fmt=fmt
+        original,
+        list(forget),
+        keep,
+        HideConfig(lr=settings.hide_lr, steps=settings.hide_steps),
+        seed=seed,
+        fmt=fmt,
+        training=training,
     )
 
 

@@ -40,7 +40,7 @@ import torch
 from unpact import checkpoints
 from unpact.analyses import keyword_focus_vs_null, token_drop_stats
 from unpact.analyses.assemble import control_items, focus_rows
-from unpact.attacks import role_runs, run_attack
+from unpact.attacks import get_attack, role_runs, run_attack
 from unpact.attribution import Attribution, attribute, compare, key_tokens
 from unpact.attribution.gradients import IG_BATCH_SHARE
 from unpact.data import Benchmark, format_answer, load_benchmark, spread_sample
@@ -342,7 +342,7 @@ def attack_controls(study: StudyView) -> dict[str, Any]:
             out[name] = {}
             for role, model in models.items():
                 out[name][role] = role_runs(
-                    name, model, study.data.groups["forget"], config=settings.options.get(name), **options
+                    name, model, study.data.groups["forget"], config=attack_config(study, name), **options
                 )
                 bar.update()
     return out
@@ -351,15 +351,25 @@ def attack_controls(study: StudyView) -> dict[str, Any]:
 # ------------------------------------------------------------------ per-method stages
 
 
+def training_options(study: StudyView) -> dict[str, Any]:
+    """How every fine-tune of the study runs its passes (unlearning, the trajectory, the positive
+    control's hiding and the relearning attack): the backward token budget and gradient
+    checkpointing. They change memory and time, not the update."""
+    return {"max_batch_tokens": study.budgets["unlearn"], "gradient_checkpointing": study.cfg.gradient_checkpointing}
+
+
 def method_overrides(study: StudyView, method: str) -> dict[str, Any]:
-    """``method``'s settings in this run: the unlearning token budget, gradient checkpointing and
-    the run's ``method_config.<method>``."""
-    cfg = study.cfg
-    return {
-        "max_batch_tokens": study.budgets["unlearn"],
-        "gradient_checkpointing": cfg.gradient_checkpointing,
-        **(cfg.method_config.get(method) or {}),
-    }
+    """``method``'s settings in this run: :func:`training_options` and the run's
+    ``method_config.<method>``."""
+    return {**training_options(study), **(study.cfg.method_config.get(method) or {})}
+
+
+def attack_config(study: StudyView, name: str) -> dict[str, Any]:
+    """Attack ``name``'s options in this run: the run's ``attacks.options.<name>`` over the
+    :func:`training_options` its config takes (the relearning attack trains; the others do not)."""
+    known = {f.name for f in dataclasses.fields(get_attack(name).config_class)}
+    shared = {k: v for k, v in training_options(study).items() if k in known}
+    return {**shared, **(study.cfg.attacks.options.get(name) or {})}
 
 
 def unlearning(study: StudyView, method: str) -> UnlearnResult:
@@ -510,7 +520,7 @@ def attacks(study: StudyView, unlearned: Model) -> dict[str, Any]:
             unlearned,
             study.data.groups["forget"],
             controls=controls[name],
-            config=settings.options.get(name),
+            config=attack_config(study, name),
             progress=study.progress,
             **attack_options(study),
         )
@@ -586,6 +596,7 @@ def positive_control(study: StudyView, items: list) -> dict[str, Any]:
         settings,
         seed=stage_seed(study.cfg.seed, "controls/positive"),
         fmt=study.fmt,
+        training=training_options(study),
     )
     if positive is None:
         return {}

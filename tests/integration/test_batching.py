@@ -7,10 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from types import SimpleNamespace
+
 from unpact import load_model
-from unpact.data import QAItem
+from unpact.attacks import make_attack
+from unpact.config import RunConfig
+from unpact.controls import HideConfig, hide_facts
+from unpact.data import PLAIN, QAItem
 from unpact.errors import ConfigError
 from unpact.models import hf_model_of
+from unpact.stages import attack_config, method_overrides, stage_budgets, training_options
 from unpact.unlearning import unlearn
 from unpact.unlearning.base import _checkpointing_on, micro_batches
 
@@ -66,6 +72,20 @@ def test_micro_batched_unlearning_equals_one_pass(gpt2, method):
     assert len(micro_batches(list(range(4)), [([0] * 12, [1] * 4)] * 4, 24)) > 1
 
 
+@pytest.mark.parametrize("method", ["ga_gdr", "npo_gdr", "idk"])
+def test_micro_batches_with_fewer_forget_than_retain_rows_equal_one_pass(gpt2, method):
+    """2 forget rows beside 4 retain rows: the retain split is not the forget split's (and once
+    needed more passes than there are forget rows, whose retain parts were dropped). Each term is
+    weighted by its own share of rows, so the step is the one-pass step."""
+    cfg = {"steps": 2, "batch_size": 4, "lr": 1e-3}
+    one = unlearn(gpt2, method, FORGET[:2], RETAIN, cfg, seed=1)
+    for budget in (24, 8):  # 8: below one row, so 2 forget passes beside 4 retain rows
+        split = unlearn(gpt2, method, FORGET[:2], RETAIN, {**cfg, "max_batch_tokens": budget}, seed=1)
+        assert _max_diff(_state(one.model), _state(split.model)) < 1e-5
+        for a, b in zip(one.losses, split.losses):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+
+
 def test_gradient_checkpointing_gives_the_same_weights(gpt2):
     cfg = {"steps": 2, "batch_size": 4, "lr": 1e-3}
     plain = unlearn(gpt2, "ga_gdr", FORGET, RETAIN, cfg, seed=2)
@@ -114,3 +134,52 @@ def test_gradient_checkpointing_keeps_fewer_activations_and_no_dropout_on(gpt2):
 def test_bad_budget_is_an_error(gpt2):
     with pytest.raises(ConfigError, match="max_batch_tokens"):
         unlearn(gpt2, "ga", FORGET, None, {"max_batch_tokens": 0})
+
+
+def _kept_bytes(fn) -> tuple[int, object]:
+    """Bytes autograd keeps for the backward passes of ``fn()``, and what it returns."""
+    saved = [0]
+
+    def pack(t):
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return saved[0], out
+
+
+def test_the_positive_control_and_relearning_take_the_study_s_training_options(gpt2):
+    """The study trains in four places; the positive control's hiding fine-tune and the relearning
+    attack took neither the token budget nor gradient checkpointing (the real model's study peaked
+    at 7.0 GB with only its unlearning bounded). Now they do: the same weights, fewer bytes kept."""
+    on = {"gradient_checkpointing": True, "max_batch_tokens": 24}
+
+    def hide(training):
+        return hide_facts(gpt2, FORGET[:2], RETAIN, HideConfig(steps=1, lr=1e-3), seed=0, training=training)
+
+    plain_bytes, plain = _kept_bytes(lambda: hide(None))
+    on_bytes, bounded = _kept_bytes(lambda: hide(on))
+    assert on_bytes < plain_bytes / 2
+    assert _max_diff(_state(plain), _state(bounded)) < 1e-5
+
+    def relearn(options):
+        attack = make_attack("relearning", {"steps": (1,), "lrs": (1e-3,), "batch_size": 2, **options})
+        return attack.apply(gpt2, FORGET, attack.settings()[0], fmt=PLAIN, pool={}, seed=0).model
+
+    plain_bytes, plain = _kept_bytes(lambda: relearn({}))
+    on_bytes, bounded = _kept_bytes(lambda: relearn(on))
+    assert on_bytes < plain_bytes / 2
+    assert _max_diff(_state(plain), _state(bounded)) < 1e-5
+
+
+def test_a_study_gives_its_training_options_to_every_fine_tune_and_a_setting_of_its_own_wins():
+    cfg = RunConfig(gradient_checkpointing=True, max_batch_tokens=4000)
+    cfg.method_config = {"npo_gdr": {"max_batch_tokens": 320}}
+    cfg.attacks.options = {"relearning": {"gradient_checkpointing": False}}
+    study = SimpleNamespace(cfg=cfg, budgets=stage_budgets(cfg.max_batch_tokens))
+    assert training_options(study) == {"max_batch_tokens": 1000, "gradient_checkpointing": True}
+    assert method_overrides(study, "ga_gdr") == {"max_batch_tokens": 1000, "gradient_checkpointing": True}
+    assert method_overrides(study, "npo_gdr")["max_batch_tokens"] == 320
+    assert attack_config(study, "relearning") == {"max_batch_tokens": 1000, "gradient_checkpointing": False}
+    assert attack_config(study, "in_context") == {}  # attacks that do not train take none

@@ -50,6 +50,10 @@ class RelearningConfig:
         steps: step marks swept (optimizer steps of plain fine-tuning).
         lrs: learning rates swept.
         batch_size: items per step.
+        max_batch_tokens: token budget of one forward+backward pass (None: one pass per step);
+            gradients of a step's passes add up, so it changes how the fine-tune runs, not what
+            it learns (:class:`~unpact.unlearning.UnlearnConfig`). A study passes its own.
+        gradient_checkpointing: recompute activations in the backward pass (less memory).
     """
 
     source: str = "forget"
@@ -59,6 +63,8 @@ class RelearningConfig:
     steps: tuple[int, ...] = (5, 10, 20)
     lrs: tuple[float, ...] = (1e-4, 5e-4)
     batch_size: int = 8
+    max_batch_tokens: int | None = None
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in ("forget", "retain"):
@@ -133,7 +139,13 @@ class Relearning(Attack):
     def apply(self, model, items: Sequence, setting, *, fmt, pool, seed: int = 0) -> Attacked:
         train_items, asked, train_ids = self._data(items, pool, seed)
         tuned = copy_model(model)
-        cfg = UnlearnConfig(lr=setting["lr"], steps=setting["steps"], batch_size=self.config.batch_size)
+        cfg = UnlearnConfig(
+            lr=setting["lr"],
+            steps=setting["steps"],
+            batch_size=self.config.batch_size,
+            max_batch_tokens=self.config.max_batch_tokens,
+            gradient_checkpointing=self.config.gradient_checkpointing,
+        )
         cfg.validate()
         losses, stopped, message = train(fine_tune_method(cfg), tuned, train_items, None, seed=seed, fmt=fmt)
         prompts = [fmt.prompt(question_answer(items[i], i)[1]) for i in asked]

@@ -216,6 +216,10 @@ class Batch:
     forget_idx: list[int]
     retain: Packed | None = None
     retain_idx: list[int] | None = None
+    #: factor on the retain term: a micro-batch's share of the step's retain rows over its share of
+    #: the forget rows (1 in one pass), so a step's micro-batches add up to its one-pass loss when
+    #: the two splits are not proportional (fewer forget than retain rows)
+    retain_scale: float = 1.0
 
 
 @dataclass
@@ -667,6 +671,8 @@ class _Loop:
             r_parts = micro_batches(r_idx, run.retain_seqs, cfg.max_batch_tokens, len(f_parts))
             if len(r_parts) > len(f_parts):
                 f_parts = micro_batches(f_idx, run.forget_seqs, cfg.max_batch_tokens, len(r_parts))
+            if len(r_parts) > len(f_parts):  # more retain passes than forget rows: pair them, over budget
+                r_parts = micro_batches(r_idx, run.retain_seqs, None, len(f_parts))
         return f_idx, f_parts, r_parts
 
     def step_losses(self, step: int) -> dict[str, float]:
@@ -677,12 +683,13 @@ class _Loop:
         total: Tensor | None = None
         for j, fp in enumerate(f_parts):
             batch = Batch(pack([run.forget_seqs[i] for i in fp], self.pad).to(accelerator.device), fp)
+            w = len(fp) / len(f_idx)  # accumulate: weight each micro-batch by its share of the rows
             if r_parts is not None and j < len(r_parts) and r_parts[j]:
                 batch.retain = pack([run.retain_seqs[i] for i in r_parts[j]], self.pad).to(accelerator.device)
                 batch.retain_idx = r_parts[j]
+                batch.retain_scale = len(r_parts[j]) / sum(map(len, r_parts)) / w
             loss, parts = self.objective(batch)
-            if len(f_parts) > 1:  # accumulate: weight each micro-batch by its share of the rows
-                w = len(fp) / len(f_idx)
+            if len(f_parts) > 1:
                 loss, parts = loss * w, {k: v * w for k, v in parts.items()}
             # gradients of all but the last micro-batch stay local (one all-reduce per step
             # under DDP, whatever each rank's number of micro-batches); a non-finite loss is

@@ -60,5 +60,6 @@ class RetainTerm:
         r = self(model, batch)
         if r is None:
             return loss
+        r = r * batch.retain_scale
         parts["retain_loss"] = r
         return loss + self.weight * r

@@ -189,7 +189,7 @@ class RMU(UnlearningMethod):
             for j, i in enumerate(batch.retain_idx):  # type: ignore[arg-type]
                 f = self.frozen[i]
                 target[j, : f.shape[0]] = f.to(target.device, target.dtype)
-            retain = masked_mse(h_r, target, _real_mask(batch.retain))
+            retain = masked_mse(h_r, target, _real_mask(batch.retain)) * batch.retain_scale
             loss = loss + self.config.alpha * retain
             parts["retain_loss"] = retain
         return loss, parts
