@@ -11,7 +11,8 @@ recovery-route table (emphasis and every attack, attacks beyond the original and
 negative controls), then the analyses' verdicts, and (when the run has the strength
 trajectory) one row per method and checkpoint: plain forget accuracy, knowledge presence
 (known / hidden / erased by the calibrated probes), keyword and placebo recovery of the
-best controlled setting, utility, finding 2 there, and the dilemma's verdicts.
+best controlled setting, utility, finding 2 there, and the dilemma's verdicts; last, what each
+stage cost where the run recorded it (stages/timings.jsonl).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from unpact.emphasis.table import RecoveryTable
+from unpact.rundir import stage_timings
 
 
 def f(x, d=3):
@@ -125,7 +127,22 @@ def tables(run: Path) -> str:
         else:
             out.append(f"- keyword focus, {m}: {r['verdict']}")
     out += checkpoint_tables(res)
+    out += cost_table(run)
     return "\n".join(out) + "\n"
+
+
+def cost_table(run: Path) -> list[str]:
+    """Each computed stage's wall and CPU seconds and the run's peak memory so far
+    (stages/timings.jsonl; a trajectory checkpoint is also inside its trajectory's seconds)."""
+    rows = stage_timings(run)
+    if not rows:
+        return []
+    out = ["", "| stage | wall (s) | CPU (s) | peak so far (GB) | finished (UTC) |", "|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['stage']} | {r['seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['peak_rss_gb']:.2f} | {r['finished'][11:19]} |"
+        )
+    return out
 
 
 def checkpoint_tables(res: dict) -> list[str]:

@@ -4,6 +4,8 @@ Each stage writes ``stages/<name>.json`` through a temporary file and
 ``os.replace`` (atomic on POSIX): a stage file either holds the complete result
 or does not exist. A rerun reads the finished stages and computes only the rest.
 Directories (saved checkpoints) are built under a temporary name and renamed.
+Every computed stage also appends one line to ``stages/timings.jsonl``: its wall and CPU
+seconds and the process's peak memory so far (:func:`stage_timings` reads them back).
 
 Example (+SKIP lines need a model, data or files, so the doctest run skips them):
     >>> rd = RunDir("/tmp/demo-run")                      # doctest: +SKIP
@@ -16,9 +18,12 @@ import fcntl
 import json
 import math
 import os
+import resource
 import secrets
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,6 +160,33 @@ class RunLock:
         self.release()
 
 
+#: one JSON line per computed stage, in ``stages/``
+TIMINGS_FILE = "timings.jsonl"
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (``getrusage``'s ``ru_maxrss``: KiB on Linux,
+    bytes on macOS). It never falls, so a stage's line shows the peak of the run up to its end:
+    the stage where it rises is where the new peak was."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def stage_timings(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """The cost of each stage a run directory computed, in the order they finished (every session
+    that resumed it included). A nested stage (a trajectory checkpoint) is also inside its parent's
+    seconds.
+
+    Example:
+        >>> stage_timings("/tmp/no-such-run")
+        []
+    """
+    path = Path(root) / "stages" / TIMINGS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 class RunDir:
     """The run directory: ``config.json``, ``stages/``, ``models/``, ``results.json``, report."""
 
@@ -190,10 +222,22 @@ class RunDir:
         return self.read(name)
 
     def stage(self, name: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        """The stage's result: read back when done, else computed and written. Returns (result, computed)."""
+        """The stage's result: read back when done, else computed and written (its cost appended
+        to ``stages/timings.jsonl``). Returns (result, computed)."""
         if self.has(name):
             return self.read(name), False
-        return self.write(name, compute()), True
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = self.write(name, compute())
+        record = {
+            "stage": name,
+            "seconds": round(time.perf_counter() - wall, 3),
+            "cpu_seconds": round(time.process_time() - cpu, 3),
+            "peak_rss_gb": round(peak_rss_bytes() / 1e9, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        with open(self.root / "stages" / TIMINGS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        return result, True
 
     def model_dir(self, name: str) -> Path:
         return self.root / "models" / name

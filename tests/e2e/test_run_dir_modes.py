@@ -13,7 +13,7 @@ import pytest
 
 from unpact.config import config_from_dict
 from unpact.pipeline import run_study
-from unpact.rundir import write_json_atomic, write_text_atomic
+from unpact.rundir import stage_timings, write_json_atomic, write_text_atomic
 from unpact.testing import TOY_PLACES, make_tiny_checkpoint, toy_tofu_rows, write_toy_tofu
 
 
@@ -131,3 +131,13 @@ def test_the_run_reports_the_checkpoint_metrics(small_run):
         assert rows[name]["forget_mia_min_k_auc"] == ev["forget"]["mia_min_k_auc"]
         assert rows[name]["forget_extraction_strength"] == ev["forget"]["extraction_strength"]
         assert rows[name]["forget_exact_memorization"] == ev["forget"]["exact_memorization"]
+
+
+def test_every_stage_file_of_a_run_has_its_cost_recorded(small_run):
+    """stages/timings.jsonl: one line per computed stage, the wall seconds adding up to no more
+    than the run took."""
+    run_dir, _ = small_run
+    stages = {str(p.relative_to(run_dir / "stages"))[: -len(".json")] for p in (run_dir / "stages").rglob("*.json")}
+    rows = stage_timings(run_dir)
+    assert {r["stage"] for r in rows} == stages and len(rows) == len(stages)
+    assert all(r["seconds"] >= 0 and r["peak_rss_gb"] > 0 for r in rows)
