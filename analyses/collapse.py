@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from unpact.analyses._stats import fmt, gini, mean, spearman, spearman_exact_p
@@ -68,8 +69,22 @@ def token_drop_stats(items: list[dict[str, Any]], eps: float = 1e-6) -> dict[str
 COLLAPSE_MIN_RHO = 0.3
 #: ... and at least this unlikely under a random pairing of methods and utility drops (one-sided
 #: exact permutation p, :func:`unpact.stats.spearman_exact_p`): the level of the study's other
-#: verdicts. With n methods the smallest p is 1/n!: 3 methods can never reach it (1/6).
+#: verdicts. With n methods the smallest p is 1/n!: 3 methods can never reach it (1/6), and the
+#: verdict is then "not applicable" (a "not supported" that no data could have turned).
 COLLAPSE_ALPHA = 0.05
+
+
+def _min_methods(alpha: float) -> int:
+    """The fewest methods whose smallest one-sided exact p, 1/n!, is at most ``alpha``.
+
+    Example:
+        >>> _min_methods(0.05)
+        4
+    """
+    n = 3
+    while 1 / math.factorial(n) > alpha:
+        n += 1
+    return n
 
 
 def collapse_analysis(
@@ -100,6 +115,15 @@ def collapse_analysis(
             for m in names
         )
         holds = None
+    elif 1 / math.factorial(len(names)) > alpha:
+        p_share = spearman_exact_p([methods[m]["share_tokens_fell"] for m in names], util, "greater")
+        holds = None
+        verdict = (
+            f"not applicable: n = {len(names)} methods can never reach one-sided exact p <= {alpha:g} (the smallest "
+            f"is 1/{len(names)}! = {fmt(1 / math.factorial(len(names)))}); run at least {_min_methods(alpha)}. "
+            f"Spearman {fmt(rho_share, 2)} (p = {fmt(p_share)}) between the share of control tokens whose "
+            f"contribution fell and the utility drop, Gini at {fmt(rho_gini, 2)}"
+        )
     else:
         p_share = spearman_exact_p([methods[m]["share_tokens_fell"] for m in names], util, "greater")
         holds = (
