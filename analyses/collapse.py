@@ -105,9 +105,11 @@ def collapse_analysis(
         methods[m] = stats
     names = list(methods)
     util = [methods[m]["utility_drop"] for m in names]
-    rho_share = spearman([methods[m]["share_tokens_fell"] for m in names], util)
+    shares = [methods[m]["share_tokens_fell"] for m in names]
+    rho_share = spearman(shares, util)
     rho_gini = spearman([methods[m]["drop_concentration_gini"] for m in names], util)
-    p_share = None
+    p_share = spearman_exact_p(shares, util, "greater") if len(names) >= 3 else None
+    min_methods = _min_methods(alpha)
     if len(names) < 3:
         verdict = f"{len(names)} method(s): too few to correlate spread with utility drop; " + "; ".join(
             f"{m}: {fmt(100 * (methods[m]['share_tokens_fell'] or 0), 0)}% of tokens fell, "
@@ -115,17 +117,15 @@ def collapse_analysis(
             for m in names
         )
         holds = None
-    elif 1 / math.factorial(len(names)) > alpha:
-        p_share = spearman_exact_p([methods[m]["share_tokens_fell"] for m in names], util, "greater")
+    elif len(names) < min_methods:
         holds = None
         verdict = (
             f"not applicable: n = {len(names)} methods can never reach one-sided exact p <= {alpha:g} (the smallest "
-            f"is 1/{len(names)}! = {fmt(1 / math.factorial(len(names)))}); run at least {_min_methods(alpha)}. "
+            f"is 1/{len(names)}! = {fmt(1 / math.factorial(len(names)))}); run at least {min_methods}. "
             f"Spearman {fmt(rho_share, 2)} (p = {fmt(p_share)}) between the share of control tokens whose "
             f"contribution fell and the utility drop, Gini at {fmt(rho_gini, 2)}"
         )
     else:
-        p_share = spearman_exact_p([methods[m]["share_tokens_fell"] for m in names], util, "greater")
         holds = (
             rho_share is not None
             and rho_share >= min_rho
